@@ -1,0 +1,243 @@
+// safetensors reader (validating) and atomic writer.
+#include "mhc/safetensors.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+namespace mhc {
+
+namespace {
+const std::pair<const char*, DType> kDtypes[] = {
+    {"F64", DType::F64}, {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16},
+    {"I64", DType::I64}, {"I32", DType::I32}, {"I16", DType::I16}, {"I8", DType::I8},
+    {"U8", DType::U8},   {"BOOL", DType::BOOL}};
+
+[[noreturn]] void bad(const std::string& path, const std::string& what) {
+    throw std::runtime_error(path + ": " + what);
+}
+
+constexpr uint64_t kMaxHeader = 100ull << 20;  // 100 MiB of JSON is far beyond any real model
+
+float bf16_to_float(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+float f16_to_float(uint16_t h) {
+    const uint32_t sign = (h >> 15) & 1, exp = (h >> 10) & 31, man = h & 1023;
+    float v;
+    if (exp == 0) v = std::ldexp((float)man, -24);
+    else if (exp == 31) v = man ? NAN : INFINITY;
+    else v = std::ldexp((float)(man | 1024), (int)exp - 25);
+    return sign ? -v : v;
+}
+}  // namespace
+
+const char* dtype_name(DType d) {
+    for (const auto& [name, dt] : kDtypes)
+        if (dt == d) return name;
+    return "?";
+}
+
+int dtype_size(DType d) {
+    switch (d) {
+        case DType::F64: case DType::I64: return 8;
+        case DType::F32: case DType::I32: return 4;
+        case DType::F16: case DType::BF16: case DType::I16: return 2;
+        default: return 1;
+    }
+}
+
+int64_t StTensor::numel() const {
+    int64_t n = 1;
+    for (auto d : shape) n *= d;
+    return n;
+}
+
+std::vector<double> StTensor::to_double() const {
+    const int64_t n = numel();
+    std::vector<double> out(n);
+    const uint8_t* p = data.data();
+    for (int64_t i = 0; i < n; i++) {
+        switch (dtype) {
+            case DType::F64: std::memcpy(&out[i], p + 8 * i, 8); break;
+            case DType::F32: { float f; std::memcpy(&f, p + 4 * i, 4); out[i] = f; break; }
+            case DType::BF16: { uint16_t h; std::memcpy(&h, p + 2 * i, 2); out[i] = bf16_to_float(h); break; }
+            case DType::F16: { uint16_t h; std::memcpy(&h, p + 2 * i, 2); out[i] = f16_to_float(h); break; }
+            case DType::I64: { int64_t v; std::memcpy(&v, p + 8 * i, 8); out[i] = (double)v; break; }
+            case DType::I32: { int32_t v; std::memcpy(&v, p + 4 * i, 4); out[i] = v; break; }
+            case DType::I16: { int16_t v; std::memcpy(&v, p + 2 * i, 2); out[i] = v; break; }
+            case DType::I8: out[i] = (int8_t)p[i]; break;
+            case DType::U8: case DType::BOOL: out[i] = p[i]; break;
+        }
+    }
+    return out;
+}
+
+std::vector<float> StTensor::to_float() const {
+    auto d = to_double();
+    return std::vector<float>(d.begin(), d.end());
+}
+
+const StTensor& SafeTensors::at(const std::string& name) const {
+    auto it = tensors.find(name);
+    if (it == tensors.end()) bad(path, "no tensor '" + name + "'");
+    return it->second;
+}
+
+SafeTensors safetensors_read(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) bad(path, std::string("cannot open: ") + std::strerror(errno));
+    f.seekg(0, std::ios::end);
+    const uint64_t fsize = (uint64_t)f.tellg();
+    f.seekg(0);
+    if (fsize < 8) bad(path, "not a safetensors file (shorter than its 8-byte header length)");
+    uint8_t lenb[8];
+    f.read((char*)lenb, 8);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | lenb[i];
+    if (hlen > kMaxHeader || hlen > fsize - 8)
+        bad(path, "header length " + std::to_string(hlen) + " exceeds the file (" +
+                      std::to_string(fsize) + " bytes) or the 100 MiB limit");
+    std::string header(hlen, '\0');
+    f.read(header.data(), (std::streamsize)hlen);
+    if (!f) bad(path, "cannot read the header");
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(header);
+    } catch (const std::exception&) {
+        bad(path, "header is not valid JSON");
+    }
+    if (!j.is_object()) bad(path, "header is not a JSON object");
+    const uint64_t dsize = fsize - 8 - hlen;
+    SafeTensors st;
+    st.path = path;
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;
+    std::vector<std::pair<std::string, std::pair<uint64_t, uint64_t>>> todo;
+    for (auto it = j.begin(); it != j.end(); ++it) {
+        const std::string& name = it.key();
+        const auto& e = it.value();
+        if (name == "__metadata__") {
+            if (!e.is_object()) bad(path, "__metadata__ is not an object");
+            for (auto m = e.begin(); m != e.end(); ++m) {
+                if (!m.value().is_string()) bad(path, "__metadata__ value '" + m.key() + "' is not a string");
+                st.metadata[m.key()] = m.value().get<std::string>();
+            }
+            continue;
+        }
+        if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
+            bad(path, "tensor '" + name + "' lacks dtype, shape or data_offsets");
+        StTensor t;
+        const auto& dt = e["dtype"];
+        bool found = false;
+        if (dt.is_string())
+            for (const auto& [dn, d] : kDtypes)
+                if (dt.get<std::string>() == dn) t.dtype = d, found = true;
+        if (!found) bad(path, "tensor '" + name + "' has an unknown dtype");
+        const auto& sh = e["shape"];
+        if (!sh.is_array() || sh.size() > 8) bad(path, "tensor '" + name + "' has a bad shape");
+        uint64_t numel = 1;
+        for (const auto& d : sh) {
+            if (!d.is_number_integer() || d.get<int64_t>() < 0 || d.get<int64_t>() > (1ll << 40))
+                bad(path, "tensor '" + name + "' has a bad shape");
+            t.shape.push_back(d.get<int64_t>());
+            numel *= (uint64_t)d.get<int64_t>();
+            if (numel > (1ull << 40)) bad(path, "tensor '" + name + "' is impossibly large");
+        }
+        const auto& off = e["data_offsets"];
+        if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+            bad(path, "tensor '" + name + "' has bad data_offsets");
+        const uint64_t b = off[0].get<uint64_t>(), en = off[1].get<uint64_t>();
+        if (b > en || en > dsize)
+            bad(path, "tensor '" + name + "' data_offsets [" + std::to_string(b) + ", " +
+                          std::to_string(en) + "] lie outside the data (" + std::to_string(dsize) +
+                          " bytes); the file may be truncated");
+        if (en - b != numel * (uint64_t)dtype_size(t.dtype))
+            bad(path, "tensor '" + name + "' has " + std::to_string(en - b) +
+                          " bytes, its shape and dtype need " +
+                          std::to_string(numel * dtype_size(t.dtype)));
+        ranges.push_back({b, en});
+        st.tensors.emplace(name, std::move(t));
+        todo.push_back({name, {b, en}});
+    }
+    std::sort(ranges.begin(), ranges.end());
+    for (size_t i = 1; i < ranges.size(); i++)
+        if (ranges[i].first < ranges[i - 1].second) bad(path, "tensors overlap in the data region");
+    for (auto& [name, r] : todo) {
+        StTensor& t = st.tensors[name];
+        t.data.resize(r.second - r.first);
+        f.seekg((std::streamoff)(8 + hlen + r.first));
+        f.read((char*)t.data.data(), (std::streamsize)t.data.size());
+        if (!f) bad(path, "cannot read the data of tensor '" + name + "'");
+    }
+    return st;
+}
+
+void safetensors_write(const std::string& path, const SafeTensors& st) {
+    nlohmann::json j = nlohmann::json::object();
+    if (!st.metadata.empty()) j["__metadata__"] = st.metadata;
+    uint64_t off = 0;
+    for (const auto& [name, t] : st.tensors) {
+        j[name] = {{"dtype", dtype_name(t.dtype)}, {"shape", t.shape},
+                   {"data_offsets", {off, off + t.data.size()}}};
+        off += t.data.size();
+    }
+    std::string header = j.dump();
+    header.append((8 - header.size() % 8) % 8, ' ');
+    const std::string tmp = path + ".tmp." + std::to_string(getpid());
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) throw std::runtime_error(path + ": cannot write: " + std::strerror(errno));
+    auto put = [&](const void* p, size_t n) {
+        const char* c = (const char*)p;
+        while (n > 0) {
+            const ssize_t w = ::write(fd, c, n);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                const std::string why = std::strerror(w < 0 ? errno : ENOSPC);
+                ::close(fd);
+                ::unlink(tmp.c_str());
+                throw std::runtime_error(path + ": write failed: " + why);
+            }
+            c += w;
+            n -= (size_t)w;
+        }
+    };
+    uint8_t lenb[8];
+    for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)((uint64_t)header.size() >> (8 * i));
+    put(lenb, 8);
+    put(header.data(), header.size());
+    for (const auto& [name, t] : st.tensors) put(t.data.data(), t.data.size());
+    if (::fsync(fd) != 0 || ::close(fd) != 0) {
+        const std::string why = std::strerror(errno);
+        ::unlink(tmp.c_str());
+        throw std::runtime_error(path + ": write failed: " + why);
+    }
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        const std::string why = std::strerror(errno);
+        ::unlink(tmp.c_str());
+        throw std::runtime_error(path + ": cannot rename into place: " + why);
+    }
+}
+
+template <typename V> static StTensor make(DType d, const std::vector<V>& v, std::vector<int64_t> shape) {
+    StTensor t;
+    t.dtype = d;
+    t.shape = std::move(shape);
+    if ((int64_t)v.size() != t.numel()) throw std::invalid_argument("tensor size does not match its shape");
+    t.data.resize(v.size() * sizeof(V));
+    std::memcpy(t.data.data(), v.data(), t.data.size());
+    return t;
+}
+StTensor st_from_floats(const std::vector<float>& v, std::vector<int64_t> s) { return make(DType::F32, v, s); }
+StTensor st_from_doubles(const std::vector<double>& v, std::vector<int64_t> s) { return make(DType::F64, v, s); }
+StTensor st_from_int64(const std::vector<int64_t>& v, std::vector<int64_t> s) { return make(DType::I64, v, s); }
+
+}  // namespace mhc

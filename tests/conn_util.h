@@ -1,0 +1,69 @@
+// Test helpers: random non-initial parameters and a whole-site run (pre + post, forward + backward).
+#pragma once
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "mhc/conn.h"
+
+namespace mhc::test {
+
+// Initial values plus noise, so every path of the coefficient maps matters: gains N(0, 0.3), the
+// dynamic matrices N(0, wscale / sqrt(fan_in)), scales U(0.5, 1.5), static logits init + N(0, 0.5).
+template <typename R>
+std::vector<R> random_params(const ConnSite& s, std::mt19937_64& rng, double wscale = 1.0) {
+    std::vector<R> p(conn_param_count(s));
+    conn_init_params(s, p.data());
+    std::normal_distribution<double> nd(0, 1);
+    std::uniform_real_distribution<double> ud(0.5, 1.5);
+    for (const auto& t : s.params) {
+        R* v = p.data() + t.offset;
+        for (long i = 0; i < t.size; i++) {
+            if (t.name == "norm.gamma") v[i] = R(0.3 * nd(rng));
+            else if (t.name.rfind("dynamic_", 0) == 0 && t.name.find("_fn") != std::string::npos)
+                v[i] = R(wscale * nd(rng) / std::sqrt((double)t.shape[0]));
+            else if (t.name.find("scale") != std::string::npos) v[i] = R(ud(rng));
+            else v[i] = R((double)v[i] + 0.5 * nd(rng));
+        }
+    }
+    return p;
+}
+
+template <typename T> std::vector<T> randn(size_t count, std::mt19937_64& rng) {
+    std::normal_distribution<double> nd(0, 1);
+    std::vector<T> v(count);
+    for (auto& x : v) x = T(nd(rng));
+    return v;
+}
+
+// Buffers and one full pass of a site on N tokens.
+template <typename T, typename R> struct SiteRun {
+    const ConnSite& s;
+    int N;
+    std::vector<R> cache, scratch, dparams;
+    std::vector<T> u, Xout, dX, dy;
+    SiteRun(const ConnSite& site, int N_)
+        : s(site), N(N_), cache((size_t)N_ * conn_cache_stride(site)),
+          scratch(conn_scratch_size(site, N_)), dparams(conn_param_count(site)),
+          u((size_t)N_ * site.C), Xout((size_t)N_ * site.n * site.C), dX(Xout.size()), dy(u.size()) {}
+    void forward(const std::vector<R>& p, const std::vector<T>& X, const std::vector<T>& y) {
+        conn_pre_forward(s, p.data(), X.data(), u.data(), cache.data(), scratch.data(), N);
+        conn_post_forward(s, cache.data(), X.data(), y.data(), Xout.data(), N);
+    }
+    // loss = <u, gu> + <X', gX>
+    double loss(const std::vector<T>& gu, const std::vector<T>& gX) const {
+        double l = 0;
+        for (size_t i = 0; i < u.size(); i++) l += (double)u[i] * (double)gu[i];
+        for (size_t i = 0; i < Xout.size(); i++) l += (double)Xout[i] * (double)gX[i];
+        return l;
+    }
+    void backward(const std::vector<R>& p, const std::vector<T>& X, const std::vector<T>& y,
+                  const std::vector<T>& gu, const std::vector<T>& gX) {
+        conn_post_backward(s, cache.data(), X.data(), y.data(), gX.data(), dX.data(), dy.data(), N);
+        conn_pre_backward(s, p.data(), cache.data(), X.data(), gu.data(), dX.data(), dparams.data(),
+                          scratch.data(), N);
+    }
+};
+
+}  // namespace mhc::test
