@@ -24,14 +24,36 @@ void gemm(bool ta, bool tb, int m, int n, int k, const double* A, int lda, const
                 k, 1.0, A, lda, B, ldb, beta, C, ldc);
 }
 
+// <a, b> accumulated in double (coefficient gradients are sums over a whole stream).
+template <typename A, typename B> double dot(const A* a, const B* b, int len) {
+    double acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int i = 0; i < len; i++) acc += (double)a[i] * (double)b[i];
+    return acc;
+}
+
 // Normalised row: xh = v * rs * (1 + gamma), rs = sqrt(D) / max(||v||, 1e-12). Returns rs.
 template <typename T, typename R>
 R norm_row(const T* v, const R* gamma, int D, R* xh) {
     double ss = 0;
+#pragma omp simd reduction(+ : ss)
     for (int i = 0; i < D; i++) ss += (double)v[i] * (double)v[i];
     const R rs = R(std::sqrt((double)D) / std::max(std::sqrt(ss), 1e-12));
     for (int i = 0; i < D; i++) xh[i] = R(v[i]) * rs * (R(1) + gamma[i]);
     return rs;
+}
+
+// u = sum_s h[s] X_s for one token, by channel blocks (accumulate in R, one store per output).
+// Also the backward's dy = sum_t H_post[t] dX'_t and dX_s = sum_t H_res[s][t] dX'_t.
+template <typename T, typename R> void weighted_sum(const R* h, const T* x, int n, int C, T* u) {
+    constexpr int B = 32;
+    for (int c0 = 0; c0 < C; c0 += B) {
+        const int len = std::min(B, C - c0);
+        R acc[B] = {};
+        for (int st = 0; st < n; st++)
+            for (int i = 0; i < len; i++) acc[i] += h[st] * R(x[st * C + c0 + i]);
+        for (int i = 0; i < len; i++) u[c0 + i] = T(acc[i]);
+    }
 }
 
 template <typename P> P* rs_slot(const ConnSite& s, P* cache, long row) {
@@ -84,14 +106,7 @@ void conn_pre_forward(const ConnSite& s, const R* params, const T* X, T* u, R* c
     for (int tok = 0; tok < N; tok++) {
         R* c = cache + (long)tok * s.stride;
         detail::coef_forward_token(s, params, P + (long)tok * s.rpt * s.prow, c);
-        const R* hpre = c + s.c_hpre;
-        const T* x = X + (long)tok * n * C;
-        T* ut = u + (long)tok * C;
-        for (int i = 0; i < C; i++) {
-            R acc = 0;
-            for (int st = 0; st < n; st++) acc += hpre[st] * R(x[st * C + i]);
-            ut[i] = T(acc);
-        }
+        weighted_sum(c + s.c_hpre, X + (long)tok * n * C, n, C, u + (long)tok * C);
     }
 }
 
@@ -126,6 +141,7 @@ template <typename T, typename R>
 void conn_post_backward(const ConnSite& s, R* cache, const T* X, const T* y, const T* dXout, T* dX,
                         T* dy, int N) {
     const int n = s.n, C = s.C;
+    const bool residual = s.cfg.variant == Variant::residual;
 #pragma omp parallel for schedule(static)
     for (int tok = 0; tok < N; tok++) {
         R* c = cache + (long)tok * s.stride;
@@ -136,27 +152,13 @@ void conn_post_backward(const ConnSite& s, R* cache, const T* X, const T* y, con
         const T* g = dXout + (long)tok * n * C;
         T* dx = dX + (long)tok * n * C;
         T* dyt = dy + (long)tok * C;
-        for (int i = 0; i < C; i++) {  // dy = sum_t H_post[t] dX'_t
-            R acc = 0;
-            for (int t = 0; t < n; t++) acc += hpost[t] * R(g[t * C + i]);
-            dyt[i] = T(acc);
+        weighted_sum(hpost, g, n, C, dyt);  // dy = sum_t H_post[t] dX'_t
+        // dH_post[t] = <dX'_t, y>, dH_res[s][t] = <dX'_t, X_s> (residual has no coefficients)
+        for (int t = 0; t < n && !residual; t++) {
+            c[s.c_dhpost + t] = R(dot(g + t * C, yt, C));
+            for (int st = 0; st < n; st++) c[s.c_dhres + st * n + t] = R(dot(g + t * C, x + st * C, C));
         }
-        for (int t = 0; t < n; t++) {  // dH_post[t] = <dX'_t, y>, dH_res[s][t] = <dX'_t, X_s>
-            double acc = 0;
-            for (int i = 0; i < C; i++) acc += (double)g[t * C + i] * (double)yt[i];
-            c[s.c_dhpost + t] = R(acc);
-            for (int st = 0; st < n; st++) {
-                double a2 = 0;
-                for (int i = 0; i < C; i++) a2 += (double)g[t * C + i] * (double)x[st * C + i];
-                c[s.c_dhres + st * n + t] = R(a2);
-            }
-        }
-        for (int st = 0; st < n; st++)  // dX_s = sum_t H[s][t] dX'_t
-            for (int i = 0; i < C; i++) {
-                R acc = 0;
-                for (int t = 0; t < n; t++) acc += H[st * n + t] * R(g[t * C + i]);
-                dx[st * C + i] = T(acc);
-            }
+        for (int st = 0; st < n; st++) weighted_sum(H + st * n, g, n, C, dx + st * C);  // dX_s
     }
 }
 
@@ -178,12 +180,8 @@ void conn_pre_backward(const ConnSite& s, const R* params, const R* cache, const
         T* dx = dX + (long)tok * n * C;
         double dhpre[8];
         for (int st = 0; st < n; st++) {  // dH_pre[s] = <du, X_s>, dX_s += H_pre[s] du
-            double acc = 0;
-            for (int i = 0; i < C; i++) {
-                acc += (double)g[i] * (double)x[st * C + i];
-                dx[st * C + i] = T(R(dx[st * C + i]) + hpre[st] * R(g[i]));
-            }
-            dhpre[st] = acc;
+            dhpre[st] = residual ? 0.0 : dot(g, x + st * C, C);
+            for (int i = 0; i < C; i++) dx[st * C + i] = T(R(dx[st * C + i]) + hpre[st] * R(g[i]));
         }
         if (!residual) detail::coef_backward_token(s, params, c, dhpre, G + (long)tok * s.rpt * prow);
     }
@@ -246,13 +244,9 @@ void conn_pre_backward(const ConnSite& s, const R* params, const R* cache, const
         const T* v = X + row * Dp;
         R* d = xh + row * Dp;
         T* dv = dX + row * Dp;
-        double ss = 0, dot = 0;
-        for (int i = 0; i < Dp; i++) {
-            d[i] *= (R(1) + gamma[i]);
-            ss += (double)v[i] * (double)v[i];
-            dot += (double)d[i] * (double)v[i];
-        }
-        const R k = std::sqrt(ss) > 1e-12 ? R((double)rs * dot / ss) : R(0);
+        for (int i = 0; i < Dp; i++) d[i] *= (R(1) + gamma[i]);
+        const double ss = dot(v, v, Dp), dv_dot = dot(d, v, Dp);
+        const R k = std::sqrt(ss) > 1e-12 ? R((double)rs * dv_dot / ss) : R(0);
         for (int i = 0; i < Dp; i++) dv[i] = T(R(dv[i]) + rs * d[i] - R(v[i]) * k);
     }
 }
