@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what mhc needs to build and test on Debian 12 (only what is missing), then configures
+# and builds into build/. Used by scripts/demo.sh, scripts/test.sh and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  g++ cmake ninja-build pkg-config git   # toolchain
+  libopenblas-openmp-dev                # CPU matrix products (OpenBLAS built with OpenMP)
+  nlohmann-json3-dev                    # safetensors headers
+  libgtest-dev libbenchmark-dev         # tests and benchmarks
+  python3-torch python3-numpy           # the PyTorch reference used as test oracle
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)"
