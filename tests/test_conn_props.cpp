@@ -279,6 +279,19 @@ TEST(Props, InvalidConfigurationsRaiseClearErrors) {
     EXPECT_EQ(variant_from_string("mhc_lite"), Variant::mhc_lite);
 }
 
+TEST(Props, ZeroTokensIsANoOp) {
+    for (Variant v : {Variant::residual, Variant::hc, Variant::mhc, Variant::mhc_lite, Variant::kromhc}) {
+        const ConnSite s = make(v, v == Variant::residual ? 1 : 4, 8);
+        std::vector<float> p(conn_param_count(s)), g(p.size(), 0.0f);
+        conn_init_params(s, p.data());
+        SiteRun<float, float> run(s, 0);
+        std::vector<float> none;
+        run.forward(p, none, none);
+        run.backward(p, none, none, none, none);
+        for (float x : run.dparams) EXPECT_EQ(x, 0.0f);
+    }
+}
+
 TEST(Props, ParameterLayoutMatchesSpecNames) {
     const ConnSite s = make(Variant::mhc_lite, 4, 8);
     const char* names[] = {"norm.gamma", "static_alpha", "dynamic_alpha_fn", "pre_branch_scale",

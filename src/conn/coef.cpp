@@ -17,23 +17,24 @@ static inline double preact(const ConnSite& s, const R* params, const R* f, int 
     return (double)params[s.col_scale[j]] * (double)f[j] + (double)params[s.col_static[j]];
 }
 
+// Subtracts from each line of L its log-sum-exp. Line a holds entries a*outer + b*inner, b < n:
+// columns (over s) are outer = 1, inner = n; rows (over t) are outer = n, inner = 1.
+static void lse_normalise(double* L, int n, int outer, int inner) {
+    for (int a = 0; a < n; a++) {
+        double* l = L + a * outer;
+        double m = -INFINITY, z = 0;
+        for (int b = 0; b < n; b++) m = std::max(m, l[b * inner]);
+        for (int b = 0; b < n; b++) z += std::exp(l[b * inner] - m);
+        const double lse = m + std::log(z);
+        for (int b = 0; b < n; b++) l[b * inner] -= lse;
+    }
+}
+
 void sinkhorn_log(double* L, int n, int iters, double* trace) {
     for (int it = 0; it < iters; it++) {
-        for (int t = 0; t < n; t++) {  // columns: log-sum-exp over s
-            double m = -INFINITY, z = 0;
-            for (int s = 0; s < n; s++) m = std::max(m, L[s * n + t]);
-            for (int s = 0; s < n; s++) z += std::exp(L[s * n + t] - m);
-            const double lse = m + std::log(z);
-            for (int s = 0; s < n; s++) L[s * n + t] -= lse;
-        }
+        lse_normalise(L, n, 1, n);  // columns
         if (trace) std::copy(L, L + n * n, trace + (2 * it) * n * n);
-        for (int s = 0; s < n; s++) {  // rows: log-sum-exp over t
-            double m = -INFINITY, z = 0;
-            for (int t = 0; t < n; t++) m = std::max(m, L[s * n + t]);
-            for (int t = 0; t < n; t++) z += std::exp(L[s * n + t] - m);
-            const double lse = m + std::log(z);
-            for (int t = 0; t < n; t++) L[s * n + t] -= lse;
-        }
+        lse_normalise(L, n, n, 1);  // rows
         if (trace) std::copy(L, L + n * n, trace + (2 * it + 1) * n * n);
     }
 }

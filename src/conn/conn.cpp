@@ -165,6 +165,7 @@ void conn_post_backward(const ConnSite& s, R* cache, const T* X, const T* y, con
 template <typename T, typename R>
 void conn_pre_backward(const ConnSite& s, const R* params, const R* cache, const T* X, const T* du,
                        T* dX, R* dparams, R* scratch, int N) {
+    if (N <= 0) return;
     const int n = s.n, C = s.C;
     const bool residual = s.cfg.variant == Variant::residual;
     const long rows = (long)N * s.rpt;

@@ -100,35 +100,24 @@ template <typename R> void CompositeGain::push(const ConnSite& s, const R* cache
     }
 }
 
-Stat CompositeGain::fwd() const {
+// Over tokens: max abs row sum (rows = true) or max abs column sum of each composite map.
+static Stat composite_stat(const std::vector<double>& A, int N, int n, bool rows) {
     Acc a;
     for (int tok = 0; tok < N; tok++) {
         const double* Ac = &A[(size_t)tok * n * n];
         double g = 0;
         for (int i = 0; i < n; i++) {
-            double row = 0;
-            for (int j = 0; j < n; j++) row += std::fabs(Ac[i * n + j]);
-            g = std::max(g, row);
+            double sum = 0;
+            for (int j = 0; j < n; j++) sum += std::fabs(rows ? Ac[i * n + j] : Ac[j * n + i]);
+            g = std::max(g, sum);
         }
         a.add(g);
     }
     return a.stat();
 }
 
-Stat CompositeGain::bwd() const {
-    Acc a;
-    for (int tok = 0; tok < N; tok++) {
-        const double* Ac = &A[(size_t)tok * n * n];
-        double g = 0;
-        for (int j = 0; j < n; j++) {
-            double col = 0;
-            for (int i = 0; i < n; i++) col += std::fabs(Ac[i * n + j]);
-            g = std::max(g, col);
-        }
-        a.add(g);
-    }
-    return a.stat();
-}
+Stat CompositeGain::fwd() const { return composite_stat(A, N, n, true); }
+Stat CompositeGain::bwd() const { return composite_stat(A, N, n, false); }
 
 #define MHC_DIAG_INST(R)                                                          \
     template DSError ds_error<R>(const R*, int);                                  \
