@@ -29,6 +29,12 @@ std::string case_name(const testing::TestParamInfo<FdCase>& info) {
 
 class FiniteDiff : public testing::TestWithParam<FdCase> {};
 
+// How gtest prints a case (instead of its bytes).
+void PrintTo(const FdCase& c, std::ostream* os) {
+    *os << variant_name(c.v) << " n=" << c.n << " C=" << c.C << " iters=" << c.iters
+        << " subset=" << c.subset << " site=" << c.site;
+}
+
 // Central difference of the loss in one coordinate, the coordinate restored afterwards.
 template <typename F> double central(double& x, F&& loss) {
     const double h = 1e-6, x0 = x;

@@ -24,6 +24,9 @@ void gemm(bool ta, bool tb, int m, int n, int k, const double* A, int lda, const
                 k, 1.0, A, lda, B, ldb, beta, C, ldc);
 }
 
+// Threads only pay off with enough work per parallel region (a few tokens of a wide site do not).
+inline bool parallel_worth(long N, const ConnSite& s) { return N * s.n * s.C >= 16384; }
+
 // <a, b> accumulated in double (coefficient gradients are sums over a whole stream).
 template <typename A, typename B> double dot(const A* a, const B* b, int len) {
     double acc = 0;
@@ -84,7 +87,7 @@ void conn_pre_forward(const ConnSite& s, const R* params, const T* X, T* u, R* c
                       int N) {
     const int n = s.n, C = s.C;
     if (s.cfg.variant == Variant::residual) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(N, s))
         for (int tok = 0; tok < N; tok++) {
             R* c = cache + (long)tok * s.stride;
             c[s.c_hpre] = c[s.c_hres] = c[s.c_hpost] = R(1);
@@ -97,12 +100,12 @@ void conn_pre_forward(const ConnSite& s, const R* params, const T* X, T* u, R* c
     R* xh = scratch;             // [rows, Dp] normalised rows
     R* P = scratch + rows * Dp;  // [rows, prow] projections
     const R* gamma = params + s.o_gamma;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(N, s))
     for (long row = 0; row < rows; row++)
         *rs_slot(s, cache, row) = norm_row(X + row * Dp, gamma, Dp, xh + row * Dp);
     gemm(false, false, (int)rows, s.M1, Dp, xh, Dp, params + s.o_W1, s.M1, R(0), P, s.prow);
     gemm(false, false, (int)rows, s.M2, Dp, xh, Dp, params + s.o_W2, s.M2, R(0), P + s.M1, s.prow);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(N, s))
     for (int tok = 0; tok < N; tok++) {
         R* c = cache + (long)tok * s.stride;
         detail::coef_forward_token(s, params, P + (long)tok * s.rpt * s.prow, c);
@@ -114,7 +117,7 @@ template <typename T, typename R>
 void conn_post_forward(const ConnSite& s, const R* cache, const T* X, const T* y, T* Xout, int N) {
     const int n = s.n, C = s.C;
     constexpr int B = 32;  // channel block: accumulate in R registers, one store per output
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(N, s))
     for (int tok = 0; tok < N; tok++) {
         const R* c = cache + (long)tok * s.stride;
         const R* H = c + s.c_hres;
@@ -142,7 +145,7 @@ void conn_post_backward(const ConnSite& s, R* cache, const T* X, const T* y, con
                         T* dy, int N) {
     const int n = s.n, C = s.C;
     const bool residual = s.cfg.variant == Variant::residual;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(N, s))
     for (int tok = 0; tok < N; tok++) {
         R* c = cache + (long)tok * s.stride;
         const R* H = c + s.c_hres;
@@ -172,7 +175,7 @@ void conn_pre_backward(const ConnSite& s, const R* params, const R* cache, const
     const int Dp = s.Dp, prow = s.prow;
     R* xh = scratch;             // [rows, Dp]: normalised rows, then their gradient
     R* G = scratch + rows * Dp;  // [rows, prow]: gradient of the pre-activations, then projections
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(N, s))
     for (int tok = 0; tok < N; tok++) {
         const R* c = cache + (long)tok * s.stride;
         const R* hpre = c + s.c_hpre;
@@ -202,7 +205,7 @@ void conn_pre_backward(const ConnSite& s, const R* params, const R* cache, const
     }
     // Gradient of the projections: scale * f'(proj) * dl (f' = 1, or 1 - tanh^2 for hc).
     const bool hc = s.cfg.variant == Variant::hc;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(N, s))
     for (int tok = 0; tok < N; tok++) {
         const R* f = cache + (long)tok * s.stride + s.c_logit;
         R* g = G + (long)tok * W;
@@ -212,7 +215,7 @@ void conn_pre_backward(const ConnSite& s, const R* params, const R* cache, const
         }
     }
     const R* gamma = params + s.o_gamma;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(N, s))
     for (long row = 0; row < rows; row++) {  // recompute the normalised rows
         const R rs = *rs_slot(s, cache, row);
         const T* v = X + row * Dp;
@@ -226,7 +229,7 @@ void conn_pre_backward(const ConnSite& s, const R* params, const R* cache, const
     // xh now holds dL/dxh. dgamma[i] = sum_rows dxh[i] * v[i] * rs, by column blocks.
     R* dgamma = dparams + s.o_gamma;
     constexpr int B = 64;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(N, s))
     for (int i0 = 0; i0 < Dp; i0 += B) {
         const int len = std::min(B, Dp - i0);
         double acc[B] = {0};
@@ -239,7 +242,7 @@ void conn_pre_backward(const ConnSite& s, const R* params, const R* cache, const
         for (int i = 0; i < len; i++) dgamma[i0 + i] += R(acc[i]);
     }
     // Norm backward: dv = rs*g*dxh - v * rs/||v||^2 * <g*dxh, v>  (second term gone if clamped).
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel_worth(N, s))
     for (long row = 0; row < rows; row++) {
         const R rs = *rs_slot(s, cache, row);
         const T* v = X + row * Dp;
