@@ -1,28 +1,17 @@
 // Hyper-connection site forward and backward over N tokens: the stream loops, the RMS-style norm,
 // the projections (BLAS) and the reductions of parameter gradients over tokens.
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 
 #include "coef.h"
+#include "ops/blas.h"
 #include "mhc/conn.h"
 
 namespace mhc {
 
 namespace {
 
-// Row-major GEMM: C = alpha * op(A) * op(B) + beta * C, op(A) m x k, op(B) k x n.
-void gemm(bool ta, bool tb, int m, int n, int k, const float* A, int lda, const float* B, int ldb,
-          float beta, float* C, int ldc) {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
-                k, 1.0f, A, lda, B, ldb, beta, C, ldc);
-}
-void gemm(bool ta, bool tb, int m, int n, int k, const double* A, int lda, const double* B, int ldb,
-          double beta, double* C, int ldc) {
-    cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
-                k, 1.0, A, lda, B, ldb, beta, C, ldc);
-}
+using detail::gemm;
 
 // Threads only pay off with enough work per parallel region (a few tokens of a wide site do not).
 inline bool parallel_worth(long N, const ConnSite& s) { return N * s.n * s.C >= 16384; }

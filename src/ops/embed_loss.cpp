@@ -1,0 +1,74 @@
+// Token + position embedding into the streams, and the fused softmax cross-entropy.
+#include <algorithm>
+#include <cmath>
+
+#include "ops/ops.h"
+
+namespace mhc {
+
+template <typename T>
+void encoder_forward(T* X, const int32_t* idx, const T* wte, const T* wpe, int B, int Tn, int C, int n) {
+#pragma omp parallel for schedule(static) if ((long)B * Tn * C * n >= 65536)
+    for (int bt = 0; bt < B * Tn; bt++) {
+        const T* e = wte + (long)idx[bt] * C;
+        const T* p = wpe + (long)(bt % Tn) * C;
+        T* x = X + (long)bt * n * C;
+        for (int c = 0; c < C; c++) x[c] = e[c] + p[c];
+        for (int s = 1; s < n; s++) std::copy(x, x + C, x + (long)s * C);
+    }
+}
+
+// Serial over tokens: several tokens may share a row of wte (a scatter-add).
+template <typename T>
+void encoder_backward(T* dwte, T* dwpe, const T* dX, const int32_t* idx, int B, int Tn, int C, int n) {
+    for (int bt = 0; bt < B * Tn; bt++) {
+        T* de = dwte + (long)idx[bt] * C;
+        T* dp = dwpe + (long)(bt % Tn) * C;
+        const T* g = dX + (long)bt * n * C;
+        for (int c = 0; c < C; c++) {
+            T acc = 0;
+            for (int s = 0; s < n; s++) acc += g[(long)s * C + c];
+            de[c] += acc;
+            dp[c] += acc;
+        }
+    }
+}
+
+template <typename T>
+double crossentropy_forward(T* probs, T* losses, const int32_t* targets, int N, int V) {
+    double total = 0;
+#pragma omp parallel for schedule(static) reduction(+ : total) if ((long)N * V >= 65536)
+    for (int i = 0; i < N; i++) {
+        T* row = probs + (long)i * V;
+        const T m = *std::max_element(row, row + V);
+        // loss = log z - (logit_target - m), from the logit itself so it stays finite for tiny probs
+        const double lt = (double)row[targets[i]] - (double)m;
+        double z = 0;
+        for (int v = 0; v < V; v++) z += (double)(row[v] = std::exp(row[v] - m));
+        const double logz = std::log(z);
+        for (int v = 0; v < V; v++) row[v] = T((double)row[v] / z);
+        losses[i] = T(logz - lt);
+        total += logz - lt;
+    }
+    return N ? total / N : 0.0;
+}
+
+template <typename T>
+void crossentropy_backward(T* probs, const int32_t* targets, int N, int V, double scale) {
+#pragma omp parallel for schedule(static) if ((long)N * V >= 65536)
+    for (int i = 0; i < N; i++) {
+        T* row = probs + (long)i * V;
+        for (int v = 0; v < V; v++) row[v] = T((double)row[v] * scale);
+        row[targets[i]] -= T(scale);
+    }
+}
+
+#define MHC_EL_INST(T)                                                                            \
+    template void encoder_forward<T>(T*, const int32_t*, const T*, const T*, int, int, int, int);  \
+    template void encoder_backward<T>(T*, T*, const T*, const int32_t*, int, int, int, int);       \
+    template double crossentropy_forward<T>(T*, T*, const int32_t*, int, int);                     \
+    template void crossentropy_backward<T>(T*, const int32_t*, int, int, double);
+MHC_EL_INST(float)
+MHC_EL_INST(double)
+
+}  // namespace mhc
