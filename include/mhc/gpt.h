@@ -1,0 +1,69 @@
+// mhc/gpt.h — the GPT model of SPEC §3 with hyper-connections, llm.c style: parameters, gradients
+// and activations in flat buffers laid out once, forward and backward as plain loops over layers.
+// T is float (training) or double (gradient checks).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mhc/config.h"
+#include "mhc/conn.h"
+
+namespace mhc {
+
+// Offsets of one block's parameters in the flat parameter buffer (-1: absent, e.g. biases off).
+struct GptBlock {
+    long ln1_w = -1, ln1_b = -1, attn_w = -1, attn_b = -1, aproj_w = -1, aproj_b = -1;
+    long ln2_w = -1, ln2_b = -1, fc_w = -1, fc_b = -1, mproj_w = -1, mproj_b = -1;
+    long conn[2] = {-1, -1};  // start of the hc_attn / hc_mlp parameter blocks
+};
+
+template <typename T> struct GPT {
+    ModelConfig cfg;
+    int L = 0, C = 0, H = 0, V = 0, Tmax = 0, n = 1;
+    Variant variant = Variant::residual;
+    std::vector<ConnSite> sites;       // 2L sites: block i has 2i (attention) and 2i+1 (MLP)
+    std::vector<ParamTensor> params;   // every tensor under its SPEC §4 name, in buffer order
+    std::vector<GptBlock> blocks;
+    long wte = 0, wpe = 0, lnf_w = 0, lnf_b = -1;
+    std::vector<T> param, grad;
+
+    // Activations, planned for one (B, T) by gpt_forward; reused while the shape stays the same.
+    int B = 0, Tn = 0;
+    std::vector<T> act, gact;
+    std::vector<int32_t> inputs, targets;
+    struct Site { T *cache, *u, *y; };
+    struct Block { T *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *ln2, *ln2_mean, *ln2_rstd, *fch, *fcg; };
+    std::vector<T*> X;                 // 2L + 1 stream states [N, n, C]
+    std::vector<Site> s_act;
+    std::vector<Block> b_act;
+    T *lnf = nullptr, *lnf_mean = nullptr, *lnf_rstd = nullptr, *hsum = nullptr, *logits = nullptr,
+      *losses = nullptr, *scratch = nullptr;
+    T *dXa = nullptr, *dXb = nullptr, *du = nullptr, *dy = nullptr, *dln = nullptr, *dqkv = nullptr,
+      *datt = nullptr, *datty = nullptr, *dfch = nullptr, *dfcg = nullptr, *dhsum = nullptr, *dlnf = nullptr;
+    bool have_targets = false;
+    double loss = 0;
+};
+
+// Builds the model for a finalized config (vocab_size must be set). site_perms, if given, holds the
+// mhc-lite permutation list of every site (2L lists, e.g. from a checkpoint); otherwise they are
+// derived from the config. Throws std::invalid_argument for an impossible configuration.
+template <typename T>
+void gpt_build(GPT<T>& m, const ModelConfig& cfg, const std::vector<std::vector<int>>* site_perms = nullptr);
+
+// SPEC §3 initialisation with a seeded, platform-independent normal generator.
+template <typename T> void gpt_init(GPT<T>& m, uint64_t seed);
+
+long gpt_param_count_of(const std::vector<ParamTensor>& params);
+
+// Forward on inputs [B, T] (token ids < V, T <= block_size). With targets: returns the mean
+// cross-entropy and keeps what the backward needs. Without: fills m.logits [B*T, V], returns NaN.
+template <typename T>
+double gpt_forward(GPT<T>& m, const int32_t* inputs, const int32_t* targets, int B, int Tn);
+
+// Backward of the last forward (which had targets): grad += d(scale * loss) / d(param).
+// Use scale = 1 / gradient_accumulation_steps to accumulate micro-batches.
+template <typename T> void gpt_backward(GPT<T>& m, double scale = 1.0);
+template <typename T> void gpt_zero_grad(GPT<T>& m);
+
+}  // namespace mhc
