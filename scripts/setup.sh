@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   g++ cmake ninja-build pkg-config git   # toolchain
   libopenblas-openmp-dev                # CPU matrix products (OpenBLAS built with OpenMP)
-  nlohmann-json3-dev                    # safetensors headers
+  nlohmann-json3-dev                    # safetensors headers, metrics and configs as JSON
+  libtomlplusplus-dev libcli11-dev      # TOML configs, the command line
   libgtest-dev libbenchmark-dev         # tests and benchmarks
   python3-torch python3-numpy           # the PyTorch reference used as test oracle
 )

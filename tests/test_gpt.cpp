@@ -107,12 +107,13 @@ TEST(GptLayout, NamesShapesDecayAndInit) {
             for (long i = 0; i < t.size; i++) s += m.param[t.offset + i], s2 += (double)m.param[t.offset + i] * m.param[t.offset + i];
             return std::pair{s / t.size, std::sqrt(s2 / t.size)};
         };
-        if (t.name.find("c_proj.weight") != std::string::npos)
+        if (t.name.find("c_proj.weight") != std::string::npos) {
             EXPECT_NEAR(stats().second, 0.02 / std::sqrt(12.0), 0.0015) << t.name;
-        else if (t.name.find("c_fc.weight") != std::string::npos || t.name.find("wte") != std::string::npos)
+        } else if (t.name.find("c_fc.weight") != std::string::npos || t.name.find("wte") != std::string::npos) {
             EXPECT_NEAR(stats().second, 0.02, 0.001) << t.name;
-        else if (t.name.find("branch_attn.0.weight") != std::string::npos)
+        } else if (t.name.find("branch_attn.0.weight") != std::string::npos) {
             EXPECT_EQ(stats().first, 1.0) << t.name;
+        }
     }
     // the connection parameters start at SPEC §2's values: site 2i+1's primary stream is (2i+1) mod n
     const ParamTensor* sb = nullptr;

@@ -1,0 +1,76 @@
+// mhc/config.h — the configuration of a training run: the model, the optimiser and the schedule.
+//
+// Keys use nanoGPT's names and are flat: a TOML config is a list of `key = value` lines at the top
+// level (model keys too), and `mhc train --set key=value` overrides one key. The same flat names
+// are used in JSON (a checkpoint's metadata holds model_config_to_json under `config`).
+//
+// Life of a config: parse (config_from_toml_file / _string / config_from_json), apply overrides
+// (config_apply_override), then config_finalize, which fills the derived defaults and validates.
+// Derived defaults are filled only at the end so that an override of max_iters also moves an
+// unset lr_decay_iters. Problems throw std::invalid_argument with a one-line message that names
+// the key (and, for files, the file and line); a file that cannot be read throws std::runtime_error.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace mhc {
+
+struct ModelConfig {
+    int n_layer = 4, n_head = 4, n_embd = 128, vocab_size = 0 /* 0: from the data's format */, block_size = 128;
+    bool bias = false;
+    std::string hyper_conn_type = "mhc_lite";   // none, hc, mhc, mhc_lite, kromhc
+    int hyper_conn_n = 4;                       // forced to 1 (and must be 1 or unset) for none
+    int sinkhorn_iters = 20;                    // mhc only
+    int hyper_conn_perm_subset = 0;             // mhc_lite: 0 = all n! permutations, K = identity + K-1 seeded
+    uint64_t hyper_conn_perm_seed = 0;
+    // Bookkeeping, not a config key: whether hyper_conn_n was given explicitly (by a config file,
+    // an override or JSON). "none" forces an unset hyper_conn_n to 1 but rejects an explicit n != 1,
+    // so that `--set hyper_conn_type=none` works on a config that leaves hyper_conn_n at its default.
+    bool hyper_conn_n_set = false;
+};
+
+struct TrainConfig {
+    ModelConfig model;
+    int batch_size = 16, gradient_accumulation_steps = 1;
+    double learning_rate = 1e-3, min_lr = 1e-4;
+    int warmup_iters = 100, lr_decay_iters = 0 /* 0: = max_iters */, max_iters = 2000;
+    double weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, grad_clip = 1.0 /* 0: no clipping */;
+    int eval_interval = 250, eval_iters = 20, log_interval = 10, checkpoint_interval = 0 /* 0: = eval_interval */;
+    uint64_t seed = 1337;
+    std::string data_order = "random";          // random, sequential
+    double train_split = 0.9;                   // when no separate validation file is given
+};
+
+// Parses a TOML config. Every key must be one of the field names above, at the top level.
+// Errors: unknown key (with a suggestion when one is close: "unknown config key 'n_embed' (did you
+// mean 'n_embd'?)"), wrong type (integers are accepted where a number is expected), TOML syntax
+// error; each message starts with "<file>:<line>:". The result is not finalized.
+TrainConfig config_from_toml_file(const std::string& path);
+TrainConfig config_from_toml_string(const std::string& text, const std::string& source_name);
+
+// Applies one `key=value` override. The value is read as a TOML value, so strings may be bare or
+// quoted (hyper_conn_type=mhc, hyper_conn_type="mhc"), booleans are true/false. Same errors as above.
+void config_apply_override(TrainConfig& cfg, const std::string& key_equals_value);
+
+// Fills derived defaults (lr_decay_iters 0 -> max_iters, checkpoint_interval 0 -> eval_interval,
+// hyper_conn_n 1 for none), normalises hyper_conn_type's aliases (mhc-lite -> mhc_lite,
+// residual -> none) and validates. Throws std::invalid_argument naming the first problem.
+// Idempotent: finalizing a finalized config changes nothing.
+void config_finalize(TrainConfig& cfg);
+
+// JSON: one flat object with the same names. config_from_json is as strict as the TOML reader
+// (unknown keys and wrong types are errors); missing keys keep their defaults.
+nlohmann::json config_to_json(const TrainConfig& cfg);
+TrainConfig config_from_json(const nlohmann::json& j);
+// Only the model keys (a checkpoint's `config`): n_layer, n_head, n_embd, vocab_size, block_size,
+// bias, hyper_conn_type, hyper_conn_n, sinkhorn_iters, hyper_conn_perm_subset, hyper_conn_perm_seed.
+nlohmann::json model_config_to_json(const ModelConfig& m);
+ModelConfig model_config_from_json(const nlohmann::json& j);  // exactly the model keys; missing -> default
+
+// The config as TOML text, every key in the order above, re-readable by config_from_toml_string.
+// (A seed above 2^63-1, beyond TOML's integers, is written as a decimal string, which the reader
+// accepts for the two seed keys.)
+std::string config_to_toml(const TrainConfig& cfg);
+
+}  // namespace mhc

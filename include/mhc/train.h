@@ -1,0 +1,44 @@
+// mhc/train.h — training runs: the loop, evaluation, and the run directory.
+//
+// A run directory holds config.toml (the resolved config), metrics.jsonl (one JSON object per
+// logged step), ckpt_NNNNNN.safetensors (the model, SPEC §4), ckpt_NNNNNN.optim.safetensors (what
+// resuming needs besides the weights: AdamW moments, step, data positions) and `latest`, which
+// names the newest complete checkpoint. Every file is written atomically.
+#pragma once
+#include <functional>
+#include <string>
+
+#include "mhc/config.h"
+#include "mhc/data.h"
+#include "mhc/gpt.h"
+#include "mhc/optim.h"
+
+namespace mhc {
+
+struct TrainOptions {
+    std::string data, val_data, out_dir;
+    DataFormat format = DataFormat::automatic;
+    bool resume = false;
+    bool progress = true;   // a live progress line (else plain log lines), chosen by the CLI
+    bool quiet = false;     // no per-step output at all
+};
+
+struct TrainResult {
+    long steps = 0;           // optimizer steps completed in total
+    double final_loss = 0;    // training loss of the last step
+    double final_val_loss = NAN;
+    double tokens_per_s = 0;  // median over the steps of this invocation
+    std::string checkpoint;   // path of the last checkpoint written
+};
+
+// Runs (or, with opt.resume, continues) a training run; throws std::runtime_error /
+// std::invalid_argument with a one-line message on bad input.
+TrainResult train_run(TrainConfig cfg, const TrainOptions& opt);
+
+// Mean loss of a model over `batches` batches drawn from a batcher (no gradients).
+double evaluate(GPT<float>& m, Batcher& b, int batches);
+
+// Path of the newest complete checkpoint of a run directory, or "" if there is none.
+std::string run_latest_checkpoint(const std::string& out_dir);
+
+}  // namespace mhc

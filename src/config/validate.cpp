@@ -1,0 +1,106 @@
+// config_finalize: derived defaults, hyper_conn_type aliases, and validation. Every message names the
+// key it is about, in the config's own terms, so that the user knows which line to change.
+// Comparisons are written so that NaN fails them (!(x > 0) rather than x <= 0).
+#include <charconv>
+#include <cmath>
+#include <stdexcept>
+
+#include "mhc/config.h"
+
+namespace mhc {
+
+namespace {
+
+void check(bool ok, const std::string& msg) {
+    if (!ok) throw std::invalid_argument(msg);
+}
+
+std::string num(double v) {
+    char buf[64];
+    auto r = std::to_chars(buf, buf + sizeof buf, v);
+    return std::string(buf, r.ptr);
+}
+
+void at_least_1(int v, const char* key) {
+    check(v >= 1, std::string(key) + " must be at least 1, got " + std::to_string(v));
+}
+
+void in_unit_interval(double v, const char* key) {  // [0, 1), the Adam betas
+    check(v >= 0 && v < 1, std::string(key) + " must be in [0, 1), got " + num(v));
+}
+
+long factorial(int n) {
+    long f = 1;
+    for (int i = 2; i <= n; i++) f *= i;
+    return f;
+}
+
+}  // namespace
+
+void config_finalize(TrainConfig& c) {
+    ModelConfig& m = c.model;
+
+    // Aliases first: the rest of the engine sees one spelling per variant.
+    if (m.hyper_conn_type == "mhc-lite") m.hyper_conn_type = "mhc_lite";
+    if (m.hyper_conn_type == "residual") m.hyper_conn_type = "none";
+    if (m.hyper_conn_type == "none" && !m.hyper_conn_n_set) m.hyper_conn_n = 1;
+    if (c.lr_decay_iters == 0) c.lr_decay_iters = c.max_iters;
+    if (c.checkpoint_interval == 0) c.checkpoint_interval = c.eval_interval;
+
+    at_least_1(m.n_layer, "n_layer");
+    at_least_1(m.n_head, "n_head");
+    at_least_1(m.n_embd, "n_embd");
+    at_least_1(m.block_size, "block_size");
+    at_least_1(c.batch_size, "batch_size");
+    at_least_1(c.gradient_accumulation_steps, "gradient_accumulation_steps");
+    at_least_1(c.max_iters, "max_iters");
+    at_least_1(c.eval_iters, "eval_iters");
+    check(m.n_embd % m.n_head == 0, "n_embd " + std::to_string(m.n_embd) + " is not divisible by n_head " +
+                                        std::to_string(m.n_head));
+
+    check(c.learning_rate > 0 && std::isfinite(c.learning_rate),
+          "learning_rate must be a finite number > 0, got " + num(c.learning_rate));
+    check(c.min_lr >= 0, "min_lr must be >= 0, got " + num(c.min_lr));
+    check(c.min_lr <= c.learning_rate,
+          "min_lr " + num(c.min_lr) + " is larger than learning_rate " + num(c.learning_rate));
+    check(c.warmup_iters >= 0, "warmup_iters must be >= 0, got " + std::to_string(c.warmup_iters));
+    check(c.lr_decay_iters >= c.warmup_iters, "lr_decay_iters " + std::to_string(c.lr_decay_iters) +
+                                                  " is smaller than warmup_iters " + std::to_string(c.warmup_iters));
+    check(c.weight_decay >= 0 && std::isfinite(c.weight_decay),
+          "weight_decay must be a finite number >= 0, got " + num(c.weight_decay));
+    in_unit_interval(c.beta1, "beta1");
+    in_unit_interval(c.beta2, "beta2");
+    check(c.grad_clip >= 0, "grad_clip must be >= 0 (0: no clipping), got " + num(c.grad_clip));
+    at_least_1(c.eval_interval, "eval_interval");
+    // Not in nanoGPT's list of checks, but both are divisors of the iteration number in the loop.
+    at_least_1(c.log_interval, "log_interval");
+    at_least_1(c.checkpoint_interval, "checkpoint_interval");
+
+    const std::string& t = m.hyper_conn_type;
+    const int n = m.hyper_conn_n;
+    check(t == "none" || t == "hc" || t == "mhc" || t == "mhc_lite" || t == "kromhc",
+          "hyper_conn_type '" + t + "' is unknown (expected none, hc, mhc, mhc_lite or kromhc)");
+    check(n >= 1 && n <= 8, "hyper_conn_n must be in 1..8, got " + std::to_string(n));
+    check(t != "none" || n == 1,
+          "hyper_conn_n must be 1 for hyper_conn_type none (a single residual stream), got " + std::to_string(n));
+    check(t != "kromhc" || (n & (n - 1)) == 0,
+          "hyper_conn_n must be a power of two (1, 2, 4, 8) for hyper_conn_type kromhc, got " + std::to_string(n));
+    check(m.hyper_conn_perm_subset >= 0, "hyper_conn_perm_subset must be >= 0 (0: all n! permutations), got " +
+                                             std::to_string(m.hyper_conn_perm_subset));
+    if (t == "mhc_lite") {
+        check(n <= 6 || m.hyper_conn_perm_subset > 0,
+              "hyper_conn_type mhc_lite with hyper_conn_n " + std::to_string(n) + " would mix all " +
+                  std::to_string(factorial(n)) + " permutations; set hyper_conn_perm_subset (e.g. 24)");
+        check(m.hyper_conn_perm_subset <= factorial(n),
+              "hyper_conn_perm_subset " + std::to_string(m.hyper_conn_perm_subset) + " is larger than " +
+                  std::to_string(n) + "! = " + std::to_string(factorial(n)) + " (hyper_conn_n " +
+                  std::to_string(n) + ")");
+    }
+    at_least_1(m.sinkhorn_iters, "sinkhorn_iters");
+    check(m.vocab_size >= 0, "vocab_size must be >= 0 (0: from the data), got " + std::to_string(m.vocab_size));
+    check(c.data_order == "random" || c.data_order == "sequential",
+          "data_order '" + c.data_order + "' is unknown (expected random or sequential)");
+    check(c.train_split > 0 && c.train_split < 1, "train_split must be in (0, 1), got " + num(c.train_split));
+}
+
+}  // namespace mhc

@@ -1,0 +1,89 @@
+// Batches of (input, target) windows drawn from a token array, randomly or sequentially.
+#include <stdexcept>
+
+#include "mhc/data.h"
+
+namespace mhc {
+
+namespace {
+
+// splitmix64 (Steele, Lea & Flood): a 64-bit state and a fixed mix, so the state is one integer a
+// checkpoint can hold, and the sequence is the same on every platform (unlike the std::
+// distributions, whose outputs are implementation-defined).
+uint64_t splitmix64(uint64_t& s) {
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// Uniform in [0, n), n >= 1, without modulo bias: the lowest 2^64 mod n raw values are rejected,
+// so the rest are a whole number of copies of [0, n).
+uint64_t uniform_below(uint64_t& s, uint64_t n) {
+    const uint64_t reject = (0 - n) % n;  // 2^64 mod n
+    uint64_t x;
+    do x = splitmix64(s);
+    while (x < reject);
+    return x % n;
+}
+
+void copy_window(const uint16_t* tok, int64_t s, int T, int32_t* in, int32_t* tg) {
+    for (int t = 0; t < T; t++) {
+        in[t] = tok[s + t];
+        tg[t] = tok[s + t + 1];
+    }
+}
+
+}  // namespace
+
+Order order_from_string(const std::string& s) {
+    if (s == "random") return Order::random;
+    if (s == "sequential") return Order::sequential;
+    throw std::invalid_argument("unknown batch order '" + s + "' (expected random or sequential)");
+}
+
+const char* order_name(Order o) { return o == Order::random ? "random" : "sequential"; }
+
+Batcher::Batcher(const TokenData& data, int B, int T, Order order, uint64_t seed)
+    : tok_(data.tokens.data()), len_((int64_t)data.tokens.size()), B_(B), T_(T), order_(order) {
+    if (B < 1 || T < 1)
+        throw std::invalid_argument(data.path + ": batch size B = " + std::to_string(B) +
+                                    " and window T = " + std::to_string(T) + " must both be >= 1");
+    if (len_ < (int64_t)T + 1)
+        throw std::invalid_argument(data.path + ": " + std::to_string(len_) +
+                                    " tokens, fewer than one window of T+1 = " + std::to_string(T + 1));
+    st_.rng = seed;
+    st_.next = 0;
+}
+
+void Batcher::next(int32_t* inputs, int32_t* targets) {
+    if (order_ == Order::random) {
+        // Starts 0 .. len-T-1: the last one's target window ends exactly at the last token.
+        const uint64_t nstarts = (uint64_t)(len_ - T_);
+        for (int b = 0; b < B_; b++) {
+            const int64_t s = (int64_t)uniform_below(st_.rng, nstarts);
+            copy_window(tok_, s, T_, inputs + (size_t)b * T_, targets + (size_t)b * T_);
+        }
+        st_.next++;
+        return;
+    }
+    const int64_t W = num_windows();
+    int64_t w = st_.next;
+    for (int b = 0; b < B_; b++) {
+        copy_window(tok_, w * T_, T_, inputs + (size_t)b * T_, targets + (size_t)b * T_);
+        w = (w + 1 == W) ? 0 : w + 1;
+    }
+    st_.next = w;
+}
+
+void Batcher::restore(const BatcherState& s) {
+    if (order_ == Order::sequential && (s.next < 0 || s.next >= num_windows()))
+        throw std::invalid_argument("batcher state: window " + std::to_string(s.next) +
+                                    " is outside the " + std::to_string(num_windows()) +
+                                    " sequential windows of this data");
+    if (order_ == Order::random && s.next < 0)
+        throw std::invalid_argument("batcher state: negative batch count " + std::to_string(s.next));
+    st_ = s;
+}
+
+}  // namespace mhc

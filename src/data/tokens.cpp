@@ -1,0 +1,209 @@
+// Token files: format detection, loading and validation (text bytes, raw uint16, llm.c shards).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+
+#include "mhc/data.h"
+
+namespace mhc {
+
+namespace {
+
+constexpr int32_t kLlmcMagic = 20240520;
+constexpr int32_t kLlmcVersion = 1;       // version 2 (LLaMA-3) stores uint32 tokens: not ours
+constexpr int64_t kLlmcHeaderBytes = 1024;  // 256 int32
+constexpr int kGpt2Vocab = 50304;         // 50257 padded to a multiple of 128
+
+[[noreturn]] void bad(const std::string& path, const std::string& what) {
+    throw std::runtime_error(path + ": " + what);
+}
+
+// An open file descriptor that closes itself, so every error path below can simply throw.
+struct File {
+    int fd = -1;
+    std::string path;
+    int64_t size = 0;
+    explicit File(const std::string& p) : path(p) {
+        fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) bad(p, std::string("cannot open: ") + std::strerror(errno));
+        struct stat st;
+        if (::fstat(fd, &st) != 0) {
+            const std::string why = std::strerror(errno);
+            ::close(fd);
+            bad(p, "cannot stat: " + why);
+        }
+        if (S_ISDIR(st.st_mode)) {
+            ::close(fd);
+            bad(p, "is a directory, not a token file");
+        }
+        size = (int64_t)st.st_size;
+    }
+    ~File() { ::close(fd); }
+    File(const File&) = delete;
+    File& operator=(const File&) = delete;
+
+    // Reads exactly n bytes at offset off (pread: no shared file position to keep track of).
+    void read_at(int64_t off, void* dst, int64_t n) const {
+        char* c = (char*)dst;
+        while (n > 0) {
+            const ssize_t r = ::pread(fd, c, (size_t)std::min<int64_t>(n, 1 << 30), (off_t)off);
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) bad(path, std::string("read failed: ") + std::strerror(errno));
+            if (r == 0) bad(path, "file shrank while being read");
+            c += r;
+            off += r;
+            n -= r;
+        }
+    }
+};
+
+// The files are little-endian; on a big-endian host swap after reading.
+void from_little_endian(uint16_t* p, int64_t n) {
+    if constexpr (std::endian::native == std::endian::big)
+        for (int64_t i = 0; i < n; i++) p[i] = (uint16_t)((p[i] >> 8) | (p[i] << 8));
+    (void)p, (void)n;
+}
+int32_t le_int32(const uint8_t* b) {
+    return (int32_t)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
+}
+
+bool starts_with_llmc_magic(const File& f) {
+    if (f.size < 4) return false;
+    uint8_t b[4];
+    f.read_at(0, b, 4);
+    return le_int32(b) == kLlmcMagic;
+}
+
+DataFormat detect(const File& f) {
+    if (starts_with_llmc_magic(f)) return DataFormat::llmc;
+    const std::string ext = std::filesystem::path(f.path).extension().string();
+    return (ext.empty() || ext == ".bin") ? DataFormat::u16 : DataFormat::text;
+}
+
+void read_text(const File& f, std::vector<uint16_t>& out) {
+    out.resize((size_t)f.size);
+    // In 1 MiB pieces, so a large file never needs a second whole-file byte buffer.
+    std::vector<uint8_t> buf(1 << 20);
+    for (int64_t off = 0; off < f.size; off += (int64_t)buf.size()) {
+        const int64_t n = std::min<int64_t>((int64_t)buf.size(), f.size - off);
+        f.read_at(off, buf.data(), n);
+        for (int64_t i = 0; i < n; i++) out[(size_t)(off + i)] = buf[i];
+    }
+}
+
+void read_u16(const File& f, std::vector<uint16_t>& out) {
+    if (f.size % 2 != 0)
+        bad(f.path, "odd byte count " + std::to_string(f.size) +
+                        ": raw uint16 data has two bytes per token");
+    out.resize((size_t)(f.size / 2));
+    f.read_at(0, out.data(), f.size);
+    from_little_endian(out.data(), (int64_t)out.size());
+}
+
+void read_llmc(const File& f, std::vector<uint16_t>& out) {
+    if (f.size < kLlmcHeaderBytes)
+        bad(f.path, "truncated llm.c shard: " + std::to_string(f.size) +
+                        " bytes, shorter than its 1024-byte header");
+    uint8_t h[kLlmcHeaderBytes];
+    f.read_at(0, h, kLlmcHeaderBytes);
+    const int32_t magic = le_int32(h), version = le_int32(h + 4), count = le_int32(h + 8);
+    if (magic != kLlmcMagic)
+        bad(f.path, "not an llm.c shard: magic " + std::to_string(magic) + ", expected " +
+                        std::to_string(kLlmcMagic));
+    if (version != kLlmcVersion)
+        bad(f.path, "unsupported llm.c shard version " + std::to_string(version) +
+                        " (only version 1, uint16 tokens, is supported)");
+    if (count < 0) bad(f.path, "llm.c header gives a negative token count " + std::to_string(count));
+    const int64_t have = f.size - kLlmcHeaderBytes, want = 2 * (int64_t)count;
+    if (have < want)
+        bad(f.path, "truncated llm.c shard: header token count " + std::to_string(count) + " needs " +
+                        std::to_string(want) + " bytes after the header, the file has " +
+                        std::to_string(have));
+    if (have > want)
+        bad(f.path, "llm.c header token count " + std::to_string(count) + " needs " +
+                        std::to_string(want) + " bytes after the header, the file has " +
+                        std::to_string(have) + " (trailing data)");
+    out.resize((size_t)count);
+    f.read_at(kLlmcHeaderBytes, out.data(), want);
+    from_little_endian(out.data(), (int64_t)out.size());
+}
+
+}  // namespace
+
+DataFormat data_format_from_string(const std::string& s) {
+    if (s == "auto") return DataFormat::automatic;
+    if (s == "text") return DataFormat::text;
+    if (s == "u16") return DataFormat::u16;
+    if (s == "llmc") return DataFormat::llmc;
+    throw std::invalid_argument("unknown data format '" + s + "' (expected auto, text, u16 or llmc)");
+}
+
+const char* data_format_name(DataFormat f) {
+    switch (f) {
+        case DataFormat::automatic: return "auto";
+        case DataFormat::text: return "text";
+        case DataFormat::u16: return "u16";
+        case DataFormat::llmc: return "llmc";
+    }
+    return "?";
+}
+
+TokenData load_tokens(const std::string& path, DataFormat fmt, int vocab_size) {
+    // Check the arguments before touching the file: a wrong vocabulary is the caller's mistake
+    // whatever the file holds. (Text's vocabulary is checked once the format is known.)
+    if (vocab_size < 0)
+        throw std::invalid_argument(path + ": vocab_size " + std::to_string(vocab_size) + " is negative");
+    const File f(path);
+    if (f.size == 0) bad(path, "empty file, no tokens");
+    TokenData d;
+    d.path = path;
+    d.format = fmt == DataFormat::automatic ? detect(f) : fmt;
+    if (d.format == DataFormat::text && vocab_size != 0 && vocab_size != 256)
+        throw std::invalid_argument(path + ": text data is bytes, its vocab_size is 256, not " +
+                                    std::to_string(vocab_size));
+    d.vocab_size = vocab_size != 0 ? vocab_size : d.format == DataFormat::text ? 256 : kGpt2Vocab;
+    switch (d.format) {
+        case DataFormat::text: read_text(f, d.tokens); break;
+        case DataFormat::u16: read_u16(f, d.tokens); break;
+        default: read_llmc(f, d.tokens); break;
+    }
+    if (d.tokens.empty()) bad(path, "holds no tokens");
+    // Out-of-range ids would index past the embedding table; report the first, never wrap.
+    if (d.vocab_size <= 65535)
+        for (size_t i = 0; i < d.tokens.size(); i++)
+            if (d.tokens[i] >= d.vocab_size)
+                bad(path, "token " + std::to_string(d.tokens[i]) + " at position " + std::to_string(i) +
+                              " is >= vocab_size " + std::to_string(d.vocab_size) + " (" +
+                              data_format_name(d.format) + " data)");
+    return d;
+}
+
+std::pair<TokenData, TokenData> split_tokens(const TokenData& all, double frac) {
+    if (!(frac > 0.0 && frac < 1.0))
+        throw std::invalid_argument(all.path + ": split fraction " + std::to_string(frac) +
+                                    " is not strictly between 0 and 1");
+    const int64_t n = (int64_t)all.tokens.size();
+    // The same double product and truncation as nanoGPT's int(n * 0.9), so the boundary matches.
+    const int64_t cut = (int64_t)((double)n * frac);
+    if (cut <= 0 || cut >= n)
+        throw std::invalid_argument(all.path + ": splitting " + std::to_string(n) + " tokens at " +
+                                    std::to_string(frac) + " leaves an empty part");
+    std::pair<TokenData, TokenData> r;
+    for (TokenData* p : {&r.first, &r.second}) {
+        p->path = all.path;
+        p->format = all.format;
+        p->vocab_size = all.vocab_size;
+    }
+    r.first.tokens.assign(all.tokens.begin(), all.tokens.begin() + cut);
+    r.second.tokens.assign(all.tokens.begin() + cut, all.tokens.end());
+    return r;
+}
+
+}  // namespace mhc

@@ -1,0 +1,26 @@
+// The run directory's files (see mhc/train.h). Internal to the trainer.
+#pragma once
+#include <string>
+
+#include "mhc/data.h"
+#include "mhc/gpt.h"
+#include "mhc/optim.h"
+
+namespace mhc::detail {
+
+struct ResumeState {
+    long step = 0;
+    BatcherState train, val;
+};
+
+// Writes ckpt_<step>.safetensors and ckpt_<step>.optim.safetensors, then points `latest` at them.
+// Returns the checkpoint's path. A failure leaves the previous checkpoint and `latest` intact.
+std::string save_run_checkpoint(const std::string& dir, const GPT<float>& m, const AdamW<float>& opt,
+                                const ResumeState& rs, const std::string& train_config_json);
+// Loads the checkpoint `latest` names (model, optimizer, positions) into m, opt and rs.
+void load_run_checkpoint(const std::string& dir, GPT<float>& m, AdamW<float>& opt, ResumeState& rs);
+
+// Writes a small text file atomically (temporary file, fsync, rename).
+void write_file_atomic(const std::string& path, const std::string& text);
+
+}  // namespace mhc::detail
