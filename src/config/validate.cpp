@@ -44,7 +44,8 @@ void config_finalize(TrainConfig& c) {
     if (m.hyper_conn_type == "mhc-lite") m.hyper_conn_type = "mhc_lite";
     if (m.hyper_conn_type == "residual") m.hyper_conn_type = "none";
     if (m.hyper_conn_type == "none" && !m.hyper_conn_n_set) m.hyper_conn_n = 1;
-    if (c.lr_decay_iters == 0) c.lr_decay_iters = c.max_iters;
+    const bool decay_derived = c.lr_decay_iters == 0;
+    if (decay_derived) c.lr_decay_iters = c.max_iters;
     if (c.checkpoint_interval == 0) c.checkpoint_interval = c.eval_interval;
 
     at_least_1(m.n_layer, "n_layer");
@@ -65,7 +66,9 @@ void config_finalize(TrainConfig& c) {
           "min_lr " + num(c.min_lr) + " is larger than learning_rate " + num(c.learning_rate));
     check(c.warmup_iters >= 0, "warmup_iters must be >= 0, got " + std::to_string(c.warmup_iters));
     check(c.lr_decay_iters >= c.warmup_iters, "lr_decay_iters " + std::to_string(c.lr_decay_iters) +
-                                                  " is smaller than warmup_iters " + std::to_string(c.warmup_iters));
+                                                  " is smaller than warmup_iters " + std::to_string(c.warmup_iters) +
+                                                  (decay_derived ? " (lr_decay_iters defaults to max_iters: "
+                                                                   "lower warmup_iters too)" : ""));
     check(c.weight_decay >= 0 && std::isfinite(c.weight_decay),
           "weight_decay must be a finite number >= 0, got " + num(c.weight_decay));
     in_unit_interval(c.beta1, "beta1");

@@ -1,0 +1,93 @@
+// mhc/sample.h — inference: an incremental forward with a KV cache, and token sampling.
+//
+// The cache and every scratch buffer live in a KVCache, outside the model, so a GPT that is being
+// trained can be sampled from without disturbing its activations: the model is only read.
+//
+//   KVCache<float> kv;
+//   kv_cache_init(kv, m);                              // allocates everything, once
+//   for (int32_t tok : tokens) logits = gpt_forward_token(m, kv, tok);   // one position per call
+//
+// gpt_forward_token computes exactly the full forward (SPEC §3) of the newest position: embedding
+// into n streams, per block conn_pre -> LayerNorm -> c_attn -> attention of the new query over the
+// cached keys/values 0..pos -> c_proj -> conn_post (same for the MLP site), ln_f per stream, sum of
+// the streams, tied head. The cache holds keys and values only (no tokens), so earlier positions
+// are never recomputed: every call processes one position (counted in positions_processed).
+//
+// generate() feeds a prompt and samples. Context past block_size: when the cache is full, the last
+// block_size/2 tokens of the sequence are kept, the cache is reset and they are fed again (a
+// "sliding restart"; the model never sees positions beyond block_size, which it was not trained on).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "mhc/gpt.h"
+
+namespace mhc {
+
+// splitmix64: a tiny seeded generator whose sequence is the same on every platform and compiler.
+struct SplitMix64 {
+    uint64_t state = 0;
+    explicit SplitMix64(uint64_t seed = 0) : state(seed) {}
+    uint64_t next() {
+        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+    double uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }  // [0, 1), 53 bits
+};
+
+// Keys and values of every position processed so far, per layer, plus the scratch of one step.
+// Not copyable (it holds pointers into its own buffer); movable.
+template <typename T> struct KVCache {
+    int L = 0, C = 0, H = 0, n = 1, V = 0, Tmax = 0;  // the model shape it was made for
+    int pos = 0;                  // positions in the cache = position of the next token
+    long positions_processed = 0; // every position ever computed (one per gpt_forward_token call)
+    std::vector<T> k, v;          // [L, Tmax, C], heads as contiguous chunks of C/H (as in qkv)
+    std::vector<T> buf;           // the step's activations, laid out once by kv_cache_init
+    T *Xa = nullptr, *Xb = nullptr, *u = nullptr, *ln = nullptr, *mean = nullptr, *rstd = nullptr;
+    T *qkv = nullptr, *att = nullptr, *atty = nullptr, *y = nullptr, *fch = nullptr, *fcg = nullptr;
+    T *conn_cache = nullptr, *conn_scratch = nullptr, *lnf = nullptr, *lnf_mean = nullptr;
+    T *lnf_rstd = nullptr, *hsum = nullptr, *logits = nullptr;
+
+    KVCache() = default;
+    KVCache(const KVCache&) = delete;
+    KVCache& operator=(const KVCache&) = delete;
+    KVCache(KVCache&&) = default;  // vectors keep their storage when moved: the pointers stay valid
+    KVCache& operator=(KVCache&&) = default;
+};
+
+// Sizes the cache for model m (capacity block_size) and empties it. All allocation happens here.
+template <typename T> void kv_cache_init(KVCache<T>& kv, const GPT<T>& m);
+// Empties the cache (pos = 0) without freeing anything.
+template <typename T> void kv_cache_reset(KVCache<T>& kv);
+
+// Feeds one token at position kv.pos (then kv.pos += 1) and returns the logits [V] for the next
+// token (they live in kv.logits until the next call). Throws std::invalid_argument for a token
+// outside [0, V) or a cache made for another model shape, std::length_error when the cache is full.
+template <typename T> const T* gpt_forward_token(const GPT<T>& m, KVCache<T>& kv, int32_t token);
+
+// Chooses a token from logits [V]. temperature 0: argmax (ties: lower id). Otherwise a draw from
+// softmax(logits / temperature), restricted to the top_k largest logits when 0 < top_k < V (ties:
+// lower id). `work` is scratch, grown on first use. Throws std::runtime_error on a non-finite logit.
+template <typename T>
+int32_t sample_token(const T* logits, int V, double temperature, int top_k, SplitMix64& rng,
+                     std::vector<int32_t>& work);
+
+// Feeds the prompt and returns max_new_tokens new tokens (the prompt is not included), calling
+// on_token with each one as soon as it is chosen. A prompt longer than block_size keeps its last
+// block_size tokens. Throws std::invalid_argument for an empty prompt, a prompt token outside
+// [0, V), temperature < 0 (or not finite), top_k < 0, max_new_tokens < 0.
+template <typename T>
+std::vector<int32_t> generate(const GPT<T>& m, const std::vector<int32_t>& prompt, int max_new_tokens,
+                              double temperature, int top_k, uint64_t seed,
+                              const std::function<void(int32_t)>& on_token = {});
+// The same with a caller-owned cache (reset first; sized for m if it is not), to reuse its
+// buffers across calls or to read its counters afterwards.
+template <typename T>
+std::vector<int32_t> generate(const GPT<T>& m, KVCache<T>& kv, const std::vector<int32_t>& prompt,
+                              int max_new_tokens, double temperature, int top_k, uint64_t seed,
+                              const std::function<void(int32_t)>& on_token = {});
+
+}  // namespace mhc

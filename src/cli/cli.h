@@ -1,0 +1,28 @@
+// Shared pieces of the `mhc` command line: each subcommand registers its options on a CLI11 app
+// and returns a function that runs it (returning the process exit code).
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "mhc/gpt.h"
+
+namespace mhc::cli {
+
+using Runner = std::function<int()>;
+
+Runner add_train(CLI::App& app);
+Runner add_eval(CLI::App& app);
+Runner add_info(CLI::App& app);
+
+// Prints the result object as one line of JSON on stdout (the last line a --json command prints).
+void print_json(const nlohmann::json& j);
+
+// Loads a checkpoint file into a model, with the path named in any error.
+void load_checkpoint(const std::string& path, GPT<float>& m);
+
+// Text of a byte-level model's tokens (vocab 256), bytes as they are.
+std::string bytes_of(const std::vector<int32_t>& tokens);
+
+}  // namespace mhc::cli

@@ -1,0 +1,81 @@
+// mhc info
+#include <random>
+
+#include "cli/cli.h"
+#include "mhc/data.h"
+
+namespace mhc::cli {
+
+Runner add_info(CLI::App& app) {
+    struct Opts {
+        std::string ckpt, data, format = "auto";
+        int batch = 4, seq = 0;
+        bool json = false;
+    };
+    auto o = std::make_shared<Opts>();
+    app.add_option("--ckpt", o->ckpt, "Checkpoint (.safetensors)")->required();
+    app.add_option("--data", o->data, "Tokens for the diagnostics: the first windows of this file "
+                   "(default: random tokens, seed 0)");
+    app.add_option("--format", o->format, "Data format: auto, text, u16, llmc")
+        ->check(CLI::IsMember({"auto", "text", "u16", "llmc"}));
+    app.add_option("--batch", o->batch, "Sequences for the diagnostics")->check(CLI::PositiveNumber);
+    app.add_option("--seq", o->seq, "Sequence length (default: block_size)")->check(CLI::PositiveNumber);
+    app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
+    return [o] {
+        GPT<float> m;
+        load_checkpoint(o->ckpt, m);
+        const int B = o->batch, T = o->seq ? o->seq : m.Tmax;
+        if (T > m.Tmax) throw std::invalid_argument("--seq exceeds the model's block_size " + std::to_string(m.Tmax));
+        std::vector<int32_t> in((size_t)B * T), tg(in.size());
+        if (!o->data.empty()) {
+            const TokenData d = load_tokens(o->data, data_format_from_string(o->format), m.V);
+            Batcher(d, B, T, Order::sequential, 0).next(in.data(), tg.data());
+        } else {
+            std::mt19937 rng(0);
+            for (auto& t : in) t = (int32_t)(rng() % (uint32_t)m.V);
+        }
+        gpt_forward(m, in.data(), nullptr, B, T);
+        long conn_params = 0;
+        for (const auto& p : m.params) conn_params += p.name.find(".hc_") != std::string::npos ? p.size : 0;
+        nlohmann::json j = {{"checkpoint", o->ckpt}, {"config", model_config_to_json(m.cfg)},
+                            {"parameters", (long)m.param.size()}, {"connection_parameters", conn_params},
+                            {"tokens", B * T}, {"input", o->data.empty() ? "random tokens" : o->data}};
+        std::printf("%s: %s n=%d, %d layers x %d wide, %d heads, vocab %d, block %d\n", o->ckpt.c_str(),
+                    m.cfg.hyper_conn_type.c_str(), m.n, m.L, m.C, m.H, m.V, m.Tmax);
+        std::printf("parameters: %ld (connections %ld, %.2f%%)\n", (long)m.param.size(), conn_params,
+                    100.0 * conn_params / m.param.size());
+        std::printf("connection diagnostics over %d tokens of %s (SPEC §6; depth = composite map up to the site):\n",
+                    B * T, o->data.empty() ? "random tokens" : o->data.c_str());
+        std::printf("%-5s %-10s %11s %11s %9s %9s %9s %9s %10s %10s%s\n", "site", "branch", "DS err mean",
+                    "DS err max", "fwd mean", "fwd max", "bwd mean", "bwd max", "depth fwd", "depth bwd",
+                    m.variant == Variant::mhc ? "  log(1/nu) mean  max  >30" : "");
+        CompositeGain cg;
+        cg.reset(B * T, m.n);
+        nlohmann::json sites = nlohmann::json::array();
+        for (int k = 0; k < 2 * m.L; k++) {
+            const float* cache = m.s_act[k].cache;
+            const SiteDiag d = conn_site_diagnostics(m.sites[k], cache, B * T);
+            cg.push(m.sites[k], cache);
+            const Stat cf = cg.fwd(), cb = cg.bwd();
+            const std::string branch = "h." + std::to_string(k / 2) + (k % 2 ? ".mlp" : ".attn");
+            std::printf("%-5d %-10s %11.3e %11.3e %9.5f %9.5f %9.5f %9.5f %10.5f %10.5f", k, branch.c_str(),
+                        d.ds.mean, d.ds.max, d.fwd.mean, d.fwd.max, d.bwd.mean, d.bwd.max, cf.max, cb.max);
+            if (d.has_nu) std::printf("  %14.3f %6.3f %4.2f", d.log_inv_nu.mean, d.log_inv_nu.max, d.frac_nu_above_30);
+            std::printf("\n");
+            nlohmann::json s = {{"site", k}, {"branch", branch}, {"ds_error_mean", d.ds.mean},
+                                {"ds_error_max", d.ds.max}, {"fwd_gain_mean", d.fwd.mean}, {"fwd_gain_max", d.fwd.max},
+                                {"bwd_gain_mean", d.bwd.mean}, {"bwd_gain_max", d.bwd.max},
+                                {"depth_fwd_gain_mean", cf.mean}, {"depth_fwd_gain_max", cf.max},
+                                {"depth_bwd_gain_mean", cb.mean}, {"depth_bwd_gain_max", cb.max}};
+            if (d.has_nu)
+                s["log_inv_nu"] = {{"mean", d.log_inv_nu.mean}, {"max", d.log_inv_nu.max},
+                                   {"frac_above_30", d.frac_nu_above_30}};
+            sites.push_back(s);
+        }
+        j["sites"] = sites;
+        if (o->json) print_json(j);
+        return 0;
+    };
+}
+
+}  // namespace mhc::cli

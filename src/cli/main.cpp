@@ -1,0 +1,54 @@
+// mhc: train, evaluate and sample GPT models with hyper-connections (SPEC.md).
+#include <cstdio>
+#include <exception>
+#include <map>
+
+#include "cli/cli.h"
+#include "mhc/checkpoint.h"
+
+namespace mhc::cli {
+
+void print_json(const nlohmann::json& j) {
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    std::fflush(stdout);
+}
+
+void load_checkpoint(const std::string& path, GPT<float>& m) { checkpoint_load(path, m); }
+
+std::string bytes_of(const std::vector<int32_t>& tokens) {
+    std::string s;
+    for (int32_t t : tokens) s.push_back((char)(unsigned char)t);
+    return s;
+}
+
+}  // namespace mhc::cli
+
+int main(int argc, char** argv) {
+    CLI::App app{"mhc: train, evaluate and sample GPT models whose residual connections are\n"
+                 "hyper-connections (residual, hc, mhc, mhc-lite, kromhc). See README.md and SPEC.md."};
+    app.require_subcommand(1);
+    app.set_version_flag("--version", "mhc 0.1");
+    std::map<CLI::App*, mhc::cli::Runner> runners;
+    auto add = [&](const char* name, const char* help, auto adder) {
+        CLI::App* sub = app.add_subcommand(name, help);
+        runners[sub] = adder(*sub);
+    };
+    add("train", "Train a model from a TOML config on a text or token file", mhc::cli::add_train);
+    add("eval", "Loss of a checkpoint on a data file", mhc::cli::add_eval);
+    add("info", "A checkpoint's config, parameter count and connection diagnostics", mhc::cli::add_info);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    for (auto& [sub, run] : runners) {
+        if (!sub->parsed()) continue;
+        try {
+            return run();
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "mhc %s: error: %s\n", sub->get_name().c_str(), e.what());
+            return 1;
+        }
+    }
+    return 1;
+}

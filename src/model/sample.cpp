@@ -1,0 +1,264 @@
+// Inference (see mhc/sample.h): the full forward of SPEC §3 restricted to the newest position, over
+// a cache of the keys and values of the earlier ones, and seeded sampling from the logits.
+#include "mhc/sample.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "ops/ops.h"
+
+namespace mhc {
+
+namespace {
+
+template <typename T> const T* opt(const T* P, long off) { return off < 0 ? nullptr : P + off; }
+
+template <typename T> bool fits(const KVCache<T>& kv, const GPT<T>& m) {
+    return !kv.buf.empty() && kv.L == m.L && kv.C == m.C && kv.H == m.H && kv.n == m.n &&
+           kv.V == m.V && kv.Tmax == m.Tmax;
+}
+
+// Causal attention of the query at position `pos` over the cached keys/values 0..pos of one layer,
+// in the order of operations of attention_forward (scores, scale, max-shifted exp, 1/z), so the
+// two agree to rounding. K, V: [Tmax, C]; out [C], heads concatenated.
+template <typename T>
+void attend_one(T* out, T* att, const T* q, const T* K, const T* V, int pos, int C, int H, int Tmax) {
+    const int hs = C / H;
+    const T scale = T(1.0 / std::sqrt((double)hs));
+#pragma omp parallel for schedule(static) if ((long)(pos + 1) * C >= 65536)
+    for (int h = 0; h < H; h++) {
+        const T* qh = q + h * hs;
+        T* p = att + (long)h * Tmax;
+        T mx = 0;
+        for (int j = 0; j <= pos; j++) {
+            const T* kj = K + (long)j * C + h * hs;
+            T s = 0;
+#pragma omp simd reduction(+ : s)
+            for (int c = 0; c < hs; c++) s += qh[c] * kj[c];
+            p[j] = s;
+            mx = j == 0 ? s * scale : std::max(mx, s * scale);
+        }
+        double z = 0;
+        for (int j = 0; j <= pos; j++) z += (double)(p[j] = std::exp(p[j] * scale - mx));
+        const T inv = T(1.0 / z);
+        T* o = out + h * hs;
+        std::fill(o, o + hs, T(0));
+        for (int j = 0; j <= pos; j++) {
+            const T pj = p[j] * inv;
+            const T* vj = V + (long)j * C + h * hs;
+#pragma omp simd
+            for (int c = 0; c < hs; c++) o[c] += pj * vj[c];
+        }
+    }
+}
+
+}  // namespace
+
+template <typename T> void kv_cache_init(KVCache<T>& kv, const GPT<T>& m) {
+    if (m.L < 1 || m.C < 1 || m.V < 1 || m.Tmax < 1 || m.param.empty())
+        throw std::invalid_argument("kv_cache_init: the model is not built (call gpt_build first)");
+    kv.L = m.L, kv.C = m.C, kv.H = m.H, kv.n = m.n, kv.V = m.V, kv.Tmax = m.Tmax;
+    const long C = m.C, S = (long)m.n * m.C;
+    long stride = 0, scratch = 0;
+    for (const auto& s : m.sites) {
+        stride = std::max(stride, (long)conn_cache_stride(s));
+        scratch = std::max(scratch, conn_scratch_size(s, 1));
+    }
+    kv.k.assign((size_t)m.L * m.Tmax * C, T(0));
+    kv.v.assign(kv.k.size(), T(0));
+    // One buffer for the step's activations; the connection cache and scratch are reused by every
+    // site in turn, since a site's post reads only its own pre's cache.
+    const std::pair<T**, long> parts[] = {
+        {&kv.Xa, S}, {&kv.Xb, S}, {&kv.u, C}, {&kv.ln, C}, {&kv.mean, 1}, {&kv.rstd, 1},
+        {&kv.qkv, 3 * C}, {&kv.att, (long)m.H * m.Tmax}, {&kv.atty, C}, {&kv.y, C},
+        {&kv.fch, 4 * C}, {&kv.fcg, 4 * C}, {&kv.conn_cache, stride}, {&kv.conn_scratch, scratch},
+        {&kv.lnf, S}, {&kv.lnf_mean, m.n}, {&kv.lnf_rstd, m.n}, {&kv.hsum, C}, {&kv.logits, m.V}};
+    long total = 0;
+    for (const auto& p : parts) total += p.second;
+    kv.buf.assign(total, T(0));
+    long off = 0;
+    for (const auto& p : parts) *p.first = kv.buf.data() + off, off += p.second;
+    kv.pos = 0;
+    kv.positions_processed = 0;
+}
+
+template <typename T> void kv_cache_reset(KVCache<T>& kv) { kv.pos = 0; }
+
+template <typename T> const T* gpt_forward_token(const GPT<T>& m, KVCache<T>& kv, int32_t token) {
+    if (!fits(kv, m))
+        throw std::invalid_argument("KV cache is not sized for this model (call kv_cache_init)");
+    if (token < 0 || token >= m.V)
+        throw std::invalid_argument("token id " + std::to_string(token) + " out of range 0.." +
+                                    std::to_string(m.V - 1));
+    if (kv.pos >= kv.Tmax)
+        throw std::length_error("KV cache full: block_size " + std::to_string(kv.Tmax) +
+                                " positions already fed (reset it and re-feed a shorter context)");
+    const int C = m.C, n = m.n, pos = kv.pos;
+    const T* P = m.param.data();
+    T *X = kv.Xa, *Xn = kv.Xb;  // the streams before / after the current site
+    encoder_forward(X, &token, P + m.wte, P + m.wpe + (long)pos * C, 1, 1, C, n);
+    for (int i = 0; i < m.L; i++) {
+        const GptBlock& w = m.blocks[i];
+        const ConnSite& sa = m.sites[2 * i];
+        conn_pre_forward(sa, P + w.conn[0], X, kv.u, kv.conn_cache, kv.conn_scratch, 1);
+        layernorm_forward(kv.ln, kv.mean, kv.rstd, kv.u, P + w.ln1_w, opt(P, w.ln1_b), 1, C);
+        matmul_forward(kv.qkv, kv.ln, P + w.attn_w, opt(P, w.attn_b), 1, C, 3 * C);
+        T* K = kv.k.data() + (long)i * kv.Tmax * C;
+        T* V = kv.v.data() + (long)i * kv.Tmax * C;
+        std::copy(kv.qkv + C, kv.qkv + 2 * C, K + (long)pos * C);
+        std::copy(kv.qkv + 2 * C, kv.qkv + 3 * C, V + (long)pos * C);
+        attend_one(kv.atty, kv.att, kv.qkv, K, V, pos, C, m.H, kv.Tmax);
+        matmul_forward(kv.y, kv.atty, P + w.aproj_w, opt(P, w.aproj_b), 1, C, C);
+        conn_post_forward(sa, kv.conn_cache, X, kv.y, Xn, 1);
+        std::swap(X, Xn);
+
+        const ConnSite& sm = m.sites[2 * i + 1];
+        conn_pre_forward(sm, P + w.conn[1], X, kv.u, kv.conn_cache, kv.conn_scratch, 1);
+        layernorm_forward(kv.ln, kv.mean, kv.rstd, kv.u, P + w.ln2_w, opt(P, w.ln2_b), 1, C);
+        matmul_forward(kv.fch, kv.ln, P + w.fc_w, opt(P, w.fc_b), 1, C, 4 * C);
+        gelu_forward(kv.fcg, kv.fch, 4L * C);
+        matmul_forward(kv.y, kv.fcg, P + w.mproj_w, opt(P, w.mproj_b), 1, 4 * C, C);
+        conn_post_forward(sm, kv.conn_cache, X, kv.y, Xn, 1);
+        std::swap(X, Xn);
+    }
+    // ln_f on each stream, the streams summed in stream order (as gpt_forward does), tied head.
+    layernorm_forward(kv.lnf, kv.lnf_mean, kv.lnf_rstd, X, P + m.lnf_w, opt(P, m.lnf_b), n, C);
+    for (int c = 0; c < C; c++) {
+        T acc = 0;
+        for (int s = 0; s < n; s++) acc += kv.lnf[(long)s * C + c];
+        kv.hsum[c] = acc;
+    }
+    matmul_forward(kv.logits, kv.hsum, P + m.wte, (const T*)nullptr, 1, C, m.V);
+    kv.pos++;
+    kv.positions_processed++;
+    return kv.logits;
+}
+
+namespace {
+void check_sampling(double temperature, int top_k) {
+    if (!(temperature >= 0) || !std::isfinite(temperature))
+        throw std::invalid_argument("temperature must be a finite number >= 0, got " +
+                                    std::to_string(temperature));
+    if (top_k < 0) throw std::invalid_argument("top_k must be >= 0 (0: no limit), got " + std::to_string(top_k));
+}
+}  // namespace
+
+template <typename T>
+int32_t sample_token(const T* logits, int V, double temperature, int top_k, SplitMix64& rng,
+                     std::vector<int32_t>& work) {
+    check_sampling(temperature, top_k);
+    if (V < 1) throw std::invalid_argument("sample_token: vocabulary size must be >= 1");
+    for (int i = 0; i < V; i++)
+        if (!std::isfinite((double)logits[i]))
+            throw std::runtime_error("sampling: the model produced a non-finite logit (token " +
+                                     std::to_string(i) + ")");
+    // A strict total order (larger logit first, then lower id): the candidate set never depends on
+    // the sorting algorithm, so the draws are the same with every standard library.
+    auto before = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+    if (temperature == 0) {
+        int32_t best = 0;
+        for (int32_t i = 1; i < V; i++)
+            if (before(i, best)) best = i;
+        return best;
+    }
+    const int K = top_k > 0 && top_k < V ? top_k : V;
+    work.resize(V);
+    std::iota(work.begin(), work.end(), 0);
+    if (K < V) {
+        std::nth_element(work.begin(), work.begin() + (K - 1), work.end(), before);
+        std::sort(work.begin(), work.begin() + K);  // candidates by id: a fixed summation order
+    }
+    double mx = -INFINITY;
+    for (int i = 0; i < K; i++) mx = std::max(mx, (double)logits[work[i]]);
+    // Weights exp((l - max) / temperature) in double: the largest is 1, tiny temperatures underflow
+    // the others to 0 (greedy in the limit) instead of overflowing.
+    auto weight = [&](int i) { return std::exp(((double)logits[work[i]] - mx) / temperature); };
+    double z = 0;
+    for (int i = 0; i < K; i++) z += weight(i);
+    const double r = rng.uniform() * z;
+    double acc = 0;
+    int32_t last = work[0];
+    for (int i = 0; i < K; i++) {
+        const double wi = weight(i);
+        if (wi <= 0) continue;
+        acc += wi;
+        last = work[i];
+        if (r < acc) return work[i];
+    }
+    return last;  // r rounded up to z: the last candidate with a positive weight
+}
+
+template <typename T>
+std::vector<int32_t> generate(const GPT<T>& m, KVCache<T>& kv, const std::vector<int32_t>& prompt,
+                              int max_new_tokens, double temperature, int top_k, uint64_t seed,
+                              const std::function<void(int32_t)>& on_token) {
+    if (prompt.empty()) throw std::invalid_argument("generate: the prompt is empty (give at least one token)");
+    for (int32_t t : prompt)
+        if (t < 0 || t >= m.V)
+            throw std::invalid_argument("generate: prompt token " + std::to_string(t) +
+                                        " out of range 0.." + std::to_string(m.V - 1));
+    check_sampling(temperature, top_k);
+    if (max_new_tokens < 0)
+        throw std::invalid_argument("max_new_tokens must be >= 0, got " + std::to_string(max_new_tokens));
+    if (fits(kv, m)) kv_cache_reset(kv);
+    else kv_cache_init(kv, m);
+    std::vector<int32_t> out;
+    out.reserve(max_new_tokens);
+    if (max_new_tokens == 0) return out;
+
+    // ctx: the tokens in the cache (plus, briefly, the one about to be fed).
+    const size_t Tmax = (size_t)m.Tmax, keep = std::max<size_t>(1, Tmax / 2);
+    std::vector<int32_t> ctx;
+    ctx.reserve(Tmax + 1);
+    ctx.assign(prompt.end() - (long)std::min(prompt.size(), Tmax), prompt.end());
+    const T* logits = nullptr;
+    for (int32_t t : ctx) logits = gpt_forward_token(m, kv, t);
+    SplitMix64 rng(seed);
+    std::vector<int32_t> work;
+    work.reserve(m.V);
+    for (int i = 0; i < max_new_tokens; i++) {
+        const int32_t tok = sample_token(logits, m.V, temperature, top_k, rng, work);
+        out.push_back(tok);
+        if (on_token) on_token(tok);
+        if (i + 1 == max_new_tokens) break;  // the last token's logits are never needed
+        ctx.push_back(tok);
+        if ((size_t)kv.pos < Tmax) {
+            logits = gpt_forward_token(m, kv, tok);
+            continue;
+        }
+        // Full: positions past block_size were never trained, so restart from the last
+        // block_size/2 tokens (the new one included) rather than sliding the positions.
+        ctx.erase(ctx.begin(), ctx.end() - (long)keep);
+        kv_cache_reset(kv);
+        for (int32_t t : ctx) logits = gpt_forward_token(m, kv, t);
+    }
+    return out;
+}
+
+template <typename T>
+std::vector<int32_t> generate(const GPT<T>& m, const std::vector<int32_t>& prompt, int max_new_tokens,
+                              double temperature, int top_k, uint64_t seed,
+                              const std::function<void(int32_t)>& on_token) {
+    KVCache<T> kv;
+    return generate(m, kv, prompt, max_new_tokens, temperature, top_k, seed, on_token);
+}
+
+#define MHC_SAMPLE_INST(T)                                                                        \
+    template void kv_cache_init<T>(KVCache<T>&, const GPT<T>&);                                   \
+    template void kv_cache_reset<T>(KVCache<T>&);                                                 \
+    template const T* gpt_forward_token<T>(const GPT<T>&, KVCache<T>&, int32_t);                  \
+    template int32_t sample_token<T>(const T*, int, double, int, SplitMix64&, std::vector<int32_t>&); \
+    template std::vector<int32_t> generate<T>(const GPT<T>&, KVCache<T>&, const std::vector<int32_t>&, \
+                                              int, double, int, uint64_t,                          \
+                                              const std::function<void(int32_t)>&);                \
+    template std::vector<int32_t> generate<T>(const GPT<T>&, const std::vector<int32_t>&, int,     \
+                                              double, int, uint64_t,                               \
+                                              const std::function<void(int32_t)>&);
+MHC_SAMPLE_INST(float)
+MHC_SAMPLE_INST(double)
+
+}  // namespace mhc

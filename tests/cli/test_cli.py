@@ -1,0 +1,191 @@
+#!/usr/bin/python3
+"""End-to-end tests of the `mhc` command line (run by ctest).
+
+    /usr/bin/python3 tests/cli/test_cli.py BUILD/mhc
+
+Trains tiny models, so the whole file runs in well under a minute. Prints one line per check and
+a last line `N passed, M failed`; exits non-zero on any failure.
+"""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+MHC = os.path.abspath(sys.argv[1])
+HERE = os.path.dirname(os.path.abspath(__file__))
+REF = os.path.join(HERE, "..", "reference", "ckpt_loss.py")
+TMP = tempfile.mkdtemp(prefix="mhc_cli_")
+RESULTS = {"passed": 0, "failed": 0}
+
+TINY = ["--set", "n_layer=2", "--set", "n_head=2", "--set", "n_embd=32", "--set", "block_size=16",
+        "--set", "batch_size=4", "--set", "warmup_iters=2", "--set", "eval_interval=5",
+        "--set", "eval_iters=2", "--set", "log_interval=1", "--set", "hyper_conn_n=4"]
+
+
+def run(*args, env_threads="2"):
+    env = dict(os.environ, OMP_NUM_THREADS=env_threads)
+    return subprocess.run([MHC, *args], capture_output=True, text=True, env=env)
+
+
+def check(name, cond, detail=""):
+    RESULTS["passed" if cond else "failed"] += 1
+    print(("ok    " if cond else "FAIL  ") + name + ("" if cond else "   " + detail))
+
+
+def path(name):
+    return os.path.join(TMP, name)
+
+
+def write_corpus():
+    text = b""
+    for i in range(400):
+        text += b"The quick brown fox %d jumps over the lazy dog; pack my box with five dozen jugs.\n" % i
+    with open(path("corpus.txt"), "wb") as f:
+        f.write(text)
+    toks = list(text[:20000])
+    with open(path("tokens.bin"), "wb") as f:  # nanoGPT uint16
+        f.write(struct.pack("<%dH" % len(toks), *toks))
+    header = struct.pack("<256i", *([20240520, 1, len(toks)] + [0] * 253))
+    with open(path("shard.bin"), "wb") as f:  # llm.c shard
+        f.write(header + struct.pack("<%dH" % len(toks), *toks))
+
+
+def metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def one_line_error(r):
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    return r.returncode != 0 and len(lines) == 1 and "error" in lines[0], r.stderr.strip()
+
+
+def test_resume_is_bit_identical():
+    # Both runs pin lr_decay_iters, so the schedule of the first half matches the straight run's.
+    common = ["--data", path("corpus.txt"), *TINY, "--set", "lr_decay_iters=20", "--set", "checkpoint_interval=5",
+              "--set", "gradient_accumulation_steps=2", "--quiet"]
+    r = run("train", *common, "--set", "max_iters=20", "--out", path("straight"))
+    check("train 20 steps straight", r.returncode == 0, r.stderr)
+    r = run("train", *common, "--set", "max_iters=10", "--out", path("split"))
+    check("train the first 10 steps", r.returncode == 0, r.stderr)
+    r = run("train", "--data", path("corpus.txt"), "--out", path("split"), "--resume", "--set", "max_iters=20",
+            "--quiet")
+    check("resume for the last 10 steps", r.returncode == 0, r.stderr)
+    key = lambda ms: [(m["step"], m["loss"], m.get("val_loss"), m["grad_norm"]) for m in ms]
+    a, b = metrics(path("straight")), metrics(path("split"))
+    check("resumed losses identical to an uninterrupted run", len(a) == 20 and key(a) == key(b),
+          "%s\nvs\n%s" % (key(a)[-3:], key(b)[-3:]))
+    with open(path("straight/ckpt_000020.safetensors"), "rb") as f1, \
+            open(path("split/ckpt_000020.safetensors"), "rb") as f2:
+        check("resumed final weights bit-identical", f1.read() == f2.read())
+    r = run("train", *common, "--set", "max_iters=20", "--out", path("straight"))
+    check("a second run into the same --out is refused", one_line_error(r)[0] and "--resume" in r.stderr,
+          r.stderr)
+
+
+def test_formats_and_eval_against_reference():
+    for name, fmt in (("corpus.txt", "text"), ("tokens.bin", "u16"), ("shard.bin", "llmc")):
+        out = path("fmt_" + fmt)
+        r = run("train", "--data", path(name), *TINY, "--set", "max_iters=6", "--set", "vocab_size=256",
+                "--out", out, "--json", "--quiet")
+        ok = r.returncode == 0
+        res = json.loads(r.stdout.strip().splitlines()[-1]) if ok else {}
+        check("train on %s data, --json result" % fmt, ok and res.get("steps") == 6, r.stderr)
+    ck = path("fmt_text/ckpt_000006.safetensors")
+    r = run("eval", "--ckpt", ck, "--data", path("tokens.bin"), "--batch", "2", "--seq", "16",
+            "--order", "sequential", "--batches", "3", "--json")
+    ours = json.loads(r.stdout.strip().splitlines()[-1])["loss"] if r.returncode == 0 else None
+    ref = subprocess.run(["/usr/bin/python3", REF, "--ckpt", ck, "--tokens", path("tokens.bin"), "--batch", "2",
+                          "--seq", "16", "--batches", "3"], capture_output=True, text=True)
+    theirs = json.loads(ref.stdout.strip().splitlines()[-1])["loss"] if ref.returncode == 0 else None
+    check("checkpoint loads into the PyTorch reference and gives the same loss (sequential windows)",
+          ours is not None and theirs is not None and abs(ours - theirs) <= 1e-5 * abs(theirs),
+          "mhc %s vs reference %s %s" % (ours, theirs, r.stderr + ref.stderr))
+    r = run("info", "--ckpt", ck, "--json")
+    info = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {}
+    sites = info.get("sites", [])
+    check("info: 2 sites per layer, mhc-lite exactly doubly stochastic, composite gain 1",
+          len(sites) == 4 and all(s["ds_error_max"] < 1e-6 and abs(s["depth_fwd_gain_max"] - 1) < 1e-5
+                                  for s in sites), r.stderr)
+
+
+def test_bad_input():
+    ck = path("fmt_text/ckpt_000006.safetensors")
+    cases = [
+        ("missing data file", ["train", "--data", path("nope.txt"), "--out", path("bad1")], "nope.txt"),
+        ("unknown config key", ["train", "--data", path("corpus.txt"), "--set", "n_embed=32", "--out", path("bad2")],
+         "n_embd"),
+        ("n_embd not divisible by n_head", ["train", "--data", path("corpus.txt"), "--set", "n_embd=30",
+                                            "--set", "n_head=4", "--out", path("bad3")], "divisible"),
+        ("zero steps", ["train", "--data", path("corpus.txt"), "--set", "max_iters=0", "--out", path("bad4")],
+         "max_iters"),
+        ("negative learning rate", ["train", "--data", path("corpus.txt"), "--set", "learning_rate=-1",
+                                    "--out", path("bad5")], "learning_rate"),
+        ("data shorter than one window", ["train", "--data", path("short.txt"), *TINY, "--out", path("bad6")],
+         "window"),
+        ("odd-length uint16 file", ["train", "--data", path("odd.bin"), "--format", "u16", "--out", path("bad7")],
+         "odd"),
+        ("missing checkpoint", ["eval", "--ckpt", path("nope.safetensors"), "--data", path("corpus.txt")], "nope"),
+        ("truncated checkpoint", ["eval", "--ckpt", path("trunc.safetensors"), "--data", path("corpus.txt")],
+         "trunc"),
+        ("not a checkpoint", ["info", "--ckpt", path("corpus.txt")], "corpus.txt"),
+        ("token id beyond the model's vocabulary", ["eval", "--ckpt", path("v64/ckpt_000002.safetensors"),
+                                                    "--data", path("tokens.bin")], "vocab"),
+        ("resume with another model shape", ["train", "--data", path("corpus.txt"), "--out", path("fmt_text"),
+                                             "--resume", "--set", "n_embd=64", "--set", "max_iters=8"], "differs"),
+        ("resume with another variant", ["train", "--data", path("corpus.txt"), "--out", path("fmt_text"),
+                                         "--resume", "--set", "hyper_conn_type=hc", "--set", "max_iters=8"],
+         "differs"),
+        ("resume without a run", ["train", "--data", path("corpus.txt"), "--out", path("empty"), "--resume"],
+         "no checkpoint"),
+        ("eval --seq beyond block_size", ["eval", "--ckpt", ck, "--data", path("corpus.txt"), "--seq", "64"],
+         "block_size"),
+    ]
+    with open(path("short.txt"), "wb") as f:
+        f.write(b"too short")
+    with open(path("odd.bin"), "wb") as f:
+        f.write(b"\x01\x02\x03")
+    with open(ck, "rb") as f:
+        data = f.read()
+    with open(path("trunc.safetensors"), "wb") as f:
+        f.write(data[: len(data) // 2])
+    r = run("train", "--data", path("corpus.txt"), *TINY, "--set", "vocab_size=64", "--set", "max_iters=2",
+            "--out", path("v64"), "--quiet", "--format", "u16")
+    # corpus bytes exceed 64: training itself must refuse
+    check("training data with a token beyond vocab_size is refused", one_line_error(r)[0] and "vocab" in r.stderr,
+          r.stderr)
+    with open(path("small.bin"), "wb") as f:
+        f.write(struct.pack("<200H", *[i % 64 for i in range(200)]))
+    r = run("train", "--data", path("small.bin"), *TINY, "--set", "vocab_size=64", "--set", "max_iters=2",
+            "--set", "train_split=0.5", "--out", path("v64"), "--quiet")
+    check("train a vocab-64 model on uint16 tokens", r.returncode == 0, r.stderr)
+    before = sorted(os.listdir(path("fmt_text")))
+    for name, args, fragment in cases:
+        r = run(*args)
+        ok, msg = one_line_error(r)
+        check("bad input: %s -> one-line error" % name, ok and fragment in msg, "rc %d: %s" % (r.returncode, msg))
+    for d in ("bad1", "bad2", "bad3", "bad4", "bad5", "bad6", "bad7", "empty"):
+        check("no run directory left behind by a refused run (%s)" % d, not os.path.exists(path(d)))
+    check("a refused resume leaves the run directory as it was", sorted(os.listdir(path("fmt_text"))) == before)
+
+
+def test_help():
+    for sub in ("train", "eval", "sample", "info"):
+        r = run(sub, "--help")
+        check("%s --help" % sub, r.returncode == 0 and ("%s [OPTIONS]" % sub) in r.stdout, r.stderr)
+
+
+if __name__ == "__main__":
+    try:
+        write_corpus()
+        test_resume_is_bit_identical()
+        test_formats_and_eval_against_reference()
+        test_bad_input()
+        test_help()
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)
+    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
+    sys.exit(1 if RESULTS["failed"] else 0)

@@ -1,0 +1,316 @@
+// Inference: the KV-cache forward against the full forward for every variant, greedy and sampled
+// generation against the full forward on the growing sequence, the context restart past
+// block_size, the one-position-per-token guarantee, the sampler and the argument checks.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <stdexcept>
+
+#include "mhc/sample.h"
+
+using namespace mhc;
+
+namespace {
+
+ModelConfig small(const std::string& type, bool bias = false) {
+    ModelConfig c;
+    c.n_layer = 2;
+    c.n_head = 2;
+    c.n_embd = 8;
+    c.vocab_size = 11;
+    c.block_size = 8;
+    c.bias = bias;
+    c.hyper_conn_type = type;
+    c.hyper_conn_n = type == "none" ? 1 : (type == "hc" ? 3 : 4);
+    c.sinkhorn_iters = 20;
+    return c;
+}
+
+// gpt_init, then every parameter moved by N(0, 0.1): connections far from the identity.
+template <typename T> void make(GPT<T>& m, const ModelConfig& c, uint64_t seed = 5) {
+    gpt_build(m, c);
+    gpt_init(m, seed);
+    std::mt19937_64 rng(seed + 2);
+    std::normal_distribution<double> nd(0, 1);
+    for (auto& p : m.param) p += T(0.1 * nd(rng));
+}
+
+// Logits of the last position of a full forward over seq.
+template <typename T> std::vector<T> full_last(GPT<T>& m, const std::vector<int32_t>& seq) {
+    const int Tn = (int)seq.size();
+    gpt_forward(m, seq.data(), nullptr, 1, Tn);
+    return std::vector<T>(m.logits + (long)(Tn - 1) * m.V, m.logits + (long)Tn * m.V);
+}
+
+template <typename T> int32_t argmax(const std::vector<T>& v) {
+    return (int32_t)(std::max_element(v.begin(), v.end()) - v.begin());  // first of equals
+}
+
+// Worst over positions of max |incremental - full| / max |full| (per position).
+template <typename T> double incremental_error(const ModelConfig& c) {
+    GPT<T> m;
+    make(m, c);
+    const int Tn = c.block_size, V = c.vocab_size;
+    std::vector<int32_t> seq(Tn);
+    for (int t = 0; t < Tn; t++) seq[t] = (t * 7 + 3) % V;
+    gpt_forward(m, seq.data(), nullptr, 1, Tn);
+    const std::vector<T> full(m.logits, m.logits + (long)Tn * V);
+    KVCache<T> kv;
+    kv_cache_init(kv, m);
+    double worst = 0;
+    for (int t = 0; t < Tn; t++) {
+        const T* got = gpt_forward_token(m, kv, seq[t]);
+        double diff = 0, scale = 0;
+        for (int i = 0; i < V; i++) {
+            diff = std::max(diff, std::fabs((double)got[i] - (double)full[(long)t * V + i]));
+            scale = std::max(scale, std::fabs((double)full[(long)t * V + i]));
+        }
+        worst = std::max(worst, diff / scale);
+    }
+    return worst;
+}
+
+class SampleIncremental : public testing::TestWithParam<std::pair<std::string, bool>> {};
+
+TEST_P(SampleIncremental, MatchesFullForwardDouble) {
+    const auto [type, bias] = GetParam();
+    EXPECT_LE(incremental_error<double>(small(type, bias)), 1e-10);
+}
+
+TEST_P(SampleIncremental, MatchesFullForwardFloat) {
+    const auto [type, bias] = GetParam();
+    EXPECT_LE(incremental_error<float>(small(type, bias)), 1e-5);
+}
+
+TEST_P(SampleIncremental, MoreHeadsFloat) {
+    auto c = small(GetParam().first, GetParam().second);
+    c.n_embd = 32, c.n_head = 4, c.block_size = 24, c.vocab_size = 37;
+    EXPECT_LE(incremental_error<float>(c), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sample, SampleIncremental,
+                         testing::Values(std::pair<std::string, bool>{"none", false},
+                                         std::pair<std::string, bool>{"none", true},
+                                         std::pair<std::string, bool>{"hc", false},
+                                         std::pair<std::string, bool>{"mhc", false},
+                                         std::pair<std::string, bool>{"mhc_lite", false},
+                                         std::pair<std::string, bool>{"mhc_lite", true},
+                                         std::pair<std::string, bool>{"kromhc", false}),
+                         [](const auto& info) { return info.param.first + (info.param.second ? "_bias" : ""); });
+
+// The reference of greedy generation: the full forward on the growing window, restarting from the
+// last block_size/2 tokens when the window outgrows block_size (the rule generate documents).
+template <typename T>
+std::vector<int32_t> greedy_reference(GPT<T>& m, std::vector<int32_t> win, int count) {
+    std::vector<int32_t> out;
+    for (int i = 0; i < count; i++) {
+        const int32_t tok = argmax(full_last(m, win));
+        out.push_back(tok);
+        win.push_back(tok);
+        if ((int)win.size() > m.Tmax) win.erase(win.begin(), win.end() - std::max(1, m.Tmax / 2));
+    }
+    return out;
+}
+
+TEST(SampleGenerate, GreedyEqualsFullForwardArgmax) {
+    for (const char* type : {"none", "hc", "mhc", "mhc_lite", "kromhc"}) {
+        GPT<float> m;
+        make(m, small(type));
+        const std::vector<int32_t> prompt = {3, 1, 4};
+        const auto got = generate(m, prompt, 5, 0.0, 0, 1);
+        EXPECT_EQ(got, greedy_reference(m, prompt, 5)) << type;
+    }
+}
+
+TEST(SampleGenerate, GreedyPastBlockSizeRestartsFromHalfTheContext) {
+    GPT<double> m;
+    make(m, small("mhc_lite"));
+    const std::vector<int32_t> prompt = {2, 7, 1};
+    const auto got = generate(m, prompt, 30, 0.0, 0, 1);
+    ASSERT_EQ(got.size(), 30u);
+    EXPECT_EQ(got, greedy_reference(m, prompt, 30));
+    // A prompt longer than block_size keeps its last block_size tokens.
+    std::vector<int32_t> longp(20);
+    for (int i = 0; i < 20; i++) longp[i] = (i * 5 + 2) % 11;
+    const std::vector<int32_t> tail(longp.end() - 8, longp.end());
+    EXPECT_EQ(generate(m, longp, 12, 0.0, 0, 1), greedy_reference(m, tail, 12));
+}
+
+TEST(SampleGenerate, SampledPastBlockSizeWorks) {
+    GPT<float> m;
+    make(m, small("mhc"));
+    int calls = 0;
+    const auto got = generate(m, {1}, 50, 1.0, 0, 9, [&](int32_t t) {
+        EXPECT_GE(t, 0);
+        EXPECT_LT(t, 11);
+        calls++;
+    });
+    EXPECT_EQ(got.size(), 50u);
+    EXPECT_EQ(calls, 50);
+}
+
+TEST(SampleGenerate, SeededAndDeterministic) {
+    GPT<float> m;
+    make(m, small("mhc_lite"));
+    const std::vector<int32_t> prompt = {5};
+    const auto a = generate(m, prompt, 24, 2.0, 0, 42);
+    EXPECT_EQ(a, generate(m, prompt, 24, 2.0, 0, 42));
+    EXPECT_NE(a, generate(m, prompt, 24, 2.0, 0, 43));
+    // on_token streams exactly the returned tokens, in order
+    std::vector<int32_t> streamed;
+    generate(m, prompt, 24, 2.0, 0, 42, [&](int32_t t) { streamed.push_back(t); });
+    EXPECT_EQ(streamed, a);
+}
+
+TEST(SampleGenerate, TopKOneIsGreedy) {
+    GPT<float> m;
+    make(m, small("kromhc"));
+    const std::vector<int32_t> prompt = {0, 9};
+    EXPECT_EQ(generate(m, prompt, 20, 1.5, 1, 3), generate(m, prompt, 20, 0.0, 0, 3));
+}
+
+TEST(SampleGenerate, TopKThreeStaysAmongTheThreeLargest) {
+    GPT<float> m;
+    make(m, small("hc"));
+    std::vector<int32_t> seq = {4, 4};
+    const auto got = generate(m, seq, 6, 5.0, 3, 11);  // a high temperature: all 3 get drawn
+    for (int32_t tok : got) {
+        std::vector<float> l = full_last(m, seq);
+        std::vector<float> sorted = l;
+        std::sort(sorted.rbegin(), sorted.rend());
+        EXPECT_GE(l[tok], sorted[2] - 1e-5f) << "token " << tok;  // 1e-5: incremental vs full rounding
+        seq.push_back(tok);
+    }
+}
+
+// Each generated token costs exactly one new position; a step writes only its own cache row.
+TEST(SampleCache, OnePositionPerToken) {
+    GPT<float> m;
+    make(m, small("mhc_lite"));
+    KVCache<float> kv;
+    const std::vector<int32_t> prompt = {1, 2, 3};
+    int i = 0;
+    generate(m, kv, prompt, 5, 1.0, 0, 7, [&](int32_t) {
+        EXPECT_EQ(kv.positions_processed, 3 + i) << "token " << i;  // the prompt, then one per token
+        i++;
+    });
+    EXPECT_EQ(kv.positions_processed, 3 + 5 - 1);  // the last token is never fed
+    EXPECT_EQ(kv.pos, 7);
+
+    const std::vector<float> k0 = kv.k, v0 = kv.v;
+    const int C = m.C, pos = kv.pos;
+    gpt_forward_token(m, kv, 6);
+    EXPECT_EQ(kv.positions_processed, 8);
+    for (int l = 0; l < m.L; l++)
+        for (int t = 0; t < m.Tmax; t++) {
+            const long o = ((long)l * m.Tmax + t) * C;
+            const bool same = std::equal(k0.begin() + o, k0.begin() + o + C, kv.k.begin() + o) &&
+                              std::equal(v0.begin() + o, v0.begin() + o + C, kv.v.begin() + o);
+            EXPECT_EQ(same, t != pos) << "layer " << l << " position " << t;
+        }
+    // Past block_size: after the prompt, each restart re-feeds block_size/2 = 4 positions.
+    generate(m, kv, prompt, 20, 1.0, 0, 7);
+    long want = 3, p = 3;
+    for (int j = 1; j < 20; j++) {
+        if (p < 8) want += 1, p += 1;
+        else want += 4, p = 4;
+    }
+    EXPECT_EQ(kv.positions_processed, 8 + want);  // the counter is not reset by generate
+}
+
+TEST(SampleCache, ModelActivationsUntouched) {
+    GPT<float> m;
+    make(m, small("mhc"));
+    const std::vector<int32_t> in = {1, 2, 3, 4}, tg = {2, 3, 4, 5};
+    gpt_forward(m, in.data(), tg.data(), 1, 4);
+    const std::vector<float> act = m.act;
+    const double loss = m.loss;
+    generate(m, {3}, 10, 1.0, 0, 1);
+    EXPECT_EQ(m.act, act);
+    EXPECT_EQ(m.loss, loss);
+    EXPECT_TRUE(m.have_targets);  // a backward of the training step can still follow
+}
+
+TEST(SampleCache, Errors) {
+    GPT<float> m, other;
+    make(m, small("mhc_lite"));
+    make(other, small("none"));
+    KVCache<float> kv;
+    EXPECT_THROW(gpt_forward_token(m, kv, 0), std::invalid_argument);  // not initialised
+    kv_cache_init(kv, other);
+    EXPECT_THROW(gpt_forward_token(m, kv, 0), std::invalid_argument);  // another model's shape
+    kv_cache_init(kv, m);
+    EXPECT_THROW(gpt_forward_token(m, kv, 11), std::invalid_argument);
+    EXPECT_THROW(gpt_forward_token(m, kv, -1), std::invalid_argument);
+    for (int t = 0; t < 8; t++) gpt_forward_token(m, kv, t);
+    EXPECT_THROW(gpt_forward_token(m, kv, 0), std::length_error);
+    kv_cache_reset(kv);
+    EXPECT_NO_THROW(gpt_forward_token(m, kv, 0));
+}
+
+TEST(SampleGenerate, InvalidArguments) {
+    GPT<float> m;
+    make(m, small("mhc_lite"));
+    EXPECT_THROW(generate(m, {}, 3, 1.0, 0, 1), std::invalid_argument);
+    EXPECT_THROW(generate(m, {1, 11}, 3, 1.0, 0, 1), std::invalid_argument);
+    EXPECT_THROW(generate(m, {-2}, 3, 1.0, 0, 1), std::invalid_argument);
+    EXPECT_THROW(generate(m, {1}, 3, -0.5, 0, 1), std::invalid_argument);
+    EXPECT_THROW(generate(m, {1}, 3, std::nan(""), 0, 1), std::invalid_argument);
+    EXPECT_THROW(generate(m, {1}, 3, INFINITY, 0, 1), std::invalid_argument);
+    EXPECT_THROW(generate(m, {1}, 3, 1.0, -1, 1), std::invalid_argument);
+    EXPECT_THROW(generate(m, {1}, -1, 1.0, 0, 1), std::invalid_argument);
+    try {
+        generate(m, {1, 11}, 3, 1.0, 0, 1);
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("prompt token 11 out of range 0..10"), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(generate(m, {1}, 0, 1.0, 0, 1).empty());
+    EXPECT_EQ(generate(m, {1}, 4, 0.0, 100, 1).size(), 4u);  // top_k >= V: no limit
+}
+
+TEST(SampleSampler, SplitMix64KnownValues) {
+    SplitMix64 r(0);
+    EXPECT_EQ(r.next(), 0xE220A8397B1DCDAFull);  // the published first output for seed 0
+    SplitMix64 a(123), b(123);
+    for (int i = 0; i < 100; i++) {
+        const double u = a.uniform();
+        EXPECT_GE(u, 0.0);
+        EXPECT_LT(u, 1.0);
+        EXPECT_EQ(u, b.uniform());
+    }
+}
+
+TEST(SampleSampler, FrequenciesFollowSoftmax) {
+    const std::vector<float> logits = {0.0f, 1.0f, 2.0f, 0.5f, -1.0f};
+    const double temp = 1.5;
+    std::vector<double> p(5);
+    double z = 0;
+    for (int i = 0; i < 5; i++) z += p[i] = std::exp(logits[i] / temp);
+    SplitMix64 rng(77);
+    std::vector<int32_t> work;
+    std::vector<int> count(5, 0);
+    const int draws = 40000;
+    for (int i = 0; i < draws; i++) count[sample_token(logits.data(), 5, temp, 0, rng, work)]++;
+    for (int i = 0; i < 5; i++) EXPECT_NEAR((double)count[i] / draws, p[i] / z, 0.01) << "token " << i;
+    // top_k = 2 renormalises over tokens 2 and 1 only
+    std::fill(count.begin(), count.end(), 0);
+    for (int i = 0; i < draws; i++) count[sample_token(logits.data(), 5, temp, 2, rng, work)]++;
+    EXPECT_EQ(count[0] + count[3] + count[4], 0);
+    EXPECT_NEAR((double)count[2] / draws, p[2] / (p[1] + p[2]), 0.01);
+}
+
+TEST(SampleSampler, TiesGoToTheLowerId) {
+    const std::vector<double> flat(6, 0.25);
+    SplitMix64 rng(1);
+    std::vector<int32_t> work;
+    EXPECT_EQ(sample_token(flat.data(), 6, 0.0, 0, rng, work), 0);
+    for (int i = 0; i < 200; i++) EXPECT_LT(sample_token(flat.data(), 6, 1.0, 2, rng, work), 2);
+    const std::vector<double> bad = {0.0, NAN, 1.0};
+    EXPECT_THROW(sample_token(bad.data(), 3, 1.0, 0, rng, work), std::runtime_error);
+    const std::vector<double> peaked = {0.0, 3.0, 2.9};
+    for (int i = 0; i < 50; i++) EXPECT_EQ(sample_token(peaked.data(), 3, 1e-300, 0, rng, work), 1);
+}
+
+}  // namespace
