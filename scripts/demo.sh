@@ -1,7 +1,23 @@
 #!/usr/bin/env bash
-# The main job, until the training engine exists: set up, build, and run one stack of sites of each
-# connection variant forward and backward, printing the SPEC §6 diagnostics.
+# The main job: set up, build, train the default mhc-lite model (configs/default.toml) on the text of
+# Debian's `fortunes` package, then print a sample. Re-running continues or reuses runs/fortunes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-./build/mhc_conn_demo
+
+corpus=data/fortunes.txt
+if [ ! -s "$corpus" ]; then
+  mkdir -p data
+  # every fortune file of the package (not the .dat indexes or the .u8 links), in a fixed order
+  find /usr/share/games/fortunes -maxdepth 1 -type f ! -name '*.dat' ! -name '*.u8' | LC_ALL=C sort \
+    | xargs cat > "$corpus.tmp"
+  mv "$corpus.tmp" "$corpus"
+fi
+echo "corpus: $corpus ($(wc -c < "$corpus") bytes)"
+
+run=runs/fortunes
+resume=()
+[ -e "$run/latest" ] && resume=(--resume)
+./build/mhc train --config configs/default.toml --data "$corpus" --out "$run" "${resume[@]}"
+./build/mhc sample --ckpt "$run/$(head -n 1 "$run/latest").safetensors" \
+  --prompt "The " --max-new-tokens 400 --temperature 0.8 --top-k 40 --seed 1

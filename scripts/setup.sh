@@ -11,6 +11,7 @@ PACKAGES=(
   libtomlplusplus-dev libcli11-dev      # TOML configs, the command line
   libgtest-dev libbenchmark-dev         # tests and benchmarks
   python3-torch python3-numpy           # the PyTorch reference used as test oracle
+  fortunes                              # the default training corpus (the main job)
 )
 
 missing=()

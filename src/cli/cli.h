@@ -14,6 +14,7 @@ using Runner = std::function<int()>;
 
 Runner add_train(CLI::App& app);
 Runner add_eval(CLI::App& app);
+Runner add_sample(CLI::App& app);
 Runner add_info(CLI::App& app);
 
 // Prints the result object as one line of JSON on stdout (the last line a --json command prints).

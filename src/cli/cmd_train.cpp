@@ -1,6 +1,7 @@
 // mhc train
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "cli/cli.h"
@@ -38,7 +39,10 @@ Runner add_train(CLI::App& app) {
         t.format = data_format_from_string(o->format);
         t.progress = isatty(fileno(stderr));
         const TrainResult r = train_run(cfg, t);
-        if (!t.quiet)
+        if (!t.quiet && std::isnan(r.final_loss))
+            std::fprintf(stderr, "the run in %s is already complete at step %ld (raise max_iters to go on); "
+                         "checkpoint %s\n", t.out_dir.c_str(), r.steps, r.checkpoint.c_str());
+        else if (!t.quiet)
             std::fprintf(stderr, "done: %ld steps, loss %.4f, val loss %.4f, %.0f tokens/s; checkpoint %s\n",
                          r.steps, r.final_loss, r.final_val_loss, r.tokens_per_s, r.checkpoint.c_str());
         if (o->json)

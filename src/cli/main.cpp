@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
     };
     add("train", "Train a model from a TOML config on a text or token file", mhc::cli::add_train);
     add("eval", "Loss of a checkpoint on a data file", mhc::cli::add_eval);
+    add("sample", "Generate text or tokens from a checkpoint (KV cache)", mhc::cli::add_sample);
     add("info", "A checkpoint's config, parameter count and connection diagnostics", mhc::cli::add_info);
     try {
         app.parse(argc, argv);

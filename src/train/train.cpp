@@ -102,7 +102,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     const long tokens_per_step = (long)B * T * accum;
     std::vector<double> step_times;
     TrainResult res;
-    res.final_val_loss = NAN;
+    res.final_loss = res.final_val_loss = NAN;  // stay NaN when a resumed run has no step left
     if (!opt.quiet)
         std::fprintf(stderr, "mhc train: %s, n=%d, %d layers x %d wide, %ld parameters, %ld tokens/step, "
                      "steps %ld..%d\n", cfg.model.hyper_conn_type.c_str(), m.n, m.L, m.C,

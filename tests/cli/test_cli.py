@@ -172,6 +172,33 @@ def test_bad_input():
     check("a refused resume leaves the run directory as it was", sorted(os.listdir(path("fmt_text"))) == before)
 
 
+def test_sample():
+    ck = path("fmt_text/ckpt_000006.safetensors")
+    outs = []
+    for seed in ("1", "1", "2"):
+        r = run("sample", "--ckpt", ck, "--prompt", "The ", "--max-new-tokens", "40", "--seed", seed, "--json")
+        outs.append(json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {})
+    check("sample --json: 40 byte tokens and their text",
+          len(outs[0].get("tokens", [])) == 40 and len(outs[0].get("text", "")) > 0, str(outs[0]))
+    check("sample is deterministic for a seed and differs for another",
+          outs[0].get("tokens") == outs[1].get("tokens") and outs[0].get("tokens") != outs[2].get("tokens"))
+    r = run("sample", "--ckpt", ck, "--prompt", "ab", "--max-new-tokens", "5", "--temperature", "0")
+    check("sample streams the prompt and the text to stdout", r.returncode == 0 and r.stdout.startswith("ab"),
+          r.stderr)
+    v64 = path("v64/ckpt_000002.safetensors")
+    r = run("sample", "--ckpt", v64, "--prompt-tokens", "1,2,3", "--max-new-tokens", "8", "--json")
+    res = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {}
+    check("sample a token model from --prompt-tokens",
+          len(res.get("tokens", [])) == 8 and all(0 <= t < 64 for t in res["tokens"]), r.stderr)
+    for name, args, fragment in (
+            ("text prompt for a non-byte model", ["--ckpt", v64, "--prompt", "hi"], "--prompt-tokens"),
+            ("malformed --prompt-tokens", ["--ckpt", v64, "--prompt-tokens", "1,x"], "'x'"),
+            ("prompt token beyond the vocabulary", ["--ckpt", v64, "--prompt-tokens", "64"], "64")):
+        r = run("sample", *args)
+        ok, msg = one_line_error(r)
+        check("sample bad input: %s -> one-line error" % name, ok and fragment in msg, msg)
+
+
 def test_help():
     for sub in ("train", "eval", "sample", "info"):
         r = run(sub, "--help")
@@ -184,6 +211,7 @@ if __name__ == "__main__":
         test_resume_is_bit_identical()
         test_formats_and_eval_against_reference()
         test_bad_input()
+        test_sample()
         test_help()
     finally:
         shutil.rmtree(TMP, ignore_errors=True)
