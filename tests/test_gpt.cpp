@@ -6,36 +6,21 @@
 #include <random>
 #include <set>
 
+#include "gpt_util.h"
 #include "mhc/gpt.h"
 
 using namespace mhc;
 
 namespace {
 
-ModelConfig tiny(const std::string& type, bool bias = false) {
-    ModelConfig c;
-    c.n_layer = 2;
-    c.n_head = 2;
-    c.n_embd = 8;
-    c.vocab_size = 11;
-    c.block_size = 4;
-    c.bias = bias;
-    c.hyper_conn_type = type;
-    c.hyper_conn_n = type == "none" ? 1 : (type == "hc" ? 3 : 4);
-    c.sinkhorn_iters = 20;
-    return c;
-}
+ModelConfig tiny(const std::string& type, bool bias = false) { return test::tiny_config(type, bias); }
 
 class GptFiniteDiff : public testing::TestWithParam<std::pair<std::string, bool>> {};
 
 TEST_P(GptFiniteDiff, EveryParameter) {
     const auto [type, bias] = GetParam();
     GPT<double> m;
-    gpt_build(m, tiny(type, bias));
-    gpt_init(m, 5);
-    std::mt19937_64 rng(7);
-    std::normal_distribution<double> nd(0, 1);
-    for (auto& p : m.param) p += 0.1 * nd(rng);  // away from init: every path matters
+    test::make_perturbed(m, tiny(type, bias), 5);  // away from init: every path matters
     const int B = 2, Tn = 4;
     std::vector<int32_t> in(B * Tn), tg(B * Tn);
     for (int i = 0; i < B * Tn; i++) in[i] = (i * 7 + 3) % 11, tg[i] = (i * 5 + 1) % 11;

@@ -8,33 +8,17 @@
 #include <random>
 #include <stdexcept>
 
+#include "gpt_util.h"
 #include "mhc/sample.h"
 
 using namespace mhc;
 
 namespace {
 
-ModelConfig small(const std::string& type, bool bias = false) {
-    ModelConfig c;
-    c.n_layer = 2;
-    c.n_head = 2;
-    c.n_embd = 8;
-    c.vocab_size = 11;
-    c.block_size = 8;
-    c.bias = bias;
-    c.hyper_conn_type = type;
-    c.hyper_conn_n = type == "none" ? 1 : (type == "hc" ? 3 : 4);
-    c.sinkhorn_iters = 20;
-    return c;
-}
+ModelConfig small(const std::string& type, bool bias = false) { return test::tiny_config(type, bias, 8); }
 
-// gpt_init, then every parameter moved by N(0, 0.1): connections far from the identity.
 template <typename T> void make(GPT<T>& m, const ModelConfig& c, uint64_t seed = 5) {
-    gpt_build(m, c);
-    gpt_init(m, seed);
-    std::mt19937_64 rng(seed + 2);
-    std::normal_distribution<double> nd(0, 1);
-    for (auto& p : m.param) p += T(0.1 * nd(rng));
+    test::make_perturbed(m, c, seed);
 }
 
 // Logits of the last position of a full forward over seq.

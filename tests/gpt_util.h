@@ -1,0 +1,35 @@
+// Test helpers for whole-model tests: a tiny config of every variant, and a model moved away from
+// its initial values so that every path matters.
+#pragma once
+#include <random>
+#include <string>
+
+#include "mhc/gpt.h"
+
+namespace mhc::test {
+
+// 2 layers, 2 heads, C = 8, V = 11; n = 1 (none), 3 (hc) or 4 (the others).
+inline ModelConfig tiny_config(const std::string& type, bool bias = false, int block_size = 4) {
+    ModelConfig c;
+    c.n_layer = 2;
+    c.n_head = 2;
+    c.n_embd = 8;
+    c.vocab_size = 11;
+    c.block_size = block_size;
+    c.bias = bias;
+    c.hyper_conn_type = type;
+    c.hyper_conn_n = type == "none" ? 1 : (type == "hc" ? 3 : 4);
+    c.sinkhorn_iters = 20;
+    return c;
+}
+
+// gpt_build + gpt_init, then every parameter moved by N(0, 0.1).
+template <typename T> void make_perturbed(GPT<T>& m, const ModelConfig& c, uint64_t seed) {
+    gpt_build(m, c);
+    gpt_init(m, seed);
+    std::mt19937_64 rng(seed + 2);
+    std::normal_distribution<double> nd(0, 1);
+    for (auto& p : m.param) p += T(0.1 * nd(rng));
+}
+
+}  // namespace mhc::test
