@@ -3,6 +3,8 @@
 #pragma once
 #include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "mhc/gpt.h"
 
@@ -30,6 +32,17 @@ template <typename T> void make_perturbed(GPT<T>& m, const ModelConfig& c, uint6
     std::mt19937_64 rng(seed + 2);
     std::normal_distribution<double> nd(0, 1);
     for (auto& p : m.param) p += T(0.1 * nd(rng));
+}
+
+// Every model variant, with and without biases where that adds a path: (hyper_conn_type, bias).
+inline std::vector<std::pair<std::string, bool>> all_model_variants() {
+    return {{"none", false}, {"none", true},     {"hc", false},    {"mhc", false},
+            {"mhc_lite", false}, {"mhc_lite", true}, {"kromhc", false}};
+}
+
+// gtest case name of one of them, e.g. "mhc_lite_bias".
+template <typename Info> std::string model_variant_name(const Info& info) {
+    return info.param.first + (info.param.second ? "_bias" : "");
 }
 
 }  // namespace mhc::test

@@ -47,17 +47,8 @@ TEST_P(GptFiniteDiff, EveryParameter) {
     EXPECT_LT(worst, 1e-6) << "worst at " << where;
 }
 
-INSTANTIATE_TEST_SUITE_P(Gpt, GptFiniteDiff,
-                         testing::Values(std::pair<std::string, bool>{"none", false},
-                                         std::pair<std::string, bool>{"none", true},
-                                         std::pair<std::string, bool>{"hc", false},
-                                         std::pair<std::string, bool>{"mhc", false},
-                                         std::pair<std::string, bool>{"mhc_lite", false},
-                                         std::pair<std::string, bool>{"mhc_lite", true},
-                                         std::pair<std::string, bool>{"kromhc", false}),
-                         [](const auto& info) {
-                             return info.param.first + (info.param.second ? "_bias" : "");
-                         });
+INSTANTIATE_TEST_SUITE_P(Gpt, GptFiniteDiff, testing::ValuesIn(test::all_model_variants()),
+                         [](const auto& info) { return test::model_variant_name(info); });
 
 TEST(GptLayout, NamesShapesDecayAndInit) {
     GPT<float> m;

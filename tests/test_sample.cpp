@@ -74,15 +74,8 @@ TEST_P(SampleIncremental, MoreHeadsFloat) {
     EXPECT_LE(incremental_error<float>(c), 1e-5);
 }
 
-INSTANTIATE_TEST_SUITE_P(Sample, SampleIncremental,
-                         testing::Values(std::pair<std::string, bool>{"none", false},
-                                         std::pair<std::string, bool>{"none", true},
-                                         std::pair<std::string, bool>{"hc", false},
-                                         std::pair<std::string, bool>{"mhc", false},
-                                         std::pair<std::string, bool>{"mhc_lite", false},
-                                         std::pair<std::string, bool>{"mhc_lite", true},
-                                         std::pair<std::string, bool>{"kromhc", false}),
-                         [](const auto& info) { return info.param.first + (info.param.second ? "_bias" : ""); });
+INSTANTIATE_TEST_SUITE_P(Sample, SampleIncremental, testing::ValuesIn(test::all_model_variants()),
+                         [](const auto& info) { return test::model_variant_name(info); });
 
 // The reference of greedy generation: the full forward on the growing window, restarting from the
 // last block_size/2 tokens when the window outgrows block_size (the rule generate documents).
