@@ -23,4 +23,11 @@ void checkpoint_save(const std::string& path, const GPT<float>& m,
 void checkpoint_load(const std::string& path, GPT<float>& m, SafeTensors* raw = nullptr);
 void checkpoint_load(const SafeTensors& st, GPT<float>& m);
 
+// Integrity: "crc32:<8 hex digits>" over every tensor's name, dtype, shape and data, in name order
+// (so it does not depend on the file's layout). Written into __metadata__["checksum"] by mhc;
+// checksum_verify throws "<file>: checksum mismatch ..." when a file's data does not match its
+// stored checksum (files without one, e.g. from other tools, are accepted).
+std::string tensors_checksum(const SafeTensors& st);
+void checksum_verify(const SafeTensors& st);
+
 }  // namespace mhc

@@ -15,6 +15,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -40,6 +41,10 @@ struct TokenData {
 // that gives its value and position; tokens are never wrapped or clipped.
 TokenData load_tokens(const std::string& path, DataFormat fmt = DataFormat::automatic,
                       int vocab_size = 0);
+// The same loader on a whole file already in memory (embedders, the fuzz targets). `name` stands
+// for the path: in messages, in the result, and for automatic's extension rule.
+TokenData load_tokens_from_memory(std::string_view bytes, const std::string& name,
+                                  DataFormat fmt = DataFormat::automatic, int vocab_size = 0);
 
 // Train = the first floor(frac * len) tokens, validation = the rest (nanoGPT splits 90/10 this way).
 // Both keep the path, format and vocabulary of `all`. Throws std::invalid_argument unless

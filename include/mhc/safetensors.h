@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mhc {
@@ -33,6 +34,10 @@ struct SafeTensors {
 };
 
 SafeTensors safetensors_read(const std::string& path);
+
+// The same reader on a whole file already in memory (embedders, the fuzz targets); `name` stands
+// for the path in messages and in the result's `path`.
+SafeTensors safetensors_parse(std::string_view bytes, const std::string& name);
 
 // Writes atomically: a temporary file in the same directory, flushed and fsynced, then renamed
 // over `path`. On failure the temporary file is removed and any existing `path` is left intact.

@@ -29,6 +29,8 @@ struct TrainResult {
     double final_val_loss = NAN;
     double tokens_per_s = 0;  // median over the steps of this invocation
     std::string checkpoint;   // path of the last checkpoint written
+    long skipped_steps = 0;   // steps whose update was skipped for a non-finite loss or gradient
+    bool interrupted = false; // stopped early by SIGINT / SIGTERM (after writing a checkpoint)
 };
 
 // Runs (or, with opt.resume, continues) a training run; throws std::runtime_error /

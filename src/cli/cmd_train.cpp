@@ -39,7 +39,9 @@ Runner add_train(CLI::App& app) {
         t.format = data_format_from_string(o->format);
         t.progress = isatty(fileno(stderr));
         const TrainResult r = train_run(cfg, t);
-        if (!t.quiet && std::isnan(r.final_loss))
+        if (r.interrupted)
+            ;  // the trainer said where it stopped and how to go on
+        else if (!t.quiet && std::isnan(r.final_loss))
             std::fprintf(stderr, "the run in %s is already complete at step %ld (raise max_iters to go on); "
                          "checkpoint %s\n", t.out_dir.c_str(), r.steps, r.checkpoint.c_str());
         else if (!t.quiet)
@@ -47,7 +49,8 @@ Runner add_train(CLI::App& app) {
                          r.steps, r.final_loss, r.final_val_loss, r.tokens_per_s, r.checkpoint.c_str());
         if (o->json)
             print_json({{"steps", r.steps}, {"loss", r.final_loss}, {"val_loss", r.final_val_loss},
-                        {"tokens_per_s", r.tokens_per_s}, {"checkpoint", r.checkpoint}, {"out", t.out_dir}});
+                        {"tokens_per_s", r.tokens_per_s}, {"checkpoint", r.checkpoint}, {"out", t.out_dir},
+                        {"skipped_steps", r.skipped_steps}, {"interrupted", r.interrupted}});
         return 0;
     };
 }

@@ -1,4 +1,5 @@
 // mhc: train, evaluate and sample GPT models with hyper-connections (SPEC.md).
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <map>
@@ -24,6 +25,9 @@ std::string bytes_of(const std::vector<int32_t>& tokens) {
 }  // namespace mhc::cli
 
 int main(int argc, char** argv) {
+    // A file-size limit (or a full quota) should fail the write with an error we report, leaving
+    // the previous checkpoint intact, not kill the process.
+    std::signal(SIGXFSZ, SIG_IGN);
     CLI::App app{"mhc: train, evaluate and sample GPT models whose residual connections are\n"
                  "hyper-connections (residual, hc, mhc, mhc-lite, kromhc). See README.md and SPEC.md."};
     app.require_subcommand(1);

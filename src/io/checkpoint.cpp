@@ -1,6 +1,10 @@
 // Model checkpoints: GPT <-> safetensors with SPEC §4 names.
 #include "mhc/checkpoint.h"
 
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstdio>
 #include <set>
 #include <stdexcept>
 
@@ -27,7 +31,40 @@ SafeTensors checkpoint_tensors(const GPT<float>& m, const std::map<std::string, 
             st.tensors[site_prefix(k) + "perms"] =
                 st_from_int64(std::vector<int64_t>(s.perms.begin(), s.perms.end()), {s.K, s.n});
         }
+    st.metadata["checksum"] = tensors_checksum(st);
     return st;
+}
+
+std::string tensors_checksum(const SafeTensors& st) {
+    uLong crc = crc32(0L, Z_NULL, 0);
+    auto add = [&](const void* p, size_t n) {
+        const Bytef* b = (const Bytef*)p;
+        while (n > 0) {  // zlib takes uInt lengths
+            const uInt chunk = (uInt)std::min<size_t>(n, 1u << 30);
+            crc = crc32(crc, b, chunk);
+            b += chunk;
+            n -= chunk;
+        }
+    };
+    for (const auto& [name, t] : st.tensors) {
+        add(name.data(), name.size() + 1);  // with its terminating NUL: names cannot run together
+        const int dt = (int)t.dtype;
+        add(&dt, sizeof dt);
+        for (int64_t d : t.shape) add(&d, sizeof d);
+        add(t.data.data(), t.data.size());
+    }
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "%08lx", (unsigned long)crc);
+    return std::string("crc32:") + buf;
+}
+
+void checksum_verify(const SafeTensors& st) {
+    auto it = st.metadata.find("checksum");
+    if (it == st.metadata.end()) return;
+    const std::string got = tensors_checksum(st);
+    if (got != it->second)
+        throw std::runtime_error(st.path + ": checksum mismatch (stored " + it->second + ", data gives " + got +
+                                 "): the file is corrupt");
 }
 
 void checkpoint_save(const std::string& path, const GPT<float>& m,
@@ -37,6 +74,7 @@ void checkpoint_save(const std::string& path, const GPT<float>& m,
 
 void checkpoint_load(const SafeTensors& st, GPT<float>& m) {
     auto bad = [&](const std::string& what) { throw std::runtime_error(st.path + ": " + what); };
+    checksum_verify(st);
     auto it = st.metadata.find("config");
     if (it == st.metadata.end()) bad("not an mhc checkpoint (no 'config' in the metadata)");
     ModelConfig cfg;

@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -51,6 +53,7 @@ std::string save_run_checkpoint(const std::string& dir, const GPT<float>& m, con
     const std::vector<float>& vv = opt.v.empty() ? std::vector<float>(m.param.size()) : opt.v;
     st.tensors["adam.m"] = st_from_floats(mm, {(int64_t)mm.size()});
     st.tensors["adam.v"] = st_from_floats(vv, {(int64_t)vv.size()});
+    st.metadata["checksum"] = tensors_checksum(st);
     safetensors_write(base + ".optim.safetensors", st);
     write_file_atomic(dir + "/latest", ckpt_name(rs.step) + "\n");
     return base + ".safetensors";
@@ -62,6 +65,7 @@ void load_run_checkpoint(const std::string& dir, GPT<float>& m, AdamW<float>& op
     checkpoint_load(ck, m);
     const std::string optim = ck.substr(0, ck.size() - 12) + ".optim.safetensors";
     const SafeTensors st = safetensors_read(optim);
+    checksum_verify(st);
     auto num = [&](const char* key) -> uint64_t {
         auto it = st.metadata.find(key);
         if (it == st.metadata.end()) throw std::runtime_error(optim + ": missing '" + key + "'");
@@ -82,6 +86,31 @@ void load_run_checkpoint(const std::string& dir, GPT<float>& m, AdamW<float>& op
                                      std::to_string(m.param.size()) + " parameters");
         *dst = t.to_float();
     }
+}
+
+void prune_checkpoints(const std::string& dir, int keep) {
+    namespace fs = std::filesystem;
+    const std::string latest = run_latest_checkpoint(dir);
+    std::vector<std::string> models;  // ckpt_NNNNNN.safetensors, zero-padded: name order is step order
+    for (const auto& e : fs::directory_iterator(dir)) {
+        const std::string f = e.path().filename().string();
+        if (f.rfind("ckpt_", 0) == 0 && f.size() == 23 && f.compare(11, 12, ".safetensors") == 0)
+            models.push_back(e.path().string());
+    }
+    std::sort(models.begin(), models.end());
+    for (size_t i = 0; i + keep < models.size(); i++) {
+        if (models[i] == latest) continue;
+        std::error_code ec;  // best effort: a file we cannot delete costs disk space, not the run
+        fs::remove(models[i], ec);
+        fs::remove(models[i].substr(0, models[i].size() - 12) + ".optim.safetensors", ec);
+    }
+}
+
+void remove_stale_temporaries(const std::string& dir) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec))
+        if (e.path().filename().string().find(".tmp.") != std::string::npos) fs::remove(e.path(), ec);
 }
 
 }  // namespace mhc::detail

@@ -20,6 +20,12 @@ std::string save_run_checkpoint(const std::string& dir, const GPT<float>& m, con
 // Loads the checkpoint `latest` names (model, optimizer, positions) into m, opt and rs.
 void load_run_checkpoint(const std::string& dir, GPT<float>& m, AdamW<float>& opt, ResumeState& rs);
 
+// Deletes all but the newest `keep` checkpoints (model and optimizer files) of a run directory;
+// the one `latest` names is never deleted.
+void prune_checkpoints(const std::string& dir, int keep);
+// Removes temporary files a killed write left behind (*.tmp.<pid>).
+void remove_stale_temporaries(const std::string& dir);
+
 // Writes a small text file atomically (temporary file, fsync, rename).
 void write_file_atomic(const std::string& path, const std::string& text);
 

@@ -3,6 +3,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <csignal>
+#include <cstdlib>
+#include <set>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -45,6 +49,44 @@ void truncate_metrics(const std::string& path, long step) {
         }
     }
     detail::write_file_atomic(path, kept);
+}
+
+// SIGINT / SIGTERM: the first asks the loop to stop after the current step (with a checkpoint);
+// a second one exits at once. Writes are atomic, so the last complete checkpoint stays intact.
+volatile sig_atomic_t g_stop = 0;
+
+extern "C" void on_stop_signal(int sig) {
+    if (g_stop) _exit(128 + sig);
+    g_stop = sig;
+    const char msg[] = "\nmhc train: stopping after this step and writing a checkpoint (signal again to stop now)\n";
+    (void)!write(2, msg, sizeof msg - 1);
+}
+
+struct StopSignals {
+    struct sigaction old_int {}, old_term {};
+    StopSignals() {
+        g_stop = 0;
+        struct sigaction sa {};
+        sa.sa_handler = on_stop_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, &old_int);
+        sigaction(SIGTERM, &sa, &old_term);
+    }
+    ~StopSignals() {
+        sigaction(SIGINT, &old_int, nullptr);
+        sigaction(SIGTERM, &old_term, nullptr);
+    }
+};
+
+// Test hook (tests/cli): MHC_TEST_NONFINITE_STEPS="3,4" makes those steps' loss and gradients NaN.
+std::set<long> forced_nonfinite_steps() {
+    std::set<long> steps;
+    const char* env = std::getenv("MHC_TEST_NONFINITE_STEPS");
+    std::stringstream ss(env ? env : "");
+    std::string item;
+    while (std::getline(ss, item, ','))
+        if (!item.empty()) steps.insert(std::stol(item));
+    return steps;
 }
 
 std::string fmt_eta(double s) {
@@ -93,11 +135,23 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         gpt_init(m, cfg.seed);
         detail::write_file_atomic(metrics, "");
     }
+    detail::remove_stale_temporaries(opt.out_dir);
     detail::write_file_atomic(opt.out_dir + "/config.toml", config_to_toml(cfg));
     const std::string cfg_json = config_to_json(cfg).dump();
     std::ofstream log(metrics, std::ios::app);
     if (!log) throw std::runtime_error(metrics + ": cannot open for writing");
 
+    const StopSignals signals;
+    const std::set<long> forced_nan = forced_nonfinite_steps();
+    int nonfinite_in_a_row = 0;
+    auto save = [&](long done) {
+        rs.step = done;
+        rs.train = tb.state();
+        rs.val = vb.state();
+        const std::string path = detail::save_run_checkpoint(opt.out_dir, m, adam, rs, cfg_json);
+        detail::prune_checkpoints(opt.out_dir, cfg.keep_checkpoints);
+        return path;
+    };
     std::vector<int32_t> in((size_t)B * T), tg(in.size());
     const long tokens_per_step = (long)B * T * accum;
     std::vector<double> step_times;
@@ -117,24 +171,36 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
             loss += gpt_forward(m, in.data(), tg.data(), B, T) / accum;
             gpt_backward(m, 1.0 / accum);
         }
+        const long done = step + 1;
+        if (forced_nan.count(done)) loss = NAN, m.grad[0] = NAN;
         const double norm = grad_norm(m.grad.data(), (long)m.grad.size());
-        clip_grad(m.grad.data(), (long)m.grad.size(), norm, cfg.grad_clip);
-        adamw_step(adam, m.param.data(), m.grad.data(), m.params, lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
+        const bool finite = std::isfinite(loss) && std::isfinite(norm);
+        if (finite) {
+            nonfinite_in_a_row = 0;
+            clip_grad(m.grad.data(), (long)m.grad.size(), norm, cfg.grad_clip);
+            adamw_step(adam, m.param.data(), m.grad.data(), m.params, lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
+            res.final_loss = loss;
+        } else {  // skip the update: weights and optimizer state stay as after the last good step
+            res.skipped_steps++;
+            nonfinite_in_a_row++;
+            std::fprintf(stderr, "%sstep %ld: non-finite %s, update skipped (%d in a row, limit %d)\n",
+                         opt.progress && !opt.quiet ? "\n" : "", done, std::isfinite(loss) ? "gradient norm" : "loss",
+                         nonfinite_in_a_row, cfg.max_nonfinite_steps);
+        }
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         step_times.push_back(dt);
-        const long done = step + 1;
-        res.final_loss = loss;
 
         nlohmann::json rec = {{"step", done}, {"tokens", done * tokens_per_step}, {"loss", loss}, {"lr", lr},
                               {"grad_norm", norm}, {"tokens_per_s", tokens_per_step / dt}};
+        if (!finite) rec["skipped"] = true;
         const bool last = done == cfg.max_iters;
         const bool eval_now = done % cfg.eval_interval == 0 || last;
         if (eval_now) rec["val_loss"] = res.final_val_loss = evaluate(m, vb, cfg.eval_iters);
-        if (done % cfg.log_interval == 0 || eval_now || done == 1) {
+        if (done % cfg.log_interval == 0 || eval_now || done == 1 || !finite) {
             log << rec.dump() << "\n";
             log.flush();
         }
-        if (!opt.quiet) {
+        if (!opt.quiet && finite) {
             std::vector<double> recent(step_times.end() - std::min<size_t>(step_times.size(), 20), step_times.end());
             std::nth_element(recent.begin(), recent.begin() + recent.size() / 2, recent.end());
             const double med = recent[recent.size() / 2];
@@ -146,14 +212,21 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
             if (opt.progress) std::fprintf(stderr, "\r%-100s%s", line, eval_now || last ? "\n" : "");
             else if (done % cfg.log_interval == 0 || eval_now || done == 1) std::fprintf(stderr, "%s\n", line);
         }
-        if (done % cfg.checkpoint_interval == 0 || last) {
-            rs.step = done;
-            rs.train = tb.state();
-            rs.val = vb.state();
-            res.checkpoint = detail::save_run_checkpoint(opt.out_dir, m, adam, rs, cfg_json);
+        const bool give_up = nonfinite_in_a_row >= cfg.max_nonfinite_steps;
+        if (done % cfg.checkpoint_interval == 0 || last || g_stop || give_up) res.checkpoint = save(done);
+        if (give_up)
+            throw std::runtime_error(std::to_string(nonfinite_in_a_row) + " steps in a row (up to step " +
+                                     std::to_string(done) + ") had a non-finite loss or gradient; the last good "
+                                     "state is saved in " + res.checkpoint + " (lower learning_rate or grad_clip, "
+                                     "then --resume)");
+        if (g_stop && !last) {
+            res.interrupted = true;
+            std::fprintf(stderr, "mhc train: interrupted at step %ld; checkpoint %s; continue with --resume\n",
+                         done, res.checkpoint.c_str());
+            break;
         }
     }
-    res.steps = std::max<long>(rs.step, cfg.max_iters);
+    res.steps = rs.step;  // the last checkpoint's step (the final one, or where a signal stopped us)
     if (!step_times.empty()) {
         std::nth_element(step_times.begin(), step_times.begin() + step_times.size() / 2, step_times.end());
         res.tokens_per_s = tokens_per_step / step_times[step_times.size() / 2];
