@@ -1,7 +1,9 @@
 // AdamW, the learning-rate schedule and gradient clipping.
 #include "mhc/optim.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace mhc {
 
@@ -14,10 +16,23 @@ double lr_at(const TrainConfig& c, long it) {
     return c.min_lr + coeff * (c.learning_rate - c.min_lr);
 }
 
+// Deterministic whatever the threads do: fixed blocks summed in parallel, then the blocks in order.
+// (An OpenMP reduction adds the threads' partial sums in the order they finish, so its last bits
+// depend on timing, and through the clipping factor so would the weights: no exact resume.)
 template <typename T> double grad_norm(const T* g, long count) {
+    constexpr long Bk = 1 << 14;
+    const long nb = (count + Bk - 1) / Bk;
+    std::vector<double> part(nb);
+#pragma omp parallel for schedule(static) if (count >= 65536)
+    for (long b = 0; b < nb; b++) {
+        double ss = 0;
+        const long end = std::min(count, (b + 1) * Bk);
+#pragma omp simd reduction(+ : ss)
+        for (long i = b * Bk; i < end; i++) ss += (double)g[i] * (double)g[i];
+        part[b] = ss;
+    }
     double ss = 0;
-#pragma omp parallel for simd reduction(+ : ss) schedule(static) if (count >= 65536)
-    for (long i = 0; i < count; i++) ss += (double)g[i] * (double)g[i];
+    for (double p : part) ss += p;
     return std::sqrt(ss);
 }
 

@@ -36,8 +36,7 @@ void encoder_backward(T* dwte, T* dwpe, const T* dX, const int32_t* idx, int B, 
 
 template <typename T>
 double crossentropy_forward(T* probs, T* losses, const int32_t* targets, int N, int V) {
-    double total = 0;
-#pragma omp parallel for schedule(static) reduction(+ : total) if ((long)N * V >= 65536)
+#pragma omp parallel for schedule(static) if ((long)N * V >= 65536)
     for (int i = 0; i < N; i++) {
         T* row = probs + (long)i * V;
         const T m = *std::max_element(row, row + V);
@@ -48,8 +47,9 @@ double crossentropy_forward(T* probs, T* losses, const int32_t* targets, int N, 
         const double logz = std::log(z);
         for (int v = 0; v < V; v++) row[v] = T((double)row[v] / z);
         losses[i] = T(logz - lt);
-        total += logz - lt;
     }
+    double total = 0;  // summed in order, not by an OpenMP reduction: the same bits every run
+    for (int i = 0; i < N; i++) total += (double)losses[i];
     return N ? total / N : 0.0;
 }
 
