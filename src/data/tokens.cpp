@@ -25,12 +25,31 @@ constexpr int kGpt2Vocab = 50304;         // 50257 padded to a multiple of 128
     throw std::runtime_error(path + ": " + what);
 }
 
-// An open file descriptor that closes itself, so every error path below can simply throw.
-struct File {
-    int fd = -1;
+// Where the bytes come from: a file, or a buffer already in memory. The readers below see only
+// the path (for messages and the extension rule), the size, and reads inside [0, size).
+struct Source {
     std::string path;
     int64_t size = 0;
-    explicit File(const std::string& p) : path(p) {
+    virtual void read_at(int64_t off, void* dst, int64_t n) const = 0;
+    virtual ~Source() = default;
+};
+
+struct Memory : Source {
+    std::string_view bytes;
+    Memory(std::string_view b, const std::string& name) : bytes(b) {
+        path = name;
+        size = (int64_t)b.size();
+    }
+    void read_at(int64_t off, void* dst, int64_t n) const override {
+        if (n > 0) std::memcpy(dst, bytes.data() + off, (size_t)n);  // n = 0 may come with dst = nullptr
+    }
+};
+
+// An open file descriptor that closes itself, so every error path below can simply throw.
+struct File : Source {
+    int fd = -1;
+    explicit File(const std::string& p) {
+        path = p;
         fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
         if (fd < 0) bad(p, std::string("cannot open: ") + std::strerror(errno));
         struct stat st;
@@ -45,12 +64,12 @@ struct File {
         }
         size = (int64_t)st.st_size;
     }
-    ~File() { ::close(fd); }
+    ~File() override { ::close(fd); }
     File(const File&) = delete;
     File& operator=(const File&) = delete;
 
     // Reads exactly n bytes at offset off (pread: no shared file position to keep track of).
-    void read_at(int64_t off, void* dst, int64_t n) const {
+    void read_at(int64_t off, void* dst, int64_t n) const override {
         char* c = (char*)dst;
         while (n > 0) {
             const ssize_t r = ::pread(fd, c, (size_t)std::min<int64_t>(n, 1 << 30), (off_t)off);
@@ -74,23 +93,23 @@ int32_t le_int32(const uint8_t* b) {
     return (int32_t)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
 }
 
-bool starts_with_llmc_magic(const File& f) {
+bool starts_with_llmc_magic(const Source& f) {
     if (f.size < 4) return false;
     uint8_t b[4];
     f.read_at(0, b, 4);
     return le_int32(b) == kLlmcMagic;
 }
 
-DataFormat detect(const File& f) {
+DataFormat detect(const Source& f) {
     if (starts_with_llmc_magic(f)) return DataFormat::llmc;
     const std::string ext = std::filesystem::path(f.path).extension().string();
     return (ext.empty() || ext == ".bin") ? DataFormat::u16 : DataFormat::text;
 }
 
-void read_text(const File& f, std::vector<uint16_t>& out) {
+void read_text(const Source& f, std::vector<uint16_t>& out) {
     out.resize((size_t)f.size);
     // In 1 MiB pieces, so a large file never needs a second whole-file byte buffer.
-    std::vector<uint8_t> buf(1 << 20);
+    std::vector<uint8_t> buf((size_t)std::min<int64_t>(f.size, 1 << 20));
     for (int64_t off = 0; off < f.size; off += (int64_t)buf.size()) {
         const int64_t n = std::min<int64_t>((int64_t)buf.size(), f.size - off);
         f.read_at(off, buf.data(), n);
@@ -98,7 +117,7 @@ void read_text(const File& f, std::vector<uint16_t>& out) {
     }
 }
 
-void read_u16(const File& f, std::vector<uint16_t>& out) {
+void read_u16(const Source& f, std::vector<uint16_t>& out) {
     if (f.size % 2 != 0)
         bad(f.path, "odd byte count " + std::to_string(f.size) +
                         ": raw uint16 data has two bytes per token");
@@ -107,7 +126,7 @@ void read_u16(const File& f, std::vector<uint16_t>& out) {
     from_little_endian(out.data(), (int64_t)out.size());
 }
 
-void read_llmc(const File& f, std::vector<uint16_t>& out) {
+void read_llmc(const Source& f, std::vector<uint16_t>& out) {
     if (f.size < kLlmcHeaderBytes)
         bad(f.path, "truncated llm.c shard: " + std::to_string(f.size) +
                         " bytes, shorter than its 1024-byte header");
@@ -155,12 +174,15 @@ const char* data_format_name(DataFormat f) {
     return "?";
 }
 
-TokenData load_tokens(const std::string& path, DataFormat fmt, int vocab_size) {
-    // Check the arguments before touching the file: a wrong vocabulary is the caller's mistake
-    // whatever the file holds. (Text's vocabulary is checked once the format is known.)
+namespace {
+
+void check_vocab_argument(const std::string& path, int vocab_size) {
     if (vocab_size < 0)
         throw std::invalid_argument(path + ": vocab_size " + std::to_string(vocab_size) + " is negative");
-    const File f(path);
+}
+
+TokenData load(const Source& f, DataFormat fmt, int vocab_size) {
+    const std::string& path = f.path;
     if (f.size == 0) bad(path, "empty file, no tokens");
     TokenData d;
     d.path = path;
@@ -183,6 +205,21 @@ TokenData load_tokens(const std::string& path, DataFormat fmt, int vocab_size) {
                               " is >= vocab_size " + std::to_string(d.vocab_size) + " (" +
                               data_format_name(d.format) + " data)");
     return d;
+}
+
+}  // namespace
+
+TokenData load_tokens(const std::string& path, DataFormat fmt, int vocab_size) {
+    // Check the arguments before touching the file: a wrong vocabulary is the caller's mistake
+    // whatever the file holds. (Text's vocabulary is checked once the format is known.)
+    check_vocab_argument(path, vocab_size);
+    return load(File(path), fmt, vocab_size);
+}
+
+TokenData load_tokens_from_memory(std::string_view bytes, const std::string& name, DataFormat fmt,
+                                  int vocab_size) {
+    check_vocab_argument(name, vocab_size);
+    return load(Memory(bytes, name), fmt, vocab_size);
 }
 
 std::pair<TokenData, TokenData> split_tokens(const TokenData& all, double frac) {

@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <set>
 #include <stdexcept>
@@ -83,6 +84,17 @@ void checkpoint_load(const SafeTensors& st, GPT<float>& m) {
     } catch (const std::exception& e) {
         bad(std::string("bad model config in the metadata: ") + e.what());
     }
+    // Before building anything, the config must fit the file: embeddings plus 12 C^2 per layer
+    // is a lower bound on the parameters, and the file must hold at least that many values. A
+    // tiny file can otherwise describe a model of any size (fuzz finding F6: 1.2 GB from 186 bytes),
+    // and absurd sizes would overflow the layout's int shapes (F5).
+    double values = 0;
+    for (const auto& [name, t] : st.tensors) values += (double)t.numel();
+    const double C = cfg.n_embd;
+    const double lower = ((double)cfg.vocab_size + cfg.block_size) * C + (double)cfg.n_layer * 12.0 * C * C;
+    if (cfg.n_layer > 0 && cfg.n_embd > 0 && lower > values)
+        bad("its config describes a model of at least " + std::to_string((long long)lower) +
+            " parameters, but the file holds " + std::to_string((long long)values) + " values");
     std::vector<std::vector<int>> perms;
     const bool lite = variant_from_string(cfg.hyper_conn_type) == Variant::mhc_lite;
     if (lite)
@@ -92,7 +104,12 @@ void checkpoint_load(const SafeTensors& st, GPT<float>& m) {
                 bad("tensor '" + site_prefix(k) + "perms' must have shape (K, " +
                     std::to_string(cfg.hyper_conn_n) + ")");
             std::vector<int> v;
-            for (double x : p.to_double()) v.push_back((int)x);
+            for (double x : p.to_double()) {  // checked before the cast (fuzz finding F2)
+                if (!(x >= 0 && x < cfg.hyper_conn_n && x == std::floor(x)))
+                    bad("tensor '" + site_prefix(k) + "perms' holds " + std::to_string(x) +
+                        ", not a stream index below " + std::to_string(cfg.hyper_conn_n));
+                v.push_back((int)x);
+            }
             perms.push_back(v);
         }
     try {

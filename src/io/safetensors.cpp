@@ -2,12 +2,13 @@
 #include "mhc/safetensors.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -57,8 +58,11 @@ int dtype_size(DType d) {
 }
 
 int64_t StTensor::numel() const {
+    // Overflow-checked: the reader bounds every shape it accepts, but a StTensor can also be built
+    // by hand, and a wrapped product would size the conversions below wrongly.
     int64_t n = 1;
-    for (auto d : shape) n *= d;
+    for (auto d : shape)
+        if (__builtin_mul_overflow(n, d, &n)) throw std::invalid_argument("tensor shape overflows int64");
     return n;
 }
 
@@ -93,23 +97,72 @@ const StTensor& SafeTensors::at(const std::string& name) const {
     return it->second;
 }
 
-SafeTensors safetensors_read(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) bad(path, std::string("cannot open: ") + std::strerror(errno));
-    f.seekg(0, std::ios::end);
-    const uint64_t fsize = (uint64_t)f.tellg();
-    f.seekg(0);
+namespace {
+
+// Where the bytes come from: a file, read piece by piece so that a large checkpoint is never held
+// twice, or a buffer already in memory. The parser sees only the size and reads inside [0, size).
+struct Source {
+    uint64_t size = 0;
+    virtual void read(uint64_t off, void* dst, uint64_t n) const = 0;
+    virtual ~Source() = default;
+};
+
+struct MemorySource : Source {
+    std::string_view bytes;
+    explicit MemorySource(std::string_view b) : bytes(b) { size = b.size(); }
+    void read(uint64_t off, void* dst, uint64_t n) const override {
+        if (n) std::memcpy(dst, bytes.data() + off, n);  // n = 0 may come with dst = nullptr
+    }
+};
+
+// pread on a descriptor that closes itself, so every error path can simply throw.
+struct FileSource : Source {
+    int fd = -1;
+    std::string path;
+    explicit FileSource(const std::string& p) : path(p) {
+        fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) bad(p, std::string("cannot open: ") + std::strerror(errno));
+        struct stat sb;
+        std::string why;
+        if (::fstat(fd, &sb) != 0) why = std::string("cannot stat: ") + std::strerror(errno);
+        // A directory or a pipe has no size to check the header against.
+        else if (S_ISDIR(sb.st_mode)) why = "is a directory, not a safetensors file";
+        else if (!S_ISREG(sb.st_mode)) why = "is not a regular file";
+        if (!why.empty()) {
+            ::close(fd);
+            bad(p, why);
+        }
+        size = (uint64_t)sb.st_size;
+    }
+    ~FileSource() override { ::close(fd); }
+    FileSource(const FileSource&) = delete;
+    FileSource& operator=(const FileSource&) = delete;
+    void read(uint64_t off, void* dst, uint64_t n) const override {
+        char* c = (char*)dst;
+        while (n > 0) {
+            const ssize_t r = ::pread(fd, c, (size_t)std::min<uint64_t>(n, 1 << 30), (off_t)off);
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) bad(path, std::string("read failed: ") + std::strerror(errno));
+            if (r == 0) bad(path, "file shrank while being read");
+            c += r;
+            off += (uint64_t)r;
+            n -= (uint64_t)r;
+        }
+    }
+};
+
+SafeTensors parse(const Source& src, const std::string& path) {
+    const uint64_t fsize = src.size;
     if (fsize < 8) bad(path, "not a safetensors file (shorter than its 8-byte header length)");
     uint8_t lenb[8];
-    f.read((char*)lenb, 8);
+    src.read(0, lenb, 8);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | lenb[i];
     if (hlen > kMaxHeader || hlen > fsize - 8)
         bad(path, "header length " + std::to_string(hlen) + " exceeds the file (" +
                       std::to_string(fsize) + " bytes) or the 100 MiB limit");
     std::string header(hlen, '\0');
-    f.read(header.data(), (std::streamsize)hlen);
-    if (!f) bad(path, "cannot read the header");
+    src.read(8, header.data(), hlen);
     nlohmann::json j;
     try {
         j = nlohmann::json::parse(header);
@@ -144,13 +197,18 @@ SafeTensors safetensors_read(const std::string& path) {
         if (!found) bad(path, "tensor '" + name + "' has an unknown dtype");
         const auto& sh = e["shape"];
         if (!sh.is_array() || sh.size() > 8) bad(path, "tensor '" + name + "' has a bad shape");
+        constexpr uint64_t kMaxNumel = 1ull << 40;
         uint64_t numel = 1;
         for (const auto& d : sh) {
-            if (!d.is_number_integer() || d.get<int64_t>() < 0 || d.get<int64_t>() > (1ll << 40))
+            if (!d.is_number_integer() || d.get<int64_t>() < 0 || d.get<int64_t>() > (int64_t)kMaxNumel)
                 bad(path, "tensor '" + name + "' has a bad shape");
-            t.shape.push_back(d.get<int64_t>());
-            numel *= (uint64_t)d.get<int64_t>();
-            if (numel > (1ull << 40)) bad(path, "tensor '" + name + "' is impossibly large");
+            const uint64_t dim = (uint64_t)d.get<int64_t>();
+            // Checked before multiplying: two dimensions of 2^32 would wrap to 0 and pass as an
+            // empty tensor, and StTensor::numel() (the same running product, in int64) would
+            // overflow. Bounding every running product keeps numel() exact, a later 0 included.
+            if (dim != 0 && numel > kMaxNumel / dim) bad(path, "tensor '" + name + "' is impossibly large");
+            t.shape.push_back((int64_t)dim);
+            numel *= dim;
         }
         const auto& off = e["data_offsets"];
         if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
@@ -174,11 +232,17 @@ SafeTensors safetensors_read(const std::string& path) {
     for (auto& [name, r] : todo) {
         StTensor& t = st.tensors[name];
         t.data.resize(r.second - r.first);
-        f.seekg((std::streamoff)(8 + hlen + r.first));
-        f.read((char*)t.data.data(), (std::streamsize)t.data.size());
-        if (!f) bad(path, "cannot read the data of tensor '" + name + "'");
+        src.read(8 + hlen + r.first, t.data.data(), t.data.size());
     }
     return st;
+}
+
+}  // namespace
+
+SafeTensors safetensors_read(const std::string& path) { return parse(FileSource(path), path); }
+
+SafeTensors safetensors_parse(std::string_view bytes, const std::string& name) {
+    return parse(MemorySource(bytes), name);
 }
 
 void safetensors_write(const std::string& path, const SafeTensors& st) {
@@ -233,7 +297,8 @@ template <typename V> static StTensor make(DType d, const std::vector<V>& v, std
     t.shape = std::move(shape);
     if ((int64_t)v.size() != t.numel()) throw std::invalid_argument("tensor size does not match its shape");
     t.data.resize(v.size() * sizeof(V));
-    std::memcpy(t.data.data(), v.data(), t.data.size());
+    // An empty vector's data() may be null, and memcpy from null is undefined even for 0 bytes.
+    if (!v.empty()) std::memcpy(t.data.data(), v.data(), t.data.size());
     return t;
 }
 StTensor st_from_floats(const std::vector<float>& v, std::vector<int64_t> s) { return make(DType::F32, v, s); }

@@ -260,6 +260,20 @@ def test_nonfinite_steps():
           and last == good, r.stderr)
 
 
+def test_fuzz_reproducers_are_refused():
+    # Every input the fuzzers found a problem with (fuzz/README.md) is now a one-line refusal.
+    repro = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "fuzz", "repro")
+    for f in sorted(os.listdir(repro)):
+        p = os.path.join(repro, f)
+        if f.endswith(".safetensors"):
+            r = run([MHC, "info", "--ckpt", p])
+        else:
+            r = run([MHC, "train", "--config", p, "--data", path("corpus.txt"), "--out", path("repro_" + f)])
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        check("fuzz reproducer %s refused with a one-line error" % f,
+              r.returncode == 1 and len(lines) == 1 and "error" in lines[0], r.stderr[-300:])
+
+
 if __name__ == "__main__":
     try:
         with open(path("corpus.txt"), "wb") as f:
@@ -270,6 +284,7 @@ if __name__ == "__main__":
         test_full_disk_keeps_the_old_checkpoint()
         test_corrupt_checkpoints_are_rejected()
         test_nonfinite_steps()
+        test_fuzz_reproducers_are_refused()
     finally:
         shutil.rmtree(TMP, ignore_errors=True)
     print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite under AddressSanitizer + UndefinedBehaviorSanitizer (GCC, -DMHC_SANITIZE=ON),
+# built into build-asan/ (RelWithDebInfo, so reports carry file:line). Run after scripts/setup.sh
+# has installed the packages. Any sanitizer report fails the test that triggered it.
+#
+# Only the project's binaries are instrumented: they link libasan/libubsan themselves, so nothing
+# is LD_PRELOADed. The Python tests (/usr/bin/python3 with torch) run uninstrumented and ignore the
+# *SAN_OPTIONS they inherit; tests/cli/test_cli.py still runs the sanitized build-asan/mhc.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build=build-asan
+
+# ASan: LeakSanitizer at every exit; any report ends the process with code 23 (UBSan: 24), so it is
+# a failing test, never just a line in a log; the checks that are off by default (use after return,
+# initialisation order, strict string arguments) on. UBSan cannot recover (-fno-sanitize-recover=all).
+export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:exitcode=23:print_stacktrace=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=24"
+# ctest runs two tests side by side, some of them with 2 OpenMP threads: spinning idle threads
+# then steal the cores from each other, which the sanitizers' slowdown turns into minutes.
+# Sleeping idle threads change no result.
+export OMP_WAIT_POLICY=passive
+
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMHC_SANITIZE=ON >/dev/null
+cmake --build "$build" -j"$(nproc)"
+ctest --test-dir "$build" --output-on-failure -j"$(nproc)" "$@"
