@@ -18,6 +18,17 @@ struct GptBlock {
     long conn[2] = {-1, -1};  // start of the hc_attn / hc_mlp parameter blocks
 };
 
+// Seconds spent in each kind of work inside gpt_forward / gpt_backward, accumulated while
+// GPT::phases points at one (mhc bench). "other" is LayerNorm, GELU, embedding, loss, stream sums.
+enum Phase { kPhaseMatmul, kPhaseAttention, kPhaseConn, kPhaseOther, kPhaseCount };
+struct PhaseTimes {
+    double s[kPhaseCount] = {};
+};
+inline const char* phase_name(int p) {
+    static const char* names[kPhaseCount] = {"matmul", "attention", "connections", "other"};
+    return names[p];
+}
+
 template <typename T> struct GPT {
     ModelConfig cfg;
     int L = 0, C = 0, H = 0, V = 0, Tmax = 0, n = 1;
@@ -43,6 +54,7 @@ template <typename T> struct GPT {
       *datt = nullptr, *datty = nullptr, *dfch = nullptr, *dfcg = nullptr, *dhsum = nullptr, *dlnf = nullptr;
     bool have_targets = false;
     double loss = 0;
+    PhaseTimes* phases = nullptr;      // if set, forward and backward add their time per phase here
 };
 
 // Builds the model for a finalized config (vocab_size must be set). site_perms, if given, holds the
