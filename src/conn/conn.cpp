@@ -1,38 +1,42 @@
 // Hyper-connection site forward and backward over N tokens: the stream loops, the RMS-style norm,
-// the projections (BLAS) and the reductions of parameter gradients over tokens.
+// the projections and the reductions of parameter gradients over tokens. The pre functions work
+// on blocks of tokens so that each block's streams are read from memory once.
 #include <algorithm>
 #include <cmath>
 
+#include <omp.h>
+
+#include <vector>
+
 #include "coef.h"
-#include "ops/blas.h"
+#include "kernels.h"
 #include "mhc/conn.h"
 
 namespace mhc {
 
 namespace {
 
-using detail::gemm;
+using detail::narrow_nn;
+using detail::pad_cols;
+
+constexpr int kTokBlock = 32;  // tokens per block: a block's streams (32 x n x C) stay in L2
 
 // Threads only pay off with enough work per parallel region (a few tokens of a wide site do not).
 inline bool parallel_worth(long N, const ConnSite& s) { return N * s.n * s.C >= 16384; }
 
-// <a, b> accumulated in double (coefficient gradients are sums over a whole stream).
+// <a, b> accumulated in double (coefficient gradients are sums over a whole stream), in four
+// independent vector accumulators so that the FMA latency does not bound it; fixed order.
 template <typename A, typename B> double dot(const A* a, const B* b, int len) {
-    double acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int i = 0; i < len; i++) acc += (double)a[i] * (double)b[i];
-    return acc;
-}
-
-// Normalised row: xh = v * rs * (1 + gamma), rs = sqrt(D) / max(||v||, 1e-12). Returns rs.
-template <typename T, typename R>
-R norm_row(const T* v, const R* gamma, int D, R* xh) {
-    double ss = 0;
-#pragma omp simd reduction(+ : ss)
-    for (int i = 0; i < D; i++) ss += (double)v[i] * (double)v[i];
-    const R rs = R(std::sqrt((double)D) / std::max(std::sqrt(ss), 1e-12));
-    for (int i = 0; i < D; i++) xh[i] = R(v[i]) * rs * (R(1) + gamma[i]);
-    return rs;
+    double acc[4][8] = {};
+    int i = 0;
+    for (; i + 32 <= len; i += 32)
+        for (int q = 0; q < 4; q++)
+#pragma omp simd
+            for (int l = 0; l < 8; l++) acc[q][l] += (double)a[i + 8 * q + l] * (double)b[i + 8 * q + l];
+    double sum = 0;
+    for (; i < len; i++) sum += (double)a[i] * (double)b[i];
+    for (int l = 0; l < 8; l++) sum += (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+    return sum;
 }
 
 // u = sum_s h[s] X_s for one token, by channel blocks (accumulate in R, one store per output).
@@ -46,6 +50,25 @@ template <typename T, typename R> void weighted_sum(const R* h, const T* x, int 
             for (int i = 0; i < len; i++) acc[i] += h[st] * R(x[st * C + c0 + i]);
         for (int i = 0; i < len; i++) u[c0 + i] = T(acc[i]);
     }
+}
+
+// (1 + gamma) folded into the projections, so they read X in place: proj = rs * (v · Wf) with
+// Wf = diag(1 + gamma) [W1 | W2], [Dp, pw] with zero padding; WfT [prow, Dp] if asked for.
+template <typename R> void fold_gain(const ConnSite& s, const R* params, R* Wf, R* WfT) {
+    const int Dp = s.Dp, prow = s.prow, pw = detail::pad_cols(prow);
+    const R* gamma = params + s.o_gamma;
+    const R *W1 = params + s.o_W1, *W2 = params + s.o_W2;
+    for (int i = 0; i < Dp; i++) {
+        const R g1 = R(1) + gamma[i];
+        R* w = Wf + (long)i * pw;
+        for (int j = 0; j < s.M1; j++) w[j] = g1 * W1[(long)i * s.M1 + j];
+        for (int j = 0; j < s.M2; j++) w[s.M1 + j] = g1 * W2[(long)i * s.M2 + j];
+        for (int j = prow; j < pw; j++) w[j] = R(0);
+    }
+    if (!WfT) return;
+    for (int i0 = 0; i0 < Dp; i0 += 16)  // by blocks of rows: stores go along WfT's rows
+        for (int j = 0; j < prow; j++)
+            for (int i = i0; i < std::min(Dp, i0 + 16); i++) WfT[(long)j * Dp + i] = Wf[(long)i * pw + j];
 }
 
 template <typename P> P* rs_slot(const ConnSite& s, P* cache, long row) {
@@ -84,21 +107,31 @@ void conn_pre_forward(const ConnSite& s, const R* params, const T* X, T* u, R* c
         }
         return;
     }
-    const long rows = (long)N * s.rpt;
-    const int Dp = s.Dp;
-    R* xh = scratch;             // [rows, Dp] normalised rows
-    R* P = scratch + rows * Dp;  // [rows, prow] projections
-    const R* gamma = params + s.o_gamma;
+    const int Dp = s.Dp, prow = s.prow, pw = pad_cols(prow), rpt = s.rpt;
+    R* Wf = scratch;  // [Dp, pw]
+    fold_gain(s, params, Wf, (R*)nullptr);
+    const int nblk = (N + kTokBlock - 1) / kTokBlock;
+    // One pass over X per block of tokens, while the block is in cache: row norms, projections,
+    // coefficients and the branch input.
 #pragma omp parallel for schedule(static) if (parallel_worth(N, s))
-    for (long row = 0; row < rows; row++)
-        *rs_slot(s, cache, row) = norm_row(X + row * Dp, gamma, Dp, xh + row * Dp);
-    gemm(false, false, (int)rows, s.M1, Dp, xh, Dp, params + s.o_W1, s.M1, R(0), P, s.prow);
-    gemm(false, false, (int)rows, s.M2, Dp, xh, Dp, params + s.o_W2, s.M2, R(0), P + s.M1, s.prow);
-#pragma omp parallel for schedule(static) if (parallel_worth(N, s))
-    for (int tok = 0; tok < N; tok++) {
-        R* c = cache + (long)tok * s.stride;
-        detail::coef_forward_token(s, params, P + (long)tok * s.rpt * s.prow, c);
-        weighted_sum(c + s.c_hpre, X + (long)tok * n * C, n, C, u + (long)tok * C);
+    for (int blk = 0; blk < nblk; blk++) {
+        const int t0 = blk * kTokBlock, nt = std::min(kTokBlock, N - t0), nr = nt * rpt;
+        const T* Xb = X + (long)t0 * n * C;  // rows of Dp values, rpt per token
+        thread_local std::vector<R> Pb;
+        Pb.resize((size_t)kTokBlock * rpt * prow);
+        narrow_nn(Xb, Dp, nr, Dp, Wf, pw, prow, Pb.data(), prow);
+        for (int r = 0; r < nr; r++) {
+            const long row = (long)t0 * rpt + r;
+            const R rs = R(std::sqrt((double)Dp) / std::max(std::sqrt(dot(Xb + (long)r * Dp, Xb + (long)r * Dp, Dp)), 1e-12));
+            *rs_slot(s, cache, row) = rs;
+            for (int j = 0; j < prow; j++) Pb[(size_t)r * prow + j] *= rs;
+        }
+        for (int k = 0; k < nt; k++) {
+            const int tok = t0 + k;
+            R* c = cache + (long)tok * s.stride;
+            detail::coef_forward_token(s, params, Pb.data() + (long)k * rpt * prow, c);
+            weighted_sum(c + s.c_hpre, X + (long)tok * n * C, n, C, u + (long)tok * C);
+        }
     }
 }
 
@@ -159,88 +192,111 @@ void conn_pre_backward(const ConnSite& s, const R* params, const R* cache, const
                        T* dX, R* dparams, R* scratch, int N) {
     if (N <= 0) return;
     const int n = s.n, C = s.C;
-    const bool residual = s.cfg.variant == Variant::residual;
-    const long rows = (long)N * s.rpt;
-    const int Dp = s.Dp, prow = s.prow;
-    R* xh = scratch;             // [rows, Dp]: normalised rows, then their gradient
-    R* G = scratch + rows * Dp;  // [rows, prow]: gradient of the pre-activations, then projections
+    if (s.cfg.variant == Variant::residual) {  // dX += du
 #pragma omp parallel for schedule(static) if (parallel_worth(N, s))
-    for (int tok = 0; tok < N; tok++) {
-        const R* c = cache + (long)tok * s.stride;
-        const R* hpre = c + s.c_hpre;
-        const T* x = X + (long)tok * n * C;
-        const T* g = du + (long)tok * C;
-        T* dx = dX + (long)tok * n * C;
-        double dhpre[8];
-        for (int st = 0; st < n; st++) {  // dH_pre[s] = <du, X_s>, dX_s += H_pre[s] du
-            dhpre[st] = residual ? 0.0 : dot(g, x + st * C, C);
-            for (int i = 0; i < C; i++) dx[st * C + i] = T(R(dx[st * C + i]) + hpre[st] * R(g[i]));
-        }
-        if (!residual) detail::coef_backward_token(s, params, c, dhpre, G + (long)tok * s.rpt * prow);
+        for (long i = 0; i < (long)N * C; i++) dX[i] = T(R(dX[i]) + R(du[i]));
+        return;
     }
-    if (residual) return;
-
-    // Static biases and scales: l_j = scale * f_j + static. Reduced serially in double (tiny).
-    const int W = s.rpt * prow;
-    for (int j = 0; j < W; j++) {
-        double ds = 0, db = 0;
-        for (int tok = 0; tok < N; tok++) {
-            const double gj = (double)G[(long)tok * W + j];
-            db += gj;
-            ds += gj * (double)cache[(long)tok * s.stride + s.c_logit + j];
+    const int Dp = s.Dp, prow = s.prow, pw = pad_cols(prow), rpt = s.rpt, W = rpt * prow;
+    R* Wf = scratch;                      // [Dp, pw]  (1 + gamma) folded into [W1 | W2]
+    R* WfT = Wf + (long)Dp * pw;          // [prow, Dp] its transpose
+    R* Dsum = WfT + (long)prow * Dp;      // [Dp, pw]  sum over tokens of X_rowᵀ dZ_row
+    fold_gain(s, params, Wf, WfT);
+    const bool hc = s.cfg.variant == Variant::hc;
+    const int nblk = (N + kTokBlock - 1) / kTokBlock;
+    constexpr int kMaxThreads = 256;
+    R* parts[kMaxThreads];
+    double* sums[kMaxThreads];
+    int nth = 1;
+#pragma omp parallel if (parallel_worth(N, s)) num_threads(std::min(omp_get_max_threads(), kMaxThreads))
+    {
+        const int tid = omp_get_thread_num();
+#pragma omp single
+        nth = omp_get_num_threads();
+        // Per thread: its share of Dsum and of the static/scale sums, and one block's buffers.
+        thread_local std::vector<R> Dpart, Gb, dZ, E;
+        thread_local std::vector<double> ssum;
+        Dpart.assign((size_t)Dp * pw, R(0));
+        ssum.assign(2 * (size_t)W, 0.0);
+        Gb.resize((size_t)kTokBlock * W);
+        dZ.assign((size_t)kTokBlock * rpt * pw, R(0));
+        E.resize((size_t)kTokBlock * rpt * Dp);
+#pragma omp for schedule(static)
+        for (int blk = 0; blk < nblk; blk++) {
+            const int t0 = blk * kTokBlock, nt = std::min(kTokBlock, N - t0), nr = nt * rpt;
+            const T* Xb = X + (long)t0 * n * C;
+            for (int k = 0; k < nt; k++) {
+                const int tok = t0 + k;
+                const R* c = cache + (long)tok * s.stride;
+                const R* hpre = c + s.c_hpre;
+                const T* x = X + (long)tok * n * C;
+                const T* g = du + (long)tok * C;
+                T* dx = dX + (long)tok * n * C;
+                double dhpre[8];
+                for (int st = 0; st < n; st++) {  // dH_pre[s] = <du, X_s>, dX_s += H_pre[s] du
+                    dhpre[st] = dot(g, x + st * C, C);
+                    for (int i = 0; i < C; i++) dx[st * C + i] = T(R(dx[st * C + i]) + hpre[st] * R(g[i]));
+                }
+                R* G = Gb.data() + (long)k * W;  // dL/dl_j of the pre-activations l = scale*f + static
+                detail::coef_backward_token(s, params, c, dhpre, G);
+                const R* f = c + s.c_logit;
+                for (int j = 0; j < W; j++) {
+                    ssum[j] += (double)G[j];                       // -> static
+                    ssum[W + j] += (double)G[j] * (double)f[j];    // -> scale
+                }
+                // Through l = scale * f(proj) and proj = rs * (v · Wf): dZ = rs * scale * f' * G.
+                for (int q = 0; q < rpt; q++) {
+                    const R rs = *rs_slot(s, cache, (long)tok * rpt + q);
+                    R* z = dZ.data() + ((long)k * rpt + q) * pw;
+                    for (int j = 0; j < prow; j++) {
+                        const int jj = q * prow + j;
+                        const R d = hc ? R(1) - f[jj] * f[jj] : R(1);
+                        z[j] = G[jj] * params[s.col_scale[jj]] * d * rs;
+                    }
+                }
+            }
+            detail::narrow_tn(Xb, Dp, nr, Dp, dZ.data(), pw, Dpart.data());
+            detail::narrow_nt(dZ.data(), pw, nr, prow, WfT, Dp, E.data());
+            // Norm backward: dv = e - v <v, e> / ||v||^2 (just e where the norm was clamped).
+            for (int r = 0; r < nr; r++) {
+                const T* v = Xb + (long)r * Dp;
+                const R* e = E.data() + (long)r * Dp;
+                T* dv = dX + ((long)t0 * rpt + r) * Dp;
+                const double ss = dot(v, v, Dp);
+                const R k = std::sqrt(ss) > 1e-12 ? R(dot(v, e, Dp) / ss) : R(0);
+                for (int i = 0; i < Dp; i++) dv[i] = T(R(dv[i]) + e[i] - R(v[i]) * k);
+            }
         }
+        parts[tid] = Dpart.data();
+        sums[tid] = ssum.data();
+    }
+    // Thread partials summed in thread order: bitwise reproducible for a given thread count.
+    std::fill(Dsum, Dsum + (long)Dp * pw, R(0));
+    for (int t = 0; t < nth; t++)
+        for (long i = 0; i < (long)Dp * pw; i++) Dsum[i] += parts[t][i];
+    for (int j = 0; j < W; j++) {
+        double db = 0, ds = 0;
+        for (int t = 0; t < nth; t++) db += sums[t][j], ds += sums[t][W + j];
         dparams[s.col_static[j]] += R(db);
         dparams[s.col_scale[j]] += R(ds);
     }
-    // Gradient of the projections: scale * f'(proj) * dl (f' = 1, or 1 - tanh^2 for hc).
-    const bool hc = s.cfg.variant == Variant::hc;
-#pragma omp parallel for schedule(static) if (parallel_worth(N, s))
-    for (int tok = 0; tok < N; tok++) {
-        const R* f = cache + (long)tok * s.stride + s.c_logit;
-        R* g = G + (long)tok * W;
-        for (int j = 0; j < W; j++) {
-            const R d = hc ? R(1) - f[j] * f[j] : R(1);
-            g[j] *= params[s.col_scale[j]] * d;
-        }
-    }
+    // Wf = diag(1 + gamma) [W1 | W2]: dW = (1 + gamma) ⊙ Dsum, dgamma_i = sum_j [W1 | W2]_ij Dsum_ij.
     const R* gamma = params + s.o_gamma;
-#pragma omp parallel for schedule(static) if (parallel_worth(N, s))
-    for (long row = 0; row < rows; row++) {  // recompute the normalised rows
-        const R rs = *rs_slot(s, cache, row);
-        const T* v = X + row * Dp;
-        R* o = xh + row * Dp;
-        for (int i = 0; i < Dp; i++) o[i] = R(v[i]) * rs * (R(1) + gamma[i]);
-    }
-    gemm(true, false, Dp, s.M1, (int)rows, xh, Dp, G, prow, R(1), dparams + s.o_W1, s.M1);
-    gemm(true, false, Dp, s.M2, (int)rows, xh, Dp, G + s.M1, prow, R(1), dparams + s.o_W2, s.M2);
-    gemm(false, true, (int)rows, Dp, s.M1, G, prow, params + s.o_W1, s.M1, R(0), xh, Dp);
-    gemm(false, true, (int)rows, Dp, s.M2, G + s.M1, prow, params + s.o_W2, s.M2, R(1), xh, Dp);
-    // xh now holds dL/dxh. dgamma[i] = sum_rows dxh[i] * v[i] * rs, by column blocks.
-    R* dgamma = dparams + s.o_gamma;
-    constexpr int B = 64;
-#pragma omp parallel for schedule(static) if (parallel_worth(N, s))
-    for (int i0 = 0; i0 < Dp; i0 += B) {
-        const int len = std::min(B, Dp - i0);
-        double acc[B] = {0};
-        for (long row = 0; row < rows; row++) {
-            const double rs = (double)*rs_slot(s, cache, row);
-            const R* d = xh + row * Dp + i0;
-            const T* v = X + row * Dp + i0;
-            for (int i = 0; i < len; i++) acc[i] += (double)d[i] * (double)v[i] * rs;
+    const R *W1 = params + s.o_W1, *W2 = params + s.o_W2;
+    R *dW1 = dparams + s.o_W1, *dW2 = dparams + s.o_W2, *dgamma = dparams + s.o_gamma;
+    for (int i = 0; i < Dp; i++) {
+        const R* d = Dsum + (long)i * pw;
+        const R g1 = R(1) + gamma[i];
+        double dg = 0;
+        for (int j = 0; j < s.M1; j++) {
+            dW1[(long)i * s.M1 + j] += g1 * d[j];
+            dg += (double)W1[(long)i * s.M1 + j] * (double)d[j];
         }
-        for (int i = 0; i < len; i++) dgamma[i0 + i] += R(acc[i]);
-    }
-    // Norm backward: dv = rs*g*dxh - v * rs/||v||^2 * <g*dxh, v>  (second term gone if clamped).
-#pragma omp parallel for schedule(static) if (parallel_worth(N, s))
-    for (long row = 0; row < rows; row++) {
-        const R rs = *rs_slot(s, cache, row);
-        const T* v = X + row * Dp;
-        R* d = xh + row * Dp;
-        T* dv = dX + row * Dp;
-        for (int i = 0; i < Dp; i++) d[i] *= (R(1) + gamma[i]);
-        const double ss = dot(v, v, Dp), dv_dot = dot(d, v, Dp);
-        const R k = std::sqrt(ss) > 1e-12 ? R((double)rs * dv_dot / ss) : R(0);
-        for (int i = 0; i < Dp; i++) dv[i] = T(R(dv[i]) + rs * d[i] - R(v[i]) * k);
+        for (int j = 0; j < s.M2; j++) {
+            dW2[(long)i * s.M2 + j] += g1 * d[s.M1 + j];
+            dg += (double)W2[(long)i * s.M2 + j] * (double)d[s.M1 + j];
+        }
+        dgamma[i] += R(dg);
     }
 }
 

@@ -237,10 +237,10 @@ const ParamTensor* conn_param_find(const ConnSite& site, const std::string& name
 
 int conn_cache_stride(const ConnSite& site) { return site.stride; }
 
-long conn_scratch_size(const ConnSite& site, int N) {
-    const long n = site.n, C = site.C;
+long conn_scratch_size(const ConnSite& site, int /*N: the pre functions work block by block*/) {
     if (site.cfg.variant == Variant::residual) return 0;
-    return (long)N * (n * C + (long)site.rpt * site.prow);  // normalised rows + pre-activations
+    const long pw = (site.prow + 15) / 16 * 16;       // detail::pad_cols
+    return (long)site.Dp * (2 * pw + site.prow);      // Wf, Dsum [Dp, pw]; WfT [prow, Dp]
 }
 
 template <typename R> void conn_init_params(const ConnSite& s, R* params) {
