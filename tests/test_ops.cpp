@@ -4,6 +4,7 @@
 #include <cmath>
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "ops/ops.h"
@@ -124,6 +125,124 @@ TEST(OpsFiniteDiff, Attention) {
     Vec dqkv(qkv.size(), 7.0), datt(att.size());
     attention_backward(dqkv.data(), datt.data(), G.data(), qkv.data(), att.data(), B, Tn, C, H);
     check_grad(qkv, dqkv, loss, "qkv");
+}
+
+// Straightforward causal attention (full T x T scores, softmax over j <= t) for the blocked op to match.
+void naive_attention(Vec& out, Vec& att, const Vec& qkv, int B, int Tn, int C, int H) {
+    const int hs = C / H;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < Tn; t++) {
+                const double* q = &qkv[((size_t)b * Tn + t) * 3 * C + h * hs];
+                std::vector<double> s(t + 1);
+                double m = -1e300, z = 0;
+                for (int j = 0; j <= t; j++) {
+                    const double* k = &qkv[((size_t)b * Tn + j) * 3 * C + C + h * hs];
+                    s[j] = 0;
+                    for (int c = 0; c < hs; c++) s[j] += q[c] * k[c] / std::sqrt((double)hs);
+                    m = std::max(m, s[j]);
+                }
+                for (int j = 0; j <= t; j++) z += (s[j] = std::exp(s[j] - m));
+                double* o = &out[((size_t)b * Tn + t) * C + h * hs];
+                for (int c = 0; c < hs; c++) o[c] = 0;
+                for (int j = 0; j <= t; j++) {
+                    att[(((size_t)b * H + h) * Tn + t) * Tn + j] = s[j] / z;
+                    const double* v = &qkv[((size_t)b * Tn + j) * 3 * C + 2 * C + h * hs];
+                    for (int c = 0; c < hs; c++) o[c] += s[j] / z * v[c];
+                }
+            }
+}
+
+// Sequence lengths around the query blocks (kAttBlock rows): one position, a partial block, exactly
+// one block, several with a partial last one. att and datt start as NaN: the entries the blocked op
+// leaves untouched must never be read (a NaN would reach the loss or the gradient).
+TEST(OpsFiniteDiff, AttentionBlocksMatchNaiveAndGradients) {
+    std::mt19937_64 rng(7);
+    for (const int Tn : {1, 3, kAttBlock, kAttBlock + 1, 2 * kAttBlock + 3}) {
+        const int B = Tn > kAttBlock ? 1 : 2, C = 4, H = 2;
+        Vec qkv = randn((size_t)B * Tn * 3 * C, rng), G = randn((size_t)B * Tn * C, rng);
+        const double nan = std::nan("");
+        Vec out(B * Tn * C), att((size_t)B * H * Tn * Tn, nan);
+        auto loss = [&] {
+            attention_forward(out.data(), att.data(), qkv.data(), B, Tn, C, H);
+            return dotv(out, G);
+        };
+        loss();
+        Vec ref_out(out.size()), ref_att(att.size(), 0.0);
+        naive_attention(ref_out, ref_att, qkv, B, Tn, C, H);
+        double worst = 0;
+        for (size_t i = 0; i < out.size(); i++) worst = std::max(worst, std::fabs(out[i] - ref_out[i]));
+        for (int bh = 0; bh < B * H; bh++)
+            for (int t = 0; t < Tn; t++)
+                for (int j = 0; j < std::min(Tn, (t / kAttBlock + 1) * kAttBlock); j++) {
+                    const size_t at = ((size_t)bh * Tn + t) * Tn + j;
+                    worst = std::max(worst, std::fabs(att[at] - ref_att[at]));  // 0 above the diagonal
+                }
+        EXPECT_LT(worst, 1e-13) << "T = " << Tn;
+        Vec dqkv(qkv.size(), 7.0), datt(att.size(), nan);
+        attention_backward(dqkv.data(), datt.data(), G.data(), qkv.data(), att.data(), B, Tn, C, H);
+        if (Tn == 1) {  // one position: out = v, so q and k get no gradient
+            for (int b = 0; b < B; b++)
+                for (int c = 0; c < 2 * C; c++) EXPECT_EQ(dqkv[(size_t)b * 3 * C + c], 0.0);
+        }
+        check_grad(qkv, dqkv, loss, ("attention qkv, T = " + std::to_string(Tn)).c_str());
+    }
+}
+
+// The float path (vectorised exp) against the double one, across several blocks.
+TEST(OpsFloat, AttentionMatchesDouble) {
+    std::mt19937_64 rng(8);
+    const int B = 2, Tn = 2 * kAttBlock + 5, C = 32, H = 2;
+    Vec qkv = randn((size_t)B * Tn * 3 * C, rng, 2.0), G = randn((size_t)B * Tn * C, rng);
+    Vec out(B * Tn * C), att((size_t)B * H * Tn * Tn), datt(att.size()), dqkv(qkv.size());
+    attention_forward(out.data(), att.data(), qkv.data(), B, Tn, C, H);
+    attention_backward(dqkv.data(), datt.data(), G.data(), qkv.data(), att.data(), B, Tn, C, H);
+    auto f = [](const Vec& v) { return std::vector<float>(v.begin(), v.end()); };
+    std::vector<float> qf = f(qkv), Gf = f(G), of(out.size()), af(att.size()), daf(att.size()), dqf(qkv.size());
+    attention_forward(of.data(), af.data(), qf.data(), B, Tn, C, H);
+    attention_backward(dqf.data(), daf.data(), Gf.data(), qf.data(), af.data(), B, Tn, C, H);
+    auto rel = [](const std::vector<float>& a, const Vec& b) {
+        double d = 0, m = 0;
+        for (size_t i = 0; i < a.size(); i++) d = std::max(d, std::fabs(a[i] - b[i])), m = std::max(m, std::fabs(b[i]));
+        return d / m;
+    };
+    EXPECT_LT(rel(of, out), 1e-5);
+    EXPECT_LT(rel(dqf, dqkv), 1e-5);
+}
+
+// The float GELU (vectorisable Φ) against libm's erf in double, over [-12, 12] and its far tails.
+TEST(OpsFloat, GeluMatchesExactErf) {
+    std::vector<float> x;
+    for (int i = 0; i <= 240000; i++) x.push_back(-12.0f + 1e-4f * (float)i);
+    for (float v : {-1e4f, -100.0f, -30.0f, 0.0f, -0.0f, 1e-30f, 30.0f, 100.0f, 1e4f}) x.push_back(v);
+    const long N = (long)x.size();
+    std::vector<float> out(N), din(N), ones(N, 1.0f);
+    gelu_forward(out.data(), x.data(), N);
+    gelu_backward(din.data(), x.data(), ones.data(), N);
+    double worst_f = 0, worst_b = 0;
+    for (long i = 0; i < N; i++) {
+        const double v = x[i], cdf = 0.5 * std::erfc(-v * M_SQRT1_2);
+        const double pdf = std::exp(-0.5 * v * v) * 0.3989422804014327;
+        worst_f = std::max(worst_f, std::fabs(out[i] - v * cdf) / std::max(1.0, std::fabs(v)));
+        worst_b = std::max(worst_b, std::fabs(din[i] - (cdf + v * pdf)));
+    }
+    EXPECT_LT(worst_f, 3e-7);  // measured 1.4e-7: about 2 ulp
+    EXPECT_LT(worst_b, 4e-7);  // measured 2.1e-7
+}
+
+// The float cross-entropy (vectorised exp) against the double one.
+TEST(OpsFloat, CrossEntropyMatchesDouble) {
+    std::mt19937_64 rng(9);
+    const int N = 7, V = 300;  // V not a multiple of the lanes
+    Vec logits = randn((size_t)N * V, rng, 3.0), losses(N);
+    std::vector<int32_t> tg = {0, 299, 5, 17, 150, 16, 1};
+    std::vector<float> lf(logits.begin(), logits.end()), lossf(N);
+    const double L = crossentropy_forward(logits.data(), losses.data(), tg.data(), N, V);
+    const double Lf = crossentropy_forward(lf.data(), lossf.data(), tg.data(), N, V);
+    EXPECT_NEAR(Lf, L, 1e-6 * L);
+    crossentropy_backward(logits.data(), tg.data(), N, V, 1.0);
+    crossentropy_backward(lf.data(), tg.data(), N, V, 1.0);
+    for (size_t i = 0; i < lf.size(); i++) EXPECT_NEAR(lf[i], logits[i], 1e-6) << i;
 }
 
 TEST(OpsFiniteDiff, EncoderIntoStreams) {

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "ops/ops.h"
+#include "ops/vmath.h"
 
 namespace mhc {
 
@@ -18,18 +19,24 @@ void encoder_forward(T* X, const int32_t* idx, const T* wte, const T* wpe, int B
     }
 }
 
-// Serial over tokens: several tokens may share a row of wte (a scatter-add).
+// Several tokens may share a row of wte (a scatter-add): parallel over channel blocks instead, each
+// thread summing its channels over all tokens in order (the same bits on any thread count).
 template <typename T>
 void encoder_backward(T* dwte, T* dwpe, const T* dX, const int32_t* idx, int B, int Tn, int C, int n) {
-    for (int bt = 0; bt < B * Tn; bt++) {
-        T* de = dwte + (long)idx[bt] * C;
-        T* dp = dwpe + (long)(bt % Tn) * C;
-        const T* g = dX + (long)bt * n * C;
-        for (int c = 0; c < C; c++) {
-            T acc = 0;
-            for (int s = 0; s < n; s++) acc += g[(long)s * C + c];
-            de[c] += acc;
-            dp[c] += acc;
+    constexpr int Bk = 64;
+#pragma omp parallel for schedule(static) if ((long)B * Tn * C * n >= 65536)
+    for (int c0 = 0; c0 < C; c0 += Bk) {
+        const int len = std::min(Bk, C - c0);
+        T acc[Bk];  // the token's gradient summed over the streams; loops of one array each vectorise
+        for (int bt = 0; bt < B * Tn; bt++) {
+            const T* g = dX + (long)bt * n * C + c0;
+            for (int c = 0; c < len; c++) acc[c] = g[c];
+            for (int s = 1; s < n; s++)
+                for (int c = 0; c < len; c++) acc[c] += g[(long)s * C + c];
+            T* de = dwte + (long)idx[bt] * C + c0;
+            for (int c = 0; c < len; c++) de[c] += acc[c];
+            T* dp = dwpe + (long)(bt % Tn) * C + c0;
+            for (int c = 0; c < len; c++) dp[c] += acc[c];
         }
     }
 }
@@ -39,13 +46,13 @@ double crossentropy_forward(T* probs, T* losses, const int32_t* targets, int N, 
 #pragma omp parallel for schedule(static) if ((long)N * V >= 65536)
     for (int i = 0; i < N; i++) {
         T* row = probs + (long)i * V;
-        const T m = *std::max_element(row, row + V);
+        const T m = detail::max_of(row, V);
         // loss = log z - (logit_target - m), from the logit itself so it stays finite for tiny probs
         const double lt = (double)row[targets[i]] - (double)m;
-        double z = 0;
-        for (int v = 0; v < V; v++) z += (double)(row[v] = std::exp(row[v] - m));
-        const double logz = std::log(z);
-        for (int v = 0; v < V; v++) row[v] = T((double)row[v] / z);
+        const double z = detail::exp_shift_sum(row, V, m);
+        const double logz = std::log(z), inv = 1.0 / z;
+#pragma omp simd
+        for (int v = 0; v < V; v++) row[v] = T((double)row[v] * inv);
         losses[i] = T(logz - lt);
     }
     double total = 0;  // summed in order, not by an OpenMP reduction: the same bits every run
@@ -58,6 +65,7 @@ void crossentropy_backward(T* probs, const int32_t* targets, int N, int V, doubl
 #pragma omp parallel for schedule(static) if ((long)N * V >= 65536)
     for (int i = 0; i < N; i++) {
         T* row = probs + (long)i * V;
+#pragma omp simd
         for (int v = 0; v < V; v++) row[v] = T((double)row[v] * scale);
         row[targets[i]] -= T(scale);
     }

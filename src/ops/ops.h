@@ -29,17 +29,21 @@ template <typename T>
 void matmul_backward(T* din, T* dW, T* dbias, const T* dout, const T* in, const T* W, int N, int IC,
                      int OC);
 
-// Exact GELU: x · Φ(x).   in, out [N]
+// Exact GELU: x · Φ(x).   in, out [N]. Double: libm's erf; float: a vectorised Φ (ops/vmath.h) within
+// 3e-7·max(1, |x|) of it (tests/test_ops.cpp, OpsFloat).
 template <typename T> void gelu_forward(T* out, const T* in, long N);
 // din =
 template <typename T> void gelu_backward(T* din, const T* in, const T* dout, long N);
 
 // Causal multi-head self-attention core (before c_proj). qkv [B, T, 3C] holds q | k | v, heads as
 // contiguous chunks of C/H; out [B, T, C] (heads concatenated); att [B, H, T, T] keeps the
-// probabilities for the backward (entries above the diagonal are 0).
+// probabilities for the backward. Computed in query blocks of kAttBlock rows, each against its keys
+// [0, block end) only: in row t, entries above the diagonal are written 0 up to the end of t's
+// block and never touched beyond it (they stay as the caller left them; nothing reads them).
+inline constexpr int kAttBlock = 64;
 template <typename T>
 void attention_forward(T* out, T* att, const T* qkv, int B, int Tn, int C, int H);
-// dqkv = ; datt is scratch [B, H, T, T]
+// dqkv = ; datt is scratch [B, H, T, T] (written in the same blocks as att)
 template <typename T>
 void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* att, int B, int Tn,
                         int C, int H);
