@@ -3,6 +3,7 @@
 
 #include "cli/cli.h"
 #include "mhc/data.h"
+#include "mhc/diag.h"
 
 namespace mhc::cli {
 
@@ -49,28 +50,18 @@ Runner add_info(CLI::App& app) {
         std::printf("%-5s %-10s %11s %11s %9s %9s %9s %9s %10s %10s%s\n", "site", "branch", "DS err mean",
                     "DS err max", "fwd mean", "fwd max", "bwd mean", "bwd max", "depth fwd", "depth bwd",
                     m.variant == Variant::mhc ? "  log(1/nu) mean  max  >30" : "");
-        CompositeGain cg;
-        cg.reset(B * T, m.n);
-        nlohmann::json sites = nlohmann::json::array();
-        for (int k = 0; k < 2 * m.L; k++) {
-            const float* cache = m.s_act[k].cache;
-            const SiteDiag d = conn_site_diagnostics(m.sites[k], cache, B * T);
-            cg.push(m.sites[k], cache);
-            const Stat cf = cg.fwd(), cb = cg.bwd();
-            const std::string branch = "h." + std::to_string(k / 2) + (k % 2 ? ".mlp" : ".attn");
+        nlohmann::json sites = gpt_diagnostics(m)["sites"];
+        for (auto& s : sites) {
+            const int k = s["site"];
+            const std::string branch = "h." + std::to_string(k / 2) + "." + s["kind"].get<std::string>();
+            auto v = [&s](const char* key) { return s[key].get<double>(); };
             std::printf("%-5d %-10s %11.3e %11.3e %9.5f %9.5f %9.5f %9.5f %10.5f %10.5f", k, branch.c_str(),
-                        d.ds.mean, d.ds.max, d.fwd.mean, d.fwd.max, d.bwd.mean, d.bwd.max, cf.max, cb.max);
-            if (d.has_nu) std::printf("  %14.3f %6.3f %4.2f", d.log_inv_nu.mean, d.log_inv_nu.max, d.frac_nu_above_30);
+                        v("ds_error_mean"), v("ds_error_max"), v("fwd_gain_mean"), v("fwd_gain_max"),
+                        v("bwd_gain_mean"), v("bwd_gain_max"), v("depth_fwd_gain_max"), v("depth_bwd_gain_max"));
+            if (s.contains("log_inv_nu_mean"))
+                std::printf("  %14.3f %6.3f %4.2f", v("log_inv_nu_mean"), v("log_inv_nu_max"), v("frac_nu_above_30"));
             std::printf("\n");
-            nlohmann::json s = {{"site", k}, {"branch", branch}, {"ds_error_mean", d.ds.mean},
-                                {"ds_error_max", d.ds.max}, {"fwd_gain_mean", d.fwd.mean}, {"fwd_gain_max", d.fwd.max},
-                                {"bwd_gain_mean", d.bwd.mean}, {"bwd_gain_max", d.bwd.max},
-                                {"depth_fwd_gain_mean", cf.mean}, {"depth_fwd_gain_max", cf.max},
-                                {"depth_bwd_gain_mean", cb.mean}, {"depth_bwd_gain_max", cb.max}};
-            if (d.has_nu)
-                s["log_inv_nu"] = {{"mean", d.log_inv_nu.mean}, {"max", d.log_inv_nu.max},
-                                   {"frac_above_30", d.frac_nu_above_30}};
-            sites.push_back(s);
+            s["branch"] = branch;
         }
         j["sites"] = sites;
         if (o->json) print_json(j);

@@ -53,7 +53,8 @@ const Field kFields[] = {
     MHC_TRAIN(min_lr), MHC_TRAIN(warmup_iters), MHC_TRAIN(lr_decay_iters), MHC_TRAIN(max_iters),
     MHC_TRAIN(weight_decay), MHC_TRAIN(beta1), MHC_TRAIN(beta2), MHC_TRAIN(grad_clip),
     MHC_TRAIN(eval_interval), MHC_TRAIN(eval_iters), MHC_TRAIN(log_interval),
-    MHC_TRAIN(checkpoint_interval), MHC_TRAIN(keep_checkpoints), MHC_TRAIN(max_nonfinite_steps),
+    MHC_TRAIN(checkpoint_interval), MHC_TRAIN(diag_interval), MHC_TRAIN(keep_checkpoints),
+    MHC_TRAIN(max_nonfinite_steps),
     MHC_TRAIN(seed), MHC_TRAIN(data_order), MHC_TRAIN(train_split),
 };
 #undef MHC_MODEL

@@ -78,6 +78,8 @@ void config_finalize(TrainConfig& c) {
     // Not in nanoGPT's list of checks, but both are divisors of the iteration number in the loop.
     at_least_1(c.log_interval, "log_interval");
     at_least_1(c.checkpoint_interval, "checkpoint_interval");
+    check(c.diag_interval >= 0,
+          "diag_interval must be >= 0 (0: no diagnostics), got " + std::to_string(c.diag_interval));
     at_least_1(c.keep_checkpoints, "keep_checkpoints");
     at_least_1(c.max_nonfinite_steps, "max_nonfinite_steps");
 

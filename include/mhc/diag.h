@@ -1,0 +1,20 @@
+// mhc/diag.h — SPEC §6 diagnostics of a whole model, as logged by `mhc train` (metrics.jsonl
+// "diag") and printed by `mhc info`.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include "mhc/gpt.h"
+
+namespace mhc {
+
+// From the coefficient caches of the model's last forward (gpt_forward; a gpt_backward after it
+// leaves them intact), over its B*T tokens:
+//   {"tokens": N, "sites": [{"site": k, "block": k/2, "kind": "attn"|"mlp",
+//     "ds_error_mean", "ds_error_max", "fwd_gain_mean", "fwd_gain_max", "bwd_gain_mean", "bwd_gain_max",
+//     "depth_fwd_gain_mean", "depth_fwd_gain_max", "depth_bwd_gain_mean", "depth_bwd_gain_max",
+//     mhc only: "log_inv_nu_mean", "log_inv_nu_max", "frac_nu_above_30"}, ... 2L sites]}
+// depth_* are the gains of the composite map A_k ⋯ A_1 up to and including site k. Reads the model
+// only: no parameter, activation or random state changes. Throws std::logic_error before a forward.
+template <typename T> nlohmann::json gpt_diagnostics(const GPT<T>& m);
+
+}  // namespace mhc

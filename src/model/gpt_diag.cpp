@@ -1,0 +1,41 @@
+// SPEC §6 diagnostics of every connection site of a model, from its last forward's coefficient
+// caches (conn_post_backward writes dH into separate cache slots, so they survive the backward).
+#include <stdexcept>
+#include <string>
+
+#include "mhc/diag.h"
+
+namespace mhc {
+
+template <typename T> nlohmann::json gpt_diagnostics(const GPT<T>& m) {
+    const int N = m.B * m.Tn;
+    if (N <= 0 || m.s_act.size() != m.sites.size())
+        throw std::logic_error("gpt_diagnostics: the model has not run a forward yet");
+    CompositeGain cg;
+    cg.reset(N, m.n);
+    nlohmann::json sites = nlohmann::json::array();
+    for (int k = 0; k < (int)m.sites.size(); k++) {
+        const T* cache = m.s_act[k].cache;
+        const SiteDiag d = conn_site_diagnostics(m.sites[k], cache, N);
+        cg.push(m.sites[k], cache);
+        const Stat cf = cg.fwd(), cb = cg.bwd();
+        nlohmann::json s = {{"site", k}, {"block", k / 2}, {"kind", k % 2 ? "mlp" : "attn"},
+                            {"ds_error_mean", d.ds.mean}, {"ds_error_max", d.ds.max},
+                            {"fwd_gain_mean", d.fwd.mean}, {"fwd_gain_max", d.fwd.max},
+                            {"bwd_gain_mean", d.bwd.mean}, {"bwd_gain_max", d.bwd.max},
+                            {"depth_fwd_gain_mean", cf.mean}, {"depth_fwd_gain_max", cf.max},
+                            {"depth_bwd_gain_mean", cb.mean}, {"depth_bwd_gain_max", cb.max}};
+        if (d.has_nu) {
+            s["log_inv_nu_mean"] = d.log_inv_nu.mean;
+            s["log_inv_nu_max"] = d.log_inv_nu.max;
+            s["frac_nu_above_30"] = d.frac_nu_above_30;
+        }
+        sites.push_back(std::move(s));
+    }
+    return {{"tokens", N}, {"sites", std::move(sites)}};
+}
+
+template nlohmann::json gpt_diagnostics<float>(const GPT<float>&);
+template nlohmann::json gpt_diagnostics<double>(const GPT<double>&);
+
+}  // namespace mhc
