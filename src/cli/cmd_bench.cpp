@@ -1,0 +1,260 @@
+// mhc bench: training-step throughput per variant, time per phase, peak RSS and MFU against the
+// sgemm peak measured in the same run. Every variant (and the sgemm measurement) runs in its own
+// process, so that peak RSS is the variant's own and every measurement starts from the same state:
+// /proc/self/exe re-executed with the hidden option --child, which prints one JSON line on a pipe.
+// posix_spawn, not fork: a forked copy of a process whose OpenMP thread pool exists cannot use it.
+#include <fcntl.h>
+#include <omp.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+#include "cli/cli.h"
+#include "mhc/bench.h"
+#include "mhc/data.h"
+
+extern char** environ;
+
+namespace mhc::cli {
+
+namespace {
+
+const std::vector<std::string> kAllVariants = {"none", "hc", "mhc", "mhc_lite", "kromhc"};
+
+// "none,hc,mhc-lite" -> config names, in order, each once.
+std::vector<std::string> parse_variants(const std::string& list) {
+    std::vector<std::string> out;
+    std::stringstream ss(list);
+    std::string v;
+    while (std::getline(ss, v, ',')) {
+        if (v == "residual") v = "none";
+        if (v == "mhc-lite") v = "mhc_lite";
+        if (std::find(kAllVariants.begin(), kAllVariants.end(), v) == kAllVariants.end())
+            throw std::invalid_argument("unknown variant '" + v + "' in --variants (choose from none, hc, mhc, "
+                                        "mhc_lite, kromhc; aliases residual, mhc-lite)");
+        if (std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
+    }
+    if (out.empty()) throw std::invalid_argument("--variants lists no variant");
+    return out;
+}
+
+// The mHC-lite authors' configuration (6 layers, 6 heads, 384 wide, block 256, batch 8, vocab 256,
+// n = 4, no biases); everything else keeps the built-in defaults.
+TrainConfig authors_config() {
+    TrainConfig c;
+    c.model.n_layer = 6, c.model.n_head = 6, c.model.n_embd = 384, c.model.block_size = 256;
+    c.model.vocab_size = 256, c.model.bias = false;
+    c.model.hyper_conn_n = 4, c.model.hyper_conn_n_set = true;
+    c.batch_size = 8;
+    return c;
+}
+
+// The base config with one variant: "none" has a single stream whatever hyper_conn_n says.
+TrainConfig with_variant(TrainConfig c, const std::string& v) {
+    c.model.hyper_conn_type = v;
+    if (v == "none") c.model.hyper_conn_n = 1, c.model.hyper_conn_n_set = false;
+    try {
+        config_finalize(c);
+    } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument("variant " + v + ": " + e.what());
+    }
+    return c;
+}
+
+std::string self_exe() {
+    char buf[PATH_MAX];
+    const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0) throw std::runtime_error(std::string("cannot find this program (/proc/self/exe): ") + std::strerror(errno));
+    return std::string(buf, (size_t)n);
+}
+
+// Runs `mhc bench --child PAYLOAD` with OMP_NUM_THREADS=threads and returns the JSON object it
+// prints last. Any failure becomes one line that starts with `what`.
+nlohmann::json run_child(const nlohmann::json& payload, int threads, const std::string& what) {
+    const std::string exe = self_exe(), arg = payload.dump();
+    std::vector<std::string> env;
+    for (char** e = environ; *e; e++)
+        if (std::strncmp(*e, "OMP_NUM_THREADS=", 16) != 0) env.push_back(*e);
+    env.push_back("OMP_NUM_THREADS=" + std::to_string(threads));
+    std::vector<char*> envp, argv = {(char*)exe.c_str(), (char*)"bench", (char*)"--child", (char*)arg.c_str(), nullptr};
+    for (auto& s : env) envp.push_back(s.data());
+    envp.push_back(nullptr);
+
+    int fd[2];
+    if (pipe2(fd, O_CLOEXEC) != 0) throw std::runtime_error(what + ": pipe: " + std::strerror(errno));
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fd[1], STDOUT_FILENO);  // the child's stdout is the pipe
+    pid_t pid = 0;
+    const int rc = posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&fa);
+    close(fd[1]);
+    if (rc != 0) {
+        close(fd[0]);
+        throw std::runtime_error(what + ": cannot start a process: " + std::strerror(rc));
+    }
+    std::string out;
+    char buf[4096];
+    for (ssize_t n; (n = read(fd[0], buf, sizeof buf)) != 0;) {
+        if (n > 0) out.append(buf, (size_t)n);
+        else if (errno != EINTR) break;
+    }
+    close(fd[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+
+    nlohmann::json j;
+    const size_t end = out.find_last_not_of("\n"), start = end == std::string::npos ? 0 : out.rfind('\n', end);
+    try {
+        if (end != std::string::npos) j = nlohmann::json::parse(out.substr(start == std::string::npos ? 0 : start + 1));
+    } catch (const std::exception&) {}
+    if (j.is_object() && j.contains("error")) throw std::runtime_error(what + ": " + j["error"].get<std::string>());
+    if (WIFSIGNALED(status))
+        throw std::runtime_error(what + ": its process was killed by signal " + std::to_string(WTERMSIG(status)) +
+                                 " (" + strsignal(WTERMSIG(status)) + ")");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !j.is_object())
+        throw std::runtime_error(what + ": its process ended (exit " + std::to_string(WEXITSTATUS(status)) +
+                                 ") without a result");
+    return j;
+}
+
+// The child side: one measurement, one JSON line on stdout; errors as {"error": "..."}.
+int child_main(const std::string& arg) {
+    try {
+        const nlohmann::json p = nlohmann::json::parse(arg);
+        nlohmann::json j;
+        if (p.at("mode") == "sgemm") {
+            const SgemmPeak s = sgemm_peak(p.at("shapes").get<std::vector<std::vector<int>>>());
+            j = {{"gflops", s.gflops}, {"shape", {s.M, s.N, s.K}}};
+        } else {
+            // Test hook (tests/cli/test_bench.py): MHC_TEST_BENCH_ABORT=<variant> makes that child crash.
+            const char* crash = std::getenv("MHC_TEST_BENCH_ABORT");
+            if (crash && p.at("config").at("hyper_conn_type") == crash) std::abort();
+            const BenchResult r = bench_variant(config_from_json(p.at("config")), p.at("steps"), p.at("warmup"),
+                                                p.at("data"));
+            j = bench_result_to_json(r);
+            j["peak_rss_mb"] = peak_rss_mb();
+        }
+        j["threads"] = omp_get_max_threads();
+        print_json(j);
+        return 0;
+    } catch (const std::exception& e) {
+        print_json({{"error", e.what()}});
+        return 1;
+    }
+}
+
+void progress(const std::string& s) {
+    if (isatty(STDERR_FILENO)) std::fprintf(stderr, "\r%-72s%s", s.c_str(), s.empty() ? "\r" : "");
+}
+
+void print_table(const nlohmann::json& doc, const TrainConfig& cfg, const std::string& input) {
+    const auto& m = cfg.model;
+    std::printf("mhc bench: %d layers x %d wide, %d heads, block %d, batch %d x %d accum, vocab %d, n=%d, %s\n",
+                m.n_layer, m.n_embd, m.n_head, m.block_size, cfg.batch_size, cfg.gradient_accumulation_steps,
+                m.vocab_size, m.hyper_conn_n, input.c_str());
+    std::printf("%d timed steps after %d warm-up steps per variant, each variant in its own process, %d threads\n",
+                doc["steps"].get<int>(), doc["warmup"].get<int>(), doc["threads"].get<int>());
+    const auto& sh = doc["sgemm_shape"];
+    std::printf("sgemm peak: %.1f GFLOP/s (%d x %d x %d, best of its repetitions)\n",
+                doc["sgemm_peak_gflops"].get<double>(), sh[0].get<int>(), sh[1].get<int>(), sh[2].get<int>());
+    std::printf("\n%-9s %10s %9s %9s %9s %6s %8s | %6s %6s %6s %6s %6s  (%% of step)\n", "variant", "params",
+                "tok/s", "step ms", "min ms", "MFU", "RSS MB", "matmul", "attn", "conn", "optim", "other");
+    for (const auto& r : doc["results"]) {
+        const auto& ph = r["phases_s"];
+        double sum = 0;
+        for (const auto& [k, v] : ph.items()) sum += v.get<double>();
+        auto pct = [&](const char* k) { return sum > 0 ? 100.0 * ph[k].get<double>() / sum : 0.0; };
+        std::printf("%-9s %10ld %9.0f %9.1f %9.1f %5.1f%% %8.1f | %6.1f %6.1f %6.1f %6.1f %6.1f\n",
+                    r["variant"].get<std::string>().c_str(), r["params"].get<long>(), r["tokens_per_s"].get<double>(),
+                    1e3 * r["step_s_median"].get<double>(), 1e3 * r["step_s_min"].get<double>(),
+                    100.0 * r["mfu"].get<double>(), r["peak_rss_mb"].get<double>(), pct("matmul"),
+                    pct("attention"), pct("connections"), pct("optimizer"), pct("other"));
+    }
+    std::printf("\nstep ms: median (tok/s and MFU use it); phases: mean per step; RSS: the variant's process peak\n"
+                "%s\n", kBenchFlopsNote);
+}
+
+}  // namespace
+
+Runner add_bench(CLI::App& app) {
+    struct Opts {
+        std::string config, variants = "none,hc,mhc,mhc_lite,kromhc", data, child;
+        std::vector<std::string> sets;
+        int steps = 10, warmup = 2, threads = 0;
+        bool json = false;
+    };
+    auto o = std::make_shared<Opts>();
+    app.add_option("--config", o->config, "TOML config (default: the mHC-lite authors' model: 6 layers, 6 heads, "
+                   "384 wide, block 256, batch 8, vocab 256, hyper_conn_n 4, no biases)");
+    app.add_option("--set", o->sets, "Override one config key: --set key=value (repeatable)");
+    app.add_option("--variants", o->variants, "Comma-separated variants (none, hc, mhc, mhc_lite, kromhc; aliases "
+                   "residual, mhc-lite)")->capture_default_str();
+    app.add_option("--steps", o->steps, "Timed training steps per variant (>= 1)")->capture_default_str();
+    app.add_option("--warmup", o->warmup, "Untimed steps before them (>= 0)")->capture_default_str();
+    app.add_option("--threads", o->threads, "OpenMP threads for every measurement (default: OpenMP's default)");
+    app.add_option("--data", o->data, "Token or text file the batches come from (default: seeded random tokens)");
+    app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
+    app.add_option("--child", o->child, "internal: one measurement in this process")->group("");
+    app.footer(std::string("Each variant runs in its own process; tok/s and MFU use the median step time.\n") +
+               kBenchFlopsNote + ".");
+    return [o] {
+        if (!o->child.empty()) return child_main(o->child);
+        if (o->steps < 1) throw std::invalid_argument("--steps must be >= 1, got " + std::to_string(o->steps));
+        if (o->warmup < 0) throw std::invalid_argument("--warmup must be >= 0, got " + std::to_string(o->warmup));
+        if (o->threads < 0) throw std::invalid_argument("--threads must be >= 1, got " + std::to_string(o->threads));
+        const std::vector<std::string> variants = parse_variants(o->variants);
+        TrainConfig cfg = o->config.empty() ? authors_config() : config_from_toml_file(o->config);
+        for (const auto& s : o->sets) config_apply_override(cfg, s);
+        if (!o->data.empty()) {  // refuse bad data here, once, rather than in every child
+            const TokenData d = load_tokens(o->data, DataFormat::automatic, cfg.model.vocab_size);
+            if (cfg.model.vocab_size == 0) cfg.model.vocab_size = d.vocab_size;
+            Batcher(d, cfg.batch_size, cfg.model.block_size, Order::random, cfg.seed);
+        } else if (cfg.model.vocab_size == 0) {
+            cfg.model.vocab_size = 256;
+        }
+        std::vector<TrainConfig> vcfg;
+        for (const auto& v : variants) vcfg.push_back(with_variant(cfg, v));
+        const int threads = o->threads ? o->threads : omp_get_max_threads();
+
+        // The peak: a large square sgemm, and the model's largest GEMM when it is big enough to time
+        // well (a tiny one runs from L1 at a rate no training step can see).
+        std::vector<std::vector<int>> shapes = {{2048, 2048, 2048}};
+        const std::vector<int> g = largest_model_gemm(vcfg[0]);
+        if (2.0 * g[0] * g[1] * g[2] >= 1e9) shapes.push_back(g);
+        progress("bench: sgemm peak");
+        const nlohmann::json peak = run_child({{"mode", "sgemm"}, {"shapes", shapes}}, threads, "sgemm peak");
+        const double peak_gflops = peak["gflops"];
+        nlohmann::json results = nlohmann::json::array();
+        for (size_t i = 0; i < variants.size(); i++) {
+            progress("bench: " + variants[i] + " (" + std::to_string(i + 1) + "/" + std::to_string(variants.size()) + ")");
+            nlohmann::json r = run_child({{"mode", "variant"}, {"config", config_to_json(vcfg[i])}, {"steps", o->steps},
+                                          {"warmup", o->warmup}, {"data", o->data}},
+                                         threads, "variant " + variants[i]);
+            r["mfu"] = r["model_gflop_per_step"].get<double>() / r["step_s_median"].get<double>() / peak_gflops;
+            r.erase("threads");
+            results.push_back(r);
+        }
+        progress("");
+
+        nlohmann::json config = model_config_to_json(cfg.model);
+        config.erase("hyper_conn_type");  // one per result
+        config["batch_size"] = cfg.batch_size;
+        config["gradient_accumulation_steps"] = cfg.gradient_accumulation_steps;
+        const nlohmann::json doc = {{"threads", threads}, {"sgemm_peak_gflops", peak_gflops},
+                                    {"sgemm_shape", peak["shape"]}, {"steps", o->steps}, {"warmup", o->warmup},
+                                    {"config", config}, {"data", o->data.empty() ? "random tokens" : o->data},
+                                    {"flops_note", kBenchFlopsNote}, {"results", results}};
+        print_table(doc, cfg, o->data.empty() ? "random tokens" : o->data);
+        if (o->json) print_json(doc);
+        return 0;
+    };
+}
+
+}  // namespace mhc::cli
