@@ -13,6 +13,7 @@ PACKAGES=(
   libgtest-dev libbenchmark-dev         # tests and benchmarks
   python3-torch python3-numpy           # the PyTorch reference used as test oracle
   fortunes                              # the default training corpus (the main job)
+  gnuplot-nox                           # `mhc compare` draws its report's plots with gnuplot
   clang libclang-rt-14-dev libomp-14-dev llvm   # fuzzing: clang-14, libFuzzer + sanitizer runtimes, llvm-symbolizer
 )
 

@@ -16,6 +16,8 @@ Runner add_train(CLI::App& app);
 Runner add_eval(CLI::App& app);
 Runner add_sample(CLI::App& app);
 Runner add_info(CLI::App& app);
+Runner add_bench(CLI::App& app);
+Runner add_compare(CLI::App& app);
 
 // Prints the result object as one line of JSON on stdout (the last line a --json command prints).
 void print_json(const nlohmann::json& j);
