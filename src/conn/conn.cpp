@@ -39,6 +39,38 @@ template <typename A, typename B> double dot(const A* a, const B* b, int len) {
     return sum;
 }
 
+// out[k] = <g, v[k]> for NV vectors in one pass, in double: g is read and converted once for all.
+template <int NV, typename T> void multi_dot_n(const T* g, const T* const* v, int len, double* out) {
+    double acc[NV][8] = {};
+    int i = 0;
+    for (; i + 8 <= len; i += 8) {
+        double gd[8];
+        for (int l = 0; l < 8; l++) gd[l] = (double)g[i + l];
+        for (int k = 0; k < NV; k++)
+#pragma omp simd
+            for (int l = 0; l < 8; l++) acc[k][l] += gd[l] * (double)v[k][i + l];
+    }
+    for (int k = 0; k < NV; k++) {
+        double sum = 0;
+        for (int j = i; j < len; j++) sum += (double)g[j] * (double)v[k][j];
+        for (int l = 0; l < 8; l++) sum += acc[k][l];
+        out[k] = sum;
+    }
+}
+template <typename T> void multi_dot(const T* g, const T* const* v, int nv, int len, double* out) {
+    switch (nv) {  // a compile-time count keeps the accumulators in registers
+        case 1: return multi_dot_n<1>(g, v, len, out);
+        case 2: return multi_dot_n<2>(g, v, len, out);
+        case 3: return multi_dot_n<3>(g, v, len, out);
+        case 4: return multi_dot_n<4>(g, v, len, out);
+        case 5: return multi_dot_n<5>(g, v, len, out);
+        case 6: return multi_dot_n<6>(g, v, len, out);
+        case 7: return multi_dot_n<7>(g, v, len, out);
+        case 8: return multi_dot_n<8>(g, v, len, out);
+        default: return multi_dot_n<9>(g, v, len, out);  // n + 1 <= 9 (n <= 8)
+    }
+}
+
 // u = sum_s h[s] X_s for one token, by channel blocks (accumulate in R, one store per output).
 // Also the backward's dy = sum_t H_post[t] dX'_t and dX_s = sum_t H_res[s][t] dX'_t.
 template <typename T, typename R> void weighted_sum(const R* h, const T* x, int n, int C, T* u) {
@@ -179,9 +211,13 @@ void conn_post_backward(const ConnSite& s, R* cache, const T* X, const T* y, con
         T* dyt = dy + (long)tok * C;
         weighted_sum(hpost, g, n, C, dyt);  // dy = sum_t H_post[t] dX'_t
         // dH_post[t] = <dX'_t, y>, dH_res[s][t] = <dX'_t, X_s> (residual has no coefficients)
+        const T* v[9] = {yt};
+        for (int st = 0; st < n; st++) v[1 + st] = x + st * C;
         for (int t = 0; t < n && !residual; t++) {
-            c[s.c_dhpost + t] = R(dot(g + t * C, yt, C));
-            for (int st = 0; st < n; st++) c[s.c_dhres + st * n + t] = R(dot(g + t * C, x + st * C, C));
+            double d[9];
+            multi_dot(g + t * C, v, n + 1, C, d);
+            c[s.c_dhpost + t] = R(d[0]);
+            for (int st = 0; st < n; st++) c[s.c_dhres + st * n + t] = R(d[1 + st]);
         }
         for (int st = 0; st < n; st++) weighted_sum(H + st * n, g, n, C, dx + st * C);  // dX_s
     }
@@ -232,10 +268,15 @@ void conn_pre_backward(const ConnSite& s, const R* params, const R* cache, const
                 const T* x = X + (long)tok * n * C;
                 const T* g = du + (long)tok * C;
                 T* dx = dX + (long)tok * n * C;
-                double dhpre[8];
-                for (int st = 0; st < n; st++) {  // dH_pre[s] = <du, X_s>, dX_s += H_pre[s] du
-                    dhpre[st] = dot(g, x + st * C, C);
-                    for (int i = 0; i < C; i++) dx[st * C + i] = T(R(dx[st * C + i]) + hpre[st] * R(g[i]));
+                double dhpre[8];  // dH_pre[s] = <du, X_s>, dX_s += H_pre[s] du
+                const T* xs[8];
+                for (int st = 0; st < n; st++) xs[st] = x + st * C;
+                multi_dot(g, xs, n, C, dhpre);
+                for (int st = 0; st < n; st++) {
+                    const R h = hpre[st];
+                    T* d = dx + st * C;
+#pragma omp simd
+                    for (int i = 0; i < C; i++) d[i] = T(R(d[i]) + h * R(g[i]));
                 }
                 R* G = Gb.data() + (long)k * W;  // dL/dl_j of the pre-activations l = scale*f + static
                 detail::coef_backward_token(s, params, c, dhpre, G);
@@ -264,6 +305,7 @@ void conn_pre_backward(const ConnSite& s, const R* params, const R* cache, const
                 T* dv = dX + ((long)t0 * rpt + r) * Dp;
                 const double ss = dot(v, v, Dp);
                 const R k = std::sqrt(ss) > 1e-12 ? R(dot(v, e, Dp) / ss) : R(0);
+#pragma omp simd
                 for (int i = 0; i < Dp; i++) dv[i] = T(R(dv[i]) + e[i] - R(v[i]) * k);
             }
         }

@@ -37,30 +37,37 @@ inline void narrow_nn(const TA* A, long lda, int rows, int K, const R* B, int mp
     for (; r < rows; r++) narrow_nn_rows<1>(A + r * lda, lda, K, B, mp, m, out + (long)r * ldo, ldo);
 }
 
-// E [rows, K] (overwritten) = G [rows, m] · Bᵀ where BT [m, K] holds B transposed.
-template <typename R>
-inline void narrow_nt(const R* G, int ldg, int rows, int m, const R* BT, int K, R* E) {
-    for (int r = 0; r < rows; r++) {
-        const R* g = G + (long)r * ldg;
-        R* e = E + (long)r * K;
-        int i0 = 0;
-        constexpr int kW = 8 * kColBlock;  // outputs in registers: 8 independent FMA chains
-        for (; i0 + kW <= K; i0 += kW) {
-            R acc[kW] = {};
-            for (int j = 0; j < m; j++) {
-                const R gj = g[j];
-                const R* b = BT + (long)j * K + i0;
+// E [rows, K] (overwritten) = G [rows, m] · Bᵀ where BT [m, K] holds B transposed. By column
+// chunks of 64, each reused by 4 rows at a time from L1 (BT is too large to stream per row).
+template <int NR, typename R>
+inline void narrow_nt_rows(const R* G, int ldg, int m, const R* BT, int K, int i0, R* E) {
+    constexpr int kW = 4 * kColBlock;
+    R acc[NR][kW] = {};
+    for (int j = 0; j < m; j++) {
+        const R* b = BT + (long)j * K + i0;
+        for (int r = 0; r < NR; r++) {
+            const R gj = G[(long)r * ldg + j];
 #pragma omp simd
-                for (int i = 0; i < kW; i++) acc[i] += gj * b[i];
-            }
-            std::copy(acc, acc + kW, e + i0);
-        }
-        for (int i = i0; i < K; i++) {
-            R acc = 0;
-            for (int j = 0; j < m; j++) acc += g[j] * BT[(long)j * K + i];
-            e[i] = acc;
+            for (int i = 0; i < kW; i++) acc[r][i] += gj * b[i];
         }
     }
+    for (int r = 0; r < NR; r++) std::copy(acc[r], acc[r] + kW, E + (long)r * K + i0);
+}
+template <typename R>
+inline void narrow_nt(const R* G, int ldg, int rows, int m, const R* BT, int K, R* E) {
+    constexpr int kW = 4 * kColBlock;
+    int i0 = 0;
+    for (; i0 + kW <= K; i0 += kW) {
+        int r = 0;
+        for (; r + 4 <= rows; r += 4) narrow_nt_rows<4>(G + (long)r * ldg, ldg, m, BT, K, i0, E + (long)r * K);
+        for (; r < rows; r++) narrow_nt_rows<1>(G + (long)r * ldg, ldg, m, BT, K, i0, E + (long)r * K);
+    }
+    for (int r = 0; r < rows; r++)  // the last K % 64 columns
+        for (int i = i0; i < K; i++) {
+            R acc = 0;
+            for (int j = 0; j < m; j++) acc += G[(long)r * ldg + j] * BT[(long)j * K + i];
+            E[(long)r * K + i] = acc;
+        }
 }
 
 // D [K, mp] += Aᵀ · G for A [rows, K] (lda), G [rows, mp] (columns past the real width zero).
