@@ -19,6 +19,12 @@ Runner add_info(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_compare(CLI::App& app);
 
+// "none,hc, mhc-lite" -> config names in order (aliases residual, mhc-lite; spaces trimmed).
+// Unknown, repeated or no variants: std::invalid_argument naming the option.
+std::vector<std::string> parse_variant_list(const std::string& list);
+// Comma-separated items with surrounding blanks trimmed, empty items dropped.
+std::vector<std::string> split_list(const std::string& list);
+
 // Prints the result object as one line of JSON on stdout (the last line a --json command prints).
 void print_json(const nlohmann::json& j);
 

@@ -25,24 +25,6 @@ namespace mhc::cli {
 
 namespace {
 
-const std::vector<std::string> kAllVariants = {"none", "hc", "mhc", "mhc_lite", "kromhc"};
-
-// "none,hc,mhc-lite" -> config names, in order, each once.
-std::vector<std::string> parse_variants(const std::string& list) {
-    std::vector<std::string> out;
-    std::stringstream ss(list);
-    std::string v;
-    while (std::getline(ss, v, ',')) {
-        if (v == "residual") v = "none";
-        if (v == "mhc-lite") v = "mhc_lite";
-        if (std::find(kAllVariants.begin(), kAllVariants.end(), v) == kAllVariants.end())
-            throw std::invalid_argument("unknown variant '" + v + "' in --variants (choose from none, hc, mhc, "
-                                        "mhc_lite, kromhc; aliases residual, mhc-lite)");
-        if (std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
-    }
-    if (out.empty()) throw std::invalid_argument("--variants lists no variant");
-    return out;
-}
 
 // The mHC-lite authors' configuration (6 layers, 6 heads, 384 wide, block 256, batch 8, vocab 256,
 // n = 4, no biases); everything else keeps the built-in defaults.
@@ -209,7 +191,7 @@ Runner add_bench(CLI::App& app) {
         if (o->steps < 1) throw std::invalid_argument("--steps must be >= 1, got " + std::to_string(o->steps));
         if (o->warmup < 0) throw std::invalid_argument("--warmup must be >= 0, got " + std::to_string(o->warmup));
         if (o->threads < 0) throw std::invalid_argument("--threads must be >= 1, got " + std::to_string(o->threads));
-        const std::vector<std::string> variants = parse_variants(o->variants);
+        const std::vector<std::string> variants = parse_variant_list(o->variants);
         TrainConfig cfg = o->config.empty() ? authors_config() : config_from_toml_file(o->config);
         for (const auto& s : o->sets) config_apply_override(cfg, s);
         if (!o->data.empty()) {  // refuse bad data here, once, rather than in every child

@@ -25,34 +25,6 @@ using report::RunData;
 
 const std::vector<std::string> kVariants = {"none", "hc", "mhc", "mhc_lite", "kromhc"};
 
-std::vector<std::string> split_list(const std::string& s) {
-    std::vector<std::string> out;
-    std::stringstream ss(s);
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-        item.erase(0, item.find_first_not_of(" \t"));
-        item.erase(item.find_last_not_of(" \t") + 1);
-        if (!item.empty()) out.push_back(item);
-    }
-    return out;
-}
-
-std::vector<std::string> parse_variants(const std::string& s) {
-    std::vector<std::string> out;
-    for (std::string v : split_list(s)) {
-        if (v == "residual") v = "none";
-        if (v == "mhc-lite") v = "mhc_lite";
-        if (std::find(kVariants.begin(), kVariants.end(), v) == kVariants.end())
-            throw std::invalid_argument("unknown variant '" + v + "' in --variants (expected none, hc, mhc, "
-                                        "mhc_lite or kromhc)");
-        if (std::find(out.begin(), out.end(), v) != out.end())
-            throw std::invalid_argument("variant '" + v + "' is listed twice in --variants");
-        out.push_back(v);
-    }
-    if (out.empty()) throw std::invalid_argument("--variants is empty");
-    return out;
-}
-
 std::vector<uint64_t> parse_seeds(const std::string& s) {
     std::vector<uint64_t> out;
     for (const std::string& x : split_list(s)) {
@@ -388,7 +360,7 @@ Runner add_compare(CLI::App& app) {
                "gnuplot error; 130 interrupted (Ctrl-C/SIGTERM: the current run stops with a checkpoint; the\n"
                "same command continues).");
     return [o, variants, seeds] {
-        std::vector<std::string> vlist = parse_variants(o->variants);
+        std::vector<std::string> vlist = parse_variant_list(o->variants);
         const std::vector<uint64_t> slist = parse_seeds(o->seeds);
         const std::string setup_path = o->out + "/compare.json";  // what was compared, for --report-only
         nlohmann::json setup;

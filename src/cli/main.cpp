@@ -5,7 +5,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <algorithm>
 #include <map>
+#include <sstream>
+#include <stdexcept>
 
 #include "cli/cli.h"
 #include "mhc/checkpoint.h"
@@ -15,6 +18,35 @@ namespace mhc::cli {
 void print_json(const nlohmann::json& j) {
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     std::fflush(stdout);
+}
+
+std::vector<std::string> split_list(const std::string& list) {
+    std::vector<std::string> out;
+    std::stringstream ss(list);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+        item.erase(0, item.find_first_not_of(" \t"));
+        item.erase(item.find_last_not_of(" \t") + 1);
+        if (!item.empty()) out.push_back(item);
+    }
+    return out;
+}
+
+std::vector<std::string> parse_variant_list(const std::string& list) {
+    static const std::vector<std::string> all = {"none", "hc", "mhc", "mhc_lite", "kromhc"};
+    std::vector<std::string> out;
+    for (std::string v : split_list(list)) {
+        if (v == "residual") v = "none";
+        if (v == "mhc-lite") v = "mhc_lite";
+        if (std::find(all.begin(), all.end(), v) == all.end())
+            throw std::invalid_argument("unknown variant '" + v + "' in --variants (choose from none, hc, mhc, "
+                                        "mhc_lite, kromhc; aliases residual, mhc-lite)");
+        if (std::find(out.begin(), out.end(), v) != out.end())
+            throw std::invalid_argument("variant '" + v + "' is listed twice in --variants");
+        out.push_back(v);
+    }
+    if (out.empty()) throw std::invalid_argument("--variants lists no variant");
+    return out;
 }
 
 void load_checkpoint(const std::string& path, GPT<float>& m) { checkpoint_load(path, m); }
