@@ -57,7 +57,8 @@ std::string preamble(const std::string& name, const std::string& title, const st
       << "set title " << quoted(title) << "\n"
       << "set xlabel " << quoted(xlabel) << "\n"
       << "set ylabel " << quoted(ylabel) << "\n"
-      << "set grid\nset key outside right top\n";
+      << "set grid\nset key outside right top\n"
+      << (xlabel == "tokens" ? "set format x \"%.1s%c\"\nset xtics rotate by -30\n" : "");  // 1.2M, not 1.2e+06
     return s.str();
 }
 
