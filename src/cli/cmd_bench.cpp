@@ -1,16 +1,11 @@
 // mhc bench: training-step throughput per variant, time per phase, peak RSS and MFU against the
 // sgemm peak measured in the same run. Every variant (and the sgemm measurement) runs in its own
 // process, so that peak RSS is the variant's own and every measurement starts from the same state:
-// /proc/self/exe re-executed with the hidden option --child, which prints one JSON line on a pipe.
-// posix_spawn, not fork: a forked copy of a process whose OpenMP thread pool exists cannot use it.
-#include <fcntl.h>
+// /proc/self/exe re-executed with the hidden option --child, which prints one JSON line on a pipe
+// (report/subprocess.h: fork + exec; the exec gives the child a fresh OpenMP runtime).
 #include <omp.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -18,13 +13,11 @@
 #include "cli/cli.h"
 #include "mhc/bench.h"
 #include "mhc/data.h"
-
-extern char** environ;
+#include "report/subprocess.h"
 
 namespace mhc::cli {
 
 namespace {
-
 
 // The mHC-lite authors' configuration (6 layers, 6 heads, 384 wide, block 256, batch 8, vocab 256,
 // n = 4, no biases); everything else keeps the built-in defaults.
@@ -49,60 +42,32 @@ TrainConfig with_variant(TrainConfig c, const std::string& v) {
     return c;
 }
 
-std::string self_exe() {
-    char buf[PATH_MAX];
-    const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-    if (n <= 0) throw std::runtime_error(std::string("cannot find this program (/proc/self/exe): ") + std::strerror(errno));
-    return std::string(buf, (size_t)n);
-}
-
 // Runs `mhc bench --child PAYLOAD` with OMP_NUM_THREADS=threads and returns the JSON object it
 // prints last. Any failure becomes one line that starts with `what`.
 nlohmann::json run_child(const nlohmann::json& payload, int threads, const std::string& what) {
-    const std::string exe = self_exe(), arg = payload.dump();
-    std::vector<std::string> env;
-    for (char** e = environ; *e; e++)
-        if (std::strncmp(*e, "OMP_NUM_THREADS=", 16) != 0) env.push_back(*e);
-    env.push_back("OMP_NUM_THREADS=" + std::to_string(threads));
-    std::vector<char*> envp, argv = {(char*)exe.c_str(), (char*)"bench", (char*)"--child", (char*)arg.c_str(), nullptr};
-    for (auto& s : env) envp.push_back(s.data());
-    envp.push_back(nullptr);
-
-    int fd[2];
-    if (pipe2(fd, O_CLOEXEC) != 0) throw std::runtime_error(what + ": pipe: " + std::strerror(errno));
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fd[1], STDOUT_FILENO);  // the child's stdout is the pipe
-    pid_t pid = 0;
-    const int rc = posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&fa);
-    close(fd[1]);
-    if (rc != 0) {
-        close(fd[0]);
-        throw std::runtime_error(what + ": cannot start a process: " + std::strerror(rc));
-    }
-    std::string out;
-    char buf[4096];
-    for (ssize_t n; (n = read(fd[0], buf, sizeof buf)) != 0;) {
-        if (n > 0) out.append(buf, (size_t)n);
-        else if (errno != EINTR) break;
-    }
-    close(fd[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-
-    nlohmann::json j;
-    const size_t end = out.find_last_not_of("\n"), start = end == std::string::npos ? 0 : out.rfind('\n', end);
+    report::SpawnOptions opt;
+    opt.merge_stderr = false;
+    opt.env = {"OMP_NUM_THREADS=" + std::to_string(threads)};
+    report::Child c;
     try {
-        if (end != std::string::npos) j = nlohmann::json::parse(out.substr(start == std::string::npos ? 0 : start + 1));
+        c = report::spawn_child({report::self_exe(), "bench", "--child", payload.dump()}, opt);
+    } catch (const std::exception& e) {
+        throw std::runtime_error(what + ": " + e.what());
+    }
+    std::string last;
+    const int code = report::finish_child(c, [&](const std::string& line) {
+        if (!line.empty()) last = line;
+    });
+    nlohmann::json j;
+    try {
+        if (!last.empty()) j = nlohmann::json::parse(last);
     } catch (const std::exception&) {}
     if (j.is_object() && j.contains("error")) throw std::runtime_error(what + ": " + j["error"].get<std::string>());
-    if (WIFSIGNALED(status))
-        throw std::runtime_error(what + ": its process was killed by signal " + std::to_string(WTERMSIG(status)) +
-                                 " (" + strsignal(WTERMSIG(status)) + ")");
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !j.is_object())
-        throw std::runtime_error(what + ": its process ended (exit " + std::to_string(WEXITSTATUS(status)) +
-                                 ") without a result");
+    if (code > 128)
+        throw std::runtime_error(what + ": its process was killed by signal " + std::to_string(code - 128) + " (" +
+                                 strsignal(code - 128) + ")");
+    if (code != 0 || !j.is_object())
+        throw std::runtime_error(what + ": its process ended (exit " + std::to_string(code) + ") without a result");
     return j;
 }
 

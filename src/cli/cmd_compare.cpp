@@ -293,7 +293,9 @@ bool train_runs(const Opts& o, std::vector<Run>& runs, int& failed) {
                                  "--data", o.data, "--format", o.format, "--out", r.dir, "--json"});
         if (!o.val_data.empty()) argv.insert(argv.end(), {"--val-data", o.val_data});
         if (r.plan == Plan::resume) argv.push_back("--resume");
-        report::Child child = report::spawn_child(argv, {"", true, true});
+        report::SpawnOptions opt;
+        opt.new_group = opt.die_with_parent = true;
+        report::Child child = report::spawn_child(argv, opt);
         g_child = child.pid;
         if (g_signals) kill(child.pid, SIGINT);  // a signal that came while it started
         Relay relay;

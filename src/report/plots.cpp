@@ -300,7 +300,9 @@ std::vector<PlotFile> draw_plots(const std::string& out_dir, const std::vector<P
         std::string output;
         int rc;
         try {
-            Child c = spawn_child({"gnuplot", p.name + ".gp"}, {out_dir, false, false});
+            SpawnOptions opt;
+            opt.cwd = out_dir;
+            Child c = spawn_child({"gnuplot", p.name + ".gp"}, opt);
             rc = finish_child(c, [&](const std::string& line) { output += line + "\n"; });
         } catch (const std::runtime_error& e) {
             if (std::string(e.what()).find("not found") != std::string::npos) {

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <stdexcept>
 
+extern char** environ;
+
 namespace mhc::report {
 
 Child spawn_child(const std::vector<std::string>& argv, const SpawnOptions& opt) {
@@ -25,6 +27,17 @@ Child spawn_child(const std::vector<std::string>& argv, const SpawnOptions& opt)
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
+    // The environment is built here: after fork only async-signal-safe calls are allowed.
+    std::vector<char*> envp;
+    for (char** e = environ; *e; e++) {
+        const char* eq = std::strchr(*e, '=');
+        const size_t klen = eq ? (size_t)(eq - *e) + 1 : std::strlen(*e);
+        bool overridden = false;
+        for (const auto& kv : opt.env) overridden |= kv.compare(0, klen, *e, klen) == 0;
+        if (!overridden) envp.push_back(*e);
+    }
+    for (const auto& kv : opt.env) envp.push_back(const_cast<char*>(kv.c_str()));
+    envp.push_back(nullptr);
     const pid_t parent = getpid();
     const pid_t pid = fork();
     if (pid < 0) {
@@ -47,10 +60,10 @@ Child spawn_child(const std::vector<std::string>& argv, const SpawnOptions& opt)
         const int devnull = open("/dev/null", O_RDONLY);
         if (devnull >= 0) dup2(devnull, 0);
         dup2(out[1], 1);
-        dup2(out[1], 2);
+        if (opt.merge_stderr) dup2(out[1], 2);
         int e = 0;
         if (!opt.cwd.empty() && chdir(opt.cwd.c_str()) != 0) e = errno;
-        else execvp(args[0], args.data()), e = errno;
+        else execvpe(args[0], args.data(), envp.data()), e = errno;
         (void)!write(err[1], &e, sizeof e);
         _exit(127);
     }

@@ -1,4 +1,5 @@
-// Child processes for `mhc compare`: the training runs (the mhc binary itself) and gnuplot.
+// Child processes: `mhc compare`'s training runs and gnuplot, `mhc bench`'s measurements (the mhc
+// binary itself, re-executed).
 #pragma once
 #include <sys/types.h>
 
@@ -12,11 +13,13 @@ struct SpawnOptions {
     bool new_group = false;     // its own process group: a terminal's Ctrl-C reaches only us, and we
                                 // forward it once (a second SIGINT would make `train` stop at once)
     bool die_with_parent = false;  // SIGTERM when we die, so a training child checkpoints and stops
+    bool merge_stderr = true;   // the child's stderr into the pipe too (false: it stays ours)
+    std::vector<std::string> env;  // "KEY=VALUE" set in the child's environment (others inherited)
 };
 
 struct Child {
     pid_t pid = -1;
-    int out_fd = -1;  // the child's stdout and stderr, merged; stdin is /dev/null
+    int out_fd = -1;  // the child's stdout (and stderr, if merged); stdin is /dev/null
 };
 
 // Starts argv (argv[0] searched in PATH). Throws std::runtime_error naming the program if it
