@@ -37,6 +37,19 @@ struct TrainResult {
 // std::invalid_argument with a one-line message on bad input.
 TrainResult train_run(TrainConfig cfg, const TrainOptions& opt);
 
+// One optimizer step, the same in `mhc train` and `mhc bench`: zero the gradients, forward and
+// backward over gradient_accumulation_steps micro-batches from `batches` (in, tg: B*T token
+// buffers), the global gradient norm, then, if the loss and the norm are finite, clipping and AdamW
+// at lr_at(cfg, step); otherwise weights and optimizer state are left as they were.
+// force_nonfinite makes the step non-finite (a test hook of train_run).
+struct StepStats {
+    double loss = 0, grad_norm = 0, lr = 0;
+    double optimizer_s = 0;  // seconds from the end of the backward to the end of the update
+    bool finite = true;
+};
+StepStats train_step(GPT<float>& m, AdamW<float>& adam, Batcher& batches, const TrainConfig& cfg, long step,
+                     int32_t* in, int32_t* tg, bool force_nonfinite = false);
+
 // Mean loss of a model over `batches` batches drawn from a batcher (no gradients).
 double evaluate(GPT<float>& m, Batcher& b, int batches);
 

@@ -11,6 +11,7 @@
 
 #include "mhc/data.h"
 #include "mhc/optim.h"
+#include "mhc/train.h"
 #include "ops/blas.h"
 
 namespace mhc {
@@ -88,24 +89,11 @@ BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::str
         m.phases = timed ? &model_phases : nullptr;
         // One step of train_run's loop, without its logging and checkpoints.
         const auto t0 = Clock::now();
-        const double lr = lr_at(cfg, step);
-        gpt_zero_grad(m);
-        double loss = 0;
-        for (int micro = 0; micro < accum; micro++) {
-            batches.next(in.data(), tg.data());
-            loss += gpt_forward(m, in.data(), tg.data(), B, T) / accum;
-            gpt_backward(m, 1.0 / accum);
-        }
+        const StepStats st = train_step(m, adam, batches, cfg, step, in.data(), tg.data());
         const auto t1 = Clock::now();
-        const double norm = grad_norm(m.grad.data(), (long)m.grad.size());
-        if (std::isfinite(loss) && std::isfinite(norm)) {
-            clip_grad(m.grad.data(), (long)m.grad.size(), norm, cfg.grad_clip);
-            adamw_step(adam, m.param.data(), m.grad.data(), m.params, lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
-        }
-        const auto t2 = Clock::now();
         if (timed) {
-            r.step_s.push_back(secs(t0, t2));
-            optimizer_s += secs(t1, t2);
+            r.step_s.push_back(secs(t0, t1));
+            optimizer_s += st.optimizer_s;
         }
     }
     m.phases = nullptr;

@@ -107,6 +107,29 @@ std::string fmt_eta(double s) {
 
 }  // namespace
 
+StepStats train_step(GPT<float>& m, AdamW<float>& adam, Batcher& batches, const TrainConfig& cfg, long step,
+                     int32_t* in, int32_t* tg, bool force_nonfinite) {
+    const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
+    StepStats st;
+    st.lr = lr_at(cfg, step);
+    gpt_zero_grad(m);
+    for (int micro = 0; micro < accum; micro++) {
+        batches.next(in, tg);
+        st.loss += gpt_forward(m, in, tg, B, T) / accum;
+        gpt_backward(m, 1.0 / accum);
+    }
+    if (force_nonfinite) st.loss = NAN, m.grad[0] = NAN;
+    const auto t1 = std::chrono::steady_clock::now();
+    st.grad_norm = grad_norm(m.grad.data(), (long)m.grad.size());
+    st.finite = std::isfinite(st.loss) && std::isfinite(st.grad_norm);
+    if (st.finite) {
+        clip_grad(m.grad.data(), (long)m.grad.size(), st.grad_norm, cfg.grad_clip);
+        adamw_step(adam, m.param.data(), m.grad.data(), m.params, st.lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
+    }
+    st.optimizer_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+    return st;
+}
+
 TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     config_finalize(cfg);
     if (opt.out_dir.empty()) throw std::invalid_argument("no output directory (--out)");
@@ -172,24 +195,14 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
                      (long)m.param.size(), tokens_per_step, rs.step, cfg.max_iters);
     for (long step = rs.step; step < cfg.max_iters; step++) {
         const auto t0 = std::chrono::steady_clock::now();
-        const double lr = lr_at(cfg, step);
-        gpt_zero_grad(m);
-        double loss = 0;
-        for (int micro = 0; micro < accum; micro++) {
-            tb.next(in.data(), tg.data());
-            loss += gpt_forward(m, in.data(), tg.data(), B, T) / accum;
-            gpt_backward(m, 1.0 / accum);
-        }
         const long done = step + 1;
-        if (forced_nan.count(done)) loss = NAN, m.grad[0] = NAN;
-        const double norm = grad_norm(m.grad.data(), (long)m.grad.size());
-        const bool finite = std::isfinite(loss) && std::isfinite(norm);
+        const StepStats st = train_step(m, adam, tb, cfg, step, in.data(), tg.data(), forced_nan.count(done) > 0);
+        const double loss = st.loss, norm = st.grad_norm, lr = st.lr;
+        const bool finite = st.finite;
         if (finite) {
             nonfinite_in_a_row = 0;
-            clip_grad(m.grad.data(), (long)m.grad.size(), norm, cfg.grad_clip);
-            adamw_step(adam, m.param.data(), m.grad.data(), m.params, lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
             res.final_loss = loss;
-        } else {  // skip the update: weights and optimizer state stay as after the last good step
+        } else {  // the update was skipped: weights and optimizer state stay as after the last good step
             res.skipped_steps++;
             nonfinite_in_a_row++;
             std::fprintf(stderr, "%sstep %ld: non-finite %s, update skipped (%d in a row, limit %d)\n",
