@@ -40,7 +40,7 @@ void put(const fs::path& p, const std::string& bytes) {
 ModelConfig tiny(const std::string& type, int n, bool bias = false) {
     ModelConfig c;
     c.n_layer = 1, c.n_head = 2, c.n_embd = 4, c.vocab_size = 8, c.block_size = 4, c.bias = bias;
-    c.hyper_conn_type = type;
+    c.hyper_conn_type = mhc::variant_from_string(type);
     c.hyper_conn_n = n;
     c.hyper_conn_n_set = true;
     return c;

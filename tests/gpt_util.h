@@ -19,7 +19,7 @@ inline ModelConfig tiny_config(const std::string& type, bool bias = false, int b
     c.vocab_size = 11;
     c.block_size = block_size;
     c.bias = bias;
-    c.hyper_conn_type = type;
+    c.hyper_conn_type = variant_from_string(type);
     c.hyper_conn_n = type == "none" ? 1 : (type == "hc" ? 3 : 4);
     c.sinkhorn_iters = 20;
     return c;

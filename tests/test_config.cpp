@@ -54,7 +54,7 @@ TEST(ConfigFiles, DefaultTomlHoldsTheStructDefaultsButItsLearningRates) {
     defaults.min_lr = 2e-4;
     EXPECT_EQ(mhc::config_to_json(c), mhc::config_to_json(defaults));
     mhc::config_finalize(c);
-    EXPECT_EQ(c.model.hyper_conn_type, "mhc_lite");
+    EXPECT_EQ(c.model.hyper_conn_type, mhc::Variant::mhc_lite);
     EXPECT_EQ(c.model.hyper_conn_n, 4);
     EXPECT_EQ(c.lr_decay_iters, c.max_iters);
     EXPECT_EQ(c.checkpoint_interval, c.eval_interval);
@@ -74,7 +74,7 @@ TEST(ConfigFiles, PaperTomlIsTheAuthorsSmallModel) {
     EXPECT_EQ(c.model.n_head, 8);
     EXPECT_EQ(c.model.n_embd, 512);
     EXPECT_EQ(c.model.block_size, 1024);
-    EXPECT_EQ(c.model.hyper_conn_type, "mhc_lite");
+    EXPECT_EQ(c.model.hyper_conn_type, mhc::Variant::mhc_lite);
     EXPECT_EQ(c.model.hyper_conn_n, 4);
     EXPECT_EQ(c.batch_size, 8);
     EXPECT_EQ(c.gradient_accumulation_steps, 4);
@@ -109,12 +109,12 @@ TEST(ConfigOverride, EveryTypeAndBothStringSpellings) {
     EXPECT_DOUBLE_EQ(c.learning_rate, 3e-4);
     EXPECT_DOUBLE_EQ(c.min_lr, 0.0);
     EXPECT_TRUE(c.model.bias);
-    EXPECT_EQ(c.model.hyper_conn_type, "mhc");
+    EXPECT_EQ(c.model.hyper_conn_type, mhc::Variant::mhc);
     EXPECT_EQ(c.data_order, "sequential");
     EXPECT_EQ(c.seed, 42u);
     EXPECT_DOUBLE_EQ(c.beta2, 0.99);
     mhc::config_apply_override(c, "hyper_conn_type='kromhc'");
-    EXPECT_EQ(c.model.hyper_conn_type, "kromhc");
+    EXPECT_EQ(c.model.hyper_conn_type, mhc::Variant::kromhc);
     mhc::config_apply_override(c, "bias=false");
     EXPECT_FALSE(c.model.bias);
 }
@@ -123,11 +123,11 @@ TEST(ConfigOverride, AliasesAreNormalised) {
     TrainConfig c;
     mhc::config_apply_override(c, "hyper_conn_type=mhc-lite");
     mhc::config_finalize(c);
-    EXPECT_EQ(c.model.hyper_conn_type, "mhc_lite");
+    EXPECT_EQ(c.model.hyper_conn_type, mhc::Variant::mhc_lite);
     TrainConfig d;
     mhc::config_apply_override(d, "hyper_conn_type=residual");
     mhc::config_finalize(d);
-    EXPECT_EQ(d.model.hyper_conn_type, "none");
+    EXPECT_EQ(d.model.hyper_conn_type, mhc::Variant::residual);
     EXPECT_EQ(d.model.hyper_conn_n, 1);
 }
 
@@ -145,6 +145,12 @@ TEST(ConfigOverride, Errors) {
     EXPECT_NE(m.find("boolean"), std::string::npos) << m;
     m = error_of([&] { mhc::config_apply_override(c, "hyper_conn_type=3"); });
     EXPECT_NE(m.find("hyper_conn_type"), std::string::npos) << m;
+    // An unknown variant is refused where it is given, with the variant table's keys.
+    m = error_of([&] { mhc::config_apply_override(c, "hyper_conn_type=mhc_heavy"); });
+    EXPECT_EQ(m, "--set hyper_conn_type=mhc_heavy: hyper_conn_type 'mhc_heavy' is unknown (expected none, hc, mhc, "
+                 "mhc_lite or kromhc)");
+    m = error_of([] { from_toml("n_layer = 2\nhyper_conn_type = \"mhc_heavy\"\n"); });
+    EXPECT_NE(m.find(":2: hyper_conn_type 'mhc_heavy' is unknown"), std::string::npos) << m;
     m = error_of([&] { mhc::config_apply_override(c, "n_layer"); });
     EXPECT_NE(m.find("key=value"), std::string::npos) << m;
     m = error_of([&] { mhc::config_apply_override(c, "n_layer="); });
@@ -225,12 +231,11 @@ TEST(ConfigValidate, EveryProblemNamesItsKey) {
         {[](C c) { c.log_interval = 0; }, {"log_interval"}},
         {[](C c) { c.checkpoint_interval = -1; }, {"checkpoint_interval"}},
         {[](C c) { c.diag_interval = -1; }, {"diag_interval"}},
-        {[](C c) { c.model.hyper_conn_type = "mhc_heavy"; }, {"hyper_conn_type", "mhc_heavy"}},
         {[](C c) { c.model.hyper_conn_n = 0; }, {"hyper_conn_n"}},
         {[](C c) { c.model.hyper_conn_n = 9; }, {"hyper_conn_n"}},
-        {[](C c) { c.model.hyper_conn_type = "none", c.model.hyper_conn_n = 2, c.model.hyper_conn_n_set = true; },
+        {[](C c) { c.model.hyper_conn_type = mhc::Variant::residual, c.model.hyper_conn_n = 2, c.model.hyper_conn_n_set = true; },
          {"hyper_conn_n", "none"}},
-        {[](C c) { c.model.hyper_conn_type = "kromhc", c.model.hyper_conn_n = 6; }, {"hyper_conn_n", "kromhc"}},
+        {[](C c) { c.model.hyper_conn_type = mhc::Variant::kromhc, c.model.hyper_conn_n = 6; }, {"hyper_conn_n", "kromhc"}},
         {[](C c) { c.model.hyper_conn_n = 7; }, {"hyper_conn_perm_subset", "hyper_conn_n"}},
         {[](C c) { c.model.hyper_conn_perm_subset = 25; }, {"hyper_conn_perm_subset", "24"}},
         {[](C c) { c.model.hyper_conn_perm_subset = -1; }, {"hyper_conn_perm_subset"}},
@@ -251,11 +256,11 @@ TEST(ConfigValidate, EveryProblemNamesItsKey) {
 
 TEST(ConfigValidate, ValidEdgeCases) {
     EXPECT_NO_THROW(finalized([](TrainConfig& c) { c.model.hyper_conn_n = 8, c.model.hyper_conn_perm_subset = 24; }));
-    EXPECT_NO_THROW(finalized([](TrainConfig& c) { c.model.hyper_conn_type = "kromhc", c.model.hyper_conn_n = 8; }));
+    EXPECT_NO_THROW(finalized([](TrainConfig& c) { c.model.hyper_conn_type = mhc::Variant::kromhc, c.model.hyper_conn_n = 8; }));
     EXPECT_NO_THROW(finalized([](TrainConfig& c) { c.model.hyper_conn_n = 6; }));
     EXPECT_NO_THROW(finalized([](TrainConfig& c) { c.model.hyper_conn_n = 3, c.model.hyper_conn_perm_subset = 6; }));
     EXPECT_NO_THROW(finalized([](TrainConfig& c) { c.beta1 = 0, c.grad_clip = 0, c.min_lr = c.learning_rate; }));
-    EXPECT_NO_THROW(finalized([](TrainConfig& c) { c.model.hyper_conn_type = "hc", c.model.hyper_conn_n = 5; }));
+    EXPECT_NO_THROW(finalized([](TrainConfig& c) { c.model.hyper_conn_type = mhc::Variant::hc, c.model.hyper_conn_n = 5; }));
     // An explicit n = 1 is fine for none; an explicit n = 4 is not (see EveryProblemNamesItsKey).
     TrainConfig c = from_toml("hyper_conn_type = \"none\"\nhyper_conn_n = 1\n");
     EXPECT_NO_THROW(mhc::config_finalize(c));
@@ -284,7 +289,7 @@ namespace {
 // round trip drops or reads into the wrong field.
 TrainConfig unusual() {
     TrainConfig c;
-    c.model = {3, 2, 48, 300, 64, true, "kromhc", 8, 7, 5, std::numeric_limits<uint64_t>::max(), true};
+    c.model = {3, 2, 48, 300, 64, true, mhc::Variant::kromhc, 8, 7, 5, std::numeric_limits<uint64_t>::max(), true};
     c.batch_size = 3, c.gradient_accumulation_steps = 5, c.learning_rate = 0.1 + 0.2, c.min_lr = 1e-300;
     c.warmup_iters = 11, c.lr_decay_iters = 13, c.max_iters = 17, c.weight_decay = 0.0;
     c.beta1 = 0.123456789012345678, c.beta2 = 1.0 / 3.0, c.grad_clip = 2.0;
@@ -321,7 +326,7 @@ TEST(ConfigJson, ModelJsonHasExactlyTheModelKeys) {
     EXPECT_EQ(m.n_layer, 12);
     EXPECT_EQ(m.n_embd, mhc::ModelConfig{}.n_embd);
     // A resolved "none" model writes its single stream.
-    EXPECT_EQ(mhc::model_config_to_json(finalized([](TrainConfig& c) { c.model.hyper_conn_type = "none"; }).model)
+    EXPECT_EQ(mhc::model_config_to_json(finalized([](TrainConfig& c) { c.model.hyper_conn_type = mhc::Variant::residual; }).model)
                   ["hyper_conn_n"], 1);
 }
 
@@ -360,6 +365,6 @@ TEST(ConfigTomlWriter, ResolvedConfigValidatesAgain) {
     TrainConfig back = mhc::config_from_toml_string(mhc::config_to_toml(c), "resolved.toml");
     mhc::config_finalize(back);
     EXPECT_EQ(mhc::config_to_json(back), mhc::config_to_json(c));
-    EXPECT_EQ(back.model.hyper_conn_type, "none");
+    EXPECT_EQ(back.model.hyper_conn_type, mhc::Variant::residual);
     EXPECT_EQ(back.model.hyper_conn_n, 1);
 }

@@ -41,7 +41,7 @@ double rel_err(const std::vector<double>& a, const std::vector<double>& b) {
 template <typename T> void load_model(const SafeTensors& st, GPT<T>& m) {
     const ModelConfig cfg = model_config_from_json(nlohmann::json::parse(st.metadata.at("config")));
     std::vector<std::vector<int>> perms;
-    const bool lite = cfg.hyper_conn_type == "mhc_lite";
+    const bool lite = cfg.hyper_conn_type == Variant::mhc_lite;
     for (int k = 0; lite && k < 2 * cfg.n_layer; k++) {
         const auto v = st.at("transformer.h." + std::to_string(k / 2) + (k % 2 ? ".hc_mlp" : ".hc_attn") + ".perms").to_double();
         perms.emplace_back(v.begin(), v.end());

@@ -14,19 +14,22 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "mhc/variant.h"
+
 namespace mhc {
 
 struct ModelConfig {
     int n_layer = 4, n_head = 4, n_embd = 128, vocab_size = 0 /* 0: from the data's format */, block_size = 128;
     bool bias = false;
-    std::string hyper_conn_type = "mhc_lite";   // none, hc, mhc, mhc_lite, kromhc
-    int hyper_conn_n = 4;                       // forced to 1 (and must be 1 or unset) for none
+    Variant hyper_conn_type = Variant::mhc_lite;  // written as its key (mhc/variant.h): none, hc, mhc, mhc_lite, kromhc
+    int hyper_conn_n = 4;                       // a variant with a fixed n (none: 1) forces an unset n to it
     int sinkhorn_iters = 20;                    // mhc only
     int hyper_conn_perm_subset = 0;             // mhc_lite: 0 = all n! permutations, K = identity + K-1 seeded
     uint64_t hyper_conn_perm_seed = 0;
     // Bookkeeping, not a config key: whether hyper_conn_n was given explicitly (by a config file,
-    // an override or JSON). "none" forces an unset hyper_conn_n to 1 but rejects an explicit n != 1,
-    // so that `--set hyper_conn_type=none` works on a config that leaves hyper_conn_n at its default.
+    // an override or JSON). A variant with a fixed n ("none": 1) forces an unset hyper_conn_n to it but
+    // rejects an explicit other n, so that `--set hyper_conn_type=none` works on a config that leaves
+    // hyper_conn_n at its default.
     bool hyper_conn_n_set = false;
 };
 
@@ -54,11 +57,11 @@ TrainConfig config_from_toml_string(const std::string& text, const std::string& 
 
 // Applies one `key=value` override. The value is read as a TOML value, so strings may be bare or
 // quoted (hyper_conn_type=mhc, hyper_conn_type="mhc"), booleans are true/false. Same errors as above.
+// hyper_conn_type takes a variant's key, name or alias (mhc/variant.h: mhc-lite, residual, ...).
 void config_apply_override(TrainConfig& cfg, const std::string& key_equals_value);
 
 // Fills derived defaults (lr_decay_iters 0 -> max_iters, checkpoint_interval 0 -> eval_interval,
-// hyper_conn_n 1 for none), normalises hyper_conn_type's aliases (mhc-lite -> mhc_lite,
-// residual -> none) and validates. Throws std::invalid_argument naming the first problem.
+// hyper_conn_n 1 for none) and validates. Throws std::invalid_argument naming the first problem.
 // Idempotent: finalizing a finalized config changes nothing.
 void config_finalize(TrainConfig& cfg);
 

@@ -3,7 +3,8 @@
 // A site wraps one branch F (attention or MLP) of a residual network carrying n streams per token:
 //   pre:  streams X [N, n, C]            -> branch input u = Σ_s H_pre[s]·X_s          [N, C]
 //   post: streams X, branch output y     -> X'_t = Σ_s H_res[s][t]·X_s + H_post[t]·y   [N, n, C]
-// Variants: residual, hc, mhc (Sinkhorn), mhc-lite (permutation mixture), kromhc (Kronecker).
+// Variants: residual, hc, mhc (Sinkhorn), mhc-lite (permutation mixture), kromhc (Kronecker); the
+// table of them is mhc/variant.h.
 //
 // Usage (see README): build a ConnSite once from a ConnConfig, lay out its parameters in a flat buffer
 // of conn_param_count() values, size a per-token cache and a scratch buffer, then call
@@ -17,14 +18,9 @@
 #include <string>
 #include <vector>
 
+#include "mhc/variant.h"
+
 namespace mhc {
-
-enum class Variant { residual, hc, mhc, mhc_lite, kromhc };
-
-// Names as used in configs and checkpoints: "residual" (alias "none"), "hc", "mhc",
-// "mhc-lite" (alias "mhc_lite"), "kromhc". Throws std::invalid_argument on an unknown name.
-Variant variant_from_string(const std::string& s);
-const char* variant_name(Variant v);  // canonical spelling: residual, hc, mhc, mhc-lite, kromhc
 
 struct ConnConfig {
     Variant variant = Variant::mhc_lite;
@@ -57,6 +53,11 @@ struct ConnSite {
     int K = 0;                 // mhc-lite: number of permutations; kromhc: number of 2x2 factors
     int M = 0;                 // columns of dynamic_alpha_fn (hc: 1+n)
     std::vector<int> perms;    // mhc-lite: K*n, row k = π_k (row 0 = identity)
+    // The SPEC §2 family: the variant's H_res maths, and where its logits sit among the M columns
+    // of dynamic_alpha_fn / static_alpha: H_pre[i] from column pre_col[i], res logit k from res_col[k].
+    const detail::Mixer* mixer = nullptr;
+    std::vector<int> pre_col, res_col, alpha_shape;  // alpha_shape: static_alpha's SPEC §4 shape
+    int n_extra = 0;           // values per token the mixer caches for its backward
     std::vector<ParamTensor> params;
     long nparams = 0;
     // The projections: each token has `rpt` rows (1; hc: n, one per stream) of width Dp (nC; hc: C),

@@ -30,10 +30,12 @@ TrainConfig authors_config() {
     return c;
 }
 
-// The base config with one variant: "none" has a single stream whatever hyper_conn_n says.
+// The base config with one variant: one with a fixed n ("none": a single stream) takes it whatever
+// hyper_conn_n says.
 TrainConfig with_variant(TrainConfig c, const std::string& v) {
-    c.model.hyper_conn_type = v;
-    if (v == "none") c.model.hyper_conn_n = 1, c.model.hyper_conn_n_set = false;
+    const VariantInfo& info = *variant_find(v);
+    c.model.hyper_conn_type = info.id;
+    if (info.fixed_n) c.model.hyper_conn_n_set = false;
     try {
         config_finalize(c);
     } catch (const std::invalid_argument& e) {
@@ -132,7 +134,7 @@ void print_table(const nlohmann::json& doc, const TrainConfig& cfg, const std::s
 
 Runner add_bench(CLI::App& app) {
     struct Opts {
-        std::string config, variants = "none,hc,mhc,mhc_lite,kromhc", data, child;
+        std::string config, variants = variant_keys_csv(), data, child;
         std::vector<std::string> sets;
         int steps = 10, warmup = 2, threads = 0;
         bool json = false;
@@ -141,8 +143,8 @@ Runner add_bench(CLI::App& app) {
     app.add_option("--config", o->config, "TOML config (default: the mHC-lite authors' model: 6 layers, 6 heads, "
                    "384 wide, block 256, batch 8, vocab 256, hyper_conn_n 4, no biases)");
     app.add_option("--set", o->sets, "Override one config key: --set key=value (repeatable)");
-    app.add_option("--variants", o->variants, "Comma-separated variants (none, hc, mhc, mhc_lite, kromhc; aliases "
-                   "residual, mhc-lite)")->capture_default_str();
+    app.add_option("--variants", o->variants, "Comma-separated variants (" + variant_choices(false, ", ", ", ") +
+                   "; aliases " + variant_other_spellings() + ")")->capture_default_str();
     app.add_option("--steps", o->steps, "Timed training steps per variant (>= 1)")->capture_default_str();
     app.add_option("--warmup", o->warmup, "Untimed steps before them (>= 0)")->capture_default_str();
     app.add_option("--threads", o->threads, "OpenMP threads for every measurement (default: OpenMP's default)");

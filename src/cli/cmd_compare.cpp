@@ -23,8 +23,6 @@ namespace {
 namespace fs = std::filesystem;
 using report::RunData;
 
-const std::vector<std::string> kVariants = {"none", "hc", "mhc", "mhc_lite", "kromhc"};
-
 std::vector<uint64_t> parse_seeds(const std::string& s) {
     std::vector<uint64_t> out;
     for (const std::string& x : split_list(s)) {
@@ -148,7 +146,9 @@ std::vector<std::string> report_header(const nlohmann::json& setup, const std::v
                     (val.empty() ? " (validation: its last 10%, train_split)" : ", validation: " + val));
     }
     for (const RunData& r : runs) {  // the model and schedule, from the first run with streams and a config
-        if (r.variant == "none" && &r != &runs.back()) continue;
+        const VariantInfo* info = variant_find(r.variant);
+        const bool single = info && info->fixed_n == 1;  // its hyper_conn_n is forced to 1: not the config's
+        if (single && &r != &runs.back()) continue;
         try {
             TrainConfig c = config_from_toml_file(r.dir + "/config.toml");
             const long tps = (long)c.batch_size * c.gradient_accumulation_steps * c.model.block_size;
@@ -156,7 +156,7 @@ std::vector<std::string> report_header(const nlohmann::json& setup, const std::v
             std::snprintf(line, sizeof line, "model: %d layers × %d wide, %d heads, block %d, hyper_conn_n %d%s; "
                           "%d steps of %ld tokens, learning rate %g", c.model.n_layer, c.model.n_embd,
                           c.model.n_head, c.model.block_size, c.model.hyper_conn_n,
-                          r.variant == "none" ? " (none)" : "", c.max_iters, tps, c.learning_rate);
+                          single ? " (none)" : "", c.max_iters, tps, c.learning_rate);
             h.push_back(line);
             break;
         } catch (const std::exception&) {
@@ -175,7 +175,7 @@ nlohmann::json row_json(const report::VariantRow& r) {
 }
 
 struct Opts {
-    std::string config, data, val_data, format = "auto", out, variants = "none,hc,mhc,mhc_lite,kromhc", seeds = "1";
+    std::string config, data, val_data, format = "auto", out, variants = variant_keys_csv(), seeds = "1";
     std::vector<std::string> sets;
     bool report_only = false, json = false;
 };
@@ -208,11 +208,11 @@ std::vector<Run> existing_runs(const Opts& o, bool explicit_list, std::vector<st
         for (const auto& e : fs::directory_iterator(o.out + "/runs")) {
             std::string v;
             uint64_t s;
-            if (e.is_directory() && report::parse_run_name(e.path().filename().string(), v, s) &&
-                std::find(kVariants.begin(), kVariants.end(), v) != kVariants.end())
+            if (e.is_directory() && report::parse_run_name(e.path().filename().string(), v, s) && variant_find(v) &&
+                v == variant_find(v)->key)
                 found.push_back({v, s});
         }
-        auto rank = [](const std::string& v) { return std::find(kVariants.begin(), kVariants.end(), v) - kVariants.begin(); };
+        auto rank = [](const std::string& v) { return variant_find(v) - variant_table().data(); };
         std::sort(found.begin(), found.end(), [&](const auto& a, const auto& b) {
             return rank(a.first) != rank(b.first) ? rank(a.first) < rank(b.first) : a.second < b.second;
         });
@@ -346,7 +346,7 @@ Runner add_compare(CLI::App& app) {
     app.add_option("--format", o->format, "Data format: auto, text, u16, llmc")
         ->check(CLI::IsMember({"auto", "text", "u16", "llmc"}));
     CLI::Option* variants = app.add_option("--variants", o->variants, "Comma-separated hyper_conn_type values, the "
-                                           "table's row order (default: none,hc,mhc,mhc_lite,kromhc)");
+                                           "table's row order (default: " + variant_keys_csv() + ")");
     CLI::Option* seeds = app.add_option("--seeds", o->seeds, "Comma-separated seeds (default: 1)");
     app.add_option("--set", o->sets, "Override one config key for every run: --set key=value (repeatable)");
     app.add_option("--out", o->out, "Comparison directory: runs/<variant>-s<seed>/, report.md, report.html, "

@@ -42,14 +42,14 @@ Runner add_info(CLI::App& app) {
                             {"parameters", (long)m.param.size()}, {"connection_parameters", conn_params},
                             {"tokens", B * T}, {"input", o->data.empty() ? "random tokens" : o->data}};
         std::printf("%s: %s n=%d, %d layers x %d wide, %d heads, vocab %d, block %d\n", o->ckpt.c_str(),
-                    m.cfg.hyper_conn_type.c_str(), m.n, m.L, m.C, m.H, m.V, m.Tmax);
+                    variant_key(m.cfg.hyper_conn_type), m.n, m.L, m.C, m.H, m.V, m.Tmax);
         std::printf("parameters: %ld (connections %ld, %.2f%%)\n", (long)m.param.size(), conn_params,
                     100.0 * conn_params / m.param.size());
         std::printf("connection diagnostics over %d tokens of %s (SPEC §6; depth = composite map up to the site):\n",
                     B * T, o->data.empty() ? "random tokens" : o->data.c_str());
         std::printf("%-5s %-10s %11s %11s %9s %9s %9s %9s %10s %10s%s\n", "site", "branch", "DS err mean",
                     "DS err max", "fwd mean", "fwd max", "bwd mean", "bwd max", "depth fwd", "depth bwd",
-                    m.variant == Variant::mhc ? "  log(1/nu) mean  max  >30" : "");
+                    variant_info(m.variant).log_inv_nu ? "  log(1/nu) mean  max  >30" : "");
         nlohmann::json sites = gpt_diagnostics(m)["sites"];
         for (auto& s : sites) {
             const int k = s["site"];

@@ -33,14 +33,13 @@ std::vector<std::string> split_list(const std::string& list) {
 }
 
 std::vector<std::string> parse_variant_list(const std::string& list) {
-    static const std::vector<std::string> all = {"none", "hc", "mhc", "mhc_lite", "kromhc"};
     std::vector<std::string> out;
     for (std::string v : split_list(list)) {
-        if (v == "residual") v = "none";
-        if (v == "mhc-lite") v = "mhc_lite";
-        if (std::find(all.begin(), all.end(), v) == all.end())
-            throw std::invalid_argument("unknown variant '" + v + "' in --variants (choose from none, hc, mhc, "
-                                        "mhc_lite, kromhc; aliases residual, mhc-lite)");
+        const VariantInfo* info = variant_find(v);
+        if (!info)
+            throw std::invalid_argument("unknown variant '" + v + "' in --variants (choose from " +
+                                        variant_choices(false, ", ", ", ") + "; aliases " + variant_other_spellings() + ")");
+        v = info->key;
         if (std::find(out.begin(), out.end(), v) != out.end())
             throw std::invalid_argument("variant '" + v + "' is listed twice in --variants");
         out.push_back(v);
@@ -71,8 +70,9 @@ int main(int argc, char** argv) {
     // A file-size limit (or a full quota) should fail the write with an error we report, leaving
     // the previous checkpoint intact, not kill the process.
     std::signal(SIGXFSZ, SIG_IGN);
-    CLI::App app{"mhc: train, evaluate and sample GPT models whose residual connections are\n"
-                 "hyper-connections (residual, hc, mhc, mhc-lite, kromhc). See README.md and SPEC.md."};
+    const std::string about = "mhc: train, evaluate and sample GPT models whose residual connections are\n"
+                              "hyper-connections (" + mhc::variant_choices(true, ", ", ", ") + "). See README.md and SPEC.md.";
+    CLI::App app{about};
     app.require_subcommand(1);
     app.set_version_flag("--version", "mhc 0.1");
     std::map<CLI::App*, mhc::cli::Runner> runners;

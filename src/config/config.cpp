@@ -34,7 +34,7 @@ namespace mhc {
 
 namespace {
 
-using Ref = std::variant<int*, uint64_t*, double*, bool*, std::string*>;
+using Ref = std::variant<int*, uint64_t*, double*, bool*, std::string*, Variant*>;
 
 struct Field {
     const char* name;
@@ -133,8 +133,6 @@ std::string describe(const In& v) {
     return std::visit(V{}, v);
 }
 
-bool is_none_type(const std::string& t) { return t == "none" || t == "residual"; }
-
 void set_field(TrainConfig& cfg, const Field& f, const In& v, const std::string& where) {
     const std::string key = std::string("config key '") + f.name + "'";
     auto wrong = [&](const char* expected) { fail(where, key + " must be " + expected + ", got " + describe(v)); };
@@ -173,6 +171,12 @@ void set_field(TrainConfig& cfg, const Field& f, const In& v, const std::string&
     } else if (auto p = std::get_if<std::string*>(&ref)) {
         if (auto s = std::get_if<std::string>(&v)) **p = *s;
         else wrong("a string");
+    } else if (auto p = std::get_if<Variant*>(&ref)) {
+        const auto* s = std::get_if<std::string>(&v);
+        if (!s) wrong("a string");
+        const VariantInfo* info = variant_find(*s);
+        if (!info) fail(where, std::string(f.name) + " '" + *s + "' is unknown (expected " + variant_choices() + ")");
+        **p = info->id;
     }
 }
 
@@ -222,15 +226,19 @@ toml::table parse_toml(const std::string& text, const std::string& source) {
 // the output back (where it is then explicit) gives the same finalized config.
 TrainConfig output_view(const TrainConfig& cfg) {
     TrainConfig c = cfg;
-    if (is_none_type(c.model.hyper_conn_type) && !c.model.hyper_conn_n_set) c.model.hyper_conn_n = 1;
+    const int fixed_n = variant_info(c.model.hyper_conn_type).fixed_n;
+    if (fixed_n && !c.model.hyper_conn_n_set) c.model.hyper_conn_n = fixed_n;
     return c;
 }
+
+template <typename V> nlohmann::json json_value(const V& v) { return v; }
+nlohmann::json json_value(Variant v) { return variant_key(v); }
 
 nlohmann::json to_json(const TrainConfig& cfg, bool model_only) {
     TrainConfig c = output_view(cfg);
     nlohmann::json j = nlohmann::json::object();
     for (const Field& f : kFields)
-        if (!model_only || f.model) std::visit([&](auto* p) { j[f.name] = *p; }, f.ref(c));
+        if (!model_only || f.model) std::visit([&](auto* p) { j[f.name] = json_value(*p); }, f.ref(c));
     return j;
 }
 
@@ -352,6 +360,7 @@ std::string config_to_toml(const TrainConfig& cfg) {
             std::string operator()(const double* p) const { return fmt_double(*p); }
             std::string operator()(const bool* p) const { return *p ? "true" : "false"; }
             std::string operator()(const std::string* p) const { return toml_quote(*p); }
+            std::string operator()(const Variant* p) const { return toml_quote(variant_key(*p)); }
         };
         out += std::string(f.name) + " = " + std::visit(V{}, f.ref(c)) + "\n";
     }

@@ -40,10 +40,8 @@ long factorial(int n) {
 void config_finalize(TrainConfig& c) {
     ModelConfig& m = c.model;
 
-    // Aliases first: the rest of the engine sees one spelling per variant.
-    if (m.hyper_conn_type == "mhc-lite") m.hyper_conn_type = "mhc_lite";
-    if (m.hyper_conn_type == "residual") m.hyper_conn_type = "none";
-    if (m.hyper_conn_type == "none" && !m.hyper_conn_n_set) m.hyper_conn_n = 1;
+    const VariantInfo& info = variant_info(m.hyper_conn_type);
+    if (info.fixed_n && !m.hyper_conn_n_set) m.hyper_conn_n = info.fixed_n;
     const bool decay_derived = c.lr_decay_iters == 0;
     if (decay_derived) c.lr_decay_iters = c.max_iters;
     if (c.checkpoint_interval == 0) c.checkpoint_interval = c.eval_interval;
@@ -83,25 +81,23 @@ void config_finalize(TrainConfig& c) {
     at_least_1(c.keep_checkpoints, "keep_checkpoints");
     at_least_1(c.max_nonfinite_steps, "max_nonfinite_steps");
 
-    const std::string& t = m.hyper_conn_type;
+    const std::string t = info.key, n_str = std::to_string(m.hyper_conn_n);
     const int n = m.hyper_conn_n;
-    check(t == "none" || t == "hc" || t == "mhc" || t == "mhc_lite" || t == "kromhc",
-          "hyper_conn_type '" + t + "' is unknown (expected none, hc, mhc, mhc_lite or kromhc)");
-    check(n >= 1 && n <= 8, "hyper_conn_n must be in 1..8, got " + std::to_string(n));
-    check(t != "none" || n == 1,
-          "hyper_conn_n must be 1 for hyper_conn_type none (a single residual stream), got " + std::to_string(n));
-    check(t != "kromhc" || (n & (n - 1)) == 0,
-          "hyper_conn_n must be a power of two (1, 2, 4, 8) for hyper_conn_type kromhc, got " + std::to_string(n));
+    check(n >= 1 && n <= 8, "hyper_conn_n must be in 1..8, got " + n_str);
+    check(!info.fixed_n || n == info.fixed_n,
+          "hyper_conn_n must be " + std::to_string(info.fixed_n) + " for hyper_conn_type " + t + " (" + info.summary +
+              "), got " + n_str);
+    check(!info.n_power_of_two || (n & (n - 1)) == 0,
+          "hyper_conn_n must be a power of two (1, 2, 4, 8) for hyper_conn_type " + t + ", got " + n_str);
     check(m.hyper_conn_perm_subset >= 0, "hyper_conn_perm_subset must be >= 0 (0: all n! permutations), got " +
                                              std::to_string(m.hyper_conn_perm_subset));
-    if (t == "mhc_lite") {
+    if (m.hyper_conn_type == Variant::mhc_lite) {  // the options of mhc-lite's permutation list
         check(n <= 6 || m.hyper_conn_perm_subset > 0,
-              "hyper_conn_type mhc_lite with hyper_conn_n " + std::to_string(n) + " would mix all " +
+              "hyper_conn_type mhc_lite with hyper_conn_n " + n_str + " would mix all " +
                   std::to_string(factorial(n)) + " permutations; set hyper_conn_perm_subset (e.g. 24)");
         check(m.hyper_conn_perm_subset <= factorial(n),
-              "hyper_conn_perm_subset " + std::to_string(m.hyper_conn_perm_subset) + " is larger than " +
-                  std::to_string(n) + "! = " + std::to_string(factorial(n)) + " (hyper_conn_n " +
-                  std::to_string(n) + ")");
+              "hyper_conn_perm_subset " + std::to_string(m.hyper_conn_perm_subset) + " is larger than " + n_str +
+                  "! = " + std::to_string(factorial(n)) + " (hyper_conn_n " + n_str + ")");
     }
     at_least_1(m.sinkhorn_iters, "sinkhorn_iters");
     check(m.vocab_size >= 0, "vocab_size must be >= 0 (0: from the data), got " + std::to_string(m.vocab_size));

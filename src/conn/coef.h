@@ -15,10 +15,4 @@ void coef_forward_token(const ConnSite& s, const R* params, const R* P, R* c);
 template <typename R>
 void coef_backward_token(const ConnSite& s, const R* params, const R* c, const double* dhpre, R* G);
 
-// Log-domain Sinkhorn on L [n,n] in place, `iters` column-then-row normalisations (rows are
-// exact after each). If trace is non-null it receives L after each half step (2*iters*n*n).
-void sinkhorn_log(double* L, int n, int iters, double* trace);
-// Backward through sinkhorn_log given its trace: dL [n,n] in/out (dL/dL_final -> dL/dL_initial).
-void sinkhorn_log_backward(const double* trace, int n, int iters, double* dL);
-
 }  // namespace mhc::detail

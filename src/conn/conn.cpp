@@ -119,13 +119,6 @@ template <typename R> const R* cache_hpost(const ConnSite& s, const R* cache, in
     return cache + (long)tok * s.stride + s.c_hpost;
 }
 
-template <typename R> void sinkhorn_forward(const R* L, int n, int iters, R* H) {
-    double l[64];
-    for (int i = 0; i < n * n; i++) l[i] = (double)L[i];
-    detail::sinkhorn_log(l, n, iters, nullptr);
-    for (int i = 0; i < n * n; i++) H[i] = R(std::exp(l[i]));
-}
-
 template <typename T, typename R>
 void conn_pre_forward(const ConnSite& s, const R* params, const T* X, T* u, R* cache, R* scratch,
                       int N) {
@@ -355,8 +348,7 @@ MHC_CONN_INST(double, double)
 #define MHC_R_INST(R)                                                                  \
     template const R* cache_hpre<R>(const ConnSite&, const R*, int);                  \
     template const R* cache_hres<R>(const ConnSite&, const R*, int);                  \
-    template const R* cache_hpost<R>(const ConnSite&, const R*, int);                 \
-    template void sinkhorn_forward<R>(const R*, int, int, R*);
+    template const R* cache_hpost<R>(const ConnSite&, const R*, int);
 MHC_R_INST(float)
 MHC_R_INST(double)
 

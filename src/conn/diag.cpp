@@ -50,15 +50,16 @@ template <typename R> SiteDiag conn_site_diagnostics(const ConnSite& s, const R*
     const int n = s.n;
     Acc ds, fwd, bwd, nu;
     long above = 0;
+    const bool want_nu = variant_info(s.cfg.variant).log_inv_nu;
     for (int tok = 0; tok < N; tok++) {
         const R* H = cache_hres(s, cache, tok);
         ds.add(ds_error(H, n).value());
         const Gain g = map_gain_of_hres(H, n);
         fwd.add(g.fwd);
         bwd.add(g.bwd);
-        if (s.cfg.variant == Variant::mhc) {
+        if (want_nu) {  // the pre-Sinkhorn logits, as the mixer cached them
             const R* L = cache + (long)tok * s.stride + s.c_extra;
-            const auto [lo, hi] = std::minmax_element(L, L + n * n);
+            const auto [lo, hi] = std::minmax_element(L, L + s.n_extra);
             const double v = (double)*hi - (double)*lo;
             nu.add(v);
             above += v > 30;
@@ -68,7 +69,7 @@ template <typename R> SiteDiag conn_site_diagnostics(const ConnSite& s, const R*
     d.ds = ds.stat();
     d.fwd = fwd.stat();
     d.bwd = bwd.stat();
-    if (s.cfg.variant == Variant::mhc) {
+    if (want_nu) {
         d.has_nu = true;
         d.log_inv_nu = nu.stat();
         d.frac_nu_above_30 = N ? (double)above / N : 0;

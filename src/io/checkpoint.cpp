@@ -26,7 +26,7 @@ SafeTensors checkpoint_tensors(const GPT<float>& m, const std::map<std::string, 
         std::vector<float> v(m.param.begin() + t.offset, m.param.begin() + t.offset + t.size);
         st.tensors[t.name] = st_from_floats(v, std::vector<int64_t>(t.shape.begin(), t.shape.end()));
     }
-    if (m.variant == Variant::mhc_lite)
+    if (variant_info(m.variant).stores_perms)
         for (int k = 0; k < 2 * m.L; k++) {
             const ConnSite& s = m.sites[k];
             st.tensors[site_prefix(k) + "perms"] =
@@ -96,7 +96,7 @@ void checkpoint_load(const SafeTensors& st, GPT<float>& m) {
         bad("its config describes a model of at least " + std::to_string((long long)lower) +
             " parameters, but the file holds " + std::to_string((long long)values) + " values");
     std::vector<std::vector<int>> perms;
-    const bool lite = variant_from_string(cfg.hyper_conn_type) == Variant::mhc_lite;
+    const bool lite = variant_info(cfg.hyper_conn_type).stores_perms;
     if (lite)
         for (int k = 0; k < 2 * cfg.n_layer; k++) {
             const StTensor& p = st.at(site_prefix(k) + "perms");

@@ -21,8 +21,8 @@ void gpt_build(GPT<T>& m, const ModelConfig& cfg, const std::vector<std::vector<
     m = GPT<T>();
     m.cfg = cfg;
     m.L = cfg.n_layer, m.C = cfg.n_embd, m.H = cfg.n_head, m.V = cfg.vocab_size, m.Tmax = cfg.block_size;
-    m.variant = variant_from_string(cfg.hyper_conn_type);
-    m.n = m.variant == Variant::residual ? 1 : cfg.hyper_conn_n;
+    m.variant = cfg.hyper_conn_type;
+    m.n = variant_info(m.variant).fixed_n ? variant_info(m.variant).fixed_n : cfg.hyper_conn_n;
     if (site_perms && (int)site_perms->size() != 2 * m.L) bad("need one permutation list per site");
     for (int k = 0; k < 2 * m.L; k++) {
         ConnConfig cc;

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "mhc/variant.h"
 #include "report/report.h"
 #include "report/subprocess.h"
 
@@ -22,10 +23,25 @@ namespace mhc::report {
 namespace {
 
 const char* colour_of(const std::string& variant) {
-    static const std::map<std::string, const char*> fixed = {
-        {"none", "#555555"}, {"hc", "#ff7f0e"}, {"mhc", "#d62728"}, {"mhc_lite", "#1f77b4"}, {"kromhc", "#2ca02c"}};
-    auto it = fixed.find(variant);
-    return it != fixed.end() ? it->second : "#9467bd";
+    const VariantInfo* info = variant_find(variant);
+    return info ? info->colour : "#9467bd";
+}
+
+// "none, mhc_lite and kromhc": the variants whose composite gain is exactly 1.
+std::string exact_gain_variants() {
+    std::vector<std::string> keys;
+    for (const VariantInfo& i : variant_table())
+        if (i.mixing == Mixing::identity || i.mixing == Mixing::exact_ds) keys.push_back(i.key);
+    std::string out;
+    for (size_t k = 0; k < keys.size(); k++) out += (k ? (k + 1 == keys.size() ? " and " : ", ") : "") + keys[k];
+    return out;
+}
+
+std::string ds_variant_keys() {
+    std::string out;
+    for (const VariantInfo& i : variant_table())
+        if (is_doubly_stochastic(i.mixing)) out += (out.empty() ? "" : ", ") + std::string(i.key);
+    return out;
 }
 
 constexpr double kLogFloor = 1e-16;  // zeros on a log axis are drawn here (said in the caption)
@@ -265,18 +281,20 @@ std::vector<PlotFile> write_plot_scripts(const ReportInput& in, std::vector<std:
                                        "the composite residual map A_k…A_1 up to each site, max over the tokens of the "
                                        "diagnostics batch, from each run's last diagnostics" + step_phrase(s0, s1) +
                                        "; mean over seeds; log scale (SPEC §6). Equal lines overlap (exactly 1 for "
-                                       "none, mhc_lite and kromhc); the last variant is drawn on top." +
+                                       + exact_gain_variants() + "); the last variant is drawn on top." +
                                        (no_diag.empty() ? "" : " No diagnostics for: " + join(no_diag) + ".")});
     else
         notes.push_back("No composite-gain plot: " + how + ".");
 
-    std::vector<std::string> ds_variants;
+    std::vector<std::string> ds_variants;  // the doubly stochastic ones: the DS error is their guarantee
     for (const std::string& v : in.variants)
-        if (v == "mhc" || v == "mhc_lite") ds_variants.push_back(v);
+        if (const VariantInfo* info = variant_find(v); info && is_doubly_stochastic(info->mixing))
+            ds_variants.push_back(v);
     no_diag.clear();
     s0 = LONG_MAX, s1 = LONG_MIN;
     if (ds_variants.empty())
-        notes.push_back("No DS-error plot: neither mhc nor mhc_lite is in this comparison.");
+        notes.push_back("No DS-error plot: no doubly stochastic variant (" + ds_variant_keys() +
+                        ") is in this comparison.");
     else if (site_plot(in, ds_variants, "ds_error", "Doubly-stochastic error of H_res per site, end of training",
                        "DS error", {"max", &SiteDiag::ds_error_max}, {"mean", &SiteDiag::ds_error_mean}, no_diag, s0,
                        s1))

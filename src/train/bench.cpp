@@ -78,7 +78,7 @@ BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::str
     std::vector<int32_t> in((size_t)B * T), tg(in.size());
 
     BenchResult r;
-    r.variant = cfg.model.hyper_conn_type;
+    r.variant = variant_key(cfg.model.hyper_conn_type);
     r.params = (long)m.param.size();
     r.tokens_per_step = (long)B * T * accum;
     r.model_gflop_per_step = model_flops_per_step(cfg.model, r.tokens_per_step) * 1e-9;

@@ -191,7 +191,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     res.final_loss = res.final_val_loss = NAN;  // stay NaN when a resumed run has no step left
     if (!opt.quiet)
         std::fprintf(stderr, "mhc train: %s, n=%d, %d layers x %d wide, %ld parameters, %ld tokens/step, "
-                     "steps %ld..%d\n", cfg.model.hyper_conn_type.c_str(), m.n, m.L, m.C,
+                     "steps %ld..%d\n", variant_key(cfg.model.hyper_conn_type), m.n, m.L, m.C,
                      (long)m.param.size(), tokens_per_step, rs.step, cfg.max_iters);
     for (long step = rs.step; step < cfg.max_iters; step++) {
         const auto t0 = std::chrono::steady_clock::now();

@@ -297,7 +297,7 @@ def test_report_only_fixtures():
     with open(os.path.join(out, "ds_error.dat")) as f:
         ds = f.read()
     check("DS error: mhc-lite's exact zeros are drawn at 1e-16", "1e-16" in ds and "# index 1: mhc_lite" in ds, ds)
-    check("DS error: only mhc and mhc_lite", "hc (" not in ds.replace("mhc (", ""), ds)
+    check("DS error: only the doubly stochastic variants (mhc, mhc_lite here)", "hc (" not in ds.replace("mhc (", ""), ds)
     with open(os.path.join(out, "report.md")) as f:
         md = f.read()
     check("the DS-error caption says how zeros are drawn", "exact zeros included, are drawn at 1e-16" in md, md)
