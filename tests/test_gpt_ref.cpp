@@ -227,6 +227,17 @@ TEST(OpsParity, EveryOpForwardAndBackward) {
         expect(dwte, D(st, "grad.wte"), "encoder dwte");
         expect(dwpe, D(st, "grad.wpe"), "encoder dwpe");
     }
+    {
+        const auto st = load("stream_sum");
+        auto X = D(st, "X"), up = D(st, "upstream");
+        const auto& shape = st.at("X").shape;
+        const int N = (int)shape[0], n = (int)shape[1], C = (int)shape[2];
+        std::vector<double> out((size_t)N * C), dX(X.size());
+        stream_sum_forward(out.data(), X.data(), N, n, C);
+        stream_sum_backward(dX.data(), up.data(), N, n, C);
+        expect(out, D(st, "out"), "stream_sum out");
+        expect(dX, D(st, "grad.X"), "stream_sum dX");
+    }
 }
 
 }  // namespace

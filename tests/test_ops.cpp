@@ -291,4 +291,39 @@ TEST(OpsFiniteDiff, CrossEntropy) {
     EXPECT_NEAR(crossentropy_forward(far.data(), l1.data(), t1.data(), 1, V), 200.0, 1e-9);
 }
 
+TEST(OpsFiniteDiff, StreamSum) {
+    std::mt19937_64 rng(7);
+    const int N = 3, n = 4, C = 5;
+    Vec X = randn(N * n * C, rng), G = randn(N * C, rng), out(N * C);
+    auto loss = [&] {
+        stream_sum_forward(out.data(), X.data(), N, n, C);
+        return dotv(out, G);
+    };
+    loss();
+    EXPECT_DOUBLE_EQ(out[C + 2], X[(n + 0) * C + 2] + X[(n + 1) * C + 2] + X[(n + 2) * C + 2] + X[(n + 3) * C + 2]);
+    Vec dX(N * n * C, NAN);  // overwritten
+    stream_sum_backward(dX.data(), G.data(), N, n, C);
+    check_grad(X, dX, loss, "X");
+}
+
+// The one-position attention over a KV cache gives the full causal attention's row at every
+// position, fed one position at a time (T = 1, 3 and 65: across a query block of kAttBlock).
+TEST(OpsCached, AttentionMatchesFullRowByRow) {
+    for (const int Tn : {1, 3, 65}) {
+        SCOPED_TRACE("T = " + std::to_string(Tn));
+        std::mt19937_64 rng(8 + Tn);
+        const int C = 12, H = 3;
+        Vec qkv = randn((size_t)Tn * 3 * C, rng), full((size_t)Tn * C), att((size_t)H * Tn * Tn, 0.0);
+        attention_forward(full.data(), att.data(), qkv.data(), 1, Tn, C, H);
+        Vec K((size_t)Tn * C, NAN), V((size_t)Tn * C, NAN), out(C), patt((size_t)H * Tn);
+        for (int pos = 0; pos < Tn; pos++) {
+            std::fill(out.begin(), out.end(), NAN);
+            attention_cached_forward(out.data(), patt.data(), qkv.data() + (size_t)pos * 3 * C, K.data(), V.data(),
+                                     pos, C, H, Tn);
+            for (int c = 0; c < C; c++) EXPECT_NEAR(out[c], full[(size_t)pos * C + c], 1e-12) << pos << " " << c;
+        }
+        for (int c = 0; c < C; c++) EXPECT_EQ(K[(size_t)(Tn - 1) * C + c], qkv[(size_t)(Tn - 1) * 3 * C + C + c]);
+    }
+}
+
 }  // namespace

@@ -18,8 +18,9 @@ struct GptBlock {
     long conn[2] = {-1, -1};  // start of the hc_attn / hc_mlp parameter blocks
 };
 
-// Seconds spent in each kind of work inside gpt_forward / gpt_backward, accumulated while
-// GPT::phases points at one (mhc bench). "other" is LayerNorm, GELU, embedding, loss, stream sums.
+// Seconds spent in each kind of op inside gpt_forward / gpt_backward, accumulated while GPT::phases
+// points at one (mhc bench); taken per op call (src/model/cpu_ops.h). "other" is LayerNorm, GELU,
+// embedding, loss, stream sums.
 enum Phase { kPhaseMatmul, kPhaseAttention, kPhaseConn, kPhaseOther, kPhaseCount };
 struct PhaseTimes {
     double s[kPhaseCount] = {};
@@ -45,13 +46,14 @@ template <typename T> struct GPT {
     std::vector<int32_t> inputs, targets;
     struct Site { T *cache, *u, *y; };
     struct Block { T *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *ln2, *ln2_mean, *ln2_rstd, *fch, *fcg; };
+    struct BlockGrad { T *du, *dy, *dln, *dqkv, *datt, *datty, *dfch, *dfcg; };  // one block's, reused by all
     std::vector<T*> X;                 // 2L + 1 stream states [N, n, C]
     std::vector<Site> s_act;
     std::vector<Block> b_act;
     T *lnf = nullptr, *lnf_mean = nullptr, *lnf_rstd = nullptr, *hsum = nullptr, *logits = nullptr,
       *losses = nullptr, *scratch = nullptr;
-    T *dXa = nullptr, *dXb = nullptr, *du = nullptr, *dy = nullptr, *dln = nullptr, *dqkv = nullptr,
-      *datt = nullptr, *datty = nullptr, *dfch = nullptr, *dfcg = nullptr, *dhsum = nullptr, *dlnf = nullptr;
+    T *dXa = nullptr, *dXb = nullptr, *dhsum = nullptr, *dlnf = nullptr;
+    BlockGrad bgrad{};
     bool have_targets = false;
     double loss = 0;
     PhaseTimes* phases = nullptr;      // if set, forward and backward add their time per phase here

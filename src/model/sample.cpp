@@ -9,51 +9,16 @@
 #include <string>
 #include <utility>
 
-#include "ops/ops.h"
+#include "model/block.h"
+#include "model/cpu_ops.h"
 
 namespace mhc {
 
 namespace {
 
-template <typename T> const T* opt(const T* P, long off) { return off < 0 ? nullptr : P + off; }
-
 template <typename T> bool fits(const KVCache<T>& kv, const GPT<T>& m) {
     return !kv.buf.empty() && kv.L == m.L && kv.C == m.C && kv.H == m.H && kv.n == m.n &&
            kv.V == m.V && kv.Tmax == m.Tmax;
-}
-
-// Causal attention of the query at position `pos` over the cached keys/values 0..pos of one layer,
-// in the order of operations of attention_forward (scores, scale, max-shifted exp, 1/z), so the
-// two agree to rounding. K, V: [Tmax, C]; out [C], heads concatenated.
-template <typename T>
-void attend_one(T* out, T* att, const T* q, const T* K, const T* V, int pos, int C, int H, int Tmax) {
-    const int hs = C / H;
-    const T scale = T(1.0 / std::sqrt((double)hs));
-#pragma omp parallel for schedule(static) if ((long)(pos + 1) * C >= 65536)
-    for (int h = 0; h < H; h++) {
-        const T* qh = q + h * hs;
-        T* p = att + (long)h * Tmax;
-        T mx = 0;
-        for (int j = 0; j <= pos; j++) {
-            const T* kj = K + (long)j * C + h * hs;
-            T s = 0;
-#pragma omp simd reduction(+ : s)
-            for (int c = 0; c < hs; c++) s += qh[c] * kj[c];
-            p[j] = s;
-            mx = j == 0 ? s * scale : std::max(mx, s * scale);
-        }
-        double z = 0;
-        for (int j = 0; j <= pos; j++) z += (double)(p[j] = std::exp(p[j] * scale - mx));
-        const T inv = T(1.0 / z);
-        T* o = out + h * hs;
-        std::fill(o, o + hs, T(0));
-        for (int j = 0; j <= pos; j++) {
-            const T pj = p[j] * inv;
-            const T* vj = V + (long)j * C + h * hs;
-#pragma omp simd
-            for (int c = 0; c < hs; c++) o[c] += pj * vj[c];
-        }
-    }
 }
 
 }  // namespace
@@ -97,42 +62,25 @@ template <typename T> const T* gpt_forward_token(const GPT<T>& m, KVCache<T>& kv
     if (kv.pos >= kv.Tmax)
         throw std::length_error("KV cache full: block_size " + std::to_string(kv.Tmax) +
                                 " positions already fed (reset it and re-feed a shorter context)");
-    const int C = m.C, n = m.n, pos = kv.pos;
+    const int C = m.C, pos = kv.pos;
     const T* P = m.param.data();
-    T *X = kv.Xa, *Xn = kv.Xb;  // the streams before / after the current site
-    encoder_forward(X, &token, P + m.wte, P + m.wpe + (long)pos * C, 1, 1, C, n);
+    const detail::CpuOps ops;
+    // One set of activations for every block and site in turn: a site's post reads only its own
+    // pre's cache, and nothing is kept for a backward.
+    const typename GPT<T>::Block a = {kv.ln, kv.mean, kv.rstd, kv.qkv, kv.att, kv.atty,
+                                      kv.ln, kv.mean, kv.rstd, kv.fch, kv.fcg};
+    const typename GPT<T>::Site site = {kv.conn_cache, kv.u, kv.y};
+    T *X = kv.Xa, *Xmid = kv.Xb;  // the streams before a block (and after it) / between its sites
+    ops.encoder_forward(X, &token, P + m.wte, P + m.wpe + (long)pos * C, 1, 1, C, m.n);
     for (int i = 0; i < m.L; i++) {
-        const GptBlock& w = m.blocks[i];
-        const ConnSite& sa = m.sites[2 * i];
-        conn_pre_forward(sa, P + w.conn[0], X, kv.u, kv.conn_cache, kv.conn_scratch, 1);
-        layernorm_forward(kv.ln, kv.mean, kv.rstd, kv.u, P + w.ln1_w, opt(P, w.ln1_b), 1, C);
-        matmul_forward(kv.qkv, kv.ln, P + w.attn_w, opt(P, w.attn_b), 1, C, 3 * C);
         T* K = kv.k.data() + (long)i * kv.Tmax * C;
         T* V = kv.v.data() + (long)i * kv.Tmax * C;
-        std::copy(kv.qkv + C, kv.qkv + 2 * C, K + (long)pos * C);
-        std::copy(kv.qkv + 2 * C, kv.qkv + 3 * C, V + (long)pos * C);
-        attend_one(kv.atty, kv.att, kv.qkv, K, V, pos, C, m.H, kv.Tmax);
-        matmul_forward(kv.y, kv.atty, P + w.aproj_w, opt(P, w.aproj_b), 1, C, C);
-        conn_post_forward(sa, kv.conn_cache, X, kv.y, Xn, 1);
-        std::swap(X, Xn);
-
-        const ConnSite& sm = m.sites[2 * i + 1];
-        conn_pre_forward(sm, P + w.conn[1], X, kv.u, kv.conn_cache, kv.conn_scratch, 1);
-        layernorm_forward(kv.ln, kv.mean, kv.rstd, kv.u, P + w.ln2_w, opt(P, w.ln2_b), 1, C);
-        matmul_forward(kv.fch, kv.ln, P + w.fc_w, opt(P, w.fc_b), 1, C, 4 * C);
-        gelu_forward(kv.fcg, kv.fch, 4L * C);
-        matmul_forward(kv.y, kv.fcg, P + w.mproj_w, opt(P, w.mproj_b), 1, 4 * C, C);
-        conn_post_forward(sm, kv.conn_cache, X, kv.y, Xn, 1);
-        std::swap(X, Xn);
+        auto attend = [&](const T* qkv, T* atty, T* att) {
+            ops.attention_cached_forward(atty, att, qkv, K, V, pos, C, m.H, kv.Tmax);
+        };
+        detail::block_forward(ops, m, i, P, X, Xmid, X, a, site, site, kv.conn_scratch, 1, attend);
     }
-    // ln_f on each stream, the streams summed in stream order (as gpt_forward does), tied head.
-    layernorm_forward(kv.lnf, kv.lnf_mean, kv.lnf_rstd, X, P + m.lnf_w, opt(P, m.lnf_b), n, C);
-    for (int c = 0; c < C; c++) {
-        T acc = 0;
-        for (int s = 0; s < n; s++) acc += kv.lnf[(long)s * C + c];
-        kv.hsum[c] = acc;
-    }
-    matmul_forward(kv.logits, kv.hsum, P + m.wte, (const T*)nullptr, 1, C, m.V);
+    detail::head_forward(ops, m, P, X, kv.lnf, kv.lnf_mean, kv.lnf_rstd, kv.hsum, kv.logits, 1);
     kv.pos++;
     kv.positions_processed++;
     return kv.logits;

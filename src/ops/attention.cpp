@@ -2,7 +2,8 @@
 // (OpenBLAS runs single-threaded inside our parallel region). Blocked causally: query rows go in
 // blocks of kAttBlock, and block [r0, r1) meets only keys [0, r1), so the products above the
 // diagonal blocks are never computed: (nb+1)/(2nb) of the full T×T work for nb blocks (5/8 at
-// T = 256). The softmax scale rides in the GEMMs' alpha.
+// T = 256). The softmax scale rides in the GEMMs' alpha. Also its one-position twin over a KV
+// cache, for inference.
 #include <algorithm>
 #include <cmath>
 
@@ -79,11 +80,47 @@ void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* 
     }
 }
 
+template <typename T>
+void attention_cached_forward(T* out, T* att, const T* qkv, T* Kc, T* Vc, int pos, int C, int H, int Tmax) {
+    std::copy(qkv + C, qkv + 2 * C, Kc + (long)pos * C);
+    std::copy(qkv + 2 * C, qkv + 3 * C, Vc + (long)pos * C);
+    const int hs = C / H;
+    const T scale = T(1.0 / std::sqrt((double)hs));
+#pragma omp parallel for schedule(static) if ((long)(pos + 1) * C >= 65536)
+    for (int h = 0; h < H; h++) {
+        const T* qh = qkv + h * hs;
+        T* p = att + (long)h * Tmax;
+        T mx = 0;
+        for (int j = 0; j <= pos; j++) {
+            const T* kj = Kc + (long)j * C + h * hs;
+            T s = 0;
+#pragma omp simd reduction(+ : s)
+            for (int c = 0; c < hs; c++) s += qh[c] * kj[c];
+            p[j] = s;
+            mx = j == 0 ? s * scale : std::max(mx, s * scale);
+        }
+        double z = 0;
+        for (int j = 0; j <= pos; j++) z += (double)(p[j] = std::exp(p[j] * scale - mx));
+        const T inv = T(1.0 / z);
+        T* o = out + h * hs;
+        std::fill(o, o + hs, T(0));
+        for (int j = 0; j <= pos; j++) {
+            const T pj = p[j] * inv;
+            const T* vj = Vc + (long)j * C + h * hs;
+#pragma omp simd
+            for (int c = 0; c < hs; c++) o[c] += pj * vj[c];
+        }
+    }
+}
+
 template void attention_forward<float>(float*, float*, const float*, int, int, int, int);
 template void attention_forward<double>(double*, double*, const double*, int, int, int, int);
 template void attention_backward<float>(float*, float*, const float*, const float*, const float*,
                                         int, int, int, int);
 template void attention_backward<double>(double*, double*, const double*, const double*,
                                          const double*, int, int, int, int);
+template void attention_cached_forward<float>(float*, float*, const float*, float*, float*, int, int, int, int);
+template void attention_cached_forward<double>(double*, double*, const double*, double*, double*, int, int, int,
+                                               int);
 
 }  // namespace mhc

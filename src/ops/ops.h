@@ -48,6 +48,18 @@ template <typename T>
 void attention_backward(T* dqkv, T* datt, const T* dout, const T* qkv, const T* att, int B, int Tn,
                         int C, int H);
 
+// The attention core of one new position over a KV cache (inference): writes its key and value
+// (qkv [3C], q | k | v) into row pos of Kc, Vc [Tmax, C], then attends its query over rows 0..pos in
+// attention_forward's order of operations (scores, scale, max-shifted exp, 1/z), so the two agree to
+// rounding. out [C], heads concatenated; att [H, Tmax] scratch (the probabilities).
+template <typename T>
+void attention_cached_forward(T* out, T* att, const T* qkv, T* Kc, T* Vc, int pos, int C, int H, int Tmax);
+
+// Sum of the n streams: out[t,:] = Σ_s X[t,s,:] in stream order.   X [N, n, C], out [N, C]
+template <typename T> void stream_sum_forward(T* out, const T* X, int N, int n, int C);
+// dX[t,s,:] = dout[t,:] for every stream (overwritten)
+template <typename T> void stream_sum_backward(T* dX, const T* dout, int N, int n, int C);
+
 // Softmax cross-entropy, fused. logits [N, V] are replaced by the probabilities; losses [N].
 // Returns the mean loss. Targets must be in [0, V).
 template <typename T>

@@ -290,8 +290,17 @@ def op_encoder(gen):
     return [("wte", wte), ("wpe", wpe), ("idx", idx)] + res, {"op": "encoder"}
 
 
+def op_stream_sum(gen):
+    N, n, C = 4, 3, 6
+    X = _randn(gen, N, n, C)
+    up = _randn(gen, N, C)
+    fn = lambda X: X.sum(dim=1)  # noqa: E731  (SPEC §3: the streams are summed before the LM head)
+    return [("X", X)] + _grads(fn, {"X": X}, up), {"op": "stream_sum"}
+
+
 OPS = {"layernorm": op_layernorm, "linear": op_linear, "gelu": op_gelu,
-       "attention": op_attention, "crossentropy": op_crossentropy, "encoder": op_encoder}
+       "attention": op_attention, "crossentropy": op_crossentropy, "encoder": op_encoder,
+       "stream_sum": op_stream_sum}
 
 
 def make_op_case(op):

@@ -931,7 +931,7 @@ with tempfile.TemporaryDirectory() as _gfx_dir:
         assert _gfx_ok
         want = {n + ".safetensors" for n, _ in mg.all_cases()}
         assert set(os.listdir(_gfx_dir)) == want, set(os.listdir(_gfx_dir)) ^ want
-        assert len(want) == 6 + 5 + 6
+        assert len(want) == 6 + 5 + 7
 
     def _raw_dtypes(path):
         raw = open(path, "rb").read()
@@ -1077,6 +1077,8 @@ with tempfile.TemporaryDirectory() as _gfx_dir:
             V = ts["wte"].shape[0]
             oh = torch.nn.functional.one_hot(idx, V).to(F64)
             return lambda wte, wpe: oh @ wte + wpe.unsqueeze(0), ("wte", "wpe")
+        if op == "stream_sum":  # an explicit loop over the streams
+            return lambda X: sum(X[:, s, :] for s in range(X.shape[1])), ("X",)
         raise KeyError(op)
 
     @check("op fixtures: names, shapes, dtypes; reproduced by independent formulas")
@@ -1086,7 +1088,8 @@ with tempfile.TemporaryDirectory() as _gfx_dir:
                   "gelu": {"x": (50,), "out": (50,)},
                   "attention": {"qkv": (2, 5, 24), "out": (2, 5, 8)},
                   "crossentropy": {"logits": (7, 11), "targets": (7,), "out": ()},
-                  "encoder": {"wte": (11, 8), "wpe": (5, 8), "idx": (2, 5), "out": (2, 5, 8)}}
+                  "encoder": {"wte": (11, 8), "wpe": (5, 8), "idx": (2, 5), "out": (2, 5, 8)},
+                  "stream_sum": {"X": (4, 3, 6), "out": (4, 6)}}
         for op, shp in shapes.items():
             path = os.path.join(_gfx_dir, "op_%s.safetensors" % op)
             ts, meta = read_safetensors(path)
