@@ -32,7 +32,7 @@ B=build-fuzz
 # Tests and benchmarks are not needed here (and would be built with clang for nothing).
 if [ ! -f "$B/build.ninja" ]; then
   CC=clang CXX=clang++ cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMHC_FUZZ=ON \
-    -DMHC_BUILD_TESTS=OFF -DMHC_BUILD_BENCH=OFF >/dev/null
+    -DMHC_BUILD_TESTS=OFF -DMHC_BUILD_BENCH=OFF -DMHC_CUDA=OFF >/dev/null
 fi
 if ((seeds)); then
   cmake --build "$B" --target fuzz_make_seeds

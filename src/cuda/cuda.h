@@ -1,0 +1,126 @@
+// The CUDA backend's runtime helpers (host side): error checks, the device check, device buffers,
+// the cuBLAS handle and row-major GEMMs through it, a scratch workspace. Everything is fp32 on the
+// device with TF32 off, on one stream (the default one), without atomics, so that a run is
+// bit-identical when repeated and equal to the CPU's to fp32 rounding (docs/GPU.md).
+// MHC_CUDA_EMU builds use the CPU emulation of cuda/emu.h instead of the CUDA toolkit.
+#pragma once
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#if MHC_CUDA_EMU
+#include "cuda/emu.h"
+#else
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#endif
+
+namespace mhc {
+
+// Whether a usable CUDA device is there. If not, *reason (when given) gets one line starting
+// "no CUDA device: " (e.g. "no CUDA device: CUDA driver version is insufficient for CUDA runtime
+// version"). Never throws; asks once per process.
+bool cuda_available(std::string* reason = nullptr);
+
+}  // namespace mhc
+
+namespace mhc::cuda {
+
+// Throws std::runtime_error("<call> failed: <what> (<file>:<line>)"), one line.
+[[noreturn]] void fail(const char* call, const char* what, const char* file, int line);
+inline void check(cudaError_t e, const char* call, const char* file, int line) {
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();  // the runtime keeps a failed call's error for the next check: clear it
+        fail(call, cudaGetErrorString(e), file, line);
+    }
+}
+inline void check(cublasStatus_t s, const char* call, const char* file, int line) {
+    if (s != CUBLAS_STATUS_SUCCESS) fail(call, cublasGetStatusString(s), file, line);
+}
+#define MHC_CUDA_CHECK(call) ::mhc::cuda::check((call), #call, __FILE__, __LINE__)
+
+// The process's cuBLAS handle: CUBLAS_PEDANTIC_MATH (fp32 products, never TF32), host pointer
+// mode, atomics not allowed (deterministic results).
+cublasHandle_t cublas();
+
+// Row-major GEMM on device pointers with detail::gemm's meaning (ops/blas.h):
+// C [m, n] = alpha · op(A) · op(B) + beta · C, op(A) m x k, op(B) k x n. beta 0: C is not read.
+void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B, int ldb,
+          float beta, float* C, int ldc);
+// `batch` of them, matrix b at A + b·sA, B + b·sB, C + b·sC.
+void gemm_batched(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, long sA,
+                  const float* B, int ldb, long sB, float beta, float* C, int ldc, long sC, int batch);
+
+// `count` doubles of device scratch for the reductions' partial sums, valid until the next call.
+// Launches are ordered on the one stream, so consecutive users may share it; it only grows (after
+// a device synchronisation, so no kernel still reads the old one).
+double* workspace(size_t count);
+
+// Copies between host and device (count elements), checked.
+void copy_to_device(void* dst, const void* src, size_t bytes);
+void copy_to_host(void* dst, const void* src, size_t bytes);
+void copy_on_device(void* dst, const void* src, size_t bytes);
+void fill_bytes(void* dst, int byte, size_t bytes);
+void synchronize();
+
+// A device allocation of `size()` elements; move-only, freed on destruction.
+template <typename T> class DeviceBuffer {
+public:
+    DeviceBuffer() = default;
+    explicit DeviceBuffer(size_t n) { resize(n); }
+    DeviceBuffer(const DeviceBuffer&) = delete;
+    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+    DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
+    DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+        if (this != &o) release(), p_ = o.p_, n_ = o.n_, o.p_ = nullptr, o.n_ = 0;
+        return *this;
+    }
+    ~DeviceBuffer() { release(); }
+
+    // Reallocates (contents lost) unless the size is already n.
+    void resize(size_t n) {
+        if (n == n_) return;
+        release();
+        if (!n) return;
+        void* p = nullptr;
+        MHC_CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
+        p_ = (T*)p, n_ = n;
+    }
+    T* data() { return p_; }
+    const T* data() const { return p_; }
+    size_t size() const { return n_; }
+    bool empty() const { return n_ == 0; }
+
+    void upload(const T* host, size_t count, size_t at = 0) {
+        if (at + count > n_) fail("DeviceBuffer::upload", "past the end of the buffer", __FILE__, __LINE__);
+        copy_to_device(p_ + at, host, count * sizeof(T));
+    }
+    void download(T* host, size_t count, size_t at = 0) const {
+        if (at + count > n_) fail("DeviceBuffer::download", "past the end of the buffer", __FILE__, __LINE__);
+        copy_to_host(host, p_ + at, count * sizeof(T));
+    }
+    void upload(const std::vector<T>& v) {
+        resize(v.size());
+        upload(v.data(), v.size());
+    }
+    std::vector<T> download() const {
+        std::vector<T> v(n_);
+        download(v.data(), n_);
+        return v;
+    }
+    void fill_bytes(int byte) { cuda::fill_bytes(p_, byte, n_ * sizeof(T)); }
+
+private:
+    void release() noexcept {
+        if (p_ && cudaFree(p_) != cudaSuccess) (void)cudaGetLastError();  // a destructor must not throw
+        p_ = nullptr, n_ = 0;
+    }
+    T* p_ = nullptr;
+    size_t n_ = 0;
+};
+
+namespace detail {
+cudaError_t probe_kernel();  // launches a one-thread kernel and waits for it (cuda/probe.cu)
+}
+
+}  // namespace mhc::cuda

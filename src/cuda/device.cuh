@@ -1,0 +1,104 @@
+// Device-side building blocks shared by the kernels (.cu files only): the checked launch, warp and
+// block sums in a fixed order, elementwise launches, and deterministic sums over rows per column.
+// No float atomics anywhere: every sum has one fixed order, so a run repeats bit for bit.
+#pragma once
+#include "cuda/cuda.h"
+
+#if MHC_CUDA_EMU
+#define MHC_LAUNCH(kernel, grid, block, ...)                                                   \
+    do {                                                                                       \
+        ::mhc::emu::launch(#kernel, (grid), (block), kernel, __VA_ARGS__);                     \
+        ::mhc::cuda::check(cudaGetLastError(), "launch of " #kernel, __FILE__, __LINE__);      \
+    } while (0)
+#else
+#define MHC_LAUNCH(kernel, grid, block, ...)                                                   \
+    do {                                                                                       \
+        kernel<<<(grid), (block)>>>(__VA_ARGS__);                                              \
+        ::mhc::cuda::check(cudaGetLastError(), "launch of " #kernel, __FILE__, __LINE__);      \
+    } while (0)
+#endif
+
+#define MHC_DEV __device__ __forceinline__
+
+namespace mhc::cuda {
+
+constexpr int kThreads = 256;   // threads per block of the elementwise and row kernels
+constexpr int kRowChunk = 64;   // rows per partial sum of colsum()
+
+MHC_DEV int imin(int a, int b) { return a < b ? a : b; }
+MHC_DEV long lmin(long a, long b) { return a < b ? a : b; }
+
+// Blocks for `count` items at `threads` per block (the grid-stride loops cover any excess).
+inline unsigned nblocks(long count, int threads = kThreads) {
+    const long b = (count + threads - 1) / threads;
+    return (unsigned)(b < 1 ? 1 : b > (1L << 20) ? (1L << 20) : b);
+}
+
+// Sum over the 32 lanes of a warp, the same tree on every lane (so every lane gets the same bits).
+MHC_DEV double warp_sum(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+MHC_DEV float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const float w = __shfl_xor_sync(0xffffffffu, v, o);
+        v = w > v ? w : v;
+    }
+    return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, every thread calls it): warps, then the warps'
+// sums in warp order; every thread returns the same value. sh: __shared__ double[32].
+MHC_DEV double block_sum(double v, double* sh) {
+    v = warp_sum(v);
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();  // sh may still be read by a previous call
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    return warp_sum(lane < nw ? sh[lane] : 0.0);
+}
+MHC_DEV float block_max(float v, float* sh) {
+    v = warp_max(v);
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    return warp_max(lane < nw ? sh[lane] : sh[0]);
+}
+
+// f(i) for every i in [0, count): f is a functor with a __device__ operator()(long).
+template <typename F> __global__ void k_each(long count, F f) {
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < count; i += (long)gridDim.x * blockDim.x) f(i);
+}
+template <typename F> void each(long count, const F& f) {
+    if (count > 0) MHC_LAUNCH(k_each<F>, nblocks(count), kThreads, count, f);
+}
+
+// Sums over rows per column, deterministic: rows in chunks of kRowChunk, each chunk's rows added in
+// order, then the chunks in order (all in double). f(row, col) -> double gives the terms;
+// done(col, sum) receives each column's sum. Needs rows / kRowChunk < 65536 chunks.
+template <typename F> __global__ void k_colsum_part(F f, int rows, int cols, double* part) {
+    const int col = blockIdx.x * blockDim.x + threadIdx.x, chunk = blockIdx.y;
+    if (col >= cols) return;
+    const int r1 = imin(rows, (chunk + 1) * kRowChunk);
+    double acc = 0;
+    for (int r = chunk * kRowChunk; r < r1; r++) acc += f(r, col);
+    part[(long)chunk * cols + col] = acc;
+}
+template <typename G> __global__ void k_colsum_done(G done, int cols, int nchunks, const double* part) {
+    const int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= cols) return;
+    double s = 0;
+    for (int c = 0; c < nchunks; c++) s += part[(long)c * cols + col];
+    done(col, s);
+}
+template <typename F, typename G> void colsum(int rows, int cols, const F& f, const G& done) {
+    if (rows <= 0 || cols <= 0) return;
+    const int nch = (rows + kRowChunk - 1) / kRowChunk;
+    if (nch > 65535) fail("colsum", "too many rows for one grid column", __FILE__, __LINE__);
+    double* part = workspace((size_t)nch * cols);
+    MHC_LAUNCH(k_colsum_part<F>, dim3((cols + 127) / 128, nch), 128, f, rows, cols, part);
+    MHC_LAUNCH(k_colsum_done<G>, nblocks(cols, 128), 128, done, cols, nch, part);
+}
+
+}  // namespace mhc::cuda

@@ -1,0 +1,424 @@
+// The CPU emulation of CUDA and cuBLAS (cuda/emu.h): fibers for the threads of a block, a registry
+// of device allocations, and cuBLAS's GEMMs as plain loops with the library's argument checks.
+#include "cuda/emu.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define MHC_EMU_ASAN 1
+#else
+#define MHC_EMU_ASAN 0
+#endif
+
+#if !defined(__x86_64__)
+#error "the CUDA emulation switches fibers with x86-64 assembly; configure with -DMHC_CUDA_EMU=OFF"
+#endif
+
+// mhc_emu_switch(save, to): saves the callee-saved registers, MXCSR and the x87 control word on the
+// current stack, stores the stack pointer in *save, continues on stack `to` (System V x86-64).
+extern "C" void mhc_emu_switch(void** save, void* to);
+asm(R"(
+    .text
+    .globl mhc_emu_switch
+    .type mhc_emu_switch, @function
+mhc_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size mhc_emu_switch, .-mhc_emu_switch
+    .section .note.GNU-stack,"",@progbits
+    .text
+)");
+
+namespace mhc::emu {
+
+namespace {
+
+[[noreturn]] void die(const std::string& what) {
+    std::fprintf(stderr, "CUDA emulation: %s\n", what.c_str());
+    std::fflush(stderr);
+    std::abort();
+}
+
+enum class State { run, wait_block, wait_warp, done };
+
+constexpr size_t kStack = MHC_EMU_ASAN ? (1u << 20) : (256u << 10);
+
+struct Fiber {
+    void* sp = nullptr;
+    std::unique_ptr<char[]> stack;
+    uint3 tid{0, 0, 0};
+    State state = State::done;
+};
+
+struct Scheduler {
+    std::vector<Fiber> fibers;
+    void* sched_sp = nullptr;
+    int cur = -1;
+    const std::function<void()>* body = nullptr;
+    const char* kernel = "";
+    std::vector<uint64_t> slots;  // one per thread: the values published at a warp exchange
+#if MHC_EMU_ASAN
+    void* fake_stack = nullptr;
+    const void* main_bottom = nullptr;
+    size_t main_size = 0;
+#endif
+};
+thread_local Scheduler S;
+
+// Fiber side: give control back to the scheduler in the given state.
+void yield(State st) {
+    Fiber& f = S.fibers[S.cur];
+    f.state = st;
+#if MHC_EMU_ASAN
+    void* fake = nullptr;
+    __sanitizer_start_switch_fiber(st == State::done ? nullptr : &fake, S.main_bottom, S.main_size);
+    mhc_emu_switch(&f.sp, S.sched_sp);
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+    mhc_emu_switch(&f.sp, S.sched_sp);
+#endif
+}
+
+extern "C" void fiber_entry() {
+#if MHC_EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &S.main_bottom, &S.main_size);
+#endif
+    (*S.body)();
+    yield(State::done);
+    die("a finished fiber was resumed");
+}
+
+// A fresh stack that starts in fiber_entry when switched to (see mhc_emu_switch's pops).
+void prime(Fiber& f) {
+    if (!f.stack) f.stack.reset(new char[kStack]);
+    uintptr_t top = ((uintptr_t)f.stack.get() + kStack) & ~(uintptr_t)15;
+    uint64_t* s = (uint64_t*)top;
+    *--s = 0;                        // fiber_entry's return address (it never returns)
+    *--s = (uint64_t)&fiber_entry;   // popped by `ret`
+    for (int i = 0; i < 6; i++) *--s = 0;  // rbp rbx r12 r13 r14 r15
+    --s;
+    const uint32_t mxcsr = 0x1F80;   // default: round to nearest, exceptions masked
+    const uint16_t fpucw = 0x037F;
+    std::memcpy((char*)s, &mxcsr, 4);
+    std::memcpy((char*)s + 4, &fpucw, 2);
+    f.sp = s;
+    f.state = State::run;
+}
+
+void resume(int i) {
+    S.cur = i;
+    threadIdx = S.fibers[i].tid;
+#if MHC_EMU_ASAN
+    void* fake = nullptr;
+    __sanitizer_start_switch_fiber(&fake, S.fibers[i].stack.get(), kStack);
+    mhc_emu_switch(&S.sched_sp, S.fibers[i].sp);
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+    mhc_emu_switch(&S.sched_sp, S.fibers[i].sp);
+#endif
+}
+
+int linear(const uint3& t) { return (int)(t.x + blockDim.x * (t.y + blockDim.y * t.z)); }
+
+void run_block(int nt) {
+    for (int i = 0; i < nt; i++) {
+        Fiber& f = S.fibers[i];
+        f.tid = {(unsigned)i % blockDim.x, (unsigned)i / blockDim.x % blockDim.y,
+                 (unsigned)i / (blockDim.x * blockDim.y)};
+        prime(f);
+    }
+    // Warp by warp: each warp runs as far as it can (its lanes in step at shuffles) before the next
+    // one starts, so warps drift as far apart as __syncthreads allows. A shared-memory hazard
+    // between warps that a missing __syncthreads leaves open then gives wrong values (lockstep
+    // warps would hide it).
+    const int nw = (nt + warpSize - 1) / warpSize;
+    for (;;) {
+        for (int w = 0; w < nw; w++) {
+            const int l0 = w * warpSize, l1 = std::min(nt, l0 + warpSize);
+            for (;;) {
+                for (int i = l0; i < l1; i++)
+                    if (S.fibers[i].state == State::run) resume(i);
+                int waiting = 0, done = 0;
+                for (int i = l0; i < l1; i++) {
+                    waiting += S.fibers[i].state == State::wait_warp;
+                    done += S.fibers[i].state == State::done;
+                }
+                if (waiting && waiting != l1 - l0)
+                    die(std::string(S.kernel) + ": a warp shuffle that some lanes of the warp never reach");
+                if (!waiting) break;  // the warp is done or at the block barrier
+                for (int i = l0; i < l1; i++) S.fibers[i].state = State::run;
+            }
+        }
+        int at_block = 0, done = 0;
+        for (int i = 0; i < nt; i++) {
+            at_block += S.fibers[i].state == State::wait_block;
+            done += S.fibers[i].state == State::done;
+        }
+        if (done == nt) return;
+        if (at_block != nt)
+            die(std::string(S.kernel) + ": __syncthreads() that not every thread of the block reaches (" +
+                std::to_string(at_block) + " of " + std::to_string(nt) + ")");
+        for (int i = 0; i < nt; i++) S.fibers[i].state = State::run;
+    }
+}
+
+cudaError_t g_last = cudaSuccess;
+
+// Device allocations: start -> size.
+std::map<uintptr_t, size_t>& allocations() {
+    static std::map<uintptr_t, size_t> m;
+    return m;
+}
+
+}  // namespace
+
+void syncthreads() {
+    if (S.cur < 0) die("__syncthreads() outside a kernel");
+    yield(State::wait_block);
+}
+
+uint64_t warp_exchange(uint64_t bits, int src_lane) {
+    if (S.cur < 0) die("warp shuffle outside a kernel");
+    const int me = linear(S.fibers[S.cur].tid);
+    const int base = me - me % warpSize;
+    const int nt = (int)(blockDim.x * blockDim.y * blockDim.z);
+    if (src_lane < 0 || src_lane >= warpSize || base + src_lane >= nt)
+        die(std::string(S.kernel) + ": shuffle from lane " + std::to_string(src_lane) + ", which does not exist");
+    S.slots[me] = bits;
+    yield(State::wait_warp);  // every lane has published
+    const uint64_t got = S.slots[base + src_lane];
+    yield(State::wait_warp);  // every lane has read before the slots are reused
+    return got;
+}
+
+void run(dim3 grid, dim3 block, const std::function<void()>& body, const char* name) {
+    const unsigned long nt = (unsigned long)block.x * block.y * block.z;
+    if (!grid.x || !grid.y || !grid.z || !nt || nt > 1024 || block.z > 64 || grid.y > 65535 || grid.z > 65535 ||
+        grid.x > 2147483647u) {
+        g_last = cudaErrorInvalidConfiguration;
+        return;
+    }
+    if (S.cur >= 0) die(std::string("kernel ") + name + " launched from inside a kernel");
+    if (S.fibers.size() < nt) S.fibers.resize(nt);
+    S.slots.assign(nt, 0);
+    S.body = &body;
+    S.kernel = name;
+    gridDim = grid;
+    blockDim = block;
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                blockIdx = {x, y, z};
+                run_block((int)nt);
+            }
+    S.cur = -1;
+    S.body = nullptr;
+}
+
+bool is_device(const void* p, size_t bytes) {
+    const auto& m = allocations();
+    auto it = m.upper_bound((uintptr_t)p);
+    if (it == m.begin()) return false;
+    --it;
+    return (uintptr_t)p >= it->first && (uintptr_t)p + bytes <= it->first + it->second;
+}
+
+}  // namespace mhc::emu
+
+using mhc::emu::is_device;
+
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+    void* q = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
+    if (!q) return mhc::emu::g_last = cudaErrorMemoryAllocation;
+    mhc::emu::allocations()[(uintptr_t)q] = bytes;
+    *p = q;
+    return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* p) {
+    if (!p) return cudaSuccess;
+    auto& m = mhc::emu::allocations();
+    auto it = m.find((uintptr_t)p);
+    if (it == m.end()) return mhc::emu::g_last = cudaErrorInvalidDevicePointer;
+    m.erase(it);
+    std::free(p);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+    if (!bytes) return cudaSuccess;
+    const bool dd = is_device(dst, bytes), sd = is_device(src, bytes);
+    bool ok = false;
+    switch (kind) {
+        case cudaMemcpyHostToHost: ok = !dd && !sd; break;
+        case cudaMemcpyHostToDevice: ok = dd && !sd; break;
+        case cudaMemcpyDeviceToHost: ok = !dd && sd; break;
+        case cudaMemcpyDeviceToDevice: ok = dd && sd; break;
+        case cudaMemcpyDefault: ok = true; break;
+    }
+    if (!ok) return mhc::emu::g_last = cudaErrorInvalidMemcpyDirection;
+    std::memmove(dst, src, bytes);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemset(void* p, int value, size_t bytes) {
+    if (!bytes) return cudaSuccess;
+    if (!is_device(p, bytes)) return mhc::emu::g_last = cudaErrorInvalidValue;
+    std::memset(p, value, bytes);
+    return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError() {
+    const cudaError_t e = mhc::emu::g_last;
+    mhc::emu::g_last = cudaSuccess;
+    return e;
+}
+cudaError_t cudaPeekAtLastError() { return mhc::emu::g_last; }
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaGetDeviceCount(int* count) {
+    *count = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidValue; }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+    if (device != 0) return cudaErrorInvalidValue;
+    *prop = cudaDeviceProp{};
+    std::snprintf(prop->name, sizeof prop->name, "CUDA emulation on the CPU");
+    prop->major = 9;
+    prop->minor = 0;
+    prop->multiProcessorCount = 1;
+    prop->totalGlobalMem = (size_t)1 << 34;
+    return cudaSuccess;
+}
+const char* cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+        case cudaSuccess: return "no error";
+        case cudaErrorInvalidValue: return "invalid argument";
+        case cudaErrorMemoryAllocation: return "out of memory";
+        case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+        case cudaErrorInvalidDevicePointer: return "invalid device pointer";
+        case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
+        default: return "unknown error";
+    }
+}
+
+// ---- cuBLAS -------------------------------------------------------------------------------------
+struct cublasContext {
+    cublasMath_t math = CUBLAS_DEFAULT_MATH;
+};
+
+cublasStatus_t cublasCreate(cublasHandle_t* h) {
+    *h = new cublasContext;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasDestroy(cublasHandle_t h) {
+    delete h;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode) {
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    h->math = mode;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetPointerMode(cublasHandle_t h, cublasPointerMode_t mode) {
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    return mode == CUBLAS_POINTER_MODE_HOST ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_SUPPORTED;
+}
+cublasStatus_t cublasSetAtomicsMode(cublasHandle_t h, cublasAtomicsMode_t) {
+    return h ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+}
+const char* cublasGetStatusString(cublasStatus_t s) {
+    switch (s) {
+        case CUBLAS_STATUS_SUCCESS: return "the operation completed successfully";
+        case CUBLAS_STATUS_NOT_INITIALIZED: return "the library was not initialized";
+        case CUBLAS_STATUS_ALLOC_FAILED: return "the resource allocation failed";
+        case CUBLAS_STATUS_INVALID_VALUE: return "an invalid numeric value was used as an argument";
+        case CUBLAS_STATUS_EXECUTION_FAILED: return "the GPU program failed to execute";
+        case CUBLAS_STATUS_NOT_SUPPORTED: return "the functionality requested is not supported";
+    }
+    return "unknown error";
+}
+
+namespace {
+
+// cuBLAS's checks of a GEMM's arguments (column-major: op(A) m x k, op(B) k x n, C m x n).
+bool gemm_args_ok(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int lda, int ldb, int ldc) {
+    if (m < 0 || n < 0 || k < 0) return false;
+    if (lda < std::max(1, ta == CUBLAS_OP_N ? m : k)) return false;
+    if (ldb < std::max(1, tb == CUBLAS_OP_N ? k : n)) return false;
+    return ldc >= std::max(1, m);
+}
+
+// The extent in elements of a column-major operand: rows x cols with leading dimension ld.
+size_t extent(int rows, int cols, int ld) { return rows && cols ? (size_t)ld * (cols - 1) + rows : 0; }
+
+void gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha, const float* A, int lda,
+           const float* B, int ldb, float beta, float* C, int ldc) {
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            float acc = 0;  // fp32 accumulation, like the library's SGEMM
+            for (int l = 0; l < k; l++) {
+                const float a = ta == CUBLAS_OP_N ? A[i + (size_t)l * lda] : A[l + (size_t)i * lda];
+                const float b = tb == CUBLAS_OP_N ? B[l + (size_t)j * ldb] : B[j + (size_t)l * ldb];
+                acc = std::fma(a, b, acc);
+            }
+            float& c = C[i + (size_t)j * ldc];
+            c = beta == 0.0f ? alpha * acc : alpha * acc + beta * c;  // beta 0: C is not read (may be NaN)
+        }
+}
+
+}  // namespace
+
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                         int k, const float* alpha, const float* A, int lda, long long strideA,
+                                         const float* B, int ldb, long long strideB, const float* beta, float* C,
+                                         int ldc, long long strideC, int batchCount) {
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (!gemm_args_ok(ta, tb, m, n, k, lda, ldb, ldc) || batchCount < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    if (is_device(alpha, 4) || is_device(beta, 4))
+        mhc::emu::die("cublas: alpha/beta must be host pointers (pointer mode host)");
+    for (int b = 0; b < batchCount; b++) {
+        const float* Ab = A + b * strideA;
+        const float* Bb = B + b * strideB;
+        float* Cb = C + b * strideC;
+        const int ar = ta == CUBLAS_OP_N ? m : k, ac = ta == CUBLAS_OP_N ? k : m;
+        const int br = tb == CUBLAS_OP_N ? k : n, bc = tb == CUBLAS_OP_N ? n : k;
+        if ((m && n && k && (!is_device(Ab, 4 * extent(ar, ac, lda)) || !is_device(Bb, 4 * extent(br, bc, ldb)))) ||
+            (m && n && !is_device(Cb, 4 * extent(m, n, ldc))))
+            mhc::emu::die("cublas: a matrix outside device memory (host pointer, or ld/stride past the allocation)");
+        gemm1(ta, tb, m, n, k, *alpha, Ab, lda, Bb, ldb, *beta, Cb, ldc);
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                           const float* alpha, const float* A, int lda, const float* B, int ldb, const float* beta,
+                           float* C, int ldc) {
+    return cublasSgemmStridedBatched(h, ta, tb, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+}

@@ -1,0 +1,145 @@
+// A CPU emulation of the part of CUDA and cuBLAS this engine uses, so that the .cu sources compile
+// with the host compiler and their tests run on a machine without a GPU (MHC_CUDA_EMU builds, the
+// emu.* tests). It checks what the hardware would refuse or leave undefined instead of tolerating
+// it: launch shapes, host pointers handed to cuBLAS or to a device-side copy, a warp shuffle or
+// __syncthreads that not every thread of the warp / block reaches (a deadlock on the GPU, or
+// undefined), cuBLAS's argument checks. Each emulated thread is a fiber: the threads of one block
+// run in turn on the calling thread, switching only at barriers, blocks one after the other.
+// Not emulated: concurrency between blocks, memory ordering, speed. One host thread at a time.
+#pragma once
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <tuple>
+#include <utility>
+
+// ---- launch shapes and thread indices ----------------------------------------------------------
+struct dim3 {
+    unsigned x, y, z;
+    constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct uint3 {
+    unsigned x, y, z;
+};
+inline thread_local uint3 threadIdx{0, 0, 0};
+inline thread_local uint3 blockIdx{0, 0, 0};
+inline thread_local dim3 blockDim{1, 1, 1};
+inline thread_local dim3 gridDim{1, 1, 1};
+constexpr int warpSize = 32;
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+// One block runs at a time, so a function-local static is the block's shared memory.
+#define __shared__ static
+
+// ---- runtime API -------------------------------------------------------------------------------
+typedef int cudaError_t;
+enum : int {
+    cudaSuccess = 0,
+    cudaErrorInvalidValue = 1,
+    cudaErrorMemoryAllocation = 2,
+    cudaErrorInvalidConfiguration = 9,
+    cudaErrorInvalidDevicePointer = 17,
+    cudaErrorInvalidMemcpyDirection = 21,
+};
+enum cudaMemcpyKind {
+    cudaMemcpyHostToHost = 0,
+    cudaMemcpyHostToDevice = 1,
+    cudaMemcpyDeviceToHost = 2,
+    cudaMemcpyDeviceToDevice = 3,
+    cudaMemcpyDefault = 4,
+};
+typedef struct CUstream_st* cudaStream_t;
+struct cudaDeviceProp {
+    char name[256];
+    int major, minor, multiProcessorCount;
+    size_t totalGlobalMem;
+};
+
+cudaError_t cudaMalloc(void** p, size_t bytes);
+template <typename T> cudaError_t cudaMalloc(T** p, size_t bytes) { return cudaMalloc((void**)p, bytes); }
+cudaError_t cudaFree(void* p);
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
+cudaError_t cudaMemset(void* p, int value, size_t bytes);
+cudaError_t cudaGetLastError();
+cudaError_t cudaPeekAtLastError();
+cudaError_t cudaDeviceSynchronize();
+cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
+const char* cudaGetErrorString(cudaError_t e);
+
+// ---- cuBLAS (column-major, as the library) -----------------------------------------------------
+typedef struct cublasContext* cublasHandle_t;
+typedef enum {
+    CUBLAS_STATUS_SUCCESS = 0,
+    CUBLAS_STATUS_NOT_INITIALIZED = 1,
+    CUBLAS_STATUS_ALLOC_FAILED = 3,
+    CUBLAS_STATUS_INVALID_VALUE = 7,
+    CUBLAS_STATUS_EXECUTION_FAILED = 13,
+    CUBLAS_STATUS_NOT_SUPPORTED = 15,
+} cublasStatus_t;
+typedef enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 } cublasOperation_t;
+typedef enum { CUBLAS_DEFAULT_MATH = 0, CUBLAS_PEDANTIC_MATH = 2 } cublasMath_t;
+typedef enum { CUBLAS_POINTER_MODE_HOST = 0, CUBLAS_POINTER_MODE_DEVICE = 1 } cublasPointerMode_t;
+typedef enum { CUBLAS_ATOMICS_NOT_ALLOWED = 0, CUBLAS_ATOMICS_ALLOWED = 1 } cublasAtomicsMode_t;
+
+cublasStatus_t cublasCreate(cublasHandle_t* h);
+cublasStatus_t cublasDestroy(cublasHandle_t h);
+cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode);
+cublasStatus_t cublasSetPointerMode(cublasHandle_t h, cublasPointerMode_t mode);
+cublasStatus_t cublasSetAtomicsMode(cublasHandle_t h, cublasAtomicsMode_t mode);
+const char* cublasGetStatusString(cublasStatus_t s);
+cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                           const float* alpha, const float* A, int lda, const float* B, int ldb, const float* beta,
+                           float* C, int ldc);
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                         int k, const float* alpha, const float* A, int lda, long long strideA,
+                                         const float* B, int ldb, long long strideB, const float* beta, float* C,
+                                         int ldc, long long strideC, int batchCount);
+
+// ---- device side: barriers, shuffles, launches -------------------------------------------------
+namespace mhc::emu {
+
+void syncthreads();                  // the block barrier
+uint64_t warp_exchange(uint64_t bits, int src_lane);  // every lane of the warp publishes, then reads src_lane's
+
+// Runs body() once per thread of every block (the kernel with its arguments bound).
+void run(dim3 grid, dim3 block, const std::function<void()>& body, const char* name);
+
+// Arguments are converted to the kernel's parameter types once, at the launch, as CUDA does.
+template <typename... P, typename... A>
+void launch(const char* name, dim3 grid, dim3 block, void (*kernel)(P...), A&&... args) {
+    std::tuple<P...> bound(std::forward<A>(args)...);
+    run(grid, block, [&] { std::apply(kernel, bound); }, name);
+}
+
+// Whether [p, p + bytes) lies inside one emulated device allocation.
+bool is_device(const void* p, size_t bytes);
+
+}  // namespace mhc::emu
+
+inline void __syncthreads() { ::mhc::emu::syncthreads(); }
+
+template <typename T> T __shfl_sync_bits(T v, int src_lane) {
+    static_assert(sizeof(T) <= 8);
+    uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof(T));
+    bits = ::mhc::emu::warp_exchange(bits, src_lane);
+    T out;
+    std::memcpy(&out, &bits, sizeof(T));
+    return out;
+}
+inline unsigned emu_lane() {
+    return (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) % warpSize;
+}
+template <typename T> T __shfl_xor_sync(unsigned /*mask: always the full warp here*/, T v, int lane_mask) {
+    return __shfl_sync_bits(v, (int)(emu_lane() ^ (unsigned)lane_mask));
+}
+template <typename T> T __shfl_sync(unsigned, T v, int src_lane) { return __shfl_sync_bits(v, src_lane); }
+

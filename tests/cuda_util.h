@@ -1,0 +1,109 @@
+// Helpers of the GPU tests (test_cuda_*.cpp): device copies, NaN-poisoned outputs, relative errors
+// against the CPU oracle with tolerances taken from the CPU's own fp32 error.
+//
+// Tolerance: a GPU result is compared with the CPU's fp32 result by ‖gpu − cpu‖/‖cpu‖. Both are
+// fp32 computations of the same quantity that differ only in the order of their sums (and FMA), so
+// each is about as far from the exact value as the other: the test allows 10 times the CPU fp32
+// result's own distance to the CPU's fp64 result, and never less than kRelFloor (1e-5, a few
+// hundred fp32 ulps of relative error over a whole tensor).
+// A gradient tensor of a few values (scalars, static logits: kFewValues or fewer) is a handful of
+// samples of rounding noise, and where it is a sum with heavy cancellation (the mixing logits of a
+// model's first site, whose n input streams are all equal, have a gradient of exactly 0 in exact
+// arithmetic) the CPU's own error can be small by luck: check_grad allows those 30 times the CPU's
+// error and at least 1e-4 (measured on the emulation: up to 17 times).
+#pragma once
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda.h"
+
+namespace mhc::test {
+
+constexpr double kRelFloor = 1e-5;
+constexpr size_t kFewValues = 64;
+
+template <typename T> cuda::DeviceBuffer<T> to_dev(const std::vector<T>& v) {
+    cuda::DeviceBuffer<T> d;
+    d.upload(v);
+    return d;
+}
+// n floats of NaN (every byte 0xFF): an output the GPU does not write stays NaN and fails the test.
+inline cuda::DeviceBuffer<float> dev_nan(size_t n) {
+    cuda::DeviceBuffer<float> d(n);
+    d.fill_bytes(0xFF);
+    return d;
+}
+
+template <typename A, typename B> double rel_err(const std::vector<A>& a, const std::vector<B>& b) {
+    if (a.size() != b.size()) return INFINITY;
+    double d = 0, r = 0;
+    for (size_t i = 0; i < a.size(); i++) {
+        const double x = (double)a[i], y = (double)b[i];
+        if (!std::isfinite(x)) return INFINITY;
+        d += (x - y) * (x - y), r += y * y;
+    }
+    return r > 0 ? std::sqrt(d / r) : (d > 0 ? INFINITY : 0.0);
+}
+
+template <typename T> std::vector<double> to_double(const std::vector<T>& v) { return {v.begin(), v.end()}; }
+template <typename T> std::vector<float> to_float(const std::vector<T>& v) { return {v.begin(), v.end()}; }
+
+template <typename T> std::vector<T> normal_vec(size_t count, std::mt19937_64& rng, double scale = 1.0) {
+    std::normal_distribution<double> nd(0, scale);
+    std::vector<T> v(count);
+    for (auto& x : v) x = T(nd(rng));
+    return v;
+}
+
+// The base of every GPU test: skipped, with the reason, where cuda_available() says no; keeps the
+// worst relative error of the test and records it as the property max_rel_err (gpu_check.sh's table).
+class CudaTest : public testing::Test {
+protected:
+    void SetUp() override {
+        std::string why;
+        if (!cuda_available(&why)) GTEST_SKIP() << why;
+    }
+    void TearDown() override {
+        if (checks_) {
+            char buf[32];
+            std::snprintf(buf, sizeof buf, "%.3g", worst_);
+            RecordProperty("max_rel_err", buf);
+        }
+    }
+    // Checks gpu against the CPU's fp32 result `cpu`, with the tolerance from the CPU's fp64 result
+    // `exact` (see the top of this file). Returns the error.
+    template <typename E>
+    double check(const std::string& what, const std::vector<float>& gpu, const std::vector<float>& cpu,
+                 const std::vector<E>& exact, double floor = kRelFloor, double factor = 10) {
+        const double natural = rel_err(cpu, exact);
+        if (std::getenv("MHC_TEST_ERRORS"))  // calibration: every check's error, its tolerance's basis, its size
+            std::printf("ERRCHECK %.3e %.3e %zu %s\n", rel_err(gpu, cpu), natural, cpu.size(), what.c_str());
+        return check_tol(what, gpu, cpu, std::max(floor, factor * natural));
+    }
+    // A parameter gradient tensor: check(), with the allowance for tensors of a few values.
+    template <typename E>
+    double check_grad(const std::string& what, const std::vector<float>& gpu, const std::vector<float>& cpu,
+                      const std::vector<E>& exact) {
+        const bool few = cpu.size() <= kFewValues;
+        return check(what, gpu, cpu, exact, few ? 1e-4 : kRelFloor, few ? 30 : 10);
+    }
+    double check_tol(const std::string& what, const std::vector<float>& gpu, const std::vector<float>& cpu,
+                     double tol) {
+        const double err = rel_err(gpu, cpu);
+        EXPECT_LE(err, tol) << what << ": ‖gpu − cpu‖/‖cpu‖ = " << err << " > " << tol;
+        worst_ = std::max(worst_, err);
+        checks_++;
+        return err;
+    }
+    double worst_ = 0;
+    int checks_ = 0;
+};
+
+}  // namespace mhc::test

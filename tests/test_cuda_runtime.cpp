@@ -1,0 +1,114 @@
+// The CUDA backend's runtime (cuda/cuda.h): the device check (which needs no GPU), errors, device
+// buffers, row-major GEMMs through cuBLAS against the CPU's BLAS.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <stdexcept>
+
+#include "cuda_util.h"
+#include "ops/blas.h"
+
+using namespace mhc;
+using test::CudaTest;
+
+namespace {
+
+// Runs everywhere: with no usable GPU the answer is false with a one-line reason, not a crash.
+TEST(CudaRuntime, AvailableAnswersWithoutCrashing) {
+    std::string why1, why2;
+    const bool a = cuda_available(&why1), b = cuda_available(&why2);
+    EXPECT_EQ(a, b);
+    EXPECT_EQ(why1, why2);
+    EXPECT_EQ(cuda_available(), a);
+    if (a) {
+        EXPECT_TRUE(why1.empty()) << why1;
+    } else {
+        EXPECT_EQ(why1.rfind("no CUDA device: ", 0), 0u) << why1;
+        EXPECT_GT(why1.size(), std::string("no CUDA device: ").size());
+        EXPECT_EQ(why1.find('\n'), std::string::npos) << why1;
+        std::printf("cuda_available: %s\n", why1.c_str());
+    }
+}
+
+class CudaRuntimeGpu : public CudaTest {};
+
+TEST_F(CudaRuntimeGpu, ErrorsAreOneLineNamingTheCall) {
+    try {
+        cuda::DeviceBuffer<float> huge((size_t)1 << 50);  // 4 PiB
+        FAIL() << "a 4 PiB allocation succeeded";
+    } catch (const std::runtime_error& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("cudaMalloc"), std::string::npos) << what;
+        EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+    }
+    std::string why;
+    EXPECT_TRUE(cuda_available(&why)) << "a failed call must not poison later ones";
+    cuda::DeviceBuffer<float> ok(16);  // and the device still works
+    ok.fill_bytes(0);
+    EXPECT_EQ(ok.download(), std::vector<float>(16, 0.0f));
+}
+
+TEST_F(CudaRuntimeGpu, DeviceBufferRoundTripAndMove) {
+    std::vector<float> v = {1, 2, 3, 4, 5};
+    cuda::DeviceBuffer<float> a = test::to_dev(v);
+    EXPECT_EQ(a.size(), 5u);
+    EXPECT_EQ(a.download(), v);
+    cuda::DeviceBuffer<float> b = std::move(a);
+    EXPECT_TRUE(a.empty());
+    EXPECT_EQ(b.download(), v);
+    float two[2];
+    b.download(two, 2, 3);
+    EXPECT_EQ(two[0], 4.0f);
+    EXPECT_EQ(two[1], 5.0f);
+    EXPECT_THROW(b.download(two, 2, 4), std::runtime_error);
+    EXPECT_THROW(b.upload(two, 2, 4), std::runtime_error);
+}
+
+// Every transposition, awkward sizes, a leading dimension larger than the width, beta 0 over NaN
+// (C not read) and beta 1 (accumulated), and the strided batch: against OpenBLAS in double.
+TEST_F(CudaRuntimeGpu, GemmRowMajorMatchesCpu) {
+    std::mt19937_64 rng(11);
+    for (const bool ta : {false, true})
+        for (const bool tb : {false, true})
+            for (const auto& [m, n, k] : std::vector<std::tuple<int, int, int>>{{1, 1, 1}, {3, 5, 7}, {65, 13, 40}}) {
+                const int lda = (ta ? m : k) + 2, ldb = (tb ? k : n) + 3, ldc = n + 1, batch = 3;
+                const long sA = (long)(ta ? k : m) * lda + 5, sB = (long)(tb ? n : k) * ldb + 7, sC = (long)m * ldc + 1;
+                std::vector<float> A = test::normal_vec<float>(sA * batch, rng), B = test::normal_vec<float>(sB * batch, rng);
+                std::vector<float> C0 = test::normal_vec<float>(sC * batch, rng);
+                for (const float beta : {0.0f, 1.0f}) {
+                    std::vector<double> ref = test::to_double(C0);
+                    std::vector<float> cpu = C0;
+                    for (int b = 0; b < batch; b++) {
+                        std::vector<double> Ad = test::to_double(A), Bd = test::to_double(B);
+                        detail::gemm(ta, tb, m, n, k, 0.5, Ad.data() + b * sA, lda, Bd.data() + b * sB, ldb,
+                                     (double)beta, ref.data() + b * sC, ldc);
+                        detail::gemm(ta, tb, m, n, k, 0.5f, A.data() + b * sA, lda, B.data() + b * sB, ldb, beta,
+                                     cpu.data() + b * sC, ldc);
+                    }
+                    auto dA = test::to_dev(A), dB = test::to_dev(B);
+                    auto dC = test::to_dev(C0);
+                    if (beta == 0.0f) {  // C must not be read: poison what the product overwrites
+                        std::vector<float> poisoned = C0;
+                        for (int b = 0; b < batch; b++)
+                            for (int i = 0; i < m; i++)
+                                for (int j = 0; j < n; j++) poisoned[b * sC + (long)i * ldc + j] = NAN;
+                        dC.upload(poisoned);
+                    }
+                    cuda::gemm_batched(ta, tb, m, n, k, 0.5f, dA.data(), lda, sA, dB.data(), ldb, sB, beta,
+                                       dC.data(), ldc, sC, batch);
+                    const std::string what = std::string("batched ta=") + (ta ? "T" : "N") + " tb=" + (tb ? "T" : "N") +
+                                             " " + std::to_string(m) + "x" + std::to_string(n) + "x" +
+                                             std::to_string(k) + " beta=" + std::to_string(beta);
+                    check(what, dC.download(), cpu, ref);
+                    auto dC1 = test::to_dev(C0);
+                    cuda::gemm(ta, tb, m, n, k, 0.5f, dA.data(), lda, dB.data(), ldb, beta, dC1.data(), ldc);
+                    std::vector<float> one_cpu = C0;
+                    std::vector<double> one_ref = test::to_double(C0);
+                    std::copy(cpu.begin(), cpu.begin() + sC, one_cpu.begin());
+                    std::copy(ref.begin(), ref.begin() + sC, one_ref.begin());
+                    check("single " + what, dC1.download(), one_cpu, one_ref);
+                }
+            }
+}
+
+}  // namespace
