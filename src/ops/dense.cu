@@ -1,0 +1,135 @@
+// LayerNorm, linear layers (cuBLAS) and exact GELU on the GPU: the CPU ops of ops/dense.cpp with
+// their order of operations (statistics and parameter-gradient sums in double, the rest in fp32).
+#include "cuda/device.cuh"
+#include "ops/ops_cuda.h"
+
+namespace mhc::cuda {
+
+namespace {
+
+constexpr int kRowsPerBlock = kThreads / 32;  // row kernels: one warp per row
+
+// One warp per row: mean and variance in double, then the normalised row.
+__global__ void k_layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* w,
+                                    const float* b, int N, int C) {
+    const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= N) return;  // the whole warp
+    const float* x = in + (long)row * C;
+    double m = 0, v = 0;
+    for (int c = lane; c < C; c += 32) m += (double)x[c];
+    m = warp_sum(m) / C;
+    for (int c = lane; c < C; c += 32) v += ((double)x[c] - m) * ((double)x[c] - m);
+    v = warp_sum(v);
+    const float rs = (float)(1.0 / sqrt(v / C + 1e-5)), mu = (float)m;
+    float* o = out + (long)row * C;
+    for (int c = lane; c < C; c += 32) o[c] = (x[c] - mu) * rs * w[c] + (b ? b[c] : 0.0f);
+    if (lane == 0) mean[row] = mu, rstd[row] = rs;
+}
+
+// din = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w; one warp per row.
+__global__ void k_layernorm_backward(float* din, const float* dout, const float* in, const float* w,
+                                     const float* mean, const float* rstd, int N, int C) {
+    const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= N) return;
+    const float* x = in + (long)row * C;
+    const float* g = dout + (long)row * C;
+    const double md = mean[row], rd = rstd[row];
+    double gm = 0, gx = 0;
+    for (int c = lane; c < C; c += 32) {
+        const double xh = ((double)x[c] - md) * rd;
+        gm += (double)g[c] * (double)w[c];
+        gx += (double)g[c] * (double)w[c] * xh;
+    }
+    const float gmf = (float)(warp_sum(gm) / C), gxf = (float)(warp_sum(gx) / C);
+    const float mu = mean[row], rs = rstd[row];
+    float* d = din + (long)row * C;
+    for (int c = lane; c < C; c += 32) {
+        const float xh = (x[c] - mu) * rs;
+        d[c] = rs * (g[c] * w[c] - gmf - xh * gxf);
+    }
+}
+
+// colsum() terms and sinks.
+struct LnWeightTerm {  // dw: dout * xhat, in double
+    const float *dout, *in, *mean, *rstd;
+    int C;
+    MHC_DEV double operator()(int r, int c) const {
+        return (double)dout[(long)r * C + c] * ((double)in[(long)r * C + c] - (double)mean[r]) * (double)rstd[r];
+    }
+};
+struct Entry {  // a[r, c]
+    const float* a;
+    int C;
+    MHC_DEV double operator()(int r, int c) const { return (double)a[(long)r * C + c]; }
+};
+struct AddTo {  // out[c] += the column's sum, rounded once
+    float* out;
+    MHC_DEV void operator()(int c, double s) const { out[c] += (float)s; }
+};
+
+struct BroadcastRows {  // out[i, o] = bias[o]
+    float* out;
+    const float* bias;
+    int OC;
+    MHC_DEV void operator()(long i) const { out[i] = bias[i % OC]; }
+};
+
+// Φ(x) = erfc(-x/√2)/2 keeps its relative accuracy in the lower tail.
+MHC_DEV double normal_cdf(double x) { return 0.5 * erfc(-x * 0.70710678118654752440); }
+
+struct GeluForward {
+    float* out;
+    const float* in;
+    MHC_DEV void operator()(long i) const {
+        const double x = in[i];
+        out[i] = (float)(x * normal_cdf(x));
+    }
+};
+struct GeluBackward {  // d/dx [x Φ(x)] = Φ(x) + x φ(x)
+    float* din;
+    const float* in;
+    const float* dout;
+    MHC_DEV void operator()(long i) const {
+        const double x = in[i];
+        const double pdf = exp(-0.5 * x * x) * 0.3989422804014327;
+        din[i] = (float)((double)dout[i] * (normal_cdf(x) + x * pdf));
+    }
+};
+
+}  // namespace
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* w, const float* b, int N,
+                       int C) {
+    if (N <= 0) return;
+    MHC_LAUNCH(k_layernorm_forward, (N + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, out, mean, rstd, in, w, b, N,
+               C);
+}
+
+void layernorm_backward(float* din, float* dw, float* db, const float* dout, const float* in, const float* w,
+                        const float* mean, const float* rstd, int N, int C) {
+    if (N <= 0) return;
+    MHC_LAUNCH(k_layernorm_backward, (N + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, din, dout, in, w, mean, rstd,
+               N, C);
+    colsum(N, C, LnWeightTerm{dout, in, mean, rstd, C}, AddTo{dw});
+    if (db) colsum(N, C, Entry{dout, C}, AddTo{db});
+}
+
+void matmul_forward(float* out, const float* in, const float* W, const float* bias, int N, int IC, int OC) {
+    if (N <= 0) return;
+    if (bias) each((long)N * OC, BroadcastRows{out, bias, OC});
+    gemm(false, true, N, OC, IC, 1.0f, in, IC, W, IC, bias ? 1.0f : 0.0f, out, OC);
+}
+
+void matmul_backward(float* din, float* dW, float* dbias, const float* dout, const float* in, const float* W, int N,
+                     int IC, int OC) {
+    if (N <= 0) return;
+    gemm(false, false, N, IC, OC, 1.0f, dout, OC, W, IC, 0.0f, din, IC);  // din = dout · W
+    gemm(true, false, OC, IC, N, 1.0f, dout, OC, in, IC, 1.0f, dW, IC);   // dW += doutᵀ · in
+    if (dbias) colsum(N, OC, Entry{dout, OC}, AddTo{dbias});
+}
+
+void gelu_forward(float* out, const float* in, long N) { each(N, GeluForward{out, in}); }
+
+void gelu_backward(float* din, const float* in, const float* dout, long N) { each(N, GeluBackward{din, in, dout}); }
+
+}  // namespace mhc::cuda

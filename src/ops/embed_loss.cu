@@ -1,0 +1,145 @@
+// Token + position embedding into the streams and the fused softmax cross-entropy on the GPU
+// (ops/embed_loss.cpp). The embedding's backward is a scatter-add over repeated tokens: each wte
+// row is summed by one thread per channel over its positions in increasing order (EncoderIndex),
+// the CPU's order, so the sums are the CPU's bit for bit and need no atomics.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "cuda/device.cuh"
+#include "ops/ops_cuda.h"
+
+namespace mhc::cuda {
+
+namespace {
+
+struct EncoderForward {  // X[bt, s, c] = wte[idx[bt], c] + wpe[bt % T, c]
+    float* X;
+    const int32_t* idx;
+    const float *wte, *wpe;
+    int Tn, C, n;
+    MHC_DEV void operator()(long i) const {
+        const long c = i % C, bt = i / ((long)n * C);
+        X[i] = wte[(long)idx[bt] * C + c] + wpe[(bt % Tn) * C + c];
+    }
+};
+
+// The token's gradient summed over its streams, in stream order.
+MHC_DEV float stream_total(const float* dX, long bt, int n, int C, int c) {
+    const float* g = dX + bt * n * C + c;
+    float acc = g[0];
+    for (int s = 1; s < n; s++) acc += g[(long)s * C];
+    return acc;
+}
+
+// grid (distinct ids, channel blocks): dwte[id, c] += each of its positions' gradient, in order.
+__global__ void k_encoder_backward_wte(float* dwte, const float* dX, const int32_t* tok, const int32_t* start,
+                                       const int32_t* pos, int n, int C) {
+    const int u = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float* de = dwte + (long)tok[u] * C + c;
+    float acc = *de;
+    for (int k = start[u]; k < start[u + 1]; k++) acc += stream_total(dX, pos[k], n, C, c);
+    *de = acc;
+}
+
+// grid (positions t, channel blocks): dwpe[t, c] += the gradient at (b, t) for b in order.
+__global__ void k_encoder_backward_wpe(float* dwpe, const float* dX, int B, int Tn, int n, int C) {
+    const int t = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float* dp = dwpe + (long)t * C + c;
+    float acc = *dp;
+    for (int b = 0; b < B; b++) acc += stream_total(dX, (long)b * Tn + t, n, C, c);
+    *dp = acc;
+}
+
+constexpr int kChan = 128;  // channels per block of the embedding backward
+
+// One block per row: max, exp and their sum in double, the probabilities, the row's loss.
+__global__ void k_crossentropy_forward(float* probs, float* losses, const int32_t* targets, int V) {
+    __shared__ double shd[32];
+    __shared__ float shf[32];
+    const int row = blockIdx.x;
+    float* x = probs + (long)row * V;
+    const float xt = x[targets[row]];  // read before any thread overwrites the row
+    float m = -INFINITY;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) m = x[v] > m ? x[v] : m;
+    m = block_max(m, shf);
+    double z = 0;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) {
+        const float e = (float)exp((double)(x[v] - m));
+        x[v] = e;
+        z += e;
+    }
+    z = block_sum(z, shd);
+    const double inv = 1.0 / z;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) x[v] = (float)((double)x[v] * inv);
+    // loss = log z - (logit_target - m), from the logit itself so it stays finite for tiny probs
+    if (threadIdx.x == 0) losses[row] = (float)(log(z) - ((double)xt - (double)m));
+}
+
+struct LossTerm {
+    const float* losses;
+    MHC_DEV double operator()(int r, int) const { return (double)losses[r]; }
+};
+struct StoreSum {
+    double* out;
+    MHC_DEV void operator()(int, double s) const { *out = s; }
+};
+
+struct CrossEntropyBackward {  // (probs - onehot) · scale
+    float* probs;
+    const int32_t* targets;
+    int V;
+    double scale;
+    MHC_DEV void operator()(long i) const {
+        float r = (float)((double)probs[i] * scale);
+        if (i % V == targets[i / V]) r -= (float)scale;
+        probs[i] = r;
+    }
+};
+
+}  // namespace
+
+void encoder_forward(float* X, const int32_t* idx, const float* wte, const float* wpe, int B, int Tn, int C, int n) {
+    each((long)B * Tn * n * C, EncoderForward{X, idx, wte, wpe, Tn, C, n});
+}
+
+void encoder_index_build(EncoderIndex& ix, const int32_t* idx, int N) {
+    std::vector<int32_t> pos(N), tok, start;
+    std::iota(pos.begin(), pos.end(), 0);
+    std::stable_sort(pos.begin(), pos.end(), [&](int32_t a, int32_t b) { return idx[a] < idx[b]; });
+    for (int k = 0; k < N; k++)
+        if (k == 0 || idx[pos[k]] != idx[pos[k - 1]]) tok.push_back(idx[pos[k]]), start.push_back(k);
+    start.push_back(N);
+    ix.ntok = (int)tok.size();
+    if ((int)ix.pos.size() != N) ix.tok.resize(N), ix.start.resize(N + 1), ix.pos.resize(N);  // once per batch size
+    ix.tok.upload(tok.data(), tok.size());
+    ix.start.upload(start.data(), start.size());
+    ix.pos.upload(pos.data(), pos.size());
+}
+
+void encoder_backward(float* dwte, float* dwpe, const float* dX, const EncoderIndex& ix, int B, int Tn, int C, int n) {
+    if (B <= 0 || Tn <= 0 || ix.ntok == 0) return;
+    const unsigned cb = (unsigned)((C + kChan - 1) / kChan);
+    MHC_LAUNCH(k_encoder_backward_wte, dim3(ix.ntok, cb), kChan, dwte, dX, ix.tok.data(), ix.start.data(),
+               ix.pos.data(), n, C);
+    MHC_LAUNCH(k_encoder_backward_wpe, dim3(Tn, cb), kChan, dwpe, dX, B, Tn, n, C);
+}
+
+double crossentropy_forward(float* probs, float* losses, const int32_t* targets, int N, int V) {
+    if (N <= 0) return 0.0;
+    MHC_LAUNCH(k_crossentropy_forward, N, kThreads, probs, losses, targets, V);
+    static DeviceBuffer<double> total(1);
+    colsum(N, 1, LossTerm{losses}, StoreSum{total.data()});
+    double t = 0;
+    total.download(&t, 1);
+    return t / N;
+}
+
+void crossentropy_backward(float* probs, const int32_t* targets, int N, int V, double scale) {
+    each((long)N * V, CrossEntropyBackward{probs, targets, V, scale});
+}
+
+}  // namespace mhc::cuda

@@ -1,0 +1,65 @@
+// The transformer's ops (SPEC §3) on the GPU: the CPU ops of ops/ops.h with the same names,
+// signatures and semantics, fp32 only, every pointer a device pointer (cuda/cuda.h). They are the
+// CUDA backend's launchers: each queues its kernels and cuBLAS calls on the default stream and
+// returns (crossentropy_forward waits, for its mean). In every backward the comment says which
+// outputs are overwritten (=) and which accumulate (+=), as on the CPU.
+#pragma once
+#include <cstdint>
+
+#include "cuda/cuda.h"
+
+namespace mhc::cuda {
+
+// Embedding copied into all n streams: X[b,t,s,:] = wte[idx[b,t]] + wpe[t].   X [B*T, n, C]
+void encoder_forward(float* X, const int32_t* idx, const float* wte, const float* wpe, int B, int Tn, int C, int n);
+
+// The positions of a batch grouped by token id, built on the host from the inputs (the one
+// difference from the CPU op's signature): the backward's scatter-add then sums each wte row over
+// its positions in increasing order, as the CPU does, without atomics.
+struct EncoderIndex {
+    int ntok = 0;                    // distinct token ids in the batch
+    DeviceBuffer<int32_t> tok;       // [ntok] the ids, increasing (allocated for N)
+    DeviceBuffer<int32_t> start;     // [ntok + 1] where each id's positions begin in pos (N + 1)
+    DeviceBuffer<int32_t> pos;       // [N] positions b*T + t, grouped by id, increasing within an id
+};
+void encoder_index_build(EncoderIndex& ix, const int32_t* idx_host, int N);
+// dwte += , dwpe += (sum over the streams of dX)
+void encoder_backward(float* dwte, float* dwpe, const float* dX, const EncoderIndex& ix, int B, int Tn, int C, int n);
+
+// LayerNorm over the last dim, eps 1e-5. in, out [N, C]; mean, rstd [N]; bias may be null.
+void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* w, const float* b, int N,
+                       int C);
+// din = (overwritten), dw += , db += (db may be null)
+void layernorm_backward(float* din, float* dw, float* db, const float* dout, const float* in, const float* w,
+                        const float* mean, const float* rstd, int N, int C);
+
+// Linear layer, weights stored (out, in): out [N, OC] = in [N, IC] · Wᵀ + bias (cuBLAS).
+void matmul_forward(float* out, const float* in, const float* W, const float* bias, int N, int IC, int OC);
+// din = , dW += , dbias += (dbias may be null)
+void matmul_backward(float* din, float* dW, float* dbias, const float* dout, const float* in, const float* W, int N,
+                     int IC, int OC);
+
+// Exact GELU: x · Φ(x), Φ from erfc in double.   in, out [N]
+void gelu_forward(float* out, const float* in, long N);
+// din =
+void gelu_backward(float* din, const float* in, const float* dout, long N);
+
+// Causal multi-head self-attention core, as the CPU op: qkv [B, T, 3C], out [B, T, C],
+// att [B, H, T, T] the probabilities. Every entry of att is written (0 above the diagonal).
+void attention_forward(float* out, float* att, const float* qkv, int B, int Tn, int C, int H);
+// dqkv = ; datt: scratch [B, H, T, T]
+void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int B,
+                        int Tn, int C, int H);
+
+// Sum of the n streams: out[t,:] = Σ_s X[t,s,:] in stream order.   X [N, n, C], out [N, C]
+void stream_sum_forward(float* out, const float* X, int N, int n, int C);
+// dX[t,s,:] = dout[t,:] for every stream (overwritten)
+void stream_sum_backward(float* dX, const float* dout, int N, int n, int C);
+
+// Softmax cross-entropy, fused: logits [N, V] replaced by the probabilities; losses [N]; targets
+// (device) in [0, V). Returns the mean loss, reduced on the device in a fixed order (waits for it).
+double crossentropy_forward(float* probs_inout, float* losses, const int32_t* targets, int N, int V);
+// dlogits = (probs - onehot) · scale, written over the probabilities (scale: 1/N for a mean loss).
+void crossentropy_backward(float* probs_inout, const int32_t* targets, int N, int V, double scale);
+
+}  // namespace mhc::cuda

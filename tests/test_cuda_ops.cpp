@@ -1,0 +1,256 @@
+// Every transformer op on the GPU (ops/ops_cuda.h) against its CPU twin (ops/ops.h) on fresh random
+// inputs with fixed seeds, forward and backward, at awkward sizes (one token, three, 65 = one past a
+// block of 64, widths that are no multiple of 32, batch 1). Outputs that an op overwrites start as
+// NaN on the device; outputs that accumulate start from the same random values on both sides.
+// Tolerances: tests/cuda_util.h.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <tuple>
+
+#include "cuda_util.h"
+#include "ops/ops.h"
+#include "ops/ops_cuda.h"
+
+using namespace mhc;
+using test::CudaTest;
+using test::dev_nan;
+using test::to_dev;
+using test::to_double;
+using test::to_float;
+
+namespace {
+
+using VecF = std::vector<float>;
+using VecD = std::vector<double>;
+
+class CudaOps : public CudaTest {};
+
+std::string shape(std::initializer_list<std::pair<const char*, long>> dims) {
+    std::string s;
+    for (auto [k, v] : dims) {
+        if (!s.empty()) s += ' ';
+        s.append(k).append("=").append(std::to_string(v));
+    }
+    return s;
+}
+
+TEST_F(CudaOps, EncoderForwardBackward) {
+    std::mt19937_64 rng(1);
+    for (const auto& [B, Tn, C, n] : std::vector<std::tuple<int, int, int, int>>{
+             {1, 1, 7, 1}, {2, 3, 40, 3}, {2, 65, 37, 8}, {1, 65, 33, 4}}) {
+        const std::string at = shape({{"B", B}, {"T", Tn}, {"C", C}, {"n", n}});
+        const int V = 11, N = B * Tn;
+        std::vector<int32_t> idx(N);
+        for (auto& i : idx) i = (int32_t)(rng() % 5) * 2;  // repeats, and ids that never occur
+        const VecD wte = test::normal_vec<double>((size_t)V * C, rng), wpe = test::normal_vec<double>((size_t)Tn * C, rng);
+        VecD Xd((size_t)N * n * C);
+        VecF Xf(Xd.size());
+        encoder_forward(Xd.data(), idx.data(), wte.data(), wpe.data(), B, Tn, C, n);
+        encoder_forward(Xf.data(), idx.data(), to_float(wte).data(), to_float(wpe).data(), B, Tn, C, n);
+        auto dX = dev_nan(Xf.size());
+        auto didx = to_dev(idx);
+        auto dwte = to_dev(to_float(wte)), dwpe = to_dev(to_float(wpe));
+        cuda::encoder_forward(dX.data(), didx.data(), dwte.data(), dwpe.data(), B, Tn, C, n);
+        check("encoder X " + at, dX.download(), Xf, Xd);
+
+        const VecD G = test::normal_vec<double>(Xd.size(), rng);
+        VecD gwte = test::normal_vec<double>(wte.size(), rng), gwpe = test::normal_vec<double>(wpe.size(), rng);  // += onto these
+        VecF gwte_f = to_float(gwte), gwpe_f = to_float(gwpe);
+        auto d_gwte = to_dev(gwte_f), d_gwpe = to_dev(gwpe_f), dG = to_dev(to_float(G));
+        encoder_backward(gwte.data(), gwpe.data(), G.data(), idx.data(), B, Tn, C, n);
+        encoder_backward(gwte_f.data(), gwpe_f.data(), to_float(G).data(), idx.data(), B, Tn, C, n);
+        cuda::EncoderIndex ix;
+        cuda::encoder_index_build(ix, idx.data(), N);
+        cuda::encoder_backward(d_gwte.data(), d_gwpe.data(), dG.data(), ix, B, Tn, C, n);
+        check("encoder dwte " + at, d_gwte.download(), gwte_f, gwte);
+        check("encoder dwpe " + at, d_gwpe.download(), gwpe_f, gwpe);
+    }
+}
+
+TEST_F(CudaOps, LayerNormForwardBackward) {
+    std::mt19937_64 rng(2);
+    for (const auto& [N, C, bias] : std::vector<std::tuple<int, int, bool>>{
+             {1, 7, true}, {3, 37, false}, {65, 96, true}, {260, 40, false}, {5, 1, true}}) {
+        const std::string at = shape({{"N", N}, {"C", C}, {"bias", bias}});
+        const VecD x = test::normal_vec<double>((size_t)N * C, rng, 2.0), w = test::normal_vec<double>(C, rng),
+                   b = test::normal_vec<double>(C, rng);
+        VecD outd(x.size()), md(N), rd(N);
+        VecF outf(x.size()), mf(N), rf(N);
+        layernorm_forward(outd.data(), md.data(), rd.data(), x.data(), w.data(), bias ? b.data() : nullptr, N, C);
+        layernorm_forward(outf.data(), mf.data(), rf.data(), to_float(x).data(), to_float(w).data(),
+                          bias ? to_float(b).data() : nullptr, N, C);
+        auto dx = to_dev(to_float(x)), dw = to_dev(to_float(w)), db = to_dev(to_float(b));
+        auto dout = dev_nan(x.size()), dm = dev_nan(N), dr = dev_nan(N);
+        cuda::layernorm_forward(dout.data(), dm.data(), dr.data(), dx.data(), dw.data(), bias ? db.data() : nullptr,
+                                N, C);
+        check("layernorm out " + at, dout.download(), outf, outd);
+        check("layernorm mean " + at, dm.download(), mf, md);
+        check("layernorm rstd " + at, dr.download(), rf, rd);
+
+        const VecD G = test::normal_vec<double>(x.size(), rng);
+        VecD gw = test::normal_vec<double>(C, rng), gb = test::normal_vec<double>(C, rng), gx(x.size());
+        VecF gw_f = to_float(gw), gb_f = to_float(gb), gx_f(x.size());
+        auto d_gw = to_dev(gw_f), d_gb = to_dev(gb_f), d_gx = dev_nan(x.size()), dG = to_dev(to_float(G));
+        layernorm_backward(gx.data(), gw.data(), bias ? gb.data() : nullptr, G.data(), x.data(), w.data(), md.data(),
+                           rd.data(), N, C);
+        layernorm_backward(gx_f.data(), gw_f.data(), bias ? gb_f.data() : nullptr, to_float(G).data(),
+                           to_float(x).data(), to_float(w).data(), mf.data(), rf.data(), N, C);
+        cuda::layernorm_backward(d_gx.data(), d_gw.data(), bias ? d_gb.data() : nullptr, dG.data(), dx.data(),
+                                 dw.data(), dm.data(), dr.data(), N, C);
+        check("layernorm din " + at, d_gx.download(), gx_f, gx);
+        check("layernorm dw " + at, d_gw.download(), gw_f, gw);
+        check("layernorm db " + at, d_gb.download(), gb_f, gb);
+    }
+}
+
+TEST_F(CudaOps, MatmulForwardBackward) {
+    std::mt19937_64 rng(3);
+    for (const auto& [N, IC, OC, bias] : std::vector<std::tuple<int, int, int, bool>>{
+             {1, 7, 1, true}, {3, 40, 13, false}, {65, 37, 97, true}, {130, 96, 288, false}, {2, 1, 5, true}}) {
+        const std::string at = shape({{"N", N}, {"IC", IC}, {"OC", OC}, {"bias", bias}});
+        const VecD x = test::normal_vec<double>((size_t)N * IC, rng), W = test::normal_vec<double>((size_t)OC * IC, rng),
+                   b = test::normal_vec<double>(OC, rng);
+        VecD outd((size_t)N * OC);
+        VecF outf(outd.size());
+        matmul_forward(outd.data(), x.data(), W.data(), bias ? b.data() : nullptr, N, IC, OC);
+        matmul_forward(outf.data(), to_float(x).data(), to_float(W).data(), bias ? to_float(b).data() : nullptr, N, IC,
+                       OC);
+        auto dx = to_dev(to_float(x)), dW = to_dev(to_float(W)), db = to_dev(to_float(b)), dout = dev_nan(outd.size());
+        cuda::matmul_forward(dout.data(), dx.data(), dW.data(), bias ? db.data() : nullptr, N, IC, OC);
+        check("matmul out " + at, dout.download(), outf, outd);
+
+        const VecD G = test::normal_vec<double>(outd.size(), rng);
+        VecD gW = test::normal_vec<double>(W.size(), rng), gb = test::normal_vec<double>(OC, rng), gx(x.size());
+        VecF gW_f = to_float(gW), gb_f = to_float(gb), gx_f(x.size());
+        auto d_gW = to_dev(gW_f), d_gb = to_dev(gb_f), d_gx = dev_nan(x.size()), dG = to_dev(to_float(G));
+        matmul_backward(gx.data(), gW.data(), bias ? gb.data() : nullptr, G.data(), x.data(), W.data(), N, IC, OC);
+        matmul_backward(gx_f.data(), gW_f.data(), bias ? gb_f.data() : nullptr, to_float(G).data(), to_float(x).data(),
+                        to_float(W).data(), N, IC, OC);
+        cuda::matmul_backward(d_gx.data(), d_gW.data(), bias ? d_gb.data() : nullptr, dG.data(), dx.data(), dW.data(),
+                              N, IC, OC);
+        check("matmul din " + at, d_gx.download(), gx_f, gx);
+        check("matmul dW " + at, d_gW.download(), gW_f, gW);
+        check("matmul dbias " + at, d_gb.download(), gb_f, gb);
+    }
+}
+
+// Exact GELU over [-12, 12] and its far tails, elementwise against erf in double.
+TEST_F(CudaOps, GeluForwardBackward) {
+    VecD x;
+    for (int i = 0; i <= 24000; i++) x.push_back((double)(-12.0f + 1e-3f * (float)i));
+    for (double v : {-1e4, -100.0, -30.0, 0.0, -0.0, 1e-30, 30.0, 100.0, 1e4}) x.push_back(v);
+    const long N = (long)x.size();
+    std::mt19937_64 rng(4);
+    const VecD G = test::normal_vec<double>(N, rng);
+    VecD outd(N), dind(N);
+    VecF outf(N), dinf(N);
+    gelu_forward(outd.data(), x.data(), N);
+    gelu_forward(outf.data(), to_float(x).data(), N);
+    gelu_backward(dind.data(), x.data(), G.data(), N);
+    gelu_backward(dinf.data(), to_float(x).data(), to_float(G).data(), N);
+    auto dx = to_dev(to_float(x)), dG = to_dev(to_float(G)), dout = dev_nan(N), ddin = dev_nan(N);
+    cuda::gelu_forward(dout.data(), dx.data(), N);
+    cuda::gelu_backward(ddin.data(), dx.data(), dG.data(), N);
+    const VecF out = dout.download(), din = ddin.download();
+    check("gelu out", out, outf, outd);
+    check("gelu din", din, dinf, dind);
+    double worst = 0;  // and elementwise: within fp32 rounding of the exact value
+    for (long i = 0; i < N; i++)
+        worst = std::max(worst, std::fabs(out[i] - outd[i]) / std::max(1.0, std::fabs(x[i])));
+    EXPECT_LT(worst, 2e-7);
+}
+
+// The causal part of att (j <= t): the CPU leaves entries beyond its query block unwritten.
+VecD causal(const std::vector<double>& att, int BH, int Tn) {
+    VecD out;
+    for (int bh = 0; bh < BH; bh++)
+        for (int t = 0; t < Tn; t++)
+            for (int j = 0; j <= t; j++) out.push_back(att[((size_t)bh * Tn + t) * Tn + j]);
+    return out;
+}
+VecF causal(const VecF& att, int BH, int Tn) { return to_float(causal(to_double(att), BH, Tn)); }
+
+TEST_F(CudaOps, AttentionForwardBackward) {
+    std::mt19937_64 rng(5);
+    for (const auto& [B, Tn, C, H] : std::vector<std::tuple<int, int, int, int>>{
+             {2, 1, 12, 3}, {1, 3, 12, 3}, {2, 65, 40, 4}, {1, 130, 24, 2}}) {
+        const std::string at = shape({{"B", B}, {"T", Tn}, {"C", C}, {"H", H}});
+        const size_t natt = (size_t)B * H * Tn * Tn;
+        const VecD qkv = test::normal_vec<double>((size_t)B * Tn * 3 * C, rng, 1.5);
+        VecD outd((size_t)B * Tn * C), attd(natt, 0.0);
+        VecF outf(outd.size()), attf(natt, 0.0f);
+        attention_forward(outd.data(), attd.data(), qkv.data(), B, Tn, C, H);
+        attention_forward(outf.data(), attf.data(), to_float(qkv).data(), B, Tn, C, H);
+        auto dqkv_in = to_dev(to_float(qkv)), dout = dev_nan(outd.size()), datt = dev_nan(natt);
+        cuda::attention_forward(dout.data(), datt.data(), dqkv_in.data(), B, Tn, C, H);
+        const VecF att_gpu = datt.download();
+        check("attention out " + at, dout.download(), outf, outd);
+        check("attention probabilities " + at, causal(att_gpu, B * H, Tn), causal(attf, B * H, Tn),
+              causal(attd, B * H, Tn));
+        int nonzero_above = 0;
+        for (int bh = 0; bh < B * H; bh++)
+            for (int t = 0; t < Tn; t++)
+                for (int j = t + 1; j < Tn; j++) nonzero_above += att_gpu[((size_t)bh * Tn + t) * Tn + j] != 0.0f;
+        EXPECT_EQ(nonzero_above, 0) << at;
+
+        const VecD G = test::normal_vec<double>(outd.size(), rng);
+        VecD dqkvd(qkv.size()), dattd(natt, 0.0);
+        VecF dqkvf(qkv.size()), dattf(natt, 0.0f);
+        attention_backward(dqkvd.data(), dattd.data(), G.data(), qkv.data(), attd.data(), B, Tn, C, H);
+        attention_backward(dqkvf.data(), dattf.data(), to_float(G).data(), to_float(qkv).data(), attf.data(), B, Tn, C,
+                           H);
+        auto dG = to_dev(to_float(G)), d_dqkv = dev_nan(qkv.size()), d_datt = dev_nan(natt);
+        cuda::attention_backward(d_dqkv.data(), d_datt.data(), dG.data(), dqkv_in.data(), datt.data(), B, Tn, C, H);
+        check("attention dqkv " + at, d_dqkv.download(), dqkvf, dqkvd);
+    }
+}
+
+TEST_F(CudaOps, StreamSumForwardBackward) {
+    std::mt19937_64 rng(6);
+    for (const int n : {1, 2, 3, 4, 5, 6, 7, 8})
+        for (const auto& [N, C] : std::vector<std::pair<int, int>>{{1, 7}, {65, 37}}) {
+            const std::string at = shape({{"N", N}, {"n", n}, {"C", C}});
+            const VecD X = test::normal_vec<double>((size_t)N * n * C, rng), G = test::normal_vec<double>((size_t)N * C, rng);
+            VecD outd((size_t)N * C), dXd(X.size());
+            VecF outf(outd.size()), dXf(X.size());
+            stream_sum_forward(outd.data(), X.data(), N, n, C);
+            stream_sum_forward(outf.data(), to_float(X).data(), N, n, C);
+            stream_sum_backward(dXd.data(), G.data(), N, n, C);
+            stream_sum_backward(dXf.data(), to_float(G).data(), N, n, C);
+            auto dX = to_dev(to_float(X)), dG = to_dev(to_float(G)), dout = dev_nan(outd.size()),
+                 ddX = dev_nan(X.size());
+            cuda::stream_sum_forward(dout.data(), dX.data(), N, n, C);
+            cuda::stream_sum_backward(ddX.data(), dG.data(), N, n, C);
+            check("stream sum " + at, dout.download(), outf, outd);
+            check("stream sum dX " + at, ddX.download(), dXf, dXd);
+        }
+}
+
+TEST_F(CudaOps, CrossEntropyForwardBackward) {
+    std::mt19937_64 rng(7);
+    for (const auto& [N, V] : std::vector<std::pair<int, int>>{{1, 5}, {65, 300}, {3, 1027}, {130, 67}}) {
+        const std::string at = shape({{"N", N}, {"V", V}});
+        const VecD logits = test::normal_vec<double>((size_t)N * V, rng, 3.0);
+        std::vector<int32_t> tg(N);
+        for (auto& t : tg) t = (int32_t)(rng() % V);
+        tg[0] = V - 1;
+        VecD pd = logits, ld(N);
+        VecF pf = to_float(logits), lf(N);
+        const double Ld = crossentropy_forward(pd.data(), ld.data(), tg.data(), N, V);
+        const double Lf = crossentropy_forward(pf.data(), lf.data(), tg.data(), N, V);
+        auto dp = to_dev(to_float(logits)), dl = dev_nan(N);
+        auto dtg = to_dev(tg);
+        const double Lg = cuda::crossentropy_forward(dp.data(), dl.data(), dtg.data(), N, V);
+        check("cross-entropy mean " + at, VecF{(float)Lg}, VecF{(float)Lf}, VecD{Ld});
+        EXPECT_NEAR(Lg, Lf, 1e-5 * std::fabs(Lf)) << at;
+        check("cross-entropy losses " + at, dl.download(), lf, ld);
+        check("cross-entropy probabilities " + at, dp.download(), pf, pd);
+        crossentropy_backward(pd.data(), tg.data(), N, V, 1.0 / N);
+        crossentropy_backward(pf.data(), tg.data(), N, V, 1.0 / N);
+        cuda::crossentropy_backward(dp.data(), dtg.data(), N, V, 1.0 / N);
+        check("cross-entropy dlogits " + at, dp.download(), pf, pd);
+    }
+}
+
+}  // namespace
