@@ -1,0 +1,223 @@
+// Per-token coefficient maths (SPEC §2) on the GPU, one thread per token, in double from the stored
+// fp32 values: the device twin of conn/coef.cpp and the mixers (mix_sinkhorn.cpp, mix_perm.cpp,
+// mix_kron.cpp), with their order of operations, so H_pre, H_res, H_post and the gradients of the
+// pre-activations agree with the CPU's to the last fp32 bit but for rare roundings.
+// A new variant of the family adds its H_res maths here beside the others (forward and backward).
+#include "conn/conn_cuda.h"
+#include "cuda/device.cuh"
+
+namespace mhc::cuda::detail {
+
+namespace {
+
+constexpr int kTok = 128;  // tokens (threads) per block
+
+MHC_DEV double sigm(double x) { return 1.0 / (1.0 + exp(-x)); }
+MHC_DEV double store(double x) { return (double)(float)x; }  // what the fp32 cache holds of x
+
+// l_j = scale * f_j + static for the token's stored f values.
+MHC_DEV double preact(const SiteDev& s, const float* params, const float* f, int j) {
+    return (double)params[s.col_scale[j]] * (double)f[j] + (double)params[s.col_static[j]];
+}
+
+// ---- mhc: log-domain Sinkhorn ------------------------------------------------------------------
+// Subtracts from each line of L its log-sum-exp (columns: outer 1, inner n; rows: outer n, inner 1).
+MHC_DEV void lse_normalise(double* L, int n, int outer, int inner) {
+    for (int a = 0; a < n; a++) {
+        double* l = L + a * outer;
+        double m = -INFINITY, z = 0;
+        for (int b = 0; b < n; b++) m = l[b * inner] > m ? l[b * inner] : m;
+        for (int b = 0; b < n; b++) z += exp(l[b * inner] - m);
+        const double lse = m + log(z);
+        for (int b = 0; b < n; b++) l[b * inner] -= lse;
+    }
+}
+// `iters` column-then-row normalisations; with a trace, L after each half step: value i of step k
+// at tr[(k·n² + i)·ts] (ts: the trace's token stride).
+MHC_DEV void sinkhorn_log(double* L, int n, int iters, double* tr, long ts) {
+    const int nn = n * n;
+    for (int it = 0; it < iters; it++) {
+        lse_normalise(L, n, 1, n);
+        if (tr)
+            for (int i = 0; i < nn; i++) tr[((long)(2 * it) * nn + i) * ts] = L[i];
+        lse_normalise(L, n, n, 1);
+        if (tr)
+            for (int i = 0; i < nn; i++) tr[((long)(2 * it + 1) * nn + i) * ts] = L[i];
+    }
+}
+// dL [n,n] in/out, from dL/dL_final to dL/dL_initial, through the recorded half steps.
+MHC_DEV void sinkhorn_log_backward(const double* tr, long ts, int n, int iters, double* dL) {
+    const int nn = n * n;
+    for (int step = 2 * iters - 1; step >= 0; step--) {
+        const double* Lo = tr + (long)step * nn * ts;
+        const bool rows = step % 2 == 1;
+        for (int a = 0; a < n; a++) {
+            double sum = 0;
+            for (int b = 0; b < n; b++) sum += dL[rows ? a * n + b : b * n + a];
+            for (int b = 0; b < n; b++) {
+                const int i = rows ? a * n + b : b * n + a;
+                dL[i] -= exp(Lo[(long)i * ts]) * sum;
+            }
+        }
+    }
+}
+
+// ---- kromhc: Kronecker factors -----------------------------------------------------------------
+// H[i][j] = Π_k (bit k of i and j agree ? p_k : q_k), factor k on bit K-1-k (U_1 on the MSB).
+MHC_DEV double kron_entry(int K, const double* p, const double* q, int i, int j, int skip, bool* same_skip) {
+    double h = 1;
+    for (int k = 0; k < K; k++) {
+        const int bit = K - 1 - k;
+        const bool same = ((i >> bit) & 1) == ((j >> bit) & 1);
+        if (k == skip) *same_skip = same;
+        else h *= same ? p[k] : q[k];
+    }
+    return h;
+}
+
+__global__ void k_coef_forward(SiteDev s, const float* params, const float* P, float* cache, int N) {
+    const int tok = blockIdx.x * kTok + threadIdx.x;
+    if (tok >= N) return;
+    const int n = s.n;
+    const float* p = P + (long)tok * s.W;
+    float* c = cache + (long)tok * s.stride;
+    float* f = c + s.c_logit;
+    float* hpre = c + s.c_hpre;
+    float* hres = c + s.c_hres;
+    float* hpost = c + s.c_hpost;
+    if (s.variant == (int)Variant::hc) {
+        for (int j = 0; j < s.W; j++) f[j] = (float)tanh((double)(p[j] * c[s.c_rs + j / s.prow]));
+        for (int row = 0; row < n; row++) {  // alpha[row][0..n], beta[row]
+            const int b = row * s.prow;
+            hpre[row] = (float)preact(s, params, f, b);
+            for (int t = 0; t < n; t++) hres[row * n + t] = (float)preact(s, params, f, b + 1 + t);
+            hpost[row] = (float)preact(s, params, f, b + n + 1);
+        }
+        return;
+    }
+    const float rs = c[s.c_rs];
+    for (int j = 0; j < s.prow; j++) f[j] = p[j] * rs;
+    for (int i = 0; i < n; i++) {
+        hpre[i] = (float)sigm(preact(s, params, f, s.pre_col[i]));
+        hpost[i] = (float)(2.0 * sigm(preact(s, params, f, s.M1 + i)));
+    }
+    float* extra = c + s.c_extra;
+    double H[64];
+    for (int i = 0; i < n * n; i++) H[i] = 0;
+    if (s.variant == (int)Variant::mhc) {
+        double L[64];
+        for (int i = 0; i < n * n; i++) {
+            L[i] = store(preact(s, params, f, s.res_col[i]));
+            extra[i] = (float)L[i];
+        }
+        sinkhorn_log(L, n, s.iters, nullptr, 0);
+        for (int i = 0; i < n * n; i++) H[i] = exp(L[i]);
+    } else if (s.variant == (int)Variant::mhc_lite) {
+        // a = softmax(l); H[i][π_k(i)] += a_k. exp(l_k - m) is recomputed where the CPU keeps it: the same bits.
+        double m = -INFINITY, z = 0;
+        for (int k = 0; k < s.K; k++) {
+            const double l = preact(s, params, f, s.res_col[k]);
+            m = l > m ? l : m;
+        }
+        for (int k = 0; k < s.K; k++) z += exp(preact(s, params, f, s.res_col[k]) - m);
+        for (int k = 0; k < s.K; k++) {
+            const double a = exp(preact(s, params, f, s.res_col[k]) - m) / z;
+            extra[k] = (float)a;
+            const int* pk = s.perms + (long)k * n;
+            for (int i = 0; i < n; i++) H[i * n + pk[i]] += a;
+        }
+    } else {  // kromhc
+        double d[3], p2[3], q2[3];
+        for (int k = 0; k < s.K; k++) {
+            d[k] = store(preact(s, params, f, s.res_col[2 * k]) - preact(s, params, f, s.res_col[2 * k + 1]));
+            extra[k] = (float)d[k];
+            p2[k] = sigm(d[k]), q2[k] = sigm(-d[k]);
+        }
+        bool unused;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) H[i * n + j] = kron_entry(s.K, p2, q2, i, j, -1, &unused);
+    }
+    for (int i = 0; i < n * n; i++) hres[i] = (float)H[i];
+}
+
+__global__ void k_coef_backward(SiteDev s, const float* params, const float* cache, const double* dhpre_all,
+                                float* Gall, double* trace, int N) {
+    const int tok = blockIdx.x * kTok + threadIdx.x;
+    if (tok >= N) return;
+    const int n = s.n;
+    const float* c = cache + (long)tok * s.stride;
+    const float* f = c + s.c_logit;
+    const float* dhres = c + s.c_dhres;
+    const float* dhpost = c + s.c_dhpost;
+    const double* dhpre = dhpre_all + (long)tok * n;
+    float* G = Gall + (long)tok * s.W;
+    if (s.variant == (int)Variant::hc) {  // alpha and beta are the pre-activations themselves
+        for (int row = 0; row < n; row++) {
+            float* g = G + row * s.prow;
+            g[0] = (float)dhpre[row];
+            for (int t = 0; t < n; t++) g[1 + t] = dhres[row * n + t];
+            g[n + 1] = dhpost[row];
+        }
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const double lp = preact(s, params, f, s.pre_col[i]);
+        G[s.pre_col[i]] = (float)(dhpre[i] * sigm(lp) * sigm(-lp));
+        const double lq = preact(s, params, f, s.M1 + i);
+        G[s.M1 + i] = (float)((double)dhpost[i] * 2.0 * sigm(lq) * sigm(-lq));
+    }
+    const float* extra = c + s.c_extra;
+    if (s.variant == (int)Variant::mhc) {  // the exact gradient of the unrolled iterations
+        double L[64], dl[64];
+        for (int i = 0; i < n * n; i++) L[i] = (double)extra[i];
+        double* tr = trace + tok;
+        sinkhorn_log(L, n, s.iters, tr, N);
+        for (int i = 0; i < n * n; i++) dl[i] = (double)dhres[i] * exp(L[i]);
+        sinkhorn_log_backward(tr, N, n, s.iters, dl);
+        for (int i = 0; i < n * n; i++) G[s.res_col[i]] = (float)dl[i];
+    } else if (s.variant == (int)Variant::mhc_lite) {
+        // dL/da_k = Σ_i dH[i][π_k(i)], then the softmax backward (da_k recomputed: the same bits).
+        double dot = 0;
+        for (int k = 0; k < s.K; k++) {
+            const int* pk = s.perms + (long)k * n;
+            double da = 0;
+            for (int i = 0; i < n; i++) da += (double)dhres[i * n + pk[i]];
+            dot += (double)extra[k] * da;
+        }
+        for (int k = 0; k < s.K; k++) {
+            const int* pk = s.perms + (long)k * n;
+            double da = 0;
+            for (int i = 0; i < n; i++) da += (double)dhres[i * n + pk[i]];
+            G[s.res_col[k]] = (float)((double)extra[k] * (da - dot));
+        }
+    } else {  // kromhc
+        double d[3], p2[3], q2[3];
+        for (int k = 0; k < s.K; k++) d[k] = (double)extra[k], p2[k] = sigm(d[k]), q2[k] = sigm(-d[k]);
+        for (int k = 0; k < s.K; k++) {
+            // dH[i][j]/dp_k = ±(product of the other factors): + where bit k agrees, - where not.
+            double dp = 0;
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < n; j++) {
+                    bool same = false;
+                    const double prod = kron_entry(s.K, p2, q2, i, j, k, &same);
+                    dp += (double)dhres[i * n + j] * (same ? prod : -prod);
+                }
+            const double dd = dp * p2[k] * q2[k];  // d = l_id - l_swap, p = sigmoid(d)
+            G[s.res_col[2 * k]] = (float)dd;
+            G[s.res_col[2 * k + 1]] = (float)-dd;
+        }
+    }
+}
+
+}  // namespace
+
+void coef_forward(const SiteDev& s, const float* params, const float* P, float* cache, int N) {
+    if (N > 0) MHC_LAUNCH(k_coef_forward, (N + kTok - 1) / kTok, kTok, s, params, P, cache, N);
+}
+
+void coef_backward(const SiteDev& s, const float* params, const float* cache, const double* dhpre, float* G,
+                   double* trace, int N) {
+    if (N > 0) MHC_LAUNCH(k_coef_backward, (N + kTok - 1) / kTok, kTok, s, params, cache, dhpre, G, trace, N);
+}
+
+}  // namespace mhc::cuda::detail

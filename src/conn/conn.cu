@@ -1,0 +1,323 @@
+// Hyper-connection site forward and backward over N tokens on the GPU (conn/conn_cuda.h): the
+// stream sums, the norm of each row, the projections and the parameter-gradient sums over tokens.
+// The CPU's conn/conn.cpp computes the same quantities in the same precisions (dot products and
+// per-token coefficient maths in double, stream sums and products in fp32).
+#include "conn/conn_cuda.h"
+#include "cuda/device.cuh"
+
+namespace mhc::cuda {
+
+using detail::ConnScratch;
+
+namespace {
+
+constexpr int kWarps = kThreads / 32;  // warp-per-item kernels: items per block
+unsigned warp_blocks(long items) { return (unsigned)((items + kWarps - 1) / kWarps); }
+
+MHC_DEV const float* crow(const SiteDev& s, const float* cache, long tok) { return cache + tok * s.stride; }
+
+// ---- stream sums (fp32, in stream order as the CPU) ---------------------------------------------
+struct ResidualCache {  // residual: H_pre = H_res = H_post = 1
+    SiteDev s;
+    float* cache;
+    MHC_DEV void operator()(long tok) const {
+        float* c = cache + tok * s.stride;
+        c[s.c_hpre] = c[s.c_hres] = c[s.c_hpost] = 1.0f;
+    }
+};
+
+struct WeightedInput {  // u[tok, c] = Σ_s H_pre[s] X[tok, s, c]
+    SiteDev s;
+    const float* cache;
+    const float* X;
+    float* u;
+    MHC_DEV void operator()(long i) const {
+        const long tok = i / s.C, c = i % s.C;
+        const float* h = crow(s, cache, tok) + s.c_hpre;
+        float acc = 0.0f;
+        for (int st = 0; st < s.n; st++) acc += h[st] * X[(tok * s.n + st) * s.C + c];
+        u[i] = acc;
+    }
+};
+
+struct PostForward {  // X'[tok, t, c] = H_post[t] y[tok, c] + Σ_s H_res[s][t] X[tok, s, c]
+    SiteDev s;
+    const float* cache;
+    const float *X, *y;
+    float* Xout;
+    MHC_DEV void operator()(long i) const {
+        const int n = s.n, C = s.C;
+        const long tok = i / ((long)n * C), c = i % C;
+        const int t = (int)(i / C % n);
+        const float* cr = crow(s, cache, tok);
+        float acc = cr[s.c_hpost + t] * y[tok * C + c];
+        for (int st = 0; st < n; st++) acc += cr[s.c_hres + st * n + t] * X[(tok * n + st) * C + c];
+        Xout[i] = acc;
+    }
+};
+
+struct PostBackwardY {  // dy[tok, c] = Σ_t H_post[t] dX'[tok, t, c]
+    SiteDev s;
+    const float* cache;
+    const float* g;
+    float* dy;
+    MHC_DEV void operator()(long i) const {
+        const long tok = i / s.C, c = i % s.C;
+        const float* h = crow(s, cache, tok) + s.c_hpost;
+        float acc = 0.0f;
+        for (int t = 0; t < s.n; t++) acc += h[t] * g[(tok * s.n + t) * s.C + c];
+        dy[i] = acc;
+    }
+};
+
+struct PostBackwardX {  // dX[tok, s, c] = Σ_t H_res[s][t] dX'[tok, t, c] (overwritten)
+    SiteDev s;
+    const float* cache;
+    const float* g;
+    float* dX;
+    MHC_DEV void operator()(long i) const {
+        const int n = s.n, C = s.C;
+        const long tok = i / ((long)n * C), c = i % C;
+        const int st = (int)(i / C % n);
+        const float* h = crow(s, cache, tok) + s.c_hres + st * n;
+        float acc = 0.0f;
+        for (int t = 0; t < n; t++) acc += h[t] * g[(tok * n + t) * C + c];
+        dX[i] = acc;
+    }
+};
+
+struct PreBackwardX {  // dX[tok, s, c] += H_pre[s] du[tok, c]
+    SiteDev s;
+    const float* cache;
+    const float* du;
+    float* dX;
+    MHC_DEV void operator()(long i) const {
+        const long tok = i / ((long)s.n * s.C), c = i % s.C;
+        const int st = (int)(i / s.C % s.n);
+        dX[i] = dX[i] + crow(s, cache, tok)[s.c_hpre + st] * du[tok * s.C + c];
+    }
+};
+
+struct AddInto {  // residual backward: dX += du
+    float* dX;
+    const float* du;
+    MHC_DEV void operator()(long i) const { dX[i] = dX[i] + du[i]; }
+};
+
+// ---- dot products per token (double, one warp each) --------------------------------------------
+// Warp (tok, t): dH_post[t] = <dX'_t, y>, dH_res[s][t] = <dX'_t, X_s>, into the cache.
+__global__ void k_post_dh(SiteDev s, float* cache, const float* X, const float* y, const float* g, int N) {
+    const long item = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31, n = s.n, C = s.C;
+    if (item >= (long)N * n) return;  // the whole warp
+    const long tok = item / n;
+    const int t = (int)(item % n);
+    const float* gt = g + (tok * n + t) * C;
+    const float* x = X + tok * n * C;
+    double acc[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+    for (int c = lane; c < C; c += 32) {
+        const double gc = gt[c];
+        acc[0] += gc * (double)y[tok * C + c];
+        for (int st = 0; st < n; st++) acc[1 + st] += gc * (double)x[st * C + c];
+    }
+    float* cr = cache + tok * s.stride;
+    const double dp = warp_sum(acc[0]);
+    if (lane == 0) cr[s.c_dhpost + t] = (float)dp;
+    for (int st = 0; st < n; st++) {
+        const double d = warp_sum(acc[1 + st]);
+        if (lane == 0) cr[s.c_dhres + st * n + t] = (float)d;
+    }
+}
+
+// Warp tok: dH_pre[s] = <du, X_s> for every stream.
+__global__ void k_pre_dhpre(SiteDev s, const float* X, const float* du, double* dhpre, int N) {
+    const long tok = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31, n = s.n, C = s.C;
+    if (tok >= N) return;
+    const float* x = X + tok * n * C;
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int c = lane; c < C; c += 32) {
+        const double gc = du[tok * C + c];
+        for (int st = 0; st < n; st++) acc[st] += gc * (double)x[st * C + c];
+    }
+    for (int st = 0; st < n; st++) {
+        const double d = warp_sum(acc[st]);
+        if (lane == 0) dhpre[tok * n + st] = d;
+    }
+}
+
+// ---- the norm of each row (Dp values; rpt rows per token) ---------------------------------------
+// rs = sqrt(Dp) / max(||row||, 1e-12), into the row's cache slot.
+__global__ void k_row_rs(SiteDev s, const float* X, float* cache, long rows) {
+    const long r = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    const float* v = X + r * s.Dp;
+    double ss = 0;
+    for (int i = lane; i < s.Dp; i += 32) ss += (double)v[i] * (double)v[i];
+    ss = warp_sum(ss);
+    const double nrm = sqrt(ss);
+    if (lane == 0)
+        cache[(r / s.rpt) * s.stride + s.c_rs + r % s.rpt] = (float)(sqrt((double)s.Dp) / (nrm > 1e-12 ? nrm : 1e-12));
+}
+
+// The norm's backward per row: dv += e - v <v, e> / ||v||^2 (just e where the norm was clamped).
+__global__ void k_row_norm_backward(SiteDev s, const float* X, const float* E, float* dX, long rows) {
+    const long r = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    const float* v = X + r * s.Dp;
+    const float* e = E + r * s.Dp;
+    float* dv = dX + r * s.Dp;
+    double ss = 0, ve = 0;
+    for (int i = lane; i < s.Dp; i += 32) {
+        ss += (double)v[i] * (double)v[i];
+        ve += (double)v[i] * (double)e[i];
+    }
+    ss = warp_sum(ss);
+    ve = warp_sum(ve);
+    const float k = sqrt(ss) > 1e-12 ? (float)(ve / ss) : 0.0f;
+    for (int i = lane; i < s.Dp; i += 32) dv[i] = dv[i] + e[i] - v[i] * k;
+}
+
+// ---- projections and parameter gradients --------------------------------------------------------
+struct FoldGain {  // Wf [Dp, prow] = diag(1 + gamma) [W1 | W2]
+    SiteDev s;
+    const float* params;
+    float* Wf;
+    MHC_DEV void operator()(long i) const {
+        const long row = i / s.prow;
+        const int j = (int)(i % s.prow);
+        const float g1 = 1.0f + params[s.o_gamma + row];
+        Wf[i] = g1 * (j < s.M1 ? params[s.o_W1 + row * s.M1 + j] : params[s.o_W2 + row * s.M2 + (j - s.M1)]);
+    }
+};
+
+struct StaticScaleTerm {  // column j < W: G[tok, j] (-> static); W + j: G[tok, j]·f[tok, j] (-> scale)
+    SiteDev s;
+    const float* G;
+    const float* cache;
+    MHC_DEV double operator()(int tok, int col) const {
+        const int j = col < s.W ? col : col - s.W;
+        const double g = G[(long)tok * s.W + j];
+        return col < s.W ? g : g * (double)crow(s, cache, tok)[s.c_logit + j];
+    }
+};
+struct StoreSums {
+    double* sums;
+    MHC_DEV void operator()(int col, double v) const { sums[col] = v; }
+};
+
+// One thread, the CPU's loop: several columns share a scale parameter, added in column order.
+__global__ void k_add_static_scale(SiteDev s, const double* sums, float* dparams) {
+    if (threadIdx.x || blockIdx.x) return;
+    for (int j = 0; j < s.W; j++) {
+        dparams[s.col_static[j]] += (float)sums[j];
+        dparams[s.col_scale[j]] += (float)sums[s.W + j];
+    }
+}
+
+struct ProjGrad {  // dZ[row, j] = G · scale · f' · rs  (f' = 1 - f² for hc's tanh, else 1)
+    SiteDev s;
+    const float* params;
+    const float* cache;
+    const float* G;
+    float* dZ;
+    MHC_DEV void operator()(long i) const {
+        const long row = i / s.prow, tok = row / s.rpt;
+        const int q = (int)(row % s.rpt), jj = q * s.prow + (int)(i % s.prow);
+        const float* cr = crow(s, cache, tok);
+        const float f = cr[s.c_logit + jj];
+        const float d = s.variant == (int)Variant::hc ? 1.0f - f * f : 1.0f;
+        dZ[i] = G[tok * s.W + jj] * params[s.col_scale[jj]] * d * cr[s.c_rs + q];
+    }
+};
+
+struct WeightGrads {  // dW = (1 + gamma) ⊙ Dsum, dgamma_i = Σ_j [W1 | W2]_ij Dsum_ij (double)
+    SiteDev s;
+    const float* params;
+    const float* Dsum;
+    float* dparams;
+    MHC_DEV void operator()(long i) const {
+        const float* d = Dsum + i * s.prow;
+        const float g1 = 1.0f + params[s.o_gamma + i];
+        const float* W1 = params + s.o_W1 + i * s.M1;
+        const float* W2 = params + s.o_W2 + i * s.M2;
+        float* dW1 = dparams + s.o_W1 + i * s.M1;
+        float* dW2 = dparams + s.o_W2 + i * s.M2;
+        double dg = 0;
+        for (int j = 0; j < s.M1; j++) {
+            dW1[j] += g1 * d[j];
+            dg += (double)W1[j] * (double)d[j];
+        }
+        for (int j = 0; j < s.M2; j++) {
+            dW2[j] += g1 * d[s.M1 + j];
+            dg += (double)W2[j] * (double)d[s.M1 + j];
+        }
+        dparams[s.o_gamma + i] += (float)dg;
+    }
+};
+
+bool residual(const SiteDev& s) { return s.variant == (int)Variant::residual; }
+
+}  // namespace
+
+void conn_pre_forward(const ConnSiteCuda& site, const float* params, const float* X, float* u, float* cache,
+                      float* scratch, int N) {
+    const SiteDev& s = site.dev;
+    if (N <= 0) return;
+    if (residual(s)) {
+        each(N, ResidualCache{s, cache});
+        copy_on_device(u, X, sizeof(float) * N * s.C);
+        return;
+    }
+    ConnScratch sc;
+    detail::conn_scratch_layout(s, N, scratch, &sc);
+    const long Nr = (long)N * s.rpt;
+    each((long)s.Dp * s.prow, FoldGain{s, params, sc.Wf});
+    gemm(false, false, (int)Nr, s.prow, s.Dp, 1.0f, X, s.Dp, sc.Wf, s.prow, 0.0f, sc.PZ, s.prow);  // X rows · Wf
+    MHC_LAUNCH(k_row_rs, warp_blocks(Nr), kThreads, s, X, cache, Nr);
+    detail::coef_forward(s, params, sc.PZ, cache, N);
+    each((long)N * s.C, WeightedInput{s, cache, X, u});
+}
+
+void conn_post_forward(const ConnSiteCuda& site, const float* cache, const float* X, const float* y, float* Xout,
+                       int N) {
+    const SiteDev& s = site.dev;
+    each((long)N * s.n * s.C, PostForward{s, cache, X, y, Xout});
+}
+
+void conn_post_backward(const ConnSiteCuda& site, float* cache, const float* X, const float* y, const float* dXout,
+                        float* dX, float* dy, int N) {
+    const SiteDev& s = site.dev;
+    if (N <= 0) return;
+    each((long)N * s.C, PostBackwardY{s, cache, dXout, dy});
+    if (!residual(s)) MHC_LAUNCH(k_post_dh, warp_blocks((long)N * s.n), kThreads, s, cache, X, y, dXout, N);
+    each((long)N * s.n * s.C, PostBackwardX{s, cache, dXout, dX});
+}
+
+void conn_pre_backward(const ConnSiteCuda& site, const float* params, const float* cache, const float* X,
+                       const float* du, float* dX, float* dparams, float* scratch, int N) {
+    const SiteDev& s = site.dev;
+    if (N <= 0) return;
+    if (residual(s)) {
+        each((long)N * s.C, AddInto{dX, du});
+        return;
+    }
+    ConnScratch sc;
+    detail::conn_scratch_layout(s, N, scratch, &sc);
+    const long Nr = (long)N * s.rpt;
+    MHC_LAUNCH(k_pre_dhpre, warp_blocks(N), kThreads, s, X, du, sc.dhpre, N);
+    each((long)N * s.n * s.C, PreBackwardX{s, cache, du, dX});
+    detail::coef_backward(s, params, cache, sc.dhpre, sc.G, sc.trace, N);
+    colsum(N, 2 * s.W, StaticScaleTerm{s, sc.G, cache}, StoreSums{sc.sums});
+    MHC_LAUNCH(k_add_static_scale, 1, 32, s, sc.sums, dparams);
+    each((long)s.Dp * s.prow, FoldGain{s, params, sc.Wf});
+    each(Nr * s.prow, ProjGrad{s, params, cache, sc.G, sc.PZ});
+    gemm(true, false, s.Dp, s.prow, (int)Nr, 1.0f, X, s.Dp, sc.PZ, s.prow, 0.0f, sc.Dsum, s.prow);  // Xᵀ dZ
+    gemm(false, true, (int)Nr, s.Dp, s.prow, 1.0f, sc.PZ, s.prow, sc.Wf, s.prow, 0.0f, sc.E, s.Dp);  // dZ Wfᵀ
+    MHC_LAUNCH(k_row_norm_backward, warp_blocks(Nr), kThreads, s, X, sc.E, dX, Nr);
+    each(s.Dp, WeightGrads{s, params, sc.Dsum, dparams});
+}
+
+}  // namespace mhc::cuda

@@ -1,0 +1,81 @@
+// Hyper-connection sites on the GPU: the four functions of mhc/conn.h with the same signatures and
+// semantics (what is overwritten, what accumulates), fp32, device pointers, and the CPU's per-token
+// cache layout (ConnSite::c_*), so diagnostics and tests read a downloaded cache as the CPU's.
+// Every variant of the CPU (residual, hc, mhc, mhc-lite with any permutation list, kromhc), n 1..8.
+//   projections x̂·[W1|W2] and the parameter-gradient sums over tokens: cuBLAS GEMMs;
+//   per-token coefficient maths (SPEC §2): one thread per token, in double, as conn/coef.cpp;
+//   dot products and sums over tokens: fixed-order reductions in double (no atomics).
+#pragma once
+#include "cuda/cuda.h"
+#include "mhc/conn.h"
+
+namespace mhc::cuda {
+
+// What the kernels need of a site, passed by value: sizes, cache offsets, the device copies of its
+// tables. Field meanings as in ConnSite.
+struct SiteDev {
+    int variant;  // (int)Variant
+    int n, C, rpt, Dp, M1, M2, prow, W, stride, K, n_extra, iters, nres;
+    int c_hpre, c_hres, c_hpost, c_logit, c_rs, c_extra, c_dhres, c_dhpost;
+    long o_gamma, o_W1, o_W2;
+    const long* col_scale;   // [W] offset of each pre-activation's scale parameter
+    const long* col_static;  // [W] and of its static value
+    const int* pre_col;      // [n]
+    const int* res_col;      // [nres]
+    const int* perms;        // [K * n] mhc-lite, else null
+};
+
+// A site's device twin, built once from a ConnSite (which must outlive it).
+struct ConnSiteCuda {
+    const ConnSite* site = nullptr;
+    SiteDev dev{};
+    DeviceBuffer<long> col_scale, col_static;
+    DeviceBuffer<int> pre_col, res_col, perms;
+};
+// Throws std::invalid_argument (one line) for a variant that has no GPU kernels yet.
+ConnSiteCuda conn_site_cuda(const ConnSite& site);
+
+// Floats of device scratch conn_pre_forward / conn_pre_backward need for N tokens (the GPU works on
+// all tokens at once, so unlike conn_scratch_size it grows with N). 0 for residual.
+long conn_scratch_size_cuda(const ConnSite& site, int N);
+
+// X [N,n,C] -> u [N,C] (overwritten); cache [N,stride] (overwritten); scratch: conn_scratch_size_cuda.
+void conn_pre_forward(const ConnSiteCuda& s, const float* params, const float* X, float* u, float* cache,
+                      float* scratch, int N);
+// X [N,n,C], y [N,C] -> Xout [N,n,C] (overwritten; must not alias X). Reads the cache of pre.
+void conn_post_forward(const ConnSiteCuda& s, const float* cache, const float* X, const float* y, float* Xout, int N);
+// dXout [N,n,C] -> dX [N,n,C] OVERWRITTEN with the post's share, dy [N,C] OVERWRITTEN; writes dH_res,
+// dH_post into the cache for conn_pre_backward. Call it first in backward.
+void conn_post_backward(const ConnSiteCuda& s, float* cache, const float* X, const float* y, const float* dXout,
+                        float* dX, float* dy, int N);
+// du [N,C] -> dX [N,n,C] ACCUMULATED (+=), dparams ACCUMULATED (+=) for every parameter.
+void conn_pre_backward(const ConnSiteCuda& s, const float* params, const float* cache, const float* X,
+                       const float* du, float* dX, float* dparams, float* scratch, int N);
+
+namespace detail {
+
+// The pieces of a site's scratch for N tokens (each 256-byte aligned when base is). Returns the
+// floats used; with base null it only counts.
+struct ConnScratch {
+    float* Wf;      // [Dp, prow]  diag(1 + gamma) [W1 | W2]
+    float* PZ;      // [N*rpt, prow] projections (forward), their gradients dZ (backward)
+    float* G;       // [N, W]  dL/d pre-activation
+    float* E;       // [N*rpt, Dp]  dZ · Wfᵀ
+    float* Dsum;    // [Dp, prow]  Xᵀ dZ
+    double* dhpre;  // [N, n]
+    double* sums;   // [2W]  sums over tokens of G and G·f
+    double* trace;  // [2·iters·n², N]  mhc: the Sinkhorn half steps (token index fastest)
+};
+long conn_scratch_layout(const SiteDev& s, int N, float* base, ConnScratch* out);
+
+// The per-token coefficient kernels (conn/coef.cu).
+// P [N, rpt*prow] raw projections (rows not yet scaled by their rs) -> the cache rows' f, H_pre,
+// H_res, H_post and extra values.
+void coef_forward(const SiteDev& s, const float* params, const float* P, float* cache, int N);
+// From the cache (with dH_res, dH_post) and dhpre [N, n] -> G [N, W].
+void coef_backward(const SiteDev& s, const float* params, const float* cache, const double* dhpre, float* G,
+                   double* trace, int N);
+
+}  // namespace detail
+
+}  // namespace mhc::cuda

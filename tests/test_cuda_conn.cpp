@@ -1,0 +1,174 @@
+// The connection sites on the GPU (conn/conn_cuda.h) against the CPU's (mhc/conn.h): every variant,
+// n from 1 to 8, mhc-lite with all n! permutations, a seeded subset and an explicit list, at 1, 3
+// and 65 tokens. A whole site runs forward and backward (pre, post, post's backward, pre's
+// backward) from random non-initial parameters; the outputs, every slot of the per-token cache and
+// every parameter gradient are compared. Tolerances: tests/cuda_util.h.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "conn/conn_cuda.h"
+#include "conn_util.h"
+#include "cuda_util.h"
+
+using namespace mhc;
+using test::dev_nan;
+using test::to_dev;
+using test::to_double;
+using test::to_float;
+
+namespace {
+
+struct ConnCase {
+    std::string name;
+    Variant v;
+    int n;
+    int iters = 20;
+    int subset = 0;
+    std::vector<int> perms = {};
+};
+
+std::vector<ConnCase> conn_cases() {
+    std::vector<ConnCase> c = {{"residual", Variant::residual, 1}};
+    for (int n : {1, 2, 3, 4, 8}) c.push_back({"hc_n" + std::to_string(n), Variant::hc, n});
+    for (int n : {1, 2, 3, 4, 5, 8}) c.push_back({"mhc_n" + std::to_string(n), Variant::mhc, n});
+    c.push_back({"mhc_n4_iters1", Variant::mhc, 4, 1});
+    for (int n : {1, 2, 3, 4, 5, 6}) c.push_back({"mhc_lite_n" + std::to_string(n), Variant::mhc_lite, n});
+    c.push_back({"mhc_lite_n4_subset5", Variant::mhc_lite, 4, 20, 5});
+    c.push_back({"mhc_lite_n7_subset24", Variant::mhc_lite, 7, 20, 24});
+    c.push_back({"mhc_lite_n8_subset24", Variant::mhc_lite, 8, 20, 24});
+    c.push_back({"mhc_lite_n3_explicit", Variant::mhc_lite, 3, 20, 0, {0, 1, 2, 2, 0, 1, 1, 0, 2}});
+    for (int n : {1, 2, 4, 8}) c.push_back({"kromhc_n" + std::to_string(n), Variant::kromhc, n});
+    return c;
+}
+
+void PrintTo(const ConnCase& c, std::ostream* os) { *os << c.name; }
+
+class CudaConn : public test::CudaTest, public testing::WithParamInterface<ConnCase> {};
+
+// Values [lo, hi) of every token's cache row, gathered.
+template <typename R> std::vector<R> slots(const std::vector<R>& cache, int stride, int N, int lo, int hi) {
+    std::vector<R> out;
+    for (int t = 0; t < N; t++)
+        for (int j = lo; j < hi; j++) out.push_back(cache[(size_t)t * stride + j]);
+    return out;
+}
+
+TEST_P(CudaConn, SiteForwardBackwardMatchesCpu) {
+    const ConnCase& cc = GetParam();
+    ConnConfig cfg;
+    cfg.variant = cc.v;
+    cfg.n = cc.n;
+    cfg.C = 37;
+    cfg.site_index = 5;
+    cfg.sinkhorn_iters = cc.iters;
+    cfg.perm_subset = cc.subset;
+    cfg.perm_seed = 3;
+    cfg.perms = cc.perms;
+    const ConnSite s = conn_site_make(cfg);
+    const cuda::ConnSiteCuda ds = cuda::conn_site_cuda(s);
+    const int n = s.n, C = s.C, stride = s.stride;
+    std::mt19937_64 rng(100 + n);
+    for (const int N : {1, 3, 65}) {
+        const std::string at = cc.name + " N=" + std::to_string(N) + ": ";
+        const std::vector<float> p = test::random_params<float>(s, rng);
+        const std::vector<double> pd = to_double(p);
+        const std::vector<double> X = test::normal_vec<double>((size_t)N * n * C, rng), y = test::normal_vec<double>((size_t)N * C, rng);
+        const std::vector<double> gu = test::normal_vec<double>((size_t)N * C, rng), gX = test::normal_vec<double>(X.size(), rng);
+        // dparams accumulate onto dp0: per tensor 1% of the gradient's RMS, so that overwriting instead
+        // of adding shows, and the fp32 sum loses nothing of the gradient.
+        std::vector<double> dp0 = test::normal_vec<double>(p.size(), rng);
+        {
+            test::SiteRun<double, double> r0(s, N);
+            r0.forward(pd, X, y);
+            r0.backward(pd, X, y, gu, gX);
+            for (const ParamTensor& t : s.params) {
+                double ss = 0;
+                for (long i = 0; i < t.size; i++) ss += r0.dparams[t.offset + i] * r0.dparams[t.offset + i];
+                for (long i = 0; i < t.size; i++) dp0[t.offset + i] *= 0.01 * std::sqrt(ss / t.size);
+            }
+        }
+
+        test::SiteRun<double, double> rd(s, N);
+        test::SiteRun<float, float> rf(s, N);
+        rd.forward(pd, X, y);
+        rf.forward(p, to_float(X), to_float(y));
+
+        auto d_p = to_dev(p), d_X = to_dev(to_float(X)), d_y = to_dev(to_float(y));
+        auto d_u = dev_nan((size_t)N * C), d_cache = dev_nan((size_t)N * stride), d_Xout = dev_nan(X.size());
+        auto d_scratch = dev_nan(cuda::conn_scratch_size_cuda(s, N));
+        cuda::conn_pre_forward(ds, d_p.data(), d_X.data(), d_u.data(), d_cache.data(), d_scratch.data(), N);
+        cuda::conn_post_forward(ds, d_cache.data(), d_X.data(), d_y.data(), d_Xout.data(), N);
+        check(at + "u", d_u.download(), rf.u, rd.u);
+        check(at + "Xout", d_Xout.download(), rf.Xout, rd.Xout);
+        std::vector<float> gc = d_cache.download();
+        auto cache_check = [&](const char* what, int lo, int hi) {
+            if (hi > lo) check(at + what, slots(gc, stride, N, lo, hi), slots(rf.cache, stride, N, lo, hi),
+                               slots(rd.cache, stride, N, lo, hi));
+        };
+        cache_check("H_pre", s.c_hpre, s.c_hpre + n);
+        cache_check("H_res", s.c_hres, s.c_hres + n * n);
+        cache_check("H_post", s.c_hpost, s.c_hpost + n);
+        if (cc.v != Variant::residual) {
+            cache_check("projections f", s.c_logit, s.c_logit + s.rpt * s.prow);
+            cache_check("row scales rs", s.c_rs, s.c_rs + s.rpt);
+            cache_check("mixer values", s.c_extra, s.c_extra + s.n_extra);
+        }
+
+        rd.dparams = dp0;
+        rf.dparams = to_float(dp0);
+        rd.backward(pd, X, y, gu, gX);
+        rf.backward(p, to_float(X), to_float(y), to_float(gu), to_float(gX));
+        auto d_gu = to_dev(to_float(gu)), d_gX = to_dev(to_float(gX));
+        auto d_dX = dev_nan(X.size()), d_dy = dev_nan((size_t)N * C), d_dp = to_dev(to_float(dp0));
+        cuda::conn_post_backward(ds, d_cache.data(), d_X.data(), d_y.data(), d_gX.data(), d_dX.data(), d_dy.data(), N);
+        check(at + "dy", d_dy.download(), rf.dy, rd.dy);
+        cuda::conn_pre_backward(ds, d_p.data(), d_cache.data(), d_X.data(), d_gu.data(), d_dX.data(), d_dp.data(),
+                                d_scratch.data(), N);
+        check(at + "dX", d_dX.download(), rf.dX, rd.dX);
+        if (cc.v != Variant::residual) {
+            gc = d_cache.download();
+            cache_check("dH_res", s.c_dhres, s.c_dhres + n * n);
+            cache_check("dH_post", s.c_dhpost, s.c_dhpost + n);
+        }
+        const std::vector<float> gdp = d_dp.download();
+        for (const ParamTensor& t : s.params) {
+            auto slice = [&](const auto& v) {
+                using V = typename std::decay_t<decltype(v)>::value_type;
+                return std::vector<V>(v.begin() + t.offset, v.begin() + t.offset + t.size);
+            };
+            check_grad(at + "d" + t.name, slice(gdp), slice(rf.dparams), slice(rd.dparams));
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaConn, testing::ValuesIn(conn_cases()),
+                         [](const testing::TestParamInfo<ConnCase>& i) { return i.param.name; });
+
+// Runs everywhere: the GPU scratch of a site covers its pieces, grows with N, is 0 for residual.
+TEST(CudaConnLayout, ScratchSizes) {
+    for (const Variant v : {Variant::residual, Variant::hc, Variant::mhc, Variant::mhc_lite, Variant::kromhc}) {
+        ConnConfig c;
+        c.variant = v;
+        c.n = v == Variant::residual ? 1 : 4;
+        c.C = 37;
+        const ConnSite s = conn_site_make(c);
+        if (v == Variant::residual) {
+            EXPECT_EQ(cuda::conn_scratch_size_cuda(s, 65), 0);
+            continue;
+        }
+        for (const int N : {1, 3, 65}) {
+            const long size = cuda::conn_scratch_size_cuda(s, N);
+            const long Nr = (long)N * s.rpt, W = s.rpt * s.prow;
+            long need = 2L * s.Dp * s.prow + Nr * s.prow + N * W + Nr * s.Dp + 2L * N * s.n + 4L * W;
+            if (v == Variant::mhc) need += 4L * c.sinkhorn_iters * s.n * s.n * N;
+            EXPECT_GE(size, need) << variant_name(v) << " N=" << N;
+            EXPECT_LE(size, need + 8 * 64) << variant_name(v) << " N=" << N;  // 256-byte padding of 8 pieces
+            EXPECT_EQ(size % 64, 0);
+        }
+        EXPECT_GT(cuda::conn_scratch_size_cuda(s, 65), cuda::conn_scratch_size_cuda(s, 3));
+    }
+}
+
+}  // namespace
