@@ -1,0 +1,168 @@
+// GPT forward and backward on the GPU (model/gpt_cuda.h): model/block.h's wiring through the CUDA
+// ops; activations planned once per (B, T), as gpt.cpp plans them on the CPU.
+#include "model/gpt_cuda.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+#include "mhc/diag.h"
+#include "model/block.h"
+#include "model/cuda_ops.h"
+
+namespace mhc {
+
+namespace {
+
+detail::CudaOps ops_of(const GptCuda& g) { return detail::CudaOps{&g.host.sites, &g.dsites}; }
+
+// Every activation of a (B, T) pass in one device buffer and every activation gradient in another,
+// in 256-byte pieces (the connections' scratch holds doubles).
+void plan(GptCuda& g, int B, int Tn) {
+    if (g.B == B && g.Tn == Tn) return;
+    const GPT<float>& m = g.host;
+    const long N = (long)B * Tn, C = m.C, n = m.n, S = N * n * C, att = (long)B * m.H * Tn * Tn;
+    const int L = m.L;
+    long scratch = 0;
+    for (const auto& s : m.sites) scratch = std::max(scratch, cuda::conn_scratch_size_cuda(s, (int)N));
+    long used = 0;
+    float* base = nullptr;
+    auto take = [&](long count) {
+        float* at = base ? base + used : nullptr;
+        used += (count + 63) / 64 * 64;
+        return at;
+    };
+    auto layout_act = [&] {
+        g.X.assign(2 * L + 1, nullptr);
+        for (auto& x : g.X) x = take(S);
+        g.s_act.assign(2 * L, {});
+        for (int k = 0; k < 2 * L; k++)
+            g.s_act[k] = {take(N * conn_cache_stride(m.sites[k])), take(N * C), take(N * C)};
+        g.b_act.assign(L, {});
+        for (auto& b : g.b_act) {
+            b.ln1 = take(N * C), b.ln1_mean = take(N), b.ln1_rstd = take(N), b.qkv = take(3 * N * C);
+            b.att = take(att), b.atty = take(N * C), b.ln2 = take(N * C), b.ln2_mean = take(N);
+            b.ln2_rstd = take(N), b.fch = take(4 * N * C), b.fcg = take(4 * N * C);
+        }
+        g.lnf = take(S), g.lnf_mean = take(N * n), g.lnf_rstd = take(N * n), g.hsum = take(N * C);
+        g.logits = take(N * m.V), g.losses = take(N), g.scratch = take(scratch);
+    };
+    auto layout_gact = [&] {
+        auto& b = g.bgrad;
+        g.dXa = take(S), g.dXb = take(S), b.du = take(N * C), b.dy = take(N * C), b.dln = take(N * C);
+        b.dqkv = take(3 * N * C), b.datt = take(att), b.datty = take(N * C), b.dfch = take(4 * N * C);
+        b.dfcg = take(4 * N * C), g.dhsum = take(N * C), g.dlnf = take(S);
+    };
+    for (auto [buf, layout] : {std::pair{&g.act, std::function<void()>(layout_act)},
+                               std::pair{&g.gact, std::function<void()>(layout_gact)}}) {
+        used = 0, base = nullptr;
+        layout();
+        buf->resize(used);
+        used = 0, base = buf->data();
+        layout();
+    }
+    g.inputs.resize(N);
+    g.targets.resize(N);
+    g.B = B, g.Tn = Tn;
+}
+
+}  // namespace
+
+void gpt_cuda_build(GptCuda& g, const GPT<float>& m) {
+    g = GptCuda();
+    // The same layout from the same config; mhc-lite's permutations as the CPU model drew them.
+    std::vector<std::vector<int>> perms;
+    for (const auto& s : m.sites) perms.push_back(s.cfg.variant == Variant::mhc_lite ? s.perms : std::vector<int>());
+    gpt_build(g.host, m.cfg, &perms);
+    if (gpt_param_count_of(g.host.params) != (long)m.param.size())
+        throw std::logic_error("gpt_cuda_build: the model's layout did not reproduce");
+    g.host.param.clear(), g.host.grad.clear();  // the device holds them
+    g.host.param.shrink_to_fit(), g.host.grad.shrink_to_fit();
+    for (const auto& s : g.host.sites) g.dsites.push_back(cuda::conn_site_cuda(s));
+    g.param.upload(m.param);
+    g.grad.resize(m.param.size());
+    g.grad.fill_bytes(0);
+}
+
+long gpt_cuda_param_count(const GptCuda& g) { return (long)g.param.size(); }
+void gpt_cuda_upload_params(GptCuda& g, const float* params) { g.param.upload(params, g.param.size()); }
+void gpt_cuda_download_params(const GptCuda& g, float* params) { g.param.download(params, g.param.size()); }
+void gpt_cuda_download_grads(const GptCuda& g, float* grads) { g.grad.download(grads, g.grad.size()); }
+void gpt_cuda_zero_grad(GptCuda& g) { g.grad.fill_bytes(0); }
+
+double gpt_cuda_forward(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn) {
+    const GPT<float>& m = g.host;
+    if (B < 1 || Tn < 1 || Tn > m.Tmax)
+        throw std::invalid_argument("batch " + std::to_string(B) + " x " + std::to_string(Tn) +
+                                    " does not fit block_size " + std::to_string(m.Tmax));
+    const int N = B * Tn;
+    for (int i = 0; i < N; i++)
+        if (inputs[i] < 0 || inputs[i] >= m.V || (targets && (targets[i] < 0 || targets[i] >= m.V)))
+            throw std::invalid_argument("token id out of range 0.." + std::to_string(m.V - 1));
+    plan(g, B, Tn);
+    g.inputs.upload(inputs, N);
+    cuda::encoder_index_build(g.enc, inputs, N);
+    g.have_targets = targets != nullptr;
+    if (targets) g.targets.upload(targets, N);
+    const float* P = g.param.data();
+    const detail::CudaOps ops = ops_of(g);
+    auto attend = [&](const float* qkv, float* atty, float* att) {
+        ops.attention_forward(atty, att, qkv, B, Tn, m.C, m.H);
+    };
+    ops.encoder_forward(g.X[0], g.inputs.data(), P + m.wte, P + m.wpe, B, Tn, m.C, m.n);
+    for (int i = 0; i < m.L; i++)
+        detail::block_forward(ops, m, i, P, g.X[2 * i], g.X[2 * i + 1], g.X[2 * i + 2], g.b_act[i], g.s_act[2 * i],
+                              g.s_act[2 * i + 1], g.scratch, N, attend);
+    detail::head_forward(ops, m, P, g.X[2 * m.L], g.lnf, g.lnf_mean, g.lnf_rstd, g.hsum, g.logits, N);
+    if (!targets) return g.loss = std::numeric_limits<double>::quiet_NaN();
+    return g.loss = ops.crossentropy_forward(g.logits, g.losses, g.targets.data(), N, m.V);
+}
+
+void gpt_cuda_backward(GptCuda& g, double scale) {
+    if (!g.have_targets) throw std::logic_error("gpt_cuda_backward needs a forward with targets");
+    const GPT<float>& m = g.host;
+    const int B = g.B, Tn = g.Tn, N = B * Tn;
+    const float* P = g.param.data();
+    float* G = g.grad.data();
+    const detail::CudaOps ops = ops_of(g);
+    ops.crossentropy_backward(g.logits, g.targets.data(), N, m.V, scale / N);  // logits := dlogits
+    float *dnext = g.dXa, *dcur = g.dXb;
+    detail::head_backward(ops, m, P, G, g.X[2 * m.L], g.lnf_mean, g.lnf_rstd, g.hsum, g.logits, g.dhsum, g.dlnf,
+                          dnext, N);
+    for (int i = m.L - 1; i >= 0; i--)
+        detail::block_backward(ops, m, i, P, G, g.X[2 * i], g.X[2 * i + 1], g.b_act[i], g.s_act[2 * i],
+                               g.s_act[2 * i + 1], g.bgrad, dnext, dcur, g.scratch, B, Tn);
+    ops.encoder_backward(G + m.wte, G + m.wpe, dnext, g.enc, B, Tn, m.C, m.n);
+    g.have_targets = false;  // the logits now hold gradients: a second backward would be wrong
+}
+
+std::vector<float> gpt_cuda_logits(const GptCuda& g) {
+    std::vector<float> out((size_t)g.B * g.Tn * g.host.V);
+    cuda::copy_to_host(out.data(), g.logits, out.size() * sizeof(float));
+    return out;
+}
+
+std::vector<float> gpt_cuda_site_cache(const GptCuda& g, int k) {
+    std::vector<float> out((size_t)g.B * g.Tn * conn_cache_stride(g.host.sites.at(k)));
+    cuda::copy_to_host(out.data(), g.s_act.at(k).cache, out.size() * sizeof(float));
+    return out;
+}
+
+nlohmann::json gpt_cuda_diagnostics(const GptCuda& g) {
+    if (g.B * g.Tn <= 0) throw std::logic_error("gpt_cuda_diagnostics: the model has not run a forward yet");
+    // A CPU model view that holds only what gpt_diagnostics reads: sites, n, the shape, the caches.
+    GPT<float> view;
+    view.sites = g.host.sites;
+    view.n = g.host.n;
+    view.B = g.B, view.Tn = g.Tn;
+    std::vector<std::vector<float>> caches;
+    for (int k = 0; k < (int)g.host.sites.size(); k++) caches.push_back(gpt_cuda_site_cache(g, k));
+    view.s_act.resize(caches.size());
+    for (size_t k = 0; k < caches.size(); k++) view.s_act[k].cache = caches[k].data();
+    return gpt_diagnostics(view);
+}
+
+}  // namespace mhc

@@ -1,0 +1,64 @@
+// The GPT of SPEC §3 on the GPU: the CPU model's layout (gpt_build: the same tensors at the same
+// offsets, so a checkpoint is a plain copy of the flat parameter buffer) with its parameters,
+// gradients, activations and activation gradients in device buffers laid out once, and the same
+// wiring as the CPU model (model/block.h), run through the CUDA ops (model/cuda_ops.h).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "conn/conn_cuda.h"
+#include "cuda/cuda.h"
+#include "mhc/gpt.h"
+#include "ops/ops_cuda.h"
+
+namespace mhc {
+
+struct GptCuda {
+    GPT<float> host;                          // layout only (sites, tensors, offsets); no activations
+    std::vector<cuda::ConnSiteCuda> dsites;   // the device twins of host.sites
+    cuda::DeviceBuffer<float> param, grad;    // [nparams], host.params' layout
+
+    // Activations, planned for one (B, T) by gpt_cuda_forward (device pointers into act / gact).
+    int B = 0, Tn = 0;
+    cuda::DeviceBuffer<float> act, gact;
+    cuda::DeviceBuffer<int32_t> inputs, targets;
+    cuda::EncoderIndex enc;                   // the inputs grouped by token, for the embedding backward
+    std::vector<float*> X;                    // 2L + 1 stream states [N, n, C]
+    std::vector<GPT<float>::Site> s_act;
+    std::vector<GPT<float>::Block> b_act;
+    GPT<float>::BlockGrad bgrad{};
+    float *lnf = nullptr, *lnf_mean = nullptr, *lnf_rstd = nullptr, *hsum = nullptr, *logits = nullptr,
+          *losses = nullptr, *scratch = nullptr;
+    float *dXa = nullptr, *dXb = nullptr, *dhsum = nullptr, *dlnf = nullptr;
+    bool have_targets = false;
+    double loss = 0;
+};
+
+// From a built CPU model (gpt_build, then gpt_init or loaded weights): its layout and mhc-lite
+// permutations, its parameters uploaded, gradients zero. Throws for a variant without GPU kernels.
+void gpt_cuda_build(GptCuda& g, const GPT<float>& m);
+
+long gpt_cuda_param_count(const GptCuda& g);
+void gpt_cuda_upload_params(GptCuda& g, const float* params);          // nparams values
+void gpt_cuda_download_params(const GptCuda& g, float* params);
+void gpt_cuda_download_grads(const GptCuda& g, float* grads);
+
+// As gpt_forward: inputs and targets [B, T] on the host. With targets: the mean cross-entropy,
+// keeping what the backward needs; without: logits [B*T, V] (gpt_cuda_logits), returns NaN.
+double gpt_cuda_forward(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn);
+// As gpt_backward: grad += d(scale * loss) / d(param).
+void gpt_cuda_backward(GptCuda& g, double scale = 1.0);
+void gpt_cuda_zero_grad(GptCuda& g);
+
+// The last forward's logits [B*T, V] (after a forward with targets: the probabilities, until the
+// backward turns them into gradients).
+std::vector<float> gpt_cuda_logits(const GptCuda& g);
+// The per-token cache [N, stride] of site k from the last forward.
+std::vector<float> gpt_cuda_site_cache(const GptCuda& g, int k);
+// SPEC §6 diagnostics of the last forward, as gpt_diagnostics (mhc/diag.h): the caches are
+// downloaded and read by the CPU code.
+nlohmann::json gpt_cuda_diagnostics(const GptCuda& g);
+
+}  // namespace mhc

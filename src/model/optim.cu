@@ -1,0 +1,106 @@
+// AdamW, gradient norm and clipping on the GPU (model/optim_cuda.h).
+#include <cmath>
+
+#include "cuda/device.cuh"
+#include "model/optim_cuda.h"
+
+namespace mhc::cuda {
+
+namespace {
+
+constexpr long kNormBlock = 1 << 14;  // the CPU's grad_norm block
+
+// Block b: Σ g² over values [b·16384, (b+1)·16384), in double.
+__global__ void k_sumsq_blocks(const float* g, long count, double* part) {
+    __shared__ double sh[32];
+    const long b0 = blockIdx.x * kNormBlock, b1 = lmin(count, b0 + kNormBlock);
+    double ss = 0;
+    for (long i = b0 + threadIdx.x; i < b1; i += blockDim.x) ss += (double)g[i] * (double)g[i];
+    ss = block_sum(ss, sh);
+    if (threadIdx.x == 0) part[blockIdx.x] = ss;
+}
+
+__global__ void k_sum_in_order(const double* part, long nb, double* out) {
+    if (threadIdx.x || blockIdx.x) return;
+    double ss = 0;
+    for (long b = 0; b < nb; b++) ss += part[b];
+    *out = ss;
+}
+
+struct Scale {
+    float* g;
+    double coef;
+    MHC_DEV void operator()(long i) const { g[i] = (float)((double)g[i] * coef); }
+};
+
+struct AdamWUpdate {
+    float *p, *m, *v;
+    const float* g;
+    const long* seg_end;
+    const unsigned char* seg_decay;
+    int nseg;
+    float decay, b1, b2, step_size, bc2_sqrt, eps;
+    MHC_DEV void operator()(long i) const {
+        int lo = 0, hi = nseg - 1;  // the first run that ends after i
+        while (lo < hi) {
+            const int mid = (lo + hi) / 2;
+            if (seg_end[mid] > i) hi = mid;
+            else lo = mid + 1;
+        }
+        const float gi = g[i];
+        float pi = p[i] * (seg_decay[lo] ? decay : 1.0f);
+        const float mi = m[i] * b1 + gi * (1.0f - b1);
+        const float vi = v[i] * b2 + gi * gi * (1.0f - b2);
+        const float denom = sqrtf(vi) / bc2_sqrt + eps;
+        pi -= step_size * mi / denom;
+        p[i] = pi, m[i] = mi, v[i] = vi;
+    }
+};
+
+}  // namespace
+
+double grad_norm(const float* g, long count) {
+    if (count <= 0) return 0.0;
+    const long nb = (count + kNormBlock - 1) / kNormBlock;
+    double* part = workspace((size_t)nb + 1);
+    MHC_LAUNCH(k_sumsq_blocks, (unsigned)nb, kThreads, g, count, part);
+    MHC_LAUNCH(k_sum_in_order, 1, 32, part, nb, part + nb);
+    double ss = 0;
+    copy_to_host(&ss, part + nb, sizeof ss);
+    return std::sqrt(ss);
+}
+
+void clip_grad(float* g, long count, double norm, double max_norm) {
+    if (max_norm <= 0) return;
+    const double coef = max_norm / (norm + 1e-6);
+    if (coef >= 1.0) return;
+    each(count, Scale{g, coef});
+}
+
+void adamw_step(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors, double lr,
+                double beta1, double beta2, double weight_decay) {
+    if (tensors.empty()) return;
+    const long count = tensors.back().offset + tensors.back().size;
+    if ((long)st.m.size() != count) {
+        st.m.resize(count), st.v.resize(count);
+        st.m.fill_bytes(0), st.v.fill_bytes(0);
+    }
+    if (st.seg_end.empty()) {
+        std::vector<long> end;
+        std::vector<unsigned char> decay;
+        for (const auto& t : tensors) {
+            if (!end.empty() && decay.back() == (unsigned char)t.decay) end.back() = t.offset + t.size;
+            else end.push_back(t.offset + t.size), decay.push_back((unsigned char)t.decay);
+        }
+        st.seg_end.upload(end);
+        st.seg_decay.upload(decay);
+    }
+    st.step++;
+    const double bc1 = 1.0 - std::pow(beta1, (double)st.step);
+    const double bc2_sqrt = std::sqrt(1.0 - std::pow(beta2, (double)st.step));
+    each(count, AdamWUpdate{param, st.m.data(), st.v.data(), grad, st.seg_end.data(), st.seg_decay.data(),
+                            (int)st.seg_end.size(), (float)(1.0 - lr * weight_decay), (float)beta1, (float)beta2,
+                            (float)(lr / bc1), (float)bc2_sqrt, 1e-8f});
+}
+
+}  // namespace mhc::cuda

@@ -1,0 +1,31 @@
+// AdamW with SPEC §5's decay rule and clipping by global gradient norm on the GPU: the CPU's
+// mhc/optim.h on device buffers, with its order of operations (the norm in double over fixed blocks
+// of 16384 values, the blocks added in order; the update in fp32).
+#pragma once
+#include <vector>
+
+#include "cuda/cuda.h"
+#include "mhc/conn.h"
+
+namespace mhc::cuda {
+
+// Global L2 norm of a device gradient buffer of `count` values (waits for the result).
+double grad_norm(const float* g, long count);
+
+// Scales the gradients so their global norm is at most max_norm (clip_grad's rule; 0 disables).
+void clip_grad(float* g, long count, double norm, double max_norm);
+
+// AdamW state on the device: the moments (zero until the first step), the step count, and the
+// decay mask as runs of consecutive tensors with the same ParamTensor::decay.
+struct AdamWCuda {
+    DeviceBuffer<float> m, v;
+    long step = 0;
+    DeviceBuffer<long> seg_end;             // end offset of each run
+    DeviceBuffer<unsigned char> seg_decay;  // whether its tensors decay
+};
+
+// One AdamW step over every tensor, one fused kernel (adamw_step's arithmetic, per element).
+void adamw_step(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors, double lr,
+                double beta1, double beta2, double weight_decay);
+
+}  // namespace mhc::cuda

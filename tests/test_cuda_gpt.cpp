@@ -1,0 +1,159 @@
+// The whole GPT on the GPU (model/gpt_cuda.h) against the CPU model, per variant: the logits, the
+// loss, every parameter's gradient, the per-token coefficient caches and the SPEC §6 diagnostics
+// read from them. A model of 2 blocks, C = 40 (no multiple of 32), 4 heads of 10, V = 67, on a
+// batch of 2 x 65 positions (one past a block of 64), moved away from its initial values so that
+// every path matters. Tolerances: tests/cuda_util.h.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "cuda_util.h"
+#include "gpt_util.h"
+#include "mhc/diag.h"
+#include "model/gpt_cuda.h"
+
+using namespace mhc;
+using test::to_double;
+
+namespace {
+
+struct ModelCase {
+    std::string name, type;
+    int n = 4;
+    bool bias = false;
+    int subset = 0;
+};
+
+std::vector<ModelCase> model_cases() {
+    return {{"none", "none", 1},       {"none_bias", "none", 1, true}, {"hc_n3", "hc", 3},
+            {"mhc_n4", "mhc", 4},      {"mhc_lite_n4", "mhc_lite", 4}, {"mhc_lite_n4_bias", "mhc_lite", 4, true},
+            {"kromhc_n4", "kromhc", 4}, {"mhc_lite_n8_subset24", "mhc_lite", 8, false, 24},
+            {"kromhc_n8", "kromhc", 8}, {"hc_n8", "hc", 8}};
+}
+
+ModelConfig gpu_test_config(const ModelCase& c) {
+    ModelConfig m = test::tiny_config(c.type, c.bias, 65);
+    m.n_embd = 40;
+    m.n_head = 4;
+    m.vocab_size = 67;
+    m.hyper_conn_n = c.n;
+    m.hyper_conn_perm_subset = c.subset;
+    return m;
+}
+
+void PrintTo(const ModelCase& c, std::ostream* os) { *os << c.name; }
+
+class CudaGpt : public test::CudaTest, public testing::WithParamInterface<ModelCase> {};
+
+TEST_P(CudaGpt, LogitsLossGradientsAndDiagnosticsMatchCpu) {
+    const ModelCase& mc = GetParam();
+    const ModelConfig cfg = gpu_test_config(mc);
+    GPT<float> mf;
+    test::make_perturbed(mf, cfg, 21);
+    GPT<double> md;
+    gpt_build(md, cfg);
+    md.param = to_double(mf.param);
+    GptCuda g;
+    gpt_cuda_build(g, mf);
+    ASSERT_EQ(gpt_cuda_param_count(g), (long)mf.param.size());
+
+    const int B = 2, Tn = 65, N = B * Tn, V = cfg.vocab_size;
+    std::mt19937_64 rng(22);
+    std::vector<int32_t> in(N), tg(N);
+    for (int i = 0; i < N; i++) in[i] = (int32_t)(rng() % V), tg[i] = (int32_t)(rng() % V);
+
+    // Without targets: the logits.
+    EXPECT_TRUE(std::isnan(gpt_cuda_forward(g, in.data(), nullptr, B, Tn)));
+    gpt_forward(mf, in.data(), nullptr, B, Tn);
+    gpt_forward(md, in.data(), nullptr, B, Tn);
+    const size_t NV = (size_t)N * V;
+    check("logits", gpt_cuda_logits(g), std::vector<float>(mf.logits, mf.logits + NV),
+          std::vector<double>(md.logits, md.logits + NV));
+
+    // With targets: the loss and, after the backward, every gradient (scaled by 0.5, accumulated).
+    gpt_zero_grad(mf);
+    gpt_zero_grad(md);
+    gpt_cuda_zero_grad(g);
+    const double Lf = gpt_forward(mf, in.data(), tg.data(), B, Tn);
+    const double Ld = gpt_forward(md, in.data(), tg.data(), B, Tn);
+    const double Lg = gpt_cuda_forward(g, in.data(), tg.data(), B, Tn);
+    check("loss", std::vector<float>{(float)Lg}, std::vector<float>{(float)Lf}, std::vector<double>{Ld}, 1e-6);
+    EXPECT_NEAR(Lg, Lf, 1e-5) << "loss";
+
+    // The caches of every site (the coefficients of this forward), slot by slot as the CPU's.
+    for (int k = 0; k < 2 * cfg.n_layer; k++) {
+        const ConnSite& s = mf.sites[k];
+        const int sN = N * s.stride;
+        std::vector<float> gc = gpt_cuda_site_cache(g, k);
+        std::vector<float> cf(mf.s_act[k].cache, mf.s_act[k].cache + sN);
+        std::vector<double> cd(md.s_act[k].cache, md.s_act[k].cache + sN);
+        const int hi = s.c_dhres;  // the forward's slots (the backward writes the rest)
+        auto fwd = [&](const auto& v) {
+            std::vector<typename std::decay_t<decltype(v)>::value_type> out;
+            for (int t = 0; t < N; t++) out.insert(out.end(), v.begin() + (long)t * s.stride, v.begin() + (long)t * s.stride + hi);
+            return out;
+        };
+        check("cache of site " + std::to_string(k), fwd(gc), fwd(cf), fwd(cd));
+    }
+
+    gpt_backward(mf, 0.5);
+    gpt_backward(md, 0.5);
+    gpt_cuda_backward(g, 0.5);
+    std::vector<float> gg(mf.grad.size());
+    gpt_cuda_download_grads(g, gg.data());
+    for (const ParamTensor& t : mf.params) {
+        auto slice = [&](const auto& v) {
+            using T = typename std::decay_t<decltype(v)>::value_type;
+            return std::vector<T>(v.begin() + t.offset, v.begin() + t.offset + t.size);
+        };
+        check_grad("d " + t.name, slice(gg), slice(mf.grad), slice(md.grad));
+    }
+    EXPECT_THROW(gpt_cuda_backward(g), std::logic_error);  // the logits hold gradients now
+
+    // SPEC §6 diagnostics from the downloaded caches (the backward leaves them intact).
+    if (cfg.hyper_conn_type != Variant::residual) {
+        const nlohmann::json dg = gpt_cuda_diagnostics(g), dc = gpt_diagnostics(mf);
+        ASSERT_EQ(dg["sites"].size(), dc["sites"].size());
+        EXPECT_EQ(dg["tokens"], dc["tokens"]);
+        for (size_t k = 0; k < dc["sites"].size(); k++)
+            for (const auto& [key, val] : dc["sites"][k].items()) {
+                if (!val.is_number_float()) {
+                    EXPECT_EQ(dg["sites"][k][key], val) << key;
+                    continue;
+                }
+                const double c = val.get<double>(), gv = dg["sites"][k][key].get<double>();
+                EXPECT_NEAR(gv, c, 1e-5 * std::max(1.0, std::fabs(c))) << "site " << k << " " << key;
+            }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaGpt, testing::ValuesIn(model_cases()),
+                         [](const testing::TestParamInfo<ModelCase>& i) { return i.param.name; });
+
+class CudaGptApi : public test::CudaTest {};
+
+// Parameters go up and come back as they were; bad shapes and ids are refused as on the CPU.
+TEST_F(CudaGptApi, ParametersRoundTripAndBadInputIsRefused) {
+    GPT<float> m;
+    test::make_perturbed(m, gpu_test_config({"mhc_lite_n4", "mhc_lite", 4}), 3);
+    GptCuda g;
+    gpt_cuda_build(g, m);
+    std::vector<float> back(m.param.size());
+    gpt_cuda_download_params(g, back.data());
+    EXPECT_EQ(back, m.param);
+    for (auto& v : back) v *= 2;
+    gpt_cuda_upload_params(g, back.data());
+    std::vector<float> again(back.size());
+    gpt_cuda_download_params(g, again.data());
+    EXPECT_EQ(again, back);
+    std::vector<int32_t> ok(130, 3), bad(130, 67);
+    EXPECT_THROW(gpt_cuda_forward(g, bad.data(), nullptr, 2, 65), std::invalid_argument);
+    EXPECT_THROW(gpt_cuda_forward(g, ok.data(), nullptr, 1, 66), std::invalid_argument);
+    EXPECT_THROW(gpt_cuda_backward(g), std::logic_error);
+    EXPECT_THROW(gpt_cuda_diagnostics(g), std::logic_error);
+    // A second shape re-plans the activations; one position works.
+    EXPECT_TRUE(std::isnan(gpt_cuda_forward(g, ok.data(), nullptr, 1, 1)));
+    EXPECT_TRUE(std::isfinite(gpt_cuda_forward(g, ok.data(), ok.data(), 2, 65)));
+}
+
+}  // namespace

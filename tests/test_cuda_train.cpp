@@ -1,0 +1,198 @@
+// Training on the GPU: the optimizer ops (model/optim_cuda.h) against the CPU's, 20 AdamW steps of
+// the GPU model beside the CPU model on the same batches (losses within 1e-4 at every step), and
+// determinism (two GPU runs give bit-identical losses, gradients and weights).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "cuda_util.h"
+#include "gpt_util.h"
+#include "mhc/optim.h"
+#include "model/gpt_cuda.h"
+#include "model/optim_cuda.h"
+
+using namespace mhc;
+using test::to_dev;
+
+namespace {
+
+class CudaOptim : public test::CudaTest {};
+
+// Tensors of awkward sizes, decayed and not, over several norm blocks of 16384 values.
+TEST_F(CudaOptim, NormClipAndAdamWMatchCpu) {
+    std::vector<ParamTensor> ts;
+    long off = 0;
+    int k = 0;
+    for (const auto& [size, decay] : std::vector<std::pair<long, bool>>{{1, false}, {40000, true}, {333, false},
+                                                                       {16384, true}, {7, true}, {5, false}}) {
+        ParamTensor t;
+        t.name = std::to_string(k++);
+        t.shape = {(int)size};
+        t.offset = off, t.size = size, t.decay = decay;
+        off += size;
+        ts.push_back(t);
+    }
+    std::mt19937_64 rng(31);
+    std::vector<float> p = test::normal_vec<float>(off, rng), pc = p;
+    auto dp = to_dev(p);
+    AdamW<float> cpu;
+    cuda::AdamWCuda gpu;
+    for (int step = 0; step < 3; step++) {
+        std::vector<float> gr = test::normal_vec<float>(off, rng, step == 1 ? 0.001 : 10.0);  // step 1: no clipping
+        auto dg = to_dev(gr);
+        const double nc = grad_norm(gr.data(), off), ng = cuda::grad_norm(dg.data(), off);
+        EXPECT_NEAR(ng, nc, 1e-12 * nc) << "step " << step;
+        clip_grad(gr.data(), off, nc, 1.0);
+        cuda::clip_grad(dg.data(), off, ng, 1.0);
+        check("clipped gradients, step " + std::to_string(step), dg.download(), gr, gr);
+        adamw_step(cpu, pc.data(), gr.data(), ts, 1e-2, 0.9, 0.95, 0.1);
+        cuda::adamw_step(gpu, dp.data(), dg.data(), ts, 1e-2, 0.9, 0.95, 0.1);
+        check("weights, step " + std::to_string(step), dp.download(), pc, pc);
+        check("first moments, step " + std::to_string(step), gpu.m.download(), cpu.m, cpu.m);
+        check("second moments, step " + std::to_string(step), gpu.v.download(), cpu.v, cpu.v);
+    }
+    EXPECT_EQ(gpu.step, cpu.step);
+    EXPECT_EQ(cuda::grad_norm(dp.data(), 0), 0.0);
+}
+
+// A learnable stream of tokens (each token mostly followed by a fixed successor) and fixed batches.
+struct Batches {
+    std::vector<int32_t> data;
+    std::mt19937_64 rng{41};
+    explicit Batches(int V) {
+        std::mt19937_64 r(40);
+        int32_t t = 0;
+        for (int i = 0; i < 20000; i++) data.push_back(t = (r() % 4 == 0) ? (int32_t)(r() % V) : (t * 7 + 3) % V);
+    }
+    void next(int B, int Tn, std::vector<int32_t>& in, std::vector<int32_t>& tg) {
+        in.resize(B * Tn), tg.resize(B * Tn);
+        for (int b = 0; b < B; b++) {
+            const size_t at = rng() % (data.size() - Tn - 1);
+            for (int t = 0; t < Tn; t++) in[b * Tn + t] = data[at + t], tg[b * Tn + t] = data[at + t + 1];
+        }
+    }
+};
+
+TrainConfig train_config() {
+    TrainConfig c;
+    c.learning_rate = 3e-3;
+    c.min_lr = 3e-4;
+    c.warmup_iters = 5;
+    c.lr_decay_iters = 20;
+    c.grad_clip = 1.0;
+    c.weight_decay = 0.1;
+    c.beta1 = 0.9;
+    c.beta2 = 0.95;
+    return c;
+}
+
+ModelConfig model_config(const std::string& type, int n) {
+    ModelConfig m = test::tiny_config(type, false, 33);
+    m.n_embd = 24;
+    m.n_head = 3;
+    m.vocab_size = 29;
+    m.hyper_conn_n = n;
+    return m;
+}
+
+struct Step {
+    double loss, norm;
+};
+
+// `steps` training steps of the GPU model, train_step's order: zero, forward, backward, norm,
+// clip, AdamW at lr_at.
+std::vector<Step> gpu_run(const GPT<float>& init, int steps, int B, int Tn, std::vector<float>* params_out,
+                          std::vector<float>* grads_out) {
+    const TrainConfig tc = train_config();
+    GptCuda g;
+    gpt_cuda_build(g, init);
+    cuda::AdamWCuda adam;
+    Batches data(init.V);
+    std::vector<int32_t> in, tg;
+    std::vector<Step> out;
+    const long count = gpt_cuda_param_count(g);
+    for (int s = 0; s < steps; s++) {
+        data.next(B, Tn, in, tg);
+        gpt_cuda_zero_grad(g);
+        const double loss = gpt_cuda_forward(g, in.data(), tg.data(), B, Tn);
+        gpt_cuda_backward(g);
+        const double norm = cuda::grad_norm(g.grad.data(), count);
+        if (grads_out) grads_out->resize(count), gpt_cuda_download_grads(g, grads_out->data());
+        cuda::clip_grad(g.grad.data(), count, norm, tc.grad_clip);
+        cuda::adamw_step(adam, g.param.data(), g.grad.data(), g.host.params, lr_at(tc, s), tc.beta1, tc.beta2,
+                         tc.weight_decay);
+        out.push_back({loss, norm});
+    }
+    if (params_out) params_out->resize(count), gpt_cuda_download_params(g, params_out->data());
+    return out;
+}
+
+class CudaTrain : public test::CudaTest, public testing::WithParamInterface<std::pair<std::string, int>> {};
+
+TEST_P(CudaTrain, TwentyStepsTrackTheCpu) {
+    const auto& [type, n] = GetParam();
+    GPT<float> m;
+    gpt_build(m, model_config(type, n));
+    gpt_init(m, 7);
+    const int B = 2, Tn = 33, steps = 20;
+    std::vector<float> gparams;
+    const std::vector<Step> gpu = gpu_run(m, steps, B, Tn, &gparams, nullptr);
+
+    const TrainConfig tc = train_config();
+    AdamW<float> adam;
+    Batches data(m.V);
+    std::vector<int32_t> in, tg;
+    double worst = 0;
+    for (int s = 0; s < steps; s++) {
+        data.next(B, Tn, in, tg);
+        gpt_zero_grad(m);
+        const double loss = gpt_forward(m, in.data(), tg.data(), B, Tn);
+        gpt_backward(m);
+        const double norm = grad_norm(m.grad.data(), (long)m.grad.size());
+        clip_grad(m.grad.data(), (long)m.grad.size(), norm, tc.grad_clip);
+        adamw_step(adam, m.param.data(), m.grad.data(), m.params, lr_at(tc, s), tc.beta1, tc.beta2, tc.weight_decay);
+        EXPECT_NEAR(gpu[s].loss, loss, 1e-4) << "step " << s;
+        EXPECT_NEAR(gpu[s].norm, norm, 1e-3 * norm) << "step " << s;
+        worst = std::max(worst, std::fabs(gpu[s].loss - loss));
+    }
+    EXPECT_LT(gpu.back().loss, gpu.front().loss - 0.1) << "the model did not learn";
+    // Adam's normalised steps let fp32 noise in near-zero gradients move weights by up to lr, so the
+    // weights are held to a looser bound than the losses.
+    const double werr = test::rel_err(gparams, m.param);
+    EXPECT_LT(werr, 1e-3) << "weights after " << steps << " steps";
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.3g", worst);
+    RecordProperty("max_loss_diff", buf);
+    std::snprintf(buf, sizeof buf, "%.3g", werr);
+    RecordProperty("max_rel_err", buf);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrain,
+                         testing::Values(std::pair<std::string, int>{"none", 1}, std::pair<std::string, int>{"hc", 3},
+                                         std::pair<std::string, int>{"mhc", 4},
+                                         std::pair<std::string, int>{"mhc_lite", 4},
+                                         std::pair<std::string, int>{"kromhc", 4}),
+                         [](const auto& i) { return i.param.first + "_n" + std::to_string(i.param.second); });
+
+class CudaDeterminism : public test::CudaTest {};
+
+// Two runs from the same start: the same bits in every loss, norm, gradient and weight.
+TEST_F(CudaDeterminism, TwoRunsAreBitIdentical) {
+    for (const auto& [type, n] : std::vector<std::pair<std::string, int>>{{"mhc_lite", 4}, {"mhc", 4}, {"hc", 3}}) {
+        GPT<float> m;
+        gpt_build(m, model_config(type, n));
+        gpt_init(m, 9);
+        std::vector<float> p1, p2, g1, g2;
+        const std::vector<Step> a = gpu_run(m, 5, 3, 33, &p1, &g1), b = gpu_run(m, 5, 3, 33, &p2, &g2);
+        for (size_t s = 0; s < a.size(); s++) {
+            EXPECT_EQ(std::memcmp(&a[s].loss, &b[s].loss, sizeof(double)), 0) << type << " loss, step " << s;
+            EXPECT_EQ(std::memcmp(&a[s].norm, &b[s].norm, sizeof(double)), 0) << type << " norm, step " << s;
+        }
+        ASSERT_EQ(g1.size(), g2.size());
+        EXPECT_EQ(std::memcmp(g1.data(), g2.data(), g1.size() * sizeof(float)), 0) << type << " gradients";
+        EXPECT_EQ(std::memcmp(p1.data(), p2.data(), p1.size() * sizeof(float)), 0) << type << " weights";
+    }
+}
+
+}  // namespace
