@@ -21,8 +21,9 @@
 #error "the CUDA emulation switches fibers with x86-64 assembly; configure with -DMHC_CUDA_EMU=OFF"
 #endif
 
-// mhc_emu_switch(save, to): saves the callee-saved registers, MXCSR and the x87 control word on the
-// current stack, stores the stack pointer in *save, continues on stack `to` (System V x86-64).
+// mhc_emu_switch(save, to): saves the callee-saved registers on the current stack, stores the
+// stack pointer in *save, continues on stack `to` (System V x86-64). The floating-point control
+// state (MXCSR, x87 control word) is the thread's, shared by all fibers: nothing here changes it.
 extern "C" void mhc_emu_switch(void** save, void* to);
 asm(R"(
     .text
@@ -35,14 +36,8 @@ mhc_emu_switch:
     pushq %r13
     pushq %r14
     pushq %r15
-    subq $8, %rsp
-    stmxcsr (%rsp)
-    fnstcw 4(%rsp)
     movq %rsp, (%rdi)
     movq %rsi, %rsp
-    ldmxcsr (%rsp)
-    fldcw 4(%rsp)
-    addq $8, %rsp
     popq %r15
     popq %r14
     popq %r13
@@ -67,7 +62,7 @@ namespace {
 
 enum class State { run, wait_block, wait_warp, done };
 
-constexpr size_t kStack = MHC_EMU_ASAN ? (1u << 20) : (256u << 10);
+constexpr size_t kStack = MHC_EMU_ASAN ? (1u << 20) : (256u << 10);  // per fiber, allocated once
 
 struct Fiber {
     void* sp = nullptr;
@@ -82,7 +77,10 @@ struct Scheduler {
     int cur = -1;
     const std::function<void()>* body = nullptr;
     const char* kernel = "";
-    std::vector<uint64_t> slots;  // one per thread: the values published at a warp exchange
+    // Two per thread: the values published at warp exchanges, alternately in each half, so one
+    // barrier per exchange suffices (a lane cannot publish twice before all have read once).
+    std::vector<uint64_t> slots;
+    std::vector<unsigned char> parity;  // per thread: which half its next exchange uses
 #if MHC_EMU_ASAN
     void* fake_stack = nullptr;
     const void* main_bottom = nullptr;
@@ -97,7 +95,7 @@ void yield(State st) {
     f.state = st;
 #if MHC_EMU_ASAN
     void* fake = nullptr;
-    __sanitizer_start_switch_fiber(st == State::done ? nullptr : &fake, S.main_bottom, S.main_size);
+    __sanitizer_start_switch_fiber(&fake, S.main_bottom, S.main_size);
     mhc_emu_switch(&f.sp, S.sched_sp);
     __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #else
@@ -105,30 +103,28 @@ void yield(State st) {
 #endif
 }
 
+// A fiber lives as long as the process and runs one emulated thread after another: resumed when
+// done, it starts the current kernel's body again for the thread index it was given.
 extern "C" void fiber_entry() {
 #if MHC_EMU_ASAN
     __sanitizer_finish_switch_fiber(nullptr, &S.main_bottom, &S.main_size);
 #endif
-    (*S.body)();
-    yield(State::done);
-    die("a finished fiber was resumed");
+    for (;;) {
+        (*S.body)();
+        yield(State::done);
+    }
 }
 
-// A fresh stack that starts in fiber_entry when switched to (see mhc_emu_switch's pops).
+// The first start of a fiber: a stack that enters fiber_entry when switched to (see
+// mhc_emu_switch's pops).
 void prime(Fiber& f) {
-    if (!f.stack) f.stack.reset(new char[kStack]);
+    f.stack.reset(new char[kStack]);
     uintptr_t top = ((uintptr_t)f.stack.get() + kStack) & ~(uintptr_t)15;
     uint64_t* s = (uint64_t*)top;
     *--s = 0;                        // fiber_entry's return address (it never returns)
     *--s = (uint64_t)&fiber_entry;   // popped by `ret`
     for (int i = 0; i < 6; i++) *--s = 0;  // rbp rbx r12 r13 r14 r15
-    --s;
-    const uint32_t mxcsr = 0x1F80;   // default: round to nearest, exceptions masked
-    const uint16_t fpucw = 0x037F;
-    std::memcpy((char*)s, &mxcsr, 4);
-    std::memcpy((char*)s + 4, &fpucw, 2);
     f.sp = s;
-    f.state = State::run;
 }
 
 void resume(int i) {
@@ -147,11 +143,13 @@ void resume(int i) {
 int linear(const uint3& t) { return (int)(t.x + blockDim.x * (t.y + blockDim.y * t.z)); }
 
 void run_block(int nt) {
+    std::fill(S.parity.begin(), S.parity.end(), 0);
     for (int i = 0; i < nt; i++) {
         Fiber& f = S.fibers[i];
         f.tid = {(unsigned)i % blockDim.x, (unsigned)i / blockDim.x % blockDim.y,
                  (unsigned)i / (blockDim.x * blockDim.y)};
-        prime(f);
+        if (!f.stack) prime(f);
+        f.state = State::run;
     }
     // Warp by warp: each warp runs as far as it can (its lanes in step at shuffles) before the next
     // one starts, so warps drift as far apart as __syncthreads allows. A shared-memory hazard
@@ -210,11 +208,10 @@ uint64_t warp_exchange(uint64_t bits, int src_lane) {
     const int nt = (int)(blockDim.x * blockDim.y * blockDim.z);
     if (src_lane < 0 || src_lane >= warpSize || base + src_lane >= nt)
         die(std::string(S.kernel) + ": shuffle from lane " + std::to_string(src_lane) + ", which does not exist");
-    S.slots[me] = bits;
+    const int nt2 = nt * (S.parity[me] ^= 1);
+    S.slots[nt2 + me] = bits;
     yield(State::wait_warp);  // every lane has published
-    const uint64_t got = S.slots[base + src_lane];
-    yield(State::wait_warp);  // every lane has read before the slots are reused
-    return got;
+    return S.slots[nt2 + base + src_lane];
 }
 
 void run(dim3 grid, dim3 block, const std::function<void()>& body, const char* name) {
@@ -226,7 +223,8 @@ void run(dim3 grid, dim3 block, const std::function<void()>& body, const char* n
     }
     if (S.cur >= 0) die(std::string("kernel ") + name + " launched from inside a kernel");
     if (S.fibers.size() < nt) S.fibers.resize(nt);
-    S.slots.assign(nt, 0);
+    S.slots.assign(2 * nt, 0);
+    S.parity.assign(nt, 0);
     S.body = &body;
     S.kernel = name;
     gridDim = grid;
@@ -253,7 +251,12 @@ bool is_device(const void* p, size_t bytes) {
 
 using mhc::emu::is_device;
 
+namespace {
+constexpr size_t kDeviceMemory = (size_t)1 << 34;  // what the emulated device says it has (16 GiB)
+}
+
 cudaError_t cudaMalloc(void** p, size_t bytes) {
+    if (bytes > kDeviceMemory) return mhc::emu::g_last = cudaErrorMemoryAllocation;
     void* q = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
     if (!q) return mhc::emu::g_last = cudaErrorMemoryAllocation;
     mhc::emu::allocations()[(uintptr_t)q] = bytes;
@@ -313,7 +316,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
     prop->major = 9;
     prop->minor = 0;
     prop->multiProcessorCount = 1;
-    prop->totalGlobalMem = (size_t)1 << 34;
+    prop->totalGlobalMem = kDeviceMemory;
     return cudaSuccess;
 }
 const char* cudaGetErrorString(cudaError_t e) {
