@@ -54,6 +54,21 @@ TEST_F(CudaOptim, NormClipAndAdamWMatchCpu) {
     }
     EXPECT_EQ(gpu.step, cpu.step);
     EXPECT_EQ(cuda::grad_norm(dp.data(), 0), 0.0);
+    // The state round-trips through the CPU's AdamW (checkpoints) and the next step still agrees.
+    AdamW<float> down;
+    cuda::adamw_download(gpu, down);
+    EXPECT_EQ(down.m, gpu.m.download());
+    EXPECT_EQ(down.step, cpu.step);
+    cuda::AdamWCuda again;
+    cuda::adamw_upload(again, cpu);
+    EXPECT_EQ(again.v.download(), cpu.v);
+    std::vector<float> gr = test::normal_vec<float>(off, rng);
+    auto dg = to_dev(gr);
+    dp.upload(pc);
+    adamw_step(cpu, pc.data(), gr.data(), ts, 1e-2, 0.9, 0.95, 0.1);
+    cuda::adamw_step(again, dp.data(), dg.data(), ts, 1e-2, 0.9, 0.95, 0.1);
+    check("weights after a step from uploaded state", dp.download(), pc, pc);
+    EXPECT_EQ(again.step, cpu.step);
 }
 
 // A learnable stream of tokens (each token mostly followed by a fixed successor) and fixed batches.

@@ -153,15 +153,20 @@ std::vector<float> gpt_cuda_site_cache(const GptCuda& g, int k) {
 
 nlohmann::json gpt_cuda_diagnostics(const GptCuda& g) {
     if (g.B * g.Tn <= 0) throw std::logic_error("gpt_cuda_diagnostics: the model has not run a forward yet");
-    // A CPU model view that holds only what gpt_diagnostics reads: sites, n, the shape, the caches.
-    GPT<float> view;
-    view.sites = g.host.sites;
-    view.n = g.host.n;
+    // A CPU model with the layout and, on the host, what a forward leaves that diagnostics read:
+    // the shape, every site's cache and the stream states (no weights, no other activations).
+    GPT<float> view = g.host;
     view.B = g.B, view.Tn = g.Tn;
-    std::vector<std::vector<float>> caches;
+    const size_t S = (size_t)g.B * g.Tn * view.n * view.C;
+    std::vector<std::vector<float>> caches, streams(g.X.size(), std::vector<float>(S));
     for (int k = 0; k < (int)g.host.sites.size(); k++) caches.push_back(gpt_cuda_site_cache(g, k));
-    view.s_act.resize(caches.size());
+    view.s_act.assign(caches.size(), {});
     for (size_t k = 0; k < caches.size(); k++) view.s_act[k].cache = caches[k].data();
+    view.X.assign(g.X.size(), nullptr);
+    for (size_t k = 0; k < g.X.size(); k++) {
+        cuda::copy_to_host(streams[k].data(), g.X[k], S * sizeof(float));
+        view.X[k] = streams[k].data();
+    }
     return gpt_diagnostics(view);
 }
 

@@ -57,8 +57,8 @@ void gpt_cuda_zero_grad(GptCuda& g);
 std::vector<float> gpt_cuda_logits(const GptCuda& g);
 // The per-token cache [N, stride] of site k from the last forward.
 std::vector<float> gpt_cuda_site_cache(const GptCuda& g, int k);
-// SPEC §6 diagnostics of the last forward, as gpt_diagnostics (mhc/diag.h): the caches are
-// downloaded and read by the CPU code.
+// SPEC §6 diagnostics of the last forward, as gpt_diagnostics (mhc/diag.h): the caches (and the
+// stream states) are downloaded into a host view of the model and read by the CPU code.
 nlohmann::json gpt_cuda_diagnostics(const GptCuda& g);
 
 }  // namespace mhc

@@ -103,4 +103,16 @@ void adamw_step(AdamWCuda& st, float* param, const float* grad, const std::vecto
                             (float)(lr / bc1), (float)bc2_sqrt, 1e-8f});
 }
 
+void adamw_download(const AdamWCuda& st, AdamW<float>& out) {
+    out.m = st.m.download();
+    out.v = st.v.download();
+    out.step = st.step;
+}
+
+void adamw_upload(AdamWCuda& st, const AdamW<float>& in) {
+    st.m.upload(in.m);
+    st.v.upload(in.v);
+    st.step = in.step;
+}
+
 }  // namespace mhc::cuda

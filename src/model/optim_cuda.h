@@ -6,6 +6,7 @@
 
 #include "cuda/cuda.h"
 #include "mhc/conn.h"
+#include "mhc/optim.h"
 
 namespace mhc::cuda {
 
@@ -27,5 +28,9 @@ struct AdamWCuda {
 // One AdamW step over every tensor, one fused kernel (adamw_step's arithmetic, per element).
 void adamw_step(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors, double lr,
                 double beta1, double beta2, double weight_decay);
+
+// The state to and from the CPU's AdamW (checkpoints): the moments and the step count.
+void adamw_download(const AdamWCuda& st, AdamW<float>& out);
+void adamw_upload(AdamWCuda& st, const AdamW<float>& in);
 
 }  // namespace mhc::cuda
