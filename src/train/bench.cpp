@@ -11,6 +11,7 @@
 
 #include "mhc/data.h"
 #include "mhc/optim.h"
+#include "mhc/rng.h"
 #include "mhc/train.h"
 #include "ops/blas.h"
 
@@ -27,13 +28,8 @@ TokenData random_tokens(int vocab, long count, uint64_t seed) {
     d.path = "random tokens";
     d.vocab_size = vocab;
     d.tokens.resize(count);
-    uint64_t x = seed;
-    for (auto& t : d.tokens) {  // splitmix64
-        uint64_t z = (x += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        t = (uint16_t)((z ^ (z >> 31)) % (uint64_t)vocab);
-    }
+    SplitMix64 rng(seed);
+    for (auto& t : d.tokens) t = (uint16_t)(rng.next() % (uint64_t)vocab);
     return d;
 }
 
