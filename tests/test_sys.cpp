@@ -1,15 +1,17 @@
 // System utilities (src/sys/): whole-file reads, the read-only handle's errors, atomic writes,
-// and the one seeded generator (mhc/rng.h).
+// child processes, peak RSS, and the one seeded generator (mhc/rng.h).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
 
 #include "file_util.h"
 #include "mhc/rng.h"
 #include "sys/file.h"
+#include "sys/process.h"
 
 using namespace mhc;
 namespace fs = std::filesystem;
@@ -90,6 +92,51 @@ TEST(SysFile, HandleReadsAtOffsetsAndReportsErrors) {
     EXPECT_TRUE(d.is_dir);
     EXPECT_FALSE(d.is_regular);
     EXPECT_EQ(error_of([&] { d.read_at(0, buf, 1); }), dir + ": read failed: Is a directory");
+}
+
+TEST(SysProcess, SpawnsReadsAndWaits) {
+    sys::Child c = sys::spawn_child({"sh", "-c", "echo one; echo two >&2; printf three; exit 3"}, {});
+    std::vector<std::string> lines;
+    EXPECT_EQ(sys::finish_child(c, [&](const std::string& l) { lines.push_back(l); }), 3);
+    EXPECT_EQ(lines, (std::vector<std::string>{"one", "two", "three"}));  // stderr merged by default
+    EXPECT_EQ(c.out_fd, -1);
+
+    sys::SpawnOptions opt;
+    opt.env = {"MHC_SYS_TEST=hello"};
+    opt.cwd = "/";
+    c = sys::spawn_child({"sh", "-c", "echo $MHC_SYS_TEST; pwd; kill -TERM $$"}, opt);
+    lines.clear();
+    EXPECT_EQ(sys::finish_child(c, [&](const std::string& l) { lines.push_back(l); }), 128 + 15);
+    EXPECT_EQ(lines, (std::vector<std::string>{"hello", "/"}));
+}
+
+TEST(SysProcess, MissingProgramIsNotFound) {
+    EXPECT_EQ(error_of([] { sys::spawn_child({"mhc-no-such-program"}, {}); }), "mhc-no-such-program: not found");
+    EXPECT_THROW(sys::spawn_child({}, {}), std::runtime_error);
+}
+
+TEST(SysProcess, SelfExe) {
+    const std::string exe = sys::self_exe();
+    EXPECT_FALSE(exe.empty());
+    EXPECT_TRUE(fs::is_regular_file(exe)) << exe;
+}
+
+TEST(SysProcess, PeakRssGrowsAfterTouchingMemory) {
+    const double before = sys::peak_rss_mb();
+    EXPECT_GT(before, 1.0);
+    // The peak may lie well above today's resident set (an earlier test in this process): touch
+    // enough that the resident set must pass it by 64 MiB.
+    std::string status;
+    ASSERT_TRUE(sys::read_file("/proc/self/status", status));
+    const size_t at = status.find("\nVmRSS:");
+    ASSERT_NE(at, std::string::npos);
+    const double rss = std::strtod(status.c_str() + at + 7, nullptr) / 1024.0;
+    const size_t bytes = (size_t)((before - rss + 64) * 1024 * 1024);
+    std::vector<char> mem(bytes, 1);
+    asm volatile("" : : "r"(mem.data()) : "memory");  // the pages must really be written
+    const double after = sys::peak_rss_mb();
+    EXPECT_GE(after, before + 48) << before << " -> " << after;
+    EXPECT_GE(sys::peak_rss_mb(), after);  // a peak never falls
 }
 
 TEST(Rng, SplitMix64FirstValuesAndState) {

@@ -14,7 +14,7 @@
 #include "cli/cli.h"
 #include "mhc/config.h"
 #include "report/report.h"
-#include "report/subprocess.h"
+#include "sys/process.h"
 
 namespace mhc::cli {
 
@@ -277,7 +277,7 @@ std::vector<Run> plan_runs(const Opts& o, const std::vector<std::string>& vlist,
 // Trains the runs one after another. Returns false if a signal stopped them (the message is out);
 // `failed` counts the runs whose `mhc train` failed (the others still run).
 bool train_runs(const Opts& o, std::vector<Run>& runs, int& failed) {
-    const std::string exe = report::self_exe();
+    const std::string exe = sys::self_exe();
     const SignalForwarding forwarding;
     g_signals = 0;
     for (size_t i = 0; i < runs.size() && !g_signals; i++) {
@@ -293,15 +293,15 @@ bool train_runs(const Opts& o, std::vector<Run>& runs, int& failed) {
                                  "--data", o.data, "--format", o.format, "--out", r.dir, "--json"});
         if (!o.val_data.empty()) argv.insert(argv.end(), {"--val-data", o.val_data});
         if (r.plan == Plan::resume) argv.push_back("--resume");
-        report::SpawnOptions opt;
+        sys::SpawnOptions opt;
         opt.new_group = opt.die_with_parent = true;
-        report::Child child = report::spawn_child(argv, opt);
+        sys::Child child = sys::spawn_child(argv, opt);
         g_child = child.pid;
         if (g_signals) kill(child.pid, SIGINT);  // a signal that came while it started
         Relay relay;
         relay.name = r.name;
         relay.tty = isatty(fileno(stderr));
-        const int rc = report::finish_child(child, relay);
+        const int rc = sys::finish_child(child, relay);
         g_child = 0;
         relay.end();
         if (g_signals || (relay.result.is_object() && relay.result.value("interrupted", false))) {

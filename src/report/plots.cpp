@@ -15,7 +15,7 @@
 #include <stdexcept>
 
 #include "report/report.h"
-#include "report/subprocess.h"
+#include "sys/process.h"
 
 namespace mhc::report {
 
@@ -300,10 +300,10 @@ std::vector<PlotFile> draw_plots(const std::string& out_dir, const std::vector<P
         std::string output;
         int rc;
         try {
-            SpawnOptions opt;
+            sys::SpawnOptions opt;
             opt.cwd = out_dir;
-            Child c = spawn_child({"gnuplot", p.name + ".gp"}, opt);
-            rc = finish_child(c, [&](const std::string& line) { output += line + "\n"; });
+            sys::Child c = sys::spawn_child({"gnuplot", p.name + ".gp"}, opt);
+            rc = sys::finish_child(c, [&](const std::string& line) { output += line + "\n"; });
         } catch (const std::runtime_error& e) {
             if (std::string(e.what()).find("not found") != std::string::npos) {
                 gnuplot_found = false;

@@ -81,7 +81,7 @@ std::vector<std::string> definitions(const std::vector<VariantRow>& rows) {
                                 "so no spread).");
     d.push_back("tokens/s: median over the logged steps of all the variant's runs (each step's time without "
                 "evaluation). The runs ran one after another on the same machine; other load moves this.");
-    d.push_back("peak RSS: the largest `peak_rss_mb` (getrusage ru_maxrss of the training process) of the "
+    d.push_back("peak RSS: the largest `peak_rss_mb` (the training process's peak resident set, VmHWM) of the "
                 "variant's runs; — when the metrics do not record it.");
     d.push_back("max grad norm: the largest global gradient norm before clipping over the logged steps.");
     char spike[400];

@@ -2,7 +2,7 @@
 // variant, plots drawn by gnuplot, and report.md / report.html. Internal to the command line.
 //
 // Files: metrics.cpp (reading runs, the table's statistics), plots.cpp (gnuplot data and scripts),
-// report.cpp (Markdown, HTML, and the whole report), subprocess.cpp (starting child processes).
+// report.cpp (Markdown, HTML, and the whole report). Child processes (gnuplot) come from sys/process.h.
 #pragma once
 #include <cmath>
 #include <cstdint>

@@ -1,12 +1,9 @@
 // `mhc bench`'s engine: timed training steps with per-phase times, model FLOPs, the sgemm peak.
 #include "mhc/bench.h"
 
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <fstream>
 #include <stdexcept>
 
 #include "mhc/data.h"
@@ -147,16 +144,6 @@ std::vector<int> largest_model_gemm(const TrainConfig& cfg) {
     return *std::max_element(all.begin(), all.end(), [](const auto& a, const auto& b) {
         return (double)a[0] * a[1] * a[2] < (double)b[0] * b[1] * b[2];
     });
-}
-
-double peak_rss_mb() {
-    std::ifstream f("/proc/self/status");
-    std::string line;
-    while (std::getline(f, line))
-        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // "VmHWM:  1234 kB"
-    rusage ru{};
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0;  // KiB on Linux
 }
 
 }  // namespace mhc

@@ -1,6 +1,5 @@
 // The training loop: data, model, AdamW with schedule and clipping, gradient accumulation,
 // evaluation, metrics, checkpoints, and exact resumption.
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +19,7 @@
 #include "mhc/checkpoint.h"
 #include "mhc/diag.h"
 #include "mhc/train.h"
+#include "sys/process.h"
 #include "train/run_dir.h"
 
 namespace mhc {
@@ -89,13 +89,6 @@ std::set<long> forced_nonfinite_steps() {
     while (std::getline(ss, item, ','))
         if (!item.empty()) steps.insert(std::stol(item));
     return steps;
-}
-
-// Peak resident memory of this process so far (Linux reports ru_maxrss in KiB).
-double peak_rss_mb() {
-    struct rusage ru {};
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0;
 }
 
 std::string fmt_eta(double s) {
@@ -222,7 +215,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         const bool diag_now = cfg.diag_interval > 0 && (done % cfg.diag_interval == 0 || last);
         if (diag_now) rec["diag"] = gpt_diagnostics(m);
         if (eval_now) rec["val_loss"] = res.final_val_loss = evaluate(m, vb, cfg.eval_iters);
-        rec["peak_rss_mb"] = peak_rss_mb();
+        rec["peak_rss_mb"] = sys::peak_rss_mb();
         if (done % cfg.log_interval == 0 || eval_now || diag_now || done == 1 || !finite) {
             log << rec.dump() << "\n";
             log.flush();
