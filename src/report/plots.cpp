@@ -15,6 +15,7 @@
 #include <stdexcept>
 
 #include "report/report.h"
+#include "sys/file.h"
 #include "sys/process.h"
 
 namespace mhc::report {
@@ -134,9 +135,9 @@ bool series_plot(const ReportInput& in, const std::string& name, const std::stri
         index++;
     }
     if (index == 0) return false;
-    write_text_file(in.out_dir + "/" + name + ".dat", dat.str());
-    write_text_file(in.out_dir + "/" + name + ".gp", preamble(name, title, xlabel, ylabel) +
-                                                          (logy ? log_axis(lo, hi, 1.1) : "") + plot.str() + "\n");
+    sys::write_file_atomic(in.out_dir + "/" + name + ".dat", dat.str());
+    sys::write_file_atomic(in.out_dir + "/" + name + ".gp", preamble(name, title, xlabel, ylabel) +
+                                                                 (logy ? log_axis(lo, hi, 1.1) : "") + plot.str() + "\n");
     return true;
 }
 
@@ -191,10 +192,10 @@ bool site_plot(const ReportInput& in, const std::vector<std::string>& variants, 
     if (index == 0) return false;
     std::ostringstream range;
     range << log_axis(lo, hi, 2) << "set xtics 1\nset xrange [-0.5:*]\n";
-    write_text_file(in.out_dir + "/" + name + ".dat", dat.str());
-    write_text_file(in.out_dir + "/" + name + ".gp",
-                    preamble(name, title, "site (2k = block k attention, 2k+1 = block k MLP)", ylabel) + range.str() +
-                        plot.str() + "\n");
+    sys::write_file_atomic(in.out_dir + "/" + name + ".dat", dat.str());
+    sys::write_file_atomic(in.out_dir + "/" + name + ".gp",
+                           preamble(name, title, "site (2k = block k attention, 2k+1 = block k MLP)", ylabel) +
+                               range.str() + plot.str() + "\n");
     return true;
 }
 

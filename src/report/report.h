@@ -44,9 +44,6 @@ struct RunData {
 bool parse_run_name(const std::string& name, std::string& variant, uint64_t& seed);
 std::string run_name(const std::string& variant, uint64_t seed);
 
-// Step of the checkpoint a run directory's `latest` names (ckpt_NNNNNN), or -1.
-long latest_checkpoint_step(const std::string& dir);
-
 // Reads a run directory. Throws std::runtime_error (one line) if metrics.jsonl cannot be read.
 RunData read_run(const std::string& dir, const std::string& variant, uint64_t seed);
 
@@ -113,6 +110,5 @@ std::vector<PlotFile> draw_plots(const std::string& out_dir, const std::vector<P
                                  bool& gnuplot_found, std::vector<std::string>& errors);
 
 std::string fmt_num(double v, int sig = 4);  // "—" for NaN
-void write_text_file(const std::string& path, const std::string& text);
 
 }  // namespace mhc::report
