@@ -2,7 +2,7 @@
 // sgemm peak measured in the same run. Every variant (and the sgemm measurement) runs in its own
 // process, so that peak RSS is the variant's own and every measurement starts from the same state:
 // /proc/self/exe re-executed with the hidden option --child, which prints one JSON line on a pipe
-// (report/subprocess.h: fork + exec; the exec gives the child a fresh OpenMP runtime).
+// (sys/process.h: fork + exec; the exec gives the child a fresh OpenMP runtime).
 #include <omp.h>
 #include <unistd.h>
 
@@ -13,7 +13,7 @@
 #include "cli/cli.h"
 #include "mhc/bench.h"
 #include "mhc/data.h"
-#include "report/subprocess.h"
+#include "sys/process.h"
 
 namespace mhc::cli {
 
@@ -47,17 +47,17 @@ TrainConfig with_variant(TrainConfig c, const std::string& v) {
 // Runs `mhc bench --child PAYLOAD` with OMP_NUM_THREADS=threads and returns the JSON object it
 // prints last. Any failure becomes one line that starts with `what`.
 nlohmann::json run_child(const nlohmann::json& payload, int threads, const std::string& what) {
-    report::SpawnOptions opt;
+    sys::SpawnOptions opt;
     opt.merge_stderr = false;
     opt.env = {"OMP_NUM_THREADS=" + std::to_string(threads)};
-    report::Child c;
+    sys::Child c;
     try {
-        c = report::spawn_child({report::self_exe(), "bench", "--child", payload.dump()}, opt);
+        c = sys::spawn_child({sys::self_exe(), "bench", "--child", payload.dump()}, opt);
     } catch (const std::exception& e) {
         throw std::runtime_error(what + ": " + e.what());
     }
     std::string last;
-    const int code = report::finish_child(c, [&](const std::string& line) {
+    const int code = sys::finish_child(c, [&](const std::string& line) {
         if (!line.empty()) last = line;
     });
     nlohmann::json j;
@@ -88,7 +88,7 @@ int child_main(const std::string& arg) {
             const BenchResult r = bench_variant(config_from_json(p.at("config")), p.at("steps"), p.at("warmup"),
                                                 p.at("data"));
             j = bench_result_to_json(r);
-            j["peak_rss_mb"] = peak_rss_mb();
+            j["peak_rss_mb"] = sys::peak_rss_mb();
         }
         j["threads"] = omp_get_max_threads();
         print_json(j);

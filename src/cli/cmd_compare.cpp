@@ -14,7 +14,9 @@
 #include "cli/cli.h"
 #include "mhc/config.h"
 #include "report/report.h"
-#include "report/subprocess.h"
+#include "sys/file.h"
+#include "sys/process.h"
+#include "train/run_dir.h"
 
 namespace mhc::cli {
 
@@ -150,7 +152,7 @@ std::vector<std::string> report_header(const nlohmann::json& setup, const std::v
         const bool single = info && info->fixed_n == 1;  // its hyper_conn_n is forced to 1: not the config's
         if (single && &r != &runs.back()) continue;
         try {
-            TrainConfig c = config_from_toml_file(r.dir + "/config.toml");
+            TrainConfig c = run_dir::read_config(r.dir);
             const long tps = (long)c.batch_size * c.gradient_accumulation_steps * c.model.block_size;
             char line[300];
             std::snprintf(line, sizeof line, "model: %d layers × %d wide, %d heads, block %d, hyper_conn_n %d%s; "
@@ -259,15 +261,15 @@ std::vector<Run> plan_runs(const Opts& o, const std::vector<std::string>& vlist,
             } catch (const std::invalid_argument& e) {
                 throw std::invalid_argument(r.name + ": " + e.what());
             }
-            if (fs::exists(r.dir + "/config.toml")) {
-                TrainConfig have = config_from_toml_file(r.dir + "/config.toml");
+            if (fs::exists(run_dir::config_path(r.dir))) {
+                TrainConfig have = run_dir::read_config(r.dir);
                 config_finalize(have);
                 const std::string diff = config_difference(r.cfg, have);
                 if (!diff.empty())
                     throw std::runtime_error(r.dir + " holds a run with another config (" + diff +
                                              "); choose another --out or remove that run directory");
             }
-            r.ckpt_step = report::latest_checkpoint_step(r.dir);
+            r.ckpt_step = run_dir::latest_step(r.dir);
             r.plan = r.ckpt_step >= r.cfg.max_iters ? Plan::reuse : r.ckpt_step > 0 ? Plan::resume : Plan::train;
             runs.push_back(r);
         }
@@ -277,7 +279,7 @@ std::vector<Run> plan_runs(const Opts& o, const std::vector<std::string>& vlist,
 // Trains the runs one after another. Returns false if a signal stopped them (the message is out);
 // `failed` counts the runs whose `mhc train` failed (the others still run).
 bool train_runs(const Opts& o, std::vector<Run>& runs, int& failed) {
-    const std::string exe = report::self_exe();
+    const std::string exe = sys::self_exe();
     const SignalForwarding forwarding;
     g_signals = 0;
     for (size_t i = 0; i < runs.size() && !g_signals; i++) {
@@ -293,15 +295,15 @@ bool train_runs(const Opts& o, std::vector<Run>& runs, int& failed) {
                                  "--data", o.data, "--format", o.format, "--out", r.dir, "--json"});
         if (!o.val_data.empty()) argv.insert(argv.end(), {"--val-data", o.val_data});
         if (r.plan == Plan::resume) argv.push_back("--resume");
-        report::SpawnOptions opt;
+        sys::SpawnOptions opt;
         opt.new_group = opt.die_with_parent = true;
-        report::Child child = report::spawn_child(argv, opt);
+        sys::Child child = sys::spawn_child(argv, opt);
         g_child = child.pid;
         if (g_signals) kill(child.pid, SIGINT);  // a signal that came while it started
         Relay relay;
         relay.name = r.name;
         relay.tty = isatty(fileno(stderr));
-        const int rc = report::finish_child(child, relay);
+        const int rc = sys::finish_child(child, relay);
         g_child = 0;
         relay.end();
         if (g_signals || (relay.result.is_object() && relay.result.value("interrupted", false))) {
@@ -330,7 +332,7 @@ nlohmann::json result_json(const Opts& o, const std::vector<Run>& runs, const re
     j["runs"] = nlohmann::json::array();
     for (const Run& r : runs)
         j["runs"].push_back({{"name", r.name}, {"dir", r.dir}, {"status", r.status},
-                             {"checkpoint_step", report::latest_checkpoint_step(r.dir)}});
+                             {"checkpoint_step", run_dir::latest_step(r.dir)}});
     j["rows"] = nlohmann::json::array();
     for (const auto& row : out.rows) j["rows"].push_back(row_json(row));
     return j;
@@ -386,7 +388,7 @@ Runner add_compare(CLI::App& app) {
             fs::create_directories(o->out + "/runs");
             setup = {{"config", o->config}, {"sets", o->sets}, {"data", o->data}, {"val_data", o->val_data},
                      {"format", o->format}, {"variants", vlist}, {"seeds", slist}};
-            report::write_text_file(setup_path, setup.dump(2) + "\n");
+            sys::write_file_atomic(setup_path, setup.dump(2) + "\n");
             if (!train_runs(*o, runs, failed)) return 130;
         }
 
@@ -394,7 +396,7 @@ Runner add_compare(CLI::App& app) {
         in.out_dir = o->out;
         in.variants = vlist;
         for (const Run& r : runs)
-            if (fs::exists(r.dir + "/metrics.jsonl"))  // else it failed before its first step
+            if (fs::exists(run_dir::metrics_path(r.dir)))  // else it failed before its first step
                 in.runs.push_back(report::read_run(r.dir, r.variant, r.seed));
         in.header = report_header(setup, in.runs);
         const report::ReportOutput out = report::write_report(in);

@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "mhc/train.h"
+#include "train/run_dir.h"
 
 namespace mhc::cli {
 
@@ -31,7 +32,7 @@ Runner add_train(CLI::App& app) {
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
     return [o] {
         TrainConfig cfg;
-        const std::string own = o->t.out_dir + "/config.toml";
+        const std::string own = run_dir::config_path(o->t.out_dir);
         if (!o->config.empty()) cfg = config_from_toml_file(o->config);
         else if (o->t.resume && std::filesystem::exists(own)) cfg = config_from_toml_file(own);
         for (const auto& s : o->sets) config_apply_override(cfg, s);

@@ -1,16 +1,12 @@
 // Token files: format detection, loading and validation (text bytes, raw uint16, llm.c shards).
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
-#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
 
 #include "mhc/data.h"
+#include "sys/file.h"
 
 namespace mhc {
 
@@ -45,42 +41,15 @@ struct Memory : Source {
     }
 };
 
-// An open file descriptor that closes itself, so every error path below can simply throw.
+// A file on disk (sys::File: opened, sized by fstat, read with pread).
 struct File : Source {
-    int fd = -1;
-    explicit File(const std::string& p) {
+    sys::File f;
+    explicit File(const std::string& p) : f(p) {
         path = p;
-        fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) bad(p, std::string("cannot open: ") + std::strerror(errno));
-        struct stat st;
-        if (::fstat(fd, &st) != 0) {
-            const std::string why = std::strerror(errno);
-            ::close(fd);
-            bad(p, "cannot stat: " + why);
-        }
-        if (S_ISDIR(st.st_mode)) {
-            ::close(fd);
-            bad(p, "is a directory, not a token file");
-        }
-        size = (int64_t)st.st_size;
+        if (f.is_dir) bad(p, "is a directory, not a token file");
+        size = f.size;
     }
-    ~File() override { ::close(fd); }
-    File(const File&) = delete;
-    File& operator=(const File&) = delete;
-
-    // Reads exactly n bytes at offset off (pread: no shared file position to keep track of).
-    void read_at(int64_t off, void* dst, int64_t n) const override {
-        char* c = (char*)dst;
-        while (n > 0) {
-            const ssize_t r = ::pread(fd, c, (size_t)std::min<int64_t>(n, 1 << 30), (off_t)off);
-            if (r < 0 && errno == EINTR) continue;
-            if (r < 0) bad(path, std::string("read failed: ") + std::strerror(errno));
-            if (r == 0) bad(path, "file shrank while being read");
-            c += r;
-            off += r;
-            n -= r;
-        }
-    }
+    void read_at(int64_t off, void* dst, int64_t n) const override { f.read_at(off, dst, n); }
 };
 
 // The files are little-endian; on a big-endian host swap after reading.

@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "mhc/gpt.h"
+#include "mhc/rng.h"
 
 namespace mhc {
 
@@ -85,18 +86,12 @@ void gpt_build(GPT<T>& m, const ModelConfig& cfg, const std::vector<std::vector<
 namespace {
 // splitmix64 + Box–Muller: the same numbers on every platform and compiler.
 struct Normal {
-    uint64_t s;
+    SplitMix64 u;
     double spare = 0;
     bool has = false;
-    double uniform() {
-        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return ((z ^ (z >> 31)) >> 11) * (1.0 / 9007199254740992.0);
-    }
     double operator()() {
         if (has) return has = false, spare;
-        const double u1 = uniform() + 1e-300, u2 = uniform();
+        const double u1 = u.uniform() + 1e-300, u2 = u.uniform();
         const double r = std::sqrt(-2 * std::log(u1));
         spare = r * std::sin(2 * M_PI * u2);
         has = true;
@@ -106,7 +101,7 @@ struct Normal {
 }  // namespace
 
 template <typename T> void gpt_init(GPT<T>& m, uint64_t seed) {
-    Normal rng{seed};
+    Normal rng{SplitMix64(seed)};
     const double proj_std = 0.02 / std::sqrt(2.0 * m.L);
     for (const auto& p : m.params) {
         T* v = m.param.data() + p.offset;

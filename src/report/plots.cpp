@@ -16,7 +16,8 @@
 
 #include "mhc/variant.h"
 #include "report/report.h"
-#include "report/subprocess.h"
+#include "sys/file.h"
+#include "sys/process.h"
 
 namespace mhc::report {
 
@@ -150,9 +151,9 @@ bool series_plot(const ReportInput& in, const std::string& name, const std::stri
         index++;
     }
     if (index == 0) return false;
-    write_text_file(in.out_dir + "/" + name + ".dat", dat.str());
-    write_text_file(in.out_dir + "/" + name + ".gp", preamble(name, title, xlabel, ylabel) +
-                                                          (logy ? log_axis(lo, hi, 1.1) : "") + plot.str() + "\n");
+    sys::write_file_atomic(in.out_dir + "/" + name + ".dat", dat.str());
+    sys::write_file_atomic(in.out_dir + "/" + name + ".gp", preamble(name, title, xlabel, ylabel) +
+                                                                 (logy ? log_axis(lo, hi, 1.1) : "") + plot.str() + "\n");
     return true;
 }
 
@@ -207,10 +208,10 @@ bool site_plot(const ReportInput& in, const std::vector<std::string>& variants, 
     if (index == 0) return false;
     std::ostringstream range;
     range << log_axis(lo, hi, 2) << "set xtics 1\nset xrange [-0.5:*]\n";
-    write_text_file(in.out_dir + "/" + name + ".dat", dat.str());
-    write_text_file(in.out_dir + "/" + name + ".gp",
-                    preamble(name, title, "site (2k = block k attention, 2k+1 = block k MLP)", ylabel) + range.str() +
-                        plot.str() + "\n");
+    sys::write_file_atomic(in.out_dir + "/" + name + ".dat", dat.str());
+    sys::write_file_atomic(in.out_dir + "/" + name + ".gp",
+                           preamble(name, title, "site (2k = block k attention, 2k+1 = block k MLP)", ylabel) +
+                               range.str() + plot.str() + "\n");
     return true;
 }
 
@@ -318,10 +319,10 @@ std::vector<PlotFile> draw_plots(const std::string& out_dir, const std::vector<P
         std::string output;
         int rc;
         try {
-            SpawnOptions opt;
+            sys::SpawnOptions opt;
             opt.cwd = out_dir;
-            Child c = spawn_child({"gnuplot", p.name + ".gp"}, opt);
-            rc = finish_child(c, [&](const std::string& line) { output += line + "\n"; });
+            sys::Child c = sys::spawn_child({"gnuplot", p.name + ".gp"}, opt);
+            rc = sys::finish_child(c, [&](const std::string& line) { output += line + "\n"; });
         } catch (const std::runtime_error& e) {
             if (std::string(e.what()).find("not found") != std::string::npos) {
                 gnuplot_found = false;

@@ -2,7 +2,7 @@
 // variant, plots drawn by gnuplot, and report.md / report.html. Internal to the command line.
 //
 // Files: metrics.cpp (reading runs, the table's statistics), plots.cpp (gnuplot data and scripts),
-// report.cpp (Markdown, HTML, and the whole report), subprocess.cpp (starting child processes).
+// report.cpp (Markdown, HTML, and the whole report). Child processes (gnuplot) come from sys/process.h.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -43,9 +43,6 @@ struct RunData {
 // "mhc_lite-s2" -> ("mhc_lite", 2); false if the name is not of that form.
 bool parse_run_name(const std::string& name, std::string& variant, uint64_t& seed);
 std::string run_name(const std::string& variant, uint64_t seed);
-
-// Step of the checkpoint a run directory's `latest` names (ckpt_NNNNNN), or -1.
-long latest_checkpoint_step(const std::string& dir);
 
 // Reads a run directory. Throws std::runtime_error (one line) if metrics.jsonl cannot be read.
 RunData read_run(const std::string& dir, const std::string& variant, uint64_t seed);
@@ -113,6 +110,5 @@ std::vector<PlotFile> draw_plots(const std::string& out_dir, const std::vector<P
                                  bool& gnuplot_found, std::vector<std::string>& errors);
 
 std::string fmt_num(double v, int sig = 4);  // "—" for NaN
-void write_text_file(const std::string& path, const std::string& text);
 
 }  // namespace mhc::report

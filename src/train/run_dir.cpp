@@ -1,45 +1,109 @@
-// Run-directory checkpoints: model + optimizer state + data positions, and the `latest` pointer.
+// The run directory: its files' names, config.toml, `latest`, metrics.jsonl, and the checkpoints
+// (model + optimizer state + data positions), their list and pruning.
 #include "train/run_dir.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 
 #include "mhc/checkpoint.h"
 #include "mhc/train.h"
+#include "sys/file.h"
 
-namespace mhc::detail {
+namespace mhc::run_dir {
 
-void write_file_atomic(const std::string& path, const std::string& text) {
-    const std::string tmp = path + ".tmp." + std::to_string(getpid());
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == (ssize_t)text.size();
-    ok = fd >= 0 && ::fsync(fd) == 0 && ok;
-    if (fd >= 0) ok = ::close(fd) == 0 && ok;
-    if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-        const std::string why = std::strerror(errno);
-        ::unlink(tmp.c_str());
-        throw std::runtime_error(path + ": cannot write: " + why);
-    }
+namespace {
+// DIR/ckpt_NNNNNN.optim.safetensors from DIR/ckpt_NNNNNN.safetensors.
+std::string optim_path_of(const std::string& model) {
+    return model.substr(0, model.size() - 12) + ".optim.safetensors";
+}
+}  // namespace
+
+std::string config_path(const std::string& dir) { return dir + "/config.toml"; }
+std::string metrics_path(const std::string& dir) { return dir + "/metrics.jsonl"; }
+
+void write_config(const std::string& dir, const TrainConfig& cfg) {
+    sys::write_file_atomic(config_path(dir), config_to_toml(cfg));
 }
 
-static std::string ckpt_name(long step) {
+TrainConfig read_config(const std::string& dir) { return config_from_toml_file(config_path(dir)); }
+
+std::string checkpoint_name(long step) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "ckpt_%06ld", step);
     return buf;
 }
 
-std::string save_run_checkpoint(const std::string& dir, const GPT<float>& m, const AdamW<float>& opt,
-                                const ResumeState& rs, const std::string& train_config_json) {
-    const std::string base = dir + "/" + ckpt_name(rs.step);
+void write_latest(const std::string& dir, long step) {
+    sys::write_file_atomic(dir + "/latest", checkpoint_name(step) + "\n");
+}
+
+std::string read_latest(const std::string& dir) {
+    std::string text;
+    if (!sys::read_file(dir + "/latest", text)) return "";
+    return text.substr(0, text.find('\n'));
+}
+
+std::string latest_checkpoint(const std::string& dir) {
+    const std::string name = read_latest(dir);
+    return name.empty() ? "" : dir + "/" + name + ".safetensors";
+}
+
+long latest_step(const std::string& dir) {
+    const std::string name = read_latest(dir);
+    if (name.rfind("ckpt_", 0) != 0) return -1;
+    try {
+        return std::stol(name.substr(5));
+    } catch (const std::exception&) {
+        return -1;
+    }
+}
+
+void start_metrics(const std::string& dir) { sys::write_file_atomic(metrics_path(dir), ""); }
+
+void truncate_metrics(const std::string& dir, long step) {
+    std::vector<MetricsLine> lines;
+    if (!read_metrics(dir, lines)) return;
+    std::string kept;
+    for (const MetricsLine& l : lines) {
+        try {
+            if (l.rec.value("step", 0L) <= step) kept += l.text + "\n";
+        } catch (const std::exception&) {
+            break;  // not JSON (a torn last line from a crash), or not a record: drop it and all after
+        }
+    }
+    sys::write_file_atomic(metrics_path(dir), kept);
+}
+
+MetricsLog::MetricsLog(const std::string& dir) : f(metrics_path(dir), std::ios::app) {
+    if (!f) throw std::runtime_error(metrics_path(dir) + ": cannot open for writing");
+}
+
+void MetricsLog::append(const nlohmann::json& rec) {
+    f << rec.dump() << "\n";
+    f.flush();
+}
+
+bool read_metrics(const std::string& dir, std::vector<MetricsLine>& lines) {
+    lines.clear();
+    std::string text;
+    if (!sys::read_file(metrics_path(dir), text)) return false;
+    for (size_t at = 0; at < text.size();) {
+        size_t nl = text.find('\n', at);
+        if (nl == std::string::npos) nl = text.size();
+        MetricsLine l;
+        l.text = text.substr(at, nl - at);
+        l.rec = nlohmann::json::parse(l.text, nullptr, false);
+        lines.push_back(std::move(l));
+        at = nl + 1;
+    }
+    return true;
+}
+
+std::string save_checkpoint(const std::string& dir, const GPT<float>& m, const AdamW<float>& opt,
+                            const ResumeState& rs, const std::string& train_config_json) {
+    const std::string base = dir + "/" + checkpoint_name(rs.step);
     checkpoint_save(base + ".safetensors", m, {{"step", std::to_string(rs.step)}});
     SafeTensors st;
     st.metadata = {{"step", std::to_string(rs.step)},
@@ -55,15 +119,15 @@ std::string save_run_checkpoint(const std::string& dir, const GPT<float>& m, con
     st.tensors["adam.v"] = st_from_floats(vv, {(int64_t)vv.size()});
     st.metadata["checksum"] = tensors_checksum(st);
     safetensors_write(base + ".optim.safetensors", st);
-    write_file_atomic(dir + "/latest", ckpt_name(rs.step) + "\n");
+    write_latest(dir, rs.step);
     return base + ".safetensors";
 }
 
-void load_run_checkpoint(const std::string& dir, GPT<float>& m, AdamW<float>& opt, ResumeState& rs) {
-    const std::string ck = run_latest_checkpoint(dir);
+void load_checkpoint(const std::string& dir, GPT<float>& m, AdamW<float>& opt, ResumeState& rs) {
+    const std::string ck = latest_checkpoint(dir);
     if (ck.empty()) throw std::runtime_error(dir + ": no checkpoint to resume from (no 'latest')");
     checkpoint_load(ck, m);
-    const std::string optim = ck.substr(0, ck.size() - 12) + ".optim.safetensors";
+    const std::string optim = optim_path_of(ck);
     const SafeTensors st = safetensors_read(optim);
     checksum_verify(st);
     auto num = [&](const char* key) -> uint64_t {
@@ -88,21 +152,26 @@ void load_run_checkpoint(const std::string& dir, GPT<float>& m, AdamW<float>& op
     }
 }
 
-void prune_checkpoints(const std::string& dir, int keep) {
-    namespace fs = std::filesystem;
-    const std::string latest = run_latest_checkpoint(dir);
+std::vector<std::string> list_checkpoints(const std::string& dir) {
     std::vector<std::string> models;  // ckpt_NNNNNN.safetensors, zero-padded: name order is step order
-    for (const auto& e : fs::directory_iterator(dir)) {
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
         const std::string f = e.path().filename().string();
         if (f.rfind("ckpt_", 0) == 0 && f.size() == 23 && f.compare(11, 12, ".safetensors") == 0)
             models.push_back(e.path().string());
     }
     std::sort(models.begin(), models.end());
+    return models;
+}
+
+void prune_checkpoints(const std::string& dir, int keep) {
+    namespace fs = std::filesystem;
+    const std::string latest = latest_checkpoint(dir);
+    const std::vector<std::string> models = list_checkpoints(dir);
     for (size_t i = 0; i + keep < models.size(); i++) {
         if (models[i] == latest) continue;
         std::error_code ec;  // best effort: a file we cannot delete costs disk space, not the run
         fs::remove(models[i], ec);
-        fs::remove(models[i].substr(0, models[i].size() - 12) + ".optim.safetensors", ec);
+        fs::remove(optim_path_of(models[i]), ec);
     }
 }
 
@@ -113,15 +182,10 @@ void remove_stale_temporaries(const std::string& dir) {
         if (e.path().filename().string().find(".tmp.") != std::string::npos) fs::remove(e.path(), ec);
 }
 
-}  // namespace mhc::detail
+}  // namespace mhc::run_dir
 
 namespace mhc {
 
-std::string run_latest_checkpoint(const std::string& dir) {
-    std::ifstream f(dir + "/latest");
-    std::string name;
-    if (!f || !std::getline(f, name) || name.empty()) return "";
-    return dir + "/" + name + ".safetensors";
-}
+std::string run_latest_checkpoint(const std::string& dir) { return run_dir::latest_checkpoint(dir); }
 
 }  // namespace mhc

@@ -1,6 +1,5 @@
 // The training loop: data, model, AdamW with schedule and clipping, gradient accumulation,
 // evaluation, metrics, checkpoints, and exact resumption.
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,13 +12,13 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <stdexcept>
 
 #include "mhc/checkpoint.h"
 #include "mhc/diag.h"
 #include "mhc/train.h"
+#include "sys/process.h"
 #include "train/run_dir.h"
 
 namespace mhc {
@@ -37,21 +36,6 @@ double evaluate(GPT<float>& m, Batcher& b, int batches) {
 }
 
 namespace {
-
-// Keeps only the metrics of steps <= `step` (a resumed run rewrites what came after its checkpoint).
-void truncate_metrics(const std::string& path, long step) {
-    std::ifstream f(path);
-    if (!f) return;
-    std::string line, kept;
-    while (std::getline(f, line)) {
-        try {
-            if (nlohmann::json::parse(line).value("step", 0L) <= step) kept += line + "\n";
-        } catch (const std::exception&) {
-            break;  // a torn last line from a crash: drop it and everything after
-        }
-    }
-    detail::write_file_atomic(path, kept);
-}
 
 // SIGINT / SIGTERM: the first asks the loop to stop after the current step (with a checkpoint);
 // a second one exits at once. Writes are atomic, so the last complete checkpoint stays intact.
@@ -91,13 +75,6 @@ std::set<long> forced_nonfinite_steps() {
     return steps;
 }
 
-// Peak resident memory of this process so far (Linux reports ru_maxrss in KiB).
-double peak_rss_mb() {
-    struct rusage ru {};
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0;
-}
-
 std::string fmt_eta(double s) {
     char buf[32];
     if (s >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
@@ -133,7 +110,7 @@ StepStats train_step(GPT<float>& m, AdamW<float>& adam, Batcher& batches, const 
 TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     config_finalize(cfg);
     if (opt.out_dir.empty()) throw std::invalid_argument("no output directory (--out)");
-    const bool has_run = !run_latest_checkpoint(opt.out_dir).empty();
+    const bool has_run = !run_dir::latest_checkpoint(opt.out_dir).empty();
     if (opt.resume && !has_run)
         throw std::runtime_error(opt.out_dir + ": no checkpoint to resume from");
     if (!opt.resume && has_run)
@@ -151,27 +128,25 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
 
     GPT<float> m;
     AdamW<float> adam;
-    detail::ResumeState rs;
-    const std::string metrics = opt.out_dir + "/metrics.jsonl";
+    run_dir::ResumeState rs;
     if (opt.resume) {
-        detail::load_run_checkpoint(opt.out_dir, m, adam, rs);
+        run_dir::load_checkpoint(opt.out_dir, m, adam, rs);
         if (model_config_to_json(m.cfg) != model_config_to_json(cfg.model))
             throw std::runtime_error(opt.out_dir + ": the checkpoint's model (" + model_config_to_json(m.cfg).dump() +
                                      ") differs from the config's (" + model_config_to_json(cfg.model).dump() + ")");
         tb.restore(rs.train);
         vb.restore(rs.val);
-        truncate_metrics(metrics, rs.step);
+        run_dir::truncate_metrics(opt.out_dir, rs.step);
     } else {
         fs::create_directories(opt.out_dir);
         gpt_build(m, cfg.model);
         gpt_init(m, cfg.seed);
-        detail::write_file_atomic(metrics, "");
+        run_dir::start_metrics(opt.out_dir);
     }
-    detail::remove_stale_temporaries(opt.out_dir);
-    detail::write_file_atomic(opt.out_dir + "/config.toml", config_to_toml(cfg));
+    run_dir::remove_stale_temporaries(opt.out_dir);
+    run_dir::write_config(opt.out_dir, cfg);
     const std::string cfg_json = config_to_json(cfg).dump();
-    std::ofstream log(metrics, std::ios::app);
-    if (!log) throw std::runtime_error(metrics + ": cannot open for writing");
+    run_dir::MetricsLog log(opt.out_dir);
 
     const StopSignals signals;
     const std::set<long> forced_nan = forced_nonfinite_steps();
@@ -180,8 +155,8 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         rs.step = done;
         rs.train = tb.state();
         rs.val = vb.state();
-        const std::string path = detail::save_run_checkpoint(opt.out_dir, m, adam, rs, cfg_json);
-        detail::prune_checkpoints(opt.out_dir, cfg.keep_checkpoints);
+        const std::string path = run_dir::save_checkpoint(opt.out_dir, m, adam, rs, cfg_json);
+        run_dir::prune_checkpoints(opt.out_dir, cfg.keep_checkpoints);
         return path;
     };
     std::vector<int32_t> in((size_t)B * T), tg(in.size());
@@ -222,11 +197,8 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         const bool diag_now = cfg.diag_interval > 0 && (done % cfg.diag_interval == 0 || last);
         if (diag_now) rec["diag"] = gpt_diagnostics(m);
         if (eval_now) rec["val_loss"] = res.final_val_loss = evaluate(m, vb, cfg.eval_iters);
-        rec["peak_rss_mb"] = peak_rss_mb();
-        if (done % cfg.log_interval == 0 || eval_now || diag_now || done == 1 || !finite) {
-            log << rec.dump() << "\n";
-            log.flush();
-        }
+        rec["peak_rss_mb"] = sys::peak_rss_mb();
+        if (done % cfg.log_interval == 0 || eval_now || diag_now || done == 1 || !finite) log.append(rec);
         if (!opt.quiet && finite) {
             std::vector<double> recent(step_times.end() - std::min<size_t>(step_times.size(), 20), step_times.end());
             std::nth_element(recent.begin(), recent.begin() + recent.size() / 2, recent.end());
@@ -258,7 +230,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         std::nth_element(step_times.begin(), step_times.begin() + step_times.size() / 2, step_times.end());
         res.tokens_per_s = tokens_per_step / step_times[step_times.size() / 2];
     }
-    if (res.checkpoint.empty()) res.checkpoint = run_latest_checkpoint(opt.out_dir);
+    if (res.checkpoint.empty()) res.checkpoint = run_dir::latest_checkpoint(opt.out_dir);
     return res;
 }
 

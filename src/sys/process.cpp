@@ -1,20 +1,25 @@
 // Child processes: fork + exec with the output in a pipe, and an error pipe that tells the parent
-// why exec failed (a missing gnuplot is a warning, not a crash).
-#include "report/subprocess.h"
+// why exec failed (a missing gnuplot is a warning, not a crash). This process's executable and
+// peak memory.
+#include "sys/process.h"
 
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <cstdlib>
 #include <stdexcept>
+
+#include "sys/file.h"
 
 extern char** environ;
 
-namespace mhc::report {
+namespace mhc::sys {
 
 Child spawn_child(const std::vector<std::string>& argv, const SpawnOptions& opt) {
     if (argv.empty()) throw std::runtime_error("spawn_child: empty command");
@@ -114,4 +119,15 @@ std::string self_exe() {
     return std::string(buf, (size_t)n);
 }
 
-}  // namespace mhc::report
+double peak_rss_mb() {
+    std::string status;
+    if (read_file("/proc/self/status", status)) {
+        const size_t at = status.find("\nVmHWM:");  // "VmHWM:    1234 kB"
+        if (at != std::string::npos) return std::strtod(status.c_str() + at + 7, nullptr) / 1024.0;
+    }
+    struct rusage ru {};
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;  // KiB on Linux
+}
+
+}  // namespace mhc::sys

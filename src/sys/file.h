@@ -1,0 +1,42 @@
+// Files: reading a whole file, a read-only handle with pread at an offset, and atomic writes.
+// Errors are std::runtime_error with one line "PATH: what: <strerror>".
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mhc::sys {
+
+// The whole file into out. False (errno says why) if it cannot be opened or read.
+bool read_file(const std::string& path, std::string& out);
+
+// A file open for reading, closed by the destructor, so every error path can simply throw.
+// Opening throws "PATH: cannot open: ..." or "PATH: cannot stat: ..."; what the file must be
+// (a directory or a pipe may be fine or not) is the caller's to check and to word.
+struct File {
+    std::string path;
+    int fd = -1;
+    int64_t size = 0;
+    bool is_dir = false, is_regular = false;
+    explicit File(const std::string& path);
+    ~File();
+    File(const File&) = delete;
+    File& operator=(const File&) = delete;
+    // Reads exactly n bytes at offset off (pread: no shared file position to keep track of).
+    // Throws "PATH: read failed: ..." or "PATH: file shrank while being read".
+    void read_at(int64_t off, void* dst, int64_t n) const;
+};
+
+// Writes the pieces, one after another, to PATH.tmp.<pid>, fsyncs it, renames it over path and
+// fsyncs the directory: readers see the old file or the new one, never a mix, even after a crash.
+// Pieces let a large payload (a checkpoint's tensors) go out without one copy of it all.
+// On failure the temporary is removed, path is untouched, and the error is "PATH: cannot write: ..."
+// (cannot create), "PATH: write failed: ..." (full disk, file too large) or
+// "PATH: cannot rename into place: ...".
+void write_file_atomic(const std::string& path, const std::vector<std::string_view>& pieces);
+inline void write_file_atomic(const std::string& path, std::string_view text) {
+    write_file_atomic(path, std::vector<std::string_view>{text});
+}
+
+}  // namespace mhc::sys
