@@ -110,13 +110,13 @@ TEST(RunDir, Config) {
     EXPECT_THROW(run_dir::read_config(dir), std::runtime_error);
     TrainConfig cfg;
     cfg.max_iters = 77;
-    cfg.model.hyper_conn_type = "mhc_lite";
+    cfg.model.hyper_conn_type = Variant::mhc_lite;
     run_dir::write_config(dir, cfg);
     EXPECT_EQ(run_dir::config_path(dir), dir + "/config.toml");
     EXPECT_EQ(slurp(run_dir::config_path(dir)), config_to_toml(cfg));
     const TrainConfig back = run_dir::read_config(dir);
     EXPECT_EQ(back.max_iters, 77);
-    EXPECT_EQ(back.model.hyper_conn_type, "mhc_lite");
+    EXPECT_EQ(back.model.hyper_conn_type, Variant::mhc_lite);
 }
 
 TEST(RunDir, PruneKeepsTheNewestAndLatest) {
