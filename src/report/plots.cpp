@@ -163,7 +163,8 @@ bool series_plot(const ReportInput& in, const std::string& name, const std::stri
 
 // A per-site plot from each run's last `diag` record: one or two quantities (solid, dashed) per
 // variant, mean over the seeds that have diagnostics; on a log y axis values below kLogFloor are
-// drawn at it. A variant whose diagnostics lack the quantity (σ_2 of a single stream) is left out.
+// drawn at it, a linear one (logy false: similarities) runs up to 1.05. A variant whose diagnostics
+// lack the quantity (σ_2 of a single stream) is left out.
 struct SiteSeries {
     const char* label;
     double SiteDiag::*field;  // null: no second quantity
@@ -217,7 +218,7 @@ bool site_plot(const ReportInput& in, const std::vector<std::string>& variants, 
     if (index == 0) return false;
     std::ostringstream range;
     if (logy) range << log_axis(lo, hi, 2);
-    else range << "set yrange [" << g(std::min(lo, 0.0)) << ":1.05]\n";  // cosine similarities: at most 1
+    else range << "set yrange [" << g(std::min(lo, 0.0)) << ":1.05]\n";
     range << "set xtics 1\nset xrange [-0.5:*]\n";
     write_text_file(in.out_dir + "/" + name + ".dat", dat.str());
     write_text_file(in.out_dir + "/" + name + ".gp",
