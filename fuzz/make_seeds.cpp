@@ -87,6 +87,7 @@ void safetensors_seeds(const fs::path& dir) {
         {"ckpt_none", tiny("none", 1)},       {"ckpt_hc_bias", tiny("hc", 2, true)},
         {"ckpt_mhc", tiny("mhc", 2)},         {"ckpt_mhc_lite", tiny("mhc_lite", 2)},
         {"ckpt_mhc_lite_n3", tiny("mhc_lite", 3)}, {"ckpt_kromhc", tiny("kromhc", 2)},
+        {"ckpt_jpmhc", tiny("jpmhc", 3)},     {"ckpt_ohc", tiny("ohc", 4)},
     };
     for (const auto& [name, cfg] : models) put(dir / name, checkpoint_bytes(cfg, false, tmp));
     const std::string lite = checkpoint_bytes(tiny("mhc_lite", 2), true, tmp);

@@ -45,19 +45,27 @@ Runner add_info(CLI::App& app) {
                     variant_key(m.cfg.hyper_conn_type), m.n, m.L, m.C, m.H, m.V, m.Tmax);
         std::printf("parameters: %ld (connections %ld, %.2f%%)\n", (long)m.param.size(), conn_params,
                     100.0 * conn_params / m.param.size());
-        std::printf("connection diagnostics over %d tokens of %s (SPEC §6; depth = composite map up to the site):\n",
+        std::printf("connection diagnostics over %d tokens of %s (SPEC §6; depth = composite map up to the site; "
+                    "orth err, depth fwd/bwd/s1: max over tokens; depth s2 (second singular value), stream sim "
+                    "(after the site): mean):\n",
                     B * T, o->data.empty() ? "random tokens" : o->data.c_str());
-        std::printf("%-5s %-10s %11s %11s %9s %9s %9s %9s %10s %10s%s\n", "site", "branch", "DS err mean",
-                    "DS err max", "fwd mean", "fwd max", "bwd mean", "bwd max", "depth fwd", "depth bwd",
+        std::printf("%-5s %-10s %11s %11s %11s %9s %9s %9s %9s %10s %10s %9s %9s %10s%s\n", "site", "branch",
+                    "DS err mean", "DS err max", "orth err", "fwd mean", "fwd max", "bwd mean", "bwd max", "depth fwd",
+                    "depth bwd", "depth s1", "depth s2", "stream sim",
                     variant_info(m.variant).log_inv_nu ? "  log(1/nu) mean  max  >30" : "");
         nlohmann::json sites = gpt_diagnostics(m)["sites"];
         for (auto& s : sites) {
             const int k = s["site"];
             const std::string branch = "h." + std::to_string(k / 2) + "." + s["kind"].get<std::string>();
             auto v = [&s](const char* key) { return s[key].get<double>(); };
-            std::printf("%-5d %-10s %11.3e %11.3e %9.5f %9.5f %9.5f %9.5f %10.5f %10.5f", k, branch.c_str(),
-                        v("ds_error_mean"), v("ds_error_max"), v("fwd_gain_mean"), v("fwd_gain_max"),
-                        v("bwd_gain_mean"), v("bwd_gain_max"), v("depth_fwd_gain_max"), v("depth_bwd_gain_max"));
+            std::printf("%-5d %-10s %11.3e %11.3e %11.3e %9.5f %9.5f %9.5f %9.5f %10.5f %10.5f %9.5f", k,
+                        branch.c_str(), v("ds_error_mean"), v("ds_error_max"), v("orth_error_max"), v("fwd_gain_mean"),
+                        v("fwd_gain_max"), v("bwd_gain_mean"), v("bwd_gain_max"), v("depth_fwd_gain_max"),
+                        v("depth_bwd_gain_max"), v("depth_sigma1_max"));
+            if (s.contains("depth_sigma2_mean"))  // n >= 2
+                std::printf(" %9.5f %10.5f", v("depth_sigma2_mean"), v("stream_similarity"));
+            else
+                std::printf(" %9s %10s", "-", "-");
             if (s.contains("log_inv_nu_mean"))
                 std::printf("  %14.3f %6.3f %4.2f", v("log_inv_nu_mean"), v("log_inv_nu_max"), v("frac_nu_above_30"));
             std::printf("\n");

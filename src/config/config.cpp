@@ -48,7 +48,7 @@ struct Field {
 const Field kFields[] = {
     MHC_MODEL(n_layer), MHC_MODEL(n_head), MHC_MODEL(n_embd), MHC_MODEL(vocab_size),
     MHC_MODEL(block_size), MHC_MODEL(bias), MHC_MODEL(hyper_conn_type), MHC_MODEL(hyper_conn_n),
-    MHC_MODEL(sinkhorn_iters), MHC_MODEL(hyper_conn_perm_subset), MHC_MODEL(hyper_conn_perm_seed),
+    MHC_MODEL(sinkhorn_iters), MHC_MODEL(cayley_iters), MHC_MODEL(hyper_conn_perm_subset), MHC_MODEL(hyper_conn_perm_seed),
     MHC_TRAIN(batch_size), MHC_TRAIN(gradient_accumulation_steps), MHC_TRAIN(learning_rate),
     MHC_TRAIN(min_lr), MHC_TRAIN(warmup_iters), MHC_TRAIN(lr_decay_iters), MHC_TRAIN(max_iters),
     MHC_TRAIN(weight_decay), MHC_TRAIN(beta1), MHC_TRAIN(beta2), MHC_TRAIN(grad_clip),

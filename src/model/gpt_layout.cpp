@@ -23,7 +23,8 @@ void gpt_build(GPT<T>& m, const ModelConfig& cfg, const std::vector<std::vector<
     m.cfg = cfg;
     m.L = cfg.n_layer, m.C = cfg.n_embd, m.H = cfg.n_head, m.V = cfg.vocab_size, m.Tmax = cfg.block_size;
     m.variant = cfg.hyper_conn_type;
-    m.n = variant_info(m.variant).fixed_n ? variant_info(m.variant).fixed_n : cfg.hyper_conn_n;
+    // A single stream needs no n; any other fixed n (ohc: 4) is the site's to check.
+    m.n = variant_info(m.variant).fixed_n == 1 ? 1 : cfg.hyper_conn_n;
     if (site_perms && (int)site_perms->size() != 2 * m.L) bad("need one permutation list per site");
     for (int k = 0; k < 2 * m.L; k++) {
         ConnConfig cc;
@@ -32,6 +33,7 @@ void gpt_build(GPT<T>& m, const ModelConfig& cfg, const std::vector<std::vector<
         cc.C = m.C;
         cc.site_index = k;
         cc.sinkhorn_iters = cfg.sinkhorn_iters;
+        cc.cayley_iters = cfg.cayley_iters;
         cc.perm_subset = cfg.hyper_conn_perm_subset;
         cc.perm_seed = cfg.hyper_conn_perm_seed + (uint64_t)k;  // each site draws its own subset
         if (site_perms) cc.perms = (*site_perms)[k];

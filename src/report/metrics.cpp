@@ -45,6 +45,11 @@ std::vector<SiteDiag> parse_diag(const nlohmann::json& d) {
         x.depth_fwd_gain_max = num(s, "depth_fwd_gain_max");
         x.depth_bwd_gain_mean = num(s, "depth_bwd_gain_mean");
         x.depth_bwd_gain_max = num(s, "depth_bwd_gain_max");
+        x.orth_error_mean = num(s, "orth_error_mean");
+        x.orth_error_max = num(s, "orth_error_max");
+        x.depth_sigma2_mean = num(s, "depth_sigma2_mean");
+        x.depth_sigma2_max = num(s, "depth_sigma2_max");
+        x.stream_similarity = num(s, "stream_similarity");
         out.push_back(x);
     }
     std::sort(out.begin(), out.end(), [](const SiteDiag& a, const SiteDiag& b) { return a.site < b.site; });

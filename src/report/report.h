@@ -24,6 +24,8 @@ struct SiteDiag {
     std::string kind;  // attn or mlp
     double ds_error_mean = NAN, ds_error_max = NAN;
     double depth_fwd_gain_mean = NAN, depth_fwd_gain_max = NAN, depth_bwd_gain_mean = NAN, depth_bwd_gain_max = NAN;
+    double orth_error_mean = NAN, orth_error_max = NAN;
+    double depth_sigma2_mean = NAN, depth_sigma2_max = NAN, stream_similarity = NAN;  // n >= 2 only
 };
 
 // A run directory <variant>-s<seed>, as far as the report needs it.
