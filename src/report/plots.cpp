@@ -204,7 +204,9 @@ bool site_plot(const ReportInput& in, const std::vector<std::string>& variants, 
             const double yb = std::max(spread_of(vals.second).mean, ymin);
             for (double y : {ya, yb})
                 if (std::isfinite(y)) lo = std::min(lo, y), hi = std::max(hi, y);
-            dat << site << " " << g(ya) << (b.field ? " " + g(yb) : "") << "\n";
+            dat << site << " " << g(ya);
+            if (b.field) dat << " " << g(yb);
+            dat << "\n";
         }
         dat << "\n\n";
         const std::string c = quoted(colour_of(v));
@@ -219,16 +221,12 @@ bool site_plot(const ReportInput& in, const std::vector<std::string>& variants, 
     if (index == 0) return false;
     std::ostringstream range;
     if (logy) range << log_axis(lo, hi, 2);
-    else range << "set yrange [" << g(std::min(lo, 0.0)) << ":1.05]
-";
-    range << "set xtics 1
-set xrange [-0.5:*]
-";
+    else range << "set yrange [" << g(std::min(lo, 0.0)) << ":1.05]\n";
+    range << "set xtics 1\nset xrange [-0.5:*]\n";
     sys::write_file_atomic(in.out_dir + "/" + name + ".dat", dat.str());
     sys::write_file_atomic(in.out_dir + "/" + name + ".gp",
                            preamble(name, title, "site (2k = block k attention, 2k+1 = block k MLP)", ylabel) +
-                               range.str() + plot.str() + "
-");
+                               range.str() + plot.str() + "\n");
     return true;
 }
 
