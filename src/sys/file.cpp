@@ -4,9 +4,11 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
@@ -68,6 +70,28 @@ void File::read_at(int64_t off, void* dst, int64_t n) const {
         off += r;
         n -= r;
     }
+}
+
+Fingerprint file_fingerprint(const std::string& path) {
+    const File f(path);
+    constexpr int64_t kWhole = 256ll << 20, kPiece = 1 << 20, kPieces = 64;
+    Fingerprint fp;
+    fp.bytes = f.size;
+    std::vector<unsigned char> buf((size_t)std::min<int64_t>(f.size, kPiece));
+    uLong crc = crc32(0L, Z_NULL, 0);
+    auto add = [&](int64_t off, int64_t n) {
+        f.read_at(off, buf.data(), n);
+        crc = crc32(crc, buf.data(), (uInt)n);
+    };
+    const bool whole = f.size <= kWhole;
+    if (whole)
+        for (int64_t off = 0; off < f.size; off += kPiece) add(off, std::min(kPiece, f.size - off));
+    else
+        for (int64_t i = 0; i < kPieces; i++) add((f.size - kPiece) / (kPieces - 1) * i, kPiece);
+    char hex[16];
+    std::snprintf(hex, sizeof hex, "%08lx", (unsigned long)crc);
+    fp.hash = std::string(whole ? "crc32:" : "crc32-sampled:") + hex;
+    return fp;
 }
 
 void write_file_atomic(const std::string& path, const std::vector<std::string_view>& pieces) {

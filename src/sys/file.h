@@ -28,6 +28,15 @@ struct File {
     void read_at(int64_t off, void* dst, int64_t n) const;
 };
 
+// A cheap identity of a file's content, to tell whether two runs saw the same data: its size and
+// a CRC-32 (zlib) of its bytes, "crc32:XXXXXXXX" over the whole file up to 256 MiB, beyond that
+// "crc32-sampled:XXXXXXXX" over 64 evenly spaced 1 MiB pieces. Throws as File does.
+struct Fingerprint {
+    int64_t bytes = 0;
+    std::string hash;
+};
+Fingerprint file_fingerprint(const std::string& path);
+
 // Writes the pieces, one after another, to PATH.tmp.<pid>, fsyncs it, renames it over path and
 // fsyncs the directory: readers see the old file or the new one, never a mix, even after a crash.
 // Pieces let a large payload (a checkpoint's tensors) go out without one copy of it all.
