@@ -28,8 +28,16 @@ std::vector<std::string> split_list(const std::string& list);
 // Prints the result object as one line of JSON on stdout (the last line a --json command prints).
 void print_json(const nlohmann::json& j);
 
-// Loads a checkpoint file into a model, with the path named in any error.
-void load_checkpoint(const std::string& path, GPT<float>& m);
+// Loads a checkpoint file into a model, with the path named in any error. `path` may be a run
+// directory: its latest checkpoint. Returns the file loaded. A model whose weights hold NaN or inf
+// is refused (one line naming the tensor): nothing it computes would mean anything.
+std::string load_checkpoint(const std::string& path, GPT<float>& m);
+
+// Option checks worded like the rest of mhc ("must be >= 1, got 0"): CLI11's PositiveNumber and
+// NonNegativeNumber print their double bounds with std::to_string, 310 digits that read as a
+// contradiction ("0 not in range 0.000000 to 1797...").
+CLI::Validator at_least(long min);       // an integer >= min
+CLI::Validator non_negative_number();    // a finite number >= 0
 
 // Text of a byte-level model's tokens (vocab 256), bytes as they are.
 std::string bytes_of(const std::vector<int32_t>& tokens);

@@ -16,17 +16,20 @@ Runner add_sample(CLI::App& app) {
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
-    app.add_option("--ckpt", o->ckpt, "Checkpoint (.safetensors)")->required();
-    app.add_option("--prompt", o->prompt, "Prompt text, for byte-level models (vocab 256); default: a newline");
-    app.add_option("--prompt-tokens", o->prompt_tokens, "Prompt as token ids, comma-separated (any vocabulary)");
-    app.add_option("--max-new-tokens", o->max_new, "Tokens to generate")->check(CLI::NonNegativeNumber);
-    app.add_option("--temperature", o->temperature, "Sampling temperature (0: greedy)")->check(CLI::NonNegativeNumber);
-    app.add_option("--top-k", o->top_k, "Sample among the k most likely tokens (0: all)")->check(CLI::NonNegativeNumber);
+    app.add_option("--ckpt", o->ckpt, "Checkpoint (.safetensors), or a run directory (its latest checkpoint)")
+        ->required();
+    CLI::Option* text = app.add_option("--prompt", o->prompt, "Prompt text, for byte-level models (vocab 256); "
+                                       "default: a newline")->default_str("");
+    app.add_option("--prompt-tokens", o->prompt_tokens, "Prompt as token ids, comma-separated (any vocabulary)")
+        ->excludes(text);
+    app.add_option("--max-new-tokens", o->max_new, "Tokens to generate")->check(at_least(0));
+    app.add_option("--temperature", o->temperature, "Sampling temperature (0: greedy)")->check(non_negative_number());
+    app.add_option("--top-k", o->top_k, "Sample among the k most likely tokens (0: all)")->check(at_least(0));
     app.add_option("--seed", o->seed, "Seed of the sampler");
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line (no streaming)");
     return [o] {
         GPT<float> m;
-        load_checkpoint(o->ckpt, m);
+        const std::string ckpt = load_checkpoint(o->ckpt, m);
         const bool bytes = m.V == 256;
         std::vector<int32_t> prompt;
         if (!o->prompt_tokens.empty()) {
@@ -55,8 +58,14 @@ Runner add_sample(CLI::App& app) {
         };
         if (!o->json && bytes) std::fwrite(o->prompt.data(), 1, o->prompt.size(), stdout);
         const auto t0 = std::chrono::steady_clock::now();
-        const std::vector<int32_t> out = generate(m, prompt, o->max_new, o->temperature, o->top_k, o->seed,
-                                                  o->json ? std::function<void(int32_t)>() : stream);
+        std::vector<int32_t> out;
+        try {
+            out = generate(m, prompt, o->max_new, o->temperature, o->top_k, o->seed,
+                           o->json ? std::function<void(int32_t)>() : stream);
+        } catch (const std::runtime_error& e) {  // non-finite logits: finite weights whose outputs overflow
+            if (!o->json) std::printf("\n");
+            throw std::runtime_error(ckpt + ": " + e.what() + ": its outputs overflow");
+        }
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (!o->json) {
             std::printf("\n");
