@@ -285,8 +285,8 @@ std::vector<Run> plan_runs(const Opts& o, const std::vector<std::string>& vlist,
             r.plan = r.ckpt_step >= r.cfg.max_iters ? Plan::reuse : r.ckpt_step > 0 ? Plan::resume : Plan::train;
             if (r.plan != Plan::train) r.data_diff = run_data_difference(o, r, want_data);
             if (!r.data_diff.empty() && !o.retrain_other_data)
-                throw std::runtime_error(r.dir + " was trained on other data (" + r.data_diff + "): add "
-                                         "--retrain-other-data to train it again on this data, or choose another --out");
+                throw std::runtime_error(r.dir + " was trained on other data (" + r.data_diff + "): add --retrain-"
+                                         "other-data to train it again on this data, or choose another --out");
             if (!r.data_diff.empty()) r.plan = Plan::retrain;
             runs.push_back(r);
         }
@@ -365,13 +365,15 @@ Runner add_compare(CLI::App& app) {
     auto o = std::make_shared<Opts>();
     app.add_option("--config", o->config, "TOML config shared by every run (required, except with --report-only)");
     app.add_option("--data", o->data, "Training data, as for mhc train (required, except with --report-only)");
-    app.add_option("--val-data", o->val_data, "Validation data (default: the part of --data after train_split, its last 10% by default)");
+    app.add_option("--val-data", o->val_data, "Validation data (default: the part of --data after train_split, "
+                   "its last 10% by default)");
     app.add_option("--format", o->format, "Data format: auto, text, u16, llmc")
         ->check(CLI::IsMember({"auto", "text", "u16", "llmc"}));
     CLI::Option* variants = app.add_option("--variants", o->variants, "Comma-separated hyper_conn_type values, the "
                                            "table's row order (default: " + variant_keys_csv() + ")");
     CLI::Option* seeds = app.add_option("--seeds", o->seeds, "Comma-separated seeds (default: 1)");
-    app.add_option("--set", o->sets, "Override one config key for every run: --set key=value (repeatable)")->default_str("");
+    app.add_option("--set", o->sets, "Override one config key for every run: --set key=value (repeatable)")
+        ->default_str("");
     app.add_option("--out", o->out, "Comparison directory: runs/<variant>-s<seed>/, report.md, report.html, "
                    "*.png and the plots' *.gp/*.dat")->required();
     app.add_flag("--report-only", o->report_only, "Train nothing: write the report from the runs already in --out "

@@ -39,7 +39,8 @@ Runner add_train(CLI::App& app) {
     app.add_option("--set", o->sets, "Override one config key: --set key=value (repeatable)")->default_str("");
     app.add_option("--data", o->t.data, "Training data: .txt (bytes), nanoGPT uint16 .bin, or llm.c shard")
         ->required();
-    app.add_option("--val-data", o->t.val_data, "Validation data (default: the part of --data after train_split, its last 10% by default)");
+    app.add_option("--val-data", o->t.val_data, "Validation data (default: the part of --data after train_split, "
+                   "its last 10% by default)");
     app.add_option("--format", o->format, "Data format: auto, text, u16, llmc")
         ->check(CLI::IsMember({"auto", "text", "u16", "llmc"}));
     app.add_option("--out", o->t.out_dir, "Run directory (config, metrics.jsonl, checkpoints)")->required();
