@@ -343,8 +343,8 @@ Runner add_compare(CLI::App& app) {
     app.add_option("--config", o->config, "TOML config shared by every run");
     app.add_option("--data", o->data, "Training data (as for mhc train)");
     app.add_option("--val-data", o->val_data, "Validation data (default: the last 10% of --data)");
-    app.add_option("--format", o->format, "Data format: auto, text, u16, llmc")
-        ->check(CLI::IsMember({"auto", "text", "u16", "llmc"}));
+    app.add_option("--format", o->format, "Data format: auto, text, u16, u32, llmc")
+        ->check(CLI::IsMember({"auto", "text", "u16", "u32", "llmc"}));
     CLI::Option* variants = app.add_option("--variants", o->variants, "Comma-separated hyper_conn_type values, the "
                                            "table's row order (default: " + variant_keys_csv() + ")");
     CLI::Option* seeds = app.add_option("--seeds", o->seeds, "Comma-separated seeds (default: 1)");

@@ -17,8 +17,8 @@ Runner add_info(CLI::App& app) {
     app.add_option("--ckpt", o->ckpt, "Checkpoint (.safetensors)")->required();
     app.add_option("--data", o->data, "Tokens for the diagnostics: the first windows of this file "
                    "(default: random tokens, seed 0)");
-    app.add_option("--format", o->format, "Data format: auto, text, u16, llmc")
-        ->check(CLI::IsMember({"auto", "text", "u16", "llmc"}));
+    app.add_option("--format", o->format, "Data format: auto, text, u16, u32, llmc")
+        ->check(CLI::IsMember({"auto", "text", "u16", "u32", "llmc"}));
     app.add_option("--batch", o->batch, "Sequences for the diagnostics")->check(CLI::PositiveNumber);
     app.add_option("--seq", o->seq, "Sequence length (default: block_size)")->check(CLI::PositiveNumber);
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
