@@ -18,6 +18,7 @@ Runner add_sample(CLI::App& app);
 Runner add_info(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_compare(CLI::App& app);
+Runner add_prepare(CLI::App& app);
 
 // "none,hc, mhc-lite" -> config names in order (aliases residual, mhc-lite; spaces trimmed).
 // Unknown, repeated or no variants: std::invalid_argument naming the option.

@@ -80,6 +80,8 @@ int main(int argc, char** argv) {
         CLI::App* sub = app.add_subcommand(name, help);
         runners[sub] = adder(*sub);
     };
+    add("prepare", "Tokenize text files into train/val token files (bytes, SentencePiece, tokenizer.json)",
+        mhc::cli::add_prepare);
     add("train", "Train a model from a TOML config on a text or token file", mhc::cli::add_train);
     add("eval", "Loss of a checkpoint on a data file", mhc::cli::add_eval);
     add("sample", "Generate text or tokens from a checkpoint (KV cache)", mhc::cli::add_sample);
