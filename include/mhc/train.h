@@ -17,6 +17,7 @@ namespace mhc {
 
 struct TrainOptions {
     std::string data, val_data, out_dir;
+    std::string tokenizer;  // --tokenizer: a file or "bytes"; default: the data's own (its meta.json)
     DataFormat format = DataFormat::automatic;
     bool resume = false;
     bool progress = true;   // a live progress line (else plain log lines), chosen by the CLI

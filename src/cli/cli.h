@@ -32,7 +32,4 @@ void print_json(const nlohmann::json& j);
 // Loads a checkpoint file into a model, with the path named in any error.
 void load_checkpoint(const std::string& path, GPT<float>& m);
 
-// Text of a byte-level model's tokens (vocab 256), bytes as they are.
-std::string bytes_of(const std::vector<int32_t>& tokens);
-
 }  // namespace mhc::cli

@@ -1,12 +1,16 @@
 // mhc eval
+#include <cmath>
+
 #include "cli/cli.h"
+#include "mhc/checkpoint.h"
+#include "mhc/tokenizer.h"
 #include "mhc/train.h"
 
 namespace mhc::cli {
 
 Runner add_eval(CLI::App& app) {
     struct Opts {
-        std::string ckpt, data, format = "auto", order = "random";
+        std::string ckpt, data, format = "auto", order = "random", tokenizer;
         int batch = 8, seq = 0, batches = 0;
         uint64_t seed = 1;
         bool json = false;
@@ -14,8 +18,8 @@ Runner add_eval(CLI::App& app) {
     auto o = std::make_shared<Opts>();
     app.add_option("--ckpt", o->ckpt, "Checkpoint (.safetensors)")->required();
     app.add_option("--data", o->data, "Data file")->required();
-    app.add_option("--format", o->format, "Data format: auto, text, u16, llmc")
-        ->check(CLI::IsMember({"auto", "text", "u16", "llmc"}));
+    app.add_option("--format", o->format, "Data format: auto, text, u16, u32, llmc")
+        ->check(CLI::IsMember({"auto", "text", "u16", "u32", "llmc"}));
     app.add_option("--batch", o->batch, "Sequences per batch")->check(CLI::PositiveNumber);
     app.add_option("--seq", o->seq, "Sequence length (default: the model's block_size)")->check(CLI::PositiveNumber);
     app.add_option("--order", o->order, "random windows (seeded), or sequential: window j is tokens "
@@ -24,10 +28,14 @@ Runner add_eval(CLI::App& app) {
     app.add_option("--batches", o->batches, "Batches to evaluate (default: random 20; sequential: all "
                    "that fit)")->check(CLI::PositiveNumber);
     app.add_option("--seed", o->seed, "Seed of the random windows");
+    app.add_option("--tokenizer", o->tokenizer, "Tokenizer for bits per byte (SentencePiece .model, tokenizer.json, "
+                   "gpt2_tokenizer.bin, bytes); default: the one the checkpoint names, or bytes for a 256-token model");
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
     return [o] {
         GPT<float> m;
-        load_checkpoint(o->ckpt, m);
+        SafeTensors raw;
+        checkpoint_load(o->ckpt, m, &raw);
+        raw.tensors.clear();  // only the metadata is needed from here on
         const int T = o->seq ? o->seq : m.Tmax;
         if (T > m.Tmax)
             throw std::invalid_argument("--seq " + std::to_string(T) + " exceeds the model's block_size " +
@@ -50,8 +58,48 @@ Runner add_eval(CLI::App& app) {
         }
         const double loss = evaluate(m, b, K);
         const long tokens = (long)K * o->batch * T;
-        std::fprintf(stderr, "loss %.6f over %d batches (%ld tokens)\n", loss, K, tokens);
-        if (o->json) print_json({{"loss", loss}, {"batches", K}, {"tokens", tokens}, {"order", o->order}});
+        nlohmann::json j = {{"loss", loss}, {"batches", K}, {"tokens", tokens}, {"order", o->order}};
+        // Bits per byte, comparable across tokenizers: the summed loss over the text bytes of the
+        // evaluated targets (the same windows again), in bits. Needs the tokenizer; without one the
+        // loss alone is reported.
+        Tokenizer tok;
+        bool has_tok = false;
+        try {
+            has_tok = tokenizer_for_checkpoint(o->ckpt, raw.metadata, o->tokenizer, m.V, tok);
+        } catch (const std::exception& e) {
+            if (!o->tokenizer.empty()) throw;
+            std::fprintf(stderr, "no bits per byte: %s\n", e.what());
+        }
+        if (has_tok && !data.tokenizer.empty() &&
+            (data.tokenizer.kind != tokenizer_kind_name(tok.kind) ||
+             (!data.tokenizer.crc32.empty() && data.tokenizer.crc32 != tokenizer_ref(tok, "").crc32)))
+            throw std::runtime_error(o->data + " was made with another tokenizer (" + data.tokenizer.kind + " " +
+                                     data.tokenizer.crc32 + ") than the model's (" + tokenizer_kind_name(tok.kind) + " " +
+                                     tokenizer_ref(tok, "").crc32 + ")");
+        char line[160];
+        std::snprintf(line, sizeof line, "loss %.6f over %d batches (%ld tokens)", loss, K, tokens);
+        std::string msg = line;
+        if (has_tok) {
+            std::vector<int64_t> piece_bytes((size_t)m.V, -1);
+            Batcher again(data, o->batch, T, order, o->seed);
+            std::vector<int32_t> in((size_t)o->batch * T), tg(in.size());
+            long bytes = 0;
+            for (int k = 0; k < K; k++) {
+                again.next(in.data(), tg.data());
+                for (int32_t t : tg) {
+                    if (piece_bytes[t] < 0) piece_bytes[t] = tokenizer_piece_bytes(tok, t);
+                    bytes += piece_bytes[t];
+                }
+            }
+            const double bpb = bytes > 0 ? loss * (double)tokens / (double)bytes / std::log(2.0) : NAN;
+            std::snprintf(line, sizeof line, ", %ld text bytes: %.4f bits per byte (%s)", bytes, bpb, tokenizer_kind_name(tok.kind));
+            msg += line;
+            j["bytes"] = bytes;
+            j["bits_per_byte"] = bpb;
+            j["tokenizer"] = tokenizer_kind_name(tok.kind);
+        }
+        std::fprintf(stderr, "%s\n", msg.c_str());
+        if (o->json) print_json(j);
         else std::printf("%.6f\n", loss);
         return 0;
     };

@@ -23,8 +23,10 @@ Runner add_train(CLI::App& app) {
     app.add_option("--data", o->t.data, "Training data: .txt (bytes), nanoGPT uint16 .bin, or llm.c shard")
         ->required();
     app.add_option("--val-data", o->t.val_data, "Validation data (default: the last 10% of --data)");
-    app.add_option("--format", o->format, "Data format: auto, text, u16, llmc")
-        ->check(CLI::IsMember({"auto", "text", "u16", "llmc"}));
+    app.add_option("--format", o->format, "Data format: auto, text, u16, u32, llmc")
+        ->check(CLI::IsMember({"auto", "text", "u16", "u32", "llmc"}));
+    app.add_option("--tokenizer", o->t.tokenizer, "The run's tokenizer (SentencePiece .model, tokenizer.json, llm.c's "
+                   "gpt2_tokenizer.bin, or bytes); default: the one in the data's meta.json (bytes for text)");
     app.add_option("--out", o->t.out_dir, "Run directory (config, metrics.jsonl, checkpoints)")->required();
     app.add_flag("--resume", o->t.resume, "Continue the run in --out from its latest checkpoint");
     app.add_flag("--quiet", o->t.quiet, "No per-step output");

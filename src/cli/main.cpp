@@ -50,12 +50,6 @@ std::vector<std::string> parse_variant_list(const std::string& list) {
 
 void load_checkpoint(const std::string& path, GPT<float>& m) { checkpoint_load(path, m); }
 
-std::string bytes_of(const std::vector<int32_t>& tokens) {
-    std::string s;
-    for (int32_t t : tokens) s.push_back((char)(unsigned char)t);
-    return s;
-}
-
 }  // namespace mhc::cli
 
 int main(int argc, char** argv) {

@@ -38,9 +38,12 @@ static std::string ckpt_name(long step) {
 }
 
 std::string save_run_checkpoint(const std::string& dir, const GPT<float>& m, const AdamW<float>& opt,
-                                const ResumeState& rs, const std::string& train_config_json) {
+                                const ResumeState& rs, const std::string& train_config_json,
+                                const std::map<std::string, std::string>& extra_meta) {
     const std::string base = dir + "/" + ckpt_name(rs.step);
-    checkpoint_save(base + ".safetensors", m, {{"step", std::to_string(rs.step)}});
+    std::map<std::string, std::string> meta = extra_meta;
+    meta["step"] = std::to_string(rs.step);
+    checkpoint_save(base + ".safetensors", m, meta);
     SafeTensors st;
     st.metadata = {{"step", std::to_string(rs.step)},
                    {"adam_step", std::to_string(opt.step)},

@@ -1,5 +1,6 @@
 // The run directory's files (see mhc/train.h). Internal to the trainer.
 #pragma once
+#include <map>
 #include <string>
 
 #include "mhc/data.h"
@@ -15,8 +16,10 @@ struct ResumeState {
 
 // Writes ckpt_<step>.safetensors and ckpt_<step>.optim.safetensors, then points `latest` at them.
 // Returns the checkpoint's path. A failure leaves the previous checkpoint and `latest` intact.
+// extra_meta goes into the model checkpoint's metadata (the run's tokenizer).
 std::string save_run_checkpoint(const std::string& dir, const GPT<float>& m, const AdamW<float>& opt,
-                                const ResumeState& rs, const std::string& train_config_json);
+                                const ResumeState& rs, const std::string& train_config_json,
+                                const std::map<std::string, std::string>& extra_meta = {});
 // Loads the checkpoint `latest` names (model, optimizer, positions) into m, opt and rs.
 void load_run_checkpoint(const std::string& dir, GPT<float>& m, AdamW<float>& opt, ResumeState& rs);
 

@@ -19,6 +19,7 @@
 
 #include "mhc/checkpoint.h"
 #include "mhc/diag.h"
+#include "mhc/tokenizer.h"
 #include "mhc/train.h"
 #include "train/run_dir.h"
 
@@ -149,6 +150,11 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     Batcher tb(train, B, T, order_from_string(cfg.data_order), cfg.seed);
     Batcher vb(val, B, T, Order::random, cfg.seed ^ 0x5A5A5A5Aull);
 
+    // The run's tokenizer (mhc/tokenizer.h): checked against the model, copied into the run, named
+    // in every checkpoint.
+    const std::map<std::string, std::string> tokenizer_meta =
+        run_tokenizer_attach(opt.out_dir, opt.tokenizer, train.tokenizer, cfg.model.vocab_size);
+
     GPT<float> m;
     AdamW<float> adam;
     detail::ResumeState rs;
@@ -180,7 +186,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         rs.step = done;
         rs.train = tb.state();
         rs.val = vb.state();
-        const std::string path = detail::save_run_checkpoint(opt.out_dir, m, adam, rs, cfg_json);
+        const std::string path = detail::save_run_checkpoint(opt.out_dir, m, adam, rs, cfg_json, tokenizer_meta);
         detail::prune_checkpoints(opt.out_dir, cfg.keep_checkpoints);
         return path;
     };
