@@ -228,6 +228,10 @@ TokenData load(const Source& f, DataFormat fmt, int vocab_size, const TokenMeta*
     if (d.format == DataFormat::text && vocab_size != 0 && vocab_size != 256)
         throw std::invalid_argument(path + ": text data is bytes, its vocab_size is 256, not " +
                                     std::to_string(vocab_size));
+    if (meta && (d.format == DataFormat::u16 || d.format == DataFormat::u32) &&
+        (meta->dtype == "uint32") != (d.format == DataFormat::u32))
+        throw std::invalid_argument(path + ": its meta.json gives dtype " + meta->dtype + ", not the " +
+                                    data_format_name(d.format) + " of the format asked for");
     int width = 2;
     switch (d.format) {
         case DataFormat::text: read_text(f, d.tokens); break;

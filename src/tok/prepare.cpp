@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -23,7 +24,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr size_t kChunk = 4 << 20;         // bytes read at a time
+// Bytes read at a time. Test hook (tests/cli/test_prepare.py): MHC_TEST_PREPARE_CHUNK=N reads N,
+// so small inputs are cut in many places too.
+size_t chunk_bytes() {
+    static const size_t n = [] {
+        const char* e = std::getenv("MHC_TEST_PREPARE_CHUNK");
+        return e && std::atol(e) > 0 ? (size_t)std::atol(e) : (size_t)(4 << 20);
+    }();
+    return n;
+}
 constexpr size_t kMaxPending = 64 << 20;   // text held while looking for a place to cut
 
 // SIGINT / SIGTERM while encoding: stop at the next chunk; the writers remove their temporaries.
@@ -62,11 +71,11 @@ FilePtr open_input(const std::string& path) {
     return f;
 }
 
-// Appends up to kChunk bytes; false at the end of the file.
+// Appends up to chunk_bytes() bytes; false at the end of the file.
 bool read_chunk(FILE* f, const std::string& path, std::string& buf) {
-    const size_t old = buf.size();
-    buf.resize(old + kChunk);
-    const size_t n = std::fread(buf.data() + old, 1, kChunk, f);
+    const size_t old = buf.size(), want = chunk_bytes();
+    buf.resize(old + want);
+    const size_t n = std::fread(buf.data() + old, 1, want, f);
     buf.resize(old + n);
     if (std::ferror(f)) throw std::runtime_error(path + ": read failed: " + std::strerror(errno));
     return n > 0;
@@ -111,6 +120,8 @@ struct LineSource {
     bool eof = false, skipping = false;
     long lines = 0;
 
+    LineSource(const std::vector<Input>& in, int64_t lim) : inputs(in), limit(lim) {}
+
     bool next(std::string& line) {
         for (;;) {
             if (consumed >= limit) return false;
@@ -153,8 +164,8 @@ bool is_file_name(const std::string& s) { return s.find('/') != std::string::npo
 
 PrepareResult prepare_run(const PrepareOptions& opt) {
     const auto t0 = std::chrono::steady_clock::now();
-    auto log = [&](const std::string& s) {
-        if (!opt.quiet) std::fprintf(stderr, "%s\n", s.c_str());
+    auto log = [&](const std::string& s) {  // progress notes, on a terminal only (like the live line)
+        if (opt.progress && !opt.quiet) std::fprintf(stderr, "%s\n", s.c_str());
     };
     // Everything that can be checked is checked before any work.
     if (opt.inputs.empty()) throw std::invalid_argument("no input text files");
@@ -181,7 +192,6 @@ PrepareResult prepare_run(const PrepareOptions& opt) {
         total += st.st_size;
     }
     if (total == 0) throw std::runtime_error("the input files hold no text (0 bytes)");
-    fs::create_directories(opt.out_dir);
     // prepare never overwrites: a directory with earlier output is refused (a tokenizer file equal
     // to the one given is fine, it is simply kept).
     for (const char* name : {"meta.json", "train.bin", "val.bin"})
@@ -200,7 +210,7 @@ PrepareResult prepare_run(const PrepareOptions& opt) {
         so.vocab_size = opt.vocab_size;
         so.max_sentences = opt.spm_max_sentences;
         so.threads = opt.threads;
-        LineSource lines{inputs, split_at};
+        LineSource lines(inputs, split_at);
         log("prepare: training a SentencePiece " + so.model_type + " model of " + std::to_string(so.vocab_size) +
             " tokens on the training part (" + human_bytes((double)split_at) + ")");
         const auto ts = std::chrono::steady_clock::now();
@@ -240,6 +250,7 @@ PrepareResult prepare_run(const PrepareOptions& opt) {
     // Encode as the text streams by. `buf` holds text not yet encoded, starting at byte `base` of
     // the whole input; a piece is encoded once a safe cut point follows it.
     const Signals signals;
+    fs::create_directories(opt.out_dir);
     TokenWriter train(train_path, width, llmc);
     std::unique_ptr<TokenWriter> val;
     if (opt.val_fraction > 0) val = std::make_unique<TokenWriter>(val_path, width, llmc);
