@@ -302,7 +302,7 @@ PrepareResult prepare_run(const PrepareOptions& opt) {
                 throw std::runtime_error(in.path + ": no place to cut the text within " + human_bytes((double)kMaxPending) +
                                          " after byte " + std::to_string(base) + " (for " + tokenizer_kind_name(tok.kind) +
                                          ": a line break, or a space between two words)");
-            progress.show(base + (int64_t)buf.size(), train_info.tokens + val_info.tokens);
+            progress.show(base, train_info.tokens + val_info.tokens);
         }
         emit(buf, buf.size());  // the end of a file is a boundary of the encoding
         if (out == &train && base >= split_at) to_val();
