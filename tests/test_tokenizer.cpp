@@ -219,9 +219,10 @@ void expect_load_error(const std::string& bytes, const std::string& fragment) {
 
 TEST(TokenizerLoad, MalformedFiles) {
     expect_load_error(llmc_tokenizer({"a", "b"}, 3), "version 3");
-    expect_load_error(llmc_tokenizer({"a", "b"}).substr(0, 1026), "token 1 of 2 is missing");
+    expect_load_error(llmc_tokenizer({"a", "b"}).substr(0, 1026), "a vocabulary of 2 tokens, more than its 1026 bytes");
+    expect_load_error(llmc_tokenizer({"abc", "b"}).substr(0, 1028), "token 1 of 2 is missing");
     expect_load_error(llmc_tokenizer({"a", "bcd"}).substr(0, 1029), "runs past the end");
-    expect_load_error(llmc_tokenizer({"a", ""}), "has length 0");
+    expect_load_error(llmc_tokenizer({"a", "", "bc"}), "token 1 has length 0");
     expect_load_error(llmc_tokenizer({"a"}) + "zz", "trailing data");
     expect_load_error(std::string("\x01\x02\x03garbage"), "not a tokenizer");
     expect_load_error("", "empty file");

@@ -17,15 +17,15 @@ Runner add_prepare(CLI::App& app) {
     app.add_option("inputs", o->p.inputs, "Text files, read in this order (each encoded on its own)")->required();
     app.add_option("--out", o->p.out_dir, "Output directory: train.bin, val.bin, meta.json and the tokenizer")->required();
     app.add_option("--tokenizer", o->p.tokenizer,
-                   "bytes; spm-bpe or spm-unigram (train a SentencePiece model of --vocab-size on the training "
-                   "part); or a file: a SentencePiece .model or a byte-level BPE tokenizer.json");
+                   "bytes (the default); spm-bpe or spm-unigram (train a SentencePiece model of --vocab-size on "
+                   "the training part); or a file: a SentencePiece .model or a byte-level BPE tokenizer.json");
     app.add_option("--vocab-size", o->p.vocab_size, "Vocabulary of the SentencePiece model to train")
         ->check(CLI::PositiveNumber);
-    app.add_option("--val-fraction", o->p.val_fraction, "Share of the input bytes, from the end, for val.bin (0: none)");
-    app.add_option("--format", o->p.container, "bin (raw tokens, nanoGPT's layout) or llmc (llm.c shards)")
+    app.add_option("--val-fraction", o->p.val_fraction, "Share of the input bytes, from the end, for val.bin (default 0.1; 0: none)");
+    app.add_option("--format", o->p.container, "bin (raw tokens, nanoGPT's layout; the default) or llmc (llm.c shards)")
         ->check(CLI::IsMember({"bin", "llmc"}));
     app.add_option("--spm-max-sentences", o->p.spm_max_sentences,
-                   "Lines SentencePiece trains on at most (a seeded sample when there are more)")->check(CLI::PositiveNumber);
+                   "Lines SentencePiece trains on at most (default 2000000; a seeded sample when there are more)")->check(CLI::PositiveNumber);
     app.add_flag("--quiet", o->p.quiet, "No progress or summary on stderr");
     app.add_flag("--json", o->json, "Print the sidecar (meta.json) and the time as one JSON object on the last line");
     return [o] {

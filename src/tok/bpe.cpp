@@ -46,6 +46,10 @@ namespace {
 
 using json = nlohmann::json;
 
+// Ids above this are refused: the decode table has an entry per id (the largest vocabularies in
+// use have a few hundred thousand).
+constexpr int64_t kMaxId = (1 << 21) - 1;
+
 // GPT-2's pre-tokenization regex, with \s widened to Unicode's White_Space (see above).
 const char* kGpt2Pattern =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\x{85}\\p{L}\\p{N}]+|[\\s\\x{85}]+(?![^\\s\\x{85}])|[\\s\\x{85}]+";
@@ -239,7 +243,7 @@ Tokenizer bpe_load(const std::string& path, std::string_view text) {
         std::unordered_map<uint32_t, std::string> by_id;
         for (const auto& [tok, idj] : model["vocab"].items()) {
             const int64_t id = idj.get<int64_t>();
-            if (id < 0 || id >= (1 << 24)) fail(path, "malformed tokenizer.json: vocabulary id " + std::to_string(id) + " of '" + tok + "' is out of range");
+            if (id < 0 || id > kMaxId) fail(path, "malformed tokenizer.json: vocabulary id " + std::to_string(id) + " of '" + tok + "' is out of range (0.." + std::to_string(kMaxId) + ")");
             if (!by_id.emplace((uint32_t)id, tok).second) fail(path, "malformed tokenizer.json: vocabulary id " + std::to_string(id) + " is given twice");
             m->vocab[tok] = (uint32_t)id;
             max_id = std::max(max_id, id);
@@ -286,7 +290,7 @@ Tokenizer bpe_load(const std::string& path, std::string_view text) {
             const int64_t id = at.at("id").get<int64_t>();
             for (const char* flag : {"single_word", "lstrip", "rstrip"})
                 if (at.value(flag, false)) unsupported("added token '" + content + "' has " + flag);
-            if (content.empty() || id < 0 || id >= (1 << 24)) fail(path, "malformed tokenizer.json: added token '" + content + "' with id " + std::to_string(id));
+            if (content.empty() || id < 0 || id > kMaxId) fail(path, "malformed tokenizer.json: added token '" + content + "' with id " + std::to_string(id));
             m->added.push_back({content, (uint32_t)id});
             max_id = std::max(max_id, id);
         }

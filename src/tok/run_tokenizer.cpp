@@ -1,10 +1,13 @@
 // A run remembers its tokenizer: training copies it into the run directory and names it in every
 // checkpoint's metadata; sampling and evaluation find it there (or take --tokenizer).
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 #include "mhc/tokenizer.h"
 #include "mhc/train.h"
+#include "train/run_dir.h"
 
 namespace mhc {
 
@@ -42,6 +45,13 @@ Tokenizer load_ref(const TokenizerRef& ref, const std::string& dir, const std::s
 }
 
 }  // namespace
+
+void tokenizer_copy_file(const Tokenizer& t, const std::string& dst) {
+    std::ifstream f(t.path, std::ios::binary);
+    std::stringstream ss;
+    if (!(f && ss << f.rdbuf())) throw std::runtime_error(t.path + ": cannot read the tokenizer file");
+    detail::write_file_atomic(dst, ss.str());
+}
 
 std::map<std::string, std::string> run_tokenizer_attach(const std::string& run_dir, const std::string& given,
                                                         const TokenizerRef& data_tokenizer, int model_vocab) {

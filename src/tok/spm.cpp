@@ -83,7 +83,7 @@ Tokenizer spm_load(const std::string& path, std::string_view bytes) {
     }
     m->byte_fallback = bytes_found == 256;
     const int nl = m->sp.PieceToId("\n");
-    m->newline_id = (nl >= 0 && nl < n && !m->sp.IsUnknown(nl) && !m->sp.IsControl(nl)) ? nl : m->byte_id['\n'];
+    m->newline_id = (nl >= 0 && nl < n && !m->sp.IsUnknown(nl) && !m->sp.IsControl(nl)) ? nl : m->byte_id[0x0A];
 
     Tokenizer t;
     t.kind = TokenizerKind::sentencepiece;

@@ -13,7 +13,6 @@
 #include <stdexcept>
 
 #include "tok/tok_internal.h"
-#include "train/run_dir.h"
 
 namespace mhc {
 
@@ -52,7 +51,11 @@ Tokenizer llmc_load(const std::string& path, const std::string& s) {
     const uint32_t version = le32(s, 4), vocab = le32(s, 8);
     if (version != 1 && version != 2)
         fail(path, "unsupported llm.c tokenizer version " + std::to_string(version) + " (expected 1 or 2)");
-    if (vocab < 1 || vocab > (1u << 24)) fail(path, "llm.c tokenizer gives an impossible vocabulary of " + std::to_string(vocab));
+    // Each token takes at least 2 bytes (length and one byte): a vocabulary the file cannot hold
+    // is refused before anything is allocated for it.
+    if (vocab < 1 || vocab > (s.size() - 1024) / 2)
+        fail(path, "llm.c tokenizer header gives a vocabulary of " + std::to_string(vocab) + " tokens, more than its " +
+                       std::to_string(s.size()) + " bytes can hold");
     Tokenizer t;
     t.kind = TokenizerKind::llmc_gpt2;
     t.path = path;
@@ -102,8 +105,6 @@ Tokenizer tokenizer_bytes() {
 }
 
 Tokenizer tokenizer_load(const std::string& path) { return tokenizer_load_bytes(path, read_whole(path)); }
-
-void tokenizer_copy_file(const Tokenizer& t, const std::string& dst) { detail::write_file_atomic(dst, read_whole(t.path)); }
 
 Tokenizer tokenizer_load_bytes(const std::string& path, std::string_view bytes) {
     const std::string s(bytes);
