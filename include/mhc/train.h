@@ -18,6 +18,7 @@ namespace mhc {
 
 struct TrainOptions {
     std::string data, val_data, out_dir;
+    std::string tokenizer;  // --tokenizer: a file or "bytes"; default: the data's own (its meta.json)
     DataFormat format = DataFormat::automatic;
     bool resume = false;
     bool resume_from_intact = false;  // with resume: when the newest checkpoint is corrupt, take the newest intact one

@@ -367,8 +367,7 @@ Runner add_compare(CLI::App& app) {
     app.add_option("--data", o->data, "Training data, as for mhc train (required, except with --report-only)");
     app.add_option("--val-data", o->val_data, "Validation data (default: the part of --data after train_split, "
                    "its last 10% by default)");
-    app.add_option("--format", o->format, "Data format: auto, text, u16, llmc")
-        ->check(CLI::IsMember({"auto", "text", "u16", "llmc"}));
+    add_format_option(app, o->format);
     CLI::Option* variants = app.add_option("--variants", o->variants, "Comma-separated hyper_conn_type values, the "
                                            "table's row order (default: " + variant_keys_csv() + ")");
     CLI::Option* seeds = app.add_option("--seeds", o->seeds, "Comma-separated seeds (default: 1)");

@@ -19,8 +19,7 @@ Runner add_info(CLI::App& app) {
         ->required();
     app.add_option("--data", o->data, "Tokens for the diagnostics: the first windows of this file "
                    "(default: random tokens, seed 0)");
-    app.add_option("--format", o->format, "Data format: auto, text, u16, llmc")
-        ->check(CLI::IsMember({"auto", "text", "u16", "llmc"}));
+    add_format_option(app, o->format);
     app.add_option("--batch", o->batch, "Sequences for the diagnostics")->check(at_least(1));
     app.add_option("--seq", o->seq, "Sequence length (0: block_size)")->check(at_least(0));
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");

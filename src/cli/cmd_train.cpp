@@ -41,8 +41,9 @@ Runner add_train(CLI::App& app) {
         ->required();
     app.add_option("--val-data", o->t.val_data, "Validation data (default: the part of --data after train_split, "
                    "its last 10% by default)");
-    app.add_option("--format", o->format, "Data format: auto, text, u16, llmc")
-        ->check(CLI::IsMember({"auto", "text", "u16", "llmc"}));
+    add_format_option(app, o->format);
+    app.add_option("--tokenizer", o->t.tokenizer, "The run's tokenizer (SentencePiece .model, tokenizer.json, llm.c's "
+                   "gpt2_tokenizer.bin, or bytes); default: the one in the data's meta.json (bytes for text)");
     app.add_option("--out", o->t.out_dir, "Run directory (config, metrics.jsonl, checkpoints)")->required();
     app.add_flag("--resume", o->t.resume, "Continue the run in --out from its latest checkpoint");
     app.add_flag("--resume-from-intact", o->t.resume_from_intact, "--resume, and when the latest checkpoint is "

@@ -52,7 +52,7 @@ std::vector<std::string> parse_variant_list(const std::string& list) {
     return out;
 }
 
-std::string load_checkpoint(const std::string& path, GPT<float>& m) {
+std::string load_checkpoint(const std::string& path, GPT<float>& m, SafeTensors* raw) {
     std::string file = path;
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec)) {  // a run directory: the checkpoint `latest` names
@@ -61,12 +61,18 @@ std::string load_checkpoint(const std::string& path, GPT<float>& m) {
             throw std::runtime_error(path + " is a directory without a checkpoint (no 'latest'): give a run "
                                      "directory or a .safetensors file");
     }
-    checkpoint_load(file, m);
+    checkpoint_load(file, m, raw);
     const std::string bad = nonfinite_tensor(m.params, m.param);
     if (!bad.empty())
         throw std::runtime_error(file + ": tensor '" + bad + "' holds NaN or inf: the model is unusable "
                                  "(its run diverged; take an earlier checkpoint)");
     return file;
+}
+
+void add_format_option(CLI::App& app, std::string& format) {
+    app.add_option("--format", format, "Data format: auto, text, u16, u32, llmc")
+        ->check(CLI::IsMember({"auto", "text", "u16", "u32", "llmc"}))
+        ->capture_default_str();
 }
 
 namespace {
@@ -107,12 +113,6 @@ CLI::Validator non_negative_number() {
         "NUMBER>=0");
 }
 
-std::string bytes_of(const std::vector<int32_t>& tokens) {
-    std::string s;
-    for (int32_t t : tokens) s.push_back((char)(unsigned char)t);
-    return s;
-}
-
 }  // namespace mhc::cli
 
 int main(int argc, char** argv) {
@@ -145,6 +145,8 @@ int main(int argc, char** argv) {
         CLI::App* sub = app.add_subcommand(name, help);
         runners[sub] = adder(*sub);
     };
+    add("prepare", "Tokenize text files into train/val token files (bytes, SentencePiece, tokenizer.json)",
+        mhc::cli::add_prepare);
     add("train", "Train a model from a TOML config on a text or token file", mhc::cli::add_train);
     add("eval", "Loss of a checkpoint on a data file", mhc::cli::add_eval);
     add("sample", "Generate text or tokens from a checkpoint (KV cache)", mhc::cli::add_sample);

@@ -189,13 +189,16 @@ std::string fmt_seconds(double s) {
 }  // namespace
 
 std::string save_checkpoint(const std::string& dir, const GPT<float>& m, const AdamW<float>& opt,
-                            const ResumeState& rs, const std::string& train_config_json) {
+                            const ResumeState& rs, const std::string& train_config_json,
+                            const std::map<std::string, std::string>& extra_meta) {
     const std::string base = dir + "/" + checkpoint_name(rs.step);
     // Never a checkpoint that cannot be evaluated or resumed: the last line of the NaN guard.
     const std::string bad = nonfinite_state(m, opt);
     if (!bad.empty())
         throw std::runtime_error(base + ".safetensors: not written: tensor '" + bad + "' holds NaN or inf");
-    checkpoint_save(base + ".safetensors", m, {{"step", std::to_string(rs.step)}});
+    std::map<std::string, std::string> meta = extra_meta;
+    meta["step"] = std::to_string(rs.step);
+    checkpoint_save(base + ".safetensors", m, meta);
     SafeTensors st;
     st.metadata = {{"step", std::to_string(rs.step)},
                    {"adam_step", std::to_string(opt.step)},

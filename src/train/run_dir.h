@@ -10,6 +10,7 @@
 //   lock                           held (flock) by the run's one writer while it runs
 #pragma once
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -97,8 +98,10 @@ struct ResumeState {
 // Writes ckpt_<step>.safetensors and ckpt_<step>.optim.safetensors, then points `latest` at them.
 // Returns the checkpoint's path. A failure leaves the previous checkpoint and `latest` intact.
 // Refuses (std::runtime_error naming the tensor) to write a weight or moment that is NaN or inf.
+// extra_meta goes into the model checkpoint's metadata (the run's tokenizer).
 std::string save_checkpoint(const std::string& dir, const GPT<float>& m, const AdamW<float>& opt,
-                            const ResumeState& rs, const std::string& train_config_json);
+                            const ResumeState& rs, const std::string& train_config_json,
+                            const std::map<std::string, std::string>& extra_meta = {});
 // Loads the checkpoint `latest` names (model, optimizer, positions) into m, opt and rs.
 void load_checkpoint(const std::string& dir, GPT<float>& m, AdamW<float>& opt, ResumeState& rs);
 // The same for one checkpoint, by its model file's path.

@@ -17,6 +17,7 @@
 
 #include "mhc/checkpoint.h"
 #include "mhc/diag.h"
+#include "mhc/tokenizer.h"
 #include "mhc/train.h"
 #include "sys/process.h"
 #include "train/fits.h"
@@ -143,6 +144,11 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         throw std::runtime_error(opt.out_dir + " already holds a run: add --resume to continue it, or "
                                  "choose another --out");
 
+    // The run's tokenizer (mhc/tokenizer.h): checked against the model, copied into the run, named
+    // in every checkpoint.
+    const std::map<std::string, std::string> tokenizer_meta =
+        run_tokenizer_attach(opt.out_dir, opt.tokenizer, data.train.tokenizer, cfg.model.vocab_size);
+
     GPT<float> m;
     AdamW<float> adam;
     run_dir::ResumeState rs;
@@ -179,7 +185,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         rs.step = done;
         rs.train = tb.state();
         rs.time_s = run_time();
-        const std::string path = run_dir::save_checkpoint(opt.out_dir, m, adam, rs, cfg_json);
+        const std::string path = run_dir::save_checkpoint(opt.out_dir, m, adam, rs, cfg_json, tokenizer_meta);
         run_dir::prune_checkpoints(opt.out_dir, cfg.keep_checkpoints);
         return path;
     };
