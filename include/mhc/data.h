@@ -18,6 +18,7 @@
 // bit-identically from a checkpoint.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -98,6 +99,8 @@ bool token_meta_find(const std::string& data_path, TokenMeta& meta);
 // The sidecar as JSON text (written by mhc prepare).
 std::string token_meta_json(const TokenMeta& meta);
 
+namespace sys { class AtomicFile; }  // src/sys/file.h
+
 // Writes a token file as the tokens come, atomically: into PATH.tmp.<pid>, then fsync and rename
 // by finish(). Destroyed unfinished (an error, an interrupt), it removes the temporary, so PATH is
 // either absent or complete. width 2 or 4 bytes per token; llmc: llm.c's 1024-byte header in front
@@ -115,9 +118,10 @@ class TokenWriter {
 
   private:
     void flush();
-    std::string path_, tmp_;
-    int fd_ = -1, width_;
-    bool llmc_, done_ = false;
+    std::unique_ptr<sys::AtomicFile> file_;
+    std::string path_;
+    int width_;
+    bool llmc_;
     int64_t count_ = 0;
     std::string buf_;
 };

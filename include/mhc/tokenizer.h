@@ -117,7 +117,7 @@ struct Utf8Stream {
 // start (the "maximal subpart" that becomes one U+FFFD, as Python and the Unicode standard do).
 int utf8_char_length(const unsigned char* s, size_t n);
 
-// A run's tokenizer (src/tok/run_tokenizer.cpp).
+// A run's tokenizer (src/train/run_tokenizer.cpp).
 // Training: copies the tokenizer into the run directory as tokenizer.model / tokenizer.json /
 // gpt2_tokenizer.bin (bytes needs no file), and returns the checkpoint metadata entry naming it
 // ({"tokenizer": JSON of its TokenizerRef}); empty when there is none. `given` is --tokenizer

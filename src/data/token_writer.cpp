@@ -1,14 +1,10 @@
 // Token files written as they are made (mhc prepare): raw little-endian tokens or an llm.c shard,
-// into a temporary that only a complete file's rename makes visible.
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
+// through sys::AtomicFile, so that only a complete file appears under its name.
 #include <limits>
 #include <stdexcept>
 
 #include "mhc/data.h"
+#include "sys/file.h"
 
 namespace mhc {
 
@@ -20,29 +16,17 @@ void put_le(std::string& s, uint32_t v, int width) {
 }
 }  // namespace
 
-TokenWriter::TokenWriter(const std::string& path, int width, bool llmc)
-    : path_(path), tmp_(path + ".tmp." + std::to_string(getpid())), width_(width), llmc_(llmc) {
+TokenWriter::TokenWriter(const std::string& path, int width, bool llmc) : path_(path), width_(width), llmc_(llmc) {
     if (width != 2 && width != 4) throw std::invalid_argument(path + ": token width " + std::to_string(width) + " (2 or 4)");
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw std::runtime_error(path + ": cannot write: " + std::strerror(errno));
+    file_ = std::make_unique<sys::AtomicFile>(path);
     buf_.reserve(kBufBytes + 1024);
     if (llmc_) buf_.assign(1024, '\0');  // the header, written again with the count by finish()
 }
 
-TokenWriter::~TokenWriter() {
-    if (done_) return;
-    if (fd_ >= 0) ::close(fd_);
-    ::unlink(tmp_.c_str());
-}
+TokenWriter::~TokenWriter() = default;  // an unfinished file's temporary goes with its AtomicFile
 
 void TokenWriter::flush() {
-    size_t off = 0;
-    while (off < buf_.size()) {
-        const ssize_t w = ::write(fd_, buf_.data() + off, buf_.size() - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) throw std::runtime_error(path_ + ": cannot write: " + std::strerror(errno));
-        off += (size_t)w;
-    }
+    file_->write(buf_);
     buf_.clear();
 }
 
@@ -66,16 +50,9 @@ void TokenWriter::finish() {
         put_le(h, width_ == 2 ? 20240520u : 20240801u, 4);  // magic
         put_le(h, width_ == 2 ? 1u : 7u, 4);                // version
         put_le(h, (uint32_t)count_, 4);
-        if (::pwrite(fd_, h.data(), h.size(), 0) != (ssize_t)h.size())
-            throw std::runtime_error(path_ + ": cannot write: " + std::strerror(errno));
+        file_->pwrite(h, 0);
     }
-    if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
-        fd_ = -1;
-        throw std::runtime_error(path_ + ": cannot write: " + std::strerror(errno));
-    }
-    fd_ = -1;
-    if (::rename(tmp_.c_str(), path_.c_str()) != 0) throw std::runtime_error(path_ + ": cannot write: " + std::strerror(errno));
-    done_ = true;
+    file_->commit();
 }
 
 }  // namespace mhc

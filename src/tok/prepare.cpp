@@ -16,7 +16,7 @@
 #include <stdexcept>
 
 #include "mhc/tokenizer.h"
-#include "train/run_dir.h"
+#include "sys/file.h"
 
 namespace mhc {
 
@@ -315,7 +315,7 @@ PrepareResult prepare_run(const PrepareOptions& opt) {
                                  std::to_string(split_at) + " bytes (raise --val-fraction, or set it to 0)");
 
     // All or nothing: the tokenizer, the token files, and last the sidecar that describes them.
-    if (train_spm) detail::write_file_atomic((fs::path(opt.out_dir) / tok_name).string(), tok_bytes);
+    if (train_spm) sys::write_file_atomic((fs::path(opt.out_dir) / tok_name).string(), tok_bytes);
     else if (!tok_name.empty() && !fs::exists(fs::path(opt.out_dir) / tok_name))
         tokenizer_copy_file(tok, (fs::path(opt.out_dir) / tok_name).string());
     train.finish();
@@ -324,7 +324,7 @@ PrepareResult prepare_run(const PrepareOptions& opt) {
         val->finish();
         meta.files.push_back({"val.bin", val_info});
     }
-    detail::write_file_atomic((fs::path(opt.out_dir) / "meta.json").string(), token_meta_json(meta));
+    sys::write_file_atomic((fs::path(opt.out_dir) / "meta.json").string(), token_meta_json(meta));
     PrepareResult r;
     r.meta = meta;
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

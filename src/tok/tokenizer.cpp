@@ -1,17 +1,12 @@
 // Tokenizers: loading by content, the bytes and llm.c kinds, decoding, and what every kind shares
 // (safe cut points, CRC-32 names, the vocabulary check). SentencePiece is in spm.cpp, Hugging
 // Face byte-level BPE in bpe.cpp.
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#include <zlib.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <stdexcept>
 
+#include "sys/file.h"
 #include "tok/tok_internal.h"
 
 namespace mhc {
@@ -28,14 +23,11 @@ constexpr uint32_t kLlmcTokenizerMagic = 20240328;  // llm.c's gpt2_tokenizer.bi
 constexpr size_t kMaxTokenizerBytes = size_t(1) << 30;
 
 std::string read_whole(const std::string& path) {
-    struct stat st;
-    if (::stat(path.c_str(), &st) != 0) fail(path, std::string("cannot open tokenizer: ") + std::strerror(errno));
-    if (S_ISDIR(st.st_mode)) fail(path, "is a directory, not a tokenizer file");
-    if ((size_t)st.st_size > kMaxTokenizerBytes) fail(path, "larger than 1 GiB: not a tokenizer file");
-    std::ifstream f(path, std::ios::binary);
-    if (!f) fail(path, std::string("cannot open tokenizer: ") + std::strerror(errno));
-    std::string s((size_t)st.st_size, '\0');
-    if (!f.read(s.data(), (std::streamsize)s.size())) fail(path, "cannot read the tokenizer file");
+    const sys::File f(path);
+    if (f.is_dir) fail(path, "is a directory, not a tokenizer file");
+    if ((size_t)f.size > kMaxTokenizerBytes) fail(path, "larger than 1 GiB: not a tokenizer file");
+    std::string s((size_t)f.size, '\0');
+    f.read_at(0, s.data(), f.size);
     return s;
 }
 
@@ -171,35 +163,9 @@ bool tokenizer_cut_ok(const Tokenizer& t, std::string_view text, size_t p) {
     return false;
 }
 
-namespace {
-std::string crc_name(uLong crc) {
-    char hex[16];
-    std::snprintf(hex, sizeof hex, "%08lx", (unsigned long)crc);
-    return std::string("crc32:") + hex;
-}
-}  // namespace
+std::string file_crc32(const std::string& path) { return sys::file_fingerprint(path).hash; }  // whole: < 1 GiB
 
-std::string file_crc32(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) fail(path, std::string("cannot open: ") + std::strerror(errno));
-    uLong crc = crc32(0L, Z_NULL, 0);
-    std::vector<char> buf(1 << 20);
-    while (f) {
-        f.read(buf.data(), (std::streamsize)buf.size());
-        if (f.gcount() > 0) crc = crc32(crc, (const Bytef*)buf.data(), (uInt)f.gcount());
-    }
-    if (f.bad()) fail(path, "read failed");
-    return crc_name(crc);
-}
-
-std::string bytes_crc32(std::string_view bytes) {
-    uLong crc = crc32(0L, Z_NULL, 0);
-    for (size_t off = 0; off < bytes.size(); off += 1u << 30) {
-        const size_t n = std::min<size_t>(bytes.size() - off, 1u << 30);
-        crc = crc32(crc, (const Bytef*)bytes.data() + off, (uInt)n);
-    }
-    return crc_name(crc);
-}
+std::string bytes_crc32(std::string_view bytes) { return sys::crc32_of(bytes); }
 
 TokenizerRef tokenizer_ref(const Tokenizer& t, const std::string& file) {
     TokenizerRef r;
@@ -219,6 +185,12 @@ void tokenizer_check_vocab(const Tokenizer& t, int model_vocab) {
                              std::to_string(t.vocab_size) + " tokens, the model " + std::to_string(model_vocab) +
                              " (it must be " + std::to_string(t.vocab_size) +
                              (padded > t.vocab_size ? ", or padded to at most " + std::to_string(padded) : std::string()) + ")");
+}
+
+void tokenizer_copy_file(const Tokenizer& t, const std::string& dst) {
+    std::string bytes;
+    if (!sys::read_file(t.path, bytes)) throw std::runtime_error(t.path + ": cannot read the tokenizer file");
+    sys::write_file_atomic(dst, bytes);
 }
 
 }  // namespace mhc

@@ -1,12 +1,9 @@
 // A run remembers its tokenizer: training copies it into the run directory and names it in every
 // checkpoint's metadata; sampling and evaluation find it there (or take --tokenizer).
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 
 #include "mhc/tokenizer.h"
-#include "mhc/train.h"
 #include "train/run_dir.h"
 
 namespace mhc {
@@ -46,14 +43,7 @@ Tokenizer load_ref(const TokenizerRef& ref, const std::string& dir, const std::s
 
 }  // namespace
 
-void tokenizer_copy_file(const Tokenizer& t, const std::string& dst) {
-    std::ifstream f(t.path, std::ios::binary);
-    std::stringstream ss;
-    if (!(f && ss << f.rdbuf())) throw std::runtime_error(t.path + ": cannot read the tokenizer file");
-    detail::write_file_atomic(dst, ss.str());
-}
-
-std::map<std::string, std::string> run_tokenizer_attach(const std::string& run_dir, const std::string& given,
+std::map<std::string, std::string> run_tokenizer_attach(const std::string& dir, const std::string& given,
                                                         const TokenizerRef& data_tokenizer, int model_vocab) {
     Tokenizer tok;
     if (!given.empty()) {
@@ -66,8 +56,8 @@ std::map<std::string, std::string> run_tokenizer_attach(const std::string& run_d
         // Neither given nor known from the data: keep the one a resumed run already has.
         bool found = false;
         for (TokenizerKind k : {TokenizerKind::sentencepiece, TokenizerKind::hf_bpe, TokenizerKind::llmc_gpt2})
-            if (fs::exists(fs::path(run_dir) / run_file_name(k))) {
-                tok = tokenizer_load((fs::path(run_dir) / run_file_name(k)).string());
+            if (fs::exists(fs::path(dir) / run_file_name(k))) {
+                tok = tokenizer_load((fs::path(dir) / run_file_name(k)).string());
                 found = true;
                 break;
             }
@@ -81,13 +71,13 @@ std::map<std::string, std::string> run_tokenizer_attach(const std::string& run_d
     const std::string name = run_file_name(tok.kind);
     const TokenizerRef ref = tokenizer_ref(tok, name);
     if (!name.empty()) {
-        const std::string dst = (fs::path(run_dir) / name).string();
+        const std::string dst = (fs::path(dir) / name).string();
         const bool differs = fs::exists(dst) && file_crc32(dst) != ref.crc32;
-        if (differs && !run_latest_checkpoint(run_dir).empty())
-            throw std::runtime_error(run_dir + " already holds another " + name + " (its checkpoints were trained with "
+        if (differs && !run_dir::latest_checkpoint(dir).empty())
+            throw std::runtime_error(dir + " already holds another " + name + " (its checkpoints were trained with "
                                      "it): give that tokenizer, or choose another --out");
         if (differs || !fs::exists(dst)) {
-            fs::create_directories(run_dir);
+            fs::create_directories(dir);
             tokenizer_copy_file(tok, dst);
         }
     }
