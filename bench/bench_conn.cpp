@@ -82,5 +82,7 @@ MHC_BENCH(hc, Variant::hc)
 MHC_BENCH(mhc, Variant::mhc)
 MHC_BENCH(mhc_lite, Variant::mhc_lite)
 MHC_BENCH(kromhc, Variant::kromhc)
+MHC_BENCH(jpmhc, Variant::jpmhc)
+MHC_BENCH(ohc, Variant::ohc)
 
 BENCHMARK_MAIN();

@@ -3,7 +3,7 @@
 steps, in one run; prints a Markdown table of the two and their ratios.
 
     /usr/bin/python3 bench/side_by_side.py --mhc build/mhc --threads 2 --steps 10 --warmup 2 \
-        [--variants none,hc,mhc,mhc_lite,kromhc] [--set n_layer=6 ...] [--out bench.md]
+        [--variants none,hc,mhc,mhc_lite,kromhc,jpmhc,ohc] [--set n_layer=6 ...] [--out bench.md]
 
 The config defaults to the mHC-lite authors' (6 layers, 6 heads, 384 wide, block 256, batch 8,
 vocab 256, n = 4, no bias); --set overrides go to both programs. --out writes the table to FILE.md
@@ -20,7 +20,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 TORCH_BENCH = os.path.join(HERE, "torch_bench.py")
 
-VARIANTS = ("none", "hc", "mhc", "mhc_lite", "kromhc")
+VARIANTS = ("none", "hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc")
 ALIASES = {"residual": "none", "mhc-lite": "mhc_lite", "mhclite": "mhc_lite"}
 AUTHORS_CONFIG = ["n_layer=6", "n_head=6", "n_embd=384", "block_size=256", "batch_size=8",
                   "vocab_size=256", "hyper_conn_n=4", "bias=false"]

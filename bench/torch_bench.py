@@ -25,12 +25,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REFERENCE = os.path.join(HERE, "..", "tests", "reference")
 
-VARIANTS = ("none", "hc", "mhc", "mhc_lite", "kromhc")
+VARIANTS = ("none", "hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc")
 ALIASES = {"residual": "none", "mhc-lite": "mhc_lite", "mhclite": "mhc_lite"}
 
 # The authors' config; model keys as GPTConfig / model_config_to_json spells them.
 MODEL_DEFAULTS = {"n_layer": 6, "n_head": 6, "n_embd": 384, "vocab_size": 256, "block_size": 256,
-                  "bias": False, "hyper_conn_n": 4, "sinkhorn_iters": 20}
+                  "bias": False, "hyper_conn_n": 4, "sinkhorn_iters": 20, "cayley_iters": 2}
 # Training keys that shape a step (the lr only moves numbers, not time). mhc's defaults.
 TRAIN_DEFAULTS = {"batch_size": 8, "gradient_accumulation_steps": 1, "learning_rate": 2e-3,
                   "min_lr": 2e-4, "warmup_iters": 100, "lr_decay_iters": 2000, "weight_decay": 0.1,
@@ -196,7 +196,7 @@ def print_table(doc, out):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help="comma list of none, hc, mhc, mhc_lite, kromhc (aliases residual, mhc-lite)")
+                    help="comma list of none, hc, mhc, mhc_lite, kromhc, jpmhc, ohc (aliases residual, mhc-lite)")
     ap.add_argument("--steps", type=int, default=10, help="timed optimizer steps per variant")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads / OMP_NUM_THREADS")

@@ -17,10 +17,11 @@ int main() {
     std::printf("%d sites of each variant, n = %d streams of width C = %d, N = %d tokens\n", depth, n,
                 C, N);
     std::printf("(parameters: initial values plus noise, so the mixing is far from the identity)\n\n");
-    std::printf("%-9s %7s %12s %12s %11s %11s %10s %12s\n", "variant", "params", "DS err mean",
-                "DS err max", "site fwd", "depth fwd", "depth bwd", "|grad| max");
-    for (Variant v : {Variant::residual, Variant::hc, Variant::mhc, Variant::mhc_lite, Variant::kromhc}) {
-        const int nv = v == Variant::residual ? 1 : n;
+    std::printf("%-9s %7s %12s %12s %11s %11s %10s %12s %12s %10s\n", "variant", "params", "DS err mean",
+                "DS err max", "site fwd", "depth fwd", "depth bwd", "|grad| max", "orth err max", "depth s2");
+    for (const VariantInfo& info : variant_table()) {
+        const Variant v = info.id;
+        const int nv = info.fixed_n ? info.fixed_n : n;
         std::vector<ConnSite> sites;
         for (int l = 0; l < depth; l++) {
             ConnConfig cfg;
@@ -70,21 +71,27 @@ int main() {
         double gmax = 0;
         for (const auto& g : grads)
             for (float v2 : g) gmax = std::max(gmax, (double)std::fabs(v2));
-        double ds_mean = 0, site_fwd = 0;
+        double ds_mean = 0, site_fwd = 0, orth_max = 0;
         for (int l = 0; l < depth; l++) {
             const SiteDiag d = conn_site_diagnostics(sites[l], cache[l].data(), N);
             ds_mean += d.ds.mean / depth;
             worst.ds.max = std::max(worst.ds.max, d.ds.max);
             site_fwd = std::max(site_fwd, d.fwd.max);
+            orth_max = std::max(orth_max, d.orth.max);
             cg.push(sites[l], cache[l].data());
         }
-        std::printf("%-9s %7ld %12.2e %12.2e %11.4f %11.4f %10.4f %12.3e\n", variant_name(v), P * depth,
-                    ds_mean, worst.ds.max, site_fwd, cg.fwd().max, cg.bwd().max, gmax);
+        std::printf("%-9s %7ld %12.2e %12.2e %11.4f %11.4f %10.4f %12.3e %12.2e", variant_name(v), P * depth,
+                    ds_mean, worst.ds.max, site_fwd, cg.fwd().max, cg.bwd().max, gmax, orth_max);
+        if (nv > 1) std::printf(" %10.4f\n", cg.spectrum().s2.mean);
+        else std::printf(" %10s\n", "-");  // one stream: no second singular value
     }
     std::printf("\nDS err: doubly-stochastic error of H_res (SPEC §6); site fwd: largest forward gain of\n"
                 "one site; depth fwd/bwd: max over tokens of the gains of the composite map through all\n"
                 "%d sites; |grad| max: largest parameter gradient after the backward pass. mhc-lite and kromhc\n"
-                "stay at exactly 1; hc drifts; mhc is off by its Sinkhorn error.\n",
+                "stay at exactly 1; hc drifts; mhc is off by its Sinkhorn error. orth err: max |HᵀH − I| of\n"
+                "one site (0 for ohc and exact jpmhc; jpmhc's default 2 iterations are only approximately\n"
+                "orthogonal); depth s2: second singular value of the composite map, mean over tokens (1 for\n"
+                "an orthogonal map; below 1 where the mixing contracts the streams together).\n",
                 depth);
     return 0;
 }

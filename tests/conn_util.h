@@ -30,6 +30,31 @@ std::vector<R> random_params(const ConnSite& s, std::mt19937_64& rng, double wsc
     return p;
 }
 
+// Hamilton product a·b of quaternions (w, x, y, z): ohc's H_res is p ↦ q·p·r̄ (SPEC §2).
+inline void quat_mul(const double* a, const double* b, double* out) {
+    out[0] = a[0] * b[0] - a[1] * b[1] - a[2] * b[2] - a[3] * b[3];
+    out[1] = a[0] * b[1] + a[1] * b[0] + a[2] * b[3] - a[3] * b[2];
+    out[2] = a[0] * b[2] - a[1] * b[3] + a[2] * b[0] + a[3] * b[1];
+    out[3] = a[0] * b[3] + a[1] * b[2] - a[2] * b[1] + a[3] * b[0];
+}
+
+// ohc's H_res [4,4] (H[i][j]) by quaternion products, from its 8 res logits (SPEC §2): q and r are
+// the unit quaternions of ν_q = (1 + l_0, l_1, l_2, l_3), ν_r = (1 + l_4, l_5, l_6, l_7); column j
+// is q·e_j·r̄.
+inline void ohc_by_quaternions(const double* l, double* H) {
+    double q[4] = {1 + l[0], l[1], l[2], l[3]}, rbar[4] = {1 + l[4], -l[5], -l[6], -l[7]};
+    const double nq = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3] + 1e-12);
+    const double nr = std::sqrt(rbar[0] * rbar[0] + rbar[1] * rbar[1] + rbar[2] * rbar[2] + rbar[3] * rbar[3] + 1e-12);
+    for (int i = 0; i < 4; i++) q[i] /= nq, rbar[i] /= nr;
+    for (int j = 0; j < 4; j++) {
+        double e[4] = {0, 0, 0, 0}, qe[4], col[4];
+        e[j] = 1;
+        quat_mul(q, e, qe);
+        quat_mul(qe, rbar, col);
+        for (int i = 0; i < 4; i++) H[i * 4 + j] = col[i];
+    }
+}
+
 template <typename T> std::vector<T> randn(size_t count, std::mt19937_64& rng) {
     std::normal_distribution<double> nd(0, 1);
     std::vector<T> v(count);

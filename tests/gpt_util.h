@@ -37,7 +37,7 @@ template <typename T> void make_perturbed(GPT<T>& m, const ModelConfig& c, uint6
 // Every model variant, with and without biases where that adds a path: (hyper_conn_type, bias).
 inline std::vector<std::pair<std::string, bool>> all_model_variants() {
     return {{"none", false}, {"none", true},     {"hc", false},    {"mhc", false},
-            {"mhc_lite", false}, {"mhc_lite", true}, {"kromhc", false}};
+            {"mhc_lite", false}, {"mhc_lite", true}, {"kromhc", false}, {"jpmhc", false}, {"ohc", false}};
 }
 
 // gtest case name of one of them, e.g. "mhc_lite_bias".

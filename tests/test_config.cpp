@@ -148,7 +148,7 @@ TEST(ConfigOverride, Errors) {
     // An unknown variant is refused where it is given, with the variant table's keys.
     m = error_of([&] { mhc::config_apply_override(c, "hyper_conn_type=mhc_heavy"); });
     EXPECT_EQ(m, "--set hyper_conn_type=mhc_heavy: hyper_conn_type 'mhc_heavy' is unknown (expected none, hc, mhc, "
-                 "mhc_lite or kromhc)");
+                 "mhc_lite, kromhc, jpmhc or ohc)");
     m = error_of([] { from_toml("n_layer = 2\nhyper_conn_type = \"mhc_heavy\"\n"); });
     EXPECT_NE(m.find(":2: hyper_conn_type 'mhc_heavy' is unknown"), std::string::npos) << m;
     m = error_of([&] { mhc::config_apply_override(c, "n_layer"); });
@@ -236,10 +236,14 @@ TEST(ConfigValidate, EveryProblemNamesItsKey) {
         {[](C c) { c.model.hyper_conn_type = mhc::Variant::residual, c.model.hyper_conn_n = 2, c.model.hyper_conn_n_set = true; },
          {"hyper_conn_n", "none"}},
         {[](C c) { c.model.hyper_conn_type = mhc::Variant::kromhc, c.model.hyper_conn_n = 6; }, {"hyper_conn_n", "kromhc"}},
+        {[](C c) { c.model.hyper_conn_type = mhc::Variant::ohc, c.model.hyper_conn_n = 3, c.model.hyper_conn_n_set = true; },
+         {"hyper_conn_n must be 4", "ohc", "got 3"}},
         {[](C c) { c.model.hyper_conn_n = 7; }, {"hyper_conn_perm_subset", "hyper_conn_n"}},
         {[](C c) { c.model.hyper_conn_perm_subset = 25; }, {"hyper_conn_perm_subset", "24"}},
         {[](C c) { c.model.hyper_conn_perm_subset = -1; }, {"hyper_conn_perm_subset"}},
         {[](C c) { c.model.sinkhorn_iters = 0; }, {"sinkhorn_iters"}},
+        {[](C c) { c.model.cayley_iters = -1; }, {"cayley_iters", ">= 0", "got -1"}},
+        {[](C c) { c.model.hyper_conn_type = mhc::Variant::jpmhc, c.model.cayley_iters = -3; }, {"cayley_iters"}},
         {[](C c) { c.model.vocab_size = -1; }, {"vocab_size"}},
         {[](C c) { c.data_order = "shuffled"; }, {"data_order", "shuffled"}},
         {[](C c) { c.train_split = 0; }, {"train_split"}},
@@ -261,6 +265,14 @@ TEST(ConfigValidate, ValidEdgeCases) {
     EXPECT_NO_THROW(finalized([](TrainConfig& c) { c.model.hyper_conn_n = 3, c.model.hyper_conn_perm_subset = 6; }));
     EXPECT_NO_THROW(finalized([](TrainConfig& c) { c.beta1 = 0, c.grad_clip = 0, c.min_lr = c.learning_rate; }));
     EXPECT_NO_THROW(finalized([](TrainConfig& c) { c.model.hyper_conn_type = mhc::Variant::hc, c.model.hyper_conn_n = 5; }));
+    EXPECT_NO_THROW(finalized([](TrainConfig& c) { c.model.hyper_conn_type = mhc::Variant::jpmhc, c.model.hyper_conn_n = 7; }));
+    EXPECT_NO_THROW(finalized([](TrainConfig& c) { c.model.hyper_conn_type = mhc::Variant::jpmhc, c.model.cayley_iters = 0; }));
+    // ohc's n is fixed at 4: an unset n takes it, an explicit 4 is fine.
+    EXPECT_EQ(finalized([](TrainConfig& c) { c.model.hyper_conn_type = mhc::Variant::ohc, c.model.hyper_conn_n = 2; })
+                  .model.hyper_conn_n, 4);
+    EXPECT_NO_THROW(finalized([](TrainConfig& c) {
+        c.model.hyper_conn_type = mhc::Variant::ohc, c.model.hyper_conn_n = 4, c.model.hyper_conn_n_set = true;
+    }));
     // An explicit n = 1 is fine for none; an explicit n = 4 is not (see EveryProblemNamesItsKey).
     TrainConfig c = from_toml("hyper_conn_type = \"none\"\nhyper_conn_n = 1\n");
     EXPECT_NO_THROW(mhc::config_finalize(c));
@@ -289,7 +301,7 @@ namespace {
 // round trip drops or reads into the wrong field.
 TrainConfig unusual() {
     TrainConfig c;
-    c.model = {3, 2, 48, 300, 64, true, mhc::Variant::kromhc, 8, 7, 5, std::numeric_limits<uint64_t>::max(), true};
+    c.model = {3, 2, 48, 300, 64, true, mhc::Variant::kromhc, 8, 7, 3, 5, std::numeric_limits<uint64_t>::max(), true};
     c.batch_size = 3, c.gradient_accumulation_steps = 5, c.learning_rate = 0.1 + 0.2, c.min_lr = 1e-300;
     c.warmup_iters = 11, c.lr_decay_iters = 13, c.max_iters = 17, c.weight_decay = 0.0;
     c.beta1 = 0.123456789012345678, c.beta2 = 1.0 / 3.0, c.grad_clip = 2.0;
@@ -318,7 +330,7 @@ TEST(ConfigJson, ModelJsonHasExactlyTheModelKeys) {
     std::set<std::string> keys;
     for (const auto& [k, v] : j.items()) keys.insert(k);
     EXPECT_EQ(keys, (std::set<std::string>{"n_layer", "n_head", "n_embd", "vocab_size", "block_size", "bias",
-                                           "hyper_conn_type", "hyper_conn_n", "sinkhorn_iters",
+                                           "hyper_conn_type", "hyper_conn_n", "sinkhorn_iters", "cayley_iters",
                                            "hyper_conn_perm_subset", "hyper_conn_perm_seed"}));
     EXPECT_EQ(mhc::model_config_to_json(mhc::model_config_from_json(j)), j);
     // Missing keys keep their defaults.

@@ -15,6 +15,7 @@ namespace {
 struct FdCase {
     Variant v;
     int n, C, iters, subset, site;
+    int cayley = 2;  // jpmhc's cayley_iters (0: the exact transform)
 };
 
 std::string case_name(const testing::TestParamInfo<FdCase>& info) {
@@ -23,6 +24,7 @@ std::string case_name(const testing::TestParamInfo<FdCase>& info) {
     std::replace(s.begin(), s.end(), '-', '_');
     s += "_n" + std::to_string(c.n) + "_C" + std::to_string(c.C);
     if (c.v == Variant::mhc) s += "_it" + std::to_string(c.iters);
+    if (c.v == Variant::jpmhc) s += "_cay" + std::to_string(c.cayley);
     if (c.subset) s += "_K" + std::to_string(c.subset);
     return s + "_site" + std::to_string(c.site);
 }
@@ -32,7 +34,7 @@ class FiniteDiff : public testing::TestWithParam<FdCase> {};
 // How gtest prints a case (instead of its bytes).
 void PrintTo(const FdCase& c, std::ostream* os) {
     *os << variant_name(c.v) << " n=" << c.n << " C=" << c.C << " iters=" << c.iters
-        << " subset=" << c.subset << " site=" << c.site;
+        << " subset=" << c.subset << " site=" << c.site << " cayley_iters=" << c.cayley;
 }
 
 // Central difference of the loss in one coordinate, the coordinate restored afterwards.
@@ -53,6 +55,7 @@ TEST_P(FiniteDiff, EveryInputAndParameter) {
     cfg.n = c.n;
     cfg.C = c.C;
     cfg.sinkhorn_iters = c.iters;
+    cfg.cayley_iters = c.cayley;
     cfg.perm_subset = c.subset;
     cfg.perm_seed = 7;
     cfg.site_index = c.site;
@@ -112,6 +115,18 @@ const FdCase kCases[] = {
     {Variant::mhc_lite, 4, 5, 20, 7, 1}, {Variant::mhc_lite, 8, 2, 20, 12, 3},
     {Variant::kromhc, 1, 5, 20, 0, 0},   {Variant::kromhc, 2, 5, 20, 0, 1},
     {Variant::kromhc, 4, 5, 20, 0, 2},   {Variant::kromhc, 8, 3, 20, 0, 5},
+    // jpmhc: the exact transform (0), the paper's 2 iterations, and 1 and 3.
+    {Variant::jpmhc, 1, 5, 20, 0, 0, 0}, {Variant::jpmhc, 2, 5, 20, 0, 1, 0},
+    {Variant::jpmhc, 3, 5, 20, 0, 2, 0}, {Variant::jpmhc, 4, 5, 20, 0, 3, 0},
+    {Variant::jpmhc, 5, 3, 20, 0, 4, 0}, {Variant::jpmhc, 6, 2, 20, 0, 1, 0},
+    {Variant::jpmhc, 7, 2, 20, 0, 2, 0}, {Variant::jpmhc, 8, 2, 20, 0, 5, 0},
+    {Variant::jpmhc, 2, 5, 20, 0, 0, 2}, {Variant::jpmhc, 3, 5, 20, 0, 1, 2},
+    {Variant::jpmhc, 4, 5, 20, 0, 2, 2}, {Variant::jpmhc, 5, 3, 20, 0, 3, 2},
+    {Variant::jpmhc, 6, 2, 20, 0, 4, 2}, {Variant::jpmhc, 7, 2, 20, 0, 0, 2},
+    {Variant::jpmhc, 8, 2, 20, 0, 6, 2}, {Variant::jpmhc, 4, 5, 20, 0, 1, 1},
+    {Variant::jpmhc, 4, 5, 20, 0, 1, 3},
+    {Variant::ohc, 4, 5, 20, 0, 0},      {Variant::ohc, 4, 3, 20, 0, 1},
+    {Variant::ohc, 4, 2, 20, 0, 6},
 };
 INSTANTIATE_TEST_SUITE_P(Conn, FiniteDiff, testing::ValuesIn(kCases), case_name);
 

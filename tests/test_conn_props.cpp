@@ -35,7 +35,7 @@ std::vector<float> run_pre(const ConnSite& s, const std::vector<float>& p, int N
 
 TEST(Props, InitialValuesOfSpecTable) {
     const int n = 4, C = 16, N = 5;
-    for (Variant v : {Variant::hc, Variant::mhc, Variant::mhc_lite, Variant::kromhc}) {
+    for (Variant v : {Variant::hc, Variant::mhc, Variant::mhc_lite, Variant::kromhc, Variant::jpmhc, Variant::ohc}) {
         SCOPED_TRACE(variant_name(v));
         for (int site = 0; site < 3; site++) {
             const ConnSite s = make(v, n, C, site);
@@ -61,6 +61,8 @@ TEST(Props, InitialValuesOfSpecTable) {
                             case Variant::hc: EXPECT_EQ(h, i == j ? 1.0 : 0.0); break;
                             case Variant::mhc: EXPECT_NEAR(h, i == j ? 0.998995 : 0.000335, 1e-6); break;
                             case Variant::mhc_lite: EXPECT_NEAR(h, i == j ? 0.994008 : 0.001997, 1e-6); break;
+                            case Variant::jpmhc:
+                            case Variant::ohc: EXPECT_EQ(h, i == j ? 1.0 : 0.0); break;  // H_res = I exactly
                             default:
                                 if (i == j) {
                                     EXPECT_NEAR(h, 0.999329, 1e-6);
@@ -280,7 +282,8 @@ TEST(Props, InvalidConfigurationsRaiseClearErrors) {
 }
 
 TEST(Props, ZeroTokensIsANoOp) {
-    for (Variant v : {Variant::residual, Variant::hc, Variant::mhc, Variant::mhc_lite, Variant::kromhc}) {
+    for (const VariantInfo& info : variant_table()) {
+        const Variant v = info.id;
         const ConnSite s = make(v, v == Variant::residual ? 1 : 4, 8);
         std::vector<float> p(conn_param_count(s)), g(p.size(), 0.0f);
         conn_init_params(s, p.data());

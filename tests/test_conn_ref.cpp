@@ -54,6 +54,7 @@ ConnSite site_of(const SafeTensors& st) {
     cfg.C = std::stoi(st.metadata.at("C"));
     cfg.site_index = std::stoi(st.metadata.at("site_index"));
     cfg.sinkhorn_iters = std::stoi(st.metadata.at("sinkhorn_iters"));
+    cfg.cayley_iters = std::stoi(st.metadata.at("cayley_iters"));
     if (st.has("perms"))
         for (double v : st.at("perms").to_double()) cfg.perms.push_back((int)v);
     return conn_site_make(cfg);
@@ -121,7 +122,8 @@ TEST(Parity, FixturesCoverEveryVariant) {
     }
     for (const char* want : {"residual/1", "hc/1", "hc/2", "hc/3", "hc/4", "mhc/1", "mhc/2", "mhc/3",
                              "mhc/4", "mhc-lite/1", "mhc-lite/2", "mhc-lite/3", "mhc-lite/4",
-                             "mhc-lite/8", "kromhc/2", "kromhc/4", "kromhc/8"})
+                             "mhc-lite/8", "kromhc/2", "kromhc/4", "kromhc/8", "jpmhc/1", "jpmhc/2", "jpmhc/3",
+                             "jpmhc/4", "jpmhc/5", "jpmhc/8", "ohc/4"})
         EXPECT_TRUE(seen.count(want)) << "missing fixture for " << want;
 }
 

@@ -11,7 +11,8 @@ using namespace mhc::test;
 
 TEST(ConnThreads, OneAndTwoThreadsAgree) {
     const int N = 512, n = 4, C = 48;
-    for (Variant v : {Variant::residual, Variant::hc, Variant::mhc, Variant::mhc_lite, Variant::kromhc}) {
+    for (const VariantInfo& info : variant_table()) {
+        const Variant v = info.id;
         SCOPED_TRACE(variant_name(v));
         ConnConfig cfg;
         cfg.variant = v;

@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <complex>
 #include <numeric>
 #include <string>
 #include <vector>
 
+#include "conn_util.h"
 #include "gpt_util.h"
 #include "mhc/diag.h"
 
@@ -56,6 +58,60 @@ Mat identity(int n) {
     for (int i = 0; i < n; i++) I[i * n + i] = 1;
     return I;
 }
+double orth_err(const Mat& H, int n) {  // max |HᵀH − I|
+    const Mat G = matmul(transpose(H, n), H, n), I = identity(n);
+    double e = 0;
+    for (int i = 0; i < n * n; i++) e = std::max(e, std::fabs(G[i] - I[i]));
+    return e;
+}
+// σ_1, σ_2 of A: power iteration on S = AᵀA, then on S deflated by the first eigenpair (a method
+// independent of the library's Jacobi rotations). σ_2 = 0 for n = 1.
+std::pair<double, double> top_two_sv(const Mat& A, int n) {
+    Mat S = matmul(transpose(A, n), A, n);
+    auto power = [n](const Mat& M, std::vector<double> v) {
+        double lambda = 0;
+        for (int it = 0; it < 20000; it++) {
+            std::vector<double> w(n, 0.0);
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < n; j++) w[i] += M[i * n + j] * v[j];
+            double norm = 0, rq = 0;
+            for (int i = 0; i < n; i++) norm += w[i] * w[i], rq += v[i] * w[i];
+            lambda = rq;
+            if (norm == 0) break;
+            for (int i = 0; i < n; i++) v[i] = w[i] / std::sqrt(norm);
+        }
+        return std::make_pair(lambda, v);
+    };
+    std::vector<double> v0(n), v1(n);
+    for (int i = 0; i < n; i++) v0[i] = 1.0 + 0.37 * i, v1[i] = (i % 2 ? -1.0 : 0.5) + 0.1 * i;
+    const auto [l1, u] = power(S, v0);
+    if (n == 1) return {std::sqrt(l1), 0.0};
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) S[i * n + j] -= l1 * u[i] * u[j];
+    double d = 0;
+    for (int i = 0; i < n; i++) d += v1[i] * u[i];
+    for (int i = 0; i < n; i++) v1[i] -= d * u[i];
+    const double l2 = power(S, v1).first;
+    return {std::sqrt(l1), std::sqrt(std::max(l2, 0.0))};
+}
+// Mean over tokens of the mean pairwise cosine similarity of the n streams of X [N, n, C].
+double similarity(const float* X, int N, int n, int C) {
+    double total = 0;
+    for (int tok = 0; tok < N; tok++) {
+        double sum = 0;
+        for (int s = 0; s < n; s++)
+            for (int t = s + 1; t < n; t++) {
+                double dot = 0, a = 0, b = 0;
+                for (int c = 0; c < C; c++) {
+                    const double x = X[(tok * n + s) * C + c], y = X[(tok * n + t) * C + c];
+                    dot += x * y, a += x * x, b += y * y;
+                }
+                sum += dot / std::sqrt(a * b);
+            }
+        total += sum / (n * (n - 1) / 2.0);
+    }
+    return total / N;
+}
 // Plain Sinkhorn (SPEC §2, mhc): exp(L), then `iters` times columns then rows normalised.
 Mat sinkhorn(const Mat& L, int n, int iters) {
     Mat H(n * n);
@@ -76,15 +132,17 @@ Mat sinkhorn(const Mat& L, int n, int iters) {
 }
 
 // Expected per-site records when every token has the same H_res (dynamic scales 0): site k's
-// matrices, and the composite map A_k ⋯ A_1 (A = H_resᵀ) for the depth gains.
-struct Want { double ds, fwd, bwd, dfwd, dbwd; };
+// matrices, and the composite map A_k ⋯ A_1 (A = H_resᵀ) for the depth gains and spectrum.
+struct Want { double ds, fwd, bwd, dfwd, dbwd, orth, s1, s2; };
 std::vector<Want> expected(const std::vector<Mat>& H, int n) {
     std::vector<Want> w;
     Mat comp = identity(n);
     for (const Mat& h : H) {
         const Mat A = transpose(h, n);
         comp = matmul(A, comp, n);
-        w.push_back({ds_err(h, n), fwd_gain(A, n), bwd_gain(A, n), fwd_gain(comp, n), bwd_gain(comp, n)});
+        const auto [s1, s2] = top_two_sv(comp, n);
+        w.push_back({ds_err(h, n), fwd_gain(A, n), bwd_gain(A, n), fwd_gain(comp, n), bwd_gain(comp, n),
+                     orth_err(h, n), s1, s2});
     }
     return w;
 }
@@ -131,7 +189,16 @@ void check_sites(const nlohmann::json& d, const std::vector<Want>& want) {
         near(s, "bwd_gain_mean", want[k].bwd), near(s, "bwd_gain_max", want[k].bwd);
         near(s, "depth_fwd_gain_mean", want[k].dfwd), near(s, "depth_fwd_gain_max", want[k].dfwd);
         near(s, "depth_bwd_gain_mean", want[k].dbwd), near(s, "depth_bwd_gain_max", want[k].dbwd);
+        near(s, "orth_error_mean", want[k].orth), near(s, "orth_error_max", want[k].orth);
+        near(s, "depth_sigma1_mean", want[k].s1), near(s, "depth_sigma1_max", want[k].s1);
+        near(s, "depth_sigma2_mean", want[k].s2), near(s, "depth_sigma2_max", want[k].s2);
     }
+}
+
+// The streams after each site of the last forward: their similarity by hand, per site.
+void check_similarity(const GPT<float>& m, const nlohmann::json& d) {
+    for (size_t k = 0; k < d["sites"].size(); k++)
+        near(d["sites"][k], "stream_similarity", similarity(m.X[k + 1], m.B * m.Tn, m.n, m.C));
 }
 
 }  // namespace
@@ -172,6 +239,7 @@ TEST(DiagLog, HcStaticMatrices) {
     near(d["sites"][3], "fwd_gain_max", 2.0);
     EXPECT_GT(d["sites"][3]["depth_fwd_gain_max"].get<double>(), 2.0);
     EXPECT_FALSE(d["sites"][0].contains("log_inv_nu_mean"));  // mhc only
+    check_similarity(m, d);
 }
 
 // mhc-lite: a = softmax(residual_scale · w + static_alpha[n + k]); with the scale 0 the weights are
@@ -246,11 +314,89 @@ TEST(DiagLog, MhcSinkhornGapAndNu) {
     near(d["sites"][3], "frac_nu_above_30", 1.0);
 }
 
+// jpmhc with M set by hand in two 2x2 blocks (streams 0–1 and 2–3): B = αW/2 acts on each block as
+// the complex number i·b, b = 0.05·(M[i][j] − M[j][i]), so the exact transform is (1 + ib)/(1 − ib)
+// and the paper's iteration z_0 = 1 + 2ib, z ← 1 + ib(1 + z); block [[Re z, Im z], [−Im z, Re z]].
+// Site 1 is SPEC's Cayley gap (M[0][1] = 10): orthogonality error 0 exact, 0.1875 with 2 iterations.
+TEST(DiagLog, JpmhcHandSetBlocksInBothModes) {
+    const int n = 4;
+    // per site: M[0][1], M[1][0], M[2][3], M[3][2]
+    const double M[4][4] = {{0, 0, 0, 0}, {10, 0, 0, 0}, {-2, 4, 0, 3}, {7, -8, -12, 2}};
+    for (int iters : {0, 2}) {
+        SCOPED_TRACE("cayley_iters " + std::to_string(iters));
+        ModelConfig c = config("jpmhc", n);
+        c.cayley_iters = iters;
+        GPT<float> m;
+        test::make_perturbed(m, c, 23);
+        std::vector<Mat> H;
+        for (int k = 0; k < 4; k++) {
+            *param(m, k, "residual_scale") = 0.0f;
+            float* sa = param(m, k, "static_alpha");  // [b_pre (n) | M (n*n), row-major]
+            for (int i = 0; i < n * n; i++) sa[n + i] = 0.0f;
+            sa[n + 0 * n + 1] = (float)M[k][0], sa[n + 1 * n + 0] = (float)M[k][1];
+            sa[n + 2 * n + 3] = (float)M[k][2], sa[n + 3 * n + 2] = (float)M[k][3];
+            Mat h(n * n, 0.0);
+            for (int blk = 0; blk < 2; blk++) {
+                const double b = 0.05 * (M[k][2 * blk] - M[k][2 * blk + 1]);
+                const std::complex<double> ib(0, b);
+                std::complex<double> z = (1.0 + ib) / (1.0 - ib);
+                if (iters) {
+                    z = 1.0 + 2.0 * ib;
+                    for (int it = 0; it < iters; it++) z = 1.0 + ib * (1.0 + z);
+                }
+                const int o = 2 * blk;
+                h[o * n + o] = h[(o + 1) * n + o + 1] = z.real();
+                h[o * n + o + 1] = z.imag();
+                h[(o + 1) * n + o] = -z.imag();
+            }
+            H.push_back(h);
+        }
+        const nlohmann::json d = forward_and_diag(m);
+        check_sites(d, expected(H, n));
+        near(d["sites"][1], "orth_error_max", iters ? 0.1875 : 0.0);
+        near(d["sites"][1], "fwd_gain_max", iters ? 1.25 : 1.4);  // |0.5| + |0.75|, |0.6| + |0.8|
+        if (!iters)
+            for (const auto& s : d["sites"]) {
+                EXPECT_LT(s["orth_error_max"].get<double>(), 1e-6);
+                EXPECT_NEAR(s["depth_sigma2_max"].get<double>(), 1.0, 1e-6);
+            }
+        check_similarity(m, d);
+    }
+}
+
+// ohc with the 8 res logits set by hand: H_res = the rotation p ↦ q·p·r̄ (quaternion products).
+TEST(DiagLog, OhcHandSetRotations) {
+    const int n = 4;
+    GPT<float> m;
+    test::make_perturbed(m, config("ohc", n), 29);
+    const double l[4][8] = {{0, 0, 0, 0, 0, 0, 0, 0},
+                            {0.5, -1, 0.25, 2, 0, 0, 0, 0},
+                            {-0.5, 0.75, 1.5, -2, 3, -1, 0.5, 0.25},
+                            {-2, 0, 0, 1, -1, 1, 1, 1}};
+    std::vector<Mat> H;
+    for (int k = 0; k < 4; k++) {
+        *param(m, k, "residual_scale") = 0.0f;
+        float* sa = param(m, k, "static_alpha");  // [b_pre (4) | l (8)]
+        for (int i = 0; i < 8; i++) sa[n + i] = (float)l[k][i];
+        Mat h(16);
+        test::ohc_by_quaternions(l[k], h.data());
+        H.push_back(h);
+    }
+    const nlohmann::json d = forward_and_diag(m);
+    check_sites(d, expected(H, n));
+    for (const auto& s : d["sites"]) {
+        EXPECT_LT(s["orth_error_max"].get<double>(), 1e-6);
+        EXPECT_NEAR(s["depth_sigma1_max"].get<double>(), 1.0, 1e-6);
+        EXPECT_NEAR(s["depth_sigma2_mean"].get<double>(), 1.0, 1e-6);
+    }
+    check_similarity(m, d);
+}
+
 // With the dynamic paths on, H_res differs per token: the statistics are the mean and max over
 // tokens, and the depth gains are of each token's own composite. The per-token H_res are read from
 // the coefficient cache (computed and tested elsewhere); the statistics are recomputed here.
 TEST(DiagLog, PerTokenMeanAndMaxWithDynamicCoefficients) {
-    for (const char* type : {"hc", "mhc", "mhc_lite", "kromhc", "none"}) {
+    for (const char* type : {"hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc", "none"}) {
         SCOPED_TRACE(type);
         const int n = std::string(type) == "none" ? 1 : std::string(type) == "hc" ? 3 : 4;
         GPT<float> m;
@@ -262,21 +408,26 @@ TEST(DiagLog, PerTokenMeanAndMaxWithDynamicCoefficients) {
         EXPECT_EQ(d["tokens"], N);
         std::vector<Mat> comp(N, identity(n));
         for (int k = 0; k < 4; k++) {
-            double sum[5] = {}, mx[5] = {};
+            constexpr int K = 8;
+            double sum[K] = {}, mx[K] = {};
             for (int tok = 0; tok < N; tok++) {
                 const float* h = cache_hres(m.sites[k], m.s_act[k].cache, tok);
                 const Mat H(h, h + n * n), A = transpose(H, n);
                 comp[tok] = matmul(A, comp[tok], n);
-                const double v[5] = {ds_err(H, n), fwd_gain(A, n), bwd_gain(A, n), fwd_gain(comp[tok], n),
-                                     bwd_gain(comp[tok], n)};
-                for (int i = 0; i < 5; i++) sum[i] += v[i], mx[i] = tok ? std::max(mx[i], v[i]) : v[i];
+                const auto [s1, s2] = top_two_sv(comp[tok], n);
+                const double v[K] = {ds_err(H, n), fwd_gain(A, n), bwd_gain(A, n), fwd_gain(comp[tok], n),
+                                     bwd_gain(comp[tok], n), orth_err(H, n), s1, s2};
+                for (int i = 0; i < K; i++) sum[i] += v[i], mx[i] = tok ? std::max(mx[i], v[i]) : v[i];
             }
             const nlohmann::json& s = d["sites"][k];
-            const char* keys[5] = {"ds_error", "fwd_gain", "bwd_gain", "depth_fwd_gain", "depth_bwd_gain"};
-            for (int i = 0; i < 5; i++) {
+            const char* keys[K] = {"ds_error", "fwd_gain", "bwd_gain", "depth_fwd_gain", "depth_bwd_gain",
+                                   "orth_error", "depth_sigma1", "depth_sigma2"};
+            for (int i = 0; i < (n > 1 ? K : K - 1); i++) {
                 near(s, (std::string(keys[i]) + "_mean").c_str(), sum[i] / N);
                 near(s, (std::string(keys[i]) + "_max").c_str(), mx[i]);
             }
+            if (n > 1) near(s, "stream_similarity", similarity(m.X[k + 1], N, n, m.C));
+            else EXPECT_FALSE(s.contains("depth_sigma2_mean") || s.contains("stream_similarity"));
             if (std::string(type) == "hc" && k == 3) {  // unconstrained: the tokens really differ
                 EXPECT_GT(s["fwd_gain_max"].get<double>() - s["fwd_gain_mean"].get<double>(), 1e-4);
             }

@@ -108,6 +108,12 @@ TEST(GptLayout, BadShapesAndTokensAreErrors) {
     c = tiny("kromhc");
     c.hyper_conn_n = 3;
     EXPECT_THROW(gpt_build(m, c), std::invalid_argument);
+    c = tiny("ohc");
+    c.hyper_conn_n = 3;  // ohc rotates exactly 4 streams
+    EXPECT_THROW(gpt_build(m, c), std::invalid_argument);
+    c = tiny("jpmhc");
+    c.cayley_iters = -1;
+    EXPECT_THROW(gpt_build(m, c), std::invalid_argument);
     gpt_build(m, tiny("mhc_lite"));
     std::vector<int32_t> in(8, 3), bad(8, 11);
     EXPECT_THROW(gpt_forward(m, bad.data(), nullptr, 2, 4), std::invalid_argument);  // id >= V

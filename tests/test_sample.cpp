@@ -92,7 +92,7 @@ std::vector<int32_t> greedy_reference(GPT<T>& m, std::vector<int32_t> win, int c
 }
 
 TEST(SampleGenerate, GreedyEqualsFullForwardArgmax) {
-    for (const char* type : {"none", "hc", "mhc", "mhc_lite", "kromhc"}) {
+    for (const char* type : {"none", "hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc"}) {
         GPT<float> m;
         make(m, small(type));
         const std::vector<int32_t> prompt = {3, 1, 4};

@@ -62,8 +62,4 @@ SgemmPeak sgemm_peak(const std::vector<std::vector<int>>& shapes, int min_reps =
 // The largest GEMM of cfg's training step by FLOPs, as {M, N, K} (M = batch tokens).
 std::vector<int> largest_model_gemm(const TrainConfig& cfg);
 
-// Peak resident set of this process in MiB: VmHWM of the current address space (a spawned child's
-// ru_maxrss can start at its parent's peak, which exec carries over), else ru_maxrss.
-double peak_rss_mb();
-
 }  // namespace mhc

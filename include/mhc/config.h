@@ -21,9 +21,10 @@ namespace mhc {
 struct ModelConfig {
     int n_layer = 4, n_head = 4, n_embd = 128, vocab_size = 0 /* 0: from the data's format */, block_size = 128;
     bool bias = false;
-    Variant hyper_conn_type = Variant::mhc_lite;  // written as its key (mhc/variant.h): none, hc, mhc, mhc_lite, kromhc
+    Variant hyper_conn_type = Variant::mhc_lite;  // written as its key (mhc/variant.h): none, hc, mhc, mhc_lite, ...
     int hyper_conn_n = 4;                       // a variant with a fixed n (none: 1) forces an unset n to it
     int sinkhorn_iters = 20;                    // mhc only
+    int cayley_iters = 2;                       // jpmhc only: the paper's fixed-point iterations; 0 = exact Cayley
     int hyper_conn_perm_subset = 0;             // mhc_lite: 0 = all n! permutations, K = identity + K-1 seeded
     uint64_t hyper_conn_perm_seed = 0;
     // Bookkeeping, not a config key: whether hyper_conn_n was given explicitly (by a config file,
@@ -70,9 +71,20 @@ void config_finalize(TrainConfig& cfg);
 nlohmann::json config_to_json(const TrainConfig& cfg);
 TrainConfig config_from_json(const nlohmann::json& j);
 // Only the model keys (a checkpoint's `config`): n_layer, n_head, n_embd, vocab_size, block_size,
-// bias, hyper_conn_type, hyper_conn_n, sinkhorn_iters, hyper_conn_perm_subset, hyper_conn_perm_seed.
+// bias, hyper_conn_type, hyper_conn_n, sinkhorn_iters, cayley_iters, hyper_conn_perm_subset,
+// hyper_conn_perm_seed.
 nlohmann::json model_config_to_json(const ModelConfig& m);
 ModelConfig model_config_from_json(const nlohmann::json& j);  // exactly the model keys; missing -> default
+
+// Each key whose value differs between two config objects (config_to_json or model_config_to_json),
+// in the objects' key order, as "n_embd 32 in the checkpoint, 64 in the config" (have, then want,
+// each followed by its name); at most max_shown keys, then "and N more". "" when none differ.
+std::string config_json_difference(const nlohmann::json& have, const nlohmann::json& want, const std::string& have_name,
+                                   const std::string& want_name, int max_shown = 100);
+
+// The name in `names` closest to `word` (a typo at most a third of its length, at least 2 edits),
+// or "" when none is: for "did you mean" hints.
+std::string closest_name(const std::string& word, const std::vector<std::string>& names);
 
 // The config as TOML text, every key in the order above, re-readable by config_from_toml_string.
 // (A seed above 2^63-1, beyond TOML's integers, is written as a decimal string, which the reader

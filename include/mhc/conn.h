@@ -3,8 +3,8 @@
 // A site wraps one branch F (attention or MLP) of a residual network carrying n streams per token:
 //   pre:  streams X [N, n, C]            -> branch input u = Σ_s H_pre[s]·X_s          [N, C]
 //   post: streams X, branch output y     -> X'_t = Σ_s H_res[s][t]·X_s + H_post[t]·y   [N, n, C]
-// Variants: residual, hc, mhc (Sinkhorn), mhc-lite (permutation mixture), kromhc (Kronecker); the
-// table of them is mhc/variant.h.
+// Variants: residual, hc, mhc (Sinkhorn), mhc-lite (permutation mixture), kromhc (Kronecker),
+// jpmhc (Cayley transform), ohc (quaternion rotations); the table of them is mhc/variant.h.
 //
 // Usage (see README): build a ConnSite once from a ConnConfig, lay out its parameters in a flat buffer
 // of conn_param_count() values, size a per-token cache and a scratch buffer, then call
@@ -24,10 +24,11 @@ namespace mhc {
 
 struct ConnConfig {
     Variant variant = Variant::mhc_lite;
-    int n = 4;                 // number of streams, 1..8 (residual: 1; kromhc: a power of two)
+    int n = 4;                 // number of streams, 1..8 (residual: 1; kromhc: a power of two; ohc: 4)
     int C = 0;                 // width of one stream
     int site_index = 0;        // primary stream r = site_index mod n (SPEC §2)
     int sinkhorn_iters = 20;   // mhc only, >= 1
+    int cayley_iters = 2;      // jpmhc only, >= 0: fixed-point iterations (the paper's 2), 0 = exact transform
     // mhc-lite permutations. Empty `perms` and perm_subset == 0: all n! (allowed for n <= 6).
     // perm_subset = K > 0: the identity plus K-1 other permutations drawn with perm_seed.
     // Non-empty `perms` (K*n values, row k = π_k): use exactly these (e.g. read from a checkpoint);
@@ -74,8 +75,9 @@ struct ConnSite {
 };
 
 // Validates cfg and derives the site. Throws std::invalid_argument with a one-line message naming
-// the problem (n out of range, kromhc n not a power of two, mhc-lite n! too large without a
-// subset, subset larger than n!, bad explicit permutations, C < 1, sinkhorn_iters < 1, ...).
+// the problem (n out of range, kromhc n not a power of two, ohc n != 4, mhc-lite n! too large
+// without a subset, subset larger than n!, bad explicit permutations, C < 1, sinkhorn_iters < 1,
+// cayley_iters < 0, ...).
 ConnSite conn_site_make(const ConnConfig& cfg);
 
 long conn_param_count(const ConnSite& site);
@@ -133,11 +135,20 @@ struct Gain { double fwd = 0, bwd = 0; };  // max abs row sum / max abs column s
 // Gains of the map A = H_resᵀ a site applies (H given as H[s][t]).
 template <typename R> Gain map_gain_of_hres(const R* H, int n);
 
+// Orthogonality error of H [n,n]: max |(HᵀH − I)[i][j]|.
+template <typename R> double orth_error(const R* H, int n);
+// Singular values of A [n,n], n <= 8, largest first, into sv [n] (cyclic Jacobi on AᵀA, double).
+void singular_values(const double* A, int n, double* sv);
+// Stream similarity of X [N,n,C]: the mean over the N tokens of the mean pairwise cosine similarity
+// of the n stream vectors X_s (a zero vector's similarity is 0). NaN for n < 2 (no pairs) or N = 0.
+template <typename T> double stream_similarity(const T* X, int N, int n, int C);
+
 struct Stat { double mean = 0, max = 0; };
 
 // Per-site statistics over the N tokens of a forward pass (from the cache).
 struct SiteDiag {
     Stat ds;                // DS error of H_res (value())
+    Stat orth;              // orthogonality error of H_res
     Stat fwd, bwd;          // gains of A = H_resᵀ
     bool has_nu = false;    // mhc only: log(1/ν) = max - min of the pre-Sinkhorn logits
     Stat log_inv_nu;
@@ -154,6 +165,8 @@ struct CompositeGain {
     void push(const ConnSite& site, const R* cache); // left-multiply by this site's A = H_resᵀ
     Stat fwd() const;                                // over tokens
     Stat bwd() const;
+    struct Spectrum { Stat s1, s2; };                // σ_1, σ_2 of each token's composite map
+    Spectrum spectrum() const;                       // over tokens; s2 is zero for n = 1
 };
 
 }  // namespace mhc

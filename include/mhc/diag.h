@@ -10,11 +10,16 @@ namespace mhc {
 // From the coefficient caches of the model's last forward (gpt_forward; a gpt_backward after it
 // leaves them intact), over its B*T tokens:
 //   {"tokens": N, "sites": [{"site": k, "block": k/2, "kind": "attn"|"mlp",
-//     "ds_error_mean", "ds_error_max", "fwd_gain_mean", "fwd_gain_max", "bwd_gain_mean", "bwd_gain_max",
+//     "ds_error_mean", "ds_error_max", "orth_error_mean", "orth_error_max",
+//     "fwd_gain_mean", "fwd_gain_max", "bwd_gain_mean", "bwd_gain_max",
 //     "depth_fwd_gain_mean", "depth_fwd_gain_max", "depth_bwd_gain_mean", "depth_bwd_gain_max",
+//     "depth_sigma1_mean", "depth_sigma1_max",
+//     n >= 2 only: "depth_sigma2_mean", "depth_sigma2_max", "stream_similarity",
 //     mhc only: "log_inv_nu_mean", "log_inv_nu_max", "frac_nu_above_30"}, ... 2L sites]}
-// depth_* are the gains of the composite map A_k ⋯ A_1 up to and including site k. Reads the model
-// only: no parameter, activation or random state changes. Throws std::logic_error before a forward.
+// depth_* are of the composite map A_k ⋯ A_1 up to and including site k: its gains and its two
+// largest singular values σ_1, σ_2. stream_similarity is of the streams after site k (mean over
+// tokens of the mean pairwise cosine similarity). Reads the model only: no parameter, activation
+// or random state changes. Throws std::logic_error before a forward.
 template <typename T> nlohmann::json gpt_diagnostics(const GPT<T>& m);
 
 }  // namespace mhc

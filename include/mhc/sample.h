@@ -22,21 +22,9 @@
 #include <vector>
 
 #include "mhc/gpt.h"
+#include "mhc/rng.h"  // SplitMix64, the sampler's generator
 
 namespace mhc {
-
-// splitmix64: a tiny seeded generator whose sequence is the same on every platform and compiler.
-struct SplitMix64 {
-    uint64_t state = 0;
-    explicit SplitMix64(uint64_t seed = 0) : state(seed) {}
-    uint64_t next() {
-        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return z ^ (z >> 31);
-    }
-    double uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }  // [0, 1), 53 bits
-};
 
 // Keys and values of every position processed so far, per layer, plus the scratch of one step.
 // Not copyable (it holds pointers into its own buffer); movable.

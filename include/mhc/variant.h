@@ -11,7 +11,7 @@
 
 namespace mhc {
 
-enum class Variant { residual, hc, mhc, mhc_lite, kromhc };
+enum class Variant { residual, hc, mhc, mhc_lite, kromhc, jpmhc, ohc };
 
 // What H_res guarantees (SPEC §1's table).
 enum class Mixing {
@@ -19,6 +19,9 @@ enum class Mixing {
     unconstrained,   // hc
     approx_ds,       // mhc: doubly stochastic only up to the finite Sinkhorn run
     exact_ds,        // mhc-lite, kromhc: doubly stochastic by construction
+    cayley,          // jpmhc: orthogonal exactly with cayley_iters = 0, only approximately with the
+                     // paper's fixed-point iterations (> 0); the orthogonality error measures which
+    orthogonal,      // ohc: orthogonal by construction
 };
 
 namespace detail { struct Mixer; }  // a variant's H_res maths (src/conn/mixer.h)
@@ -30,7 +33,7 @@ struct VariantInfo {
     const char* aliases;  // accepted spellings besides key and name, comma-separated ("" if none)
     const char* summary;  // one line: how H_res is made
     const char* colour;   // its line colour in `mhc compare`'s plots
-    int fixed_n;          // the only stream count it takes (residual: 1), or 0 for any n in 1..8
+    int fixed_n;          // the only stream count it takes (residual: 1, ohc: 4), or 0 for any n in 1..8
     bool n_power_of_two;  // n must be a power of two (kromhc)
     Mixing mixing;
     bool stores_perms;    // its sites' permutation lists are checkpoint tensors (`….perms`, mhc-lite)
@@ -45,17 +48,21 @@ const VariantInfo& variant_info(Variant v);
 const VariantInfo* variant_find(std::string_view spelling);
 
 // Names as used in configs and checkpoints: "residual" (alias "none"), "hc", "mhc",
-// "mhc-lite" (alias "mhc_lite"), "kromhc". Throws std::invalid_argument on an unknown name.
+// "mhc-lite" (alias "mhc_lite"), "kromhc", "jpmhc", "ohc". Throws std::invalid_argument on an
+// unknown name.
 Variant variant_from_string(const std::string& s);
-const char* variant_name(Variant v);  // the library's spelling: residual, hc, mhc, mhc-lite, kromhc
-const char* variant_key(Variant v);   // the config's spelling: none, hc, mhc, mhc_lite, kromhc
+const char* variant_name(Variant v);  // the library's spelling: residual, hc, mhc, mhc-lite, kromhc, ...
+const char* variant_key(Variant v);   // the config's spelling: none, hc, mhc, mhc_lite, kromhc, ...
 
-// "none, hc, mhc, mhc_lite or kromhc" (keys; with names = true: "residual, hc, ... or kromhc").
+// "none, hc, mhc, mhc_lite, kromhc, jpmhc or ohc" (keys; with names = true: "residual, hc, ... or ohc").
 std::string variant_choices(bool names = false, const char* sep = ", ", const char* last_sep = " or ");
-// "none,hc,mhc,mhc_lite,kromhc": every key, comma-separated (the default --variants list).
+// "none,hc,mhc,mhc_lite,kromhc,jpmhc,ohc": every key, comma-separated (the default --variants list).
 std::string variant_keys_csv();
 // "residual, mhc-lite": the other accepted spellings (names that differ from keys, aliases).
 std::string variant_other_spellings();
 bool is_doubly_stochastic(Mixing m);
+// The orthogonal family (jpmhc, ohc): the orthogonality error (SPEC §6) is their guarantee, as the
+// DS error is of the doubly stochastic ones.
+bool is_orthogonal(Mixing m);
 
 }  // namespace mhc

@@ -2,7 +2,7 @@
 // sgemm peak measured in the same run. Every variant (and the sgemm measurement) runs in its own
 // process, so that peak RSS is the variant's own and every measurement starts from the same state:
 // /proc/self/exe re-executed with the hidden option --child, which prints one JSON line on a pipe
-// (report/subprocess.h: fork + exec; the exec gives the child a fresh OpenMP runtime).
+// (sys/process.h: fork + exec; the exec gives the child a fresh OpenMP runtime).
 #include <omp.h>
 #include <unistd.h>
 
@@ -13,7 +13,7 @@
 #include "cli/cli.h"
 #include "mhc/bench.h"
 #include "mhc/data.h"
-#include "report/subprocess.h"
+#include "sys/process.h"
 
 namespace mhc::cli {
 
@@ -47,17 +47,17 @@ TrainConfig with_variant(TrainConfig c, const std::string& v) {
 // Runs `mhc bench --child PAYLOAD` with OMP_NUM_THREADS=threads and returns the JSON object it
 // prints last. Any failure becomes one line that starts with `what`.
 nlohmann::json run_child(const nlohmann::json& payload, int threads, const std::string& what) {
-    report::SpawnOptions opt;
+    sys::SpawnOptions opt;
     opt.merge_stderr = false;
     opt.env = {"OMP_NUM_THREADS=" + std::to_string(threads)};
-    report::Child c;
+    sys::Child c;
     try {
-        c = report::spawn_child({report::self_exe(), "bench", "--child", payload.dump()}, opt);
+        c = sys::spawn_child({sys::self_exe(), "bench", "--child", payload.dump()}, opt);
     } catch (const std::exception& e) {
         throw std::runtime_error(what + ": " + e.what());
     }
     std::string last;
-    const int code = report::finish_child(c, [&](const std::string& line) {
+    const int code = sys::finish_child(c, [&](const std::string& line) {
         if (!line.empty()) last = line;
     });
     nlohmann::json j;
@@ -88,7 +88,7 @@ int child_main(const std::string& arg) {
             const BenchResult r = bench_variant(config_from_json(p.at("config")), p.at("steps"), p.at("warmup"),
                                                 p.at("data"));
             j = bench_result_to_json(r);
-            j["peak_rss_mb"] = peak_rss_mb();
+            j["peak_rss_mb"] = sys::peak_rss_mb();
         }
         j["threads"] = omp_get_max_threads();
         print_json(j);
@@ -142,12 +142,13 @@ Runner add_bench(CLI::App& app) {
     auto o = std::make_shared<Opts>();
     app.add_option("--config", o->config, "TOML config (default: the mHC-lite authors' model: 6 layers, 6 heads, "
                    "384 wide, block 256, batch 8, vocab 256, hyper_conn_n 4, no biases)");
-    app.add_option("--set", o->sets, "Override one config key: --set key=value (repeatable)");
+    app.add_option("--set", o->sets, "Override one config key: --set key=value (repeatable)")->default_str("");
     app.add_option("--variants", o->variants, "Comma-separated variants (" + variant_choices(false, ", ", ", ") +
                    "; aliases " + variant_other_spellings() + ")")->capture_default_str();
     app.add_option("--steps", o->steps, "Timed training steps per variant (>= 1)")->capture_default_str();
     app.add_option("--warmup", o->warmup, "Untimed steps before them (>= 0)")->capture_default_str();
-    app.add_option("--threads", o->threads, "OpenMP threads for every measurement (default: OpenMP's default)");
+    app.add_option("--threads", o->threads, "OpenMP threads for every measurement (0: OpenMP's default, " +
+                   std::to_string(omp_get_max_threads()) + " here)")->check(at_least(0));
     app.add_option("--data", o->data, "Token or text file the batches come from (default: seeded random tokens)");
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
     app.add_option("--child", o->child, "internal: one measurement in this process")->group("");
@@ -157,7 +158,6 @@ Runner add_bench(CLI::App& app) {
         if (!o->child.empty()) return child_main(o->child);
         if (o->steps < 1) throw std::invalid_argument("--steps must be >= 1, got " + std::to_string(o->steps));
         if (o->warmup < 0) throw std::invalid_argument("--warmup must be >= 0, got " + std::to_string(o->warmup));
-        if (o->threads < 0) throw std::invalid_argument("--threads must be >= 1, got " + std::to_string(o->threads));
         const std::vector<std::string> variants = parse_variant_list(o->variants);
         TrainConfig cfg = o->config.empty() ? authors_config() : config_from_toml_file(o->config);
         for (const auto& s : o->sets) config_apply_override(cfg, s);

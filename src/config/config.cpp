@@ -48,7 +48,7 @@ struct Field {
 const Field kFields[] = {
     MHC_MODEL(n_layer), MHC_MODEL(n_head), MHC_MODEL(n_embd), MHC_MODEL(vocab_size),
     MHC_MODEL(block_size), MHC_MODEL(bias), MHC_MODEL(hyper_conn_type), MHC_MODEL(hyper_conn_n),
-    MHC_MODEL(sinkhorn_iters), MHC_MODEL(hyper_conn_perm_subset), MHC_MODEL(hyper_conn_perm_seed),
+    MHC_MODEL(sinkhorn_iters), MHC_MODEL(cayley_iters), MHC_MODEL(hyper_conn_perm_subset), MHC_MODEL(hyper_conn_perm_seed),
     MHC_TRAIN(batch_size), MHC_TRAIN(gradient_accumulation_steps), MHC_TRAIN(learning_rate),
     MHC_TRAIN(min_lr), MHC_TRAIN(warmup_iters), MHC_TRAIN(lr_decay_iters), MHC_TRAIN(max_iters),
     MHC_TRAIN(weight_decay), MHC_TRAIN(beta1), MHC_TRAIN(beta2), MHC_TRAIN(grad_clip),
@@ -365,6 +365,31 @@ std::string config_to_toml(const TrainConfig& cfg) {
         out += std::string(f.name) + " = " + std::visit(V{}, f.ref(c)) + "\n";
     }
     return out;
+}
+
+std::string config_json_difference(const nlohmann::json& have, const nlohmann::json& want, const std::string& have_name,
+                                   const std::string& want_name, int max_shown) {
+    std::string diff;
+    int differing = 0;
+    for (auto it = want.begin(); it != want.end(); ++it) {
+        const nlohmann::json other = have.contains(it.key()) ? have[it.key()] : nlohmann::json();
+        if (other == it.value()) continue;
+        if (differing++ < max_shown)
+            diff += std::string(diff.empty() ? "" : ", ") + it.key() + " " + other.dump() + " " + have_name + ", " +
+                    it.value().dump() + " " + want_name;
+    }
+    if (differing > max_shown) diff += ", and " + std::to_string(differing - max_shown) + " more";
+    return diff;
+}
+
+std::string closest_name(const std::string& word, const std::vector<std::string>& names) {
+    std::string best;
+    size_t best_d = SIZE_MAX;
+    for (const std::string& n : names) {
+        const size_t d = edit_distance(word, n);
+        if (d < best_d) best_d = d, best = n;
+    }
+    return best_d <= std::max<size_t>(2, word.size() / 3) ? best : "";
 }
 
 }  // namespace mhc

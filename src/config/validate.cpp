@@ -100,6 +100,8 @@ void config_finalize(TrainConfig& c) {
                   "! = " + std::to_string(factorial(n)) + " (hyper_conn_n " + n_str + ")");
     }
     at_least_1(m.sinkhorn_iters, "sinkhorn_iters");
+    check(m.cayley_iters >= 0,
+          "cayley_iters must be >= 0 (0: the exact Cayley transform), got " + std::to_string(m.cayley_iters));
     check(m.vocab_size >= 0, "vocab_size must be >= 0 (0: from the data), got " + std::to_string(m.vocab_size));
     check(c.data_order == "random" || c.data_order == "sequential",
           "data_order '" + c.data_order + "' is unknown (expected random or sequential)");

@@ -1,5 +1,5 @@
-// Diagnostics of SPEC §6: DS error, gains of the map A = H_resᵀ, composite gain through depth,
-// and mhc's log(1/ν) statistics. All in double.
+// Diagnostics of SPEC §6: DS error, orthogonality error, gains of the map A = H_resᵀ, composite
+// gain and spectrum through depth, stream similarity, and mhc's log(1/ν) statistics. All in double.
 #include <algorithm>
 #include <cmath>
 
@@ -37,6 +37,84 @@ template <typename R> Gain map_gain_of_hres(const R* H, int n) {
     return g;
 }
 
+template <typename R> double orth_error(const R* H, int n) {
+    double e = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double g = i == j ? -1.0 : 0.0;
+            for (int k = 0; k < n; k++) g += (double)H[k * n + i] * (double)H[k * n + j];
+            e = std::max(e, std::fabs(g));
+        }
+    return e;
+}
+
+// Eigenvalues of the symmetric S [n,n] (destroyed) by cyclic Jacobi rotations, onto its diagonal.
+// Each rotation zeroes one off-diagonal pair; sweeps stop when the off-diagonal mass is negligible
+// against the diagonal (quadratic convergence: a handful of sweeps for n <= 8).
+static void jacobi_eigenvalues(double* S, int n) {
+    for (int sweep = 0; sweep < 60; sweep++) {
+        double off = 0, diag = 0;
+        for (int p = 0; p < n; p++)
+            for (int q = 0; q < n; q++) (p == q ? diag : off) += S[p * n + q] * S[p * n + q];
+        if (off <= 1e-32 * diag || off == 0) return;
+        for (int p = 0; p < n; p++)
+            for (int q = p + 1; q < n; q++) {
+                const double apq = S[p * n + q];
+                if (apq == 0) continue;
+                const double theta = (S[q * n + q] - S[p * n + p]) / (2 * apq);
+                const double t = (theta >= 0 ? 1.0 : -1.0) / (std::fabs(theta) + std::sqrt(theta * theta + 1));
+                const double c = 1 / std::sqrt(t * t + 1), s = t * c;
+                for (int k = 0; k < n; k++) {  // S ← S J, then Jᵀ S
+                    const double kp = S[k * n + p], kq = S[k * n + q];
+                    S[k * n + p] = c * kp - s * kq;
+                    S[k * n + q] = s * kp + c * kq;
+                }
+                for (int k = 0; k < n; k++) {
+                    const double pk = S[p * n + k], qk = S[q * n + k];
+                    S[p * n + k] = c * pk - s * qk;
+                    S[q * n + k] = s * pk + c * qk;
+                }
+            }
+    }
+}
+
+void singular_values(const double* A, int n, double* sv) {
+    double S[64];
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double acc = 0;
+            for (int k = 0; k < n; k++) acc += A[k * n + i] * A[k * n + j];
+            S[i * n + j] = acc;  // AᵀA
+        }
+    jacobi_eigenvalues(S, n);
+    for (int i = 0; i < n; i++) sv[i] = std::sqrt(std::max(S[i * n + i], 0.0));
+    std::sort(sv, sv + n, [](double a, double b) { return a > b; });
+}
+
+template <typename T> double stream_similarity(const T* X, int N, int n, int C) {
+    if (n < 2 || N < 1) return NAN;
+    double total = 0;
+    std::vector<double> norm(n);
+    for (int tok = 0; tok < N; tok++) {
+        const T* x = X + (size_t)tok * n * C;
+        for (int s = 0; s < n; s++) {
+            double acc = 0;
+            for (int c = 0; c < C; c++) acc += (double)x[s * C + c] * (double)x[s * C + c];
+            norm[s] = std::sqrt(acc);
+        }
+        double sum = 0;
+        for (int s = 0; s < n; s++)
+            for (int t = s + 1; t < n; t++) {
+                double dot = 0;
+                for (int c = 0; c < C; c++) dot += (double)x[s * C + c] * (double)x[t * C + c];
+                const double den = norm[s] * norm[t];
+                sum += den > 0 ? dot / den : 0.0;
+            }
+        total += sum / (n * (n - 1) / 2);
+    }
+    return total / N;
+}
+
 namespace {
 struct Acc {
     double sum = 0, max = -INFINITY;
@@ -48,12 +126,13 @@ struct Acc {
 
 template <typename R> SiteDiag conn_site_diagnostics(const ConnSite& s, const R* cache, int N) {
     const int n = s.n;
-    Acc ds, fwd, bwd, nu;
+    Acc ds, orth, fwd, bwd, nu;
     long above = 0;
     const bool want_nu = variant_info(s.cfg.variant).log_inv_nu;
     for (int tok = 0; tok < N; tok++) {
         const R* H = cache_hres(s, cache, tok);
         ds.add(ds_error(H, n).value());
+        orth.add(orth_error(H, n));
         const Gain g = map_gain_of_hres(H, n);
         fwd.add(g.fwd);
         bwd.add(g.bwd);
@@ -67,6 +146,7 @@ template <typename R> SiteDiag conn_site_diagnostics(const ConnSite& s, const R*
     }
     SiteDiag d;
     d.ds = ds.stat();
+    d.orth = orth.stat();
     d.fwd = fwd.stat();
     d.bwd = bwd.stat();
     if (want_nu) {
@@ -120,9 +200,22 @@ static Stat composite_stat(const std::vector<double>& A, int N, int n, bool rows
 Stat CompositeGain::fwd() const { return composite_stat(A, N, n, true); }
 Stat CompositeGain::bwd() const { return composite_stat(A, N, n, false); }
 
+CompositeGain::Spectrum CompositeGain::spectrum() const {
+    Acc s1, s2;
+    double sv[8];
+    for (int tok = 0; tok < N; tok++) {
+        singular_values(&A[(size_t)tok * n * n], n, sv);
+        s1.add(sv[0]);
+        s2.add(n > 1 ? sv[1] : 0.0);
+    }
+    return {s1.stat(), s2.stat()};
+}
+
 #define MHC_DIAG_INST(R)                                                          \
     template DSError ds_error<R>(const R*, int);                                  \
     template Gain map_gain_of_hres<R>(const R*, int);                             \
+    template double orth_error<R>(const R*, int);                                 \
+    template double stream_similarity<R>(const R*, int, int, int);                \
     template SiteDiag conn_site_diagnostics<R>(const ConnSite&, const R*, int);   \
     template void CompositeGain::push<R>(const ConnSite&, const R*);
 MHC_DIAG_INST(float)

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "mhc/rng.h"
 #include "mixer.h"
 
 namespace mhc {
@@ -20,13 +21,6 @@ long factorial(int n) {
     long f = 1;
     for (int i = 2; i <= n; i++) f *= i;
     return f;
-}
-
-uint64_t splitmix64(uint64_t& s) {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
 }
 
 // All n! permutations in lexicographic order (itertools.permutations order), row 0 = identity.
@@ -45,10 +39,10 @@ std::vector<int> subset_perms(int n, int K, uint64_t seed) {
     std::vector<int> id(n);
     std::iota(id.begin(), id.end(), 0);
     std::set<std::vector<int>> chosen;
-    uint64_t s = seed;
+    SplitMix64 rng(seed);
     while ((int)chosen.size() < K - 1) {
         std::vector<int> p = id;
-        for (int i = n - 1; i > 0; i--) std::swap(p[i], p[splitmix64(s) % (uint64_t)(i + 1)]);
+        for (int i = n - 1; i > 0; i--) std::swap(p[i], p[rng.next() % (uint64_t)(i + 1)]);
         if (p != id) chosen.insert(p);
     }
     std::vector<int> out = id;

@@ -1,4 +1,4 @@
-// The H_res maths of one variant of the SPEC §2 family (mhc, mhc-lite, kromhc, ...): everything
+// The H_res maths of one variant of the SPEC §2 family (mhc, mhc-lite, kromhc, jpmhc, ohc): everything
 // that differs between them once the shared pieces (norm, projections, H_pre, H_post) are done.
 // Each variant fills one Mixer in its own file (mix_*.cpp) and names it in its row of the variant
 // table (variant.cpp). Internal to the library; all arithmetic in double.
@@ -28,6 +28,8 @@ struct Mixer {
 extern const Mixer kMixSinkhorn;  // mhc      (mix_sinkhorn.cpp)
 extern const Mixer kMixPerm;      // mhc-lite (mix_perm.cpp)
 extern const Mixer kMixKron;      // kromhc   (mix_kron.cpp)
+extern const Mixer kMixCayley;    // jpmhc    (mix_cayley.cpp)
+extern const Mixer kMixQuat;      // ohc      (mix_quat.cpp)
 
 inline double sigm(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 

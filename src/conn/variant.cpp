@@ -8,7 +8,7 @@
 namespace mhc {
 
 const std::vector<VariantInfo>& variant_table() {
-    using detail::kMixKron, detail::kMixPerm, detail::kMixSinkhorn;
+    using detail::kMixCayley, detail::kMixKron, detail::kMixPerm, detail::kMixQuat, detail::kMixSinkhorn;
     // id, key, name, aliases, summary, colour, fixed_n, n_power_of_two, mixing, stores_perms, log_inv_nu, mixer
     static const std::vector<VariantInfo> table = {
         {Variant::residual, "none", "residual", "", "plain residual, a single stream", "#555555", 1,
@@ -22,6 +22,11 @@ const std::vector<VariantInfo>& variant_table() {
          Mixing::exact_ds, true, false, &kMixPerm},
         {Variant::kromhc, "kromhc", "kromhc", "", "Kronecker product of 2x2 doubly stochastic factors (n a power of two)",
          "#2ca02c", 0, true, Mixing::exact_ds, false, false, &kMixKron},
+        {Variant::jpmhc, "jpmhc", "jpmhc", "",
+         "Cayley transform of a skew-symmetric matrix: orthogonal (exactly with cayley_iters = 0)", "#e377c2", 0,
+         false, Mixing::cayley, false, false, &kMixCayley},
+        {Variant::ohc, "ohc", "ohc", "", "rotation of SO(4) from two unit quaternions (n = 4): exactly orthogonal",
+         "#8c564b", 4, false, Mixing::orthogonal, false, false, &kMixQuat},
     };
     return table;
 }
@@ -77,5 +82,6 @@ std::string variant_other_spellings() {
 }
 
 bool is_doubly_stochastic(Mixing m) { return m == Mixing::approx_ds || m == Mixing::exact_ds; }
+bool is_orthogonal(Mixing m) { return m == Mixing::cayley || m == Mixing::orthogonal; }
 
 }  // namespace mhc

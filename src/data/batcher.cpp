@@ -2,32 +2,23 @@
 #include <stdexcept>
 
 #include "mhc/data.h"
+#include "mhc/rng.h"
 
 namespace mhc {
 
 namespace {
 
-// splitmix64 (Steele, Lea & Flood): a 64-bit state and a fixed mix, so the state is one integer a
-// checkpoint can hold, and the sequence is the same on every platform (unlike the std::
-// distributions, whose outputs are implementation-defined).
-uint64_t splitmix64(uint64_t& s) {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 // Uniform in [0, n), n >= 1, without modulo bias: the lowest 2^64 mod n raw values are rejected,
 // so the rest are a whole number of copies of [0, n).
-uint64_t uniform_below(uint64_t& s, uint64_t n) {
+uint64_t uniform_below(SplitMix64& rng, uint64_t n) {
     const uint64_t reject = (0 - n) % n;  // 2^64 mod n
     uint64_t x;
-    do x = splitmix64(s);
+    do x = rng.next();
     while (x < reject);
     return x % n;
 }
 
-void copy_window(const uint16_t* tok, int64_t s, int T, int32_t* in, int32_t* tg) {
+void copy_window(const uint32_t* tok, int64_t s, int T, int32_t* in, int32_t* tg) {
     for (int t = 0; t < T; t++) {
         in[t] = tok[s + t];
         tg[t] = tok[s + t + 1];
@@ -59,11 +50,14 @@ Batcher::Batcher(const TokenData& data, int B, int T, Order order, uint64_t seed
 void Batcher::next(int32_t* inputs, int32_t* targets) {
     if (order_ == Order::random) {
         // Starts 0 .. len-T-1: the last one's target window ends exactly at the last token.
+        // The generator's whole state is st_.rng, so a checkpoint holds it as one integer.
         const uint64_t nstarts = (uint64_t)(len_ - T_);
+        SplitMix64 rng(st_.rng);
         for (int b = 0; b < B_; b++) {
-            const int64_t s = (int64_t)uniform_below(st_.rng, nstarts);
+            const int64_t s = (int64_t)uniform_below(rng, nstarts);
             copy_window(tok_, s, T_, inputs + (size_t)b * T_, targets + (size_t)b * T_);
         }
+        st_.rng = rng.state;
         st_.next++;
         return;
     }

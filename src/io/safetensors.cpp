@@ -1,16 +1,13 @@
 // safetensors reader (validating) and atomic writer.
 #include "mhc/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+
+#include "sys/file.h"
 
 namespace mhc {
 
@@ -115,40 +112,15 @@ struct MemorySource : Source {
     }
 };
 
-// pread on a descriptor that closes itself, so every error path can simply throw.
+// A file on disk (sys::File). A directory or a pipe has no size to check the header against.
 struct FileSource : Source {
-    int fd = -1;
-    std::string path;
-    explicit FileSource(const std::string& p) : path(p) {
-        fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) bad(p, std::string("cannot open: ") + std::strerror(errno));
-        struct stat sb;
-        std::string why;
-        if (::fstat(fd, &sb) != 0) why = std::string("cannot stat: ") + std::strerror(errno);
-        // A directory or a pipe has no size to check the header against.
-        else if (S_ISDIR(sb.st_mode)) why = "is a directory, not a safetensors file";
-        else if (!S_ISREG(sb.st_mode)) why = "is not a regular file";
-        if (!why.empty()) {
-            ::close(fd);
-            bad(p, why);
-        }
-        size = (uint64_t)sb.st_size;
+    sys::File f;
+    explicit FileSource(const std::string& p) : f(p) {
+        if (f.is_dir) bad(p, "is a directory, not a safetensors file");
+        if (!f.is_regular) bad(p, "is not a regular file");
+        size = (uint64_t)f.size;
     }
-    ~FileSource() override { ::close(fd); }
-    FileSource(const FileSource&) = delete;
-    FileSource& operator=(const FileSource&) = delete;
-    void read(uint64_t off, void* dst, uint64_t n) const override {
-        char* c = (char*)dst;
-        while (n > 0) {
-            const ssize_t r = ::pread(fd, c, (size_t)std::min<uint64_t>(n, 1 << 30), (off_t)off);
-            if (r < 0 && errno == EINTR) continue;
-            if (r < 0) bad(path, std::string("read failed: ") + std::strerror(errno));
-            if (r == 0) bad(path, "file shrank while being read");
-            c += r;
-            off += (uint64_t)r;
-            n -= (uint64_t)r;
-        }
-    }
+    void read(uint64_t off, void* dst, uint64_t n) const override { f.read_at((int64_t)off, dst, (int64_t)n); }
 };
 
 SafeTensors parse(const Source& src, const std::string& path) {
@@ -256,39 +228,12 @@ void safetensors_write(const std::string& path, const SafeTensors& st) {
     }
     std::string header = j.dump();
     header.append((8 - header.size() % 8) % 8, ' ');
-    const std::string tmp = path + ".tmp." + std::to_string(getpid());
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) throw std::runtime_error(path + ": cannot write: " + std::strerror(errno));
-    auto put = [&](const void* p, size_t n) {
-        const char* c = (const char*)p;
-        while (n > 0) {
-            const ssize_t w = ::write(fd, c, n);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) {
-                const std::string why = std::strerror(w < 0 ? errno : ENOSPC);
-                ::close(fd);
-                ::unlink(tmp.c_str());
-                throw std::runtime_error(path + ": write failed: " + why);
-            }
-            c += w;
-            n -= (size_t)w;
-        }
-    };
     uint8_t lenb[8];
     for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)((uint64_t)header.size() >> (8 * i));
-    put(lenb, 8);
-    put(header.data(), header.size());
-    for (const auto& [name, t] : st.tensors) put(t.data.data(), t.data.size());
-    if (::fsync(fd) != 0 || ::close(fd) != 0) {
-        const std::string why = std::strerror(errno);
-        ::unlink(tmp.c_str());
-        throw std::runtime_error(path + ": write failed: " + why);
-    }
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
-        const std::string why = std::strerror(errno);
-        ::unlink(tmp.c_str());
-        throw std::runtime_error(path + ": cannot rename into place: " + why);
-    }
+    // The tensors go out from where they are, piece by piece: no second copy of a large checkpoint.
+    std::vector<std::string_view> pieces = {std::string_view((const char*)lenb, 8), header};
+    for (const auto& [name, t] : st.tensors) pieces.emplace_back((const char*)t.data.data(), t.data.size());
+    sys::write_file_atomic(path, pieces);
 }
 
 template <typename V> static StTensor make(DType d, const std::vector<V>& v, std::vector<int64_t> shape) {

@@ -19,12 +19,20 @@ template <typename T> nlohmann::json gpt_diagnostics(const GPT<T>& m) {
         const SiteDiag d = conn_site_diagnostics(m.sites[k], cache, N);
         cg.push(m.sites[k], cache);
         const Stat cf = cg.fwd(), cb = cg.bwd();
+        const CompositeGain::Spectrum sp = cg.spectrum();
         nlohmann::json s = {{"site", k}, {"block", k / 2}, {"kind", k % 2 ? "mlp" : "attn"},
                             {"ds_error_mean", d.ds.mean}, {"ds_error_max", d.ds.max},
+                            {"orth_error_mean", d.orth.mean}, {"orth_error_max", d.orth.max},
                             {"fwd_gain_mean", d.fwd.mean}, {"fwd_gain_max", d.fwd.max},
                             {"bwd_gain_mean", d.bwd.mean}, {"bwd_gain_max", d.bwd.max},
                             {"depth_fwd_gain_mean", cf.mean}, {"depth_fwd_gain_max", cf.max},
-                            {"depth_bwd_gain_mean", cb.mean}, {"depth_bwd_gain_max", cb.max}};
+                            {"depth_bwd_gain_mean", cb.mean}, {"depth_bwd_gain_max", cb.max},
+                            {"depth_sigma1_mean", sp.s1.mean}, {"depth_sigma1_max", sp.s1.max}};
+        if (m.n > 1) {  // a single stream has no second singular value and no pairs of streams
+            s["depth_sigma2_mean"] = sp.s2.mean;
+            s["depth_sigma2_max"] = sp.s2.max;
+            s["stream_similarity"] = stream_similarity(m.X[k + 1], N, m.n, m.C);  // the streams after site k
+        }
         if (d.has_nu) {
             s["log_inv_nu_mean"] = d.log_inv_nu.mean;
             s["log_inv_nu_max"] = d.log_inv_nu.max;

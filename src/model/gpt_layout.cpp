@@ -3,11 +3,24 @@
 #include <stdexcept>
 
 #include "mhc/gpt.h"
+#include "mhc/rng.h"
 
 namespace mhc {
 
 long gpt_param_count_of(const std::vector<ParamTensor>& params) {
     return params.empty() ? 0 : params.back().offset + params.back().size;
+}
+
+std::string nonfinite_tensor(const std::vector<ParamTensor>& params, const std::vector<float>& buf) {
+    if ((long)buf.size() < gpt_param_count_of(params)) return "";
+    for (const ParamTensor& t : params) {
+        bool finite = true;
+        const float* p = buf.data() + t.offset;
+#pragma omp parallel for simd reduction(&& : finite) if (t.size >= 65536)
+        for (long i = 0; i < t.size; i++) finite = finite && std::isfinite(p[i]);
+        if (!finite) return t.name;
+    }
+    return "";
 }
 
 template <typename T>
@@ -22,7 +35,8 @@ void gpt_build(GPT<T>& m, const ModelConfig& cfg, const std::vector<std::vector<
     m.cfg = cfg;
     m.L = cfg.n_layer, m.C = cfg.n_embd, m.H = cfg.n_head, m.V = cfg.vocab_size, m.Tmax = cfg.block_size;
     m.variant = cfg.hyper_conn_type;
-    m.n = variant_info(m.variant).fixed_n ? variant_info(m.variant).fixed_n : cfg.hyper_conn_n;
+    // A single stream needs no n; any other fixed n (ohc: 4) is the site's to check.
+    m.n = variant_info(m.variant).fixed_n == 1 ? 1 : cfg.hyper_conn_n;
     if (site_perms && (int)site_perms->size() != 2 * m.L) bad("need one permutation list per site");
     for (int k = 0; k < 2 * m.L; k++) {
         ConnConfig cc;
@@ -31,6 +45,7 @@ void gpt_build(GPT<T>& m, const ModelConfig& cfg, const std::vector<std::vector<
         cc.C = m.C;
         cc.site_index = k;
         cc.sinkhorn_iters = cfg.sinkhorn_iters;
+        cc.cayley_iters = cfg.cayley_iters;
         cc.perm_subset = cfg.hyper_conn_perm_subset;
         cc.perm_seed = cfg.hyper_conn_perm_seed + (uint64_t)k;  // each site draws its own subset
         if (site_perms) cc.perms = (*site_perms)[k];
@@ -85,18 +100,12 @@ void gpt_build(GPT<T>& m, const ModelConfig& cfg, const std::vector<std::vector<
 namespace {
 // splitmix64 + Box–Muller: the same numbers on every platform and compiler.
 struct Normal {
-    uint64_t s;
+    SplitMix64 u;
     double spare = 0;
     bool has = false;
-    double uniform() {
-        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return ((z ^ (z >> 31)) >> 11) * (1.0 / 9007199254740992.0);
-    }
     double operator()() {
         if (has) return has = false, spare;
-        const double u1 = uniform() + 1e-300, u2 = uniform();
+        const double u1 = u.uniform() + 1e-300, u2 = u.uniform();
         const double r = std::sqrt(-2 * std::log(u1));
         spare = r * std::sin(2 * M_PI * u2);
         has = true;
@@ -106,7 +115,7 @@ struct Normal {
 }  // namespace
 
 template <typename T> void gpt_init(GPT<T>& m, uint64_t seed) {
-    Normal rng{seed};
+    Normal rng{SplitMix64(seed)};
     const double proj_std = 0.02 / std::sqrt(2.0 * m.L);
     for (const auto& p : m.params) {
         T* v = m.param.data() + p.offset;

@@ -1,13 +1,12 @@
-// Reading a run directory back (metrics.jsonl, `latest`, config.toml) and the statistics of the
-// comparison table: mean ± spread over seeds, medians, spikes.
+// A run directory's records as the report needs them (its files read by train/run_dir) and the
+// statistics of the comparison table: mean ± spread over seeds, medians, spikes.
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
-#include "mhc/config.h"
 #include "report/report.h"
+#include "train/run_dir.h"
 
 namespace mhc::report {
 
@@ -23,17 +22,6 @@ bool parse_run_name(const std::string& name, std::string& variant, uint64_t& see
 }
 
 std::string run_name(const std::string& variant, uint64_t seed) { return variant + "-s" + std::to_string(seed); }
-
-long latest_checkpoint_step(const std::string& dir) {
-    std::ifstream f(dir + "/latest");
-    std::string name;
-    if (!f || !std::getline(f, name) || name.rfind("ckpt_", 0) != 0) return -1;
-    try {
-        return std::stol(name.substr(5));
-    } catch (const std::exception&) {
-        return -1;
-    }
-}
 
 namespace {
 
@@ -57,6 +45,11 @@ std::vector<SiteDiag> parse_diag(const nlohmann::json& d) {
         x.depth_fwd_gain_max = num(s, "depth_fwd_gain_max");
         x.depth_bwd_gain_mean = num(s, "depth_bwd_gain_mean");
         x.depth_bwd_gain_max = num(s, "depth_bwd_gain_max");
+        x.orth_error_mean = num(s, "orth_error_mean");
+        x.orth_error_max = num(s, "orth_error_max");
+        x.depth_sigma2_mean = num(s, "depth_sigma2_mean");
+        x.depth_sigma2_max = num(s, "depth_sigma2_max");
+        x.stream_similarity = num(s, "stream_similarity");
         out.push_back(x);
     }
     std::sort(out.begin(), out.end(), [](const SiteDiag& a, const SiteDiag& b) { return a.site < b.site; });
@@ -71,25 +64,18 @@ RunData read_run(const std::string& dir, const std::string& variant, uint64_t se
     r.variant = variant;
     r.seed = seed;
     r.name = run_name(variant, seed);
-    r.ckpt_step = latest_checkpoint_step(dir);
+    r.ckpt_step = run_dir::latest_step(dir);
     try {
-        r.max_iters = config_from_toml_file(dir + "/config.toml").max_iters;
+        r.max_iters = run_dir::read_config(dir).max_iters;
     } catch (const std::exception&) {
         r.max_iters = -1;  // no config (a hand-made or foreign run directory): completeness unknown
     }
-    const std::string path = dir + "/metrics.jsonl";
-    std::ifstream f(path);
-    if (!f) throw std::runtime_error(path + ": cannot read (is " + dir + " a run directory?)");
-    std::string line;
-    while (std::getline(f, line)) {
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        nlohmann::json j;
-        try {
-            j = nlohmann::json::parse(line);
-        } catch (const std::exception&) {
-            r.bad_lines++;
-            continue;
-        }
+    std::vector<run_dir::MetricsLine> lines;
+    if (!run_dir::read_metrics(dir, lines))
+        throw std::runtime_error(run_dir::metrics_path(dir) + ": cannot read (is " + dir + " a run directory?)");
+    for (const run_dir::MetricsLine& line : lines) {
+        if (line.text.find_first_not_of(" \t\r") == std::string::npos) continue;
+        const nlohmann::json& j = line.rec;  // discarded when the line is not JSON
         if (!j.is_object() || !j.contains("step")) {
             r.bad_lines++;
             continue;
@@ -102,6 +88,7 @@ RunData read_run(const std::string& dir, const std::string& variant, uint64_t se
         rec.tokens_per_s = num(j, "tokens_per_s");
         rec.val_loss = num(j, "val_loss");
         rec.peak_rss_mb = num(j, "peak_rss_mb");
+        rec.time_s = num(j, "time_s");
         rec.skipped = j.value("skipped", false);
         r.records.push_back(rec);
         auto d = j.find("diag");

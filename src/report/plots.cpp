@@ -16,7 +16,8 @@
 
 #include "mhc/variant.h"
 #include "report/report.h"
-#include "report/subprocess.h"
+#include "sys/file.h"
+#include "sys/process.h"
 
 namespace mhc::report {
 
@@ -27,14 +28,19 @@ const char* colour_of(const std::string& variant) {
     return info ? info->colour : "#9467bd";
 }
 
-// "none, mhc_lite and kromhc": the variants whose composite gain is exactly 1.
-std::string exact_gain_variants() {
+// "none, mhc_lite and kromhc": the keys of the variants whose mixing passes `pred`.
+std::string keys_where(bool (*pred)(Mixing)) {
     std::vector<std::string> keys;
     for (const VariantInfo& i : variant_table())
-        if (i.mixing == Mixing::identity || i.mixing == Mixing::exact_ds) keys.push_back(i.key);
+        if (pred(i.mixing)) keys.push_back(i.key);
     std::string out;
     for (size_t k = 0; k < keys.size(); k++) out += (k ? (k + 1 == keys.size() ? " and " : ", ") : "") + keys[k];
     return out;
+}
+
+// The variants whose composite gain is exactly 1.
+std::string exact_gain_variants() {
+    return keys_where([](Mixing m) { return m == Mixing::identity || m == Mixing::exact_ds; });
 }
 
 std::string ds_variant_keys() {
@@ -119,13 +125,15 @@ bool series_plot(const ReportInput& in, const std::string& name, const std::stri
         std::vector<const RunData*> runs;
         for (const RunData& r : in.runs)
             if (r.variant == v) runs.push_back(&r);
-        std::map<long, std::pair<double, std::vector<double>>> rows;  // step -> (x, per-seed y)
+        std::map<long, std::pair<double, std::vector<double>>> rows;  // step -> (sum of x, per-seed y)
+        std::map<long, int> xs;  // step -> runs in that sum: x is their mean (seeds' times differ, tokens do not)
         for (size_t i = 0; i < runs.size(); i++)
             for (const Point& p : extract(*runs[i])) {
                 if (!std::isfinite(p.y) || (logy && p.y <= 0)) continue;
                 auto& row = rows[p.step];
                 if (row.second.empty()) row.second.assign(runs.size(), NAN);
-                row.first = p.x;
+                row.first += p.x;
+                xs[p.step]++;
                 row.second[i] = p.y;
                 lo = std::min(lo, p.y), hi = std::max(hi, p.y);
             }
@@ -134,7 +142,7 @@ bool series_plot(const ReportInput& in, const std::string& name, const std::stri
         for (const RunData* r : runs) dat << " " << r->seed;
         dat << ")\n";
         for (const auto& [step, row] : rows) {
-            dat << g(row.first) << " " << g(spread_of(row.second).mean);
+            dat << g(row.first / xs[step]) << " " << g(spread_of(row.second).mean);
             for (double y : row.second) dat << " " << g(y);
             dat << "\n";
         }
@@ -150,30 +158,35 @@ bool series_plot(const ReportInput& in, const std::string& name, const std::stri
         index++;
     }
     if (index == 0) return false;
-    write_text_file(in.out_dir + "/" + name + ".dat", dat.str());
-    write_text_file(in.out_dir + "/" + name + ".gp", preamble(name, title, xlabel, ylabel) +
-                                                          (logy ? log_axis(lo, hi, 1.1) : "") + plot.str() + "\n");
+    sys::write_file_atomic(in.out_dir + "/" + name + ".dat", dat.str());
+    sys::write_file_atomic(in.out_dir + "/" + name + ".gp", preamble(name, title, xlabel, ylabel) +
+                                                                 (logy ? log_axis(lo, hi, 1.1) : "") + plot.str() + "\n");
     return true;
 }
 
-// A per-site plot from each run's last `diag` record: two quantities (solid, dashed) per variant,
-// mean over the seeds that have diagnostics, log y with values below kLogFloor drawn at it.
+// A per-site plot from each run's last `diag` record: one or two quantities (solid, dashed) per
+// variant, mean over the seeds that have diagnostics; on a log y axis values below kLogFloor are
+// drawn at it, a linear one (logy false: similarities) runs up to 1.05. A variant whose diagnostics
+// lack the quantity (σ_2 of a single stream) is left out.
 struct SiteSeries {
     const char* label;
-    double SiteDiag::*field;
+    double SiteDiag::*field;  // null: no second quantity
 };
 
 bool site_plot(const ReportInput& in, const std::vector<std::string>& variants, const std::string& name,
-               const std::string& title, const std::string& ylabel, SiteSeries a, SiteSeries b,
+               const std::string& title, const std::string& ylabel, SiteSeries a, SiteSeries b, bool logy,
                std::vector<std::string>& without_diag, long& first_step, long& last_step) {
     std::ostringstream dat, plot;
-    dat << "# " << name << ".dat: " << title << "\n# columns: site, " << a.label << ", " << b.label
-        << " (each the mean over the seeds with diagnostics; values below " << g(kLogFloor) << " written as it)\n";
+    const double ymin = logy ? kLogFloor : -INFINITY;
+    dat << "# " << name << ".dat: " << title << "\n# columns: site, " << a.label << (b.field ? ", " : "")
+        << (b.field ? b.label : "") << " (each the mean over the seeds with diagnostics"
+        << (logy ? "; values below " + g(kLogFloor) + " written as it" : "") << ")\n";
     int index = 0;
     double lo = INFINITY, hi = -INFINITY;
     for (const std::string& v : variants) {
         std::map<int, std::pair<std::vector<double>, std::vector<double>>> sites;
         int seeds = 0;
+        bool any = false;
         for (const RunData& r : in.runs) {
             if (r.variant != v || r.diag.empty()) continue;
             seeds++;
@@ -181,36 +194,41 @@ bool site_plot(const ReportInput& in, const std::vector<std::string>& variants, 
             last_step = std::max(last_step, r.diag_step);
             for (const SiteDiag& s : r.diag) {
                 sites[s.site].first.push_back(s.*a.field);
-                sites[s.site].second.push_back(s.*b.field);
+                sites[s.site].second.push_back(b.field ? s.*b.field : NAN);
+                any = any || std::isfinite(s.*a.field);
             }
         }
-        if (sites.empty()) {
-            without_diag.push_back(v);
-            continue;
-        }
+        if (sites.empty()) without_diag.push_back(v);
+        if (!any) continue;
         dat << "# index " << index << ": " << v << " (" << seeds << (seeds == 1 ? " seed" : " seeds") << ")\n";
         for (const auto& [site, vals] : sites) {
-            const double ya = std::max(spread_of(vals.first).mean, kLogFloor);
-            const double yb = std::max(spread_of(vals.second).mean, kLogFloor);
+            const double ya = std::max(spread_of(vals.first).mean, ymin);
+            const double yb = std::max(spread_of(vals.second).mean, ymin);
             for (double y : {ya, yb})
                 if (std::isfinite(y)) lo = std::min(lo, y), hi = std::max(hi, y);
-            dat << site << " " << g(ya) << " " << g(yb) << "\n";
+            dat << site << " " << g(ya);
+            if (b.field) dat << " " << g(yb);
+            dat << "\n";
         }
         dat << "\n\n";
         const std::string c = quoted(colour_of(v));
         plot << (index ? ", \\\n     " : "plot ") << quoted(name + ".dat") << " index " << index
-             << " using 1:2 with linespoints pt 7 ps 0.8 lw 2.5 lc rgb " << c << " title " << quoted(v + " " + a.label)
-             << ", \\\n     \"\" index " << index << " using 1:3 with linespoints pt 6 ps 0.8 lw 1.5 dt 2 lc rgb " << c
-             << " title " << quoted(v + " " + b.label);
+             << " using 1:2 with linespoints pt 7 ps 0.8 lw 2.5 lc rgb " << c << " title "
+             << quoted(b.field ? v + " " + a.label : v);
+        if (b.field)
+            plot << ", \\\n     \"\" index " << index << " using 1:3 with linespoints pt 6 ps 0.8 lw 1.5 dt 2 lc rgb "
+                 << c << " title " << quoted(v + " " + b.label);
         index++;
     }
     if (index == 0) return false;
     std::ostringstream range;
-    range << log_axis(lo, hi, 2) << "set xtics 1\nset xrange [-0.5:*]\n";
-    write_text_file(in.out_dir + "/" + name + ".dat", dat.str());
-    write_text_file(in.out_dir + "/" + name + ".gp",
-                    preamble(name, title, "site (2k = block k attention, 2k+1 = block k MLP)", ylabel) + range.str() +
-                        plot.str() + "\n");
+    if (logy) range << log_axis(lo, hi, 2);
+    else range << "set yrange [" << g(std::min(lo, 0.0)) << ":1.05]\n";
+    range << "set xtics 1\nset xrange [-0.5:*]\n";
+    sys::write_file_atomic(in.out_dir + "/" + name + ".dat", dat.str());
+    sys::write_file_atomic(in.out_dir + "/" + name + ".gp",
+                           preamble(name, title, "site (2k = block k attention, 2k+1 = block k MLP)", ylabel) +
+                               range.str() + plot.str() + "\n");
     return true;
 }
 
@@ -240,6 +258,21 @@ std::vector<PlotFile> write_plot_scripts(const ReportInput& in, std::vector<std:
         plots.push_back({"val_loss", "Validation loss against training tokens, at each evaluation."});
     else
         notes.push_back("No validation-loss plot: no run has a val_loss record.");
+    // The same against wall-clock time: what a variant's extra cost per token buys.
+    if (series_plot(in, "val_loss_time", "Validation loss vs wall-clock time", "wall-clock time (s)", "validation loss",
+                    false, true, [](const RunData& r) {
+                        std::vector<Point> p;
+                        for (const Record& x : r.records)
+                            if (std::isfinite(x.val_loss) && std::isfinite(x.time_s))
+                                p.push_back({x.step, x.time_s, x.val_loss});
+                        return p;
+                    }))
+        plots.push_back({"val_loss_time", "Validation loss against wall-clock time since each run started (over its "
+                                          "resumes; runs one after another on this machine), at each evaluation. "
+                                          "Seeds are averaged at equal steps, at the mean of their times."});
+    else
+        notes.push_back("No validation-loss-vs-time plot: no run has val_loss records with time_s (runs from before "
+                        "mhc logged it).");
 
     // Training loss, smoothed: trailing mean over k logged steps, k from the longest run.
     size_t longest = 0;
@@ -276,7 +309,7 @@ std::vector<PlotFile> write_plot_scripts(const ReportInput& in, std::vector<std:
     long s0 = LONG_MAX, s1 = LONG_MIN;
     if (site_plot(in, in.variants, "depth_gain", "Composite gain through depth (max over tokens), end of training",
                   "gain of A_k...A_1", {"forward", &SiteDiag::depth_fwd_gain_max},
-                  {"backward", &SiteDiag::depth_bwd_gain_max}, no_diag, s0, s1))
+                  {"backward", &SiteDiag::depth_bwd_gain_max}, true, no_diag, s0, s1))
         plots.push_back({"depth_gain", "Forward (max row sum, solid) and backward (max column sum, dashed) gain of "
                                        "the composite residual map A_k…A_1 up to each site, max over the tokens of the "
                                        "diagnostics batch, from each run's last diagnostics" + step_phrase(s0, s1) +
@@ -296,8 +329,8 @@ std::vector<PlotFile> write_plot_scripts(const ReportInput& in, std::vector<std:
         notes.push_back("No DS-error plot: no doubly stochastic variant (" + ds_variant_keys() +
                         ") is in this comparison.");
     else if (site_plot(in, ds_variants, "ds_error", "Doubly-stochastic error of H_res per site, end of training",
-                       "DS error", {"max", &SiteDiag::ds_error_max}, {"mean", &SiteDiag::ds_error_mean}, no_diag, s0,
-                       s1))
+                       "DS error", {"max", &SiteDiag::ds_error_max}, {"mean", &SiteDiag::ds_error_mean}, true,
+                       no_diag, s0, s1))
         plots.push_back({"ds_error", "DS error of H_res (max |row or column sum − 1|, plus the most negative entry; "
                                      "SPEC §6) per site: max (solid) and mean (dashed) over the tokens, from the last "
                                      "diagnostics" + step_phrase(s0, s1) + ", mean over seeds; log scale. Values "
@@ -305,6 +338,47 @@ std::vector<PlotFile> write_plot_scripts(const ReportInput& in, std::vector<std:
                                      (no_diag.empty() ? "" : " No diagnostics for: " + join(no_diag) + ".")});
     else
         notes.push_back("No DS-error plot: " + how + ".");
+
+    // The orthogonal family's guarantee and what separates the two families: stream collapse.
+    auto suffix = [&](const std::vector<std::string>& none) {
+        return step_phrase(s0, s1) + ", mean over seeds" + (none.empty() ? "" : "; no diagnostics for: " + join(none));
+    };
+    no_diag.clear();
+    s0 = LONG_MAX, s1 = LONG_MIN;
+    if (site_plot(in, in.variants, "orth_error", "Orthogonality error of H_res per site, end of training",
+                  "orthogonality error", {"max", &SiteDiag::orth_error_max}, {"mean", &SiteDiag::orth_error_mean},
+                  true, no_diag, s0, s1))
+        plots.push_back({"orth_error", "Orthogonality error of H_res (max |HᵀH − I|; SPEC §6) per site: max (solid) "
+                                       "and mean (dashed) over the tokens, from the last diagnostics" + suffix(no_diag) +
+                                       "; log scale. It is the guarantee of " + keys_where(is_orthogonal) +
+                                       " (exact for jpmhc only with cayley_iters = 0). Values below 1e-16, exact "
+                                       "zeros included, are drawn at 1e-16."});
+    else
+        notes.push_back("No orthogonality-error plot: " + how + ".");
+    no_diag.clear();
+    s0 = LONG_MAX, s1 = LONG_MIN;
+    if (site_plot(in, in.variants, "depth_sigma2", "Second singular value of the composite map through depth",
+                  "sigma_2 of A_k...A_1 (mean over tokens)", {"sigma_2", &SiteDiag::depth_sigma2_mean}, {"", nullptr},
+                  true, no_diag, s0, s1))
+        plots.push_back({"depth_sigma2", "σ_2, the second largest singular value of the composite residual map "
+                                         "A_k…A_1 up to each site, mean over the tokens of the diagnostics batch, "
+                                         "from the last diagnostics" + suffix(no_diag) + "; log scale (SPEC §6). "
+                                         "σ_2 falling with depth is stream collapse: the map shrinks the differences "
+                                         "between streams; an orthogonal map keeps it at 1. Variants with one stream "
+                                         "have no σ_2."});
+    else
+        notes.push_back("No σ_2 plot: " + how + " with n >= 2.");
+    no_diag.clear();
+    s0 = LONG_MAX, s1 = LONG_MIN;
+    if (site_plot(in, in.variants, "stream_similarity", "Stream similarity after each site",
+                  "mean pairwise cosine similarity of the streams", {"similarity", &SiteDiag::stream_similarity},
+                  {"", nullptr}, false, no_diag, s0, s1))
+        plots.push_back({"stream_similarity", "Stream similarity after each site: the mean over token positions of "
+                                              "the mean pairwise cosine similarity of the n stream vectors (1: the "
+                                              "streams are identical; SPEC §6), from the last diagnostics" +
+                                              suffix(no_diag) + ". Variants with one stream are left out."});
+    else
+        notes.push_back("No stream-similarity plot: " + how + " with n >= 2.");
     return plots;
 }
 
@@ -318,10 +392,10 @@ std::vector<PlotFile> draw_plots(const std::string& out_dir, const std::vector<P
         std::string output;
         int rc;
         try {
-            SpawnOptions opt;
+            sys::SpawnOptions opt;
             opt.cwd = out_dir;
-            Child c = spawn_child({"gnuplot", p.name + ".gp"}, opt);
-            rc = finish_child(c, [&](const std::string& line) { output += line + "\n"; });
+            sys::Child c = sys::spawn_child({"gnuplot", p.name + ".gp"}, opt);
+            rc = sys::finish_child(c, [&](const std::string& line) { output += line + "\n"; });
         } catch (const std::runtime_error& e) {
             if (std::string(e.what()).find("not found") != std::string::npos) {
                 gnuplot_found = false;

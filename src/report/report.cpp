@@ -8,11 +8,9 @@
 #include <stdexcept>
 
 #include "report/report.h"
-#include "train/run_dir.h"
+#include "sys/file.h"
 
 namespace mhc::report {
-
-void write_text_file(const std::string& path, const std::string& text) { detail::write_file_atomic(path, text); }
 
 namespace {
 
@@ -81,7 +79,7 @@ std::vector<std::string> definitions(const std::vector<VariantRow>& rows) {
                                 "so no spread).");
     d.push_back("tokens/s: median over the logged steps of all the variant's runs (each step's time without "
                 "evaluation). The runs ran one after another on the same machine; other load moves this.");
-    d.push_back("peak RSS: the largest `peak_rss_mb` (getrusage ru_maxrss of the training process) of the "
+    d.push_back("peak RSS: the largest `peak_rss_mb` (the training process's peak resident set, VmHWM) of the "
                 "variant's runs; — when the metrics do not record it.");
     d.push_back("max grad norm: the largest global gradient norm before clipping over the logged steps.");
     char spike[400];
@@ -195,7 +193,8 @@ ReportOutput write_report(const ReportInput& in) {
     out.markdown_table = t.str();
 
     // Files of plots this report does not draw would look current: remove them first.
-    for (const char* name : {"val_loss", "train_loss", "grad_norm", "depth_gain", "ds_error"})
+    for (const char* name : {"val_loss", "val_loss_time", "train_loss", "grad_norm", "depth_gain", "ds_error",
+                             "orth_error", "depth_sigma2", "stream_similarity"})
         for (const char* ext : {".png", ".gp", ".dat"}) {
             std::error_code ec;
             fs::remove(in.out_dir + "/" + name + ext, ec);
@@ -203,8 +202,8 @@ ReportOutput write_report(const ReportInput& in) {
     const std::vector<PlotFile> plots = write_plot_scripts(in, out.notes);
     const std::vector<PlotFile> drawn = draw_plots(in.out_dir, plots, out.gnuplot_found, out.plot_errors);
     for (const PlotFile& p : drawn) out.pngs.push_back(p.name + ".png");
-    write_text_file(in.out_dir + "/report.md", markdown(in, out, drawn));
-    write_text_file(in.out_dir + "/report.html", html(in, out, drawn));
+    sys::write_file_atomic(in.out_dir + "/report.md", markdown(in, out, drawn));
+    sys::write_file_atomic(in.out_dir + "/report.html", html(in, out, drawn));
     return out;
 }
 

@@ -2,7 +2,7 @@
 // variant, plots drawn by gnuplot, and report.md / report.html. Internal to the command line.
 //
 // Files: metrics.cpp (reading runs, the table's statistics), plots.cpp (gnuplot data and scripts),
-// report.cpp (Markdown, HTML, and the whole report), subprocess.cpp (starting child processes).
+// report.cpp (Markdown, HTML, and the whole report). Child processes (gnuplot) come from sys/process.h.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -15,6 +15,7 @@ namespace mhc::report {
 struct Record {
     long step = 0, tokens = 0;
     double loss = NAN, grad_norm = NAN, tokens_per_s = NAN, val_loss = NAN, peak_rss_mb = NAN;
+    double time_s = NAN;  // wall-clock seconds since the run started (over its resumes)
     bool skipped = false;
 };
 
@@ -24,6 +25,8 @@ struct SiteDiag {
     std::string kind;  // attn or mlp
     double ds_error_mean = NAN, ds_error_max = NAN;
     double depth_fwd_gain_mean = NAN, depth_fwd_gain_max = NAN, depth_bwd_gain_mean = NAN, depth_bwd_gain_max = NAN;
+    double orth_error_mean = NAN, orth_error_max = NAN;
+    double depth_sigma2_mean = NAN, depth_sigma2_max = NAN, stream_similarity = NAN;  // n >= 2 only
 };
 
 // A run directory <variant>-s<seed>, as far as the report needs it.
@@ -43,9 +46,6 @@ struct RunData {
 // "mhc_lite-s2" -> ("mhc_lite", 2); false if the name is not of that form.
 bool parse_run_name(const std::string& name, std::string& variant, uint64_t& seed);
 std::string run_name(const std::string& variant, uint64_t seed);
-
-// Step of the checkpoint a run directory's `latest` names (ckpt_NNNNNN), or -1.
-long latest_checkpoint_step(const std::string& dir);
 
 // Reads a run directory. Throws std::runtime_error (one line) if metrics.jsonl cannot be read.
 RunData read_run(const std::string& dir, const std::string& variant, uint64_t seed);
@@ -113,6 +113,5 @@ std::vector<PlotFile> draw_plots(const std::string& out_dir, const std::vector<P
                                  bool& gnuplot_found, std::vector<std::string>& errors);
 
 std::string fmt_num(double v, int sig = 4);  // "—" for NaN
-void write_text_file(const std::string& path, const std::string& text);
 
 }  // namespace mhc::report

@@ -1,16 +1,14 @@
 // `mhc bench`'s engine: timed training steps with per-phase times, model FLOPs, the sgemm peak.
 #include "mhc/bench.h"
 
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <fstream>
 #include <stdexcept>
 
 #include "mhc/data.h"
 #include "mhc/optim.h"
+#include "mhc/rng.h"
 #include "mhc/train.h"
 #include "ops/blas.h"
 
@@ -27,13 +25,8 @@ TokenData random_tokens(int vocab, long count, uint64_t seed) {
     d.path = "random tokens";
     d.vocab_size = vocab;
     d.tokens.resize(count);
-    uint64_t x = seed;
-    for (auto& t : d.tokens) {  // splitmix64
-        uint64_t z = (x += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        t = (uint16_t)((z ^ (z >> 31)) % (uint64_t)vocab);
-    }
+    SplitMix64 rng(seed);
+    for (auto& t : d.tokens) t = (uint16_t)(rng.next() % (uint64_t)vocab);
     return d;
 }
 
@@ -151,16 +144,6 @@ std::vector<int> largest_model_gemm(const TrainConfig& cfg) {
     return *std::max_element(all.begin(), all.end(), [](const auto& a, const auto& b) {
         return (double)a[0] * a[1] * a[2] < (double)b[0] * b[1] * b[2];
     });
-}
-
-double peak_rss_mb() {
-    std::ifstream f("/proc/self/status");
-    std::string line;
-    while (std::getline(f, line))
-        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // "VmHWM:  1234 kB"
-    rusage ru{};
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0;  // KiB on Linux
 }
 
 }  // namespace mhc

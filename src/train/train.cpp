@@ -1,6 +1,5 @@
 // The training loop: data, model, AdamW with schedule and clipping, gradient accumulation,
 // evaluation, metrics, checkpoints, and exact resumption.
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,14 +12,20 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <stdexcept>
 
 #include "mhc/checkpoint.h"
 #include "mhc/diag.h"
+#include "mhc/tokenizer.h"
 #include "mhc/train.h"
+#include "sys/process.h"
+#include "train/fits.h"
+#include "train/guard.h"
+#include "train/resume.h"
 #include "train/run_dir.h"
+#include "train/train_data.h"
+#include "train/val_set.h"
 
 namespace mhc {
 
@@ -37,21 +42,6 @@ double evaluate(GPT<float>& m, Batcher& b, int batches) {
 }
 
 namespace {
-
-// Keeps only the metrics of steps <= `step` (a resumed run rewrites what came after its checkpoint).
-void truncate_metrics(const std::string& path, long step) {
-    std::ifstream f(path);
-    if (!f) return;
-    std::string line, kept;
-    while (std::getline(f, line)) {
-        try {
-            if (nlohmann::json::parse(line).value("step", 0L) <= step) kept += line + "\n";
-        } catch (const std::exception&) {
-            break;  // a torn last line from a crash: drop it and everything after
-        }
-    }
-    detail::write_file_atomic(path, kept);
-}
 
 // SIGINT / SIGTERM: the first asks the loop to stop after the current step (with a checkpoint);
 // a second one exits at once. Writes are atomic, so the last complete checkpoint stays intact.
@@ -91,13 +81,6 @@ std::set<long> forced_nonfinite_steps() {
     return steps;
 }
 
-// Peak resident memory of this process so far (Linux reports ru_maxrss in KiB).
-double peak_rss_mb() {
-    struct rusage ru {};
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss / 1024.0;
-}
-
 std::string fmt_eta(double s) {
     char buf[32];
     if (s >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
@@ -122,66 +105,88 @@ StepStats train_step(GPT<float>& m, AdamW<float>& adam, Batcher& batches, const 
     const auto t1 = std::chrono::steady_clock::now();
     st.grad_norm = grad_norm(m.grad.data(), (long)m.grad.size());
     st.finite = std::isfinite(st.loss) && std::isfinite(st.grad_norm);
+    st.nonfinite = !std::isfinite(st.loss) ? "loss" : !std::isfinite(st.grad_norm) ? "gradient norm" : "";
     if (st.finite) {
         clip_grad(m.grad.data(), (long)m.grad.size(), st.grad_norm, cfg.grad_clip);
-        adamw_step(adam, m.param.data(), m.grad.data(), m.params, st.lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
+        // A finite gradient can still overflow the moments or the weights: then skip it too.
+        st.finite = adamw_step_is_finite(adam, m.param.data(), m.grad.data(), m.params, st.lr, cfg.beta1, cfg.beta2,
+                                         cfg.weight_decay);
+        if (st.finite)
+            adamw_step(adam, m.param.data(), m.grad.data(), m.params, st.lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
+        else
+            st.nonfinite = "update";
     }
     st.optimizer_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     return st;
 }
 
 TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
+    const auto t_start = std::chrono::steady_clock::now();
     config_finalize(cfg);
     if (opt.out_dir.empty()) throw std::invalid_argument("no output directory (--out)");
-    const bool has_run = !run_latest_checkpoint(opt.out_dir).empty();
+
+    // Data. Without a validation file the training file is split (train_split, nanoGPT's 90%).
+    // Everything that can refuse the run does so before the run directory is touched.
+    const TrainData data = load_train_data(opt, cfg);
+    if (cfg.model.vocab_size == 0) cfg.model.vocab_size = data.train.vocab_size;
+    require_memory_for(cfg);
+    const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
+    Batcher tb(data.train, B, T, order_from_string(cfg.data_order), cfg.seed);
+    const ValSet vs = val_set_make(data.val, cfg);
+
+    // One writer per run directory, from here to the end of the process (the kernel releases the
+    // lock however it ends), so the checks below see no other trainer's half-written state.
+    const run_dir::Writer writer = run_dir::take(opt.out_dir);
+    const bool has_run = !run_dir::latest_checkpoint(opt.out_dir).empty();
     if (opt.resume && !has_run)
         throw std::runtime_error(opt.out_dir + ": no checkpoint to resume from");
     if (!opt.resume && has_run)
         throw std::runtime_error(opt.out_dir + " already holds a run: add --resume to continue it, or "
                                  "choose another --out");
 
-    // Data. Without a validation file the training file is split (train_split, nanoGPT's 90%).
-    TokenData train = load_tokens(opt.data, opt.format, cfg.model.vocab_size), val;
-    if (!opt.val_data.empty()) val = load_tokens(opt.val_data, opt.format, train.vocab_size);
-    else std::tie(train, val) = split_tokens(train, cfg.train_split);
-    if (cfg.model.vocab_size == 0) cfg.model.vocab_size = train.vocab_size;
-    const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
-    Batcher tb(train, B, T, order_from_string(cfg.data_order), cfg.seed);
-    Batcher vb(val, B, T, Order::random, cfg.seed ^ 0x5A5A5A5Aull);
+    // The run's tokenizer (mhc/tokenizer.h): checked against the model, copied into the run, named
+    // in every checkpoint.
+    const std::map<std::string, std::string> tokenizer_meta =
+        run_tokenizer_attach(opt.out_dir, opt.tokenizer, data.train.tokenizer, cfg.model.vocab_size);
 
     GPT<float> m;
     AdamW<float> adam;
-    detail::ResumeState rs;
-    const std::string metrics = opt.out_dir + "/metrics.jsonl";
+    run_dir::ResumeState rs;
     if (opt.resume) {
-        detail::load_run_checkpoint(opt.out_dir, m, adam, rs);
-        if (model_config_to_json(m.cfg) != model_config_to_json(cfg.model))
-            throw std::runtime_error(opt.out_dir + ": the checkpoint's model (" + model_config_to_json(m.cfg).dump() +
-                                     ") differs from the config's (" + model_config_to_json(cfg.model).dump() + ")");
+        resume_run(opt, cfg, data.record, m, adam, rs);
         tb.restore(rs.train);
-        vb.restore(rs.val);
-        truncate_metrics(metrics, rs.step);
+        run_dir::truncate_metrics(opt.out_dir, rs.step);
     } else {
-        fs::create_directories(opt.out_dir);
         gpt_build(m, cfg.model);
         gpt_init(m, cfg.seed);
-        detail::write_file_atomic(metrics, "");
+        run_dir::start_metrics(opt.out_dir);
+        run_dir::write_data_record(opt.out_dir, data.record);
     }
-    detail::remove_stale_temporaries(opt.out_dir);
-    detail::write_file_atomic(opt.out_dir + "/config.toml", config_to_toml(cfg));
+    run_dir::remove_stale_temporaries(opt.out_dir);
+    run_dir::write_config(opt.out_dir, cfg);
     const std::string cfg_json = config_to_json(cfg).dump();
-    std::ofstream log(metrics, std::ios::app);
-    if (!log) throw std::runtime_error(metrics + ": cannot open for writing");
+    run_dir::MetricsLog log(opt.out_dir);
 
     const StopSignals signals;
     const std::set<long> forced_nan = forced_nonfinite_steps();
     int nonfinite_in_a_row = 0;
+    // Wall-clock seconds since the run started, over all its resumes (metrics' time_s).
+    const double time_before = rs.time_s;
+    auto run_time = [&] {
+        return time_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    };
     auto save = [&](long done) {
+        const std::string unsound = unsound_state(m, adam, tb, cfg);
+        if (!unsound.empty()) {  // the NaN guard: never a checkpoint that cannot be evaluated or resumed
+            std::fprintf(stderr, "%sstep %ld: no checkpoint written: %s\n", opt.progress && !opt.quiet ? "\n" : "",
+                         done, unsound.c_str());
+            return run_dir::latest_checkpoint(opt.out_dir);
+        }
         rs.step = done;
         rs.train = tb.state();
-        rs.val = vb.state();
-        const std::string path = detail::save_run_checkpoint(opt.out_dir, m, adam, rs, cfg_json);
-        detail::prune_checkpoints(opt.out_dir, cfg.keep_checkpoints);
+        rs.time_s = run_time();
+        const std::string path = run_dir::save_checkpoint(opt.out_dir, m, adam, rs, cfg_json, tokenizer_meta);
+        run_dir::prune_checkpoints(opt.out_dir, cfg.keep_checkpoints);
         return path;
     };
     std::vector<int32_t> in((size_t)B * T), tg(in.size());
@@ -191,8 +196,8 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     res.final_loss = res.final_val_loss = NAN;  // stay NaN when a resumed run has no step left
     if (!opt.quiet)
         std::fprintf(stderr, "mhc train: %s, n=%d, %d layers x %d wide, %ld parameters, %ld tokens/step, "
-                     "steps %ld..%d\n", variant_key(cfg.model.hyper_conn_type), m.n, m.L, m.C,
-                     (long)m.param.size(), tokens_per_step, rs.step, cfg.max_iters);
+                     "steps %ld..%d\n%s\n", variant_key(cfg.model.hyper_conn_type), m.n, m.L, m.C,
+                     (long)m.param.size(), tokens_per_step, rs.step, cfg.max_iters, data.header.c_str());
     for (long step = rs.step; step < cfg.max_iters; step++) {
         const auto t0 = std::chrono::steady_clock::now();
         const long done = step + 1;
@@ -206,8 +211,8 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
             res.skipped_steps++;
             nonfinite_in_a_row++;
             std::fprintf(stderr, "%sstep %ld: non-finite %s, update skipped (%d in a row, limit %d)\n",
-                         opt.progress && !opt.quiet ? "\n" : "", done, std::isfinite(loss) ? "gradient norm" : "loss",
-                         nonfinite_in_a_row, cfg.max_nonfinite_steps);
+                         opt.progress && !opt.quiet ? "\n" : "", done, st.nonfinite, nonfinite_in_a_row,
+                         cfg.max_nonfinite_steps);
         }
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         step_times.push_back(dt);
@@ -221,12 +226,10 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         // forwards overwrite the coefficient caches. Read-only, so resumption stays exact.
         const bool diag_now = cfg.diag_interval > 0 && (done % cfg.diag_interval == 0 || last);
         if (diag_now) rec["diag"] = gpt_diagnostics(m);
-        if (eval_now) rec["val_loss"] = res.final_val_loss = evaluate(m, vb, cfg.eval_iters);
-        rec["peak_rss_mb"] = peak_rss_mb();
-        if (done % cfg.log_interval == 0 || eval_now || diag_now || done == 1 || !finite) {
-            log << rec.dump() << "\n";
-            log.flush();
-        }
+        if (eval_now) rec["val_loss"] = res.final_val_loss = val_set_loss(m, vs);
+        rec["peak_rss_mb"] = sys::peak_rss_mb();
+        rec["time_s"] = run_time();
+        if (done % cfg.log_interval == 0 || eval_now || diag_now || done == 1 || !finite) log.append(rec);
         if (!opt.quiet && finite) {
             std::vector<double> recent(step_times.end() - std::min<size_t>(step_times.size(), 20), step_times.end());
             std::nth_element(recent.begin(), recent.begin() + recent.size() / 2, recent.end());
@@ -241,11 +244,8 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         }
         const bool give_up = nonfinite_in_a_row >= cfg.max_nonfinite_steps;
         if (done % cfg.checkpoint_interval == 0 || last || g_stop || give_up) res.checkpoint = save(done);
-        if (give_up)
-            throw std::runtime_error(std::to_string(nonfinite_in_a_row) + " steps in a row (up to step " +
-                                     std::to_string(done) + ") had a non-finite loss or gradient; the last good "
-                                     "state is saved in " + res.checkpoint + " (lower learning_rate or grad_clip, "
-                                     "then --resume)");
+        if (give_up) throw std::runtime_error(diverged_message(opt.out_dir, nonfinite_in_a_row, done, rs.step, cfg));
+        if (last && rs.step != done) throw std::runtime_error(unsaved_end_message(opt.out_dir, done, rs.step, cfg));
         if (g_stop && !last) {
             res.interrupted = true;
             std::fprintf(stderr, "mhc train: interrupted at step %ld; checkpoint %s; continue with --resume\n",
@@ -258,7 +258,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         std::nth_element(step_times.begin(), step_times.begin() + step_times.size() / 2, step_times.end());
         res.tokens_per_s = tokens_per_step / step_times[step_times.size() / 2];
     }
-    if (res.checkpoint.empty()) res.checkpoint = run_latest_checkpoint(opt.out_dir);
+    if (res.checkpoint.empty()) res.checkpoint = run_dir::latest_checkpoint(opt.out_dir);
     return res;
 }
 

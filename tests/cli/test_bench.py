@@ -16,7 +16,7 @@ import tempfile
 MHC = os.path.abspath(sys.argv[1])
 TMP = tempfile.mkdtemp(prefix="mhc_bench_")
 RESULTS = {"passed": 0, "failed": 0}
-VARIANTS = ["none", "hc", "mhc", "mhc_lite", "kromhc"]
+VARIANTS = ["none", "hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc"]
 PHASES = ["matmul", "attention", "connections", "other", "optimizer"]
 TINY = ["--set", "n_layer=1", "--set", "n_embd=32", "--set", "n_head=2", "--set", "block_size=16",
         "--set", "batch_size=2"]
@@ -50,7 +50,7 @@ def test_json_all_variants():
     check("bench --json runs", r.returncode == 0, r.stderr)
     d = last_json(r)
     res = {x.get("variant"): x for x in d.get("results", [])}
-    check("all five variants, in order", [x.get("variant") for x in d.get("results", [])] == VARIANTS, list(res))
+    check("all seven variants, in order", [x.get("variant") for x in d.get("results", [])] == VARIANTS, list(res))
     check("top level: threads, sgemm peak and its shape, steps, warmup, config, flops_note",
           d.get("threads") == 2 and d.get("sgemm_peak_gflops", 0) > 0 and len(d.get("sgemm_shape", [])) == 3
           and d.get("steps") == 2 and d.get("warmup") == 1 and d.get("config", {}).get("n_embd") == 32
@@ -80,7 +80,9 @@ def test_json_all_variants():
         check("%s: the matmul phase is timed, and connections too where there are any" % v,
               ph.get("matmul", 0) > 0 and (v == "none" or ph.get("connections", 0) > 0), ph)
         check("%s: peak_rss_mb > 0" % v, x.get("peak_rss_mb", 0) > 0, x.get("peak_rss_mb"))
-    check("variants differ in parameter count", len(params) == 5, params)
+    # mhc and jpmhc both have n + n² = n(1 + n) alpha columns (SPEC §4): the others all differ.
+    check("variants differ in parameter count (mhc = jpmhc)", len(params) == 6, params)
+    check("mhc and jpmhc have the same parameter count", res.get("mhc", {}).get("params") == res.get("jpmhc", {}).get("params"))
     # The human table comes first on stdout, one row per variant.
     out = r.stdout
     check("human output: sgemm peak line and the table header",

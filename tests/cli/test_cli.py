@@ -199,6 +199,59 @@ def test_sample():
         check("sample bad input: %s -> one-line error" % name, ok and fragment in msg, msg)
 
 
+VARIANTS = ("none", "hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc")
+
+
+def test_every_variant():
+    """Each variant of the table trains, evaluates (the same loss as the PyTorch reference), samples
+    and reports its diagnostics; the orthogonal ones' guarantees show in `info`."""
+    tiny = TINY[:-2]  # without its hyper_conn_n=4: unset, n is 4, and 1 for none
+    for v, extra in [(v, []) for v in VARIANTS] + [("jpmhc", ["--set", "cayley_iters=0"])]:
+        name = v + ("_exact" if extra else "")
+        out = path("var_" + name)
+        r = run("train", "--data", path("corpus.txt"), *tiny, "--set", "hyper_conn_type=" + v, *extra,
+                "--set", "max_iters=3", "--out", out, "--quiet", "--json")
+        check("%s: train" % name, r.returncode == 0, r.stderr)
+        ck = os.path.join(out, "ckpt_000003.safetensors")
+        r = run("eval", "--ckpt", ck, "--data", path("tokens.bin"), "--batch", "2", "--seq", "16",
+                "--order", "sequential", "--batches", "2", "--json")
+        ours = json.loads(r.stdout.strip().splitlines()[-1])["loss"] if r.returncode == 0 else None
+        ref = subprocess.run(["/usr/bin/python3", REF, "--ckpt", ck, "--tokens", path("tokens.bin"), "--batch", "2",
+                              "--seq", "16", "--batches", "2"], capture_output=True, text=True)
+        theirs = json.loads(ref.stdout.strip().splitlines()[-1])["loss"] if ref.returncode == 0 else None
+        check("%s: eval = the PyTorch reference's loss on the checkpoint" % name,
+              ours is not None and theirs is not None and abs(ours - theirs) <= 1e-5 * abs(theirs),
+              "mhc %s vs reference %s %s" % (ours, theirs, r.stderr + ref.stderr))
+        r = run("sample", "--ckpt", ck, "--prompt", "The ", "--max-new-tokens", "8", "--seed", "1", "--json")
+        res = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {}
+        check("%s: sample" % name, len(res.get("tokens", [])) == 8, r.stderr)
+        r = run("info", "--ckpt", ck)
+        check("%s: info (text) names the variant and has a row per site" % name,
+              r.returncode == 0 and (" %s n=" % v) in r.stdout and "orth err" in r.stdout
+              and sum(1 for l in r.stdout.splitlines() if l.split()[:1] and l.split()[0].isdigit()) == 4, r.stdout)
+        r = run("info", "--ckpt", ck, "--json")
+        info = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {}
+        sites = info.get("sites", [])
+        check("%s: info --json has the config's variant and 4 sites" % name,
+              info.get("config", {}).get("hyper_conn_type") == v and len(sites) == 4, r.stderr)
+        if v == "ohc" or extra:
+            check("%s: info: orthogonal H_res, composite sigma_1 = sigma_2 = 1" % name,
+                  all(s["orth_error_max"] < 1e-6 and abs(s["depth_sigma1_max"] - 1) < 1e-5
+                      and abs(s["depth_sigma2_mean"] - 1) < 1e-5 for s in sites), str(sites))
+        if v == "jpmhc" and not extra:
+            check("jpmhc: the checkpoint keeps cayley_iters = 2 (the paper's default)",
+                  info.get("config", {}).get("cayley_iters") == 2, str(info.get("config")))
+    for name, sets, fragment in (
+            ("ohc with hyper_conn_n 3", ["hyper_conn_type=ohc", "hyper_conn_n=3"], "hyper_conn_n must be 4"),
+            ("negative cayley_iters", ["hyper_conn_type=jpmhc", "cayley_iters=-1"], "cayley_iters")):
+        args = ["train", "--data", path("corpus.txt"), "--out", path("bad_orth")]
+        for s in sets:
+            args += ["--set", s]
+        ok, msg = one_line_error(run(*args))
+        check("bad input: %s -> one-line error" % name, ok and fragment in msg, msg)
+    check("no run directory left behind by the refused runs", not os.path.exists(path("bad_orth")))
+
+
 def test_help():
     for sub in ("train", "eval", "sample", "info"):
         r = run(sub, "--help")
@@ -212,6 +265,7 @@ if __name__ == "__main__":
         test_formats_and_eval_against_reference()
         test_bad_input()
         test_sample()
+        test_every_variant()
         test_help()
     finally:
         shutil.rmtree(TMP, ignore_errors=True)

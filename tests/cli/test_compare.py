@@ -5,7 +5,8 @@
 
 Two tiny real runs (a few seconds), their report (table rows, valid PNGs, HTML), reuse of finished
 runs, continuation of a partial one, Ctrl-C, bad input, and --report-only on hand-written run
-directories whose metrics carry `diag` records (the composite-gain and DS-error plots). Prints one
+directories whose metrics carry `diag` records (the composite-gain, DS-error, orthogonality-error,
+σ_2 and stream-similarity plots); every variant of the table in one tiny comparison. Prints one
 line per check and a last line `N passed, M failed`; exits non-zero on any failure.
 """
 import json
@@ -140,7 +141,7 @@ def test_two_tiny_runs():
         check("%s trained with its variant and seed" % p,
               'hyper_conn_type = "%s"' % p.split("-")[0] in cfg and re.search(r"^seed = 1$", cfg, re.M), cfg)
     if HAVE_GNUPLOT:
-        pngs = check_report(out, "two tiny runs", ["val_loss", "train_loss", "grad_norm"])
+        pngs = check_report(out, "two tiny runs", ["val_loss", "val_loss_time", "train_loss", "grad_norm"])
         check("--json lists the PNGs", sorted(j["plots"]) == pngs, j["plots"])
     else:
         check("without gnuplot: report written, warning given", "gnuplot not found" in r.stderr, r.stderr)
@@ -257,6 +258,13 @@ def diag_record(variant, n_layer, step):
              "depth_bwd_gain_mean": growth, "depth_bwd_gain_max": growth * 1.05}
         if variant == "mhc":
             s.update({"log_inv_nu_mean": 3.0, "log_inv_nu_max": 5.0, "frac_nu_above_30": 0.0})
+        orth = {"hc": 0.3, "mhc": 0.01 * (k + 1), "mhc_lite": 0.012}.get(variant, 0.0)
+        sigma2 = {"hc": 1.2 ** (k + 1), "mhc": 0.99 ** (k + 1), "mhc_lite": 0.992 ** (k + 1)}.get(variant, 1.0)
+        s.update({"orth_error_mean": orth / 2, "orth_error_max": orth, "depth_sigma1_mean": growth,
+                  "depth_sigma1_max": growth})
+        if variant != "none":  # one stream: no sigma_2, no pairs of streams
+            s.update({"depth_sigma2_mean": sigma2, "depth_sigma2_max": sigma2 * 1.01,
+                      "stream_similarity": 1.0 - 0.05 * (k + 1) if variant != "hc" else 0.5})
         sites.append(s)
     return {"tokens": 512, "sites": sites}
 
@@ -268,7 +276,7 @@ def write_fixture_run(out, variant, seed, spike_at=None):
         for step in range(1, 41):
             loss = 5.0 * 0.97 ** step + 0.01 * seed
             rec = {"step": step, "tokens": step * 64, "loss": loss, "lr": 1e-3, "grad_norm": 1.0 + 0.1 * seed,
-                   "tokens_per_s": 1000.0 + 10 * seed, "peak_rss_mb": 100.0 + seed}
+                   "tokens_per_s": 1000.0 + 10 * seed, "peak_rss_mb": 100.0 + seed, "time_s": step * (1.0 + 0.1 * seed)}
             if step == spike_at:
                 rec["loss"] = loss * 2  # a loss spike: 100% above the recent median
             if step % 10 == 0:
@@ -293,7 +301,12 @@ def test_report_only_fixtures():
           byv["hc"][7] == "1" and all(byv[v][7] == "0" for v in ("none", "mhc", "mhc_lite")), rows)
     check("peak RSS and tokens/s columns", byv["mhc_lite"][5] == "102" and byv["mhc_lite"][4] == "1015", byv["mhc_lite"])
     if HAVE_GNUPLOT:
-        check_report(out, "fixtures", ["val_loss", "train_loss", "grad_norm", "depth_gain", "ds_error"])
+        check_report(out, "fixtures", ["val_loss", "val_loss_time", "train_loss", "grad_norm", "depth_gain", "ds_error",
+                                       "orth_error", "depth_sigma2", "stream_similarity"])
+    with open(os.path.join(out, "val_loss_time.dat")) as f:
+        vt = f.read().split("# index 3: mhc_lite")[-1]
+    # mhc_lite's seeds 1 and 2 reach step 10 at 11 s and 12 s: the mean line is drawn at 11.5 s.
+    check("val loss vs wall-clock time: seeds at the mean of their times", "\n11.5 " in vt, vt[:300])
     with open(os.path.join(out, "ds_error.dat")) as f:
         ds = f.read()
     check("DS error: mhc-lite's exact zeros are drawn at 1e-16", "1e-16" in ds and "# index 1: mhc_lite" in ds, ds)
@@ -301,6 +314,19 @@ def test_report_only_fixtures():
     with open(os.path.join(out, "report.md")) as f:
         md = f.read()
     check("the DS-error caption says how zeros are drawn", "exact zeros included, are drawn at 1e-16" in md, md)
+    with open(os.path.join(out, "depth_sigma2.dat")) as f:
+        s2 = f.read()
+    check("sigma_2: one line per variant with streams, none (one stream) left out",
+          re.findall(r"# index \d+: (\w+)", s2) == ["hc", "mhc", "mhc_lite"], s2)
+    check("sigma_2: mhc-lite's values through depth (mean over seeds)",
+          "\n3 0.968" in s2.split("mhc_lite")[1], s2)
+    with open(os.path.join(out, "orth_error.dat")) as f:
+        oe = f.read()
+    check("orthogonality error: every variant, none's exact zeros at 1e-16",
+          re.findall(r"# index \d+: (\w+)", oe) == ["none", "hc", "mhc", "mhc_lite"] and "0 1e-16 1e-16" in oe, oe)
+    with open(os.path.join(out, "stream_similarity.gp")) as f:
+        gp = f.read()
+    check("stream similarity: a linear axis up to 1.05", "logscale" not in gp and ":1.05]" in gp, gp)
 
     r = run("compare", "--report-only", "--out", out, "--variants", "mhc_lite,hc", "--seeds", "1")
     rows = table_rows(os.path.join(out, "report.md"))
@@ -336,6 +362,29 @@ def test_report_only_fixtures():
           and not [n for n in os.listdir(nodiag) if n.endswith(".png")])
 
 
+def test_every_variant():
+    """`mhc compare` over every variant of the table on a tiny config, end to end."""
+    out = path("seven")
+    variants = ["none", "hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc"]
+    r = run("compare", "--config", path("tiny.toml"), "--data", path("corpus.txt"), "--variants", ",".join(variants),
+            "--seeds", "1", "--set", "max_iters=4", "--set", "eval_interval=2", "--out", out, "--json")
+    check("compare over all seven variants", r.returncode == 0, r.stderr)
+    if r.returncode != 0:
+        return
+    rows = table_rows(os.path.join(out, "report.md"))
+    check("seven rows, in the table's order", [x[0] for x in rows] == variants, rows)
+    if HAVE_GNUPLOT:
+        check_report(out, "seven variants", ["val_loss", "train_loss", "grad_norm", "depth_gain", "ds_error",
+                                             "orth_error", "depth_sigma2", "stream_similarity"])
+    with open(os.path.join(out, "depth_sigma2.dat")) as f:
+        s2 = f.read()
+    check("sigma_2 plot: the six variants with streams",
+          re.findall(r"# index \d+: (\w+)", s2) == variants[1:], s2)
+    ohc = s2.split("ohc")[1]
+    check("sigma_2 plot: ohc's composite keeps sigma_2 = 1 at every site",
+          all(abs(float(l.split()[1]) - 1) < 1e-5 for l in ohc.splitlines()[1:] if l.strip()), ohc)
+
+
 if __name__ == "__main__":
     try:
         write_inputs()
@@ -344,6 +393,7 @@ if __name__ == "__main__":
         test_two_tiny_runs()
         test_failed_run_then_resume()
         test_interrupt()
+        test_every_variant()
     finally:
         shutil.rmtree(TMP, ignore_errors=True)
     print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))

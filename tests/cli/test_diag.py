@@ -23,7 +23,10 @@ TINY = ["--set", "n_layer=%d" % LAYERS, "--set", "n_head=2", "--set", "n_embd=16
         "--set", "batch_size=2", "--set", "warmup_iters=2", "--set", "eval_interval=100", "--set", "eval_iters=1",
         "--set", "log_interval=100", "--quiet"]
 KEYS = {"site", "block", "kind", "ds_error_mean", "ds_error_max", "fwd_gain_mean", "fwd_gain_max", "bwd_gain_mean",
-        "bwd_gain_max", "depth_fwd_gain_mean", "depth_fwd_gain_max", "depth_bwd_gain_mean", "depth_bwd_gain_max"}
+        "bwd_gain_max", "depth_fwd_gain_mean", "depth_fwd_gain_max", "depth_bwd_gain_mean", "depth_bwd_gain_max",
+        "orth_error_mean", "orth_error_max", "depth_sigma1_mean", "depth_sigma1_max",
+        # n >= 2 only (every run here has 4 streams)
+        "depth_sigma2_mean", "depth_sigma2_max", "stream_similarity"}
 NU_KEYS = {"log_inv_nu_mean", "log_inv_nu_max", "frac_nu_above_30"}
 
 
@@ -58,8 +61,9 @@ def main():
     with open(path("corpus.txt"), "wb") as f:
         f.write(b"".join(b"%d bottles of beer on the wall, %d bottles of beer.\n" % (i, i) for i in range(300)))
 
-    for variant in ("mhc_lite", "mhc", "hc"):
-        recs = train(variant, "hyper_conn_type=" + variant, "max_iters=7", "diag_interval=3")
+    for variant in ("mhc_lite", "mhc", "hc", "jpmhc", "ohc"):
+        recs = train(variant, "hyper_conn_type=" + variant, "max_iters=7", "diag_interval=3",
+                     *(["cayley_iters=0"] if variant == "jpmhc" else []))
         diag_steps = [r["step"] for r in recs if "diag" in r]
         check(variant + ": diag at steps 3, 6 and the last (7), though log_interval is 100",
               diag_steps == [3, 6, 7], diag_steps)
@@ -78,6 +82,19 @@ def main():
             if variant == "mhc_lite":
                 check("mhc_lite step %d: exactly doubly stochastic, composite gain 1" % r["step"],
                       all(s["ds_error_max"] < 1e-6 and abs(s["depth_fwd_gain_max"] - 1) < 1e-5 for s in sites))
+            if variant in ("jpmhc", "ohc"):  # jpmhc with cayley_iters = 0: the exact transform
+                check("%s step %d: orthogonal, composite sigma_1 = sigma_2 = 1" % (variant, r["step"]),
+                      all(s["orth_error_max"] < 1e-6 and abs(s["depth_sigma1_max"] - 1) < 1e-5
+                          and abs(s["depth_sigma2_mean"] - 1) < 1e-5 for s in sites), sites)
+            check("%s step %d: stream similarity in [-1, 1], sigma_2 <= sigma_1" % (variant, r["step"]),
+                  all(-1 <= s["stream_similarity"] <= 1 + 1e-9 and s["depth_sigma2_max"] <= s["depth_sigma1_max"] + 1e-9
+                      for s in sites), sites)
+
+    recs = train("single", "hyper_conn_type=none", "max_iters=3", "diag_interval=3")
+    sites = [s for r in recs if "diag" in r for s in r["diag"]["sites"]]
+    check("none (one stream): no sigma_2 or stream similarity, the other keys present",
+          sites and all(set(s) == KEYS - {"depth_sigma2_mean", "depth_sigma2_max", "stream_similarity"}
+                        for s in sites), sites)
 
     recs = train("never", "max_iters=4", "diag_interval=0")
     check("diag_interval=0: no diag record", recs and not any("diag" in r for r in recs), recs)

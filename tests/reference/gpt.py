@@ -3,7 +3,8 @@
 Written from /work/shared/SPEC.md (sections 3, 4, 5) and hyper_conn.py only; a test oracle
 for the C++ engine, so it favours the plainest formulation and relies on autograd.
 
-    GPTConfig               nanoGPT field names + hyper_conn_type / hyper_conn_n / sinkhorn_iters
+    GPTConfig               nanoGPT field names + hyper_conn_type / hyper_conn_n / sinkhorn_iters /
+                            cayley_iters
     GPT                     the model; state_dict() names and shapes are exactly SPEC section 4
     load_mhc_state_dict     strict load that also accepts the tied head under 'lm_head.weight'
     init_weights            SPEC section 3 initialisation
@@ -32,10 +33,10 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hyper_conn import HyperConnection, all_permutations  # noqa: E402
 
-HYPER_CONN_TYPES = ("none", "hc", "mhc", "mhc_lite", "kromhc")
+HYPER_CONN_TYPES = ("none", "hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc")
 # GPTConfig type -> hyper_conn.py variant name
 _VARIANT = {"none": "residual", "hc": "hc", "mhc": "mhc", "mhc_lite": "mhc-lite",
-            "kromhc": "kromhc"}
+            "kromhc": "kromhc", "jpmhc": "jpmhc", "ohc": "ohc"}
 _ALIASES = {"residual": "none", "mhc-lite": "mhc_lite", "mhclite": "mhc_lite"}
 
 LN_EPS = 1e-5
@@ -76,6 +77,7 @@ class GPTConfig:
     hyper_conn_type: str = "mhc_lite"
     hyper_conn_n: int = 4
     sinkhorn_iters: int = 20
+    cayley_iters: int = 2              # jpmhc: the paper's fixed-point iterations; 0 = exact
 
     def __post_init__(self):
         self.hyper_conn_type = canonical_type(self.hyper_conn_type)
@@ -87,6 +89,7 @@ class GPTConfig:
         self.bias = _as_bool(self.bias)
         self.hyper_conn_n = int(self.hyper_conn_n)
         self.sinkhorn_iters = int(self.sinkhorn_iters)
+        self.cayley_iters = int(self.cayley_iters)
         if self.hyper_conn_type == "none":
             self.hyper_conn_n = 1          # plain residual: one stream, whatever was asked
         if self.n_embd % self.n_head != 0:
@@ -228,7 +231,8 @@ def make_gpt_site(cfg, site_index, perms=None, dtype=torch.float64):
     if variant != "mhc-lite":
         perms = None
     return HyperConnection(variant, cfg.hyper_conn_n, cfg.n_embd, site_index=site_index,
-                           sinkhorn_iters=cfg.sinkhorn_iters, perms=perms, dtype=dtype)
+                           sinkhorn_iters=cfg.sinkhorn_iters, perms=perms, dtype=dtype,
+                           cayley_iters=cfg.cayley_iters)
 
 
 # ----------------------------------------------------------------------------
@@ -381,7 +385,8 @@ def init_weights(model, generator):
             if hasattr(site, "perms"):
                 perms = [tuple(int(i) for i in r) for r in site.perms.tolist()]
             fresh = HyperConnection(site.variant, site.n, site.C, site_index=site.site_index,
-                                    sinkhorn_iters=site.sinkhorn_iters, perms=perms)
+                                    sinkhorn_iters=site.sinkhorn_iters, perms=perms,
+                                    cayley_iters=site.cayley_iters)
             for name, p in site.named_parameters():
                 p.copy_(dict(fresh.named_parameters())[name])
         for name, mod in model.named_modules():

@@ -11,7 +11,7 @@ One module = one site.  Conventions (SPEC section 1):
     H_res    (..., n, n)   indexed H_res[s][t]
     H_post   (..., n)      X'_t = sum_s H_res[s][t] * X_s + H_post[t] * y
 
-Variants: residual, hc, mhc, mhc-lite, kromhc.
+Variants: residual, hc, mhc, mhc-lite, kromhc, jpmhc, ohc.
 """
 
 import itertools
@@ -20,11 +20,13 @@ import math
 import torch
 import torch.nn as nn
 
-VARIANTS = ("residual", "hc", "mhc", "mhc-lite", "kromhc")
+VARIANTS = ("residual", "hc", "mhc", "mhc-lite", "kromhc", "jpmhc", "ohc")
 
 NORM_EPS = 1e-12          # SPEC 2.2: v / max(||v||_2, 1e-12)
 INIT_SCALE = 0.01         # s_pre, s_res, s_post, s_alpha, s_beta at init
 OFF_LOGIT = -8.0          # the "-8" bias of non-identity entries / permutations
+CAYLEY_ALPHA = 0.1        # jpmhc's fixed alpha (SPEC 2)
+QUAT_EPS = 1e-12          # ohc: q = nu / sqrt(|nu|^2 + 1e-12)
 
 
 # ----------------------------------------------------------------------------
@@ -44,6 +46,40 @@ def sinkhorn(logits, iters=20):
         L = L - torch.logsumexp(L, dim=-2, keepdim=True)   # column step
         L = L - torch.logsumexp(L, dim=-1, keepdim=True)   # row step
     return torch.exp(L)
+
+
+def cayley(W, iters=2, alpha=CAYLEY_ALPHA):
+    """jpmhc (SPEC 2): H_res from a skew-symmetric W (..., n, n).
+
+    iters = 0: the exact Cayley transform (I - alpha W / 2)^-1 (I + alpha W / 2).
+    iters = s > 0: the paper's fixed point, Y_0 = I + alpha W, then s times
+    Y <- I + (alpha / 2) W (I + Y).
+    """
+    n = W.shape[-1]
+    eye = torch.eye(n, dtype=W.dtype, device=W.device).expand(W.shape)
+    if int(iters) == 0:
+        return torch.linalg.solve(eye - 0.5 * alpha * W, eye + 0.5 * alpha * W)
+    Y = eye + alpha * W
+    for _ in range(int(iters)):
+        Y = eye + 0.5 * alpha * W @ (eye + Y)
+    return Y
+
+
+def unit_quaternion(l):
+    """ohc (SPEC 2): nu = (1 + l_0, l_1, l_2, l_3), q = nu / sqrt(|nu|^2 + 1e-12)."""
+    nu = torch.cat([1.0 + l[..., :1], l[..., 1:]], dim=-1)
+    return nu / torch.sqrt((nu * nu).sum(dim=-1, keepdim=True) + QUAT_EPS)
+
+
+def quaternion_rotation(q, r):
+    """ohc (SPEC 2): H_res = L_q R_rbar, the map p -> q p rbar, for unit q, r (..., 4)."""
+    w, x, y, z = q.unbind(-1)
+    w2, x2, y2, z2 = r.unbind(-1)
+    L = torch.stack([torch.stack([w, -x, -y, -z], -1), torch.stack([x, w, -z, y], -1),
+                     torch.stack([y, z, w, -x], -1), torch.stack([z, -y, x, w], -1)], -2)
+    R = torch.stack([torch.stack([w2, x2, y2, z2], -1), torch.stack([-x2, w2, -z2, y2], -1),
+                     torch.stack([-y2, z2, w2, -x2], -1), torch.stack([-z2, -y2, x2, w2], -1)], -2)
+    return L @ R
 
 
 def all_permutations(n):
@@ -148,6 +184,33 @@ def composite_gains(H_res_list, abs_entries=True):
     return out
 
 
+def orth_error(M):
+    """Orthogonality error of matrices M (..., n, n): max |(M^T M - I)[i][j]| (SPEC 6)."""
+    n = M.shape[-1]
+    eye = torch.eye(n, dtype=M.dtype, device=M.device)
+    return (M.transpose(-2, -1) @ M - eye).abs().amax(dim=(-2, -1))
+
+
+def composite_spectrum(H_res_list):
+    """Singular values (largest first) of the composite map A_l ... A_1 after each site,
+    A = H_res^T: a list (one per depth) of tensors (N, n)."""
+    out, comp = [], None
+    for H in H_res_list:
+        A = map_of(H)
+        comp = A if comp is None else A @ comp
+        out.append(torch.linalg.svdvals(comp))
+    return out
+
+
+def stream_similarity(X):
+    """Mean over tokens of the mean pairwise cosine similarity of the n streams X (N, n, C)."""
+    n = X.shape[-2]
+    Xn = X / X.norm(dim=-1, keepdim=True)
+    S = Xn @ Xn.transpose(-2, -1)                       # (N, n, n) cosines
+    iu = torch.triu_indices(n, n, offset=1)
+    return S[..., iu[0], iu[1]].mean(dim=-1).mean().item()
+
+
 def log_inv_nu(res_logits, threshold=30.0):
     """mhc: log(1/nu) = max - min of the pre-Sinkhorn logits per token.
 
@@ -184,7 +247,7 @@ class HyperConnection(nn.Module):
     """One hyper-connection site (SPEC 1, 2, 4)."""
 
     def __init__(self, variant, n, C, site_index=0, sinkhorn_iters=20, perms=None,
-                 dtype=torch.float64):
+                 dtype=torch.float64, cayley_iters=2):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError("unknown variant %r" % (variant,))
@@ -194,6 +257,7 @@ class HyperConnection(nn.Module):
         self.site_index = int(site_index)
         self.r = self.site_index % self.n
         self.sinkhorn_iters = int(sinkhorn_iters)
+        self.cayley_iters = int(cayley_iters)
         n, C, r = self.n, self.C, self.r
         f64 = torch.float64
         P = nn.Parameter
@@ -239,12 +303,22 @@ class HyperConnection(nn.Module):
                     for t in range(n):
                         static_alpha[s, 1 + t] = 0.0 if s == t else OFF_LOGIT
                 ncols = n * (1 + n)
-            else:  # kromhc
+            elif variant == "kromhc":
                 Kb = log2_exact(n)
                 self.K = Kb
                 b_f = torch.tensor([0.0, OFF_LOGIT], dtype=f64).repeat(Kb)
                 static_alpha = torch.cat([b_pre, b_f])
                 ncols = n + 2 * Kb
+            elif variant == "jpmhc":
+                if self.cayley_iters < 0:
+                    raise ValueError("jpmhc needs cayley_iters >= 0, got %d" % self.cayley_iters)
+                static_alpha = torch.cat([b_pre, torch.zeros(n * n, dtype=f64)])   # b_res = 0: W = 0
+                ncols = n + n * n
+            else:  # ohc
+                if n != 4:
+                    raise ValueError("ohc needs n = 4, got %d" % n)
+                static_alpha = torch.cat([b_pre, torch.zeros(8, dtype=f64)])       # q = r = 1
+                ncols = n + 8
             self.norm = RMSNormGain(nC)
             self.static_alpha = P(static_alpha)
             self.dynamic_alpha_fn = P(torch.zeros(nC, ncols, dtype=f64))
@@ -285,7 +359,8 @@ class HyperConnection(nn.Module):
     def res_logits(self, X):
         """Pre-softmax / pre-Sinkhorn H_res logits s_res * w_res + b_res.
 
-        mhc: (..., n, n) indexed [s][t];  mhc-lite: (..., K);  kromhc: (..., K, 2).
+        mhc: (..., n, n) indexed [s][t];  mhc-lite: (..., K);  kromhc: (..., K, 2);
+        jpmhc: M (..., n, n);  ohc: l (..., 8).
         """
         self._check(X)
         dt = self._dtype_for(X)
@@ -302,7 +377,12 @@ class HyperConnection(nn.Module):
         if self.variant == "kromhc":
             f = s_res * w[..., n:] + sa[n:]
             return f.reshape(*f.shape[:-1], self.K, 2)
-        raise ValueError("res_logits is defined for mhc, mhc-lite, kromhc")
+        if self.variant == "jpmhc":
+            f = s_res * w[..., n:] + sa[n:]
+            return f.reshape(*f.shape[:-1], n, n)
+        if self.variant == "ohc":
+            return s_res * w[..., n:] + sa[n:]
+        raise ValueError("res_logits is defined for mhc, mhc-lite, kromhc, jpmhc, ohc")
 
     # -- the coefficients ------------------------------------------------------
 
@@ -351,6 +431,16 @@ class HyperConnection(nn.Module):
             Pm = permutation_matrices(self.perms, n, dtype=dt, device=X.device)
             H_res = torch.einsum("...k,kij->...ij", a, Pm)
             return H_pre, H_res, H_post
+
+        if self.variant == "jpmhc":
+            M = (s_res * w[..., n:] + sa[n:]).reshape(*lead, n, n)          # M[i][j]: column n + i n + j
+            W = M - M.transpose(-2, -1)
+            return H_pre, cayley(W, self.cayley_iters), H_post
+
+        if self.variant == "ohc":
+            l = s_res * w[..., n:] + sa[n:]                                  # (..., 8)
+            q, r = unit_quaternion(l[..., :4]), unit_quaternion(l[..., 4:])
+            return H_pre, quaternion_rotation(q, r), H_post
 
         # kromhc
         Kb = self.K
@@ -402,6 +492,7 @@ class HyperConnection(nn.Module):
 
 
 def make_site(variant, n, C, site_index=0, sinkhorn_iters=20, perms=None,
-              dtype=torch.float64):
+              dtype=torch.float64, cayley_iters=2):
     return HyperConnection(variant, n, C, site_index=site_index,
-                           sinkhorn_iters=sinkhorn_iters, perms=perms, dtype=dtype)
+                           sinkhorn_iters=sinkhorn_iters, perms=perms, dtype=dtype,
+                           cayley_iters=cayley_iters)

@@ -28,7 +28,8 @@ from safetensors_io import write_safetensors  # noqa: E402
 N_TOKENS = 6
 C_DIM = 8
 
-# (variant, n, site_index, sinkhorn_iters, K or None)
+# (variant, n, site_index, iters, K or None)
+#   iters: sinkhorn_iters for mhc, cayley_iters for jpmhc (0: the exact transform), else unused (20).
 #   K = None: mhc-lite uses all n! permutations;  K = int: a seeded subset.
 CASES = [
     ("residual", 1, 0, 20, None),
@@ -51,12 +52,28 @@ CASES = [
     ("kromhc", 2, 1, 20, None),
     ("kromhc", 4, 1, 20, None),
     ("kromhc", 8, 0, 20, None),
+    ("jpmhc", 1, 0, 2, None),
+    ("jpmhc", 2, 1, 0, None),
+    ("jpmhc", 2, 1, 2, None),
+    ("jpmhc", 3, 1, 2, None),
+    ("jpmhc", 4, 0, 0, None),
+    ("jpmhc", 4, 1, 2, None),
+    ("jpmhc", 4, 2, 1, None),
+    ("jpmhc", 5, 3, 0, None),
+    ("jpmhc", 8, 1, 0, None),
+    ("jpmhc", 8, 0, 2, None),
+    ("ohc", 4, 0, 20, None),
+    ("ohc", 4, 1, 20, None),
 ]
 
 
-def case_name(variant, n, iters, K):
+def case_name(variant, n, iters, K, site_index=0):
     name = "conn_%s_n%d" % (variant, n)
-    if iters != 20:
+    if variant == "ohc":                      # n is fixed: the cases differ by their site
+        name += "_site%d" % site_index
+    elif variant == "jpmhc":
+        name += "_cayley%d" % iters
+    elif iters != 20:
         name += "_iters%d" % iters
     if K is not None:
         name += "_K%d" % K
@@ -98,6 +115,10 @@ def randomise_parameters(site, gen):
             elif name in ("dynamic_alpha_fn", "dynamic_beta_fn"):
                 fan_in = shape[0]
                 p.copy_(normal(shape, 1.0 / math.sqrt(fan_in)))
+            elif name == "residual_scale" and v == "ohc":
+                # ohc's logits enter the quaternions undamped (jpmhc's are scaled by alpha = 0.1):
+                # a scale near 1 would let one optimizer step turn the rotation by a radian
+                p.copy_(uniform(shape, 0.05, 0.15))
             elif name in ("pre_branch_scale", "residual_scale", "h_post_scale",
                           "dynamic_alpha_scale", "dynamic_beta_scale"):
                 p.copy_(uniform(shape, 0.5, 1.5))
@@ -110,7 +131,11 @@ def randomise_parameters(site, gen):
                     init[:, 1:] = init[:, 1:] / 8.0
                 elif v in ("mhc-lite", "kromhc"):
                     init[n:] = init[n:] / 8.0
-                # hc: B_alpha (one-hot pre, identity res) + noise
+                elif v == "jpmhc":
+                    # M of a few units, so that alpha W / 2 is far from 0 and the exact transform
+                    # and the fixed-point iterations differ clearly
+                    init[n:] = normal((n * n,), 1.0)
+                # hc: B_alpha (one-hot pre, identity res) + noise; ohc: l = 0 + noise
                 p.copy_(init + normal(shape, 0.5))
             else:
                 raise RuntimeError("unhandled parameter %s" % name)
@@ -136,8 +161,10 @@ def make_case(variant, n, site_index, iters, K, seed):
     perms = None
     if variant == "mhc-lite":
         perms = all_permutations(n) if K is None else random_perm_subset(n, K, gen)
+    sinkhorn_iters, cayley_iters = (20, iters) if variant == "jpmhc" else (iters, 2)
     site = HyperConnection(variant, n, C_DIM, site_index=site_index,
-                           sinkhorn_iters=iters, perms=perms, dtype=torch.float64)
+                           sinkhorn_iters=sinkhorn_iters, perms=perms, dtype=torch.float64,
+                           cayley_iters=cayley_iters)
     randomise_parameters(site, gen)
 
     # Every input and parameter is fp32-representable, so the fp32 and fp64 runs of the C++ code
@@ -183,8 +210,8 @@ def make_case(variant, n, site_index, iters, K, seed):
         tensors.append(("perms", site.perms.to(f64)))
     tensors += list(results.items()) + f32err
     meta = {"variant": variant, "n": str(n), "C": str(C), "N": str(N),
-            "site_index": str(site_index), "sinkhorn_iters": str(iters),
-            "dtype": "float64"}
+            "site_index": str(site_index), "sinkhorn_iters": str(sinkhorn_iters),
+            "cayley_iters": str(cayley_iters), "dtype": "float64"}
     return tensors, meta
 
 
@@ -196,7 +223,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
     for variant, n, site_index, iters, K in CASES:
-        name = case_name(variant, n, iters, K)
+        name = case_name(variant, n, iters, K, site_index)
         seed = zlib.crc32(name.encode("utf-8"))
         tensors, meta = make_case(variant, n, site_index, iters, K, seed)
         path = os.path.join(args.out, name + ".safetensors")

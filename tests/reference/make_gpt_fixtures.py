@@ -6,7 +6,8 @@
 Float tensors are F64 with fp32-representable inputs and parameters; token ids and mhc-lite
 `perms` buffers are I64.
 
-(a) gpt_{type}.safetensors, type in none, hc, mhc, mhc_lite, kromhc, and gpt_mhc_lite_bias:
+(a) gpt_{type}.safetensors, type in none, hc, mhc, mhc_lite, kromhc, jpmhc, ohc, and
+    gpt_mhc_lite_bias, gpt_jpmhc_cayley0 (the exact transform):
     every state_dict entry (SPEC 4 names), idx (B,T), targets (B,T), loss (), logits (B,T,V),
     grad.<param>, f32err.loss, f32err.logits, f32err.grad.<param>.
     Metadata: config (JSON, nanoGPT names + hyper_conn_*), B, T, structural_zero_grads (JSON
@@ -37,7 +38,7 @@ import make_conn_fixtures as mk  # noqa: E402
 from safetensors_io import write_safetensors  # noqa: E402
 
 F64 = torch.float64
-TYPES = ("none", "hc", "mhc", "mhc_lite", "kromhc")
+TYPES = ("none", "hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc")
 B, T = 2, 16
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64, sinkhorn_iters=20)
 HC_N = 4
@@ -52,9 +53,9 @@ def seed_of(name):
     return zlib.crc32(name.encode("utf-8"))
 
 
-def tiny_config(hc_type, bias=False):
+def tiny_config(hc_type, bias=False, cayley_iters=2):
     return G.GPTConfig(hyper_conn_type=hc_type, hyper_conn_n=1 if hc_type == "none" else HC_N,
-                       bias=bias, **TINY)
+                       bias=bias, cayley_iters=cayley_iters, **TINY)
 
 
 def round_f32_(model):
@@ -89,8 +90,8 @@ def perturb_parameters(model, gen):
     round_f32_(model)
 
 
-def make_model(hc_type, bias, gen):
-    cfg = tiny_config(hc_type, bias)
+def make_model(hc_type, bias, gen, cayley_iters=2):
+    cfg = tiny_config(hc_type, bias, cayley_iters)
     model = G.GPT(cfg, dtype=F64)
     G.init_weights(model, gen)
     perturb_parameters(model, gen)
@@ -140,10 +141,11 @@ def config_meta(cfg):
 # (a) model parity
 # ----------------------------------------------------------------------------
 
-def make_model_case(hc_type, bias=False):
-    name = "gpt_%s%s" % (hc_type, "_bias" if bias else "")
+def make_model_case(hc_type, bias=False, cayley_iters=2):
+    name = "gpt_%s%s%s" % (hc_type, "_bias" if bias else "",
+                           "_cayley%d" % cayley_iters if cayley_iters != 2 else "")
     gen = torch.Generator().manual_seed(seed_of(name))
-    model = make_model(hc_type, bias, gen)
+    model = make_model(hc_type, bias, gen, cayley_iters)
     cfg = model.config
     idx, targets = token_batch(gen, (B, T), cfg.vocab_size)
 
@@ -316,6 +318,7 @@ def all_cases():
     """(name, thunk) for every fixture, in write order."""
     cases = [("gpt_" + t, (lambda t=t: make_model_case(t))) for t in TYPES]
     cases.append(("gpt_mhc_lite_bias", lambda: make_model_case("mhc_lite", bias=True)))
+    cases.append(("gpt_jpmhc_cayley0", lambda: make_model_case("jpmhc", cayley_iters=0)))
     cases += [("gpt_%s_adamw" % t, (lambda t=t: make_adamw_case(t))) for t in TYPES]
     cases += [("op_" + op, (lambda op=op: make_op_case(op))) for op in OPS]
     return cases

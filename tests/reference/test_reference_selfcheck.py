@@ -65,9 +65,10 @@ def diag(M):
     return torch.diagonal(M, dim1=-2, dim2=-1)
 
 
-def rand_site(variant, n, C, seed, site_index=0, iters=20, perms=None, dtype=F64):
+def rand_site(variant, n, C, seed, site_index=0, iters=20, perms=None, dtype=F64, cayley_iters=2):
     gen = torch.Generator().manual_seed(seed)
-    m = HyperConnection(variant, n, C, site_index=site_index, sinkhorn_iters=iters, perms=perms)
+    m = HyperConnection(variant, n, C, site_index=site_index, sinkhorn_iters=iters, perms=perms,
+                        cayley_iters=cayley_iters)
     mk.randomise_parameters(m, gen)
     return m.to(dtype), gen
 
@@ -112,9 +113,20 @@ for _dtype, _tol in ((F64, TOL6), (torch.float32, 2e-6)):
         _, H, _ = m.coefficients(X_INIT.to(dtype))
         close(diag(H), torch.full((5, 4), 0.999329), tol, "diag")
 
+    @check("init n=4 jpmhc (both modes) and ohc H_res = I (%s)" % _tag)
+    def _(dtype=_dtype, tol=_tol):
+        for variant, iters in (("jpmhc", 0), ("jpmhc", 2), ("ohc", 2)):
+            m = HyperConnection(variant, 4, 8, site_index=1, dtype=dtype, cayley_iters=iters)
+            _, H, _ = m.coefficients(X_INIT.to(dtype))
+            want = torch.eye(4, dtype=F64).expand(5, 4, 4)
+            if dtype == torch.float32:
+                assert torch.equal(H.double(), want), (variant, H)     # exactly, in fp32
+            else:
+                close(H, want, 1.5e-12, variant)                         # 1/(1 + 1e-12) for ohc
+
     @check("init n=4 H_pre 0.731059/0.268941, H_post 1.462117/0.537883 (%s)" % _tag)
     def _(dtype=_dtype, tol=_tol):
-        for variant in ("mhc", "mhc-lite", "kromhc"):
+        for variant in ("mhc", "mhc-lite", "kromhc", "jpmhc", "ohc"):
             for site_index in range(8):
                 r = site_index % 4
                 m = HyperConnection(variant, 4, 8, site_index=site_index, dtype=dtype)
@@ -185,6 +197,8 @@ def _():
         "mhc": fam((n, 1 + n), (nC, n * (1 + n))),
         "mhc-lite": dict(fam((n + 24,), (nC, n + 24)), perms=(24, n)),
         "kromhc": fam((n + 4,), (nC, n + 4)),
+        "jpmhc": fam((n + n * n,), (nC, n + n * n)),
+        "ohc": fam((n + 8,), (nC, n + 8)),
     }
     for v, w in want.items():
         m = HyperConnection(v, 1 if v == "residual" else n, C)
@@ -440,13 +454,20 @@ GRADCHECK_CASES = [
     ("kromhc", 1, 0, 20, None),
     ("kromhc", 2, 1, 20, None),
     ("kromhc", 4, 0, 20, None),
+    ("jpmhc", 3, 1, 0, None),      # iters: cayley_iters for jpmhc
+    ("jpmhc", 3, 2, 2, None),
+    ("jpmhc", 4, 0, 1, None),
+    ("ohc", 4, 1, 20, None),
 ]
 
 for _v, _n, _si, _it, _perms in GRADCHECK_CASES:
     @check("gradcheck f64 %s n=%d site %d iters %d%s" % (_v, _n, _si, _it,
                                                           "" if _perms is None else " K=%d" % len(_perms)))
     def _(v=_v, n=_n, si=_si, it=_it, perms=_perms):
-        m, _g = rand_site(v, n, 3, seed=70 + n, site_index=si, iters=it, perms=perms)
+        if v == "jpmhc":
+            m, _g = rand_site(v, n, 3, seed=70 + n, site_index=si, perms=perms, cayley_iters=it)
+        else:
+            m, _g = rand_site(v, n, 3, seed=70 + n, site_index=si, iters=it, perms=perms)
         gradcheck_site(m, N=2, seed=80 + n)
 
 
@@ -455,6 +476,63 @@ def _():
     for v in ("hc", "mhc", "mhc-lite", "kromhc"):
         m = HyperConnection(v, 2, 3, site_index=1)
         gradcheck_site(m, N=2, seed=90)
+
+
+@check("the Cayley gap (SPEC 2): M[0][1] = 10, exact [[.6, .8], [-.8, .6]], 2 iterations [[.5, .75], [-.75, .5]]")
+def _():
+    m = HyperConnection("jpmhc", 4, 3, cayley_iters=0)
+    for iters, (a, b), err in ((0, (0.6, 0.8), 0.0), (2, (0.5, 0.75), 0.1875)):
+        m.cayley_iters = iters
+        with torch.no_grad():
+            m.residual_scale.zero_()
+            m.static_alpha[4:] = 0
+            m.static_alpha[4 + 0 * 4 + 1] = 10.0
+        _, H, _ = m.coefficients(torch.randn(2, 4, 3, dtype=F64))
+        want = torch.eye(4, dtype=F64)
+        want[:2, :2] = torch.tensor([[a, b], [-b, a]], dtype=F64)
+        close(H, want.expand(2, 4, 4), 1e-15, "H_res, cayley_iters %d" % iters)
+        close(hc.orth_error(H), [err, err], 1e-15, "orthogonality error")
+    # the iteration's fixed point is the exact transform
+    W = torch.randn(5, 5, dtype=F64, generator=torch.Generator().manual_seed(4))
+    W = W - W.T
+    close(hc.cayley(W, 60), hc.cayley(W, 0), 1e-12, "fixed point")
+
+
+@check("exact jpmhc and ohc H_res orthogonal for logits up to +-50 (f64 & f32); jpmhc iterations are not")
+def _():
+    for variant, n, iters in [("jpmhc", n, 0) for n in range(2, 9)] + [("ohc", 4, 2)]:
+        for dtype, tol in ((F64, 1e-12), (torch.float32, 2e-5)):
+            m, gen = rand_site(variant, n, 3, seed=110 + n, cayley_iters=iters)
+            with torch.no_grad():
+                m.static_alpha[n:] = 100 * torch.rand(m.static_alpha[n:].shape, generator=gen, dtype=F64) - 50
+            m = m.to(dtype)
+            _, H, _ = m.coefficients(torch.randn(7, n, 3, generator=gen, dtype=F64).to(dtype))
+            assert torch.isfinite(H).all()
+            e = hc.orth_error(H.double()).max().item()
+            assert e <= tol, (variant, n, dtype, e)
+    m, gen = rand_site("jpmhc", 4, 3, seed=120, cayley_iters=2)
+    _, H, _ = m.coefficients(torch.randn(7, 4, 3, generator=gen, dtype=F64))
+    assert hc.orth_error(H).max().item() > 1e-6
+
+
+@check("ohc H_res p = q p rbar (Hamilton products), a rotation (det +1)")
+def _():
+    def qmul(a, b):
+        w1, x1, y1, z1 = a
+        w2, x2, y2, z2 = b
+        return torch.stack([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+                            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
+    gen = torch.Generator().manual_seed(130)
+    for _i in range(5):
+        l = torch.randn(8, generator=gen, dtype=F64)
+        q, r = hc.unit_quaternion(l[:4]), hc.unit_quaternion(l[4:])
+        rbar = r * torch.tensor([1.0, -1, -1, -1], dtype=F64)
+        H = hc.quaternion_rotation(q, r)
+        for j in range(4):
+            e = torch.zeros(4, dtype=F64)
+            e[j] = 1
+            close(H[:, j], qmul(qmul(q, e), rbar), 1e-15, "column %d" % j)
+        close(torch.det(H), 1.0, 1e-10, "det")      # |q|^2 = |nu|^2 / (|nu|^2 + 1e-12)
 
 
 # ----------------------------------------------------------------------------
@@ -525,16 +603,19 @@ def _():
         files = sorted(os.listdir(d))
         assert len(files) == len(mk.CASES), files
         for variant, n, si, iters, K in mk.CASES:
-            name = mk.case_name(variant, n, iters, K) + ".safetensors"
+            name = mk.case_name(variant, n, iters, K, si) + ".safetensors"
             t, meta = read_safetensors(os.path.join(d, name))
+            sk, cay = (20, iters) if variant == "jpmhc" else (iters, 2)
             assert meta == {"variant": variant, "n": str(n), "C": str(mk.C_DIM), "N": str(mk.N_TOKENS),
-                            "site_index": str(si), "sinkhorn_iters": str(iters), "dtype": "float64"}
+                            "site_index": str(si), "sinkhorn_iters": str(sk), "cayley_iters": str(cay),
+                            "dtype": "float64"}
             perms = None
             if variant == "mhc-lite":
                 perms = [tuple(int(x) for x in row) for row in t["perms"].tolist()]
                 assert perms[0] == tuple(range(n))
                 assert len(perms) == (K if K is not None else math.factorial(n))
-            m = HyperConnection(variant, n, mk.C_DIM, site_index=si, sinkhorn_iters=iters, perms=perms)
+            m = HyperConnection(variant, n, mk.C_DIM, site_index=si, sinkhorn_iters=sk, perms=perms,
+                                cayley_iters=cay)
             sd = {k: t[k] for k in m.state_dict()}
             if "perms" in sd:
                 sd["perms"] = sd["perms"].long()
@@ -585,7 +666,7 @@ import ckpt_loss  # noqa: E402
 import gpt as G  # noqa: E402
 import make_gpt_fixtures as mg  # noqa: E402
 
-GPT_TYPES = ("none", "hc", "mhc", "mhc_lite", "kromhc")
+GPT_TYPES = ("none", "hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc")
 
 
 def spec4_names(cfg, K_lite=None):
@@ -619,6 +700,10 @@ def spec4_names(cfg, K_lite=None):
             elif t == "mhc_lite":
                 K = math.factorial(n) if K_lite is None else K_lite
                 sa, W = (n + K,), (nC, n + K)
+            elif t == "jpmhc":
+                sa, W = (n + n * n,), (nC, n + n * n)
+            elif t == "ohc":
+                sa, W = (n + 8,), (nC, n + 8)
             else:
                 Kb = n.bit_length() - 1
                 sa, W = (n + 2 * Kb,), (nC, n + 2 * Kb)
@@ -655,7 +740,7 @@ def random_gpt(cfg, seed):
 def _():
     for t in GPT_TYPES:
         for bias in (False, True):
-            for n in (2, 4):
+            for n in ((4,) if t == "ohc" else (2, 4)):          # ohc rotates exactly 4 streams
                 cfg = small_cfg(t, bias=bias, hyper_conn_n=n)
                 m = G.GPT(cfg)
                 got = {k: tuple(v.shape) for k, v in m.state_dict().items()}
@@ -931,7 +1016,7 @@ with tempfile.TemporaryDirectory() as _gfx_dir:
         assert _gfx_ok
         want = {n + ".safetensors" for n, _ in mg.all_cases()}
         assert set(os.listdir(_gfx_dir)) == want, set(os.listdir(_gfx_dir)) ^ want
-        assert len(want) == 6 + 5 + 7
+        assert len(want) == 9 + 7 + 7      # models (+ mhc_lite bias, exact jpmhc), AdamW, ops
 
     def _raw_dtypes(path):
         raw = open(path, "rb").read()
@@ -950,7 +1035,7 @@ with tempfile.TemporaryDirectory() as _gfx_dir:
             cfg, unknown = G.GPTConfig.from_json(meta["config"], strict=True)
             assert list(json.loads(meta["config"])) == [
                 "n_layer", "n_head", "n_embd", "vocab_size", "block_size", "bias",
-                "hyper_conn_type", "hyper_conn_n", "sinkhorn_iters"]
+                "hyper_conn_type", "hyper_conn_n", "sinkhorn_iters", "cayley_iters"]
             assert cfg == mg.tiny_config(t, bias) and meta["B"] == "2" and meta["T"] == "16"
             m = G.GPT(cfg)
             sdn = spec4_names(cfg)

@@ -1,20 +1,25 @@
 // Child processes: fork + exec with the output in a pipe, and an error pipe that tells the parent
-// why exec failed (a missing gnuplot is a warning, not a crash).
-#include "report/subprocess.h"
+// why exec failed (a missing gnuplot is a warning, not a crash). This process's executable and
+// peak memory.
+#include "sys/process.h"
 
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <cstdlib>
 #include <stdexcept>
+
+#include "sys/file.h"
 
 extern char** environ;
 
-namespace mhc::report {
+namespace mhc::sys {
 
 Child spawn_child(const std::vector<std::string>& argv, const SpawnOptions& opt) {
     if (argv.empty()) throw std::runtime_error("spawn_child: empty command");
@@ -114,4 +119,34 @@ std::string self_exe() {
     return std::string(buf, (size_t)n);
 }
 
-}  // namespace mhc::report
+double peak_rss_mb() {
+    std::string status;
+    if (read_file("/proc/self/status", status)) {
+        const size_t at = status.find("\nVmHWM:");  // "VmHWM:    1234 kB"
+        if (at != std::string::npos) return std::strtod(status.c_str() + at + 7, nullptr) / 1024.0;
+    }
+    struct rusage ru {};
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;  // KiB on Linux
+}
+
+double memory_limit_bytes(std::string& what) {
+    double best = -1;
+    auto consider = [&](double bytes, const char* name) {
+        if (bytes > 0 && (best < 0 || bytes < best)) best = bytes, what = name;
+    };
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) consider((double)pages * page, "physical memory");
+    for (const char* f : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+        std::string text;  // "max" (no limit) or a number of bytes
+        if (read_file(f, text) && !text.empty() && text[0] >= '0' && text[0] <= '9')
+            consider(std::strtod(text.c_str(), nullptr), "the cgroup's memory limit");
+    }
+    for (auto [res, name] : {std::pair{RLIMIT_AS, "RLIMIT_AS"}, std::pair{RLIMIT_DATA, "RLIMIT_DATA"}}) {
+        struct rlimit rl {};
+        if (getrlimit(res, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) consider((double)rl.rlim_cur, name);
+    }
+    return best;
+}
+
+}  // namespace mhc::sys

@@ -1,12 +1,12 @@
-// Child processes: `mhc compare`'s training runs and gnuplot, `mhc bench`'s measurements (the mhc
-// binary itself, re-executed).
+// Processes: children (`mhc compare`'s training runs and gnuplot, `mhc bench`'s measurements, the
+// mhc binary itself re-executed), and this process's own executable and peak memory.
 #pragma once
 #include <sys/types.h>
 
 #include <string>
 #include <vector>
 
-namespace mhc::report {
+namespace mhc::sys {
 
 struct SpawnOptions {
     std::string cwd;            // working directory of the child ("" = ours)
@@ -37,6 +37,17 @@ bool read_some(int fd, std::string& buf);
 // The path of the running executable (/proc/self/exe).
 std::string self_exe();
 
+// Peak resident set of this process in MiB: VmHWM of the current address space, else (no /proc)
+// ru_maxrss. Not ru_maxrss first: a spawned child's ru_maxrss can start at its parent's peak,
+// which exec carries over, so a small run started by a large parent would report the parent's.
+double peak_rss_mb();
+
+// The most memory this process can have, in bytes: the smallest of the machine's physical memory,
+// the cgroup's limit (memory.max, v2 or v1) and RLIMIT_AS / RLIMIT_DATA, each where there is one;
+// `what` becomes the one that decides ("physical memory", "the cgroup limit", "RLIMIT_AS" ...).
+// -1 when none is known.
+double memory_limit_bytes(std::string& what);
+
 template <typename F> int finish_child(Child& c, F&& on_line) {
     std::string buf;
     while (read_some(c.out_fd, buf)) {
@@ -51,4 +62,4 @@ template <typename F> int finish_child(Child& c, F&& on_line) {
     return wait_child(c.pid);
 }
 
-}  // namespace mhc::report
+}  // namespace mhc::sys
