@@ -1,6 +1,6 @@
 // The connection sites on the GPU (conn/conn_cuda.h) against the CPU's (mhc/conn.h): every variant,
-// n from 1 to 8, mhc-lite with all n! permutations, a seeded subset and an explicit list, at 1, 3
-// and 65 tokens. A whole site runs forward and backward (pre, post, post's backward, pre's
+// n from 1 to 8, mhc-lite with all n! permutations, a seeded subset and an explicit list, jpmhc's
+// fixed point (1, 2 and 5 iterations) and exact Cayley transform, ohc, at 1, 3 and 65 tokens. A whole site runs forward and backward (pre, post, post's backward, pre's
 // backward) from random non-initial parameters; the outputs, every slot of the per-token cache and
 // every parameter gradient are compared. Tolerances: tests/cuda_util.h.
 #include <gtest/gtest.h>
@@ -27,6 +27,7 @@ struct ConnCase {
     int iters = 20;
     int subset = 0;
     std::vector<int> perms = {};
+    int cayley = 2;  // jpmhc: fixed-point iterations, 0 = the exact transform
 };
 
 std::vector<ConnCase> conn_cases() {
@@ -40,6 +41,11 @@ std::vector<ConnCase> conn_cases() {
     c.push_back({"mhc_lite_n8_subset24", Variant::mhc_lite, 8, 20, 24});
     c.push_back({"mhc_lite_n3_explicit", Variant::mhc_lite, 3, 20, 0, {0, 1, 2, 2, 0, 1, 1, 0, 2}});
     for (int n : {1, 2, 4, 8}) c.push_back({"kromhc_n" + std::to_string(n), Variant::kromhc, n});
+    for (int n : {1, 2, 3, 4, 5, 8}) c.push_back({"jpmhc_n" + std::to_string(n), Variant::jpmhc, n});
+    for (int n : {2, 3, 4, 8}) c.push_back({"jpmhc_exact_n" + std::to_string(n), Variant::jpmhc, n, 20, 0, {}, 0});
+    c.push_back({"jpmhc_n4_iters1", Variant::jpmhc, 4, 20, 0, {}, 1});
+    c.push_back({"jpmhc_n4_iters5", Variant::jpmhc, 4, 20, 0, {}, 5});
+    c.push_back({"ohc_n4", Variant::ohc, 4});
     return c;
 }
 
@@ -66,6 +72,7 @@ TEST_P(CudaConn, SiteForwardBackwardMatchesCpu) {
     cfg.perm_subset = cc.subset;
     cfg.perm_seed = 3;
     cfg.perms = cc.perms;
+    cfg.cayley_iters = cc.cayley;
     const ConnSite s = conn_site_make(cfg);
     const cuda::ConnSiteCuda ds = cuda::conn_site_cuda(s);
     const int n = s.n, C = s.C, stride = s.stride;
@@ -148,11 +155,13 @@ INSTANTIATE_TEST_SUITE_P(Cuda, CudaConn, testing::ValuesIn(conn_cases()),
 
 // Runs everywhere: the GPU scratch of a site covers its pieces, grows with N, is 0 for residual.
 TEST(CudaConnLayout, ScratchSizes) {
-    for (const Variant v : {Variant::residual, Variant::hc, Variant::mhc, Variant::mhc_lite, Variant::kromhc}) {
+    for (const Variant v : {Variant::residual, Variant::hc, Variant::mhc, Variant::mhc_lite, Variant::kromhc,
+                            Variant::jpmhc, Variant::ohc}) {
         ConnConfig c;
         c.variant = v;
         c.n = v == Variant::residual ? 1 : 4;
         c.C = 37;
+        c.cayley_iters = 3;
         const ConnSite s = conn_site_make(c);
         if (v == Variant::residual) {
             EXPECT_EQ(cuda::conn_scratch_size_cuda(s, 65), 0);
@@ -163,6 +172,7 @@ TEST(CudaConnLayout, ScratchSizes) {
             const long Nr = (long)N * s.rpt, W = s.rpt * s.prow;
             long need = 2L * s.Dp * s.prow + Nr * s.prow + N * W + Nr * s.Dp + 2L * N * s.n + 4L * W;
             if (v == Variant::mhc) need += 4L * c.sinkhorn_iters * s.n * s.n * N;
+            if (v == Variant::jpmhc) need += 2L * c.cayley_iters * s.n * s.n * N;
             EXPECT_GE(size, need) << variant_name(v) << " N=" << N;
             EXPECT_LE(size, need + 8 * 64) << variant_name(v) << " N=" << N;  // 256-byte padding of 8 pieces
             EXPECT_EQ(size % 64, 0);

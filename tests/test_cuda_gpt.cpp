@@ -22,13 +22,15 @@ struct ModelCase {
     int n = 4;
     bool bias = false;
     int subset = 0;
+    int cayley = 2;
 };
 
 std::vector<ModelCase> model_cases() {
     return {{"none", "none", 1},       {"none_bias", "none", 1, true}, {"hc_n3", "hc", 3},
             {"mhc_n4", "mhc", 4},      {"mhc_lite_n4", "mhc_lite", 4}, {"mhc_lite_n4_bias", "mhc_lite", 4, true},
             {"kromhc_n4", "kromhc", 4}, {"mhc_lite_n8_subset24", "mhc_lite", 8, false, 24},
-            {"kromhc_n8", "kromhc", 8}, {"hc_n8", "hc", 8}};
+            {"kromhc_n8", "kromhc", 8}, {"hc_n8", "hc", 8}, {"jpmhc_n4", "jpmhc", 4},
+            {"jpmhc_exact_n3", "jpmhc", 3, false, 0, 0}, {"ohc_n4", "ohc", 4}};
 }
 
 ModelConfig gpu_test_config(const ModelCase& c) {
@@ -38,6 +40,7 @@ ModelConfig gpu_test_config(const ModelCase& c) {
     m.vocab_size = 67;
     m.hyper_conn_n = c.n;
     m.hyper_conn_perm_subset = c.subset;
+    m.cayley_iters = c.cayley;
     return m;
 }
 

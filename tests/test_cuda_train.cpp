@@ -187,14 +187,17 @@ INSTANTIATE_TEST_SUITE_P(Cuda, CudaTrain,
                          testing::Values(std::pair<std::string, int>{"none", 1}, std::pair<std::string, int>{"hc", 3},
                                          std::pair<std::string, int>{"mhc", 4},
                                          std::pair<std::string, int>{"mhc_lite", 4},
-                                         std::pair<std::string, int>{"kromhc", 4}),
+                                         std::pair<std::string, int>{"kromhc", 4},
+                                         std::pair<std::string, int>{"jpmhc", 4},
+                                         std::pair<std::string, int>{"ohc", 4}),
                          [](const auto& i) { return i.param.first + "_n" + std::to_string(i.param.second); });
 
 class CudaDeterminism : public test::CudaTest {};
 
 // Two runs from the same start: the same bits in every loss, norm, gradient and weight.
 TEST_F(CudaDeterminism, TwoRunsAreBitIdentical) {
-    for (const auto& [type, n] : std::vector<std::pair<std::string, int>>{{"mhc_lite", 4}, {"mhc", 4}, {"hc", 3}}) {
+    for (const auto& [type, n] :
+         std::vector<std::pair<std::string, int>>{{"mhc_lite", 4}, {"mhc", 4}, {"hc", 3}, {"jpmhc", 4}, {"ohc", 4}}) {
         GPT<float> m;
         gpt_build(m, model_config(type, n));
         gpt_init(m, 9);

@@ -1,9 +1,11 @@
 // Per-token coefficient maths (SPEC §2) on the GPU, one thread per token, in double from the stored
 // fp32 values: the device twin of conn/coef.cpp and the mixers (mix_sinkhorn.cpp, mix_perm.cpp,
-// mix_kron.cpp), with their order of operations, so H_pre, H_res, H_post and the gradients of the
-// pre-activations agree with the CPU's to the last fp32 bit but for rare roundings.
-// A new variant of the family adds its H_res maths here beside the others (forward and backward).
+// mix_kron.cpp here; mix_cayley.cpp and mix_quat.cpp in conn/mix_orth.cuh), with their order of
+// operations, so H_pre, H_res, H_post and the gradients of the pre-activations agree with the
+// CPU's to the last fp32 bit but for rare roundings.
+// A new variant of the family adds its H_res maths beside the others (forward and backward).
 #include "conn/conn_cuda.h"
+#include "conn/mix_orth.cuh"
 #include "cuda/device.cuh"
 
 namespace mhc::cuda::detail {
@@ -126,6 +128,22 @@ __global__ void k_coef_forward(SiteDev s, const float* params, const float* P, f
             const int* pk = s.perms + (long)k * n;
             for (int i = 0; i < n; i++) H[i * n + pk[i]] += a;
         }
+    } else if (s.variant == (int)Variant::jpmhc) {  // extra: w_ij = M[i][j] − M[j][i], i < j
+        double w[28];
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            for (int j = i + 1; j < n; j++, k++) {
+                w[k] = store(preact(s, params, f, s.res_col[i * n + j]) - preact(s, params, f, s.res_col[j * n + i]));
+                extra[k] = (float)w[k];
+            }
+        cayley_forward(w, n, s.iters, H);
+    } else if (s.variant == (int)Variant::ohc) {  // extra: the 8 logits
+        double l[8];
+        for (int k = 0; k < 8; k++) {
+            l[k] = store(preact(s, params, f, s.res_col[k]));
+            extra[k] = (float)l[k];
+        }
+        quat_forward(l, H);
     } else {  // kromhc
         double d[3], p2[3], q2[3];
         for (int k = 0; k < s.K; k++) {
@@ -190,6 +208,13 @@ __global__ void k_coef_backward(SiteDev s, const float* params, const float* cac
             for (int i = 0; i < n; i++) da += (double)dhres[i * n + pk[i]];
             G[s.res_col[k]] = (float)((double)extra[k] * (da - dot));
         }
+    } else if (s.variant == (int)Variant::jpmhc || s.variant == (int)Variant::ohc) {
+        double x[28], dH[64], dl[64];
+        for (int k = 0; k < s.n_extra; k++) x[k] = (double)extra[k];
+        for (int i = 0; i < n * n; i++) dH[i] = (double)dhres[i];
+        if (s.variant == (int)Variant::jpmhc) cayley_backward(x, n, s.iters, dH, dl, trace ? trace + tok : nullptr, N);
+        else quat_backward(x, dH, dl);
+        for (int k = 0; k < s.nres; k++) G[s.res_col[k]] = (float)dl[k];
     } else {  // kromhc
         double d[3], p2[3], q2[3];
         for (int k = 0; k < s.K; k++) d[k] = (double)extra[k], p2[k] = sigm(d[k]), q2[k] = sigm(-d[k]);

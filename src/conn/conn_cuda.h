@@ -1,7 +1,8 @@
 // Hyper-connection sites on the GPU: the four functions of mhc/conn.h with the same signatures and
 // semantics (what is overwritten, what accumulates), fp32, device pointers, and the CPU's per-token
 // cache layout (ConnSite::c_*), so diagnostics and tests read a downloaded cache as the CPU's.
-// Every variant of the CPU (residual, hc, mhc, mhc-lite with any permutation list, kromhc), n 1..8.
+// Every variant of the CPU (residual, hc, mhc, mhc-lite with any permutation list, kromhc, jpmhc with
+// the fixed point or the exact transform, ohc), n 1..8.
 //   projections x̂·[W1|W2] and the parameter-gradient sums over tokens: cuBLAS GEMMs;
 //   per-token coefficient maths (SPEC §2): one thread per token, in double, as conn/coef.cpp;
 //   dot products and sums over tokens: fixed-order reductions in double (no atomics).
@@ -32,7 +33,6 @@ struct ConnSiteCuda {
     DeviceBuffer<long> col_scale, col_static;
     DeviceBuffer<int> pre_col, res_col, perms;
 };
-// Throws std::invalid_argument (one line) for a variant that has no GPU kernels yet.
 ConnSiteCuda conn_site_cuda(const ConnSite& site);
 
 // Floats of device scratch conn_pre_forward / conn_pre_backward need for N tokens (the GPU works on
@@ -64,7 +64,8 @@ struct ConnScratch {
     float* Dsum;    // [Dp, prow]  Xᵀ dZ
     double* dhpre;  // [N, n]
     double* sums;   // [2W]  sums over tokens of G and G·f
-    double* trace;  // [2·iters·n², N]  mhc: the Sinkhorn half steps (token index fastest)
+    double* trace;  // token index fastest: mhc [2·iters·n², N] the Sinkhorn half steps; jpmhc
+                    // [iters·n², N] the fixed point's iterates (none when exact)
 };
 long conn_scratch_layout(const SiteDev& s, int N, float* base, ConnScratch* out);
 

@@ -5,18 +5,27 @@
 
 namespace mhc::cuda {
 
+namespace {
+
+// The mixer's iteration count, which sizes its backward's trace: Sinkhorn's (mhc), the Cayley fixed
+// point's (jpmhc; 0 is the exact transform, no trace), else 0.
+int mixer_iters(const ConnSite& s) {
+    if (s.cfg.variant == Variant::mhc) return s.cfg.sinkhorn_iters;
+    if (s.cfg.variant == Variant::jpmhc) return s.cfg.cayley_iters;
+    return 0;
+}
+
+}  // namespace
+
 ConnSiteCuda conn_site_cuda(const ConnSite& s) {
     const Variant v = s.cfg.variant;
-    if (v != Variant::residual && v != Variant::hc && v != Variant::mhc && v != Variant::mhc_lite &&
-        v != Variant::kromhc)
-        throw std::invalid_argument(std::string("the ") + variant_name(v) + " connection has no CUDA kernels yet");
     ConnSiteCuda d;
     d.site = &s;
     SiteDev& g = d.dev;
     g.variant = (int)v;
     g.n = s.n, g.C = s.C, g.rpt = s.rpt, g.Dp = s.Dp, g.M1 = s.M1, g.M2 = s.M2, g.prow = s.prow;
     g.W = s.rpt * s.prow, g.stride = s.stride, g.K = s.K, g.n_extra = s.n_extra;
-    g.iters = s.cfg.sinkhorn_iters, g.nres = (int)s.res_col.size();
+    g.iters = mixer_iters(s), g.nres = (int)s.res_col.size();
     g.c_hpre = s.c_hpre, g.c_hres = s.c_hres, g.c_hpost = s.c_hpost, g.c_logit = s.c_logit, g.c_rs = s.c_rs;
     g.c_extra = s.c_extra, g.c_dhres = s.c_dhres, g.c_dhpost = s.c_dhpost;
     g.o_gamma = s.o_gamma, g.o_W1 = s.o_W1, g.o_W2 = s.o_W2;
@@ -49,7 +58,9 @@ long detail::conn_scratch_layout(const SiteDev& s, int N, float* base, ConnScrat
         c.Dsum = take((long)s.Dp * s.prow);
         c.dhpre = (double*)take(2L * N * s.n);
         c.sums = (double*)take(2L * 2 * s.W);
+        // mhc: the Sinkhorn half steps; jpmhc: the fixed point's iterates (none for the exact transform)
         if (s.variant == (int)Variant::mhc) c.trace = (double*)take(2L * 2 * s.iters * s.n * s.n * N);
+        if (s.variant == (int)Variant::jpmhc && s.iters > 0) c.trace = (double*)take(2L * s.iters * s.n * s.n * N);
     }
     if (out) *out = c;
     return used;
@@ -60,7 +71,7 @@ long conn_scratch_size_cuda(const ConnSite& site, int N) {
     SiteDev g{};
     g.variant = (int)site.cfg.variant;
     g.n = site.n, g.rpt = site.rpt, g.Dp = site.Dp, g.prow = site.prow, g.W = site.rpt * site.prow;
-    g.iters = site.cfg.sinkhorn_iters;
+    g.iters = mixer_iters(site);
     return detail::conn_scratch_layout(g, N, nullptr, nullptr);
 }
 

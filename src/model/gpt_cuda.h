@@ -37,7 +37,7 @@ struct GptCuda {
 };
 
 // From a built CPU model (gpt_build, then gpt_init or loaded weights): its layout and mhc-lite
-// permutations, its parameters uploaded, gradients zero. Throws for a variant without GPU kernels.
+// permutations, its parameters uploaded, gradients zero.
 void gpt_cuda_build(GptCuda& g, const GPT<float>& m);
 
 long gpt_cuda_param_count(const GptCuda& g);
