@@ -206,6 +206,39 @@ TEST_F(CudaOps, AttentionForwardBackward) {
     }
 }
 
+// The KV-cache step: positions fed one by one (up to a full cache of 65, one past a block of 64),
+// each new query against the cached keys; the cache rows, the output and the probabilities.
+TEST_F(CudaOps, AttentionCachedForward) {
+    std::mt19937_64 rng(15);
+    for (const auto& [Tmax, C, H] : std::vector<std::tuple<int, int, int>>{{1, 12, 3}, {3, 40, 4}, {65, 37, 1}}) {
+        const VecD qkv = test::normal_vec<double>((size_t)Tmax * 3 * C, rng, 1.5);
+        VecD Kd((size_t)Tmax * C, 0.0), Vd(Kd.size(), 0.0), outd(C), attd((size_t)H * Tmax, 0.0);
+        VecF Kf(Kd.size(), 0.0f), Vf(Kd.size(), 0.0f), outf(C), attf(attd.size(), 0.0f);
+        const VecF qkvf = to_float(qkv);
+        auto dK = dev_nan(Kd.size()), dV = dev_nan(Kd.size()), dq = dev_nan(3 * (size_t)C);
+        for (int pos = 0; pos < Tmax; pos++) {
+            const std::string at = shape({{"Tmax", Tmax}, {"C", C}, {"H", H}, {"pos", pos}});
+            attention_cached_forward(outd.data(), attd.data(), qkv.data() + (size_t)pos * 3 * C, Kd.data(), Vd.data(),
+                                     pos, C, H, Tmax);
+            attention_cached_forward(outf.data(), attf.data(), qkvf.data() + (size_t)pos * 3 * C, Kf.data(), Vf.data(),
+                                     pos, C, H, Tmax);
+            dq.upload(qkvf.data() + (size_t)pos * 3 * C, 3 * (size_t)C);
+            auto dout = dev_nan(C), datt = dev_nan(attd.size());
+            cuda::attention_cached_forward(dout.data(), datt.data(), dq.data(), dK.data(), dV.data(), pos, C, H, Tmax);
+            check("cached attention out " + at, dout.download(), outf, outd);
+            auto first = [&](const auto& att) {  // columns 0..pos of each head's row
+                std::vector<typename std::decay_t<decltype(att)>::value_type> o;
+                for (int h = 0; h < H; h++)
+                    for (int j = 0; j <= pos; j++) o.push_back(att[(size_t)h * Tmax + j]);
+                return o;
+            };
+            check("cached attention probabilities " + at, first(datt.download()), first(attf), first(attd));
+        }
+        EXPECT_EQ(dK.download(), Kf);
+        EXPECT_EQ(dV.download(), Vf);
+    }
+}
+
 TEST_F(CudaOps, StreamSumForwardBackward) {
     std::mt19937_64 rng(6);
     for (const int n : {1, 2, 3, 4, 5, 6, 7, 8})

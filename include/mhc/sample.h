@@ -19,6 +19,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "mhc/gpt.h"
@@ -77,5 +78,15 @@ template <typename T>
 std::vector<int32_t> generate(const GPT<T>& m, KVCache<T>& kv, const std::vector<int32_t>& prompt,
                               int max_new_tokens, double temperature, int top_k, uint64_t seed,
                               const std::function<void(int32_t)>& on_token = {});
+
+// generate()'s loop over any incremental forward (the GPU's too): feed(token) feeds one position
+// and returns the logits [V] of the next token (host memory, valid until the next call); reset()
+// empties the cache, which holds `capacity` positions (block_size). The same checks, prompt
+// handling, sliding restart and draws as generate().
+template <typename T>
+std::vector<int32_t> generate_with(int V, int capacity, const std::function<const T*(int32_t)>& feed,
+                                   const std::function<void()>& reset, const std::vector<int32_t>& prompt,
+                                   int max_new_tokens, double temperature, int top_k, uint64_t seed,
+                                   const std::function<void(int32_t)>& on_token = {});
 
 }  // namespace mhc

@@ -39,6 +39,7 @@ struct CudaOps {
     MHC_CUDA_OP(gelu_backward)
     MHC_CUDA_OP(attention_forward)
     MHC_CUDA_OP(attention_backward)
+    MHC_CUDA_OP(attention_cached_forward)
     MHC_CUDA_OP(stream_sum_forward)
     MHC_CUDA_OP(stream_sum_backward)
     MHC_CUDA_OP(crossentropy_forward)

@@ -61,4 +61,21 @@ std::vector<float> gpt_cuda_site_cache(const GptCuda& g, int k);
 // stream states) are downloaded into a host view of the model and read by the CPU code.
 nlohmann::json gpt_cuda_diagnostics(const GptCuda& g);
 
+// Sampling on the GPU (model/sample_cuda.cpp): mhc/sample.h's KV cache and its step, on the device.
+struct KVCacheCuda {
+    int pos = 0;                                // positions in the cache = position of the next token
+    cuda::DeviceBuffer<float> k, v, buf;        // [L, Tmax, C] each; the step's activations
+    cuda::DeviceBuffer<int32_t> token;
+    float *Xa = nullptr, *Xb = nullptr, *u = nullptr, *ln = nullptr, *mean = nullptr, *rstd = nullptr;
+    float *qkv = nullptr, *att = nullptr, *atty = nullptr, *y = nullptr, *fch = nullptr, *fcg = nullptr;
+    float *conn_cache = nullptr, *conn_scratch = nullptr, *lnf = nullptr, *lnf_mean = nullptr;
+    float *lnf_rstd = nullptr, *hsum = nullptr, *logits = nullptr;
+    std::vector<float> host_logits;             // [V], the last step's, downloaded
+};
+// Sizes the cache for the model (capacity block_size) and empties it.
+void kv_cache_cuda_init(KVCacheCuda& kv, const GptCuda& g);
+// As gpt_forward_token: feeds one token at position kv.pos and returns the next token's logits [V]
+// on the host (valid until the next call). Same errors.
+const float* gpt_cuda_forward_token(const GptCuda& g, KVCacheCuda& kv, int32_t token);
+
 }  // namespace mhc

@@ -141,50 +141,63 @@ int32_t sample_token(const T* logits, int V, double temperature, int top_k, Spli
 }
 
 template <typename T>
-std::vector<int32_t> generate(const GPT<T>& m, KVCache<T>& kv, const std::vector<int32_t>& prompt,
-                              int max_new_tokens, double temperature, int top_k, uint64_t seed,
-                              const std::function<void(int32_t)>& on_token) {
+std::vector<int32_t> generate_with(int V, int capacity, const std::function<const T*(int32_t)>& feed,
+                                   const std::function<void()>& reset, const std::vector<int32_t>& prompt,
+                                   int max_new_tokens, double temperature, int top_k, uint64_t seed,
+                                   const std::function<void(int32_t)>& on_token) {
     if (prompt.empty()) throw std::invalid_argument("generate: the prompt is empty (give at least one token)");
     for (int32_t t : prompt)
-        if (t < 0 || t >= m.V)
+        if (t < 0 || t >= V)
             throw std::invalid_argument("generate: prompt token " + std::to_string(t) +
-                                        " out of range 0.." + std::to_string(m.V - 1));
+                                        " out of range 0.." + std::to_string(V - 1));
     check_sampling(temperature, top_k);
     if (max_new_tokens < 0)
         throw std::invalid_argument("max_new_tokens must be >= 0, got " + std::to_string(max_new_tokens));
-    if (fits(kv, m)) kv_cache_reset(kv);
-    else kv_cache_init(kv, m);
+    reset();
     std::vector<int32_t> out;
     out.reserve(max_new_tokens);
     if (max_new_tokens == 0) return out;
 
     // ctx: the tokens in the cache (plus, briefly, the one about to be fed).
-    const size_t Tmax = (size_t)m.Tmax, keep = std::max<size_t>(1, Tmax / 2);
+    const size_t Tmax = (size_t)capacity, keep = std::max<size_t>(1, Tmax / 2);
     std::vector<int32_t> ctx;
     ctx.reserve(Tmax + 1);
     ctx.assign(prompt.end() - (long)std::min(prompt.size(), Tmax), prompt.end());
     const T* logits = nullptr;
-    for (int32_t t : ctx) logits = gpt_forward_token(m, kv, t);
+    for (int32_t t : ctx) logits = feed(t);
+    size_t fed = ctx.size();  // positions in the cache
     SplitMix64 rng(seed);
     std::vector<int32_t> work;
-    work.reserve(m.V);
+    work.reserve(V);
     for (int i = 0; i < max_new_tokens; i++) {
-        const int32_t tok = sample_token(logits, m.V, temperature, top_k, rng, work);
+        const int32_t tok = sample_token(logits, V, temperature, top_k, rng, work);
         out.push_back(tok);
         if (on_token) on_token(tok);
         if (i + 1 == max_new_tokens) break;  // the last token's logits are never needed
         ctx.push_back(tok);
-        if ((size_t)kv.pos < Tmax) {
-            logits = gpt_forward_token(m, kv, tok);
+        if (fed < Tmax) {
+            logits = feed(tok);
+            fed++;
             continue;
         }
         // Full: positions past block_size were never trained, so restart from the last
         // block_size/2 tokens (the new one included) rather than sliding the positions.
         ctx.erase(ctx.begin(), ctx.end() - (long)keep);
-        kv_cache_reset(kv);
-        for (int32_t t : ctx) logits = gpt_forward_token(m, kv, t);
+        reset();
+        for (int32_t t : ctx) logits = feed(t);
+        fed = ctx.size();
     }
     return out;
+}
+
+template <typename T>
+std::vector<int32_t> generate(const GPT<T>& m, KVCache<T>& kv, const std::vector<int32_t>& prompt,
+                              int max_new_tokens, double temperature, int top_k, uint64_t seed,
+                              const std::function<void(int32_t)>& on_token) {
+    if (!fits(kv, m)) kv_cache_init(kv, m);
+    return generate_with<T>(
+        m.V, m.Tmax, [&](int32_t t) { return gpt_forward_token(m, kv, t); }, [&] { kv_cache_reset(kv); }, prompt,
+        max_new_tokens, temperature, top_k, seed, on_token);
 }
 
 template <typename T>
@@ -205,7 +218,11 @@ std::vector<int32_t> generate(const GPT<T>& m, const std::vector<int32_t>& promp
                                               const std::function<void(int32_t)>&);                \
     template std::vector<int32_t> generate<T>(const GPT<T>&, const std::vector<int32_t>&, int,     \
                                               double, int, uint64_t,                               \
-                                              const std::function<void(int32_t)>&);
+                                              const std::function<void(int32_t)>&);                \
+    template std::vector<int32_t> generate_with<T>(int, int, const std::function<const T*(int32_t)>&, \
+                                                   const std::function<void()>&, const std::vector<int32_t>&, \
+                                                   int, double, int, uint64_t,                     \
+                                                   const std::function<void(int32_t)>&);
 MHC_SAMPLE_INST(float)
 MHC_SAMPLE_INST(double)
 

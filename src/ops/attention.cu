@@ -50,6 +50,33 @@ __global__ void k_causal_softmax_backward(float* datt, const float* att, long ro
 
 unsigned row_blocks(long rows) { return (unsigned)((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
 
+// One warp per head h (block h): the new query against the cached keys 0..pos, as the CPU's
+// attention_cached_forward (scores in fp32, max of the scaled scores, exp, z in double, one 1/z).
+__global__ void k_cached_attention(float* out, float* att, const float* qkv, const float* Kc, const float* Vc,
+                                   int pos, int C, int H, int Tmax, float scale) {
+    const int h = blockIdx.x, lane = threadIdx.x, hs = C / H;
+    const float* qh = qkv + h * hs;
+    float* p = att + (long)h * Tmax;
+    float m = -INFINITY;
+    for (int j = lane; j <= pos; j += 32) {
+        const float* kj = Kc + (long)j * C + h * hs;
+        float s = 0;
+        for (int c = 0; c < hs; c++) s += qh[c] * kj[c];
+        p[j] = s;
+        m = s * scale > m ? s * scale : m;
+    }
+    m = warp_max(m);
+    double z = 0;
+    for (int j = lane; j <= pos; j += 32) z += (double)(p[j] = (float)exp((double)(p[j] * scale - m)));
+    const float inv = (float)(1.0 / warp_sum(z));
+    __syncthreads();  // (the block is one warp) every lane's p[j] written before any lane reads them all
+    for (int c = lane; c < hs; c += 32) {
+        float o = 0;
+        for (int j = 0; j <= pos; j++) o += p[j] * inv * Vc[(long)j * C + h * hs + c];
+        out[h * hs + c] = o;
+    }
+}
+
 }  // namespace
 
 void attention_forward(float* out, float* att, const float* qkv, int B, int Tn, int C, int H) {
@@ -95,6 +122,14 @@ void attention_backward(float* dqkv, float* datt, const float* dout, const float
         gemm_batched(true, false, Tn, hs, Tn, scale, datt + b * H * TT, Tn, TT, q, C3, hs, 0.0f, dq + C, C3, hs,
                      H);  // dK = scale·dSᵀ Q
     }
+}
+
+void attention_cached_forward(float* out, float* att, const float* qkv, float* Kc, float* Vc, int pos, int C, int H,
+                              int Tmax) {
+    copy_on_device(Kc + (long)pos * C, qkv + C, C * sizeof(float));
+    copy_on_device(Vc + (long)pos * C, qkv + 2 * C, C * sizeof(float));
+    const float scale = (float)(1.0 / std::sqrt((double)(C / H)));
+    MHC_LAUNCH(k_cached_attention, H, 32, out, att, qkv, Kc, Vc, pos, C, H, Tmax, scale);
 }
 
 }  // namespace mhc::cuda

@@ -50,6 +50,11 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int Tn, 
 // dqkv = ; datt: scratch [B, H, T, T]
 void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int B,
                         int Tn, int C, int H);
+// One new position over a KV cache (sampling), as the CPU op: its key and value (from qkv [3C]) into
+// Kc, Vc [Tmax, C] at row pos, then out [C] (overwritten) attends over rows 0..pos; att [H, Tmax]
+// holds the probabilities in its first pos + 1 columns.
+void attention_cached_forward(float* out, float* att, const float* qkv, float* Kc, float* Vc, int pos, int C, int H,
+                              int Tmax);
 
 // Sum of the n streams: out[t,:] = Σ_s X[t,s,:] in stream order.   X [N, n, C], out [N, C]
 void stream_sum_forward(float* out, const float* X, int N, int n, int C);
