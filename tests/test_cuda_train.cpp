@@ -69,6 +69,32 @@ TEST_F(CudaOptim, NormClipAndAdamWMatchCpu) {
     cuda::adamw_step(again, dp.data(), dg.data(), ts, 1e-2, 0.9, 0.95, 0.1);
     check("weights after a step from uploaded state", dp.download(), pc, pc);
     EXPECT_EQ(again.step, cpu.step);
+
+    // Whether a step would stay finite, as the CPU decides it: yes for ordinary gradients, from fresh
+    // and from used moments; no for a gradient whose square overflows v, a weight in a decayed or an
+    // undecayed tensor that the step would make infinite, or a NaN already there.
+    cuda::AdamWCuda fresh;
+    AdamW<float> cpu_fresh;
+    auto same = [&](const std::string& what, cuda::AdamWCuda& g, const AdamW<float>& c, const std::vector<float>& pw,
+                    const std::vector<float>& gw, double lr, bool want) {
+        auto d_p = to_dev(pw), d_g = to_dev(gw);
+        const bool on_cpu = adamw_step_is_finite(c, pw.data(), gw.data(), ts, lr, 0.9, 0.95, 0.1);
+        EXPECT_EQ(on_cpu, want) << what;
+        EXPECT_EQ(cuda::adamw_step_is_finite(g, d_p.data(), d_g.data(), ts, lr, 0.9, 0.95, 0.1), on_cpu) << what;
+    };
+    same("ordinary, fresh moments", fresh, cpu_fresh, pc, gr, 1e-2, true);
+    same("ordinary, used moments", again, cpu, pc, gr, 1e-2, true);
+    for (const long at : {0L, 20000L, off - 1}) {
+        std::vector<float> big = gr;
+        big[at] = 1e30f;  // g² overflows
+        same("overflowing gradient at " + std::to_string(at), again, cpu, pc, big, 1e-2, false);
+        std::vector<float> nanp = pc;
+        nanp[at] = NAN;
+        same("NaN weight at " + std::to_string(at), fresh, cpu_fresh, nanp, gr, 1e-2, false);
+    }
+    same("a learning rate that overflows the weights", fresh, cpu_fresh, pc, gr, 1e38, false);
+    EXPECT_TRUE(fresh.m.empty()) << "the check stores nothing";
+    EXPECT_EQ(again.step, cpu.step);
 }
 
 // A learnable stream of tokens (each token mostly followed by a fixed successor) and fixed batches.

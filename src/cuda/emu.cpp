@@ -319,6 +319,13 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
     prop->totalGlobalMem = kDeviceMemory;
     return cudaSuccess;
 }
+cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
+    size_t used = 0;
+    for (const auto& a : mhc::emu::allocations()) used += a.second;
+    *total = kDeviceMemory;
+    *free = used < kDeviceMemory ? kDeviceMemory - used : 0;
+    return cudaSuccess;
+}
 const char* cudaGetErrorString(cudaError_t e) {
     switch (e) {
         case cudaSuccess: return "no error";

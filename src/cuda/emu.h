@@ -72,6 +72,7 @@ cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaGetDeviceCount(int* count);
 cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
+cudaError_t cudaMemGetInfo(size_t* free, size_t* total);
 const char* cudaGetErrorString(cudaError_t e);
 
 // ---- cuBLAS (column-major, as the library) -----------------------------------------------------
@@ -125,6 +126,7 @@ bool is_device(const void* p, size_t bytes);
 }  // namespace mhc::emu
 
 inline void __syncthreads() { ::mhc::emu::syncthreads(); }
+using std::isfinite;  // CUDA's device isfinite(float / double), a global function there
 
 template <typename T> T __shfl_sync_bits(T v, int src_lane) {
     static_assert(sizeof(T) <= 8);

@@ -57,6 +57,44 @@ struct AdamWUpdate {
     }
 };
 
+// adamw_step_is_finite's per-element test: AdamWUpdate's expressions, nothing stored; block b
+// writes how many of its elements would become non-finite (summed in a fixed order, no atomics).
+__global__ void k_adamw_nonfinite(AdamWUpdate u, long count, double* part) {
+    __shared__ double sh[32];
+    const long b0 = blockIdx.x * kNormBlock, b1 = lmin(count, b0 + kNormBlock);
+    double bad = 0;
+    for (long i = b0 + threadIdx.x; i < b1; i += blockDim.x) {
+        int lo = 0, hi = u.nseg - 1;
+        while (lo < hi) {
+            const int mid = (lo + hi) / 2;
+            if (u.seg_end[mid] > i) hi = mid;
+            else lo = mid + 1;
+        }
+        const float gi = u.g[i];
+        float pi = u.p[i] * (u.seg_decay[lo] ? u.decay : 1.0f);
+        const float mi = (u.m ? u.m[i] : 0.0f) * u.b1 + gi * (1.0f - u.b1);
+        const float vi = (u.v ? u.v[i] : 0.0f) * u.b2 + gi * gi * (1.0f - u.b2);
+        const float denom = sqrtf(vi) / u.bc2_sqrt + u.eps;
+        pi -= u.step_size * mi / denom;
+        bad += !(isfinite(pi) && isfinite(mi) && isfinite(vi));
+    }
+    bad = block_sum(bad, sh);
+    if (threadIdx.x == 0) part[blockIdx.x] = bad;
+}
+
+// The runs of consecutive tensors with the same decay flag (AdamWCuda::seg_end, seg_decay).
+void upload_segments(AdamWCuda& st, const std::vector<ParamTensor>& tensors) {
+    if (!st.seg_end.empty()) return;
+    std::vector<long> end;
+    std::vector<unsigned char> decay;
+    for (const auto& t : tensors) {
+        if (!end.empty() && decay.back() == (unsigned char)t.decay) end.back() = t.offset + t.size;
+        else end.push_back(t.offset + t.size), decay.push_back((unsigned char)t.decay);
+    }
+    st.seg_end.upload(end);
+    st.seg_decay.upload(decay);
+}
+
 }  // namespace
 
 double grad_norm(const float* g, long count) {
@@ -85,22 +123,35 @@ void adamw_step(AdamWCuda& st, float* param, const float* grad, const std::vecto
         st.m.resize(count), st.v.resize(count);
         st.m.fill_bytes(0), st.v.fill_bytes(0);
     }
-    if (st.seg_end.empty()) {
-        std::vector<long> end;
-        std::vector<unsigned char> decay;
-        for (const auto& t : tensors) {
-            if (!end.empty() && decay.back() == (unsigned char)t.decay) end.back() = t.offset + t.size;
-            else end.push_back(t.offset + t.size), decay.push_back((unsigned char)t.decay);
-        }
-        st.seg_end.upload(end);
-        st.seg_decay.upload(decay);
-    }
+    upload_segments(st, tensors);
     st.step++;
     const double bc1 = 1.0 - std::pow(beta1, (double)st.step);
     const double bc2_sqrt = std::sqrt(1.0 - std::pow(beta2, (double)st.step));
     each(count, AdamWUpdate{param, st.m.data(), st.v.data(), grad, st.seg_end.data(), st.seg_decay.data(),
                             (int)st.seg_end.size(), (float)(1.0 - lr * weight_decay), (float)beta1, (float)beta2,
                             (float)(lr / bc1), (float)bc2_sqrt, 1e-8f});
+}
+
+bool adamw_step_is_finite(AdamWCuda& st, const float* param, const float* grad, const std::vector<ParamTensor>& tensors,
+                          double lr, double beta1, double beta2, double weight_decay) {
+    if (tensors.empty()) return true;
+    const long count = tensors.back().offset + tensors.back().size;
+    const bool fresh = (long)st.m.size() != count;  // the first step starts from zero moments
+    upload_segments(st, tensors);
+    const long step = st.step + 1;
+    const double bc1 = 1.0 - std::pow(beta1, (double)step);
+    const double bc2_sqrt = std::sqrt(1.0 - std::pow(beta2, (double)step));
+    const AdamWUpdate u{const_cast<float*>(param), fresh ? nullptr : st.m.data(), fresh ? nullptr : st.v.data(), grad,
+                        st.seg_end.data(), st.seg_decay.data(), (int)st.seg_end.size(),
+                        (float)(1.0 - lr * weight_decay), (float)beta1, (float)beta2, (float)(lr / bc1),
+                        (float)bc2_sqrt, 1e-8f};
+    const long nb = (count + kNormBlock - 1) / kNormBlock;
+    double* part = workspace((size_t)nb + 1);
+    MHC_LAUNCH(k_adamw_nonfinite, (unsigned)nb, kThreads, u, count, part);
+    MHC_LAUNCH(k_sum_in_order, 1, 32, part, nb, part + nb);
+    double bad = 0;
+    copy_to_host(&bad, part + nb, sizeof bad);
+    return bad == 0;
 }
 
 void adamw_download(const AdamWCuda& st, AdamW<float>& out) {

@@ -29,6 +29,12 @@ struct AdamWCuda {
 void adamw_step(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors, double lr,
                 double beta1, double beta2, double weight_decay);
 
+// Whether adamw_step with these arguments would leave every weight and both moments finite (the
+// CPU's adamw_step_is_finite): the same expressions, nothing changed but the decay table (waits
+// for the result).
+bool adamw_step_is_finite(AdamWCuda& st, const float* param, const float* grad, const std::vector<ParamTensor>& tensors,
+                          double lr, double beta1, double beta2, double weight_decay);
+
 // The state to and from the CPU's AdamW (checkpoints): the moments and the step count.
 void adamw_download(const AdamWCuda& st, AdamW<float>& out);
 void adamw_upload(AdamWCuda& st, const AdamW<float>& in);
