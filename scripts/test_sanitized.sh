@@ -26,5 +26,6 @@ export OMP_WAIT_POLICY=passive
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMHC_SANITIZE=ON -DMHC_CUDA=OFF >/dev/null
 cmake --build "$build" -j"$(nproc)"
 # The emulated GPU training runs (emu.*CudaTrain*, emu.*CudaDeterminism*: 25 model steps each,
-# every thread a fiber) cost minutes instrumented and run no kernel that emu.*CudaGpt* does not.
-ctest --test-dir "$build" --output-on-failure -j"$(nproc)" -E '^emu\..*(CudaTrain|CudaDeterminism)' "$@"
+# every thread a fiber, and `device`: some hundred steps through mhc_emu) cost minutes instrumented
+# and run no kernel that emu.*CudaGpt* does not.
+ctest --test-dir "$build" --output-on-failure -j"$(nproc)" -E '^emu\..*(CudaTrain|CudaDeterminism)|^device$' "$@"

@@ -248,6 +248,7 @@ TEST(ConfigValidate, EveryProblemNamesItsKey) {
         {[](C c) { c.data_order = "shuffled"; }, {"data_order", "shuffled"}},
         {[](C c) { c.train_split = 0; }, {"train_split"}},
         {[](C c) { c.train_split = 1; }, {"train_split"}},
+        {[](C c) { c.device = "gpu"; }, {"device 'gpu'", "cpu or cuda"}},
     };
     for (size_t i = 0; i < cases.size(); i++) {
         const std::string m = finalize_error(cases[i].first);

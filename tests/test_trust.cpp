@@ -123,7 +123,9 @@ TEST(ValSet, SameWindowsAtEveryEvaluation) {
     gpt_build(m, cfg.model);
     gpt_init(m, 3);
     const ValSet vs = val_set_make(d, cfg);
-    const double a = val_set_loss(m, vs), b = val_set_loss(m, vs);
+    AdamW<float> adam;
+    const std::unique_ptr<Engine> e = engine_make("cpu", m, adam);
+    const double a = val_set_loss(*e, vs), b = val_set_loss(*e, vs);
     EXPECT_EQ(a, b);
     EXPECT_TRUE(std::isfinite(a));
     Batcher fresh(d, 2, 8, Order::random, cfg.seed ^ 0x5A5A5A5Aull);  // the stream's first batches

@@ -34,13 +34,14 @@ struct BenchResult {
     double step_s_median = 0, step_s_min = 0, step_s_mean = 0, tokens_per_s = 0;
     // Mean seconds per timed step. The model's phases come from GPT::phases, the optimizer is
     // grad_norm + clip + AdamW; what no phase timer saw (zero_grad, drawing the batch) is added
-    // to "other", so the phases sum to step_s_mean.
+    // to "other", so the phases sum to step_s_mean. On a GPU (no phase timers) the whole forward
+    // and backward is "other".
     double phases_s[kBenchPhaseCount] = {};
     double untimed_s = 0;                    // that part of "other": the step minus every phase timer
     double model_gflop_per_step = 0;
 };
 
-// Builds and initialises cfg's model (cfg is finalized here; vocab_size must be set) and runs
+// Builds and initialises cfg's model on cfg.device (cfg is finalized here; vocab_size must be set) and runs
 // `warmup` untimed then `steps` timed training steps: the same work as a step of `mhc train`
 // (zero_grad, forward + backward per micro-batch, gradient norm, clipping, AdamW at the schedule's
 // learning rate). Batches come from the token file `data` in random order, or without one from

@@ -14,6 +14,7 @@
 #include "mhc/bench.h"
 #include "mhc/data.h"
 #include "sys/process.h"
+#include "train/engine.h"
 
 namespace mhc::cli {
 
@@ -79,7 +80,7 @@ int child_main(const std::string& arg) {
         const nlohmann::json p = nlohmann::json::parse(arg);
         nlohmann::json j;
         if (p.at("mode") == "sgemm") {
-            const SgemmPeak s = sgemm_peak(p.at("shapes").get<std::vector<std::vector<int>>>());
+            const SgemmPeak s = engine_sgemm_peak(p.at("device"), p.at("shapes").get<std::vector<std::vector<int>>>());
             j = {{"gflops", s.gflops}, {"shape", {s.M, s.N, s.K}}};
         } else {
             // Test hook (tests/cli/test_bench.py): MHC_TEST_BENCH_ABORT=<variant> makes that child crash.
@@ -108,11 +109,13 @@ void print_table(const nlohmann::json& doc, const TrainConfig& cfg, const std::s
     std::printf("mhc bench: %d layers x %d wide, %d heads, block %d, batch %d x %d accum, vocab %d, n=%d, %s\n",
                 m.n_layer, m.n_embd, m.n_head, m.block_size, cfg.batch_size, cfg.gradient_accumulation_steps,
                 m.vocab_size, m.hyper_conn_n, input.c_str());
-    std::printf("%d timed steps after %d warm-up steps per variant, each variant in its own process, %d threads\n",
-                doc["steps"].get<int>(), doc["warmup"].get<int>(), doc["threads"].get<int>());
+    std::printf("%d timed steps after %d warm-up steps per variant, each variant in its own process, %d threads, "
+                "device %s\n", doc["steps"].get<int>(), doc["warmup"].get<int>(), doc["threads"].get<int>(),
+                cfg.device.c_str());
     const auto& sh = doc["sgemm_shape"];
-    std::printf("sgemm peak: %.1f GFLOP/s (%d x %d x %d, best of its repetitions)\n",
-                doc["sgemm_peak_gflops"].get<double>(), sh[0].get<int>(), sh[1].get<int>(), sh[2].get<int>());
+    std::printf("sgemm peak: %.1f GFLOP/s (%s, %d x %d x %d, best of its repetitions)\n",
+                doc["sgemm_peak_gflops"].get<double>(), cfg.device == "cpu" ? "OpenBLAS" : "cuBLAS fp32, TF32 off",
+                sh[0].get<int>(), sh[1].get<int>(), sh[2].get<int>());
     std::printf("\n%-9s %10s %9s %9s %9s %6s %8s | %6s %6s %6s %6s %6s  (%% of step)\n", "variant", "params",
                 "tok/s", "step ms", "min ms", "MFU", "RSS MB", "matmul", "attn", "conn", "optim", "other");
     for (const auto& r : doc["results"]) {
@@ -134,7 +137,7 @@ void print_table(const nlohmann::json& doc, const TrainConfig& cfg, const std::s
 
 Runner add_bench(CLI::App& app) {
     struct Opts {
-        std::string config, variants = variant_keys_csv(), data, child;
+        std::string config, variants = variant_keys_csv(), data, child, device;
         std::vector<std::string> sets;
         int steps = 10, warmup = 2, threads = 0;
         bool json = false;
@@ -150,6 +153,7 @@ Runner add_bench(CLI::App& app) {
     app.add_option("--threads", o->threads, "OpenMP threads for every measurement (0: OpenMP's default, " +
                    std::to_string(omp_get_max_threads()) + " here)")->check(at_least(0));
     app.add_option("--data", o->data, "Token or text file the batches come from (default: seeded random tokens)");
+    add_device_option(app, o->device, true);
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
     app.add_option("--child", o->child, "internal: one measurement in this process")->group("");
     app.footer(std::string("Each variant runs in its own process; tok/s and MFU use the median step time.\n") +
@@ -161,6 +165,8 @@ Runner add_bench(CLI::App& app) {
         const std::vector<std::string> variants = parse_variant_list(o->variants);
         TrainConfig cfg = o->config.empty() ? authors_config() : config_from_toml_file(o->config);
         for (const auto& s : o->sets) config_apply_override(cfg, s);
+        if (!o->device.empty()) cfg.device = o->device;
+        engine_require(cfg.device);  // once here, rather than in every child
         if (!o->data.empty()) {  // refuse bad data here, once, rather than in every child
             const TokenData d = load_tokens(o->data, DataFormat::automatic, cfg.model.vocab_size);
             if (cfg.model.vocab_size == 0) cfg.model.vocab_size = d.vocab_size;
@@ -178,7 +184,8 @@ Runner add_bench(CLI::App& app) {
         const std::vector<int> g = largest_model_gemm(vcfg[0]);
         if (2.0 * g[0] * g[1] * g[2] >= 1e9) shapes.push_back(g);
         progress("bench: sgemm peak");
-        const nlohmann::json peak = run_child({{"mode", "sgemm"}, {"shapes", shapes}}, threads, "sgemm peak");
+        const nlohmann::json peak =
+            run_child({{"mode", "sgemm"}, {"shapes", shapes}, {"device", cfg.device}}, threads, "sgemm peak");
         const double peak_gflops = peak["gflops"];
         nlohmann::json results = nlohmann::json::array();
         for (size_t i = 0; i < variants.size(); i++) {
@@ -196,7 +203,7 @@ Runner add_bench(CLI::App& app) {
         config.erase("hyper_conn_type");  // one per result
         config["batch_size"] = cfg.batch_size;
         config["gradient_accumulation_steps"] = cfg.gradient_accumulation_steps;
-        const nlohmann::json doc = {{"threads", threads}, {"sgemm_peak_gflops", peak_gflops},
+        const nlohmann::json doc = {{"threads", threads}, {"device", cfg.device}, {"sgemm_peak_gflops", peak_gflops},
                                     {"sgemm_shape", peak["shape"]}, {"steps", o->steps}, {"warmup", o->warmup},
                                     {"config", config}, {"data", o->data.empty() ? "random tokens" : o->data},
                                     {"flops_note", kBenchFlopsNote}, {"results", results}};

@@ -17,6 +17,7 @@
 #include "sys/file.h"
 #include "sys/lock.h"
 #include "sys/process.h"
+#include "train/engine.h"
 #include "train/run_dir.h"
 #include "train/train_data.h"
 
@@ -81,10 +82,12 @@ struct Run {
 };
 
 // The keys where a run's own config.toml differs from the requested config ("" if none).
-// vocab_size 0 means "from the data", which the run directory has resolved.
+// vocab_size 0 means "from the data", which the run directory has resolved. The device is no
+// difference: a run continues on whichever device is asked for now.
 std::string config_difference(const TrainConfig& want, const TrainConfig& have) {
     nlohmann::json a = config_to_json(want), b = config_to_json(have);
     if (a.value("vocab_size", 0) == 0 && b.contains("vocab_size")) a["vocab_size"] = b["vocab_size"];
+    a.erase("device"), b.erase("device");
     return config_json_difference(b, a, "in the run", "requested", 3);
 }
 
@@ -173,7 +176,7 @@ nlohmann::json row_json(const report::VariantRow& r) {
 }
 
 struct Opts {
-    std::string config, data, val_data, format = "auto", out, variants = variant_keys_csv(), seeds = "1";
+    std::string config, data, val_data, format = "auto", out, variants = variant_keys_csv(), seeds = "1", device;
     std::vector<std::string> sets;
     bool report_only = false, json = false, retrain_other_data = false;
 };
@@ -269,6 +272,7 @@ std::vector<Run> plan_runs(const Opts& o, const std::vector<std::string>& vlist,
                 for (const auto& kv : o.sets) config_apply_override(r.cfg, kv);
                 config_apply_override(r.cfg, "hyper_conn_type=" + v);
                 config_apply_override(r.cfg, "seed=" + std::to_string(s));
+                if (!o.device.empty()) r.cfg.device = o.device;
                 config_finalize(r.cfg);
             } catch (const std::invalid_argument& e) {
                 throw std::invalid_argument(r.name + ": " + e.what());
@@ -316,6 +320,7 @@ bool train_runs(const Opts& o, std::vector<Run>& runs, int& failed) {
                                  "--data", o.data, "--format", o.format, "--out", r.dir, "--json"});
         if (!o.val_data.empty()) argv.insert(argv.end(), {"--val-data", o.val_data});
         if (r.plan == Plan::resume) argv.push_back("--resume");
+        if (!o.device.empty()) argv.insert(argv.end(), {"--device", o.device});
         sys::SpawnOptions opt;
         opt.new_group = opt.die_with_parent = true;
         sys::Child child = sys::spawn_child(argv, opt);
@@ -375,6 +380,7 @@ Runner add_compare(CLI::App& app) {
         ->default_str("");
     app.add_option("--out", o->out, "Comparison directory: runs/<variant>-s<seed>/, report.md, report.html, "
                    "*.png and the plots' *.gp/*.dat")->required();
+    add_device_option(app, o->device, true);
     app.add_flag("--report-only", o->report_only, "Train nothing: write the report from the runs already in --out "
                  "(those of --variants/--seeds if given, else those of the last compare there)");
     app.add_flag("--retrain-other-data", o->retrain_other_data, "Train again, from scratch, a run of --out that "
@@ -403,12 +409,13 @@ Runner add_compare(CLI::App& app) {
             runs = existing_runs(*o, variants->count() > 0 || seeds->count() > 0, vlist, slist, setup);
             lock = sys::lock_file(o->out + "/lock", o->out);
         } else {
-            plan_runs(*o, vlist, slist);  // bad input fails here, before --out is created
+            // Bad input fails here, before --out is created, and so does a device that cannot run (one for all runs).
+            engine_require(plan_runs(*o, vlist, slist).front().cfg.device);
             fs::create_directories(o->out + "/runs");
             lock = sys::lock_file(o->out + "/lock", o->out);
             runs = plan_runs(*o, vlist, slist);  // again, now that no other compare can change the runs
             setup = {{"config", o->config}, {"sets", o->sets}, {"data", o->data}, {"val_data", o->val_data},
-                     {"format", o->format}, {"variants", vlist}, {"seeds", slist}};
+                     {"format", o->format}, {"variants", vlist}, {"seeds", slist}, {"device", o->device}};
             sys::write_file_atomic(setup_path, setup.dump(2) + "\n");
             if (!train_runs(*o, runs, failed)) return 130;
         }

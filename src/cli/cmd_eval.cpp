@@ -6,6 +6,7 @@
 #include "mhc/checkpoint.h"
 #include "mhc/tokenizer.h"
 #include "mhc/train.h"
+#include "train/engine.h"
 #include "train/run_dir.h"
 
 namespace mhc::cli {
@@ -67,7 +68,7 @@ long target_text_bytes(const Tokenizer& tok, const TokenData& data, int B, int T
 
 Runner add_eval(CLI::App& app) {
     struct Opts {
-        std::string ckpt, data, format = "auto", order = "random", split = "all", tokenizer;
+        std::string ckpt, data, format = "auto", order = "random", split = "all", tokenizer, device = "cpu";
         int batch = 8, seq = 0, batches = 0;
         double train_split = 0;
         uint64_t seed = 1;
@@ -94,9 +95,11 @@ Runner add_eval(CLI::App& app) {
     app.add_option("--seed", o->seed, "Seed of the random windows");
     app.add_option("--tokenizer", o->tokenizer, "Tokenizer for bits per byte (SentencePiece .model, tokenizer.json, "
                    "gpt2_tokenizer.bin, bytes); default: the one the checkpoint names, or bytes for a 256-token model");
+    add_device_option(app, o->device, false);
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
     app.footer("Exit status: 0 with a finite loss; 1 on bad input or when the loss is not finite (NaN or inf).");
     return [o, split_opt] {
+        engine_require(o->device);
         GPT<float> m;
         SafeTensors raw;
         const std::string ckpt = load_checkpoint(o->ckpt, m, &raw);
@@ -134,12 +137,14 @@ Runner add_eval(CLI::App& app) {
         } else if (K == 0) {
             K = 20;
         }
-        const double loss = evaluate(m, b, K);
+        AdamW<float> no_optimizer;
+        const double loss = evaluate(*engine_make(o->device, m, no_optimizer), b, K);
         const long tokens = (long)K * o->batch * T;
         if (!std::isfinite(loss))
             throw std::runtime_error(ckpt + ": the loss on " + o->data + " is not finite (" + std::to_string(loss) +
                                      "): the model's outputs overflow");
-        nlohmann::json j = {{"loss", loss}, {"batches", K}, {"tokens", tokens}, {"order", o->order}, {"split", o->split}};
+        nlohmann::json j = {{"loss", loss},         {"batches", K},       {"tokens", tokens},
+                            {"order", o->order},    {"split", o->split},  {"device", o->device}};
         char line[160];
         std::snprintf(line, sizeof line, "loss %.6f over %d batches (%ld tokens) of %s, %s", loss, K, tokens,
                       o->data.c_str(), part.c_str());

@@ -5,12 +5,13 @@
 #include "cli/cli.h"
 #include "mhc/data.h"
 #include "mhc/diag.h"
+#include "train/engine.h"
 
 namespace mhc::cli {
 
 Runner add_info(CLI::App& app) {
     struct Opts {
-        std::string ckpt, data, format = "auto";
+        std::string ckpt, data, format = "auto", device = "cpu";
         int batch = 4, seq = 0;
         bool json = false;
     };
@@ -22,8 +23,10 @@ Runner add_info(CLI::App& app) {
     add_format_option(app, o->format);
     app.add_option("--batch", o->batch, "Sequences for the diagnostics")->check(at_least(1));
     app.add_option("--seq", o->seq, "Sequence length (0: block_size)")->check(at_least(0));
+    add_device_option(app, o->device, false);
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
     return [o] {
+        engine_require(o->device);
         GPT<float> m;
         const std::string ckpt = load_checkpoint(o->ckpt, m);
         const int B = o->batch, T = o->seq ? o->seq : m.Tmax;
@@ -36,16 +39,21 @@ Runner add_info(CLI::App& app) {
             std::mt19937 rng(0);
             for (auto& t : in) t = (int32_t)(rng() % (uint32_t)m.V);
         }
-        gpt_forward(m, in.data(), nullptr, B, T);
+        AdamW<float> no_optimizer;
+        const std::unique_ptr<Engine> e = engine_make(o->device, m, no_optimizer);
+        e->forward(in.data(), nullptr, B, T);
+        const float* logits = e->logits();
         for (long i = 0; i < (long)B * T * m.V; i++)
-            if (!std::isfinite(m.logits[i]))
+            if (!std::isfinite(logits[i]))
                 throw std::runtime_error(ckpt + ": the model's logits are not finite (NaN or inf) on " +
                                          (o->data.empty() ? std::string("random tokens") : o->data) +
-                                         ": its outputs overflow");        long conn_params = 0;
+                                         ": its outputs overflow");
+        long conn_params = 0;
         for (const auto& p : m.params) conn_params += p.name.find(".hc_") != std::string::npos ? p.size : 0;
         nlohmann::json j = {{"checkpoint", ckpt}, {"config", model_config_to_json(m.cfg)},
                             {"parameters", (long)m.param.size()}, {"connection_parameters", conn_params},
-                            {"tokens", B * T}, {"input", o->data.empty() ? "random tokens" : o->data}};
+                            {"tokens", B * T}, {"input", o->data.empty() ? "random tokens" : o->data},
+                            {"device", o->device}};
         std::printf("%s: %s n=%d, %d layers x %d wide, %d heads, vocab %d, block %d\n", ckpt.c_str(),
                     variant_key(m.cfg.hyper_conn_type), m.n, m.L, m.C, m.H, m.V, m.Tmax);
         std::printf("parameters: %ld (connections %ld, %.2f%%)\n", (long)m.param.size(), conn_params,
@@ -58,7 +66,7 @@ Runner add_info(CLI::App& app) {
                     "DS err mean", "DS err max", "orth err", "fwd mean", "fwd max", "bwd mean", "bwd max", "depth fwd",
                     "depth bwd", "depth s1", "depth s2", "stream sim",
                     variant_info(m.variant).log_inv_nu ? "  log(1/nu) mean  max  >30" : "");
-        nlohmann::json sites = gpt_diagnostics(m)["sites"];
+        nlohmann::json sites = e->diagnostics()["sites"];
         for (auto& s : sites) {
             const int k = s["site"];
             const std::string branch = "h." + std::to_string(k / 2) + "." + s["kind"].get<std::string>();

@@ -6,12 +6,13 @@
 #include "mhc/checkpoint.h"
 #include "mhc/sample.h"
 #include "mhc/tokenizer.h"
+#include "train/engine.h"
 
 namespace mhc::cli {
 
 Runner add_sample(CLI::App& app) {
     struct Opts {
-        std::string ckpt, prompt = "\n", prompt_tokens, tokenizer;
+        std::string ckpt, prompt = "\n", prompt_tokens, tokenizer, device = "cpu";
         int max_new = 256, top_k = 40;
         double temperature = 0.8;
         uint64_t seed = 1;
@@ -31,8 +32,10 @@ Runner add_sample(CLI::App& app) {
     app.add_option("--temperature", o->temperature, "Sampling temperature (0: greedy)")->check(non_negative_number());
     app.add_option("--top-k", o->top_k, "Sample among the k most likely tokens (0: all)")->check(at_least(0));
     app.add_option("--seed", o->seed, "Seed of the sampler");
+    add_device_option(app, o->device, false);
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line (no streaming)");
     return [o] {
+        engine_require(o->device);
         GPT<float> m;
         SafeTensors raw;
         const std::string ckpt = load_checkpoint(o->ckpt, m, &raw);
@@ -86,8 +89,10 @@ Runner add_sample(CLI::App& app) {
         const auto t0 = std::chrono::steady_clock::now();
         std::vector<int32_t> out;
         try {
-            out = generate(m, prompt, o->max_new, o->temperature, o->top_k, o->seed,
-                           o->json ? std::function<void(int32_t)>() : stream);
+            AdamW<float> no_optimizer;
+            out = engine_make(o->device, m, no_optimizer)
+                      ->generate(prompt, o->max_new, o->temperature, o->top_k, o->seed,
+                                 o->json ? std::function<void(int32_t)>() : stream);
         } catch (const std::runtime_error& e) {  // non-finite logits: finite weights whose outputs overflow
             if (!o->json) std::printf("\n");
             throw std::runtime_error(ckpt + ": " + e.what() + ": its outputs overflow");
@@ -100,7 +105,7 @@ Runner add_sample(CLI::App& app) {
             std::fprintf(stderr, "%zu tokens in %.2f s (%.0f tokens/s)\n", out.size(), s, out.size() / s);
             return 0;
         }
-        nlohmann::json j = {{"prompt_tokens", prompt}, {"tokens", out}, {"seconds", s}};
+        nlohmann::json j = {{"prompt_tokens", prompt}, {"tokens", out}, {"seconds", s}, {"device", o->device}};
         if (text) {
             Utf8Stream u;
             j["text"] = u.push(tokenizer_decode(tok, out)) + u.finish();

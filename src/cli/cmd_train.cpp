@@ -27,7 +27,7 @@ TrainConfig resume_config(const std::string& dir) {
 
 Runner add_train(CLI::App& app) {
     struct Opts {
-        std::string config, format = "auto";
+        std::string config, format = "auto", device;
         std::vector<std::string> sets;
         TrainOptions t;
         bool json = false;
@@ -42,6 +42,7 @@ Runner add_train(CLI::App& app) {
     app.add_option("--val-data", o->t.val_data, "Validation data (default: the part of --data after train_split, "
                    "its last 10% by default)");
     add_format_option(app, o->format);
+    add_device_option(app, o->device, true);
     app.add_option("--tokenizer", o->t.tokenizer, "The run's tokenizer (SentencePiece .model, tokenizer.json, llm.c's "
                    "gpt2_tokenizer.bin, or bytes); default: the one in the data's meta.json (bytes for text)");
     app.add_option("--out", o->t.out_dir, "Run directory (config, metrics.jsonl, checkpoints)")->required();
@@ -57,6 +58,7 @@ Runner add_train(CLI::App& app) {
         if (!o->config.empty()) cfg = config_from_toml_file(o->config);
         else if (t.resume) cfg = resume_config(t.out_dir);
         for (const auto& s : o->sets) config_apply_override(cfg, s);
+        if (!o->device.empty()) cfg.device = o->device;  // e.g. a run resumed on the other device
         t.format = data_format_from_string(o->format);
         t.progress = isatty(fileno(stderr));
         const TrainResult r = train_run(cfg, t);

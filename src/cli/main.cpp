@@ -16,6 +16,9 @@
 #include "cli/cli.h"
 #include "mhc/checkpoint.h"
 #include "train/run_dir.h"
+#if MHC_HAVE_CUDA || MHC_CUDA_EMU
+#include "train/engine_cuda.h"
+#endif
 
 namespace mhc::cli {
 
@@ -75,6 +78,15 @@ void add_format_option(CLI::App& app, std::string& format) {
         ->capture_default_str();
 }
 
+void add_device_option(CLI::App& app, std::string& device, bool config_default) {
+    CLI::Option* opt = app.add_option("--device", device, std::string("Where the model runs: cpu, or cuda (an NVIDIA GPU, "
+                                      "in a build with CUDA; docs/GPU.md)") +
+                                      (config_default ? "; default: the config's device key (cpu)" : ""))
+                           ->check(CLI::IsMember({"cpu", "cuda"}));
+    if (config_default) opt->default_str("");
+    else opt->capture_default_str();
+}
+
 namespace {
 // The value as a whole number, or why not ("" when it is one).
 std::string parse_long(const std::string& in, long& v) {
@@ -127,6 +139,9 @@ int main(int argc, char** argv) {
     // A file-size limit (or a full quota) should fail the write with an error we report, leaving
     // the previous checkpoint intact, not kill the process.
     std::signal(SIGXFSZ, SIG_IGN);
+#if MHC_HAVE_CUDA || MHC_CUDA_EMU
+    mhc::cuda_engine_register();  // --device cuda
+#endif
     const std::string about = "mhc: train, evaluate and sample GPT models whose residual connections are\n"
                               "hyper-connections (" + mhc::variant_choices(true, ", ", ", ") + "). See README.md and SPEC.md.";
     CLI::App app{about};

@@ -55,7 +55,7 @@ const Field kFields[] = {
     MHC_TRAIN(eval_interval), MHC_TRAIN(eval_iters), MHC_TRAIN(log_interval),
     MHC_TRAIN(checkpoint_interval), MHC_TRAIN(diag_interval), MHC_TRAIN(keep_checkpoints),
     MHC_TRAIN(max_nonfinite_steps),
-    MHC_TRAIN(seed), MHC_TRAIN(data_order), MHC_TRAIN(train_split),
+    MHC_TRAIN(seed), MHC_TRAIN(data_order), MHC_TRAIN(train_split), MHC_TRAIN(device),
 };
 #undef MHC_MODEL
 #undef MHC_TRAIN

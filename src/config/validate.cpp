@@ -106,6 +106,8 @@ void config_finalize(TrainConfig& c) {
     check(c.data_order == "random" || c.data_order == "sequential",
           "data_order '" + c.data_order + "' is unknown (expected random or sequential)");
     check(c.train_split > 0 && c.train_split < 1, "train_split must be in (0, 1), got " + num(c.train_split));
+    // Whether this program and machine can run it is the run's question (train/engine.h), not the config's.
+    check(c.device == "cpu" || c.device == "cuda", "device '" + c.device + "' is unknown (expected cpu or cuda)");
 }
 
 }  // namespace mhc

@@ -11,6 +11,7 @@
 #include "mhc/rng.h"
 #include "mhc/train.h"
 #include "ops/blas.h"
+#include "train/engine.h"
 
 namespace mhc {
 
@@ -68,6 +69,7 @@ BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::str
     gpt_build(m, cfg.model);
     gpt_init(m, cfg.seed);
     AdamW<float> adam;
+    const std::unique_ptr<Engine> e = engine_make(cfg.device, m, adam);
     std::vector<int32_t> in((size_t)B * T), tg(in.size());
 
     BenchResult r;
@@ -79,17 +81,18 @@ BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::str
     double optimizer_s = 0;
     for (int step = 0; step < warmup + steps; step++) {
         const bool timed = step >= warmup;
-        m.phases = timed ? &model_phases : nullptr;
-        // One step of train_run's loop, without its logging and checkpoints.
+        e->set_phases(timed ? &model_phases : nullptr);
+        // One step of train_run's loop, without its logging and checkpoints (it ends when the
+        // device has finished its work).
         const auto t0 = Clock::now();
-        const StepStats st = train_step(m, adam, batches, cfg, step, in.data(), tg.data());
+        const StepStats st = train_step(*e, batches, cfg, step, in.data(), tg.data());
         const auto t1 = Clock::now();
         if (timed) {
             r.step_s.push_back(secs(t0, t1));
             optimizer_s += st.optimizer_s;
         }
     }
-    m.phases = nullptr;
+    e->set_phases(nullptr);
 
     double total = 0, timed_sum = 0;
     for (double s : r.step_s) total += s;

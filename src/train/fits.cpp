@@ -6,6 +6,7 @@
 
 #include "mhc/gpt.h"
 #include "sys/process.h"
+#include "train/engine.h"
 
 namespace mhc {
 
@@ -19,8 +20,9 @@ std::string fmt_bytes(double bytes) {
 void require_memory_for(const TrainConfig& cfg) {
     const int B = cfg.batch_size, T = cfg.model.block_size;
     const GptMemory g = gpt_memory_estimate(cfg.model, B, T);
-    std::string what;
-    const double limit = sys::memory_limit_bytes(what);
+    // On a GPU what counts is its free memory (the host keeps only the weights and the AdamW state).
+    std::string what = "free memory on the " + cfg.device + " device";
+    const double limit = cfg.device == "cpu" ? sys::memory_limit_bytes(what) : engine_free_bytes(cfg.device);
     if (limit < 0 || g.bytes() <= limit) return;
     char params[32];
     std::snprintf(params, sizeof params, "%.3g", g.params);

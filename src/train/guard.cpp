@@ -9,29 +9,31 @@
 
 namespace mhc {
 
-NextStep next_step_check(GPT<float>& m, const Batcher& tb, const TrainConfig& cfg) {
+NextStep next_step_check(Engine& e, const Batcher& tb, const TrainConfig& cfg) {
     const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
     std::vector<int32_t> in((size_t)B * T), tg(in.size());
     Batcher b = tb;
     NextStep ns;
-    gpt_zero_grad(m);
+    e.zero_grad();
     for (int micro = 0; micro < accum; micro++) {
         b.next(in.data(), tg.data());
-        ns.loss += gpt_forward(m, in.data(), tg.data(), B, T) / accum;
-        gpt_backward(m, 1.0 / accum);
+        ns.loss += e.forward(in.data(), tg.data(), B, T) / accum;
+        e.backward(1.0 / accum);
     }
-    ns.grad_norm = grad_norm(m.grad.data(), (long)m.grad.size());
+    ns.grad_norm = e.grad_norm();
     return ns;
 }
 
-std::string unsound_state(GPT<float>& m, const AdamW<float>& adam, const Batcher& tb, const TrainConfig& cfg) {
+std::string unsound_state(Engine& e, GPT<float>& m, AdamW<float>& adam, const Batcher& tb, const TrainConfig& cfg) {
+    e.to_host();
     const std::vector<float>* weights = &m.param;
-    for (const auto& [buf, what] : {std::pair{weights, "weight"}, std::pair{&adam.m, "AdamW moment m of"},
-                                    std::pair{&adam.v, "AdamW moment v of"}}) {
+    const std::vector<float>*m1 = &adam.m, *m2 = &adam.v;
+    for (const auto& [buf, what] : {std::pair{weights, "weight"}, std::pair{m1, "AdamW moment m of"},
+                                    std::pair{m2, "AdamW moment v of"}}) {
         const std::string name = nonfinite_tensor(m.params, *buf);
         if (!name.empty()) return std::string(what) + " '" + name + "' holds NaN or inf";
     }
-    const NextStep ns = next_step_check(m, tb, cfg);
+    const NextStep ns = next_step_check(e, tb, cfg);
     if (std::isfinite(ns.loss) && std::isfinite(ns.grad_norm)) return "";
     char buf[128];
     std::snprintf(buf, sizeof buf, "its weights give a non-finite %s (%g) on the next batch",

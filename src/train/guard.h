@@ -11,6 +11,7 @@
 #include "mhc/data.h"
 #include "mhc/gpt.h"
 #include "mhc/optim.h"
+#include "train/engine.h"
 
 namespace mhc {
 
@@ -20,10 +21,11 @@ namespace mhc {
 struct NextStep {
     double loss = 0, grad_norm = 0;
 };
-NextStep next_step_check(GPT<float>& m, const Batcher& tb, const TrainConfig& cfg);
+NextStep next_step_check(Engine& e, const Batcher& tb, const TrainConfig& cfg);
 
-// "" when the state may be checkpointed; else why not, in words.
-std::string unsound_state(GPT<float>& m, const AdamW<float>& adam, const Batcher& tb, const TrainConfig& cfg);
+// "" when the state may be checkpointed; else why not, in words. First brings the engine's state
+// into m and adam (Engine::to_host), which a checkpoint then holds.
+std::string unsound_state(Engine& e, GPT<float>& m, AdamW<float>& adam, const Batcher& tb, const TrainConfig& cfg);
 
 // The one line a run stops with after max_nonfinite_steps non-finite steps in a row (up to step
 // `done`). saved_step: the step of the newest checkpoint (the state saved just now when it equals

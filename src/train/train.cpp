@@ -22,6 +22,7 @@
 #include "sys/process.h"
 #include "train/fits.h"
 #include "train/guard.h"
+#include "train/engine.h"
 #include "train/resume.h"
 #include "train/run_dir.h"
 #include "train/train_data.h"
@@ -31,14 +32,19 @@ namespace mhc {
 
 namespace fs = std::filesystem;
 
-double evaluate(GPT<float>& m, Batcher& b, int batches) {
+double evaluate(Engine& e, Batcher& b, int batches) {
     std::vector<int32_t> in((size_t)b.B() * b.T()), tg(in.size());
     double sum = 0;
     for (int i = 0; i < batches; i++) {
         b.next(in.data(), tg.data());
-        sum += gpt_forward(m, in.data(), tg.data(), b.B(), b.T());
+        sum += e.forward(in.data(), tg.data(), b.B(), b.T());
     }
     return batches ? sum / batches : NAN;
+}
+
+double evaluate(GPT<float>& m, Batcher& b, int batches) {
+    AdamW<float> unused;
+    return evaluate(*engine_make("cpu", m, unused), b, batches);
 }
 
 namespace {
@@ -90,34 +96,38 @@ std::string fmt_eta(double s) {
 
 }  // namespace
 
-StepStats train_step(GPT<float>& m, AdamW<float>& adam, Batcher& batches, const TrainConfig& cfg, long step,
-                     int32_t* in, int32_t* tg, bool force_nonfinite) {
+StepStats train_step(Engine& e, Batcher& batches, const TrainConfig& cfg, long step, int32_t* in, int32_t* tg,
+                     bool force_nonfinite) {
     const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
     StepStats st;
     st.lr = lr_at(cfg, step);
-    gpt_zero_grad(m);
+    e.zero_grad();
     for (int micro = 0; micro < accum; micro++) {
         batches.next(in, tg);
-        st.loss += gpt_forward(m, in, tg, B, T) / accum;
-        gpt_backward(m, 1.0 / accum);
+        st.loss += e.forward(in, tg, B, T) / accum;
+        e.backward(1.0 / accum);
     }
-    if (force_nonfinite) st.loss = NAN, m.grad[0] = NAN;
+    if (force_nonfinite) st.loss = NAN, e.poison_grad();
+    e.finish();  // the optimizer's time starts when the backward has ended, on any device
     const auto t1 = std::chrono::steady_clock::now();
-    st.grad_norm = grad_norm(m.grad.data(), (long)m.grad.size());
+    st.grad_norm = e.grad_norm();
     st.finite = std::isfinite(st.loss) && std::isfinite(st.grad_norm);
     st.nonfinite = !std::isfinite(st.loss) ? "loss" : !std::isfinite(st.grad_norm) ? "gradient norm" : "";
     if (st.finite) {
-        clip_grad(m.grad.data(), (long)m.grad.size(), st.grad_norm, cfg.grad_clip);
+        e.clip_grad(st.grad_norm, cfg.grad_clip);
         // A finite gradient can still overflow the moments or the weights: then skip it too.
-        st.finite = adamw_step_is_finite(adam, m.param.data(), m.grad.data(), m.params, st.lr, cfg.beta1, cfg.beta2,
-                                         cfg.weight_decay);
-        if (st.finite)
-            adamw_step(adam, m.param.data(), m.grad.data(), m.params, st.lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
-        else
-            st.nonfinite = "update";
+        st.finite = e.adamw_step_is_finite(st.lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
+        if (st.finite) e.adamw_step(st.lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
+        else st.nonfinite = "update";
     }
+    e.finish();
     st.optimizer_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     return st;
+}
+
+StepStats train_step(GPT<float>& m, AdamW<float>& adam, Batcher& batches, const TrainConfig& cfg, long step,
+                     int32_t* in, int32_t* tg, bool force_nonfinite) {
+    return train_step(*engine_make("cpu", m, adam), batches, cfg, step, in, tg, force_nonfinite);
 }
 
 TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
@@ -127,6 +137,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
 
     // Data. Without a validation file the training file is split (train_split, nanoGPT's 90%).
     // Everything that can refuse the run does so before the run directory is touched.
+    engine_require(cfg.device);
     const TrainData data = load_train_data(opt, cfg);
     if (cfg.model.vocab_size == 0) cfg.model.vocab_size = data.train.vocab_size;
     require_memory_for(cfg);
@@ -162,6 +173,8 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         run_dir::start_metrics(opt.out_dir);
         run_dir::write_data_record(opt.out_dir, data.record);
     }
+    // The model and its optimizer state on the run's device; m and adam hold them again at each checkpoint.
+    const std::unique_ptr<Engine> engine = engine_make(cfg.device, m, adam);
     run_dir::remove_stale_temporaries(opt.out_dir);
     run_dir::write_config(opt.out_dir, cfg);
     const std::string cfg_json = config_to_json(cfg).dump();
@@ -176,7 +189,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         return time_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     };
     auto save = [&](long done) {
-        const std::string unsound = unsound_state(m, adam, tb, cfg);
+        const std::string unsound = unsound_state(*engine, m, adam, tb, cfg);
         if (!unsound.empty()) {  // the NaN guard: never a checkpoint that cannot be evaluated or resumed
             std::fprintf(stderr, "%sstep %ld: no checkpoint written: %s\n", opt.progress && !opt.quiet ? "\n" : "",
                          done, unsound.c_str());
@@ -196,12 +209,13 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     res.final_loss = res.final_val_loss = NAN;  // stay NaN when a resumed run has no step left
     if (!opt.quiet)
         std::fprintf(stderr, "mhc train: %s, n=%d, %d layers x %d wide, %ld parameters, %ld tokens/step, "
-                     "steps %ld..%d\n%s\n", variant_key(cfg.model.hyper_conn_type), m.n, m.L, m.C,
-                     (long)m.param.size(), tokens_per_step, rs.step, cfg.max_iters, data.header.c_str());
+                     "steps %ld..%d%s\n%s\n", variant_key(cfg.model.hyper_conn_type), m.n, m.L, m.C,
+                     (long)m.param.size(), tokens_per_step, rs.step, cfg.max_iters,
+                     cfg.device == "cpu" ? "" : (", on " + cfg.device).c_str(), data.header.c_str());
     for (long step = rs.step; step < cfg.max_iters; step++) {
         const auto t0 = std::chrono::steady_clock::now();
         const long done = step + 1;
-        const StepStats st = train_step(m, adam, tb, cfg, step, in.data(), tg.data(), forced_nan.count(done) > 0);
+        const StepStats st = train_step(*engine, tb, cfg, step, in.data(), tg.data(), forced_nan.count(done) > 0);
         const double loss = st.loss, norm = st.grad_norm, lr = st.lr;
         const bool finite = st.finite;
         if (finite) {
@@ -225,8 +239,8 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         // SPEC §6 diagnostics of the last micro-batch's forward: read before the evaluation's
         // forwards overwrite the coefficient caches. Read-only, so resumption stays exact.
         const bool diag_now = cfg.diag_interval > 0 && (done % cfg.diag_interval == 0 || last);
-        if (diag_now) rec["diag"] = gpt_diagnostics(m);
-        if (eval_now) rec["val_loss"] = res.final_val_loss = val_set_loss(m, vs);
+        if (diag_now) rec["diag"] = engine->diagnostics();
+        if (eval_now) rec["val_loss"] = res.final_val_loss = val_set_loss(*engine, vs);
         rec["peak_rss_mb"] = sys::peak_rss_mb();
         rec["time_s"] = run_time();
         if (done % cfg.log_interval == 0 || eval_now || diag_now || done == 1 || !finite) log.append(rec);

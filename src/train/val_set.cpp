@@ -2,6 +2,7 @@
 #include "train/val_set.h"
 
 #include "mhc/train.h"
+#include "train/engine.h"
 
 namespace mhc {
 
@@ -12,9 +13,9 @@ ValSet val_set_make(const TokenData& val, const TrainConfig& cfg) {
             cfg.eval_iters};
 }
 
-double val_set_loss(GPT<float>& m, const ValSet& vs) {
+double val_set_loss(Engine& e, const ValSet& vs) {
     Batcher b = vs.first;
-    return evaluate(m, b, vs.batches);
+    return evaluate(e, b, vs.batches);
 }
 
 }  // namespace mhc

@@ -6,6 +6,7 @@
 #include "mhc/config.h"
 #include "mhc/data.h"
 #include "mhc/gpt.h"
+#include "train/engine.h"
 
 namespace mhc {
 
@@ -19,6 +20,6 @@ struct ValSet {
 ValSet val_set_make(const TokenData& val, const TrainConfig& cfg);
 
 // The mean loss of the model over the whole set.
-double val_set_loss(GPT<float>& m, const ValSet& vs);
+double val_set_loss(Engine& e, const ValSet& vs);
 
 }  // namespace mhc

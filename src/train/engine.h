@@ -1,0 +1,80 @@
+// Where a model runs: the device of `--device` (config key `device`). One interface for the CPU
+// (the GPT and AdamW themselves) and for a GPU (model/gpt_cuda.h, registered by the CUDA backend:
+// train/engine_cuda.h), so that train, eval, info, sample and bench are one code path whatever the
+// device. The host model and AdamW state stay the run's record: checkpoints are written from them
+// after to_host(), and an engine starts from them, so a run moves between devices through its
+// checkpoints. Internal.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mhc/bench.h"
+#include "mhc/gpt.h"
+#include "mhc/optim.h"
+#include "mhc/train.h"
+
+namespace mhc {
+
+class Engine {
+public:
+    virtual ~Engine() = default;
+    // gpt_forward, gpt_backward, gpt_zero_grad on the device's copy of the model.
+    virtual double forward(const int32_t* inputs, const int32_t* targets, int B, int Tn) = 0;
+    virtual void backward(double scale) = 0;
+    virtual void zero_grad() = 0;
+    // mhc/optim.h's functions on the device's gradients, weights and AdamW state.
+    virtual double grad_norm() = 0;
+    virtual void clip_grad(double norm, double max_norm) = 0;
+    virtual bool adamw_step_is_finite(double lr, double beta1, double beta2, double weight_decay) = 0;
+    virtual void adamw_step(double lr, double beta1, double beta2, double weight_decay) = 0;
+    // Test hook (train_run's forced non-finite steps): the first gradient becomes NaN.
+    virtual void poison_grad() = 0;
+    // Waits until the queued work is done (a GPU runs asynchronously), for timing.
+    virtual void finish() {}
+    // The last forward's logits [B*T, V] (a forward without targets), on the host.
+    virtual const float* logits() = 0;
+    // SPEC §6 diagnostics of the last forward (mhc/diag.h).
+    virtual nlohmann::json diagnostics() = 0;
+    // The host model's parameters and the host AdamW state become the device's.
+    virtual void to_host() = 0;
+    // Phase timers for mhc bench (GPT::phases); a device without them leaves everything in "other".
+    virtual void set_phases(PhaseTimes*) {}
+    // generate() of mhc/sample.h on the device (its own KV cache).
+    virtual std::vector<int32_t> generate(const std::vector<int32_t>& prompt, int max_new_tokens, double temperature,
+                                          int top_k, uint64_t seed, const std::function<void(int32_t)>& on_token) = 0;
+};
+
+// A device besides the CPU, as its backend registers it.
+struct EngineBackend {
+    std::string device;                     // its --device name
+    std::string (*unusable)();              // "" when it can run here, else one line saying why not
+    std::unique_ptr<Engine> (*make)(GPT<float>& m, AdamW<float>& adam);
+    SgemmPeak (*sgemm_peak)(const std::vector<std::vector<int>>& shapes);  // for mhc bench's MFU
+    double (*free_bytes)();                 // device memory free now (-1: unknown)
+};
+void engine_register(const EngineBackend& backend);
+
+// The devices --device accepts, "cpu" first.
+std::vector<std::string> engine_devices();
+// Throws std::runtime_error (one line) unless `device` can run here: an unknown name, a device this
+// program was built without, or one its backend finds unusable (no GPU, an old driver, ...).
+void engine_require(const std::string& device);
+// An engine on `device` for the built model m (and adam, its optimizer state: moments and step),
+// which it reads now and writes back in to_host(); both must outlive it.
+std::unique_ptr<Engine> engine_make(const std::string& device, GPT<float>& m, AdamW<float>& adam);
+// The fp32 matrix-product peak of the device (bench.h's sgemm_peak on the CPU).
+SgemmPeak engine_sgemm_peak(const std::string& device, const std::vector<std::vector<int>>& shapes);
+// The device's free memory in bytes; -1 when unknown (the CPU: the process's limit is checked instead).
+double engine_free_bytes(const std::string& device);
+
+// mhc/train.h's train_step and evaluate on an engine (their GPT versions run these on the CPU).
+StepStats train_step(Engine& e, Batcher& batches, const TrainConfig& cfg, long step, int32_t* in, int32_t* tg,
+                     bool force_nonfinite = false);
+double evaluate(Engine& e, Batcher& b, int batches);
+
+}  // namespace mhc

@@ -1,0 +1,129 @@
+// The GPU engine (train/engine_cuda.h): the model as GptCuda, AdamW as AdamWCuda, both uploaded
+// from the host model and state when made and downloaded by to_host(); sampling through the GPU's
+// KV-cache step and mhc/sample.h's loop; the sgemm peak through cuBLAS.
+#include "train/engine_cuda.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <stdexcept>
+
+#include "cuda/cuda.h"
+#include "mhc/sample.h"
+#include "model/gpt_cuda.h"
+#include "model/optim_cuda.h"
+#include "train/engine.h"
+
+namespace mhc {
+
+namespace {
+
+class CudaEngine final : public Engine {
+public:
+    CudaEngine(GPT<float>& m, AdamW<float>& adam) : m_(m), adam_(adam) {
+        gpt_cuda_build(g_, m);
+        if (!adam.m.empty()) cuda::adamw_upload(st_, adam);
+        st_.step = adam.step;
+    }
+    double forward(const int32_t* in, const int32_t* tg, int B, int Tn) override {
+        return gpt_cuda_forward(g_, in, tg, B, Tn);
+    }
+    void backward(double scale) override { gpt_cuda_backward(g_, scale); }
+    void zero_grad() override { gpt_cuda_zero_grad(g_); }
+    double grad_norm() override { return cuda::grad_norm(g_.grad.data(), count()); }
+    void clip_grad(double norm, double max_norm) override { cuda::clip_grad(g_.grad.data(), count(), norm, max_norm); }
+    bool adamw_step_is_finite(double lr, double b1, double b2, double wd) override {
+        return cuda::adamw_step_is_finite(st_, g_.param.data(), g_.grad.data(), g_.host.params, lr, b1, b2, wd);
+    }
+    void adamw_step(double lr, double b1, double b2, double wd) override {
+        cuda::adamw_step(st_, g_.param.data(), g_.grad.data(), g_.host.params, lr, b1, b2, wd);
+    }
+    void poison_grad() override {
+        const float nan = NAN;
+        cuda::copy_to_device(g_.grad.data(), &nan, sizeof nan);
+    }
+    void finish() override { cuda::synchronize(); }
+    const float* logits() override {
+        logits_ = gpt_cuda_logits(g_);
+        return logits_.data();
+    }
+    nlohmann::json diagnostics() override { return gpt_cuda_diagnostics(g_); }
+    void to_host() override {
+        gpt_cuda_download_params(g_, m_.param.data());
+        if (!st_.m.empty()) cuda::adamw_download(st_, adam_);
+        adam_.step = st_.step;
+    }
+    std::vector<int32_t> generate(const std::vector<int32_t>& prompt, int max_new, double temperature, int top_k,
+                                  uint64_t seed, const std::function<void(int32_t)>& on_token) override {
+        if (kv_.buf.empty()) kv_cache_cuda_init(kv_, g_);
+        return generate_with<float>(
+            g_.host.V, g_.host.Tmax, [&](int32_t t) { return gpt_cuda_forward_token(g_, kv_, t); },
+            [&] { kv_.pos = 0; }, prompt, max_new, temperature, top_k, seed, on_token);
+    }
+
+private:
+    long count() const { return (long)g_.grad.size(); }
+    GPT<float>& m_;
+    AdamW<float>& adam_;
+    GptCuda g_;
+    cuda::AdamWCuda st_;
+    KVCacheCuda kv_;
+    std::vector<float> logits_;
+};
+
+std::string unusable() {
+    std::string why;
+    return cuda_available(&why) ? "" : why;
+}
+
+std::unique_ptr<Engine> make(GPT<float>& m, AdamW<float>& adam) { return std::make_unique<CudaEngine>(m, adam); }
+
+// bench.h's sgemm_peak on the GPU: cuBLAS fp32 (TF32 off), timed with the device synchronised.
+SgemmPeak sgemm_peak_cuda(const std::vector<std::vector<int>>& shapes) {
+    using Clock = std::chrono::steady_clock;
+    SgemmPeak best;
+#if MHC_CUDA_EMU
+    // The emulation's GEMM is a plain loop whose speed means nothing: a small product keeps
+    // `mhc bench --device cuda` short in the emulated tests.
+    const std::vector<std::vector<int>> shapes_run = {{64, 64, 64}};
+    (void)shapes;
+#else
+    const std::vector<std::vector<int>>& shapes_run = shapes;
+#endif
+    for (const auto& s : shapes_run) {
+        if (s.size() != 3 || s[0] < 1 || s[1] < 1 || s[2] < 1) throw std::invalid_argument("bad sgemm shape");
+        const int M = s[0], N = s[1], K = s[2];
+        // The CPU's operands: small values of both signs, no overflow, no denormals, no zeros.
+        std::vector<float> A((size_t)M * K), Bm((size_t)K * N);
+        for (size_t i = 0; i < A.size(); i++) A[i] = (float)((int)(i % 17) - 8) * 0.01f;
+        for (size_t i = 0; i < Bm.size(); i++) Bm[i] = (float)((int)(i % 13) - 6) * 0.01f;
+        cuda::DeviceBuffer<float> dA, dB, dC((size_t)M * N);
+        dA.upload(A);
+        dB.upload(Bm);
+        const double flop = 2.0 * M * N * K;
+        cuda::gemm(false, false, M, N, K, 1.0f, dA.data(), K, dB.data(), N, 0.0f, dC.data(), N);  // warm-up
+        cuda::synchronize();
+        double spent = 0;
+        for (int rep = 0; rep < 100 && (rep < 5 || spent < 0.5); rep++) {
+            const auto t0 = Clock::now();
+            cuda::gemm(false, false, M, N, K, 1.0f, dA.data(), K, dB.data(), N, 0.0f, dC.data(), N);
+            cuda::synchronize();
+            const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+            spent += dt;
+            if (flop / dt * 1e-9 > best.gflops) best = {flop / dt * 1e-9, M, N, K};
+        }
+    }
+    return best;
+}
+
+double free_bytes() {
+    size_t free = 0, total = 0;
+    MHC_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    return (double)free;
+}
+
+}  // namespace
+
+void cuda_engine_register() { engine_register({"cuda", unusable, make, sgemm_peak_cuda, free_bytes}); }
+
+}  // namespace mhc

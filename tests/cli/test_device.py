@@ -1,0 +1,206 @@
+#!/usr/bin/python3
+"""End-to-end tests of `--device` (run by ctest).
+
+    /usr/bin/python3 tests/cli/test_device.py BUILD/mhc BUILD/mhc_emu
+
+BUILD/mhc is the real program; BUILD/mhc_emu is the same command line linked with the CPU emulation of
+CUDA (src/cuda/emu.h), so `--device cuda` runs the GPU code end to end without a GPU. Checks: every
+variant trains on the (emulated) GPU to the CPU's losses; a GPU checkpoint evaluates on the CPU to the
+GPU's loss; a run resumes across devices; sample, info, bench and compare take --device; without a
+usable GPU (or without CUDA in the build) --device cuda is one line and a non-zero exit. Prints one
+line per check and a last line `N passed, M failed`; exits non-zero on any failure.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+MHC = os.path.abspath(sys.argv[1])
+EMU = os.path.abspath(sys.argv[2])
+TMP = tempfile.mkdtemp(prefix="mhc_device_")
+RESULTS = {"passed": 0, "failed": 0}
+VARIANTS = ["none", "hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc"]
+CONFIG = """n_layer = 2
+n_head = 2
+n_embd = 16
+block_size = 16
+batch_size = 4
+max_iters = 6
+eval_interval = 3
+eval_iters = 2
+log_interval = 1
+diag_interval = 3
+warmup_iters = 2
+learning_rate = 3e-3
+"""
+
+
+def run(exe, *args):
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="passive")
+    return subprocess.run([exe, *args], capture_output=True, text=True, env=env, cwd=TMP)
+
+
+def check(name, cond, detail=""):
+    RESULTS["passed" if cond else "failed"] += 1
+    print(("ok    " if cond else "FAIL  ") + name + ("" if cond else "   " + str(detail)[:2000]))
+
+
+def last_json(r):
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {}
+    except (ValueError, IndexError):
+        return {}
+
+
+def one_line_error(r, *words):
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    return (r.returncode != 0 and len(lines) == 1 and "error" in lines[0] and all(w in lines[0] for w in words),
+            (r.returncode, r.stderr.strip()))
+
+
+def losses(run_dir):
+    out = {}
+    with open(os.path.join(TMP, run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            rec = json.loads(line)
+            if "loss" in rec:
+                out[rec["step"]] = (rec["loss"], rec.get("val_loss"))
+    return out
+
+
+def close(a, b, tol):
+    return all(abs(x - y) <= tol for x, y in zip(a, b)) and len(a) == len(b)
+
+
+def setup():
+    text = "".join("%s fortune number %d: the quick brown fox jumps over the lazy dog\n" % ("ab"[i % 2], i)
+                   for i in range(400))
+    with open(os.path.join(TMP, "data.txt"), "w") as f:
+        f.write(text)
+    with open(os.path.join(TMP, "tiny.toml"), "w") as f:
+        f.write(CONFIG)
+
+
+def train(exe, out, *extra):
+    return run(exe, "train", "--config", "tiny.toml", "--data", "data.txt", "--out", out, "--quiet", "--json", *extra)
+
+
+def test_no_gpu_is_one_line():
+    r = train(MHC, "nogpu", "--device", "cuda")
+    if r.returncode == 0:  # this machine has a usable GPU and the build has CUDA: nothing to refuse
+        check("mhc train --device cuda ran on a real GPU (no refusal to check)", True)
+        return
+    ok, detail = one_line_error(r, "--device cuda")
+    check("without a usable GPU or CUDA, train --device cuda: one line naming the problem, exit 1",
+          ok and r.returncode == 1 and ("no CUDA device" in r.stderr or "built without CUDA" in r.stderr), detail)
+    check("... and no run directory is made", not os.path.exists(os.path.join(TMP, "nogpu")))
+    for cmd in (["eval", "--ckpt", "x.safetensors", "--data", "data.txt"], ["info", "--ckpt", "x.safetensors"],
+                ["sample", "--ckpt", "x.safetensors"], ["bench", "--steps", "1"]):
+        r = run(MHC, *cmd, "--device", "cuda")
+        ok, detail = one_line_error(r, "--device cuda")
+        check("mhc %s --device cuda without a GPU: one line" % cmd[0], ok, detail)
+
+
+def test_bad_device():
+    ok, detail = one_line_error(train(EMU, "bad", "--device", "tpu"), "--device")
+    check("--device tpu is refused in one line", ok, detail)
+    ok, detail = one_line_error(train(EMU, "bad", "--set", "device=tpu"), "device", "tpu")
+    check("config device = tpu is refused in one line", ok, detail)
+
+
+def test_variants_train_alike():
+    for v in VARIANTS:
+        g = train(EMU, "gpu_" + v, "--device", "cuda", "--set", "hyper_conn_type=" + v)
+        c = train(EMU, "cpu_" + v, "--set", "hyper_conn_type=" + v)
+        check("%s: trains on the emulated GPU and on the CPU" % v, g.returncode == 0 and c.returncode == 0,
+              g.stderr + c.stderr)
+        if g.returncode or c.returncode:
+            continue
+        lg, lc = losses("gpu_" + v), losses("cpu_" + v)
+        steps = sorted(lc)
+        check("%s: every step's loss within 1e-4 of the CPU's" % v,
+              sorted(lg) == steps and close([lg[s][0] for s in steps], [lc[s][0] for s in steps], 1e-4), (lg, lc))
+        check("%s: validation losses within 1e-4" % v,
+              close([lg[s][1] for s in steps if lg[s][1] is not None],
+                    [lc[s][1] for s in steps if lc[s][1] is not None], 1e-4), (lg, lc))
+        with open(os.path.join(TMP, "gpu_" + v, "metrics.jsonl")) as f:
+            diags = [json.loads(l)["diag"] for l in f if '"diag"' in l]
+        check("%s: the GPU run logs SPEC §6 diagnostics for every site" % v,
+              len(diags) == 2 and all(len(d["sites"]) == 4 for d in diags), diags[:1])
+        # The GPU's checkpoint on the CPU (mhc eval) and on the GPU (mhc_emu eval --device cuda).
+        ec = last_json(run(MHC, "eval", "--ckpt", "gpu_" + v, "--data", "data.txt", "--json"))
+        eg = last_json(run(EMU, "eval", "--ckpt", "gpu_" + v, "--data", "data.txt", "--device", "cuda", "--json"))
+        check("%s: the GPU's checkpoint evaluates on the CPU to the GPU's loss (1e-5)" % v,
+              "loss" in ec and "loss" in eg and abs(ec["loss"] - eg["loss"]) <= 1e-5 and eg["device"] == "cuda",
+              (ec, eg))
+
+
+def test_resume_across_devices():
+    half = ["--set", "max_iters=3", "--set", "lr_decay_iters=6"]
+    r = [train(EMU, "gc", "--device", "cuda", *half), train(EMU, "gc", "--resume", "--device", "cpu"),
+         train(EMU, "cg", *half), train(EMU, "cg", "--resume", "--device", "cuda"), train(EMU, "cc")]
+    check("runs that change device at resume train", all(x.returncode == 0 for x in r), [x.stderr for x in r])
+    if any(x.returncode for x in r):
+        return
+    a, b, c = losses("gc"), losses("cg"), losses("cc")
+    steps = sorted(c)
+    check("GPU then CPU: the losses of one CPU run (1e-4)", close([a[s][0] for s in steps], [c[s][0] for s in steps], 1e-4),
+          (a, c))
+    check("CPU then GPU: likewise", close([b[s][0] for s in steps], [c[s][0] for s in steps], 1e-4), (b, c))
+    with open(os.path.join(TMP, "cg", "config.toml")) as f:
+        check("the resumed run's config.toml names its new device", 'device = "cuda"' in f.read())
+
+
+def test_sample_info_bench():
+    ckpt = "gpu_mhc_lite"
+    sc = last_json(run(MHC, "sample", "--ckpt", ckpt, "--max-new-tokens", "40", "--temperature", "0", "--json"))
+    sg = last_json(run(EMU, "sample", "--ckpt", ckpt, "--max-new-tokens", "40", "--temperature", "0", "--device",
+                       "cuda", "--json"))
+    check("greedy sampling on the GPU (its KV cache, past block_size) gives the CPU's tokens",
+          sc.get("tokens") and sc.get("tokens") == sg.get("tokens") and sg.get("device") == "cuda", (sc, sg))
+    ic = last_json(run(MHC, "info", "--ckpt", ckpt, "--json"))
+    ig = last_json(run(EMU, "info", "--ckpt", ckpt, "--device", "cuda", "--json"))
+    ok = ig.get("device") == "cuda" and len(ig.get("sites", [])) == len(ic.get("sites", [])) == 4
+    for a, b in zip(ic.get("sites", []), ig.get("sites", [])):
+        for k in ("ds_error_max", "fwd_gain_max", "orth_error_max", "depth_sigma1_max", "stream_similarity"):
+            ok = ok and abs(a[k] - b[k]) <= 1e-5 * max(1.0, abs(a[k]))
+    check("info --device cuda: the CPU's diagnostics (1e-5)", ok, (ic, ig))
+    r = run(EMU, "bench", "--device", "cuda", "--variants", "none,mhc_lite,ohc", "--steps", "2", "--warmup", "1",
+            "--set", "n_layer=1", "--set", "n_embd=16", "--set", "n_head=2", "--set", "block_size=16",
+            "--set", "batch_size=2", "--json")
+    d = last_json(r)
+    res = d.get("results", [])
+    check("bench --device cuda: the three variants, device cuda, a positive peak and tokens/s",
+          d.get("device") == "cuda" and [x.get("variant") for x in res] == ["none", "mhc_lite", "ohc"]
+          and d.get("sgemm_peak_gflops", 0) > 0 and all(x.get("tokens_per_s", 0) > 0 for x in res)
+          and "cuBLAS" in r.stdout, (r.stderr, d))
+
+
+def test_compare():
+    args = ["compare", "--config", "tiny.toml", "--data", "data.txt", "--variants", "none,ohc", "--out", "cmp", "--json"]
+    g = run(EMU, *args, "--device", "cuda", "--set", "max_iters=3")
+    d = last_json(g)
+    check("compare --device cuda trains its runs and writes the report",
+          g.returncode in (0, 1) and os.path.exists(os.path.join(TMP, "cmp", "report.md"))
+          and all(r.get("status") == "trained" for r in d.get("runs", [])), (g.stderr[-2000:], d))
+    cfg = os.path.join(TMP, "cmp", "runs", "ohc-s1", "config.toml")
+    check("... on the GPU (the runs' config.toml)", os.path.exists(cfg) and 'device = "cuda"' in open(cfg).read())
+    c = run(EMU, *args, "--device", "cpu", "--set", "max_iters=3")
+    d = last_json(c)
+    check("the same compare on the CPU reuses those runs (the device is no config difference)",
+          c.returncode in (0, 1) and len(d.get("runs", [])) == 2
+          and all(r.get("status") == "reused" for r in d.get("runs", [])), (c.stderr[-2000:], d))
+
+
+def main():
+    setup()
+    for t in (test_no_gpu_is_one_line, test_bad_device, test_variants_train_alike, test_resume_across_devices,
+              test_sample_info_bench, test_compare):
+        t()
+    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
+    sys.exit(1 if RESULTS["failed"] else 0)
+
+
+if __name__ == "__main__":
+    main()
