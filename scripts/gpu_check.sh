@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# The GPU check (docs/GPU.md): every GPU test on a machine with an NVIDIA GPU, a short table last.
+# The GPU check (docs/GPU.md): on a machine with an NVIDIA GPU, every GPU test, `--device cuda` end to
+# end, and a short `mhc bench --device cuda`, with a short table last; well inside 6 minutes.
 #
-#   scripts/gpu_check.sh --pack    here (Debian 12 with nvcc and the project's packages): configures
-#                                  build-gpu/ with the CUDA backend (sm_90, -march=x86-64-v3), builds
-#                                  mhc and mhc_tests, and copies them, stripped, with the shared
-#                                  libraries they need that a CUDA machine may lack (OpenBLAS and
-#                                  its Fortran runtime, libgomp, zlib; never the driver, the CUDA
-#                                  runtime or cuBLAS) into gpu_pack/ (git-ignored), then packs that
-#                                  into gpu_pack.tar.xz (what travels)
+#   scripts/gpu_check.sh --pack    HERE (Debian 12 with nvcc and the project's packages, scripts/setup.sh):
+#                                  builds build-gpu/ (CUDA on, sm_90, -march=x86-64-v3, no emulation),
+#                                  then gpu_pack/ (git-ignored): mhc and mhc_tests, stripped, with the
+#                                  shared libraries they need that a CUDA machine may lack (OpenBLAS and
+#                                  its Fortran runtime, SentencePiece, PCRE2, zlib, libgomp; libstdc++ and
+#                                  libgcc_s apart, for a machine whose own are older), never the driver,
+#                                  the CUDA runtime (linked statically) or cuBLAS (the machine's, which
+#                                  matches its driver); checks that the binaries resolve every library
+#                                  from the pack or the C library; packs it all into gpu_pack.tar.xz
 #   scripts/gpu_check.sh [--out DIR]
-#                                  on the GPU machine (CUDA 13, no Debian packages, no network):
-#                                  unpacks gpu_pack.tar.xz if gpu_pack/ is not there, runs the CUDA
-#                                  suites of gpu_pack/bin/mhc_tests (filter *Cuda*) with cuBLAS from
-#                                  the machine, writes DIR/gpu_tests.json and DIR/gpu_tests.log
-#                                  (DIR: $OUT if set, else gpu_check_out/) and prints the table
-# Exit status: 0 when every test passed (none failed, none skipped for want of a GPU).
-set -euo pipefail
+#                                  THERE (the CUDA toolkit or its Python wheels, no Debian packages, no
+#                                  network): unpacks gpu_pack.tar.xz unless gpu_pack/ is there; runs
+#                                  1. mhc_tests' GPU suites (*Cuda*), 2. tests/cli/test_device.py with the
+#                                  packed mhc on the GPU, 3. mhc bench --device cuda (every variant, the
+#                                  mHC-lite authors' model, 10 steps); writes their logs and JSON into DIR
+#                                  ($OUT if set, else gpu_check_out/) and prints the table last.
+#                                  Here (no GPU) it checks that the pack starts: the GPU tests are skipped
+#                                  and the exit status is 1.
+# Exit status: 0 when every GPU test ran and passed, test_device.py passed and the bench ran.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
 mode=run out="${OUT:-gpu_check_out}"
@@ -29,107 +35,161 @@ while (($#)); do
 done
 
 if [ "$mode" = pack ]; then
+  set -e
   B=build-gpu
   start=$(date +%s)
+  command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache) || launcher=()
+  [ -z "${CUDACXX:-}" ] && ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ] && export CUDACXX=/usr/local/cuda/bin/nvcc
   cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMHC_CUDA=ON -DMHC_MARCH=x86-64-v3 \
-    -DMHC_CUDA_EMU=OFF -DMHC_BUILD_BENCH=OFF >/dev/null
+    -DMHC_CUDA_EMU=OFF -DMHC_BUILD_BENCH=OFF "${launcher[@]}" >/dev/null
   cmake --build "$B" -j"$(nproc)" --target mhc mhc_tests
   rm -rf gpu_pack gpu_pack.tar.xz
-  mkdir -p gpu_pack/bin gpu_pack/lib gpu_pack/lib/compat
+  mkdir -p gpu_pack/bin gpu_pack/lib/compat
   cp "$B/mhc" "$B/tests/mhc_tests" gpu_pack/bin/
   strip --strip-unneeded gpu_pack/bin/*
-  # Shared libraries, resolved here: everything but the C library family (every machine has its
-  # own), the GPU driver and the CUDA libraries (the GPU machine's must match its driver).
+  # Shared libraries, resolved here: all but the C library's own (every machine has them, matched to
+  # its kernel), the GPU driver and the CUDA libraries (the GPU machine's must match its driver).
   ldd "$B/mhc" "$B/tests/mhc_tests" | awk '/=> \// { print $1, $3 }' | sort -u | while read -r name path; do
     case "$name" in
       libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|ld-linux*|libcuda.so*|libcudart*|libcublas*|libnvidia*) ;;
-      libstdc++.so*|libgcc_s.so*) cp -L "$path" "gpu_pack/lib/compat/$name" ;;  # only if the machine's are older
+      libstdc++.so*|libgcc_s.so*) cp -L "$path" "gpu_pack/lib/compat/$name" ;;  # used only if the machine's are older
       *) cp -L "$path" "gpu_pack/lib/$name" ;;
     esac
   done
   strip --strip-unneeded gpu_pack/lib/*.so* gpu_pack/lib/compat/*.so* 2>/dev/null || true
-  git rev-parse HEAD > gpu_pack/COMMIT 2>/dev/null || true
-  git status --porcelain --untracked-files=no | grep -q . && echo "(uncommitted changes)" >> gpu_pack/COMMIT
+  # Every library the binaries load must come from the pack or be one the machine has anyway.
+  bad=$(LD_LIBRARY_PATH="$PWD/gpu_pack/lib" ldd gpu_pack/bin/mhc gpu_pack/bin/mhc_tests | awk '/=>/ { print $1, $3 }' |
+        grep -vE "^(libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s|libcublas|libcublasLt|ld-linux)[.-]" |
+        grep -v " $PWD/gpu_pack/lib/" || true)
+  if [ -n "$bad" ]; then echo "gpu_check --pack: libraries not in the pack:" >&2; echo "$bad" >&2; exit 1; fi
+  { git rev-parse HEAD; git status --porcelain --untracked-files=no | grep -q . && echo "(uncommitted changes)"; } \
+    > gpu_pack/COMMIT 2>/dev/null || true
   tar -cJf gpu_pack.tar.xz gpu_pack
   du -sh gpu_pack gpu_pack.tar.xz
-  ls -la gpu_pack/bin gpu_pack/lib gpu_pack/lib/compat
-  echo "gpu_check: packed in $(( $(date +%s) - start )) s; on the GPU machine: scripts/gpu_check.sh (carry gpu_pack.tar.xz)"
+  echo "gpu_check --pack: done in $(( $(date +%s) - start )) s; on the GPU machine: scripts/gpu_check.sh" \
+       "(carry gpu_pack.tar.xz, $(du -h gpu_pack.tar.xz | cut -f1))"
   exit 0
 fi
 
-# ---- run mode -------------------------------------------------------------------------------------
+# ---- run mode (the GPU machine) ------------------------------------------------------------------
+t0=$(date +%s)
 if [ ! -x gpu_pack/bin/mhc_tests ]; then
   if [ -f gpu_pack.tar.xz ]; then
-    tar -xJf gpu_pack.tar.xz
+    tar -xJf gpu_pack.tar.xz || exit 2
   else
-    echo "gpu_check: no gpu_pack/ (or gpu_pack.tar.xz): run scripts/gpu_check.sh --pack on a build machine first," >&2
-    echo "  or build here as docs/GPU.md's fallback says" >&2
+    echo "gpu_check: no gpu_pack/ or gpu_pack.tar.xz here: run scripts/gpu_check.sh --pack on a build machine" \
+         "and carry gpu_pack.tar.xz (docs/GPU.md)" >&2
     exit 2
   fi
 fi
 mkdir -p "$out"
-log="$out/gpu_tests.log" json="$out/gpu_tests.json"
-echo "gpu_check: pack of $(head -c 12 gpu_pack/COMMIT 2>/dev/null)$(sed -n 2p gpu_pack/COMMIT 2>/dev/null)"
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+echo "gpu_check: pack of commit $(head -c 12 gpu_pack/COMMIT 2>/dev/null) $(sed -n 2p gpu_pack/COMMIT 2>/dev/null)"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
-# cuBLAS and the CUDA runtime from the machine: its CUDA toolkit, else the CUDA wheels of its Python.
+# cuBLAS from the machine: its CUDA toolkit, else the CUDA wheels of its Python.
 libpath="$PWD/gpu_pack/lib"
-for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
-  [ -e "$d/libcublas.so.13" ] && libpath="$libpath:$d"
+cublas=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda/lib; do
+  [ -z "$cublas" ] && [ -e "$d/libcublas.so.13" ] && cublas="$d"
 done
-if ! ls /usr/local/cuda/lib64/libcublas.so.13 >/dev/null 2>&1 && command -v python3 >/dev/null; then
-  wheel=$(python3 - <<'EOF' 2>/dev/null || true
-import glob, os, site
-for base in site.getsitepackages():
+if [ -z "$cublas" ] && command -v python3 >/dev/null; then
+  cublas=$(python3 - <<'EOF' 2>/dev/null
+import glob, os, site, sys
+for base in site.getsitepackages() + [site.getusersitepackages()] + sys.path:
     for hit in glob.glob(os.path.join(base, "nvidia", "**", "libcublas.so.13"), recursive=True):
         print(os.path.dirname(hit)); raise SystemExit
 EOF
 )
-  [ -n "$wheel" ] && libpath="$libpath:$wheel"
 fi
+[ -n "$cublas" ] && libpath="$libpath:$cublas"
 export LD_LIBRARY_PATH="$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # The machine's libstdc++ if it is new enough, else the one packed beside the binaries.
 if ! gpu_pack/bin/mhc_tests --gtest_list_tests >/dev/null 2>&1; then
   export LD_LIBRARY_PATH="$PWD/gpu_pack/lib/compat:$LD_LIBRARY_PATH"
   if ! gpu_pack/bin/mhc_tests --gtest_list_tests >/dev/null 2>"$out/start.err"; then
-    echo "gpu_check: mhc_tests does not start here:" >&2
+    echo "gpu_check: mhc_tests does not start here (cuBLAS found in: ${cublas:-nowhere}):" >&2
     cat "$out/start.err" >&2
-    ldd gpu_pack/bin/mhc_tests | grep "not found" >&2 || true
+    ldd gpu_pack/bin/mhc_tests | grep "not found" >&2
     exit 2
   fi
 fi
+export OMP_WAIT_POLICY=passive
 
-start=$(date +%s)
-rc=0
-timeout 330 gpu_pack/bin/mhc_tests --gtest_filter='*Cuda*' --gtest_output="json:$json" >"$log" 2>&1 || rc=$?
-echo "gpu_check: mhc_tests exited $rc after $(( $(date +%s) - start )) s (log: $log)"
-grep -E "^\[  (FAILED|SKIPPED) |Failure|no CUDA device" "$log" | head -40 || true
+# 1. Every GPU test of mhc_tests.
+s=$(date +%s)
+timeout 160 gpu_pack/bin/mhc_tests --gtest_filter='*Cuda*' --gtest_output="json:$out/gpu_tests.json" \
+  >"$out/gpu_tests.log" 2>&1
+rc_tests=$?
+t_tests=$(( $(date +%s) - s ))
+# 2. --device cuda end to end: the packed mhc is both the CPU's and the GPU's program here.
+s=$(date +%s)
+timeout 120 python3 tests/cli/test_device.py gpu_pack/bin/mhc gpu_pack/bin/mhc >"$out/device_test.log" 2>&1
+rc_device=$?
+t_device=$(( $(date +%s) - s ))
+# 3. A short bench on the GPU: every variant, the mHC-lite authors' model (mhc bench's default).
+s=$(date +%s)
+timeout 60 gpu_pack/bin/mhc bench --device cuda --steps 10 --warmup 3 --json >"$out/bench.log" 2>&1
+rc_bench=$?
+t_bench=$(( $(date +%s) - s ))
+tail -n 1 "$out/bench.log" > "$out/bench.json"
 
-python3 - "$json" "$rc" <<'EOF'
-import json, sys
-path, rc = sys.argv[1], int(sys.argv[2])
-try:
-    doc = json.load(open(path))
-except (OSError, ValueError) as e:
-    print(f"gpu_check: no test report ({e}); mhc_tests exited {rc}")
-    sys.exit(1)
-rows, counts = [], {"OK": 0, "FAILED": 0, "SKIPPED": 0}
-for suite in doc.get("testsuites", []):
-    for t in suite.get("testsuite", []):
-        name = f"{suite['name']}.{t['name']}"
-        if t.get("result") == "SKIPPED" or t.get("status") == "NOTRUN":
-            status = "SKIPPED"
-        else:
-            status = "FAILED" if t.get("failures") else "OK"
-        counts[status] += 1
-        err = t.get("max_rel_err", "")
-        extra = f" loss diff {t['max_loss_diff']}" if "max_loss_diff" in t else ""
-        rows.append((name, status, err + extra, t.get("time", "")))
-w = max([len(r[0]) for r in rows] + [4])
+python3 - "$out" "$rc_tests" "$t_tests" "$rc_device" "$t_device" "$rc_bench" "$t_bench" "$(( $(date +%s) - t0 ))" <<'EOF'
+import json, re, sys
+out, rc_tests, t_tests, rc_device, t_device, rc_bench, t_bench, t_all = sys.argv[1:]
+ok = True
 print()
-print(f"{'test':<{w}}  {'status':<7}  {'max rel err':<24}  time")
-for name, status, err, time in rows:
-    print(f"{name:<{w}}  {status:<7}  {err:<24}  {time}")
-print(f"\ngpu_check: {counts['OK']} passed, {counts['FAILED']} failed, {counts['SKIPPED']} skipped")
-sys.exit(0 if counts["FAILED"] == 0 and counts["SKIPPED"] == 0 and rc == 0 and rows else 1)
+# 1. GPU tests, by suite: counts, the worst relative error any check measured, time.
+try:
+    doc = json.load(open(out + "/gpu_tests.json"))
+except (OSError, ValueError) as e:
+    doc = {"testsuites": []}
+    print("GPU tests: no report (%s); mhc_tests exited %s" % (e, rc_tests))
+    ok = False
+rows, total = [], {"OK": 0, "FAILED": 0, "SKIPPED": 0}
+losses = []
+for suite in doc.get("testsuites", []):
+    c = {"OK": 0, "FAILED": 0, "SKIPPED": 0}
+    worst = 0.0
+    for t in suite.get("testsuite", []):
+        st = "SKIPPED" if t.get("result") == "SKIPPED" else "FAILED" if t.get("failures") else "OK"
+        c[st] += 1
+        try:
+            worst = max(worst, float(t.get("max_rel_err", 0)))
+        except ValueError:
+            pass
+        if "max_loss_diff" in t:
+            losses.append("%s %s" % (t["name"].split("/")[-1], t["max_loss_diff"]))
+    for k in c:
+        total[k] += c[k]
+    rows.append((suite["name"], c["OK"], c["FAILED"], c["SKIPPED"], "%.2g" % worst if worst else "-"))
+w = max([len(r[0]) for r in rows] + [10])
+print("%-*s %6s %6s %7s %12s" % (w, "GPU suite", "passed", "failed", "skipped", "max rel err"))
+for r in rows:
+    print("%-*s %6d %6d %7d %12s" % (w, *r))
+if losses:
+    print("20 steps GPU vs CPU, max |loss difference|: " + ", ".join(losses))
+ok = ok and total["FAILED"] == 0 and total["SKIPPED"] == 0 and total["OK"] > 0 and rc_tests == "0"
+# 2. test_device.py's last line.
+last = ""
+try:
+    last = [l for l in open(out + "/device_test.log").read().splitlines() if l.strip()][-1]
+except (OSError, IndexError):
+    pass
+m = re.match(r"(\d+) passed, (\d+) failed", last)
+print("--device cuda end to end (tests/cli/test_device.py): %s (exit %s, %s s)" % (last or "no result", rc_device, t_device))
+ok = ok and rc_device == "0" and m is not None
+# 3. The bench.
+try:
+    b = json.load(open(out + "/bench.json"))
+    print("mhc bench --device cuda, %s, batch %d, block %d, %d layers x %d, cuBLAS sgemm peak %.0f GFLOP/s:" % (
+        b["device"], b["config"]["batch_size"], b["config"]["block_size"], b["config"]["n_layer"],
+        b["config"]["n_embd"], b["sgemm_peak_gflops"]))
+    print("  " + ", ".join("%s %.0f tok/s (%.1f ms, MFU %.1f%%)" % (r["variant"], r["tokens_per_s"],
+          1e3 * r["step_s_median"], 100 * r["mfu"]) for r in b["results"]))
+except (OSError, ValueError, KeyError) as e:
+    print("mhc bench --device cuda: no result (exit %s; %s/bench.log)" % (rc_bench, out))
+    ok = False
+print("gpu_check: %s: %d GPU tests passed, %d failed, %d skipped (%s s); test_device %s s; bench %s s; %s s in all" % (
+    "PASS" if ok else "FAIL", total["OK"], total["FAILED"], total["SKIPPED"], t_tests, t_device, t_bench, t_all))
+sys.exit(0 if ok else 1)
 EOF
