@@ -9,7 +9,7 @@ CUDA (src/cuda/emu.h), so `--device cuda` runs the GPU code end to end without a
 (scripts/gpu_check.sh) both are the real mhc. --refusals-only: only the checks that need no GPU path
 (a build without CUDA, or a machine without a GPU, refuses --device cuda in one line). Checks: every
 variant trains on the (emulated) GPU to the CPU's losses; a GPU checkpoint evaluates on the CPU to the
-GPU's loss; a run resumes across devices; sample, info, bench and compare take --device; without a
+GPU's loss; the same GPU run twice is bit-identical; a run resumes across devices; sample, info, bench and compare take --device; without a
 usable GPU (or without CUDA in the build) --device cuda is one line and a non-zero exit. Prints one
 line per check and a last line `N passed, M failed`; exits non-zero on any failure.
 """
@@ -156,6 +156,18 @@ def test_resume_across_devices():
         check("the resumed run's config.toml names its new device", 'device = "cuda"' in f.read())
 
 
+def test_repeatable():
+    r = train(EMU, "gpu_mhc_lite_again", "--device", "cuda", "--set", "hyper_conn_type=mhc_lite")
+    if r.returncode or not os.path.exists(os.path.join(TMP, "gpu_mhc_lite")):
+        check("the same GPU run twice", False, r.stderr)
+        return
+    a, b = losses("gpu_mhc_lite"), losses("gpu_mhc_lite_again")
+    check("the same GPU run twice: bit-identical losses and validation losses", a == b and len(a) == 6, (a, b))
+    same = open(os.path.join(TMP, "gpu_mhc_lite", "ckpt_000006.safetensors"), "rb").read() == \
+        open(os.path.join(TMP, "gpu_mhc_lite_again", "ckpt_000006.safetensors"), "rb").read()
+    check("... and byte-identical final checkpoints", same)
+
+
 def test_sample_info_bench():
     ckpt = "gpu_mhc_lite"
     sc = last_json(run(MHC, "sample", "--ckpt", ckpt, "--max-new-tokens", "40", "--temperature", "0", "--json"))
@@ -199,8 +211,8 @@ def test_compare():
 
 def main():
     setup()
-    tests = (test_no_gpu_is_one_line, test_bad_device, test_variants_train_alike, test_resume_across_devices,
-             test_sample_info_bench, test_compare)
+    tests = (test_no_gpu_is_one_line, test_bad_device, test_variants_train_alike, test_repeatable,
+             test_resume_across_devices, test_sample_info_bench, test_compare)
     for t in tests[:1] if REFUSALS_ONLY else tests:
         t()
     print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
