@@ -10,6 +10,7 @@ PACKAGES=(
   nlohmann-json3-dev                    # safetensors headers, metrics and configs as JSON
   libtomlplusplus-dev libcli11-dev      # TOML configs, the command line
   zlib1g-dev                            # crc32 checksums of checkpoints
+  libopenmpi-dev openmpi-bin            # data-parallel training under mpirun (Open MPI)
   libgtest-dev libbenchmark-dev         # tests and benchmarks
   python3-torch python3-numpy           # the PyTorch reference used as test oracle
   fortunes                              # the default training corpus (the main job)
