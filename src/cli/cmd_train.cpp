@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "mhc/train.h"
+#include "train/comm.h"
 #include "train/run_dir.h"
 
 namespace mhc::cli {
@@ -30,7 +31,8 @@ Runner add_train(CLI::App& app) {
     app.add_flag("--resume", o->t.resume, "Continue the run in --out from its latest checkpoint");
     app.add_flag("--quiet", o->t.quiet, "No per-step output");
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
-    return [o] {
+    // Under mpirun every rank runs this; comm_main makes one line of an error that several ranks hit.
+    return [o] { return comm_main([o](Comm& comm) {
         TrainConfig cfg;
         const std::string own = run_dir::config_path(o->t.out_dir);
         if (!o->config.empty()) cfg = config_from_toml_file(o->config);
@@ -39,6 +41,7 @@ Runner add_train(CLI::App& app) {
         TrainOptions t = o->t;
         t.format = data_format_from_string(o->format);
         t.progress = isatty(fileno(stderr));
+        t.quiet = t.quiet || comm.rank != 0;  // rank 0 alone reports progress
         const TrainResult r = train_run(cfg, t);
         if (r.interrupted)
             ;  // the trainer said where it stopped and how to go on
@@ -48,12 +51,13 @@ Runner add_train(CLI::App& app) {
         else if (!t.quiet)
             std::fprintf(stderr, "done: %ld steps, loss %.4f, val loss %.4f, %.0f tokens/s; checkpoint %s\n",
                          r.steps, r.final_loss, r.final_val_loss, r.tokens_per_s, r.checkpoint.c_str());
-        if (o->json)
+        if (o->json && comm.rank == 0)
             print_json({{"steps", r.steps}, {"loss", r.final_loss}, {"val_loss", r.final_val_loss},
                         {"tokens_per_s", r.tokens_per_s}, {"checkpoint", r.checkpoint}, {"out", t.out_dir},
-                        {"skipped_steps", r.skipped_steps}, {"interrupted", r.interrupted}});
+                        {"skipped_steps", r.skipped_steps}, {"interrupted", r.interrupted},
+                        {"world_size", r.world_size}, {"optimizer_bytes_per_rank", r.optimizer_bytes}});
         return 0;
-    };
+    }); };
 }
 
 }  // namespace mhc::cli

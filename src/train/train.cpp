@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 
@@ -19,6 +20,7 @@
 #include "mhc/diag.h"
 #include "mhc/train.h"
 #include "sys/process.h"
+#include "train/data_parallel.h"
 #include "train/run_dir.h"
 
 namespace mhc {
@@ -40,12 +42,13 @@ namespace {
 // SIGINT / SIGTERM: the first asks the loop to stop after the current step (with a checkpoint);
 // a second one exits at once. Writes are atomic, so the last complete checkpoint stays intact.
 volatile sig_atomic_t g_stop = 0;
+volatile sig_atomic_t g_rank = 0;  // under mpirun every rank gets the signal; rank 0 speaks
 
 extern "C" void on_stop_signal(int sig) {
     if (g_stop) _exit(128 + sig);
     g_stop = sig;
     const char msg[] = "\nmhc train: stopping after this step and writing a checkpoint (signal again to stop now)\n";
-    (void)!write(2, msg, sizeof msg - 1);
+    if (g_rank == 0) (void)!write(2, msg, sizeof msg - 1);
 }
 
 struct StopSignals {
@@ -122,6 +125,9 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     if (!opt.val_data.empty()) val = load_tokens(opt.val_data, opt.format, train.vocab_size);
     else std::tie(train, val) = split_tokens(train, cfg.train_split);
     if (cfg.model.vocab_size == 0) cfg.model.vocab_size = train.vocab_size;
+    Comm& comm = comm_world();  // this process alone, or one rank under mpirun (train/comm.h)
+    const bool root = comm.rank == 0;  // rank 0 alone writes the run directory and speaks
+    dp_check_run(comm, cfg, opt, train, val);
     const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
     Batcher tb(train, B, T, order_from_string(cfg.data_order), cfg.seed);
     Batcher vb(val, B, T, Order::random, cfg.seed ^ 0x5A5A5A5Aull);
@@ -136,17 +142,20 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
                                      ") differs from the config's (" + model_config_to_json(cfg.model).dump() + ")");
         tb.restore(rs.train);
         vb.restore(rs.val);
-        run_dir::truncate_metrics(opt.out_dir, rs.step);
+        if (root) run_dir::truncate_metrics(opt.out_dir, rs.step);
     } else {
-        fs::create_directories(opt.out_dir);
+        if (root) fs::create_directories(opt.out_dir);
         gpt_build(m, cfg.model);
         gpt_init(m, cfg.seed);
-        run_dir::start_metrics(opt.out_dir);
+        if (root) run_dir::start_metrics(opt.out_dir);
     }
-    run_dir::remove_stale_temporaries(opt.out_dir);
-    run_dir::write_config(opt.out_dir, cfg);
+    if (root) run_dir::remove_stale_temporaries(opt.out_dir);
+    if (root) run_dir::write_config(opt.out_dir, cfg);
     const std::string cfg_json = config_to_json(cfg).dump();
-    run_dir::MetricsLog log(opt.out_dir);
+    std::optional<run_dir::MetricsLog> log;
+    if (root) log.emplace(opt.out_dir);
+    DataParallel dp = dp_start(comm, m, adam);  // one rank: `adam` itself; several: its shards
+    g_rank = comm.rank;
 
     const StopSignals signals;
     const std::set<long> forced_nan = forced_nonfinite_steps();
@@ -155,7 +164,10 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         rs.step = done;
         rs.train = tb.state();
         rs.val = vb.state();
-        const std::string path = run_dir::save_checkpoint(opt.out_dir, m, adam, rs, cfg_json);
+        AdamW<float> gathered;
+        const AdamW<float>& whole = dp_whole_optimizer(dp, gathered);  // sharded: gathered to rank 0
+        if (!root) return std::string();
+        const std::string path = run_dir::save_checkpoint(opt.out_dir, m, whole, rs, cfg_json);
         run_dir::prune_checkpoints(opt.out_dir, cfg.keep_checkpoints);
         return path;
     };
@@ -168,10 +180,11 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         std::fprintf(stderr, "mhc train: %s, n=%d, %d layers x %d wide, %ld parameters, %ld tokens/step, "
                      "steps %ld..%d\n", variant_key(cfg.model.hyper_conn_type), m.n, m.L, m.C,
                      (long)m.param.size(), tokens_per_step, rs.step, cfg.max_iters);
+    if (!opt.quiet && comm.size > 1) std::fprintf(stderr, "%s\n", dp_describe(dp, cfg).c_str());
     for (long step = rs.step; step < cfg.max_iters; step++) {
         const auto t0 = std::chrono::steady_clock::now();
         const long done = step + 1;
-        const StepStats st = train_step(m, adam, tb, cfg, step, in.data(), tg.data(), forced_nan.count(done) > 0);
+        const StepStats st = dp_train_step(dp, m, tb, cfg, step, in.data(), tg.data(), forced_nan.count(done) > 0);
         const double loss = st.loss, norm = st.grad_norm, lr = st.lr;
         const bool finite = st.finite;
         if (finite) {
@@ -180,7 +193,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         } else {  // the update was skipped: weights and optimizer state stay as after the last good step
             res.skipped_steps++;
             nonfinite_in_a_row++;
-            std::fprintf(stderr, "%sstep %ld: non-finite %s, update skipped (%d in a row, limit %d)\n",
+            if (root) std::fprintf(stderr, "%sstep %ld: non-finite %s, update skipped (%d in a row, limit %d)\n",
                          opt.progress && !opt.quiet ? "\n" : "", done, std::isfinite(loss) ? "gradient norm" : "loss",
                          nonfinite_in_a_row, cfg.max_nonfinite_steps);
         }
@@ -196,9 +209,9 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         // forwards overwrite the coefficient caches. Read-only, so resumption stays exact.
         const bool diag_now = cfg.diag_interval > 0 && (done % cfg.diag_interval == 0 || last);
         if (diag_now) rec["diag"] = gpt_diagnostics(m);
-        if (eval_now) rec["val_loss"] = res.final_val_loss = evaluate(m, vb, cfg.eval_iters);
+        if (eval_now) rec["val_loss"] = res.final_val_loss = dp_evaluate(dp, m, vb, cfg.eval_iters);
         rec["peak_rss_mb"] = sys::peak_rss_mb();
-        if (done % cfg.log_interval == 0 || eval_now || diag_now || done == 1 || !finite) log.append(rec);
+        if (root && (done % cfg.log_interval == 0 || eval_now || diag_now || done == 1 || !finite)) log->append(rec);
         if (!opt.quiet && finite) {
             std::vector<double> recent(step_times.end() - std::min<size_t>(step_times.size(), 20), step_times.end());
             std::nth_element(recent.begin(), recent.begin() + recent.size() / 2, recent.end());
@@ -212,15 +225,16 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
             else if (done % cfg.log_interval == 0 || eval_now || done == 1) std::fprintf(stderr, "%s\n", line);
         }
         const bool give_up = nonfinite_in_a_row >= cfg.max_nonfinite_steps;
-        if (done % cfg.checkpoint_interval == 0 || last || g_stop || give_up) res.checkpoint = save(done);
+        const bool stop = comm_any(comm, g_stop != 0);  // every rank stops at the same step
+        if (done % cfg.checkpoint_interval == 0 || last || stop || give_up) res.checkpoint = save(done);
         if (give_up)
             throw std::runtime_error(std::to_string(nonfinite_in_a_row) + " steps in a row (up to step " +
                                      std::to_string(done) + ") had a non-finite loss or gradient; the last good "
                                      "state is saved in " + res.checkpoint + " (lower learning_rate or grad_clip, "
                                      "then --resume)");
-        if (g_stop && !last) {
+        if (stop && !last) {
             res.interrupted = true;
-            std::fprintf(stderr, "mhc train: interrupted at step %ld; checkpoint %s; continue with --resume\n",
+            if (root) std::fprintf(stderr, "mhc train: interrupted at step %ld; checkpoint %s; continue with --resume\n",
                          done, res.checkpoint.c_str());
             break;
         }
@@ -231,6 +245,8 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         res.tokens_per_s = tokens_per_step / step_times[step_times.size() / 2];
     }
     if (res.checkpoint.empty()) res.checkpoint = run_dir::latest_checkpoint(opt.out_dir);
+    res.world_size = comm.size;
+    res.optimizer_bytes = dp_optimizer_bytes(dp);
     return res;
 }
 
