@@ -1,6 +1,6 @@
 // Fuzz target: token files in every format, and the batches cut from what loads.
 // Input: the bytes of one token file. Each input is read as every format (automatic detection
-// under a .bin and a .txt name, then text, u16 and llm.c forced), with the default vocabulary and
+// under a .bin and a .txt name, then text, u16, u32 and llm.c forced), with the default vocabulary and
 // with 256 and 65536. A std::exception is the expected way to refuse a file; anything else (a
 // sanitizer report, a crash, a non-std exception, a violated invariant below) is a finding.
 #include <algorithm>
@@ -24,9 +24,8 @@ void one(std::string_view bytes, const char* name, DataFormat fmt, int vocab) {
         return;
     }
     if (d.tokens.empty() || d.format == DataFormat::automatic) __builtin_trap();
-    if (d.vocab_size <= 65535)
-        for (uint16_t t : d.tokens)
-            if (t >= d.vocab_size) __builtin_trap();  // out-of-range ids must be refused, never kept
+    for (uint32_t t : d.tokens)
+        if (t >= (uint32_t)d.vocab_size) __builtin_trap();  // out-of-range ids must be refused, never kept
     try {
         const auto [train, val] = split_tokens(d, 0.9);
         if (train.tokens.size() + val.tokens.size() != d.tokens.size()) __builtin_trap();
@@ -41,7 +40,7 @@ void one(std::string_view bytes, const char* name, DataFormat fmt, int vocab) {
             for (int k = 0; k < 3; k++) {
                 b.next(in.data(), tg.data());
                 for (int i = 0; i < B * T; i++)
-                    if (in[i] < 0 || tg[i] < 0 || (d.vocab_size <= 65535 && tg[i] >= d.vocab_size))
+                    if (in[i] < 0 || tg[i] < 0 || tg[i] >= d.vocab_size)
                         __builtin_trap();
             }
             Batcher again(d, B, T, order, 0);
@@ -60,6 +59,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         one(bytes, "fuzz.txt", DataFormat::automatic, vocab);
         one(bytes, "fuzz.tok", DataFormat::text, vocab);
         one(bytes, "fuzz.tok", DataFormat::u16, vocab);
+        one(bytes, "fuzz.tok", DataFormat::u32, vocab);
         one(bytes, "fuzz.tok", DataFormat::llmc, vocab);
     }
     return 0;

@@ -1,7 +1,7 @@
 // Writes the seed corpora of the fuzz targets: small valid files made by the library itself, and
 // near-valid ones one step from valid (truncated, one wrong field), which is where parsers break.
 //   fuzz_make_seeds <repository root> <output directory>
-// The output gets safetensors/, tokens/ and config/ (one per target). Regenerate with
+// The output gets safetensors/, tokens/, config/ and tokenizer/ (one per target). Regenerate with
 // scripts/fuzz.sh --seeds; the corpora are committed under fuzz/corpus/.
 #include <cstdint>
 #include <cstdio>
@@ -63,6 +63,12 @@ std::string checkpoint_bytes(const ModelConfig& c, bool keep_checksum, const fs:
 std::string le64(uint64_t v) {
     std::string s(8, '\0');
     for (int i = 0; i < 8; i++) s[i] = (char)(v >> (8 * i));
+    return s;
+}
+
+std::string le32(uint32_t v) {
+    std::string s(4, '\0');
+    for (int i = 0; i < 4; i++) s[i] = (char)(v >> (8 * i));
     return s;
 }
 
@@ -134,6 +140,32 @@ void token_seeds(const fs::path& dir) {
     put(dir / "llmc_count_short.bin", llmc_bytes({1, 2, 3, 4}, 1, 3));
     put(dir / "llmc_truncated.bin", llmc_bytes({1, 2, 3, 4}, 1, 9));
     put(dir / "llmc_header_only.bin", llmc_bytes({}, 1, 0).substr(0, 1000));
+    // uint32: llm.c's LLaMA-3 shard (magic 20240801, version 7) and raw u32.
+    std::string h;
+    for (uint32_t v : {20240801u, 7u, 3u}) h += le32(v);
+    h.resize(1024, '\0');
+    put(dir / "llmc_llama3.bin", h + le32(128000) + le32(9906) + le32(1917));
+    put(dir / "u32.tok", le32(70000) + le32(1) + le32(65536));
+}
+
+// Tokenizer files and texts for fuzz_tokenizer: a first byte 0 = a file follows, 1 = text for the
+// test fixture tests/tokenizers/tiny_bpe.json.
+void tokenizer_seeds(const fs::path& root, const fs::path& dir) {
+    const std::string fixture = slurp(root / "tests" / "tokenizers" / "tiny_bpe.json");
+    const std::string file(1, '\0'), text(1, '\1');
+    put(dir / "fixture.json", file + fixture);
+    put(dir / "fixture_truncated.json", file + fixture.substr(0, fixture.size() / 2));
+    put(dir / "metaspace.json", file + "{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}, "
+                                       "\"pre_tokenizer\": {\"type\": \"Metaspace\"}}");
+    std::string llmc;
+    for (uint32_t v : {20240328u, 2u, 3u, 2u}) llmc += le32(v);
+    llmc.resize(1024, '\0');
+    llmc += std::string("\x01" "a" "\x02" " b" "\x0D" "<|endoftext|>");
+    put(dir / "gpt2_tokenizer.bin", file + llmc);
+    put(dir / "gpt2_tokenizer_truncated.bin", file + llmc.substr(0, llmc.size() - 3));
+    put(dir / "text_english", text + "the cat's 12 cafés\n\nare  here <|endoftext|> it'll\tend. Hello world");
+    put(dir / "text_unicode", text + "東京 x\xD9\xA3 a\xC2\xA0" "b \xC2\x85" "b \xF0\x9F\x98\x80 naïve");
+    put(dir / "text_bytes", text + "a\xFF" "b \xE2\x82 \xC3\n\n  \t x  y   z\r\n");
 }
 
 void config_seeds(const fs::path& root, const fs::path& dir) {
@@ -160,10 +192,11 @@ int main(int argc, char** argv) {
     }
     try {
         const fs::path root = argv[1], out = argv[2];
-        for (const char* t : {"safetensors", "tokens", "config"}) fs::create_directories(out / t);
+        for (const char* t : {"safetensors", "tokens", "config", "tokenizer"}) fs::create_directories(out / t);
         safetensors_seeds(out / "safetensors");
         token_seeds(out / "tokens");
         config_seeds(root, out / "config");
+        tokenizer_seeds(root, out / "tokenizer");
     } catch (const std::exception& e) {
         std::fprintf(stderr, "fuzz_make_seeds: %s\n", e.what());
         return 1;

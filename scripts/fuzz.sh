@@ -6,7 +6,7 @@
 #               CI run is repeatable
 #   --runs N    N executions per target; new inputs accumulate in build-fuzz/corpus/<target>
 #   --time S    S seconds per target, likewise
-#   --target T  only this target (safetensors, tokens, config); may be repeated
+#   --target T  only this target (safetensors, tokens, config, tokenizer); may be repeated
 #   --seeds     regenerate the committed seed corpora fuzz/corpus/* with the library, then stop
 # Exits non-zero on any finding (crash, sanitizer report, uncaught non-std exception, timeout,
 # out-of-memory); the input is kept in build-fuzz/findings/ and the command to replay it printed.
@@ -26,7 +26,7 @@ while (($#)); do
   esac
   shift
 done
-((${#targets[@]})) || targets=(safetensors tokens config)
+((${#targets[@]})) || targets=(safetensors tokens config tokenizer)
 
 B=build-fuzz
 # Tests and benchmarks are not needed here (and would be built with clang for nothing).

@@ -11,6 +11,8 @@ PACKAGES=(
   libtomlplusplus-dev libcli11-dev      # TOML configs, the command line
   zlib1g-dev                            # crc32 checksums of checkpoints
   libopenmpi-dev openmpi-bin            # data-parallel training under mpirun (Open MPI)
+  libsentencepiece-dev sentencepiece    # tokenizers: SentencePiece models (the library; its spm_encode CLI is the tests' oracle)
+  libpcre2-dev                          # tokenizer.json: the GPT-2 pre-tokenizer regex needs Unicode properties (\p{L}, \p{N}) and lookahead
   libgtest-dev libbenchmark-dev         # tests and benchmarks
   python3-torch python3-numpy           # the PyTorch reference used as test oracle
   fortunes                              # the default training corpus (the main job)

@@ -45,6 +45,8 @@ std::string llmc_bytes(const std::vector<uint16_t>& v, int32_t magic = 20240520,
     return s + u16_bytes(v);
 }
 
+std::vector<uint32_t> widen(const std::vector<uint16_t>& v) { return {v.begin(), v.end()}; }
+
 template <typename E, typename F> void expect_error(F&& f, const std::string& fragment) {
     try {
         f();
@@ -61,8 +63,8 @@ void expect_load_error(const std::string& path, const std::string& fragment,
 
 // Tokens 0, 1, ..., n-1: every window shows its start in its first input.
 TokenData iota_data(int n) {
-    TokenData d{"iota", DataFormat::u16, 65536, std::vector<uint16_t>(n)};
-    for (int i = 0; i < n; i++) d.tokens[i] = (uint16_t)i;
+    TokenData d{"iota", DataFormat::u16, 65536, std::vector<uint32_t>(n), {}};
+    for (int i = 0; i < n; i++) d.tokens[i] = (uint32_t)i;
     return d;
 }
 
@@ -86,7 +88,7 @@ TEST(DataLoad, TextBytesIncludingNonAscii) {
     EXPECT_EQ(d.format, DataFormat::text);
     EXPECT_EQ(d.vocab_size, 256);
     EXPECT_EQ(d.path, path);
-    EXPECT_EQ(d.tokens, (std::vector<uint16_t>{'h', 0xC3, 0xA9, '\n', 0, 0xFF, '!'}));
+    EXPECT_EQ(d.tokens, (std::vector<uint32_t>{'h', 0xC3, 0xA9, '\n', 0, 0xFF, '!'}));
     EXPECT_EQ(load_tokens(path, DataFormat::text, 256).tokens, d.tokens);
 }
 
@@ -96,7 +98,7 @@ TEST(DataLoad, RawUint16) {
     const TokenData d = load_tokens(path, DataFormat::automatic, 65536);
     EXPECT_EQ(d.format, DataFormat::u16);
     EXPECT_EQ(d.vocab_size, 65536);
-    EXPECT_EQ(d.tokens, v);
+    EXPECT_EQ(d.tokens, widen(v));
     // The default vocabulary is GPT-2's padded 50304, so 65535 is out of range there.
     expect_load_error(path, "token 65535 at position 5 is >= vocab_size 50304");
     // Small vocabularies are checked too; the first offender is the one reported.
@@ -109,8 +111,8 @@ TEST(DataLoad, LlmcShard) {
     const TokenData d = load_tokens(path);
     EXPECT_EQ(d.format, DataFormat::llmc);
     EXPECT_EQ(d.vocab_size, 50304);
-    EXPECT_EQ(d.tokens, v);
-    EXPECT_EQ(load_tokens(path, DataFormat::llmc).tokens, v);
+    EXPECT_EQ(d.tokens, widen(v));
+    EXPECT_EQ(load_tokens(path, DataFormat::llmc).tokens, widen(v));
 }
 
 TEST(DataLoad, AutomaticDetection) {
@@ -123,7 +125,7 @@ TEST(DataLoad, AutomaticDetection) {
     EXPECT_EQ(load_tokens(write_file("a.bin", pairs)).tokens.size(), 4u);
     // The magic wins over the name.
     EXPECT_EQ(load_tokens(write_file("shard.txt", llmc_bytes({9, 8}))).format, DataFormat::llmc);
-    EXPECT_EQ(load_tokens(write_file("shard", llmc_bytes({9, 8}))).tokens, (std::vector<uint16_t>{9, 8}));
+    EXPECT_EQ(load_tokens(write_file("shard", llmc_bytes({9, 8}))).tokens, (std::vector<uint32_t>{9, 8}));
     // An explicit format overrides detection.
     EXPECT_EQ(load_tokens(write_file("b.bin", "abcd"), DataFormat::text).tokens.size(), 4u);
 }
@@ -313,6 +315,69 @@ TEST(DataBatcher, StateRestoreContinuesExactly) {
     Batcher q(d, 6, 16, Order::sequential, 0);
     EXPECT_THROW(q.restore(BatcherState{0, q.num_windows()}), std::invalid_argument);
     EXPECT_THROW(q.restore(BatcherState{0, -1}), std::invalid_argument);
+}
+
+// uint32 tokens: raw u32 files, llm.c's LLaMA-3 shards (magic 20240801, version 7), and a raw .bin
+// recognised as uint32 through the meta.json sidecar that mhc prepare writes beside it.
+std::string u32_bytes(const std::vector<uint32_t>& v) {
+    std::string s;
+    for (uint32_t x : v) put32(s, (int32_t)x);
+    return s;
+}
+
+TEST(DataLoad, RawUint32AndLlama3Shards) {
+    const std::vector<uint32_t> v = {0, 65535, 65536, 128255, 7};
+    const std::string raw = write_file("big.tok", u32_bytes(v));
+    const TokenData d = load_tokens(raw, DataFormat::u32, 128256);
+    EXPECT_EQ(d.format, DataFormat::u32);
+    EXPECT_EQ(d.tokens, v);
+    expect_error<std::invalid_argument>([&] { load_tokens(raw, DataFormat::u32); }, "no default vocabulary");
+    expect_load_error(write_file("odd32.tok", "abcdef"), "not a multiple of 4", DataFormat::u32, 100);
+    std::string shard;
+    put32(shard, 20240801);
+    put32(shard, 7);
+    put32(shard, (int32_t)v.size());
+    shard.resize(1024, '\0');
+    const std::string path = write_file("llama3_shard.bin", shard + u32_bytes(v));
+    const TokenData s = load_tokens(path);
+    EXPECT_EQ(s.format, DataFormat::llmc);
+    EXPECT_EQ(s.vocab_size, 128256);  // LLaMA-3's vocabulary by default
+    EXPECT_EQ(s.tokens, v);
+    expect_load_error(path, "token 65536 at position 2 is >= vocab_size 65536", DataFormat::automatic, 65536);
+    std::string v2 = shard;
+    v2[4] = 2;  // magic 20240801 with version 2
+    expect_load_error(write_file("llama3_v2.bin", v2 + u32_bytes(v)), "version 2 for magic 20240801");
+    expect_load_error(write_file("llama3_short.bin", shard + u32_bytes({1, 2})), "truncated");
+}
+
+TEST(DataLoad, SidecarGivesWidthVocabularyAndTokenizer) {
+    const std::string dir = tmpdir() + "/prepared";
+    fs::create_directories(dir);
+    const std::vector<uint32_t> v = {70000, 1, 2, 3};
+    std::ofstream(dir + "/train.bin", std::ios::binary) << u32_bytes(v);
+    std::ofstream(dir + "/other.bin", std::ios::binary) << u16_bytes({1, 2});
+    TokenMeta m;
+    m.dtype = "uint32";
+    m.vocab_size = 70001;
+    m.tokenizer = {"hf_bpe", "tokenizer.json", 70001, "crc32:00000000"};
+    m.files = {{"train.bin", {4, 20}}};
+    std::ofstream(dir + "/meta.json") << token_meta_json(m);
+    const TokenData d = load_tokens(dir + "/train.bin");
+    EXPECT_EQ(d.format, DataFormat::u32);
+    EXPECT_EQ(d.vocab_size, 70001);
+    EXPECT_EQ(d.tokens, v);
+    EXPECT_EQ(d.tokenizer.kind, "hf_bpe");
+    EXPECT_EQ(d.tokenizer.file, dir + "/tokenizer.json");  // resolved against the sidecar's directory
+    // A file the sidecar does not list is read as before (uint16, GPT-2's vocabulary).
+    const TokenData o = load_tokens(dir + "/other.bin");
+    EXPECT_EQ(o.format, DataFormat::u16);
+    EXPECT_EQ(o.vocab_size, 50304);
+    EXPECT_TRUE(o.tokenizer.empty());
+    // Another program's meta.json is not ours: ignored. A malformed one of ours is an error.
+    std::ofstream(dir + "/meta.json") << "{\"name\": \"something else\"}";
+    EXPECT_EQ(load_tokens(dir + "/train.bin", DataFormat::automatic, 80000).format, DataFormat::u16);
+    std::ofstream(dir + "/meta.json") << "{\"format\": \"mhc-tokens-1\", \"files\": {\"train.bin\": {}}}";
+    expect_load_error(dir + "/train.bin", "meta.json: malformed mhc token sidecar");
 }
 
 }  // namespace

@@ -76,6 +76,16 @@ TrainConfig config_from_json(const nlohmann::json& j);
 nlohmann::json model_config_to_json(const ModelConfig& m);
 ModelConfig model_config_from_json(const nlohmann::json& j);  // exactly the model keys; missing -> default
 
+// Each key whose value differs between two config objects (config_to_json or model_config_to_json),
+// in the objects' key order, as "n_embd 32 in the checkpoint, 64 in the config" (have, then want,
+// each followed by its name); at most max_shown keys, then "and N more". "" when none differ.
+std::string config_json_difference(const nlohmann::json& have, const nlohmann::json& want, const std::string& have_name,
+                                   const std::string& want_name, int max_shown = 100);
+
+// The name in `names` closest to `word` (a typo at most a third of its length, at least 2 edits),
+// or "" when none is: for "did you mean" hints.
+std::string closest_name(const std::string& word, const std::vector<std::string>& names);
+
 // The config as TOML text, every key in the order above, re-readable by config_from_toml_string.
 // (A seed above 2^63-1, beyond TOML's integers, is written as a decimal string, which the reader
 // accepts for the two seed keys.)

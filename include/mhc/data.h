@@ -1,10 +1,14 @@
 // mhc/data.h — training data: token files and the batches drawn from them.
 //
-// Three file formats, all loaded whole into memory as uint16 tokens:
+// Four file formats, all loaded whole into memory as uint32 tokens:
 //   text  bytes of any file, one token per byte (vocabulary 256), for character-level runs;
 //   u16   raw little-endian uint16 tokens, as nanoGPT's prepare.py writes train.bin / val.bin;
-//   llmc  an llm.c shard: a 1024-byte header of 256 little-endian int32 ([0] magic 20240520,
-//         [1] version 1, [2] token count) followed by exactly that many uint16 tokens.
+//   u32   raw little-endian uint32 tokens (vocabularies of more than 65,536 tokens);
+//   llmc  an llm.c shard: a 1024-byte header of 256 little-endian int32 ([0] magic, [1] version,
+//         [2] token count) followed by exactly that many tokens: magic 20240520 version 1 holds
+//         uint16 tokens (GPT-2), magic 20240801 version 7 uint32 tokens (llm.c's LLaMA-3 shards).
+// A raw .bin does not say its width; `mhc prepare` writes a JSON sidecar, meta.json, beside its
+// files (TokenMeta below), and automatic detection reads the width and vocabulary from it.
 // Loading validates everything (sizes, header, every token < vocab_size) and throws
 // std::runtime_error with a one-line message naming the file and the problem; bad arguments
 // (unknown names, a vocabulary that does not fit the format) throw std::invalid_argument.
@@ -14,6 +18,7 @@
 // bit-identically from a checkpoint.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -21,24 +26,44 @@
 
 namespace mhc {
 
-enum class DataFormat { automatic, text, u16, llmc };
+enum class DataFormat { automatic, text, u16, u32, llmc };
 
-// "auto", "text", "u16", "llmc". Throws std::invalid_argument on anything else.
+// "auto", "text", "u16", "u32", "llmc". Throws std::invalid_argument on anything else.
 DataFormat data_format_from_string(const std::string& s);
 const char* data_format_name(DataFormat f);  // the same spellings
+
+// A tokenizer named by a data sidecar or a checkpoint: its kind ("bytes", "sentencepiece",
+// "hf_bpe", "llmc_gpt2"), its file ("" for bytes; a path, or a name relative to the sidecar's or
+// checkpoint's directory), its vocabulary and the file's CRC-32 ("crc32:<8 hex>", "" for bytes).
+struct TokenizerRef {
+    std::string kind, file;
+    int vocab_size = 0;
+    std::string crc32;
+    bool empty() const { return kind.empty(); }
+};
+// As the text of a JSON object {"kind", "file", "vocab_size", "crc32"}, and back (a malformed one is
+// a std::runtime_error).
+std::string tokenizer_ref_to_json(const TokenizerRef& r);
+TokenizerRef tokenizer_ref_from_json(const std::string& text);
 
 struct TokenData {
     std::string path;                       // the file read, for messages
     DataFormat format = DataFormat::text;   // as resolved by load_tokens (never automatic)
     int vocab_size = 0;                     // every token is < vocab_size
-    std::vector<uint16_t> tokens;
+    std::vector<uint32_t> tokens;
+    // The tokenizer that made the tokens, when known: bytes for text data, or what the sidecar
+    // names (its file as a full path). Empty otherwise.
+    TokenizerRef tokenizer;
 };
 
-// Loads a whole file. automatic: an llm.c shard if the file starts with the int32 magic 20240520;
-// otherwise raw uint16 if the file name ends in .bin or has no extension, else text.
-// vocab_size 0 means the format's default: 256 for text, 50304 (GPT-2's padded vocabulary) for u16
-// and llmc. Text takes no other vocabulary than 256. The first token >= vocab_size is an error
-// that gives its value and position; tokens are never wrapped or clipped.
+// Loads a whole file. automatic: an llm.c shard if the file starts with one of the two int32
+// magics; otherwise raw tokens if the file name ends in .bin or has no extension (uint32 when a
+// sidecar lists the file with dtype uint32, else uint16), else text.
+// vocab_size 0 means the sidecar's vocabulary if there is one, else the format's default: 256 for
+// text, 50304 (GPT-2's padded vocabulary) for u16 and version-1 shards, 128256 (LLaMA-3's) for
+// version-7 shards; raw u32 has no default. Text takes no other vocabulary than 256. The first
+// token >= vocab_size is an error that gives its value and position; tokens are never wrapped or
+// clipped.
 TokenData load_tokens(const std::string& path, DataFormat fmt = DataFormat::automatic,
                       int vocab_size = 0);
 // The same loader on a whole file already in memory (embedders, the fuzz targets). `name` stands
@@ -47,9 +72,59 @@ TokenData load_tokens_from_memory(std::string_view bytes, const std::string& nam
                                   DataFormat fmt = DataFormat::automatic, int vocab_size = 0);
 
 // Train = the first floor(frac * len) tokens, validation = the rest (nanoGPT splits 90/10 this way).
-// Both keep the path, format and vocabulary of `all`. Throws std::invalid_argument unless
+// Both keep the path, format, vocabulary and tokenizer of `all`. Throws std::invalid_argument unless
 // 0 < frac < 1 and both parts are non-empty.
 std::pair<TokenData, TokenData> split_tokens(const TokenData& all, double frac = 0.9);
+
+// The sidecar `mhc prepare` writes as DIR/meta.json beside the token files it makes:
+//   {"format": "mhc-tokens-1", "dtype": "uint16" | "uint32", "container": "bin" | "llmc",
+//    "vocab_size": V, "tokenizer": {"kind", "file", "vocab_size", "crc32"},
+//    "files": {"train.bin": {"tokens": N, "bytes": B}, "val.bin": {...}}, "inputs": [...]}
+// where "bytes" counts the text bytes each file's tokens encode.
+struct TokenFileInfo {
+    int64_t tokens = 0, bytes = 0;
+};
+struct TokenMeta {
+    std::string dtype = "uint16", container = "bin";
+    int vocab_size = 0;
+    TokenizerRef tokenizer;                       // file relative to the sidecar's directory
+    std::vector<std::pair<std::string, TokenFileInfo>> files;  // by file name, in order
+    std::vector<std::pair<std::string, int64_t>> inputs;        // text files read, with their sizes
+};
+// Reads the sidecar that describes `data_path`: meta.json in the same directory with format
+// "mhc-tokens-1" whose "files" lists the file's name. Returns false if there is none (no meta.json,
+// or another program's, or one that does not list the file); a malformed mhc sidecar is a
+// std::runtime_error naming it.
+bool token_meta_find(const std::string& data_path, TokenMeta& meta);
+// The sidecar as JSON text (written by mhc prepare).
+std::string token_meta_json(const TokenMeta& meta);
+
+namespace sys { class AtomicFile; }  // src/sys/file.h
+
+// Writes a token file as the tokens come, atomically: into PATH.tmp.<pid>, then fsync and rename
+// by finish(). Destroyed unfinished (an error, an interrupt), it removes the temporary, so PATH is
+// either absent or complete. width 2 or 4 bytes per token; llmc: llm.c's 1024-byte header in front
+// (a GPT-2 shard for width 2, a LLaMA-3 shard for width 4), its count written at the end.
+// Errors are std::runtime_error naming the file.
+class TokenWriter {
+  public:
+    TokenWriter(const std::string& path, int width, bool llmc);
+    ~TokenWriter();
+    TokenWriter(const TokenWriter&) = delete;
+    TokenWriter& operator=(const TokenWriter&) = delete;
+    void write(const uint32_t* tokens, size_t n);  // every token must fit the width
+    void finish();
+    int64_t count() const { return count_; }
+
+  private:
+    void flush();
+    std::unique_ptr<sys::AtomicFile> file_;
+    std::string path_;
+    int width_;
+    bool llmc_;
+    int64_t count_ = 0;
+    std::string buf_;
+};
 
 enum class Order { random, sequential };
 
@@ -91,7 +166,7 @@ class Batcher {
     Order order() const { return order_; }
 
   private:
-    const uint16_t* tok_;
+    const uint32_t* tok_;
     int64_t len_;
     int B_, T_;
     Order order_;

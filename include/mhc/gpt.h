@@ -75,6 +75,21 @@ template <typename T> void gpt_init(GPT<T>& m, uint64_t seed);
 
 long gpt_param_count_of(const std::vector<ParamTensor>& params);
 
+// The name of the first tensor of `params` whose values in `buf` (the parameters, or a buffer laid
+// out like them: gradients, AdamW moments) hold NaN or inf; "" when all are finite (or buf is
+// shorter than the layout, as the moments are before the first step).
+std::string nonfinite_tensor(const std::vector<ParamTensor>& params, const std::vector<float>& buf);
+
+// What training a model of this config takes, in float32 values, before anything is allocated:
+// its parameters (each also has a gradient and two AdamW moments) and the activations and their
+// gradients of one (B, T) forward and backward. Doubles, so an absurd config gives an absurd
+// number rather than an overflow. Throws std::invalid_argument when the config's sites do not build.
+struct GptMemory {
+    double params = 0, activations = 0;
+    double bytes() const { return 4.0 * (4 * params + activations); }
+};
+GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T);
+
 // Forward on inputs [B, T] (token ids < V, T <= block_size). With targets: returns the mean
 // cross-entropy and keeps what the backward needs. Without: fills m.logits [B*T, V], returns NaN.
 template <typename T>

@@ -36,4 +36,12 @@ template <typename T>
 void adamw_step(AdamW<T>& st, T* param, const T* grad, const std::vector<ParamTensor>& tensors,
                 double lr, double beta1, double beta2, double weight_decay);
 
+// Whether adamw_step with these arguments would leave every weight and both moments finite,
+// computed with the same expressions and nothing stored: the training step applies an update only
+// when it would (a huge but finite gradient can overflow v = g², or a huge learning rate the
+// weights), so a non-finite step never touches the weights or the optimizer state.
+template <typename T>
+bool adamw_step_is_finite(const AdamW<T>& st, const T* param, const T* grad, const std::vector<ParamTensor>& tensors,
+                          double lr, double beta1, double beta2, double weight_decay);
+
 }  // namespace mhc

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "mhc/gpt.h"
+#include "mhc/safetensors.h"
 
 namespace mhc::cli {
 
@@ -18,6 +19,7 @@ Runner add_sample(CLI::App& app);
 Runner add_info(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_compare(CLI::App& app);
+Runner add_prepare(CLI::App& app);
 
 // "none,hc, mhc-lite" -> config names in order (aliases residual, mhc-lite; spaces trimmed).
 // Unknown, repeated or no variants: std::invalid_argument naming the option.
@@ -28,10 +30,19 @@ std::vector<std::string> split_list(const std::string& list);
 // Prints the result object as one line of JSON on stdout (the last line a --json command prints).
 void print_json(const nlohmann::json& j);
 
-// Loads a checkpoint file into a model, with the path named in any error.
-void load_checkpoint(const std::string& path, GPT<float>& m);
+// Loads a checkpoint file into a model, with the path named in any error. `path` may be a run
+// directory: its latest checkpoint. Returns the file loaded. A model whose weights hold NaN or inf
+// is refused (one line naming the tensor): nothing it computes would mean anything. With raw, the
+// file's tensors and metadata are kept there too (e.g. for the tokenizer it names).
+std::string load_checkpoint(const std::string& path, GPT<float>& m, SafeTensors* raw = nullptr);
 
-// Text of a byte-level model's tokens (vocab 256), bytes as they are.
-std::string bytes_of(const std::vector<int32_t>& tokens);
+// --format for the commands that read token files: auto, text, u16, u32, llmc.
+void add_format_option(CLI::App& app, std::string& format);
+
+// Option checks worded like the rest of mhc ("must be >= 1, got 0"): CLI11's PositiveNumber and
+// NonNegativeNumber print their double bounds with std::to_string, 310 digits that read as a
+// contradiction ("0 not in range 0.000000 to 1797...").
+CLI::Validator at_least(long min);       // an integer >= min
+CLI::Validator non_negative_number();    // a finite number >= 0
 
 }  // namespace mhc::cli

@@ -142,12 +142,13 @@ Runner add_bench(CLI::App& app) {
     auto o = std::make_shared<Opts>();
     app.add_option("--config", o->config, "TOML config (default: the mHC-lite authors' model: 6 layers, 6 heads, "
                    "384 wide, block 256, batch 8, vocab 256, hyper_conn_n 4, no biases)");
-    app.add_option("--set", o->sets, "Override one config key: --set key=value (repeatable)");
+    app.add_option("--set", o->sets, "Override one config key: --set key=value (repeatable)")->default_str("");
     app.add_option("--variants", o->variants, "Comma-separated variants (" + variant_choices(false, ", ", ", ") +
                    "; aliases " + variant_other_spellings() + ")")->capture_default_str();
     app.add_option("--steps", o->steps, "Timed training steps per variant (>= 1)")->capture_default_str();
     app.add_option("--warmup", o->warmup, "Untimed steps before them (>= 0)")->capture_default_str();
-    app.add_option("--threads", o->threads, "OpenMP threads for every measurement (default: OpenMP's default)");
+    app.add_option("--threads", o->threads, "OpenMP threads for every measurement (0: OpenMP's default, " +
+                   std::to_string(omp_get_max_threads()) + " here)")->check(at_least(0));
     app.add_option("--data", o->data, "Token or text file the batches come from (default: seeded random tokens)");
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
     app.add_option("--child", o->child, "internal: one measurement in this process")->group("");
@@ -157,7 +158,6 @@ Runner add_bench(CLI::App& app) {
         if (!o->child.empty()) return child_main(o->child);
         if (o->steps < 1) throw std::invalid_argument("--steps must be >= 1, got " + std::to_string(o->steps));
         if (o->warmup < 0) throw std::invalid_argument("--warmup must be >= 0, got " + std::to_string(o->warmup));
-        if (o->threads < 0) throw std::invalid_argument("--threads must be >= 1, got " + std::to_string(o->threads));
         const std::vector<std::string> variants = parse_variant_list(o->variants);
         TrainConfig cfg = o->config.empty() ? authors_config() : config_from_toml_file(o->config);
         for (const auto& s : o->sets) config_apply_override(cfg, s);

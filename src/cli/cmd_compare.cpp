@@ -15,8 +15,10 @@
 #include "mhc/config.h"
 #include "report/report.h"
 #include "sys/file.h"
+#include "sys/lock.h"
 #include "sys/process.h"
 #include "train/run_dir.h"
+#include "train/train_data.h"
 
 namespace mhc::cli {
 
@@ -65,7 +67,7 @@ struct SignalForwarding {
     }
 };
 
-enum class Plan { train, resume, reuse };
+enum class Plan { train, resume, reuse, retrain };
 
 struct Run {
     std::string variant, name, dir;
@@ -74,6 +76,8 @@ struct Run {
     long ckpt_step = -1;
     Plan plan = Plan::train;
     std::string status;  // trained, resumed, reused, failed
+    std::string data_diff;  // retrain: how its data differs from the requested data
+    bool data_unknown = false;  // a run from before data.json: taken as trained on the requested data
 };
 
 // The keys where a run's own config.toml differs from the requested config ("" if none).
@@ -81,23 +85,15 @@ struct Run {
 std::string config_difference(const TrainConfig& want, const TrainConfig& have) {
     nlohmann::json a = config_to_json(want), b = config_to_json(have);
     if (a.value("vocab_size", 0) == 0 && b.contains("vocab_size")) a["vocab_size"] = b["vocab_size"];
-    std::string diff;
-    int shown = 0;
-    for (auto it = a.begin(); it != a.end(); ++it) {
-        const nlohmann::json other = b.contains(it.key()) ? b[it.key()] : nlohmann::json();
-        if (other == it.value()) continue;
-        if (shown++ < 3)
-            diff += std::string(diff.empty() ? "" : ", ") + it.key() + " " + other.dump() + " in the run, " +
-                    it.value().dump() + " requested";
-    }
-    if (shown > 3) diff += ", and " + std::to_string(shown - 3) + " more";
-    return diff;
+    return config_json_difference(b, a, "in the run", "requested", 3);
 }
 
 std::string plan_line(const Run& r) {
     const int max_iters = r.cfg.max_iters;
     switch (r.plan) {
         case Plan::reuse: return "reused (complete at step " + std::to_string(r.ckpt_step) + ")";
+        case Plan::retrain: return "training " + std::to_string(max_iters) + " steps again (its data differed: " +
+                                   r.data_diff + ")";
         case Plan::resume:
             return "resuming at step " + std::to_string(r.ckpt_step) + " of " + std::to_string(max_iters);
         default: return "training " + std::to_string(max_iters) + " steps";
@@ -179,7 +175,7 @@ nlohmann::json row_json(const report::VariantRow& r) {
 struct Opts {
     std::string config, data, val_data, format = "auto", out, variants = variant_keys_csv(), seeds = "1";
     std::vector<std::string> sets;
-    bool report_only = false, json = false;
+    bool report_only = false, json = false, retrain_other_data = false;
 };
 
 Run make_run(const Opts& o, const std::string& variant, uint64_t seed) {
@@ -236,6 +232,21 @@ std::vector<Run> existing_runs(const Opts& o, bool explicit_list, std::vector<st
     return runs;
 }
 
+// How a run directory's data.json differs from the requested data ("" when it does not, or when
+// it has no record: a run from before mhc kept one, reused with a note).
+std::string run_data_difference(const Opts& o, Run& r, const nlohmann::json& want) {
+    const nlohmann::json had = run_dir::read_data_record(r.dir);
+    if (!had.is_object()) {
+        r.data_unknown = true;
+        return "";
+    }
+    std::string diff = run_dir::data_record_difference(had, want);
+    const std::string fmt = had.value("format", std::string());
+    if (diff.empty() && o.format != "auto" && !fmt.empty() && fmt != o.format)
+        diff = "data format " + fmt + " then, " + o.format + " now";
+    return diff;
+}
+
 // Resolves and checks every run before training any, so that bad input fails at once.
 std::vector<Run> plan_runs(const Opts& o, const std::vector<std::string>& vlist, const std::vector<uint64_t>& slist) {
     if (o.config.empty()) throw std::invalid_argument("--config is required (unless --report-only)");
@@ -248,6 +259,7 @@ std::vector<Run> plan_runs(const Opts& o, const std::vector<std::string>& vlist,
             throw std::invalid_argument("--set " + key + ": compare sets it per run (use --variants / --seeds)");
     }
     const TrainConfig base = config_from_toml_file(o.config);
+    const nlohmann::json want_data = data_identity(o.data, o.val_data);
     std::vector<Run> runs;
     for (const auto& v : vlist)
         for (uint64_t s : slist) {
@@ -271,6 +283,11 @@ std::vector<Run> plan_runs(const Opts& o, const std::vector<std::string>& vlist,
             }
             r.ckpt_step = run_dir::latest_step(r.dir);
             r.plan = r.ckpt_step >= r.cfg.max_iters ? Plan::reuse : r.ckpt_step > 0 ? Plan::resume : Plan::train;
+            if (r.plan != Plan::train) r.data_diff = run_data_difference(o, r, want_data);
+            if (!r.data_diff.empty() && !o.retrain_other_data)
+                throw std::runtime_error(r.dir + " was trained on other data (" + r.data_diff + "): add --retrain-"
+                                         "other-data to train it again on this data, or choose another --out");
+            if (!r.data_diff.empty()) r.plan = Plan::retrain;
             runs.push_back(r);
         }
     return runs;
@@ -285,10 +302,14 @@ bool train_runs(const Opts& o, std::vector<Run>& runs, int& failed) {
     for (size_t i = 0; i < runs.size() && !g_signals; i++) {
         Run& r = runs[i];
         std::fprintf(stderr, "mhc compare: [%zu/%zu] %s: %s\n", i + 1, runs.size(), r.name.c_str(), plan_line(r).c_str());
+        if (r.data_unknown)
+            std::fprintf(stderr, "mhc compare: note: %s does not record its data (a run from before data.json); it is "
+                         "taken as trained on %s\n", r.dir.c_str(), o.data.c_str());
         if (r.plan == Plan::reuse) {
             r.status = "reused";
             continue;
         }
+        if (r.plan == Plan::retrain) run_dir::clear(r.dir);
         std::vector<std::string> argv = {exe, "train", "--config", o.config};
         for (const auto& kv : o.sets) argv.insert(argv.end(), {"--set", kv});
         argv.insert(argv.end(), {"--set", "hyper_conn_type=" + r.variant, "--set", "seed=" + std::to_string(r.seed),
@@ -317,7 +338,7 @@ bool train_runs(const Opts& o, std::vector<Run>& runs, int& failed) {
             std::fprintf(stderr, "mhc compare: %s failed (exit %d, its error is above); going on with the other runs\n",
                          r.name.c_str(), rc);
         } else {
-            r.status = r.plan == Plan::resume ? "resumed" : "trained";
+            r.status = r.plan == Plan::resume ? "resumed" : r.plan == Plan::retrain ? "retrained" : "trained";
         }
     }
     if (!g_signals) return true;
@@ -342,22 +363,26 @@ nlohmann::json result_json(const Opts& o, const std::vector<Run>& runs, const re
 
 Runner add_compare(CLI::App& app) {
     auto o = std::make_shared<Opts>();
-    app.add_option("--config", o->config, "TOML config shared by every run");
-    app.add_option("--data", o->data, "Training data (as for mhc train)");
-    app.add_option("--val-data", o->val_data, "Validation data (default: the last 10% of --data)");
-    app.add_option("--format", o->format, "Data format: auto, text, u16, llmc")
-        ->check(CLI::IsMember({"auto", "text", "u16", "llmc"}));
+    app.add_option("--config", o->config, "TOML config shared by every run (required, except with --report-only)");
+    app.add_option("--data", o->data, "Training data, as for mhc train (required, except with --report-only)");
+    app.add_option("--val-data", o->val_data, "Validation data (default: the part of --data after train_split, "
+                   "its last 10% by default)");
+    add_format_option(app, o->format);
     CLI::Option* variants = app.add_option("--variants", o->variants, "Comma-separated hyper_conn_type values, the "
                                            "table's row order (default: " + variant_keys_csv() + ")");
     CLI::Option* seeds = app.add_option("--seeds", o->seeds, "Comma-separated seeds (default: 1)");
-    app.add_option("--set", o->sets, "Override one config key for every run: --set key=value (repeatable)");
+    app.add_option("--set", o->sets, "Override one config key for every run: --set key=value (repeatable)")
+        ->default_str("");
     app.add_option("--out", o->out, "Comparison directory: runs/<variant>-s<seed>/, report.md, report.html, "
                    "*.png and the plots' *.gp/*.dat")->required();
     app.add_flag("--report-only", o->report_only, "Train nothing: write the report from the runs already in --out "
                  "(those of --variants/--seeds if given, else those of the last compare there)");
+    app.add_flag("--retrain-other-data", o->retrain_other_data, "Train again, from scratch, a run of --out that "
+                 "was trained on other data (else that is an error)");
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
     app.footer("Runs train one after another as child processes (`mhc train`); a finished run is reused, a partial\n"
-               "one continued with --resume, and a run whose config differs from the requested one is an error.\n"
+               "one continued with --resume, and a run whose config or data differs from the requested one is an\n"
+               "error. One compare at a time writes into an --out (a second is refused, naming the first's pid).\n"
                "Plots are drawn by gnuplot (Debian: gnuplot-nox); without it the table and HTML are still written,\n"
                "with a warning, and the exit status stays 0.\n"
                "Exit status: 0 report written; 1 bad input, a failed run (the report is still written) or a\n"
@@ -370,22 +395,18 @@ Runner add_compare(CLI::App& app) {
         nlohmann::json setup;
         std::vector<Run> runs;
         int failed = 0;
+        sys::FileLock lock;  // one compare per --out, taken once the input is known to be good
         if (o->report_only) {
             std::ifstream sf(setup_path);
             setup = nlohmann::json::parse(sf, nullptr, false);  // unreadable or damaged: discarded
             if (setup.is_discarded()) setup = nullptr;
             runs = existing_runs(*o, variants->count() > 0 || seeds->count() > 0, vlist, slist, setup);
+            lock = sys::lock_file(o->out + "/lock", o->out);
         } else {
-            runs = plan_runs(*o, vlist, slist);
-            // The data is not in a run's config: say so when it changed since the last compare here.
-            std::ifstream sf(setup_path);
-            const nlohmann::json before = nlohmann::json::parse(sf, nullptr, false);
-            for (const char* key : {"data", "val_data"})
-                if (before.is_object() && before.contains(key) && before[key] != (key[0] == 'd' ? o->data : o->val_data))
-                    std::fprintf(stderr, "mhc compare: warning: the last compare in %s used %s %s (now %s); finished "
-                                 "runs are reused as they are\n", o->out.c_str(), key, before[key].dump().c_str(),
-                                 nlohmann::json(key[0] == 'd' ? o->data : o->val_data).dump().c_str());
+            plan_runs(*o, vlist, slist);  // bad input fails here, before --out is created
             fs::create_directories(o->out + "/runs");
+            lock = sys::lock_file(o->out + "/lock", o->out);
+            runs = plan_runs(*o, vlist, slist);  // again, now that no other compare can change the runs
             setup = {{"config", o->config}, {"sets", o->sets}, {"data", o->data}, {"val_data", o->val_data},
                      {"format", o->format}, {"variants", vlist}, {"seeds", slist}};
             sys::write_file_atomic(setup_path, setup.dump(2) + "\n");

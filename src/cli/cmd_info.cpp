@@ -1,4 +1,5 @@
 // mhc info
+#include <cmath>
 #include <random>
 
 #include "cli/cli.h"
@@ -14,17 +15,17 @@ Runner add_info(CLI::App& app) {
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
-    app.add_option("--ckpt", o->ckpt, "Checkpoint (.safetensors)")->required();
+    app.add_option("--ckpt", o->ckpt, "Checkpoint (.safetensors), or a run directory (its latest checkpoint)")
+        ->required();
     app.add_option("--data", o->data, "Tokens for the diagnostics: the first windows of this file "
                    "(default: random tokens, seed 0)");
-    app.add_option("--format", o->format, "Data format: auto, text, u16, llmc")
-        ->check(CLI::IsMember({"auto", "text", "u16", "llmc"}));
-    app.add_option("--batch", o->batch, "Sequences for the diagnostics")->check(CLI::PositiveNumber);
-    app.add_option("--seq", o->seq, "Sequence length (default: block_size)")->check(CLI::PositiveNumber);
+    add_format_option(app, o->format);
+    app.add_option("--batch", o->batch, "Sequences for the diagnostics")->check(at_least(1));
+    app.add_option("--seq", o->seq, "Sequence length (0: block_size)")->check(at_least(0));
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
     return [o] {
         GPT<float> m;
-        load_checkpoint(o->ckpt, m);
+        const std::string ckpt = load_checkpoint(o->ckpt, m);
         const int B = o->batch, T = o->seq ? o->seq : m.Tmax;
         if (T > m.Tmax) throw std::invalid_argument("--seq exceeds the model's block_size " + std::to_string(m.Tmax));
         std::vector<int32_t> in((size_t)B * T), tg(in.size());
@@ -36,12 +37,16 @@ Runner add_info(CLI::App& app) {
             for (auto& t : in) t = (int32_t)(rng() % (uint32_t)m.V);
         }
         gpt_forward(m, in.data(), nullptr, B, T);
-        long conn_params = 0;
+        for (long i = 0; i < (long)B * T * m.V; i++)
+            if (!std::isfinite(m.logits[i]))
+                throw std::runtime_error(ckpt + ": the model's logits are not finite (NaN or inf) on " +
+                                         (o->data.empty() ? std::string("random tokens") : o->data) +
+                                         ": its outputs overflow");        long conn_params = 0;
         for (const auto& p : m.params) conn_params += p.name.find(".hc_") != std::string::npos ? p.size : 0;
-        nlohmann::json j = {{"checkpoint", o->ckpt}, {"config", model_config_to_json(m.cfg)},
+        nlohmann::json j = {{"checkpoint", ckpt}, {"config", model_config_to_json(m.cfg)},
                             {"parameters", (long)m.param.size()}, {"connection_parameters", conn_params},
                             {"tokens", B * T}, {"input", o->data.empty() ? "random tokens" : o->data}};
-        std::printf("%s: %s n=%d, %d layers x %d wide, %d heads, vocab %d, block %d\n", o->ckpt.c_str(),
+        std::printf("%s: %s n=%d, %d layers x %d wide, %d heads, vocab %d, block %d\n", ckpt.c_str(),
                     variant_key(m.cfg.hyper_conn_type), m.n, m.L, m.C, m.H, m.V, m.Tmax);
         std::printf("parameters: %ld (connections %ld, %.2f%%)\n", (long)m.param.size(), conn_params,
                     100.0 * conn_params / m.param.size());

@@ -3,31 +3,42 @@
 #include <sstream>
 
 #include "cli/cli.h"
+#include "mhc/checkpoint.h"
 #include "mhc/sample.h"
+#include "mhc/tokenizer.h"
 
 namespace mhc::cli {
 
 Runner add_sample(CLI::App& app) {
     struct Opts {
-        std::string ckpt, prompt = "\n", prompt_tokens;
+        std::string ckpt, prompt = "\n", prompt_tokens, tokenizer;
         int max_new = 256, top_k = 40;
         double temperature = 0.8;
         uint64_t seed = 1;
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
-    app.add_option("--ckpt", o->ckpt, "Checkpoint (.safetensors)")->required();
-    app.add_option("--prompt", o->prompt, "Prompt text, for byte-level models (vocab 256); default: a newline");
-    app.add_option("--prompt-tokens", o->prompt_tokens, "Prompt as token ids, comma-separated (any vocabulary)");
-    app.add_option("--max-new-tokens", o->max_new, "Tokens to generate")->check(CLI::NonNegativeNumber);
-    app.add_option("--temperature", o->temperature, "Sampling temperature (0: greedy)")->check(CLI::NonNegativeNumber);
-    app.add_option("--top-k", o->top_k, "Sample among the k most likely tokens (0: all)")->check(CLI::NonNegativeNumber);
+    app.add_option("--ckpt", o->ckpt, "Checkpoint (.safetensors), or a run directory (its latest checkpoint)")
+        ->required();
+    CLI::Option* text = app.add_option("--prompt", o->prompt, "Prompt text, encoded with the model's tokenizer; "
+                                       "default: a newline")->default_str("");
+    app.add_option("--prompt-tokens", o->prompt_tokens, "Prompt as token ids, comma-separated (any vocabulary)")
+        ->excludes(text);
+    app.add_option("--tokenizer", o->tokenizer, "Tokenizer for the prompt and the output: SentencePiece .model, "
+                   "tokenizer.json, llm.c's gpt2_tokenizer.bin (decoding only) or bytes; default: the one the "
+                   "checkpoint names (beside it), or bytes for a 256-token model");
+    app.add_option("--max-new-tokens", o->max_new, "Tokens to generate")->check(at_least(0));
+    app.add_option("--temperature", o->temperature, "Sampling temperature (0: greedy)")->check(non_negative_number());
+    app.add_option("--top-k", o->top_k, "Sample among the k most likely tokens (0: all)")->check(at_least(0));
     app.add_option("--seed", o->seed, "Seed of the sampler");
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line (no streaming)");
     return [o] {
         GPT<float> m;
-        load_checkpoint(o->ckpt, m);
-        const bool bytes = m.V == 256;
+        SafeTensors raw;
+        const std::string ckpt = load_checkpoint(o->ckpt, m, &raw);
+        raw.tensors.clear();  // only the metadata is needed from here on
+        Tokenizer tok;
+        const bool text = tokenizer_for_checkpoint(ckpt, raw.metadata, o->tokenizer, m.V, tok);
         std::vector<int32_t> prompt;
         if (!o->prompt_tokens.empty()) {
             std::stringstream ss(o->prompt_tokens);
@@ -41,31 +52,60 @@ Runner add_sample(CLI::App& app) {
                     throw std::invalid_argument("--prompt-tokens: '" + item + "' is not a token id");
                 }
             }
-        } else if (bytes) {
-            for (unsigned char ch : o->prompt) prompt.push_back(ch);
+        } else if (!text) {
+            throw std::invalid_argument("this checkpoint names no tokenizer and its vocabulary is " + std::to_string(m.V) +
+                                        " tokens, not bytes: give --tokenizer FILE, or the prompt as --prompt-tokens");
         } else {
-            throw std::invalid_argument("this model's vocabulary is " + std::to_string(m.V) +
-                                        " tokens, not bytes: give the prompt with --prompt-tokens");
+            if (!tok.can_encode)
+                throw std::invalid_argument(tok.path + " decodes only (llm.c's tokenizer file): give the prompt as --prompt-tokens");
+            std::vector<uint32_t> ids;
+            tokenizer_encode(tok, o->prompt, ids);
+            if (ids.empty()) throw std::invalid_argument("--prompt encodes to no tokens");
+            prompt.assign(ids.begin(), ids.end());
         }
-        // Stream tokens as they come (text for byte models, ids otherwise), unless --json.
+        for (int32_t t : prompt)
+            if (t < 0 || t >= m.V)
+                throw std::invalid_argument("prompt token " + std::to_string(t) + " is outside the model's vocabulary [0, " +
+                                            std::to_string(m.V) + ")");
+        // Streamed as text when there is a tokenizer (whole UTF-8 characters only), else as ids.
+        DecodeState ds;
+        Utf8Stream utf8;
+        auto put = [](const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); };
         auto stream = [&](int32_t t) {
-            if (bytes) std::fputc((unsigned char)t, stdout);
-            else std::printf("%d ", t);
+            if (text) {
+                std::string piece;
+                tokenizer_decode_one(tok, t, ds, piece);
+                put(utf8.push(piece));
+            } else {
+                std::printf("%d ", t);
+            }
             std::fflush(stdout);
         };
-        if (!o->json && bytes) std::fwrite(o->prompt.data(), 1, o->prompt.size(), stdout);
+        if (!o->json && text)
+            for (int32_t t : prompt) stream(t);  // the prompt as the model sees it
         const auto t0 = std::chrono::steady_clock::now();
-        const std::vector<int32_t> out = generate(m, prompt, o->max_new, o->temperature, o->top_k, o->seed,
-                                                  o->json ? std::function<void(int32_t)>() : stream);
+        std::vector<int32_t> out;
+        try {
+            out = generate(m, prompt, o->max_new, o->temperature, o->top_k, o->seed,
+                           o->json ? std::function<void(int32_t)>() : stream);
+        } catch (const std::runtime_error& e) {  // non-finite logits: finite weights whose outputs overflow
+            if (!o->json) std::printf("\n");
+            throw std::runtime_error(ckpt + ": " + e.what() + ": its outputs overflow");
+        }
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (!o->json) {
+            put(utf8.finish());
             std::printf("\n");
             std::fflush(stdout);  // the text first, then the timing on stderr
             std::fprintf(stderr, "%zu tokens in %.2f s (%.0f tokens/s)\n", out.size(), s, out.size() / s);
             return 0;
         }
         nlohmann::json j = {{"prompt_tokens", prompt}, {"tokens", out}, {"seconds", s}};
-        if (bytes) j["text"] = bytes_of(out);
+        if (text) {
+            Utf8Stream u;
+            j["text"] = u.push(tokenizer_decode(tok, out)) + u.finish();
+            j["tokenizer"] = tokenizer_kind_name(tok.kind);
+        }
         print_json(j);
         return 0;
     };

@@ -11,6 +11,23 @@
 
 namespace mhc::cli {
 
+namespace {
+
+// The config a --resume without --config continues with: the run's config.toml, or, when that is
+// gone, the config its checkpoint was trained with (said, never the built-in defaults in silence;
+// under mpirun by rank 0 alone).
+TrainConfig resume_config(const std::string& dir, bool speak) {
+    if (std::filesystem::exists(run_dir::config_path(dir))) return run_dir::read_config(dir);
+    if (run_dir::latest_checkpoint(dir).empty()) return TrainConfig();  // train_run says there is nothing to resume
+    TrainConfig cfg = run_dir::checkpoint_train_config(dir);
+    if (speak)
+        std::fprintf(stderr, "mhc train: %s is missing; continuing with the config stored in %s\n",
+                     run_dir::config_path(dir).c_str(), run_dir::latest_checkpoint(dir).c_str());
+    return cfg;
+}
+
+}  // namespace
+
 Runner add_train(CLI::App& app) {
     struct Opts {
         std::string config, format = "auto";
@@ -20,25 +37,30 @@ Runner add_train(CLI::App& app) {
     };
     auto o = std::make_shared<Opts>();
     app.add_option("--config", o->config, "TOML config (nanoGPT key names); default: built-in defaults, "
-                   "or the run's own config.toml with --resume")->check(CLI::ExistingFile);
-    app.add_option("--set", o->sets, "Override one config key: --set key=value (repeatable)");
+                   "or with --resume the run's own config.toml (or, if that is gone, its checkpoint's)")
+        ->check(CLI::ExistingFile);
+    app.add_option("--set", o->sets, "Override one config key: --set key=value (repeatable)")->default_str("");
     app.add_option("--data", o->t.data, "Training data: .txt (bytes), nanoGPT uint16 .bin, or llm.c shard")
         ->required();
-    app.add_option("--val-data", o->t.val_data, "Validation data (default: the last 10% of --data)");
-    app.add_option("--format", o->format, "Data format: auto, text, u16, llmc")
-        ->check(CLI::IsMember({"auto", "text", "u16", "llmc"}));
+    app.add_option("--val-data", o->t.val_data, "Validation data (default: the part of --data after train_split, "
+                   "its last 10% by default)");
+    add_format_option(app, o->format);
+    app.add_option("--tokenizer", o->t.tokenizer, "The run's tokenizer (SentencePiece .model, tokenizer.json, llm.c's "
+                   "gpt2_tokenizer.bin, or bytes); default: the one in the data's meta.json (bytes for text)");
     app.add_option("--out", o->t.out_dir, "Run directory (config, metrics.jsonl, checkpoints)")->required();
     app.add_flag("--resume", o->t.resume, "Continue the run in --out from its latest checkpoint");
+    app.add_flag("--resume-from-intact", o->t.resume_from_intact, "--resume, and when the latest checkpoint is "
+                 "corrupt, from the newest intact one (said on stderr)");
     app.add_flag("--quiet", o->t.quiet, "No per-step output");
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
     // Under mpirun every rank runs this; comm_main makes one line of an error that several ranks hit.
     return [o] { return comm_main([o](Comm& comm) {
         TrainConfig cfg;
-        const std::string own = run_dir::config_path(o->t.out_dir);
-        if (!o->config.empty()) cfg = config_from_toml_file(o->config);
-        else if (o->t.resume && std::filesystem::exists(own)) cfg = config_from_toml_file(own);
-        for (const auto& s : o->sets) config_apply_override(cfg, s);
         TrainOptions t = o->t;
+        t.resume = t.resume || t.resume_from_intact;
+        if (!o->config.empty()) cfg = config_from_toml_file(o->config);
+        else if (t.resume) cfg = resume_config(t.out_dir, comm.rank == 0);
+        for (const auto& s : o->sets) config_apply_override(cfg, s);
         t.format = data_format_from_string(o->format);
         t.progress = isatty(fileno(stderr));
         t.quiet = t.quiet || comm.rank != 0;  // rank 0 alone reports progress

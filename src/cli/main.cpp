@@ -1,10 +1,13 @@
 // mhc: train, evaluate and sample GPT models with hyper-connections (SPEC.md).
 #include <unistd.h>
 
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
+#include <functional>
 #include <algorithm>
 #include <map>
 #include <sstream>
@@ -12,6 +15,7 @@
 
 #include "cli/cli.h"
 #include "mhc/checkpoint.h"
+#include "train/run_dir.h"
 
 namespace mhc::cli {
 
@@ -48,12 +52,65 @@ std::vector<std::string> parse_variant_list(const std::string& list) {
     return out;
 }
 
-void load_checkpoint(const std::string& path, GPT<float>& m) { checkpoint_load(path, m); }
+std::string load_checkpoint(const std::string& path, GPT<float>& m, SafeTensors* raw) {
+    std::string file = path;
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) {  // a run directory: the checkpoint `latest` names
+        file = run_dir::latest_checkpoint(path);
+        if (file.empty())
+            throw std::runtime_error(path + " is a directory without a checkpoint (no 'latest'): give a run "
+                                     "directory or a .safetensors file");
+    }
+    checkpoint_load(file, m, raw);
+    const std::string bad = nonfinite_tensor(m.params, m.param);
+    if (!bad.empty())
+        throw std::runtime_error(file + ": tensor '" + bad + "' holds NaN or inf: the model is unusable "
+                                 "(its run diverged; take an earlier checkpoint)");
+    return file;
+}
 
-std::string bytes_of(const std::vector<int32_t>& tokens) {
-    std::string s;
-    for (int32_t t : tokens) s.push_back((char)(unsigned char)t);
-    return s;
+void add_format_option(CLI::App& app, std::string& format) {
+    app.add_option("--format", format, "Data format: auto, text, u16, u32, llmc")
+        ->check(CLI::IsMember({"auto", "text", "u16", "u32", "llmc"}))
+        ->capture_default_str();
+}
+
+namespace {
+// The value as a whole number, or why not ("" when it is one).
+std::string parse_long(const std::string& in, long& v) {
+    try {
+        size_t used = 0;
+        v = std::stol(in, &used);
+        if (used == in.size()) return "";
+    } catch (const std::exception&) {
+    }
+    return "must be a whole number, got '" + in + "'";
+}
+}  // namespace
+
+CLI::Validator at_least(long min) {
+    return CLI::Validator(
+        [min](std::string& in) -> std::string {
+            long v = 0;
+            const std::string bad = parse_long(in, v);
+            if (!bad.empty()) return bad;
+            return v >= min ? "" : "must be >= " + std::to_string(min) + ", got " + in;
+        },
+        "INT>=" + std::to_string(min));
+}
+
+CLI::Validator non_negative_number() {
+    return CLI::Validator(
+        [](std::string& in) -> std::string {
+            try {
+                size_t used = 0;
+                const double v = std::stod(in, &used);
+                if (used == in.size() && std::isfinite(v) && v >= 0) return "";
+            } catch (const std::exception&) {
+            }
+            return "must be a finite number >= 0, got '" + in + "'";
+        },
+        "NUMBER>=0");
 }
 
 }  // namespace mhc::cli
@@ -74,12 +131,22 @@ int main(int argc, char** argv) {
                               "hyper-connections (" + mhc::variant_choices(true, ", ", ", ") + "). See README.md and SPEC.md.";
     CLI::App app{about};
     app.require_subcommand(1);
+    // Every --help shows each option's default (subcommands copy these option defaults).
+    app.option_defaults()->always_capture_default();
+    // Parse errors in one line, like every other error of mhc.
+    app.failure_message([](const CLI::App* a, const CLI::Error& e) {
+        std::string where = "mhc";
+        for (const CLI::App* sub : a->get_subcommands()) where += " " + sub->get_name();
+        return where + ": error: " + e.what() + " (see " + where + " --help)\n";
+    });
     app.set_version_flag("--version", "mhc 0.1");
     std::map<CLI::App*, mhc::cli::Runner> runners;
     auto add = [&](const char* name, const char* help, auto adder) {
         CLI::App* sub = app.add_subcommand(name, help);
         runners[sub] = adder(*sub);
     };
+    add("prepare", "Tokenize text files into train/val token files (bytes, SentencePiece, tokenizer.json)",
+        mhc::cli::add_prepare);
     add("train", "Train a model from a TOML config on a text or token file", mhc::cli::add_train);
     add("eval", "Loss of a checkpoint on a data file", mhc::cli::add_eval);
     add("sample", "Generate text or tokens from a checkpoint (KV cache)", mhc::cli::add_sample);
@@ -88,6 +155,19 @@ int main(int argc, char** argv) {
         mhc::cli::add_bench);
     add("compare", "Train variants x seeds of one config and write a report (table, plots, HTML)",
         mhc::cli::add_compare);
+    // A misspelled subcommand would otherwise read as "A subcommand is required".
+    const std::vector<CLI::App*> subs = app.get_subcommands(std::function<bool(CLI::App*)>());  // in order
+    if (argc > 1 && argv[1][0] != '-' &&
+        std::none_of(subs.begin(), subs.end(), [&](CLI::App* s) { return s->check_name(argv[1]); })) {
+        std::vector<std::string> names;
+        for (CLI::App* sub : subs) names.push_back(sub->get_name());
+        const std::string near = mhc::closest_name(argv[1], names);
+        std::string all;
+        for (const std::string& n : names) all += (all.empty() ? "" : ", ") + n;
+        std::fprintf(stderr, "mhc: error: unknown subcommand '%s'%s; the subcommands are %s (see mhc --help)\n",
+                     argv[1], near.empty() ? "" : (" (did you mean '" + near + "'?)").c_str(), all.c_str());
+        return 1;
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -97,6 +177,10 @@ int main(int argc, char** argv) {
         if (!sub->parsed()) continue;
         try {
             return run();
+        } catch (const std::bad_alloc&) {
+            std::fprintf(stderr, "mhc %s: error: out of memory (a smaller model, batch_size or block_size needs "
+                         "less)\n", sub->get_name().c_str());
+            return 1;
         } catch (const std::exception& e) {
             std::fprintf(stderr, "mhc %s: error: %s\n", sub->get_name().c_str(), e.what());
             return 1;

@@ -367,4 +367,29 @@ std::string config_to_toml(const TrainConfig& cfg) {
     return out;
 }
 
+std::string config_json_difference(const nlohmann::json& have, const nlohmann::json& want, const std::string& have_name,
+                                   const std::string& want_name, int max_shown) {
+    std::string diff;
+    int differing = 0;
+    for (auto it = want.begin(); it != want.end(); ++it) {
+        const nlohmann::json other = have.contains(it.key()) ? have[it.key()] : nlohmann::json();
+        if (other == it.value()) continue;
+        if (differing++ < max_shown)
+            diff += std::string(diff.empty() ? "" : ", ") + it.key() + " " + other.dump() + " " + have_name + ", " +
+                    it.value().dump() + " " + want_name;
+    }
+    if (differing > max_shown) diff += ", and " + std::to_string(differing - max_shown) + " more";
+    return diff;
+}
+
+std::string closest_name(const std::string& word, const std::vector<std::string>& names) {
+    std::string best;
+    size_t best_d = SIZE_MAX;
+    for (const std::string& n : names) {
+        const size_t d = edit_distance(word, n);
+        if (d < best_d) best_d = d, best = n;
+    }
+    return best_d <= std::max<size_t>(2, word.size() / 3) ? best : "";
+}
+
 }  // namespace mhc

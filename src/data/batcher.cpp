@@ -18,7 +18,7 @@ uint64_t uniform_below(SplitMix64& rng, uint64_t n) {
     return x % n;
 }
 
-void copy_window(const uint16_t* tok, int64_t s, int T, int32_t* in, int32_t* tg) {
+void copy_window(const uint32_t* tok, int64_t s, int T, int32_t* in, int32_t* tg) {
     for (int t = 0; t < T; t++) {
         in[t] = tok[s + t];
         tg[t] = tok[s + t + 1];

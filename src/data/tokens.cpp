@@ -1,4 +1,4 @@
-// Token files: format detection, loading and validation (text bytes, raw uint16, llm.c shards).
+// Token files: format detection, loading and validation (text bytes, raw uint16/uint32, llm.c shards).
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -12,10 +12,13 @@ namespace mhc {
 
 namespace {
 
-constexpr int32_t kLlmcMagic = 20240520;
-constexpr int32_t kLlmcVersion = 1;       // version 2 (LLaMA-3) stores uint32 tokens: not ours
+// llm.c's two shard kinds (dev/data/data_common.py): GPT-2 shards of uint16 tokens, and LLaMA-3
+// shards of uint32 tokens with their own magic and version.
+constexpr int32_t kLlmcMagic = 20240520, kLlmcVersion = 1;
+constexpr int32_t kLlmc32Magic = 20240801, kLlmc32Version = 7;
 constexpr int64_t kLlmcHeaderBytes = 1024;  // 256 int32
 constexpr int kGpt2Vocab = 50304;         // 50257 padded to a multiple of 128
+constexpr int kLlama3Vocab = 128256;
 
 [[noreturn]] void bad(const std::string& path, const std::string& what) {
     throw std::runtime_error(path + ": " + what);
@@ -58,6 +61,11 @@ void from_little_endian(uint16_t* p, int64_t n) {
         for (int64_t i = 0; i < n; i++) p[i] = (uint16_t)((p[i] >> 8) | (p[i] << 8));
     (void)p, (void)n;
 }
+void from_little_endian(uint32_t* p, int64_t n) {
+    if constexpr (std::endian::native == std::endian::big)
+        for (int64_t i = 0; i < n; i++) p[i] = __builtin_bswap32(p[i]);
+    (void)p, (void)n;
+}
 int32_t le_int32(const uint8_t* b) {
     return (int32_t)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
 }
@@ -66,16 +74,17 @@ bool starts_with_llmc_magic(const Source& f) {
     if (f.size < 4) return false;
     uint8_t b[4];
     f.read_at(0, b, 4);
-    return le_int32(b) == kLlmcMagic;
+    return le_int32(b) == kLlmcMagic || le_int32(b) == kLlmc32Magic;
 }
 
-DataFormat detect(const Source& f) {
+DataFormat detect(const Source& f, const TokenMeta* meta) {
     if (starts_with_llmc_magic(f)) return DataFormat::llmc;
     const std::string ext = std::filesystem::path(f.path).extension().string();
-    return (ext.empty() || ext == ".bin") ? DataFormat::u16 : DataFormat::text;
+    if (!(ext.empty() || ext == ".bin")) return DataFormat::text;
+    return meta && meta->dtype == "uint32" ? DataFormat::u32 : DataFormat::u16;
 }
 
-void read_text(const Source& f, std::vector<uint16_t>& out) {
+void read_text(const Source& f, std::vector<uint32_t>& out) {
     out.resize((size_t)f.size);
     // In 1 MiB pieces, so a large file never needs a second whole-file byte buffer.
     std::vector<uint8_t> buf((size_t)std::min<int64_t>(f.size, 1 << 20));
@@ -86,30 +95,57 @@ void read_text(const Source& f, std::vector<uint16_t>& out) {
     }
 }
 
-void read_u16(const Source& f, std::vector<uint16_t>& out) {
+// `count` little-endian tokens of `width` bytes at offset `off`, widened to uint32, read in 1 MiB
+// pieces so the narrow copy never needs a whole-file buffer of its own.
+void read_raw(const Source& f, int64_t off, int64_t count, int width, std::vector<uint32_t>& out) {
+    out.resize((size_t)count);
+    if (width == 4) {
+        f.read_at(off, out.data(), 4 * count);
+        from_little_endian(out.data(), count);
+        return;
+    }
+    std::vector<uint16_t> buf((size_t)std::min<int64_t>(count, 1 << 19));
+    for (int64_t i = 0; i < count; i += (int64_t)buf.size()) {
+        const int64_t n = std::min<int64_t>((int64_t)buf.size(), count - i);
+        f.read_at(off + 2 * i, buf.data(), 2 * n);
+        from_little_endian(buf.data(), n);
+        std::copy(buf.begin(), buf.begin() + n, out.begin() + i);
+    }
+}
+
+void read_u16(const Source& f, std::vector<uint32_t>& out) {
     if (f.size % 2 != 0)
         bad(f.path, "odd byte count " + std::to_string(f.size) +
                         ": raw uint16 data has two bytes per token");
-    out.resize((size_t)(f.size / 2));
-    f.read_at(0, out.data(), f.size);
-    from_little_endian(out.data(), (int64_t)out.size());
+    read_raw(f, 0, f.size / 2, 2, out);
 }
 
-void read_llmc(const Source& f, std::vector<uint16_t>& out) {
+void read_u32(const Source& f, std::vector<uint32_t>& out) {
+    if (f.size % 4 != 0)
+        bad(f.path, "byte count " + std::to_string(f.size) +
+                        " is not a multiple of 4: raw uint32 data has four bytes per token");
+    read_raw(f, 0, f.size / 4, 4, out);
+}
+
+// Returns the token width of the shard (2 or 4 bytes).
+int read_llmc(const Source& f, std::vector<uint32_t>& out) {
     if (f.size < kLlmcHeaderBytes)
         bad(f.path, "truncated llm.c shard: " + std::to_string(f.size) +
                         " bytes, shorter than its 1024-byte header");
     uint8_t h[kLlmcHeaderBytes];
     f.read_at(0, h, kLlmcHeaderBytes);
     const int32_t magic = le_int32(h), version = le_int32(h + 4), count = le_int32(h + 8);
-    if (magic != kLlmcMagic)
+    if (magic != kLlmcMagic && magic != kLlmc32Magic)
         bad(f.path, "not an llm.c shard: magic " + std::to_string(magic) + ", expected " +
-                        std::to_string(kLlmcMagic));
-    if (version != kLlmcVersion)
-        bad(f.path, "unsupported llm.c shard version " + std::to_string(version) +
-                        " (only version 1, uint16 tokens, is supported)");
+                        std::to_string(kLlmcMagic) + " (uint16 tokens) or " + std::to_string(kLlmc32Magic) +
+                        " (uint32 tokens)");
+    const int32_t want_version = magic == kLlmcMagic ? kLlmcVersion : kLlmc32Version;
+    if (version != want_version)
+        bad(f.path, "unsupported llm.c shard version " + std::to_string(version) + " for magic " +
+                        std::to_string(magic) + " (expected version " + std::to_string(want_version) + ")");
     if (count < 0) bad(f.path, "llm.c header gives a negative token count " + std::to_string(count));
-    const int64_t have = f.size - kLlmcHeaderBytes, want = 2 * (int64_t)count;
+    const int width = magic == kLlmcMagic ? 2 : 4;
+    const int64_t have = f.size - kLlmcHeaderBytes, want = width * (int64_t)count;
     if (have < want)
         bad(f.path, "truncated llm.c shard: header token count " + std::to_string(count) + " needs " +
                         std::to_string(want) + " bytes after the header, the file has " +
@@ -118,9 +154,8 @@ void read_llmc(const Source& f, std::vector<uint16_t>& out) {
         bad(f.path, "llm.c header token count " + std::to_string(count) + " needs " +
                         std::to_string(want) + " bytes after the header, the file has " +
                         std::to_string(have) + " (trailing data)");
-    out.resize((size_t)count);
-    f.read_at(kLlmcHeaderBytes, out.data(), want);
-    from_little_endian(out.data(), (int64_t)out.size());
+    read_raw(f, kLlmcHeaderBytes, count, width, out);
+    return width;
 }
 
 }  // namespace
@@ -129,8 +164,9 @@ DataFormat data_format_from_string(const std::string& s) {
     if (s == "auto") return DataFormat::automatic;
     if (s == "text") return DataFormat::text;
     if (s == "u16") return DataFormat::u16;
+    if (s == "u32") return DataFormat::u32;
     if (s == "llmc") return DataFormat::llmc;
-    throw std::invalid_argument("unknown data format '" + s + "' (expected auto, text, u16 or llmc)");
+    throw std::invalid_argument("unknown data format '" + s + "' (expected auto, text, u16, u32 or llmc)");
 }
 
 const char* data_format_name(DataFormat f) {
@@ -138,6 +174,7 @@ const char* data_format_name(DataFormat f) {
         case DataFormat::automatic: return "auto";
         case DataFormat::text: return "text";
         case DataFormat::u16: return "u16";
+        case DataFormat::u32: return "u32";
         case DataFormat::llmc: return "llmc";
     }
     return "?";
@@ -150,29 +187,48 @@ void check_vocab_argument(const std::string& path, int vocab_size) {
         throw std::invalid_argument(path + ": vocab_size " + std::to_string(vocab_size) + " is negative");
 }
 
-TokenData load(const Source& f, DataFormat fmt, int vocab_size) {
+// meta: the file's sidecar, if it has one (files only; never for data in memory).
+TokenData load(const Source& f, DataFormat fmt, int vocab_size, const TokenMeta* meta) {
     const std::string& path = f.path;
     if (f.size == 0) bad(path, "empty file, no tokens");
     TokenData d;
     d.path = path;
-    d.format = fmt == DataFormat::automatic ? detect(f) : fmt;
+    d.format = fmt == DataFormat::automatic ? detect(f, meta) : fmt;
     if (d.format == DataFormat::text && vocab_size != 0 && vocab_size != 256)
         throw std::invalid_argument(path + ": text data is bytes, its vocab_size is 256, not " +
                                     std::to_string(vocab_size));
-    d.vocab_size = vocab_size != 0 ? vocab_size : d.format == DataFormat::text ? 256 : kGpt2Vocab;
+    if (meta && (d.format == DataFormat::u16 || d.format == DataFormat::u32) &&
+        (meta->dtype == "uint32") != (d.format == DataFormat::u32))
+        throw std::invalid_argument(path + ": its meta.json gives dtype " + meta->dtype + ", not the " +
+                                    data_format_name(d.format) + " of the format asked for");
+    int width = 2;
     switch (d.format) {
         case DataFormat::text: read_text(f, d.tokens); break;
         case DataFormat::u16: read_u16(f, d.tokens); break;
-        default: read_llmc(f, d.tokens); break;
+        case DataFormat::u32: read_u32(f, d.tokens), width = 4; break;
+        default: width = read_llmc(f, d.tokens); break;
     }
+    if (d.format == DataFormat::text) {
+        d.tokenizer = {"bytes", "", 256, ""};
+    } else if (meta) {
+        d.tokenizer = meta->tokenizer;
+        if (!d.tokenizer.file.empty())  // the sidecar names it relative to its own directory
+            d.tokenizer.file = (std::filesystem::path(path).parent_path() / d.tokenizer.file).string();
+    }
+    d.vocab_size = vocab_size;
+    if (d.vocab_size == 0 && d.format == DataFormat::text) d.vocab_size = 256;
+    if (d.vocab_size == 0 && meta) d.vocab_size = meta->vocab_size;
+    if (d.vocab_size == 0 && d.format == DataFormat::u32)
+        throw std::invalid_argument(path + ": raw uint32 tokens have no default vocabulary: set vocab_size "
+                                    "(or prepare the data with mhc prepare, whose meta.json gives it)");
+    if (d.vocab_size == 0) d.vocab_size = width == 4 ? kLlama3Vocab : kGpt2Vocab;
     if (d.tokens.empty()) bad(path, "holds no tokens");
     // Out-of-range ids would index past the embedding table; report the first, never wrap.
-    if (d.vocab_size <= 65535)
-        for (size_t i = 0; i < d.tokens.size(); i++)
-            if (d.tokens[i] >= d.vocab_size)
-                bad(path, "token " + std::to_string(d.tokens[i]) + " at position " + std::to_string(i) +
-                              " is >= vocab_size " + std::to_string(d.vocab_size) + " (" +
-                              data_format_name(d.format) + " data)");
+    for (size_t i = 0; i < d.tokens.size(); i++)
+        if (d.tokens[i] >= (uint32_t)d.vocab_size)
+            bad(path, "token " + std::to_string(d.tokens[i]) + " at position " + std::to_string(i) +
+                          " is >= vocab_size " + std::to_string(d.vocab_size) + " (" +
+                          data_format_name(d.format) + " data)");
     return d;
 }
 
@@ -182,13 +238,16 @@ TokenData load_tokens(const std::string& path, DataFormat fmt, int vocab_size) {
     // Check the arguments before touching the file: a wrong vocabulary is the caller's mistake
     // whatever the file holds. (Text's vocabulary is checked once the format is known.)
     check_vocab_argument(path, vocab_size);
-    return load(File(path), fmt, vocab_size);
+    const File f(path);
+    TokenMeta meta;
+    const bool has_meta = token_meta_find(path, meta);
+    return load(f, fmt, vocab_size, has_meta ? &meta : nullptr);
 }
 
 TokenData load_tokens_from_memory(std::string_view bytes, const std::string& name, DataFormat fmt,
                                   int vocab_size) {
     check_vocab_argument(name, vocab_size);
-    return load(Memory(bytes, name), fmt, vocab_size);
+    return load(Memory(bytes, name), fmt, vocab_size, nullptr);
 }
 
 std::pair<TokenData, TokenData> split_tokens(const TokenData& all, double frac) {
@@ -206,6 +265,7 @@ std::pair<TokenData, TokenData> split_tokens(const TokenData& all, double frac) 
         p->path = all.path;
         p->format = all.format;
         p->vocab_size = all.vocab_size;
+        p->tokenizer = all.tokenizer;
     }
     r.first.tokens.assign(all.tokens.begin(), all.tokens.begin() + cut);
     r.second.tokens.assign(all.tokens.begin() + cut, all.tokens.end());

@@ -1,7 +1,6 @@
 // Model checkpoints: GPT <-> safetensors with SPEC §4 names.
 #include "mhc/checkpoint.h"
-
-#include <zlib.h>
+#include "sys/file.h"
 
 #include <algorithm>
 #include <cmath>
@@ -37,26 +36,15 @@ SafeTensors checkpoint_tensors(const GPT<float>& m, const std::map<std::string, 
 }
 
 std::string tensors_checksum(const SafeTensors& st) {
-    uLong crc = crc32(0L, Z_NULL, 0);
-    auto add = [&](const void* p, size_t n) {
-        const Bytef* b = (const Bytef*)p;
-        while (n > 0) {  // zlib takes uInt lengths
-            const uInt chunk = (uInt)std::min<size_t>(n, 1u << 30);
-            crc = crc32(crc, b, chunk);
-            b += chunk;
-            n -= chunk;
-        }
-    };
+    sys::Crc32 crc;
     for (const auto& [name, t] : st.tensors) {
-        add(name.data(), name.size() + 1);  // with its terminating NUL: names cannot run together
+        crc.add(name.data(), name.size() + 1);  // with its terminating NUL: names cannot run together
         const int dt = (int)t.dtype;
-        add(&dt, sizeof dt);
-        for (int64_t d : t.shape) add(&d, sizeof d);
-        add(t.data.data(), t.data.size());
+        crc.add(&dt, sizeof dt);
+        for (int64_t d : t.shape) crc.add(&d, sizeof d);
+        crc.add(t.data.data(), t.data.size());
     }
-    char buf[16];
-    std::snprintf(buf, sizeof buf, "%08lx", (unsigned long)crc);
-    return std::string("crc32:") + buf;
+    return crc.name();
 }
 
 void checksum_verify(const SafeTensors& st) {

@@ -11,6 +11,18 @@ long gpt_param_count_of(const std::vector<ParamTensor>& params) {
     return params.empty() ? 0 : params.back().offset + params.back().size;
 }
 
+std::string nonfinite_tensor(const std::vector<ParamTensor>& params, const std::vector<float>& buf) {
+    if ((long)buf.size() < gpt_param_count_of(params)) return "";
+    for (const ParamTensor& t : params) {
+        bool finite = true;
+        const float* p = buf.data() + t.offset;
+#pragma omp parallel for simd reduction(&& : finite) if (t.size >= 65536)
+        for (long i = 0; i < t.size; i++) finite = finite && std::isfinite(p[i]);
+        if (!finite) return t.name;
+    }
+    return "";
+}
+
 template <typename T>
 void gpt_build(GPT<T>& m, const ModelConfig& cfg, const std::vector<std::vector<int>>* site_perms) {
     auto bad = [](const std::string& what) { throw std::invalid_argument(what); };

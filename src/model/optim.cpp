@@ -75,12 +75,48 @@ void adamw_step(AdamW<T>& st, T* param, const T* grad, const std::vector<ParamTe
     }
 }
 
+template <typename T>
+bool adamw_step_is_finite(const AdamW<T>& st, const T* param, const T* grad, const std::vector<ParamTensor>& tensors,
+                          double lr, double beta1, double beta2, double weight_decay) {
+    if (tensors.empty()) return true;
+    const long count = tensors.back().offset + tensors.back().size;
+    const bool fresh = (long)st.m.size() != count;  // the first step starts from zero moments
+    const long step = st.step + 1;
+    // The same expressions as adamw_step, element by element, without storing anything.
+    const double bc1 = 1.0 - std::pow(beta1, (double)step);
+    const double bc2_sqrt = std::sqrt(1.0 - std::pow(beta2, (double)step));
+    const T step_size = T(lr / bc1), b1 = T(beta1), b2 = T(beta2);
+    const T eps = T(1e-8);
+    bool finite = true;
+    for (const auto& t : tensors) {
+        const T decay = T(1.0 - (t.decay ? lr * weight_decay : 0.0));
+        const T* p = param + t.offset;
+        const T* g = grad + t.offset;
+        const T* m = fresh ? nullptr : st.m.data() + t.offset;
+        const T* v = fresh ? nullptr : st.v.data() + t.offset;
+        bool ok = true;
+#pragma omp parallel for simd schedule(static) reduction(&& : ok) if (t.size >= 65536)
+        for (long i = 0; i < t.size; i++) {
+            T pi = p[i] * decay;
+            const T mi = (m ? m[i] : T(0)) * b1 + g[i] * (T(1) - b1);
+            const T vi = (v ? v[i] : T(0)) * b2 + g[i] * g[i] * (T(1) - b2);
+            const T denom = std::sqrt(vi) / T(bc2_sqrt) + eps;
+            pi -= step_size * mi / denom;
+            ok = ok && std::isfinite(pi) && std::isfinite(mi) && std::isfinite(vi);
+        }
+        finite = finite && ok;
+    }
+    return finite;
+}
+
 #define MHC_OPT_INST(T)                                                                          \
     template void grad_sumsq_blocks<T>(const T*, long, long, long, double*);                     \
     template double grad_norm<T>(const T*, long);                                                \
     template void clip_grad<T>(T*, long, double, double);                                        \
     template void adamw_step<T>(AdamW<T>&, T*, const T*, const std::vector<ParamTensor>&, double, \
-                                double, double, double);
+                                double, double, double);                                         \
+    template bool adamw_step_is_finite<T>(const AdamW<T>&, const T*, const T*,                   \
+                                          const std::vector<ParamTensor>&, double, double, double, double);
 MHC_OPT_INST(float)
 MHC_OPT_INST(double)
 

@@ -88,6 +88,7 @@ RunData read_run(const std::string& dir, const std::string& variant, uint64_t se
         rec.tokens_per_s = num(j, "tokens_per_s");
         rec.val_loss = num(j, "val_loss");
         rec.peak_rss_mb = num(j, "peak_rss_mb");
+        rec.time_s = num(j, "time_s");
         rec.skipped = j.value("skipped", false);
         r.records.push_back(rec);
         auto d = j.find("diag");

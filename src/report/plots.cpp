@@ -125,13 +125,15 @@ bool series_plot(const ReportInput& in, const std::string& name, const std::stri
         std::vector<const RunData*> runs;
         for (const RunData& r : in.runs)
             if (r.variant == v) runs.push_back(&r);
-        std::map<long, std::pair<double, std::vector<double>>> rows;  // step -> (x, per-seed y)
+        std::map<long, std::pair<double, std::vector<double>>> rows;  // step -> (sum of x, per-seed y)
+        std::map<long, int> xs;  // step -> runs in that sum: x is their mean (seeds' times differ, tokens do not)
         for (size_t i = 0; i < runs.size(); i++)
             for (const Point& p : extract(*runs[i])) {
                 if (!std::isfinite(p.y) || (logy && p.y <= 0)) continue;
                 auto& row = rows[p.step];
                 if (row.second.empty()) row.second.assign(runs.size(), NAN);
-                row.first = p.x;
+                row.first += p.x;
+                xs[p.step]++;
                 row.second[i] = p.y;
                 lo = std::min(lo, p.y), hi = std::max(hi, p.y);
             }
@@ -140,7 +142,7 @@ bool series_plot(const ReportInput& in, const std::string& name, const std::stri
         for (const RunData* r : runs) dat << " " << r->seed;
         dat << ")\n";
         for (const auto& [step, row] : rows) {
-            dat << g(row.first) << " " << g(spread_of(row.second).mean);
+            dat << g(row.first / xs[step]) << " " << g(spread_of(row.second).mean);
             for (double y : row.second) dat << " " << g(y);
             dat << "\n";
         }
@@ -256,6 +258,21 @@ std::vector<PlotFile> write_plot_scripts(const ReportInput& in, std::vector<std:
         plots.push_back({"val_loss", "Validation loss against training tokens, at each evaluation."});
     else
         notes.push_back("No validation-loss plot: no run has a val_loss record.");
+    // The same against wall-clock time: what a variant's extra cost per token buys.
+    if (series_plot(in, "val_loss_time", "Validation loss vs wall-clock time", "wall-clock time (s)", "validation loss",
+                    false, true, [](const RunData& r) {
+                        std::vector<Point> p;
+                        for (const Record& x : r.records)
+                            if (std::isfinite(x.val_loss) && std::isfinite(x.time_s))
+                                p.push_back({x.step, x.time_s, x.val_loss});
+                        return p;
+                    }))
+        plots.push_back({"val_loss_time", "Validation loss against wall-clock time since each run started (over its "
+                                          "resumes; runs one after another on this machine), at each evaluation. "
+                                          "Seeds are averaged at equal steps, at the mean of their times."});
+    else
+        notes.push_back("No validation-loss-vs-time plot: no run has val_loss records with time_s (runs from before "
+                        "mhc logged it).");
 
     // Training loss, smoothed: trailing mean over k logged steps, k from the longest run.
     size_t longest = 0;

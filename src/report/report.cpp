@@ -193,8 +193,8 @@ ReportOutput write_report(const ReportInput& in) {
     out.markdown_table = t.str();
 
     // Files of plots this report does not draw would look current: remove them first.
-    for (const char* name : {"val_loss", "train_loss", "grad_norm", "depth_gain", "ds_error", "orth_error",
-                             "depth_sigma2", "stream_similarity"})
+    for (const char* name : {"val_loss", "val_loss_time", "train_loss", "grad_norm", "depth_gain", "ds_error",
+                             "orth_error", "depth_sigma2", "stream_similarity"})
         for (const char* ext : {".png", ".gp", ".dat"}) {
             std::error_code ec;
             fs::remove(in.out_dir + "/" + name + ext, ec);

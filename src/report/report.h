@@ -15,6 +15,7 @@ namespace mhc::report {
 struct Record {
     long step = 0, tokens = 0;
     double loss = NAN, grad_norm = NAN, tokens_per_s = NAN, val_loss = NAN, peak_rss_mb = NAN;
+    double time_s = NAN;  // wall-clock seconds since the run started (over its resumes)
     bool skipped = false;
 };
 

@@ -4,9 +4,11 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
@@ -70,38 +72,114 @@ void File::read_at(int64_t off, void* dst, int64_t n) const {
     }
 }
 
-void write_file_atomic(const std::string& path, const std::vector<std::string_view>& pieces) {
-    const std::string tmp = path + ".tmp." + std::to_string(getpid());
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) fail(path, "cannot write", errno);
-    auto give_up = [&](const char* what, int err, bool close_fd) {
-        if (close_fd) ::close(fd);
-        ::unlink(tmp.c_str());
-        fail(path, what, err);
-    };
-    for (std::string_view piece : pieces) {
-        const char* c = piece.data();
-        size_t n = piece.size();
-        while (n > 0) {
-            const ssize_t w = ::write(fd, c, n);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) give_up("write failed", w < 0 ? errno : ENOSPC, true);
-            c += w;
-            n -= (size_t)w;
-        }
+Crc32::Crc32() : v(crc32(0L, Z_NULL, 0)) {}
+
+void Crc32::add(const void* p, size_t n) {
+    const Bytef* b = (const Bytef*)p;
+    while (n > 0) {  // zlib takes uInt lengths
+        const uInt chunk = (uInt)std::min<size_t>(n, 1u << 30);
+        v = crc32(v, b, chunk);
+        b += chunk;
+        n -= chunk;
     }
-    if (::fsync(fd) != 0) give_up("write failed", errno, true);
-    if (::close(fd) != 0) give_up("write failed", errno, false);
-    if (::rename(tmp.c_str(), path.c_str()) != 0) give_up("cannot rename into place", errno, false);
+}
+
+std::string Crc32::name() const {
+    char hex[16];
+    std::snprintf(hex, sizeof hex, "%08lx", v);
+    return std::string("crc32:") + hex;
+}
+
+std::string crc32_of(std::string_view bytes) {
+    Crc32 c;
+    c.add(bytes.data(), bytes.size());
+    return c.name();
+}
+
+Fingerprint file_fingerprint(const std::string& path) {
+    const File f(path);
+    constexpr int64_t kWhole = 256ll << 20, kPiece = 1 << 20, kPieces = 64;
+    Fingerprint fp;
+    fp.bytes = f.size;
+    std::vector<unsigned char> buf((size_t)std::min<int64_t>(f.size, kPiece));
+    Crc32 crc;
+    auto add = [&](int64_t off, int64_t n) {
+        f.read_at(off, buf.data(), n);
+        crc.add(buf.data(), (size_t)n);
+    };
+    const bool whole = f.size <= kWhole;
+    if (whole)
+        for (int64_t off = 0; off < f.size; off += kPiece) add(off, std::min(kPiece, f.size - off));
+    else
+        for (int64_t i = 0; i < kPieces; i++) add((f.size - kPiece) / (kPieces - 1) * i, kPiece);
+    fp.hash = whole ? crc.name() : "crc32-sampled:" + crc.name().substr(6);
+    return fp;
+}
+
+AtomicFile::AtomicFile(const std::string& path) : path_(path), tmp_(path + ".tmp." + std::to_string(getpid())) {
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd_ < 0) fail(path_, "cannot write", errno);
+}
+
+AtomicFile::~AtomicFile() {
+    if (done_) return;
+    if (fd_ >= 0) ::close(fd_);
+    ::unlink(tmp_.c_str());
+}
+
+void AtomicFile::give_up(const char* what, int err) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    ::unlink(tmp_.c_str());
+    done_ = true;  // nothing left for the destructor
+    fail(path_, what, err);
+}
+
+void AtomicFile::write(std::string_view bytes) {
+    const char* c = bytes.data();
+    size_t n = bytes.size();
+    while (n > 0) {
+        const ssize_t w = ::write(fd_, c, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) give_up("write failed", w < 0 ? errno : ENOSPC);
+        c += w;
+        n -= (size_t)w;
+    }
+}
+
+void AtomicFile::pwrite(std::string_view bytes, int64_t offset) {
+    const char* c = bytes.data();
+    size_t n = bytes.size();
+    while (n > 0) {
+        const ssize_t w = ::pwrite(fd_, c, n, (off_t)offset);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) give_up("write failed", w < 0 ? errno : ENOSPC);
+        c += w, n -= (size_t)w, offset += w;
+    }
+}
+
+void AtomicFile::commit() {
+    if (::fsync(fd_) != 0) give_up("write failed", errno);
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) give_up("write failed", errno);
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0) give_up("cannot rename into place", errno);
+    done_ = true;
     // The rename lives in the directory: sync it too, or a power cut can still lose the new name.
     // Best effort: the file is in place, and some file systems refuse to sync a directory.
-    const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+    const std::filesystem::path parent = std::filesystem::path(path_).parent_path();
     const std::string dir = parent.empty() ? std::string(".") : parent.string();
     const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         (void)::fsync(dfd);
         ::close(dfd);
     }
+}
+
+void write_file_atomic(const std::string& path, const std::vector<std::string_view>& pieces) {
+    AtomicFile f(path);
+    for (std::string_view piece : pieces) f.write(piece);
+    f.commit();
 }
 
 }  // namespace mhc::sys

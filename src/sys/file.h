@@ -28,6 +28,25 @@ struct File {
     void read_at(int64_t off, void* dst, int64_t n) const;
 };
 
+// CRC-32 (zlib's), accumulated over pieces; name() is "crc32:xxxxxxxx", the form every checksum and
+// fingerprint of the project is written in.
+struct Crc32 {
+    unsigned long v = 0;
+    Crc32();
+    void add(const void* p, size_t n);
+    std::string name() const;
+};
+std::string crc32_of(std::string_view bytes);  // Crc32 of bytes in memory, named
+
+// A cheap identity of a file's content, to tell whether two runs saw the same data: its size and
+// a CRC-32 (zlib) of its bytes, "crc32:XXXXXXXX" over the whole file up to 256 MiB, beyond that
+// "crc32-sampled:XXXXXXXX" over 64 evenly spaced 1 MiB pieces. Throws as File does.
+struct Fingerprint {
+    int64_t bytes = 0;
+    std::string hash;
+};
+Fingerprint file_fingerprint(const std::string& path);
+
 // Writes the pieces, one after another, to PATH.tmp.<pid>, fsyncs it, renames it over path and
 // fsyncs the directory: readers see the old file or the new one, never a mix, even after a crash.
 // Pieces let a large payload (a checkpoint's tensors) go out without one copy of it all.
@@ -38,5 +57,27 @@ void write_file_atomic(const std::string& path, const std::vector<std::string_vi
 inline void write_file_atomic(const std::string& path, std::string_view text) {
     write_file_atomic(path, std::vector<std::string_view>{text});
 }
+
+// The same, for a file written as it is made (mhc prepare's token files): write() appends, pwrite()
+// patches bytes already written (a header completed last), commit() makes the file visible. A
+// writer destroyed without commit() removes its temporary: a failed or interrupted file never
+// appears under its name. Errors as write_file_atomic's.
+class AtomicFile {
+  public:
+    explicit AtomicFile(const std::string& path);
+    ~AtomicFile();
+    AtomicFile(const AtomicFile&) = delete;
+    AtomicFile& operator=(const AtomicFile&) = delete;
+    void write(std::string_view bytes);
+    void pwrite(std::string_view bytes, int64_t offset);
+    void commit();
+    const std::string& path() const { return path_; }
+
+  private:
+    [[noreturn]] void give_up(const char* what, int err);
+    std::string path_, tmp_;
+    int fd_ = -1;
+    bool done_ = false;
+};
 
 }  // namespace mhc::sys

@@ -130,4 +130,23 @@ double peak_rss_mb() {
     return ru.ru_maxrss / 1024.0;  // KiB on Linux
 }
 
+double memory_limit_bytes(std::string& what) {
+    double best = -1;
+    auto consider = [&](double bytes, const char* name) {
+        if (bytes > 0 && (best < 0 || bytes < best)) best = bytes, what = name;
+    };
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) consider((double)pages * page, "physical memory");
+    for (const char* f : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+        std::string text;  // "max" (no limit) or a number of bytes
+        if (read_file(f, text) && !text.empty() && text[0] >= '0' && text[0] <= '9')
+            consider(std::strtod(text.c_str(), nullptr), "the cgroup's memory limit");
+    }
+    for (auto [res, name] : {std::pair{RLIMIT_AS, "RLIMIT_AS"}, std::pair{RLIMIT_DATA, "RLIMIT_DATA"}}) {
+        struct rlimit rl {};
+        if (getrlimit(res, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) consider((double)rl.rlim_cur, name);
+    }
+    return best;
+}
+
 }  // namespace mhc::sys

@@ -42,6 +42,12 @@ std::string self_exe();
 // which exec carries over, so a small run started by a large parent would report the parent's.
 double peak_rss_mb();
 
+// The most memory this process can have, in bytes: the smallest of the machine's physical memory,
+// the cgroup's limit (memory.max, v2 or v1) and RLIMIT_AS / RLIMIT_DATA, each where there is one;
+// `what` becomes the one that decides ("physical memory", "the cgroup limit", "RLIMIT_AS" ...).
+// -1 when none is known.
+double memory_limit_bytes(std::string& what);
+
 template <typename F> int finish_child(Child& c, F&& on_line) {
     std::string buf;
     while (read_some(c.out_fd, buf)) {

@@ -180,6 +180,7 @@ StepStats dp_train_step(DataParallel& dp, GPT<float>& m, Batcher& batches, const
     for (long b = 0; b < nb; b++) ss += sums[accum + b];
     st.grad_norm = std::sqrt(ss);
     st.finite = std::isfinite(st.loss) && std::isfinite(st.grad_norm);
+    st.nonfinite = !std::isfinite(st.loss) ? "loss" : !std::isfinite(st.grad_norm) ? "gradient norm" : "";
     if (st.finite) {
         clip_grad(G + dp.lo, dp.hi - dp.lo, st.grad_norm, cfg.grad_clip);
         adamw_step(dp.shard, m.param.data() + dp.lo, G + dp.lo, dp.shard_tensors, st.lr, cfg.beta1, cfg.beta2,
@@ -204,6 +205,12 @@ double dp_evaluate(DataParallel& dp, GPT<float>& m, Batcher& b, int batches) {
     double sum = 0;
     for (double l : loss) sum += l;
     return batches ? sum / batches : NAN;
+}
+
+double dp_val_set_loss(DataParallel& dp, GPT<float>& m, const ValSet& vs) {
+    if (dp.comm->size == 1) return val_set_loss(m, vs);
+    Batcher b = vs.first;
+    return dp_evaluate(dp, m, b, vs.batches);
 }
 
 const AdamW<float>& dp_whole_optimizer(DataParallel& dp, AdamW<float>& buf) {

@@ -19,6 +19,7 @@
 
 #include "mhc/train.h"
 #include "train/comm.h"
+#include "train/val_set.h"
 
 namespace mhc {
 
@@ -49,6 +50,8 @@ StepStats dp_train_step(DataParallel& dp, GPT<float>& m, Batcher& batches, const
 
 // evaluate()'s mean loss, the batches shared round-robin over the ranks (the same result).
 double dp_evaluate(DataParallel& dp, GPT<float>& m, Batcher& b, int batches);
+// val_set_loss over the ranks: the run's fixed validation set, shared as dp_evaluate shares it.
+double dp_val_set_loss(DataParallel& dp, GPT<float>& m, const ValSet& vs);
 
 // The whole AdamW state for a checkpoint, on rank 0 (collective): with one rank the state itself;
 // with several, the shards gathered into `buf`. Other ranks get an empty state.

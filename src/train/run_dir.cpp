@@ -2,6 +2,10 @@
 // (model + optimizer state + data positions), their list and pruning.
 #include "train/run_dir.h"
 
+#include <unistd.h>
+
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <algorithm>
 #include <filesystem>
@@ -22,6 +26,69 @@ std::string optim_path_of(const std::string& model) {
 
 std::string config_path(const std::string& dir) { return dir + "/config.toml"; }
 std::string metrics_path(const std::string& dir) { return dir + "/metrics.jsonl"; }
+std::string lock_path(const std::string& dir) { return dir + "/lock"; }
+
+Writer take(const std::string& dir) {
+    Writer w;
+    w.dir = dir;
+    std::error_code ec;
+    w.created = !std::filesystem::exists(dir, ec);
+    if (w.created && !std::filesystem::create_directories(dir, ec) && ec)
+        throw std::runtime_error(dir + ": cannot create the run directory: " + ec.message());
+    try {
+        w.lock = sys::lock_file(lock_path(dir), dir);
+    } catch (const std::exception&) {
+        if (w.created) ::rmdir(dir.c_str());
+        throw;
+    }
+    return w;
+}
+
+Writer::~Writer() {
+    if (!lock.held()) return;
+    lock = sys::FileLock();  // removes DIR/lock and releases it
+    if (created) ::rmdir(dir.c_str());  // only if nothing else was written (rmdir needs it empty)
+}
+
+// ---- data.json ----
+
+namespace {
+std::string data_path(const std::string& dir) { return dir + "/data.json"; }
+}  // namespace
+
+void write_data_record(const std::string& dir, const nlohmann::json& rec) {
+    sys::write_file_atomic(data_path(dir), rec.dump(2) + "\n");
+}
+
+nlohmann::json read_data_record(const std::string& dir) {
+    std::string text;
+    if (!sys::read_file(data_path(dir), text)) return nullptr;
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    return j.is_object() ? j : nlohmann::json(nullptr);
+}
+
+std::string data_record_difference(const nlohmann::json& had, const nlohmann::json& now) {
+    auto file = [](const nlohmann::json& f) {
+        if (!f.is_object()) return std::string("the held-out part of the training file");
+        return f.value("path", std::string("?")) + " (" + std::to_string(f.value("bytes", (int64_t)-1)) + " bytes, " +
+               f.value("hash", std::string("?")) + ")";
+    };
+    auto same = [](const nlohmann::json& a, const nlohmann::json& b) {
+        if (a.is_object() != b.is_object()) return false;
+        return !a.is_object() || (a.value("bytes", (int64_t)-1) == b.value("bytes", (int64_t)-2) &&
+                                  a.value("hash", std::string("a")) == b.value("hash", std::string("b")));
+    };
+    std::string diff;
+    for (const char* key : {"train", "val"}) {
+        const nlohmann::json a = had.value(key, nlohmann::json()), b = now.value(key, nlohmann::json());
+        if (!same(a, b))
+            diff += std::string(diff.empty() ? "" : "; ") + (key[0] == 't' ? "training data " : "validation data ") +
+                    file(a) + " then, " + file(b) + " now";
+    }
+    const std::string fa = had.value("format", std::string()), fb = now.value("format", std::string());
+    if (diff.empty() && !fa.empty() && !fb.empty() && fa != fb) diff = "data format " + fa + " then, " + fb + " now";
+    return diff;
+}
 
 void write_config(const std::string& dir, const TrainConfig& cfg) {
     sys::write_file_atomic(config_path(dir), config_to_toml(cfg));
@@ -101,17 +168,43 @@ bool read_metrics(const std::string& dir, std::vector<MetricsLine>& lines) {
     return true;
 }
 
+namespace {
+
+// The first tensor (weights, or AdamW moments) holding NaN or inf, or "".
+std::string nonfinite_state(const GPT<float>& m, const AdamW<float>& opt) {
+    for (const auto& [buf, what] : {std::pair{&m.param, ""}, std::pair{&opt.m, "adam.m of "},
+                                    std::pair{&opt.v, "adam.v of "}}) {
+        const std::string name = nonfinite_tensor(m.params, *buf);
+        if (!name.empty()) return what + name;
+    }
+    return "";
+}
+
+std::string fmt_seconds(double s) {
+    char buf[64];
+    const auto r = std::to_chars(buf, buf + sizeof buf, s);
+    return std::string(buf, r.ptr);
+}
+
+}  // namespace
+
 std::string save_checkpoint(const std::string& dir, const GPT<float>& m, const AdamW<float>& opt,
-                            const ResumeState& rs, const std::string& train_config_json) {
+                            const ResumeState& rs, const std::string& train_config_json,
+                            const std::map<std::string, std::string>& extra_meta) {
     const std::string base = dir + "/" + checkpoint_name(rs.step);
-    checkpoint_save(base + ".safetensors", m, {{"step", std::to_string(rs.step)}});
+    // Never a checkpoint that cannot be evaluated or resumed: the last line of the NaN guard.
+    const std::string bad = nonfinite_state(m, opt);
+    if (!bad.empty())
+        throw std::runtime_error(base + ".safetensors: not written: tensor '" + bad + "' holds NaN or inf");
+    std::map<std::string, std::string> meta = extra_meta;
+    meta["step"] = std::to_string(rs.step);
+    checkpoint_save(base + ".safetensors", m, meta);
     SafeTensors st;
     st.metadata = {{"step", std::to_string(rs.step)},
                    {"adam_step", std::to_string(opt.step)},
                    {"train_rng", std::to_string(rs.train.rng)},
                    {"train_next", std::to_string(rs.train.next)},
-                   {"val_rng", std::to_string(rs.val.rng)},
-                   {"val_next", std::to_string(rs.val.next)},
+                   {"time_s", fmt_seconds(rs.time_s)},
                    {"train_config", train_config_json}};
     const std::vector<float>& mm = opt.m.empty() ? std::vector<float>(m.param.size()) : opt.m;
     const std::vector<float>& vv = opt.v.empty() ? std::vector<float>(m.param.size()) : opt.v;
@@ -126,6 +219,10 @@ std::string save_checkpoint(const std::string& dir, const GPT<float>& m, const A
 void load_checkpoint(const std::string& dir, GPT<float>& m, AdamW<float>& opt, ResumeState& rs) {
     const std::string ck = latest_checkpoint(dir);
     if (ck.empty()) throw std::runtime_error(dir + ": no checkpoint to resume from (no 'latest')");
+    load_checkpoint_file(ck, m, opt, rs);
+}
+
+void load_checkpoint_file(const std::string& ck, GPT<float>& m, AdamW<float>& opt, ResumeState& rs) {
     checkpoint_load(ck, m);
     const std::string optim = optim_path_of(ck);
     const SafeTensors st = safetensors_read(optim);
@@ -142,13 +239,49 @@ void load_checkpoint(const std::string& dir, GPT<float>& m, AdamW<float>& opt, R
     rs.step = (long)num("step");
     opt.step = (long)num("adam_step");
     rs.train = {num("train_rng"), (int64_t)num("train_next")};
-    rs.val = {num("val_rng"), (int64_t)num("val_next")};
+    // Older checkpoints have no time_s (their run's clock starts again at 0 on resume) and carry a
+    // validation position (val_rng, val_next) that the fixed validation set no longer needs.
+    rs.time_s = 0;
+    if (auto it = st.metadata.find("time_s"); it != st.metadata.end()) {
+        const char* s = it->second.c_str();
+        const auto r = std::from_chars(s, s + it->second.size(), rs.time_s);
+        if (r.ec != std::errc() || !std::isfinite(rs.time_s) || rs.time_s < 0)
+            throw std::runtime_error(optim + ": bad value for 'time_s'");
+    }
     for (auto [name, dst] : {std::pair{"adam.m", &opt.m}, std::pair{"adam.v", &opt.v}}) {
         const StTensor& t = st.at(name);
         if (t.dtype != DType::F32 || t.numel() != (int64_t)m.param.size())
             throw std::runtime_error(optim + ": '" + name + "' does not match the model's " +
                                      std::to_string(m.param.size()) + " parameters");
         *dst = t.to_float();
+    }
+}
+
+std::string load_newest_intact(const std::string& dir, const std::string& before, GPT<float>& m,
+                               AdamW<float>& opt, ResumeState& rs) {
+    const std::vector<std::string> all = list_checkpoints(dir);
+    for (auto it = all.rbegin(); it != all.rend(); ++it) {
+        if (!before.empty() && *it >= before) continue;  // zero-padded names: name order is step order
+        try {
+            load_checkpoint_file(*it, m, opt, rs);
+            return *it;
+        } catch (const std::exception&) {  // corrupt or half there too: try the one before
+        }
+    }
+    return "";
+}
+
+TrainConfig checkpoint_train_config(const std::string& dir) {
+    const std::string ck = latest_checkpoint(dir);
+    if (ck.empty()) throw std::runtime_error(dir + ": no checkpoint (no 'latest')");
+    const std::string optim = optim_path_of(ck);
+    const SafeTensors st = safetensors_read(optim);
+    auto it = st.metadata.find("train_config");
+    if (it == st.metadata.end()) throw std::runtime_error(optim + ": holds no training config");
+    try {
+        return config_from_json(nlohmann::json::parse(it->second));
+    } catch (const std::exception& e) {
+        throw std::runtime_error(optim + ": bad training config: " + e.what());
     }
 }
 
@@ -173,6 +306,15 @@ void prune_checkpoints(const std::string& dir, int keep) {
         fs::remove(models[i], ec);
         fs::remove(optim_path_of(models[i]), ec);
     }
+}
+
+void clear(const std::string& dir) {
+    namespace fs = std::filesystem;
+    const Writer w = take(dir);
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec))
+        if (e.path() != fs::path(lock_path(dir))) fs::remove_all(e.path(), ec);
+    if (ec) throw std::runtime_error(dir + ": cannot empty the run directory: " + ec.message());
 }
 
 void remove_stale_temporaries(const std::string& dir) {

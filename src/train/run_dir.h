@@ -6,8 +6,11 @@
 //   ckpt_NNNNNN.safetensors        the model at step NNNNNN (SPEC §4)
 //   ckpt_NNNNNN.optim.safetensors  what resuming needs besides it: AdamW moments, step, data positions
 //   latest                         "ckpt_NNNNNN\n", the newest complete checkpoint, written last
+//   data.json                      the data the run trains on: path, size and a content hash per file
+//   lock                           held (flock) by the run's one writer while it runs
 #pragma once
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -17,11 +20,38 @@
 #include "mhc/data.h"
 #include "mhc/gpt.h"
 #include "mhc/optim.h"
+#include "sys/lock.h"
 
 namespace mhc::run_dir {
 
 std::string config_path(const std::string& dir);   // DIR/config.toml
 std::string metrics_path(const std::string& dir);  // DIR/metrics.jsonl
+std::string lock_path(const std::string& dir);     // DIR/lock
+
+// ---- the one writer ----
+// Creates DIR if it is missing and takes DIR/lock for as long as the Writer lives: a second
+// trainer (or compare) on the same directory gets one line naming this process's pid. On release
+// a directory this Writer created and nothing else wrote into is removed again, so a refused run
+// leaves no empty run directory behind.
+struct Writer {
+    std::string dir;
+    bool created = false;
+    sys::FileLock lock;
+    Writer() = default;
+    Writer(Writer&&) = default;
+    ~Writer();
+};
+Writer take(const std::string& dir);
+
+// ---- data.json: what the run was trained on ----
+// {"train": FILE, "val": FILE or null (the held-out part of train), "format": "text"|"u16"|"llmc"},
+// FILE = {"path", "bytes", "hash"} (sys::file_fingerprint). Two runs saw the same data when
+// the files' sizes and hashes agree, and the formats where both records have one.
+void write_data_record(const std::string& dir, const nlohmann::json& rec);
+nlohmann::json read_data_record(const std::string& dir);  // null when there is none (older runs)
+// "" when a and b describe the same data; else what differs, in words ("train file a.txt
+// (1200 bytes, crc32:...) vs b.txt (...)").
+std::string data_record_difference(const nlohmann::json& had, const nlohmann::json& now);
 
 // ---- config.toml ----
 void write_config(const std::string& dir, const TrainConfig& cfg);
@@ -61,21 +91,37 @@ bool read_metrics(const std::string& dir, std::vector<MetricsLine>& lines);
 // ---- checkpoints ----
 struct ResumeState {
     long step = 0;
-    BatcherState train, val;
+    BatcherState train;   // the validation set is fixed (train/val_set.h): it has no position
+    double time_s = 0;    // wall-clock seconds of training before this checkpoint, over all resumes
 };
 
 // Writes ckpt_<step>.safetensors and ckpt_<step>.optim.safetensors, then points `latest` at them.
 // Returns the checkpoint's path. A failure leaves the previous checkpoint and `latest` intact.
+// Refuses (std::runtime_error naming the tensor) to write a weight or moment that is NaN or inf.
+// extra_meta goes into the model checkpoint's metadata (the run's tokenizer).
 std::string save_checkpoint(const std::string& dir, const GPT<float>& m, const AdamW<float>& opt,
-                            const ResumeState& rs, const std::string& train_config_json);
+                            const ResumeState& rs, const std::string& train_config_json,
+                            const std::map<std::string, std::string>& extra_meta = {});
 // Loads the checkpoint `latest` names (model, optimizer, positions) into m, opt and rs.
 void load_checkpoint(const std::string& dir, GPT<float>& m, AdamW<float>& opt, ResumeState& rs);
+// The same for one checkpoint, by its model file's path.
+void load_checkpoint_file(const std::string& model_path, GPT<float>& m, AdamW<float>& opt, ResumeState& rs);
+// Loads the newest checkpoint that loads whole (both files, checksums verified), older than
+// `before` (a model file's path; "" for any). Returns its path, or "" when none does.
+std::string load_newest_intact(const std::string& dir, const std::string& before, GPT<float>& m,
+                               AdamW<float>& opt, ResumeState& rs);
+// The training config stored in the optimizer file of the checkpoint `latest` names (what the run
+// was trained with), for a run directory that lost its config.toml. Throws when it cannot be read.
+TrainConfig checkpoint_train_config(const std::string& dir);
 
 // The model files ckpt_NNNNNN.safetensors of a run directory, oldest first.
 std::vector<std::string> list_checkpoints(const std::string& dir);
 // Deletes all but the newest `keep` checkpoints (model and optimizer files); the one `latest`
 // names is never deleted.
 void prune_checkpoints(const std::string& dir, int keep);
+// Empties a run directory to train it again from scratch (`mhc compare --retrain-other-data`),
+// holding its lock meanwhile: refused, in one line, while another process writes there.
+void clear(const std::string& dir);
 // Removes temporary files a killed write left behind (*.tmp.<pid>).
 void remove_stale_temporaries(const std::string& dir);
 

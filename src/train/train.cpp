@@ -18,10 +18,16 @@
 
 #include "mhc/checkpoint.h"
 #include "mhc/diag.h"
+#include "mhc/tokenizer.h"
 #include "mhc/train.h"
 #include "sys/process.h"
 #include "train/data_parallel.h"
+#include "train/fits.h"
+#include "train/guard.h"
+#include "train/resume.h"
 #include "train/run_dir.h"
+#include "train/train_data.h"
+#include "train/val_set.h"
 
 namespace mhc {
 
@@ -102,52 +108,75 @@ StepStats train_step(GPT<float>& m, AdamW<float>& adam, Batcher& batches, const 
     const auto t1 = std::chrono::steady_clock::now();
     st.grad_norm = grad_norm(m.grad.data(), (long)m.grad.size());
     st.finite = std::isfinite(st.loss) && std::isfinite(st.grad_norm);
+    st.nonfinite = !std::isfinite(st.loss) ? "loss" : !std::isfinite(st.grad_norm) ? "gradient norm" : "";
     if (st.finite) {
         clip_grad(m.grad.data(), (long)m.grad.size(), st.grad_norm, cfg.grad_clip);
-        adamw_step(adam, m.param.data(), m.grad.data(), m.params, st.lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
+        // A finite gradient can still overflow the moments or the weights: then skip it too.
+        st.finite = adamw_step_is_finite(adam, m.param.data(), m.grad.data(), m.params, st.lr, cfg.beta1, cfg.beta2,
+                                         cfg.weight_decay);
+        if (st.finite)
+            adamw_step(adam, m.param.data(), m.grad.data(), m.params, st.lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
+        else
+            st.nonfinite = "update";
     }
     st.optimizer_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     return st;
 }
 
 TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
+    const auto t_start = std::chrono::steady_clock::now();
     config_finalize(cfg);
     if (opt.out_dir.empty()) throw std::invalid_argument("no output directory (--out)");
-    const bool has_run = !run_dir::latest_checkpoint(opt.out_dir).empty();
-    if (opt.resume && !has_run)
-        throw std::runtime_error(opt.out_dir + ": no checkpoint to resume from");
-    if (!opt.resume && has_run)
-        throw std::runtime_error(opt.out_dir + " already holds a run: add --resume to continue it, or "
-                                 "choose another --out");
 
     // Data. Without a validation file the training file is split (train_split, nanoGPT's 90%).
-    TokenData train = load_tokens(opt.data, opt.format, cfg.model.vocab_size), val;
-    if (!opt.val_data.empty()) val = load_tokens(opt.val_data, opt.format, train.vocab_size);
-    else std::tie(train, val) = split_tokens(train, cfg.train_split);
-    if (cfg.model.vocab_size == 0) cfg.model.vocab_size = train.vocab_size;
+    // Everything that can refuse the run does so before the run directory is touched.
+    const TrainData data = load_train_data(opt, cfg);
+    if (cfg.model.vocab_size == 0) cfg.model.vocab_size = data.train.vocab_size;
+    require_memory_for(cfg);
     Comm& comm = comm_world();  // this process alone, or one rank under mpirun (train/comm.h)
     const bool root = comm.rank == 0;  // rank 0 alone writes the run directory and speaks
-    dp_check_run(comm, cfg, opt, train, val);
+    dp_check_run(comm, cfg, opt, data.train, data.val);
     const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
-    Batcher tb(train, B, T, order_from_string(cfg.data_order), cfg.seed);
-    Batcher vb(val, B, T, Order::random, cfg.seed ^ 0x5A5A5A5Aull);
+    Batcher tb(data.train, B, T, order_from_string(cfg.data_order), cfg.seed);
+    const ValSet vs = val_set_make(data.val, cfg);
+
+    // One writer per run directory, from here to the end of the process (the kernel releases the
+    // lock however it ends), so the checks below see no other trainer's half-written state. Under
+    // mpirun that is rank 0; the others never write there, and read it only to resume. A refusal
+    // on rank 0 reaches the others in their next wait (comm.h): one line, every rank stops.
+    std::optional<run_dir::Writer> writer;
+    std::map<std::string, std::string> tokenizer_meta;
+    if (root) {
+        writer.emplace(run_dir::take(opt.out_dir));
+        const bool has_run = !run_dir::latest_checkpoint(opt.out_dir).empty();
+        if (opt.resume && !has_run)
+            throw std::runtime_error(opt.out_dir + ": no checkpoint to resume from");
+        if (!opt.resume && has_run)
+            throw std::runtime_error(opt.out_dir + " already holds a run: add --resume to continue it, or "
+                                     "choose another --out");
+        // The run's tokenizer (mhc/tokenizer.h): checked against the model, copied into the run,
+        // named in every checkpoint.
+        tokenizer_meta = run_tokenizer_attach(opt.out_dir, opt.tokenizer, data.train.tokenizer, cfg.model.vocab_size);
+    }
 
     GPT<float> m;
     AdamW<float> adam;
     run_dir::ResumeState rs;
     if (opt.resume) {
-        run_dir::load_checkpoint(opt.out_dir, m, adam, rs);
-        if (model_config_to_json(m.cfg) != model_config_to_json(cfg.model))
-            throw std::runtime_error(opt.out_dir + ": the checkpoint's model (" + model_config_to_json(m.cfg).dump() +
-                                     ") differs from the config's (" + model_config_to_json(cfg.model).dump() + ")");
+        // Rank 0 chooses the checkpoint (an older intact one with --resume-from-intact, pointing
+        // `latest` at it) and checks its model and data; then the others load that same file.
+        if (root) resume_run(opt, cfg, data.record, m, adam, rs);
+        const long start = comm_max(comm, root ? rs.step : -1);
+        if (!root)
+            run_dir::load_checkpoint_file(opt.out_dir + "/" + run_dir::checkpoint_name(start) + ".safetensors", m,
+                                          adam, rs);
         tb.restore(rs.train);
-        vb.restore(rs.val);
         if (root) run_dir::truncate_metrics(opt.out_dir, rs.step);
     } else {
-        if (root) fs::create_directories(opt.out_dir);
         gpt_build(m, cfg.model);
         gpt_init(m, cfg.seed);
         if (root) run_dir::start_metrics(opt.out_dir);
+        if (root) run_dir::write_data_record(opt.out_dir, data.record);
     }
     if (root) run_dir::remove_stale_temporaries(opt.out_dir);
     if (root) run_dir::write_config(opt.out_dir, cfg);
@@ -160,15 +189,33 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     const StopSignals signals;
     const std::set<long> forced_nan = forced_nonfinite_steps();
     int nonfinite_in_a_row = 0;
-    auto save = [&](long done) {
+    // Wall-clock seconds since the run started, over all its resumes (metrics' time_s).
+    const double time_before = rs.time_s;
+    auto run_time = [&] {
+        return time_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    };
+    // Every rank calls it at the same steps; they reach the same verdict and the same rs.
+    auto save = [&](long done) -> std::string {
+        const std::string unsound = unsound_state(m, adam, tb, cfg);
+        if (!unsound.empty()) {  // the NaN guard: never a checkpoint that cannot be evaluated or resumed
+            if (!root) return "";
+            std::fprintf(stderr, "%sstep %ld: no checkpoint written: %s\n", opt.progress && !opt.quiet ? "\n" : "",
+                         done, unsound.c_str());
+            return run_dir::latest_checkpoint(opt.out_dir);
+        }
         rs.step = done;
         rs.train = tb.state();
-        rs.val = vb.state();
+        rs.time_s = run_time();
         AdamW<float> gathered;
         const AdamW<float>& whole = dp_whole_optimizer(dp, gathered);  // sharded: gathered to rank 0
-        if (!root) return std::string();
-        const std::string path = run_dir::save_checkpoint(opt.out_dir, m, whole, rs, cfg_json);
-        run_dir::prune_checkpoints(opt.out_dir, cfg.keep_checkpoints);
+        std::string path;
+        if (root) {
+            path = run_dir::save_checkpoint(opt.out_dir, m, whole, rs, cfg_json, tokenizer_meta);
+            run_dir::prune_checkpoints(opt.out_dir, cfg.keep_checkpoints);
+        }
+        // No rank goes on (or stops on an error of its own) before the checkpoint is on disk; a
+        // failed write on rank 0 stops the others here.
+        comm.barrier();
         return path;
     };
     std::vector<int32_t> in((size_t)B * T), tg(in.size());
@@ -178,8 +225,8 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     res.final_loss = res.final_val_loss = NAN;  // stay NaN when a resumed run has no step left
     if (!opt.quiet)
         std::fprintf(stderr, "mhc train: %s, n=%d, %d layers x %d wide, %ld parameters, %ld tokens/step, "
-                     "steps %ld..%d\n", variant_key(cfg.model.hyper_conn_type), m.n, m.L, m.C,
-                     (long)m.param.size(), tokens_per_step, rs.step, cfg.max_iters);
+                     "steps %ld..%d\n%s\n", variant_key(cfg.model.hyper_conn_type), m.n, m.L, m.C,
+                     (long)m.param.size(), tokens_per_step, rs.step, cfg.max_iters, data.header.c_str());
     if (!opt.quiet && comm.size > 1) std::fprintf(stderr, "%s\n", dp_describe(dp, cfg).c_str());
     for (long step = rs.step; step < cfg.max_iters; step++) {
         const auto t0 = std::chrono::steady_clock::now();
@@ -193,9 +240,10 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         } else {  // the update was skipped: weights and optimizer state stay as after the last good step
             res.skipped_steps++;
             nonfinite_in_a_row++;
-            if (root) std::fprintf(stderr, "%sstep %ld: non-finite %s, update skipped (%d in a row, limit %d)\n",
-                         opt.progress && !opt.quiet ? "\n" : "", done, std::isfinite(loss) ? "gradient norm" : "loss",
-                         nonfinite_in_a_row, cfg.max_nonfinite_steps);
+            if (root)
+                std::fprintf(stderr, "%sstep %ld: non-finite %s, update skipped (%d in a row, limit %d)\n",
+                             opt.progress && !opt.quiet ? "\n" : "", done, st.nonfinite, nonfinite_in_a_row,
+                             cfg.max_nonfinite_steps);
         }
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         step_times.push_back(dt);
@@ -209,8 +257,9 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         // forwards overwrite the coefficient caches. Read-only, so resumption stays exact.
         const bool diag_now = cfg.diag_interval > 0 && (done % cfg.diag_interval == 0 || last);
         if (diag_now) rec["diag"] = gpt_diagnostics(m);
-        if (eval_now) rec["val_loss"] = res.final_val_loss = dp_evaluate(dp, m, vb, cfg.eval_iters);
+        if (eval_now) rec["val_loss"] = res.final_val_loss = dp_val_set_loss(dp, m, vs);
         rec["peak_rss_mb"] = sys::peak_rss_mb();
+        rec["time_s"] = run_time();
         if (root && (done % cfg.log_interval == 0 || eval_now || diag_now || done == 1 || !finite)) log->append(rec);
         if (!opt.quiet && finite) {
             std::vector<double> recent(step_times.end() - std::min<size_t>(step_times.size(), 20), step_times.end());
@@ -227,15 +276,13 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         const bool give_up = nonfinite_in_a_row >= cfg.max_nonfinite_steps;
         const bool stop = comm_any(comm, g_stop != 0);  // every rank stops at the same step
         if (done % cfg.checkpoint_interval == 0 || last || stop || give_up) res.checkpoint = save(done);
-        if (give_up)
-            throw std::runtime_error(std::to_string(nonfinite_in_a_row) + " steps in a row (up to step " +
-                                     std::to_string(done) + ") had a non-finite loss or gradient; the last good "
-                                     "state is saved in " + res.checkpoint + " (lower learning_rate or grad_clip, "
-                                     "then --resume)");
+        if (give_up) throw std::runtime_error(diverged_message(opt.out_dir, nonfinite_in_a_row, done, rs.step, cfg));
+        if (last && rs.step != done) throw std::runtime_error(unsaved_end_message(opt.out_dir, done, rs.step, cfg));
         if (stop && !last) {
             res.interrupted = true;
-            if (root) std::fprintf(stderr, "mhc train: interrupted at step %ld; checkpoint %s; continue with --resume\n",
-                         done, res.checkpoint.c_str());
+            if (root)
+                std::fprintf(stderr, "mhc train: interrupted at step %ld; checkpoint %s; continue with --resume\n",
+                             done, res.checkpoint.c_str());
             break;
         }
     }
@@ -244,7 +291,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         std::nth_element(step_times.begin(), step_times.begin() + step_times.size() / 2, step_times.end());
         res.tokens_per_s = tokens_per_step / step_times[step_times.size() / 2];
     }
-    if (res.checkpoint.empty()) res.checkpoint = run_dir::latest_checkpoint(opt.out_dir);
+    if (res.checkpoint.empty() && root) res.checkpoint = run_dir::latest_checkpoint(opt.out_dir);
     res.world_size = comm.size;
     res.optimizer_bytes = dp_optimizer_bytes(dp);
     return res;

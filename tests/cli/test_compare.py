@@ -141,7 +141,7 @@ def test_two_tiny_runs():
         check("%s trained with its variant and seed" % p,
               'hyper_conn_type = "%s"' % p.split("-")[0] in cfg and re.search(r"^seed = 1$", cfg, re.M), cfg)
     if HAVE_GNUPLOT:
-        pngs = check_report(out, "two tiny runs", ["val_loss", "train_loss", "grad_norm"])
+        pngs = check_report(out, "two tiny runs", ["val_loss", "val_loss_time", "train_loss", "grad_norm"])
         check("--json lists the PNGs", sorted(j["plots"]) == pngs, j["plots"])
     else:
         check("without gnuplot: report written, warning given", "gnuplot not found" in r.stderr, r.stderr)
@@ -276,7 +276,7 @@ def write_fixture_run(out, variant, seed, spike_at=None):
         for step in range(1, 41):
             loss = 5.0 * 0.97 ** step + 0.01 * seed
             rec = {"step": step, "tokens": step * 64, "loss": loss, "lr": 1e-3, "grad_norm": 1.0 + 0.1 * seed,
-                   "tokens_per_s": 1000.0 + 10 * seed, "peak_rss_mb": 100.0 + seed}
+                   "tokens_per_s": 1000.0 + 10 * seed, "peak_rss_mb": 100.0 + seed, "time_s": step * (1.0 + 0.1 * seed)}
             if step == spike_at:
                 rec["loss"] = loss * 2  # a loss spike: 100% above the recent median
             if step % 10 == 0:
@@ -301,8 +301,12 @@ def test_report_only_fixtures():
           byv["hc"][7] == "1" and all(byv[v][7] == "0" for v in ("none", "mhc", "mhc_lite")), rows)
     check("peak RSS and tokens/s columns", byv["mhc_lite"][5] == "102" and byv["mhc_lite"][4] == "1015", byv["mhc_lite"])
     if HAVE_GNUPLOT:
-        check_report(out, "fixtures", ["val_loss", "train_loss", "grad_norm", "depth_gain", "ds_error", "orth_error",
-                                       "depth_sigma2", "stream_similarity"])
+        check_report(out, "fixtures", ["val_loss", "val_loss_time", "train_loss", "grad_norm", "depth_gain", "ds_error",
+                                       "orth_error", "depth_sigma2", "stream_similarity"])
+    with open(os.path.join(out, "val_loss_time.dat")) as f:
+        vt = f.read().split("# index 3: mhc_lite")[-1]
+    # mhc_lite's seeds 1 and 2 reach step 10 at 11 s and 12 s: the mean line is drawn at 11.5 s.
+    check("val loss vs wall-clock time: seeds at the mean of their times", "\n11.5 " in vt, vt[:300])
     with open(os.path.join(out, "ds_error.dat")) as f:
         ds = f.read()
     check("DS error: mhc-lite's exact zeros are drawn at 1e-16", "1e-16" in ds and "# index 1: mhc_lite" in ds, ds)

@@ -1,0 +1,134 @@
+// mhc/tokenizer.h — text <-> token ids: bytes, SentencePiece, Hugging Face byte-level BPE, and
+// llm.c's GPT-2 tokenizer file (decoding only); UTF-8-safe streaming output; a run's tokenizer.
+//
+//   Tokenizer tok = tokenizer_load("data/fortunes-spm/tokenizer.model");   // or tokenizer_bytes()
+//   std::vector<uint32_t> ids;
+//   tokenizer_encode(tok, "Hello world\n", ids);        // appends
+//   std::string text = tokenizer_decode(tok, ids);       // "Hello world\n"
+//
+// The kinds:
+//   bytes          one token per byte, vocabulary 256 (mhc's character-level models).
+//   sentencepiece  a SentencePiece .model (Debian's libsentencepiece). Text is encoded line by line:
+//                  each line without its newline as SentencePiece encodes it (what `spm_encode`
+//                  prints for that line), then one token for the newline (the piece "\n" if the
+//                  model has it, else its byte piece <0x0A>). Bytes that are not valid UTF-8 become
+//                  their byte pieces when the model has byte fallback.
+//   hf_bpe         a Hugging Face tokenizer.json of the byte-level BPE kind (GPT-2 and the models
+//                  that reuse it): added tokens matched first, then the ByteLevel pre-tokenizer's
+//                  GPT-2 regex, the byte-to-unicode alphabet and the merges by rank, as the
+//                  `tokenizers` library does. Anything else in the file is refused by name.
+//   llmc_gpt2      llm.c's gpt2_tokenizer.bin: a table of token bytes, for decoding only.
+// Loading errors are std::runtime_error with one line naming the file and the problem.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mhc/data.h"
+
+namespace mhc {
+
+enum class TokenizerKind { bytes, sentencepiece, hf_bpe, llmc_gpt2 };
+const char* tokenizer_kind_name(TokenizerKind k);  // "bytes", "sentencepiece", "hf_bpe", "llmc_gpt2"
+
+struct SpmModel;  // src/tok/spm.cpp
+struct BpeModel;  // src/tok/bpe.cpp
+
+struct Tokenizer {
+    TokenizerKind kind = TokenizerKind::bytes;
+    std::string path;                 // the file it was loaded from ("" for bytes)
+    int vocab_size = 256;             // every id it makes or takes is < vocab_size
+    bool can_encode = true;           // false for llm.c's table (decoding only)
+    // The bytes each id decodes to ("" for ids it has no text for: controls, holes in the ids).
+    std::vector<std::string> pieces;
+    std::vector<uint8_t> has_piece;   // 1 where the id exists (holes in a tokenizer.json are 0)
+    // SentencePiece models that add a dummy "▁" in front of each line: decoding drops one space at
+    // the start of each line, as SentencePiece's decoder does at the start of its text.
+    bool strip_line_space = false;
+    std::shared_ptr<const SpmModel> spm;
+    std::shared_ptr<const BpeModel> bpe;
+};
+
+Tokenizer tokenizer_bytes();
+// Reads a tokenizer file, its kind told by its contents: llm.c's magic 20240328, a JSON object
+// (tokenizer.json), else a SentencePiece model.
+Tokenizer tokenizer_load(const std::string& path);
+// The same from the file's bytes in memory; `name` stands for the path (messages, Tokenizer::path).
+Tokenizer tokenizer_load_bytes(const std::string& name, std::string_view bytes);
+// Copies the tokenizer's file to `dst` atomically (temporary file, fsync, rename).
+void tokenizer_copy_file(const Tokenizer& tok, const std::string& dst);
+
+// Appends the ids of `text` to `out`. Throws std::runtime_error for a decode-only tokenizer.
+void tokenizer_encode(const Tokenizer& tok, std::string_view text, std::vector<uint32_t>& out);
+// Decoding in steps keeps the little state SentencePiece's line rule needs.
+struct DecodeState {
+    bool line_start = true;
+};
+// Appends the bytes of one id. An id outside [0, vocab_size) or a hole is a std::out_of_range
+// naming the id and the vocabulary.
+void tokenizer_decode_one(const Tokenizer& tok, int64_t id, DecodeState& st, std::string& out);
+std::string tokenizer_decode(const Tokenizer& tok, const std::vector<uint32_t>& ids);
+std::string tokenizer_decode(const Tokenizer& tok, const std::vector<int32_t>& ids);
+// Text bytes of one id, as decoding gives them (for bits per byte).
+int64_t tokenizer_piece_bytes(const Tokenizer& tok, int64_t id);
+
+// True when text may be cut at byte p (0 < p < text.size()) and the two sides encoded apart give
+// the ids of the whole: bytes anywhere; SentencePiece after a newline; byte-level BPE before a
+// single space or after a single newline between two non-space characters, outside any added
+// token. `text` is the bytes around p; p + 1 < text.size() is needed to decide.
+bool tokenizer_cut_ok(const Tokenizer& tok, std::string_view text, size_t p);
+
+// CRC-32 of a file's bytes, "crc32:<8 hex digits>" (how sidecars and checkpoints name a tokenizer).
+std::string file_crc32(const std::string& path);
+std::string bytes_crc32(std::string_view bytes);  // the same of bytes in memory
+// kind, file (as given), vocabulary and CRC-32 of a tokenizer.
+TokenizerRef tokenizer_ref(const Tokenizer& tok, const std::string& file);
+
+// The model's vocabulary must hold the tokenizer's: equal, or padded up to the next multiple of
+// 128 (as GPT-2's 50257 is to 50304). Otherwise std::runtime_error naming both sizes.
+void tokenizer_check_vocab(const Tokenizer& tok, int model_vocab);
+
+// SentencePiece training (src/tok/spm_train.cpp). Lines come from `next_line`, which returns
+// false at the end. The model is lossless on any text: identity normalisation, no whitespace
+// removal, no dummy prefix, byte fallback, no BOS/EOS. Returns the serialized .model.
+struct SpmTrainOptions {
+    std::string model_type = "bpe";  // or "unigram"
+    int vocab_size = 4096;
+    long max_sentences = 2000000;    // lines sampled (reservoir) when there are more
+    int threads = 2;
+    uint32_t seed = 1;
+};
+std::string spm_train(const SpmTrainOptions& opt, const std::function<bool(std::string&)>& next_line);
+
+// Streaming output of text that arrives in pieces: whole UTF-8 characters only. A character split
+// across pieces is held until complete; bytes that cannot become a valid character (and an
+// incomplete one at the end) come out as U+FFFD, so what is printed is always valid UTF-8.
+struct Utf8Stream {
+    std::string pending;
+    std::string push(std::string_view bytes);  // the complete characters now available
+    std::string finish();                      // what is left, made valid
+};
+// At s[0..n): k > 0 when a valid UTF-8 character of k bytes starts there; 0 when s is a valid but
+// incomplete start of one; -k when it is invalid, k >= 1 being the bytes of its longest valid
+// start (the "maximal subpart" that becomes one U+FFFD, as Python and the Unicode standard do).
+int utf8_char_length(const unsigned char* s, size_t n);
+
+// A run's tokenizer (src/train/run_tokenizer.cpp).
+// Training: copies the tokenizer into the run directory as tokenizer.model / tokenizer.json /
+// gpt2_tokenizer.bin (bytes needs no file), and returns the checkpoint metadata entry naming it
+// ({"tokenizer": JSON of its TokenizerRef}); empty when there is none. `given` is --tokenizer
+// (a file or "bytes"), else the data's own tokenizer is used. Checks the vocabulary against the
+// model's; on resume, a different tokenizer than the run's is an error.
+std::map<std::string, std::string> run_tokenizer_attach(const std::string& run_dir, const std::string& given,
+                                                        const TokenizerRef& data_tokenizer, int model_vocab);
+// Sampling and evaluation: `given` (--tokenizer) if set, else the one the checkpoint's metadata
+// names (its file beside the checkpoint, CRC-checked), else bytes for a 256-token model. Returns
+// false when there is none; a named but missing, changed or mismatched one is an error.
+bool tokenizer_for_checkpoint(const std::string& ckpt_path, const std::map<std::string, std::string>& metadata,
+                              const std::string& given, int model_vocab, Tokenizer& out);
+
+}  // namespace mhc

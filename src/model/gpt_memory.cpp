@@ -1,0 +1,37 @@
+// What training a model takes in memory, from its config alone (gpt.h: gpt_memory_estimate). The
+// sizes follow gpt_build's parameter layout and gpt.cpp's plan() of the activations; the test
+// GptMemory.EstimateMatchesTheBuffers keeps them in step.
+#include <cmath>
+
+#include "mhc/gpt.h"
+
+namespace mhc {
+
+GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T) {
+    GptMemory g;
+    const VariantInfo& info = variant_info(cfg.hyper_conn_type);
+    const double n = info.fixed_n == 1 ? 1 : cfg.hyper_conn_n;
+    ConnConfig cc;  // every site has the same sizes; only its stream r and permutation seed differ
+    cc.variant = cfg.hyper_conn_type;
+    cc.n = (int)n;
+    cc.C = cfg.n_embd;
+    cc.sinkhorn_iters = cfg.sinkhorn_iters;
+    cc.cayley_iters = cfg.cayley_iters;
+    cc.perm_subset = cfg.hyper_conn_perm_subset;
+    cc.perm_seed = cfg.hyper_conn_perm_seed;
+    const ConnSite site = conn_site_make(cc);  // small: its parameter layout, not its parameters
+    // In double: an absurd config must give an absurd number, not an overflowed one.
+    const double C = cfg.n_embd, L = cfg.n_layer, V = cfg.vocab_size, bias = cfg.bias ? 1 : 0;
+    const double block = C + 3 * C * C + C * C + C + 4 * C * C + 4 * C * C + bias * (C + 3 * C + C + C + 4 * C + C);
+    g.params = V * C + (double)cfg.block_size * C + L * (block + 2.0 * (double)site.nparams) + C + bias * C;
+
+    const double N = (double)B * T, S = N * n * C, att = (double)B * cfg.n_head * T * T;
+    const double per_block = N * C + 2 * N + 3 * N * C + att + N * C + N * C + 2 * N + 4 * N * C + 4 * N * C;
+    const double act = (2 * L + 1) * S + 2 * L * (N * conn_cache_stride(site) + 2 * N * C) + L * per_block + S +
+                       2 * N * n + N * C + N * V + N + (double)conn_scratch_size(site, (int)std::fmin(N, 1e9));
+    const double gact = 2 * S + N * C * 3 + 3 * N * C + att + N * C + 8 * N * C + N * C + S;
+    g.activations = act + gact;
+    return g;
+}
+
+}  // namespace mhc

@@ -1,0 +1,34 @@
+// The memory check before a run (see fits.h).
+#include "train/fits.h"
+
+#include <cstdio>
+#include <stdexcept>
+
+#include "mhc/gpt.h"
+#include "sys/process.h"
+
+namespace mhc {
+
+std::string fmt_bytes(double bytes) {
+    char buf[64];
+    if (bytes >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.3g GiB", bytes / (1024.0 * 1024 * 1024));
+    else std::snprintf(buf, sizeof buf, "%.0f MiB", bytes / (1024.0 * 1024));
+    return buf;
+}
+
+void require_memory_for(const TrainConfig& cfg) {
+    const int B = cfg.batch_size, T = cfg.model.block_size;
+    const GptMemory g = gpt_memory_estimate(cfg.model, B, T);
+    std::string what;
+    const double limit = sys::memory_limit_bytes(what);
+    if (limit < 0 || g.bytes() <= limit) return;
+    char params[32];
+    std::snprintf(params, sizeof params, "%.3g", g.params);
+    throw std::runtime_error("the model needs about " + fmt_bytes(g.bytes()) + " to train (" + params +
+                             " parameters: weights, gradients and AdamW moments " + fmt_bytes(16 * g.params) +
+                             "; activations of a batch of " + std::to_string(B) + " x " + std::to_string(T) + " " +
+                             fmt_bytes(4 * g.activations) + "), more than the " + fmt_bytes(limit) + " of " + what +
+                             ": make it smaller (n_layer, n_embd, vocab_size, block_size, batch_size)");
+}
+
+}  // namespace mhc

@@ -1,0 +1,18 @@
+// Whether a training run fits in memory, decided from its config before anything is allocated or
+// created: an impossible model is one clear line with its estimated size, not std::bad_alloc (or
+// the kernel's OOM killer) after the run directory was made. Internal.
+#pragma once
+#include <string>
+
+#include "mhc/config.h"
+
+namespace mhc {
+
+// "1.5 GiB", "812 MiB": a size in bytes, for messages.
+std::string fmt_bytes(double bytes);
+
+// Throws std::runtime_error when gpt_memory_estimate for cfg (finalized, vocab_size set) exceeds
+// what this process may use (sys::memory_limit_bytes). The message gives the estimate and its parts.
+void require_memory_for(const TrainConfig& cfg);
+
+}  // namespace mhc
