@@ -144,8 +144,7 @@ TEST(DataParallelOneRank, AnyAccumulationSplitsOverOneRank) {
     TrainConfig cfg;
     cfg.gradient_accumulation_steps = 3;
     std::unique_ptr<Comm> one = comm_single_open();
-    TokenData d;
-    EXPECT_NO_THROW(dp_check_run(*one, cfg, TrainOptions{}, d, d));
+    EXPECT_NO_THROW(dp_check_run(*one, cfg, TrainOptions{}, TrainData{}));
 }
 
 }  // namespace

@@ -2,13 +2,12 @@
 // shards, the bucketed gradient exchange, the step, evaluation and the optimizer for checkpoints.
 #include "train/data_parallel.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 
 #include "sys/file.h"
@@ -16,10 +15,6 @@
 namespace mhc {
 
 namespace {
-
-uint32_t crc_of(const std::string& bytes) {
-    return (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), (const Bytef*)bytes.data(), bytes.size());
-}
 
 // The other ranks' pieces of this rank's shard sit in the inbox in rank order, skipping our own.
 float* inbox_of(DataParallel& dp, int q) {
@@ -75,8 +70,7 @@ std::vector<long> shard_counts(const DataParallel& dp) {
 
 }  // namespace
 
-void dp_check_run(Comm& comm, const TrainConfig& cfg, const TrainOptions& opt, const TokenData& train,
-                  const TokenData& val) {
+void dp_check_run(Comm& comm, const TrainConfig& cfg, const TrainOptions& opt, const TrainData& data) {
     const int N = comm.size, accum = cfg.gradient_accumulation_steps;
     if (accum % N != 0)
         throw std::invalid_argument(
@@ -84,25 +78,27 @@ void dp_check_run(Comm& comm, const TrainConfig& cfg, const TrainOptions& opt, c
             " ranks: each rank computes gradient_accumulation_steps / ranks micro-batches of every step (set it to a "
             "multiple of " + std::to_string(N) + ")");
     if (N == 1) return;
-    // What must be the same on every rank: the resolved config, the data as loaded, the options.
-    std::string run = config_to_json(cfg).dump();
-    for (const TokenData* d : {&train, &val})
-        run += "\n" + d->path + " " + data_format_name(d->format) + " " + std::to_string(d->vocab_size) + " " +
-               std::to_string(d->tokens.size());
-    run += "\n" + opt.out_dir + (opt.resume ? " resume" : "");
+    // What must be the same on every rank: the resolved config, the data (its files' sizes and
+    // checksums, and how they were read), the options, the binary.
+    std::string run = config_to_json(cfg).dump() + "\n" + data.record.dump() + "\n" + data.header + "\n" +
+                      opt.out_dir + "\n" + opt.tokenizer + (opt.resume ? " resume" : "") +
+                      (opt.resume_from_intact ? " from-intact" : "");
     const char* hook = std::getenv("MHC_TEST_PERTURB_CONFIG_RANK");
     if (hook && std::atoi(hook) == comm.rank) run += " perturbed";
-    std::string exe;
-    if (!sys::read_file("/proc/self/exe", exe)) exe.clear();
-    const uint32_t mine[2] = {crc_of(run), crc_of(exe)};
-    std::vector<uint32_t> all(2 * (size_t)N);
-    comm.allgather(mine, all.data(), sizeof mine);
+    const sys::Fingerprint exe = sys::file_fingerprint("/proc/self/exe");
+    struct Identity {
+        char run[32] = {}, exe[32] = {};
+    } mine;
+    std::snprintf(mine.run, sizeof mine.run, "%s", sys::crc32_of(run).c_str());
+    std::snprintf(mine.exe, sizeof mine.exe, "%s", sys::crc32_of(std::to_string(exe.bytes) + exe.hash).c_str());
+    std::vector<Identity> all(N);
+    comm.allgather(&mine, all.data(), sizeof mine);
     for (int r = 1; r < N; r++)
-        if (all[2 * r + 1] != all[1])
+        if (std::strcmp(all[r].exe, all[0].exe) != 0)
             throw std::runtime_error("rank " + std::to_string(r) + " runs another mhc binary than rank 0 "
                                      "(/proc/self/exe differs): run the same build on every rank");
     for (int r = 1; r < N; r++)
-        if (all[2 * r] != all[0])
+        if (std::strcmp(all[r].run, all[0].run) != 0)
             throw std::runtime_error("rank " + std::to_string(r) + " was started with another config, data or "
                                      "options than rank 0: every rank must run the same command");
 }

@@ -19,6 +19,7 @@
 
 #include "mhc/train.h"
 #include "train/comm.h"
+#include "train/train_data.h"
 #include "train/val_set.h"
 
 namespace mhc {
@@ -37,8 +38,7 @@ struct DataParallel {
 // gradient_accumulation_steps does not split over the ranks; std::runtime_error when the ranks
 // were started with different configs, data, options or binaries (hashes compared). The test hook
 // MHC_TEST_PERTURB_CONFIG_RANK=R makes rank R's config look different.
-void dp_check_run(Comm& comm, const TrainConfig& cfg, const TrainOptions& opt, const TokenData& train,
-                  const TokenData& val);
+void dp_check_run(Comm& comm, const TrainConfig& cfg, const TrainOptions& opt, const TrainData& data);
 
 // Shards the optimizer state (fresh, or loaded whole from a checkpoint: moments re-sharded for this
 // world size) and gives every rank rank 0's weights.

@@ -135,7 +135,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     require_memory_for(cfg);
     Comm& comm = comm_world();  // this process alone, or one rank under mpirun (train/comm.h)
     const bool root = comm.rank == 0;  // rank 0 alone writes the run directory and speaks
-    dp_check_run(comm, cfg, opt, data.train, data.val);
+    dp_check_run(comm, cfg, opt, data);
     const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
     Batcher tb(data.train, B, T, order_from_string(cfg.data_order), cfg.seed);
     const ValSet vs = val_set_make(data.val, cfg);
