@@ -12,6 +12,7 @@
 #include "mhc/train.h"
 #include "train/comm.h"
 #include "train/data_parallel.h"
+#include "train/guard.h"
 
 namespace mhc {
 namespace {
@@ -85,6 +86,8 @@ TEST(CommSingle, OneRankCollectivesKeepTheData) {
     EXPECT_TRUE(comm_any(*c, true));
     EXPECT_FALSE(comm_any(*c, false));
     EXPECT_EQ(comm_max(*c, 42), 42);
+    EXPECT_EQ(comm_first_message(*c, "weight 'wte' holds NaN or inf"), "weight 'wte' holds NaN or inf");
+    EXPECT_EQ(comm_first_message(*c, ""), "");
     double x[2] = {1.5, -2};
     c->allreduce_sum(x, 2);
     EXPECT_EQ(x[0], 1.5);
@@ -104,7 +107,8 @@ TEST(CommSingle, NoLauncherNoMpi) {
 }
 
 // One rank: dp_train_step is train_step on the optimizer state itself, dp_evaluate is evaluate,
-// and the checkpoint's optimizer is that state.
+// dp_val_set_loss val_set_loss, dp_unsound_state the NaN guard's unsound_state, and the
+// checkpoint's optimizer is that state.
 TEST(DataParallelOneRank, IsTodaysStepExactly) {
     TrainConfig cfg;
     cfg.model = test::tiny_config("mhc_lite");
@@ -133,6 +137,13 @@ TEST(DataParallelOneRank, IsTodaysStepExactly) {
     }
     EXPECT_EQ(a.param, b.param);
     EXPECT_EQ(evaluate(a, ba, 2), dp_evaluate(dp, b, bb, 2));
+    const ValSet vs = val_set_make(data, cfg);
+    EXPECT_EQ(val_set_loss(a, vs), dp_val_set_loss(dp, b, vs));
+    EXPECT_EQ(unsound_state(a, adam_a, ba, cfg), "");
+    EXPECT_EQ(dp_unsound_state(dp, b, bb, cfg), "");
+    b.param[0] = NAN;
+    EXPECT_EQ(dp_unsound_state(dp, b, bb, cfg).rfind("weight '", 0), 0u);
+    b.param[0] = a.param[0];
     AdamW<float> unused;
     const AdamW<float>& whole = dp_whole_optimizer(dp, unused);
     EXPECT_EQ(&whole, &adam_b);

@@ -64,6 +64,9 @@ std::unique_ptr<Comm> comm_mpi_open();  // throws std::runtime_error when built 
 // so every rank gets the same bits, the same as one process adding them in order.
 bool comm_any(Comm& c, bool flag);  // true on every rank if it is true on any
 long comm_max(Comm& c, long x);
+// The non-empty `mine` of the lowest rank that has one (up to 1023 bytes), on every rank; "" when
+// every rank's is empty. For a verdict all ranks must share and rank 0 reports.
+std::string comm_first_message(Comm& c, const std::string& mine);
 
 // Runs a command's body on this rank of comm_world(): finish() after it returns; if it throws,
 // report_failure(), then either rethrow (this rank prints the error) or exit(1) quietly.

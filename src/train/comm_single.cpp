@@ -2,6 +2,7 @@
 // peer to send to. Also the choice of backend (comm_world) and the helpers built on any backend.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -62,6 +63,16 @@ long comm_max(Comm& c, long x) {
     long m = x;
     for (long v : all) m = v > m ? v : m;
     return m;
+}
+
+std::string comm_first_message(Comm& c, const std::string& mine) {
+    constexpr size_t kLen = 1024;
+    std::vector<char> all(kLen * c.size), own(kLen, '\0');
+    std::memcpy(own.data(), mine.data(), std::min(mine.size(), kLen - 1));
+    c.allgather(own.data(), all.data(), kLen);
+    for (int r = 0; r < c.size; r++)
+        if (all[r * kLen]) return std::string(&all[r * kLen]);
+    return "";
 }
 
 int comm_main(const std::function<int(Comm&)>& body) {

@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "sys/file.h"
+#include "train/guard.h"
 
 namespace mhc {
 
@@ -112,6 +113,7 @@ DataParallel dp_start(Comm& comm, GPT<float>& m, AdamW<float>& adam) {
     for (int q = 0; q <= N; q++) dp.bounds[q] = std::min(P, (long)((double)q * nb / N) * kNormBlock);
     dp.bounds[N] = P;
     dp.lo = dp.bounds[r], dp.hi = dp.bounds[r + 1];
+    if (const char* hook = std::getenv("MHC_TEST_NONFINITE_UPDATE_RANK")) dp.overflow_rank = std::atoi(hook);
     if (N == 1) {
         dp.whole = &adam;
         return dp;
@@ -138,16 +140,22 @@ DataParallel dp_start(Comm& comm, GPT<float>& m, AdamW<float>& adam) {
     return dp;
 }
 
-StepStats dp_train_step(DataParallel& dp, GPT<float>& m, Batcher& batches, const TrainConfig& cfg, long step,
-                        int32_t* in, int32_t* tg, bool force_nonfinite) {
-    if (dp.comm->size == 1) return train_step(m, *dp.whole, batches, cfg, step, in, tg, force_nonfinite);
+namespace {
+
+// The global batch's mean loss and gradient norm, the same bits on every rank. Each rank computes
+// its own micro-batches; during the backward of its last one the pieces of the gradient go to the
+// ranks that own them (post_exchange), so that on return G[lo, hi) holds the shard's gradient.
+struct GlobalGrad {
+    double loss = 0, norm = 0;
+    std::chrono::steady_clock::time_point backward_end;  // for StepStats::optimizer_s
+};
+GlobalGrad global_gradient(DataParallel& dp, GPT<float>& m, Batcher& batches, const TrainConfig& cfg, int32_t* in,
+                           int32_t* tg, bool force_nonfinite) {
     Comm& c = *dp.comm;
     const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
     const int k = accum / c.size, first = c.rank * k;
     const long P = (long)m.param.size(), nb = (P + kNormBlock - 1) / kNormBlock;
     float* G = m.grad.data();
-    StepStats st;
-    st.lr = lr_at(cfg, step);
     gpt_zero_grad(m);
     // sums: each micro-batch's loss, then each gradient block's sum of squares; every entry comes
     // from one rank and is 0 on the others, so the sum over ranks is exact.
@@ -160,7 +168,7 @@ StepStats dp_train_step(DataParallel& dp, GPT<float>& m, Batcher& batches, const
         gpt_backward(m, 1.0 / accum);
         m.on_grads_ready = nullptr;
     }
-    const auto t1 = std::chrono::steady_clock::now();
+    const auto backward_end = std::chrono::steady_clock::now();
     finish_exchange(dp, G);
     if (force_nonfinite) {
         sums[first] = NAN;
@@ -171,21 +179,60 @@ StepStats dp_train_step(DataParallel& dp, GPT<float>& m, Batcher& batches, const
         grad_sumsq_blocks(G, P, b0, b1, sums.data() + accum + b0);
     }
     c.allreduce_sum(sums.data(), (long)sums.size());
-    for (int micro = 0; micro < accum; micro++) st.loss += sums[micro] / accum;  // train_step's order
+    GlobalGrad g;
+    g.backward_end = backward_end;
+    for (int micro = 0; micro < accum; micro++) g.loss += sums[micro] / accum;  // train_step's order
     double ss = 0;
     for (long b = 0; b < nb; b++) ss += sums[accum + b];
-    st.grad_norm = std::sqrt(ss);
+    g.norm = std::sqrt(ss);
+    return g;
+}
+
+}  // namespace
+
+StepStats dp_train_step(DataParallel& dp, GPT<float>& m, Batcher& batches, const TrainConfig& cfg, long step,
+                        int32_t* in, int32_t* tg, bool force_nonfinite) {
+    if (dp.comm->size == 1) return train_step(m, *dp.whole, batches, cfg, step, in, tg, force_nonfinite);
+    Comm& c = *dp.comm;
+    float* G = m.grad.data();
+    StepStats st;
+    st.lr = lr_at(cfg, step);
+    const bool overflow = force_nonfinite && dp.overflow_rank == c.rank && dp.hi > dp.lo;
+    if (dp.overflow_rank >= 0) force_nonfinite = false;
+    const GlobalGrad g = global_gradient(dp, m, batches, cfg, in, tg, force_nonfinite);
+    st.loss = g.loss, st.grad_norm = g.norm;
     st.finite = std::isfinite(st.loss) && std::isfinite(st.grad_norm);
     st.nonfinite = !std::isfinite(st.loss) ? "loss" : !std::isfinite(st.grad_norm) ? "gradient norm" : "";
     if (st.finite) {
         clip_grad(G + dp.lo, dp.hi - dp.lo, st.grad_norm, cfg.grad_clip);
+        if (overflow) G[dp.lo] = 1e30f;
+        // train_step's check of the update, on each shard; one rank's overflow skips the step on
+        // all of them, so the weights, the moments and the count of skipped steps stay in step.
+        const bool ok = adamw_step_is_finite(dp.shard, m.param.data() + dp.lo, G + dp.lo, dp.shard_tensors, st.lr,
+                                             cfg.beta1, cfg.beta2, cfg.weight_decay);
+        st.finite = !comm_any(c, !ok);
+        if (!st.finite) st.nonfinite = "update";
+    }
+    if (st.finite) {
         adamw_step(dp.shard, m.param.data() + dp.lo, G + dp.lo, dp.shard_tensors, st.lr, cfg.beta1, cfg.beta2,
                    cfg.weight_decay);
         if (dp.shard_tensors.empty()) dp.shard.step++;  // an empty shard still counts the step
         c.allgatherv(m.param.data(), shard_counts(dp));
     }
-    st.optimizer_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+    st.optimizer_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - g.backward_end).count();
     return st;
+}
+
+std::string dp_unsound_state(DataParallel& dp, GPT<float>& m, const Batcher& tb, const TrainConfig& cfg) {
+    Comm& c = *dp.comm;
+    if (c.size == 1) return unsound_state(m, *dp.whole, tb, cfg);
+    // The weights are the same on every rank; each rank checks the moments of its own shard.
+    const std::string bad = comm_first_message(c, nonfinite_state(m, dp.shard_tensors, dp.shard));
+    if (!bad.empty()) return bad;
+    Batcher b = tb;
+    std::vector<int32_t> in((size_t)cfg.batch_size * cfg.model.block_size), tg(in.size());
+    const GlobalGrad g = global_gradient(dp, m, b, cfg, in.data(), tg.data(), false);
+    return next_step_verdict({g.loss, g.norm});
 }
 
 double dp_evaluate(DataParallel& dp, GPT<float>& m, Batcher& b, int batches) {

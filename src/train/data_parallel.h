@@ -32,6 +32,7 @@ struct DataParallel {
     AdamW<float> shard;                      // several ranks: the moments of [lo, hi)
     std::vector<ParamTensor> shard_tensors;  // the parts of the tensors inside [lo, hi), offsets from lo
     std::vector<float> inbox;                // (size - 1) x (hi - lo): the other ranks' gradients of the shard
+    int overflow_rank = -1;                  // test hook MHC_TEST_NONFINITE_UPDATE_RANK (dp_train_step)
 };
 
 // Before the run directory is touched. Throws std::invalid_argument, the same on every rank, when
@@ -44,9 +45,17 @@ void dp_check_run(Comm& comm, const TrainConfig& cfg, const TrainOptions& opt, c
 // world size) and gives every rank rank 0's weights.
 DataParallel dp_start(Comm& comm, GPT<float>& m, AdamW<float>& adam);
 
-// train_step's contract over all ranks: the same loss, norm and weights on every rank.
+// train_step's contract over all ranks: the same loss, norm and weights on every rank, and the same
+// verdict on whether the update is finite (each rank checks its shard; one overflow skips it on all).
+// Test hook: with MHC_TEST_NONFINITE_UPDATE_RANK=R, force_nonfinite overflows the update of rank
+// R's shard alone (a gradient of 1e30 after clipping: v = g² is inf) instead of making the loss NaN.
 StepStats dp_train_step(DataParallel& dp, GPT<float>& m, Batcher& batches, const TrainConfig& cfg, long step,
                         int32_t* in, int32_t* tg, bool force_nonfinite);
+
+// The NaN guard's unsound_state (train/guard.h) over all ranks (collective): the moments checked
+// shard by shard, the next step's loss and norm computed as dp_train_step computes them; the same
+// verdict on every rank.
+std::string dp_unsound_state(DataParallel& dp, GPT<float>& m, const Batcher& tb, const TrainConfig& cfg);
 
 // evaluate()'s mean loss, the batches shared round-robin over the ranks (the same result).
 double dp_evaluate(DataParallel& dp, GPT<float>& m, Batcher& b, int batches);

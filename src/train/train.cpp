@@ -196,7 +196,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     };
     // Every rank calls it at the same steps; they reach the same verdict and the same rs.
     auto save = [&](long done) -> std::string {
-        const std::string unsound = unsound_state(m, adam, tb, cfg);
+        const std::string unsound = dp_unsound_state(dp, m, tb, cfg);
         if (!unsound.empty()) {  // the NaN guard: never a checkpoint that cannot be evaluated or resumed
             if (!root) return "";
             std::fprintf(stderr, "%sstep %ld: no checkpoint written: %s\n", opt.progress && !opt.quiet ? "\n" : "",
