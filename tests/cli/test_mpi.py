@@ -1,5 +1,7 @@
 #!/usr/bin/python3
-"""Data-parallel training under mpirun (ctest): equivalence, resumption, failures, sharded memory.
+"""Data-parallel training under mpirun (ctest): equivalence, resumption, failures, sharded memory,
+and the run directory's guarantees (docs/RELIABILITY.md) with several ranks: one writer, the NaN
+guard, the fixed validation set, time_s, --resume-from-intact, data identity.
 
     /usr/bin/python3 tests/cli/test_mpi.py BUILD/mhc
 
@@ -101,7 +103,9 @@ def max_loss_gap(a, b):
     la, lb = losses(a), losses(b)
     if sorted(la) != sorted(lb):
         return float("inf")
-    return max(abs(la[s] - lb[s]) for s in la)
+    if any((la[s] is None) != (lb[s] is None) for s in la):  # a non-finite loss is null in metrics.jsonl
+        return float("inf")
+    return max(abs(la[s] - lb[s]) for s in la if la[s] is not None)
 
 
 def max_weight_gap(ck_a, ck_b):
@@ -179,6 +183,17 @@ def test_two_ranks_equal_one():
         v1, v2 = result(r1).get("val_loss"), result(r2).get("val_loss")
         check("%s: the same validation loss (evaluated on both ranks)" % variant,
               v1 is not None and v2 is not None and abs(v1 - v2) <= 1e-5, (v1, v2))
+        check("%s: the run directories hold the same files (rank 0 alone writes; no lock left)" % variant,
+              sorted(os.listdir(one)) == sorted(os.listdir(two)) and "lock" not in os.listdir(two),
+              (sorted(os.listdir(one)), sorted(os.listdir(two))))
+        # The fixed validation set (val_set.h: eval_iters random windows of the held-out part, seed
+        # ^ 0x5A5A5A5A), dealt over 2 ranks, against `mhc eval` of the same checkpoint in one process.
+        ev = run([MHC, "eval", "--ckpt", path(two, "ckpt_000030.safetensors"), "--data", path("corpus.txt"),
+                  "--split", "val", "--batch", "4", "--order", "random", "--seed", str(1337 ^ 0x5A5A5A5A),
+                  "--batches", "3", "--json"])
+        ve = result(ev).get("loss")
+        check("%s: val_loss of 2 ranks = mhc eval in one process on the same weights, bit for bit (%r, %r)" %
+              (variant, v2, ve), v2 is not None and v2 == ve, ev.stderr)
         b1, b2 = result(r1).get("optimizer_bytes_per_rank", 0), result(r2).get("optimizer_bytes_per_rank", 0)
         # Shards are whole blocks of 16384 values: half, give or take one block of two moments.
         check("%s: AdamW state per rank halves at 2 ranks (%d -> %d bytes)" % (variant, b1, b2),
@@ -196,6 +211,9 @@ def test_resume_on_one_and_two_ranks():
     check("resume on 2 ranks", r.returncode == 0, r.stderr)
     la, lb = losses(path("straight")), losses(path("half"))
     check("resumed on 2 ranks: bit-identical losses", la == lb, (len(la), len(lb)))
+    times = [m.get("time_s") for m in metrics(path("half"))]
+    check("time_s in every record, increasing over the resume",
+          all(isinstance(t, float) for t in times) and times == sorted(times), times)
     with open(path("straight", "ckpt_000020.safetensors"), "rb") as f1, \
             open(path("half", "ckpt_000020.safetensors"), "rb") as f2:
         check("resumed on 2 ranks: bit-identical final checkpoint", f1.read() == f2.read())
@@ -209,6 +227,114 @@ def test_resume_on_one_and_two_ranks():
     gap = max_loss_gap(path("straight"), path("one_half")) if r2.returncode == 0 else float("inf")
     check("resume a 1-rank checkpoint on 2 ranks: the same losses within 1e-5 (max gap %.2e)" % gap,
           r.returncode == 0 and gap <= 1e-5, r.stderr + r2.stderr)
+
+
+def test_one_writer():
+    out = path("locked")
+    p = subprocess.Popen(train_args(out, "--set", "max_iters=1000000", "--set", "checkpoint_interval=5"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    reached = wait_for_step(out, 6, p)
+    t0 = time.time()
+    r = run(mpirun(2, train_args(out, "--resume", "--set", "gradient_accumulation_steps=2")), timeout=60)
+    took = time.time() - t0
+    p.kill()
+    p.wait()
+    check("a run directory in use: 2 ranks refused in one line naming its process, at once (%.1f s)" % took,
+          reached and one_line(r, "in use by process %d" % p.pid) and took < 10, r.stderr)
+    r = train(2, out, "--set", "gradient_accumulation_steps=2", timeout=60)
+    check("a run directory that holds a run: 2 ranks refused in one line",
+          one_line(r, "already holds a run"), r.stderr)
+
+
+def test_nan_guard():
+    # Steps 3 and 4 made non-finite (the test hook): skipped on both ranks, reported once, and the
+    # run goes on as one process does.
+    common = ["--set", "gradient_accumulation_steps=2", "--set", "max_iters=8", "--set", "checkpoint_interval=4"]
+    hook = env(MHC_TEST_NONFINITE_STEPS="3,4")
+    r1 = run(train_args(path("nan1"), *common, "--json"), env=hook)
+    r2 = run(mpirun(2, train_args(path("nan2"), *common, "--json")), env=hook)
+    skipped = [m["step"] for m in metrics(path("nan2")) if m.get("skipped")] if r2.returncode == 0 else None
+    gap = max_loss_gap(path("nan1"), path("nan2")) if r1.returncode == 0 and r2.returncode == 0 else float("inf")
+    check("non-finite steps on 2 ranks: the same steps skipped as in one process (%s), losses within 1e-5 "
+          "(%.2e), one report each" % (skipped, gap),
+          skipped == [3, 4] and gap <= 1e-5 and r2.stderr.count("update skipped") == 2 and
+          result(r2).get("skipped_steps") == 2, r1.stderr + r2.stderr)
+    # An update that overflows on rank 1's shard alone (the test hook: a gradient of 1e30 there, so
+    # v = g² is inf) skips the step on both ranks: afterwards they train as the run above whose
+    # steps 3 and 4 were skipped.
+    hook = env(MHC_TEST_NONFINITE_STEPS="3,4", MHC_TEST_NONFINITE_UPDATE_RANK="1")
+    r3 = run(mpirun(2, train_args(path("nan3"), *common, "--json")), timeout=120, env=hook)
+    ok = r3.returncode == 0 and r1.returncode == 0
+    skipped = [m["step"] for m in metrics(path("nan3")) if m.get("skipped")] if ok else None
+    l1, l3 = (losses(path("nan1")), losses(path("nan3"))) if ok else ({}, {})
+    gap = max([abs(l1[s] - l3[s]) for s in l1 if s not in (3, 4)] or [float("inf")]) if ok else float("inf")
+    wgap = max_weight_gap(path("nan1", "ckpt_000008.safetensors"), path("nan3", "ckpt_000008.safetensors")) \
+        if ok else float("inf")
+    check("an update that overflows on one rank's shard is skipped on both (%s), reported once each, then the "
+          "same training as one process skipping those steps (losses %.2e, weights %.2e)" % (skipped, gap, wgap),
+          skipped == [3, 4] and r3.stderr.count("non-finite update, update skipped") == 2 and gap <= 1e-5 and
+          wgap <= 1e-5, r3.stderr)
+    # max_nonfinite_steps in a row: every rank gives up at the same step; the state before is saved
+    # and named in one line.
+    hook = env(MHC_TEST_NONFINITE_STEPS="5,6,7")
+    out = path("nan_give_up")
+    r = run(mpirun(2, train_args(out, *common, "--set", "max_nonfinite_steps=3")), env=hook, timeout=60)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    check("3 non-finite steps in a row on 2 ranks: one last line naming the saved state, non-zero",
+          r.returncode != 0 and len(lines) == 4 and "3 steps in a row" in lines[-1] and
+          "ckpt_000007" in lines[-1] and open(os.path.join(out, "latest")).read().strip() == "ckpt_000007",
+          r.stderr)
+    r = run(train_args(out, "--resume", "--set", "max_iters=10"))
+    check("... which resumes in one process", r.returncode == 0 and metrics(out)[-1]["step"] == 10, r.stderr)
+
+
+def test_diverging_run():
+    # A learning rate far too high (tests/cli/test_trust.py): finite for a few steps, then weights
+    # that overflow the next forward; the NaN guard runs on both ranks before each checkpoint.
+    common = ["--set", "gradient_accumulation_steps=2", "--set", "max_iters=60", "--set", "learning_rate=100",
+              "--set", "warmup_iters=0", "--set", "min_lr=0", "--set", "eval_interval=4", "--set",
+              "checkpoint_interval=2", "--set", "keep_checkpoints=100", "--set", "max_nonfinite_steps=3"]
+    out = path("diverge2")
+    r = run(mpirun(2, train_args(out, *common)), timeout=120)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    check("a diverging run on 2 ranks stops with one last line naming the last good state",
+          r.returncode != 0 and lines and "steps in a row" in lines[-1] and
+          sum("steps in a row" in l for l in lines) == 1, r.stderr)
+    bad = []
+    for f in sorted(os.listdir(out)):
+        if f.startswith("ckpt_") and f.endswith(".safetensors") and ".optim" not in f:
+            e = run([MHC, "eval", "--ckpt", os.path.join(out, f), "--data", path("corpus.txt"), "--batches", "2",
+                     "--json"])
+            if e.returncode != 0 or not isinstance(result(e).get("loss"), float):
+                bad.append((f, e.stderr.strip()))
+    check("... and every checkpoint it wrote evaluates to a finite loss", not bad, bad)
+
+
+def test_resume_from_intact():
+    common = ["--set", "gradient_accumulation_steps=2", "--set", "lr_decay_iters=20", "--set", "checkpoint_interval=5"]
+    out = path("intact")
+    r = train(2, out, *common, "--set", "max_iters=10")
+    newest = os.path.join(out, "ckpt_000010.safetensors")
+    data = bytearray(open(newest, "rb").read())
+    data[-100] ^= 0x10
+    open(newest, "wb").write(bytes(data))
+    r = run(mpirun(2, train_args(out, "--resume", "--set", "max_iters=20")), timeout=60)
+    check("a corrupt newest checkpoint on 2 ranks: one line naming the newest intact one",
+          one_line(r, "ckpt_000010.safetensors", "ckpt_000005", "--resume-from-intact"), r.stderr)
+    r = run(mpirun(2, train_args(out, "--resume-from-intact", "--set", "max_iters=20")), timeout=120)
+    check("--resume-from-intact on 2 ranks: said once, from ckpt_000005, the same losses as a straight run",
+          r.returncode == 0 and r.stderr.count("resuming from ckpt_000005") == 1 and
+          losses(out) == losses(path("straight")), r.stderr)
+
+
+def test_other_data_refused():
+    other = path("other.txt")
+    with open(other, "wb") as f:
+        f.write(b"".join(b"row %d: pack my box with five dozen liquor jugs.\n" % i for i in range(3000)))
+    args = train_args(path("half"), "--resume", "--set", "max_iters=25")
+    args[args.index("--data") + 1] = other
+    r = run(mpirun(2, args), timeout=60)
+    check("resuming on 2 ranks with other data: one line, non-zero", one_line(r, "trained on other data"), r.stderr)
 
 
 def test_killed_rank():
@@ -293,6 +419,11 @@ if __name__ == "__main__":
                 f.write(b"".join(b"line %d: the quick brown fox jumps over the lazy dog.\n" % i for i in range(3000)))
             test_two_ranks_equal_one()
             test_resume_on_one_and_two_ranks()
+            test_resume_from_intact()
+            test_other_data_refused()
+            test_one_writer()
+            test_nan_guard()
+            test_diverging_run()
             test_killed_rank()
             test_ctrl_c()
             test_bad_input()
