@@ -2,7 +2,8 @@
 # Data parallelism on one machine: 2 ranks x 1 OpenMP thread (mpirun) against 1 process x 2
 # threads, training the default model (configs/default.toml) on the same global batch of
 # 16 x 128 tokens per step. Prints one line per run (median tokens/s of its steps, from
-# `mhc train --json`) and the medians per setup. docs/PERFORMANCE.md has the measured table.
+# `mhc train --json`), the medians per setup and the ratio of 2 ranks to the faster single process
+# (issue 13's target: >= 0.9). docs/PERFORMANCE.md records one run.
 #
 #   bench/mpi_bench.sh [STEPS=200] [REPEATS=3]
 #
@@ -38,6 +39,7 @@ run() {  # name, then the command's prefix
   results[$name]+="$tps "
 }
 
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD), $(nproc) cores"
 echo "before: $(uptime)"
 for rep in $(seq 1 "$repeats"); do
   batch=16 accum=1 run "1 process x 2 threads, 16x1" env OMP_NUM_THREADS=2
@@ -46,7 +48,12 @@ for rep in $(seq 1 "$repeats"); do
 done
 echo "after: $(uptime)"
 echo "medians over $repeats runs of $steps steps (global batch 16 x 128 = 2048 tokens/step):"
+declare -A medians
 for name in "1 process x 2 threads, 16x1" "1 process x 2 threads, 8x2" "2 ranks x 1 thread, 8x2"; do
-  median=$(tr ' ' '\n' <<< "${results[$name]}" | sed '/^$/d' | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
-  printf '%-32s %8.0f tokens/s\n' "$name" "$median"
+  medians[$name]=$(tr ' ' '\n' <<< "${results[$name]}" | sed '/^$/d' | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
+  printf '%-32s %8.0f tokens/s\n' "$name" "${medians[$name]}"
 done
+# Issue 13's target: 2 ranks at >= 0.9x the faster single-process setup.
+awk -v dp="${medians[2 ranks x 1 thread, 8x2]}" -v a="${medians[1 process x 2 threads, 16x1]}" \
+    -v b="${medians[1 process x 2 threads, 8x2]}" \
+    'BEGIN { best = a > b ? a : b; printf "2 ranks / best single process: %.2fx (target >= 0.90x)\n", dp / best }'
