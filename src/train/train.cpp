@@ -20,6 +20,7 @@
 #include "mhc/tokenizer.h"
 #include "mhc/train.h"
 #include "sys/process.h"
+#include "sys/signals.h"
 #include "train/fits.h"
 #include "train/guard.h"
 #include "train/resume.h"
@@ -53,22 +54,6 @@ extern "C" void on_stop_signal(int sig) {
     const char msg[] = "\nmhc train: stopping after this step and writing a checkpoint (signal again to stop now)\n";
     (void)!write(2, msg, sizeof msg - 1);
 }
-
-struct StopSignals {
-    struct sigaction old_int {}, old_term {};
-    StopSignals() {
-        g_stop = 0;
-        struct sigaction sa {};
-        sa.sa_handler = on_stop_signal;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGINT, &sa, &old_int);
-        sigaction(SIGTERM, &sa, &old_term);
-    }
-    ~StopSignals() {
-        sigaction(SIGINT, &old_int, nullptr);
-        sigaction(SIGTERM, &old_term, nullptr);
-    }
-};
 
 // Test hook (tests/cli): MHC_TEST_NONFINITE_STEPS="3,4" makes those steps' loss and gradients NaN.
 std::set<long> forced_nonfinite_steps() {
@@ -167,7 +152,8 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     const std::string cfg_json = config_to_json(cfg).dump();
     run_dir::MetricsLog log(opt.out_dir);
 
-    const StopSignals signals;
+    g_stop = 0;
+    const sys::ScopedSignals signals({SIGINT, SIGTERM}, on_stop_signal);
     const std::set<long> forced_nan = forced_nonfinite_steps();
     int nonfinite_in_a_row = 0;
     // Wall-clock seconds since the run started, over all its resumes (metrics' time_s).
