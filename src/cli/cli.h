@@ -39,6 +39,9 @@ std::string load_checkpoint(const std::string& path, GPT<float>& m, SafeTensors*
 // --format for the commands that read token files: auto, text, u16, u32, llmc.
 void add_format_option(CLI::App& app, std::string& format);
 
+// --ckpt (required) for the commands that read a model: eval, sample, info.
+void add_ckpt_option(CLI::App& app, std::string& ckpt);
+
 // Option checks worded like the rest of mhc ("must be >= 1, got 0"): CLI11's PositiveNumber and
 // NonNegativeNumber print their double bounds with std::to_string, 310 digits that read as a
 // contradiction ("0 not in range 0.000000 to 1797...").

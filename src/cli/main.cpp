@@ -75,6 +75,11 @@ void add_format_option(CLI::App& app, std::string& format) {
         ->capture_default_str();
 }
 
+void add_ckpt_option(CLI::App& app, std::string& ckpt) {
+    app.add_option("--ckpt", ckpt, "Checkpoint (.safetensors), or a run directory (its latest checkpoint)")
+        ->required();
+}
+
 namespace {
 // The value as a whole number, or why not ("" when it is one).
 std::string parse_long(const std::string& in, long& v) {

@@ -21,6 +21,7 @@
 #include "mhc/tokenizer.h"
 #include "mhc/train.h"
 #include "sys/process.h"
+#include "sys/signals.h"
 #include "train/data_parallel.h"
 #include "train/fits.h"
 #include "train/guard.h"
@@ -56,22 +57,6 @@ extern "C" void on_stop_signal(int sig) {
     const char msg[] = "\nmhc train: stopping after this step and writing a checkpoint (signal again to stop now)\n";
     if (g_rank == 0) (void)!write(2, msg, sizeof msg - 1);
 }
-
-struct StopSignals {
-    struct sigaction old_int {}, old_term {};
-    StopSignals() {
-        g_stop = 0;
-        struct sigaction sa {};
-        sa.sa_handler = on_stop_signal;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGINT, &sa, &old_int);
-        sigaction(SIGTERM, &sa, &old_term);
-    }
-    ~StopSignals() {
-        sigaction(SIGINT, &old_int, nullptr);
-        sigaction(SIGTERM, &old_term, nullptr);
-    }
-};
 
 // Test hook (tests/cli): MHC_TEST_NONFINITE_STEPS="3,4" makes those steps' loss and gradients NaN.
 std::set<long> forced_nonfinite_steps() {
@@ -186,7 +171,8 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     DataParallel dp = dp_start(comm, m, adam);  // one rank: `adam` itself; several: its shards
     g_rank = comm.rank;
 
-    const StopSignals signals;
+    g_stop = 0;
+    const sys::ScopedSignals signals({SIGINT, SIGTERM}, on_stop_signal);
     const std::set<long> forced_nan = forced_nonfinite_steps();
     int nonfinite_in_a_row = 0;
     // Wall-clock seconds since the run started, over all its resumes (metrics' time_s).
