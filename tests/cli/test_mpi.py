@@ -15,15 +15,11 @@ import shutil
 import signal
 import struct
 import subprocess
-import sys
-import tempfile
 import time
 
 import numpy as np
 
-MHC = os.path.abspath(sys.argv[1])
-TMP = tempfile.mkdtemp(prefix="mhc_mpi_")
-RESULTS = {"passed": 0, "failed": 0}
+from harness import MHC, check, path, metrics, one_line_error, finish
 # Small enough for CI, big enough (~200k parameters, 13 blocks of 16384) that shards are near halves.
 MODEL = ["--set", "n_layer=2", "--set", "n_head=2", "--set", "n_embd=64", "--set", "block_size=16",
          "--set", "batch_size=4", "--set", "warmup_iters=3", "--set", "eval_interval=10", "--set", "eval_iters=3",
@@ -34,15 +30,6 @@ MODEL = ["--set", "n_layer=2", "--set", "n_head=2", "--set", "n_embd=64", "--set
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_btl": "self,vader",
            "OMPI_MCA_btl_vader_single_copy_mechanism": "none", "OMPI_MCA_rmaps_base_oversubscribe": "1",
            "OMPI_MCA_hwloc_base_binding_policy": "none", "OMP_NUM_THREADS": "1"}
-
-
-def check(name, cond, detail=""):
-    RESULTS["passed" if cond else "failed"] += 1
-    print(("ok    " if cond else "FAIL  ") + name + ("" if cond else "   " + str(detail)[-2000:]), flush=True)
-
-
-def path(*names):
-    return os.path.join(TMP, *names)
 
 
 def env(**extra):
@@ -77,11 +64,6 @@ def result(r):
         return {}
 
 
-def metrics(out):
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        return [json.loads(l) for l in f if l.strip()]
-
-
 def losses(out):
     return {m["step"]: m["loss"] for m in metrics(out)}
 
@@ -114,11 +96,6 @@ def max_weight_gap(ck_a, ck_b):
     if sorted(wa) != sorted(wb):
         return float("inf")
     return max(float(np.max(np.abs(wa[k] - wb[k])) / max(float(np.max(np.abs(wa[k]))), 1e-30)) for k in wa)
-
-
-def one_line(r, *words):
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    return r.returncode != 0 and len(lines) == 1 and all(w in lines[0] for w in words)
 
 
 def rank_pid(out, rank):
@@ -240,10 +217,10 @@ def test_one_writer():
     p.kill()
     p.wait()
     check("a run directory in use: 2 ranks refused in one line naming its process, at once (%.1f s)" % took,
-          reached and one_line(r, "in use by process %d" % p.pid) and took < 10, r.stderr)
+          reached and one_line_error(r, "in use by process %d" % p.pid)[0] and took < 10, r.stderr)
     r = train(2, out, "--set", "gradient_accumulation_steps=2", timeout=60)
     check("a run directory that holds a run: 2 ranks refused in one line",
-          one_line(r, "already holds a run"), r.stderr)
+          one_line_error(r, "already holds a run")[0], r.stderr)
 
 
 def test_nan_guard():
@@ -320,7 +297,7 @@ def test_resume_from_intact():
     open(newest, "wb").write(bytes(data))
     r = run(mpirun(2, train_args(out, "--resume", "--set", "max_iters=20")), timeout=60)
     check("a corrupt newest checkpoint on 2 ranks: one line naming the newest intact one",
-          one_line(r, "ckpt_000010.safetensors", "ckpt_000005", "--resume-from-intact"), r.stderr)
+          one_line_error(r, "ckpt_000010.safetensors", "ckpt_000005", "--resume-from-intact")[0], r.stderr)
     r = run(mpirun(2, train_args(out, "--resume-from-intact", "--set", "max_iters=20")), timeout=120)
     check("--resume-from-intact on 2 ranks: said once, from ckpt_000005, the same losses as a straight run",
           r.returncode == 0 and r.stderr.count("resuming from ckpt_000005") == 1 and
@@ -334,7 +311,8 @@ def test_other_data_refused():
     args = train_args(path("half"), "--resume", "--set", "max_iters=25")
     args[args.index("--data") + 1] = other
     r = run(mpirun(2, args), timeout=60)
-    check("resuming on 2 ranks with other data: one line, non-zero", one_line(r, "trained on other data"), r.stderr)
+    check("resuming on 2 ranks with other data: one line, non-zero", one_line_error(r, "trained on other data")[0],
+          r.stderr)
 
 
 def test_killed_rank():
@@ -392,42 +370,33 @@ def test_bad_input():
     t0 = time.time()
     r = train(2, path("bad_accum"), "--set", "gradient_accumulation_steps=3", timeout=60)
     check("gradient_accumulation_steps not divisible by the ranks: one line, non-zero, no run directory",
-          one_line(r, "gradient_accumulation_steps = 3", "2 ranks") and not os.path.exists(path("bad_accum")),
+          one_line_error(r, "gradient_accumulation_steps = 3", "2 ranks")[0] and
+          not os.path.exists(path("bad_accum")),
           r.stderr)
     accum = ["--set", "gradient_accumulation_steps=2"]
     r = run(mpirun(2, train_args(path("bad_cfg"), *accum)), env=env(MHC_TEST_PERTURB_CONFIG_RANK="1"), timeout=60)
     check("a rank with another config: one line, non-zero, no run directory",
-          one_line(r, "rank 1", "another config") and not os.path.exists(path("bad_cfg")), r.stderr)
+          one_line_error(r, "rank 1", "another config")[0] and not os.path.exists(path("bad_cfg")), r.stderr)
     other = path("mhc")
     shutil.copy(MHC, other)
     with open(other, "ab") as f:
         f.write(b"\0")
     r = run(["mpirun", "-q", "-np", "1", *train_args(path("bad_exe"), *accum), ":", "-np", "1",
              *train_args(path("bad_exe"), *accum, exe=other)], timeout=60)
-    check("a rank running another binary: one line, non-zero", one_line(r, "rank 1", "another mhc binary"), r.stderr)
+    check("a rank running another binary: one line, non-zero",
+          one_line_error(r, "rank 1", "another mhc binary")[0], r.stderr)
     r = run(mpirun(2, train_args(path("bad_key"), "--set", "n_embd=-4")), timeout=60)
-    check("an error every rank hits is one line, not one per rank", one_line(r, "error", "n_embd"), r.stderr)
+    check("an error every rank hits is one line, not one per rank", one_line_error(r, "error", "n_embd")[0], r.stderr)
     check("bad input under mpirun never hangs (%.0f s for four runs)" % (time.time() - t0), time.time() - t0 < 120)
 
 
 if __name__ == "__main__":
-    try:
-        if not shutil.which("mpirun"):
-            check("mpirun is installed (Debian's openmpi-bin, scripts/setup.sh)", False)
-        else:
-            with open(path("corpus.txt"), "wb") as f:
-                f.write(b"".join(b"line %d: the quick brown fox jumps over the lazy dog.\n" % i for i in range(3000)))
-            test_two_ranks_equal_one()
-            test_resume_on_one_and_two_ranks()
-            test_resume_from_intact()
-            test_other_data_refused()
-            test_one_writer()
-            test_nan_guard()
-            test_diverging_run()
-            test_killed_rank()
-            test_ctrl_c()
-            test_bad_input()
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    sys.exit(1 if RESULTS["failed"] else 0)
+    if not shutil.which("mpirun"):
+        check("mpirun is installed (Debian's openmpi-bin, scripts/setup.sh)", False)
+        finish()
+    with open(path("corpus.txt"), "wb") as f:
+        f.write(b"".join(b"line %d: the quick brown fox jumps over the lazy dog.\n" % i for i in range(3000)))
+    # In order: later tests resume the runs of earlier ones.
+    finish(test_two_ranks_equal_one, test_resume_on_one_and_two_ranks, test_resume_from_intact,
+           test_other_data_refused, test_one_writer, test_nan_guard, test_diverging_run, test_killed_rank,
+           test_ctrl_c, test_bad_input)
