@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import traceback
 
 MHC = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else None
@@ -30,6 +31,20 @@ def metrics(run_dir):
     """The records of a run's metrics.jsonl."""
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         return [json.loads(l) for l in f if l.strip()]
+
+
+def wait_for_step(out, step, proc, limit=600):
+    """True once the run in `out` has logged `step` (polling its metrics.jsonl); False if the
+    process ends first or `limit` seconds pass (generous: sanitized builds on a loaded machine)."""
+    t0 = time.time()
+    while time.time() - t0 < limit and proc.poll() is None:
+        try:
+            if metrics(out) and metrics(out)[-1]["step"] >= step:
+                return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    return False
 
 
 def stderr_text(r):

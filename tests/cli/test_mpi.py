@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from harness import MHC, check, path, metrics, one_line_error, finish
+from harness import wait_for_step, MHC, check, path, metrics, one_line_error, finish
 # Small enough for CI, big enough (~200k parameters, 13 blocks of 16384) that shards are near halves.
 MODEL = ["--set", "n_layer=2", "--set", "n_head=2", "--set", "n_embd=64", "--set", "block_size=16",
          "--set", "batch_size=4", "--set", "warmup_iters=3", "--set", "eval_interval=10", "--set", "eval_iters=3",
@@ -127,18 +127,6 @@ def mhc_processes(out):
         except OSError:
             pass
     return found
-
-
-def wait_for_step(out, step, proc, limit=60):
-    t0 = time.time()
-    while time.time() - t0 < limit and proc.poll() is None:
-        try:
-            if metrics(out) and metrics(out)[-1]["step"] >= step:
-                return True
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.02)
-    return False
 
 
 def test_two_ranks_equal_one():
