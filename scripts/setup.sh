@@ -10,6 +10,7 @@ PACKAGES=(
   nlohmann-json3-dev                    # safetensors headers, metrics and configs as JSON
   libtomlplusplus-dev libcli11-dev      # TOML configs, the command line
   zlib1g-dev                            # crc32 checksums of checkpoints
+  libopenmpi-dev openmpi-bin            # data-parallel training under mpirun (Open MPI)
   libsentencepiece-dev sentencepiece    # tokenizers: SentencePiece models (the library; its spm_encode CLI is the tests' oracle)
   libpcre2-dev                          # tokenizer.json: the GPT-2 pre-tokenizer regex needs Unicode properties (\p{L}, \p{N}) and lookahead
   libgtest-dev libbenchmark-dev         # tests and benchmarks

@@ -91,4 +91,49 @@ template <typename T, typename R> struct SiteRun {
     }
 };
 
+// A site of variant v, n streams of width C; the options the tests vary, the rest as ConnConfig's
+// defaults (perm_seed 42, so permutation subsets are the same in every run).
+struct SiteOpts {
+    int site = 0, perm_subset = 0, cayley_iters = 2;
+};
+inline ConnSite make_site(Variant v, int n, int C, SiteOpts o = {}) {
+    ConnConfig cfg;
+    cfg.variant = v;
+    cfg.n = n;
+    cfg.C = C;
+    cfg.site_index = o.site;
+    cfg.perm_subset = o.perm_subset;
+    cfg.perm_seed = 42;
+    cfg.cayley_iters = o.cayley_iters;
+    return conn_site_make(cfg);
+}
+
+// pre forward on random streams (seeded); returns the cache.
+template <typename R> std::vector<R> run_pre(const ConnSite& s, const std::vector<R>& p, int N, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    auto X = randn<R>((size_t)N * s.n * s.C, rng);
+    SiteRun<R, R> run(s, N);
+    conn_pre_forward(s, p.data(), X.data(), run.u.data(), run.cache.data(), run.scratch.data(), N);
+    return run.cache;
+}
+
+// Initial parameters with res logits of magnitude up to 50 (uniform in ±50): mode 0 through the
+// static path (static_alpha's res columns), mode 1 through the dynamic path (x̂ has RMS ~1 over nC
+// entries, so weights of 50/sqrt(nC) give logits of a few × 50). residual_scale 1 in both.
+inline std::vector<float> large_logit_params(const ConnSite& s, int mode, std::mt19937_64& rng) {
+    std::uniform_real_distribution<double> ud(-50, 50);
+    std::vector<float> p(conn_param_count(s));
+    conn_init_params(s, p.data());
+    p[conn_param_find(s, "residual_scale")->offset] = 1.0f;
+    const ParamTensor* sa = conn_param_find(s, "static_alpha");
+    const ParamTensor* W = conn_param_find(s, "dynamic_alpha_fn");
+    if (mode == 0) {
+        for (long i = s.n; i < sa->size; i++) p[sa->offset + i] = (float)ud(rng);
+    } else {
+        for (long i = 0; i < W->size; i++)
+            if (i % s.M >= s.n) p[W->offset + i] = (float)(ud(rng) / std::sqrt((double)s.Dp));
+    }
+    return p;
+}
+
 }  // namespace mhc::test

@@ -14,25 +14,6 @@ using namespace mhc::test;
 
 namespace {
 
-ConnSite make(Variant v, int n, int C, int site = 0, int cayley_iters = 2) {
-    ConnConfig cfg;
-    cfg.variant = v;
-    cfg.n = n;
-    cfg.C = C;
-    cfg.site_index = site;
-    cfg.cayley_iters = cayley_iters;
-    return conn_site_make(cfg);
-}
-
-// pre forward on random streams; returns the cache.
-template <typename R> std::vector<R> run_pre(const ConnSite& s, const std::vector<R>& p, int N, uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    auto X = randn<R>((size_t)N * s.n * s.C, rng);
-    SiteRun<R, R> run(s, N);
-    conn_pre_forward(s, p.data(), X.data(), run.u.data(), run.cache.data(), run.scratch.data(), N);
-    return run.cache;
-}
-
 // Initial parameters with the res logits set by hand through static_alpha (residual_scale 0, so
 // the dynamic path adds nothing): H_res is the same for every token.
 template <typename R> std::vector<R> with_static_res(const ConnSite& s, const std::vector<double>& res) {
@@ -56,7 +37,7 @@ TEST(Orth, IdentityAtInit) {
     for (int cayley : {0, 2}) {
         for (int n = 1; n <= 8; n++) {
             SCOPED_TRACE("jpmhc n=" + std::to_string(n) + " cayley_iters=" + std::to_string(cayley));
-            const ConnSite s = make(Variant::jpmhc, n, 6, 1, cayley);
+            const ConnSite s = make_site(Variant::jpmhc, n, 6, {.site = 1, .cayley_iters = cayley});
             std::vector<float> p(conn_param_count(s));
             conn_init_params(s, p.data());
             const auto cache = run_pre(s, p, 4, 2);
@@ -64,7 +45,7 @@ TEST(Orth, IdentityAtInit) {
                 for (int i = 0; i < n * n; i++) EXPECT_EQ(cache_hres(s, cache.data(), tok)[i], i % (n + 1) == 0 ? 1.0f : 0.0f);
         }
     }
-    const ConnSite s = make(Variant::ohc, 4, 6, 1);
+    const ConnSite s = make_site(Variant::ohc, 4, 6, {.site = 1});
     std::vector<float> p(conn_param_count(s));
     conn_init_params(s, p.data());
     const auto cache = run_pre(s, p, 4, 2);
@@ -87,22 +68,11 @@ TEST(Orth, IdentityAtInit) {
 // (a pivoted solve of a matrix whose singular values are >= 1) and ohc stay orthogonal, in fp32.
 TEST(Orth, OrthogonalForLargeLogits) {
     std::mt19937_64 rng(5);
-    std::uniform_real_distribution<double> ud(-50, 50);
     for (const Case& c : kOrthogonal) {
         SCOPED_TRACE(std::string(variant_name(c.v)) + " n=" + std::to_string(c.n));
-        const ConnSite s = make(c.v, c.n, 8, 0, c.cayley);
+        const ConnSite s = make_site(c.v, c.n, 8, {.cayley_iters = c.cayley});
         for (int mode = 0; mode < 2; mode++) {
-            std::vector<float> p(conn_param_count(s));
-            conn_init_params(s, p.data());
-            p[conn_param_find(s, "residual_scale")->offset] = 1.0f;
-            const ParamTensor* sa = conn_param_find(s, "static_alpha");
-            const ParamTensor* W = conn_param_find(s, "dynamic_alpha_fn");
-            if (mode == 0) {
-                for (long i = c.n; i < sa->size; i++) p[sa->offset + i] = (float)ud(rng);
-            } else {
-                for (long i = 0; i < W->size; i++)
-                    if (i % s.M >= c.n) p[W->offset + i] = (float)(ud(rng) / std::sqrt((double)s.Dp));
-            }
+            const std::vector<float> p = large_logit_params(s, mode, rng);
             const auto cache = run_pre(s, p, 64, 11 + mode);
             double worst = 0;
             for (int tok = 0; tok < 64; tok++) {
@@ -122,7 +92,7 @@ TEST(Orth, CayleyGapExample) {
     std::vector<double> M(n * n, 0.0);
     M[0 * n + 1] = 10;
     for (int cayley : {0, 2}) {
-        const ConnSite s = make(Variant::jpmhc, n, 4, 0, cayley);
+        const ConnSite s = make_site(Variant::jpmhc, n, 4, {.cayley_iters = cayley});
         const double a = cayley == 0 ? 0.6 : 0.5, b = cayley == 0 ? 0.8 : 0.75;
         const double want[16] = {a, b, 0, 0, -b, a, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
         const auto cd = run_pre(s, with_static_res<double>(s, M), 3, 1);
@@ -137,10 +107,10 @@ TEST(Orth, CayleyGapExample) {
     }
     // The iteration's fixed point is the exact transform: many iterations converge to it.
     std::mt19937_64 rng(3);
-    auto p = random_params<double>(make(Variant::jpmhc, 5, 4), rng);
-    const auto exact = run_pre(make(Variant::jpmhc, 5, 4, 0, 0), p, 4, 7);
-    const auto iter = run_pre(make(Variant::jpmhc, 5, 4, 0, 80), p, 4, 7);
-    const ConnSite s = make(Variant::jpmhc, 5, 4);
+    auto p = random_params<double>(make_site(Variant::jpmhc, 5, 4), rng);
+    const auto exact = run_pre(make_site(Variant::jpmhc, 5, 4, {.cayley_iters = 0}), p, 4, 7);
+    const auto iter = run_pre(make_site(Variant::jpmhc, 5, 4, {.cayley_iters = 80}), p, 4, 7);
+    const ConnSite s = make_site(Variant::jpmhc, 5, 4);
     for (int tok = 0; tok < 4; tok++)
         for (int i = 0; i < 25; i++)
             EXPECT_NEAR(cache_hres(s, iter.data(), tok)[i], cache_hres(s, exact.data(), tok)[i], 1e-12);
@@ -148,7 +118,7 @@ TEST(Orth, CayleyGapExample) {
 
 // H_res p = q·p·r̄ for every p: column j of H_res is q·e_j·r̄.
 TEST(Orth, OhcIsTheQuaternionRotation) {
-    const ConnSite s = make(Variant::ohc, 4, 5, 2);
+    const ConnSite s = make_site(Variant::ohc, 4, 5, {.site = 2});
     std::mt19937_64 rng(8);
     std::normal_distribution<double> nd(0, 1);
     for (int trial = 0; trial < 5; trial++) {
@@ -174,9 +144,9 @@ TEST(Orth, SpectrumThroughDepth) {
     rot.reset(N, n);
     lite.reset(N, n);
     for (int l = 0; l < depth; l++) {
-        const ConnSite so = make(Variant::ohc, n, C, l);
+        const ConnSite so = make_site(Variant::ohc, n, C, {.site = l});
         rot.push(so, run_pre(so, random_params<float>(so, rng, 3.0), N, 100 + l).data());
-        const ConnSite sl = make(Variant::mhc_lite, n, C, l);
+        const ConnSite sl = make_site(Variant::mhc_lite, n, C, {.site = l});
         std::vector<float> p(conn_param_count(sl));
         conn_init_params(sl, p.data());
         lite.push(sl, run_pre(sl, p, N, 200 + l).data());
@@ -272,10 +242,10 @@ TEST(Orth, InvalidConfigurationsRaiseOneLineErrors) {
     EXPECT_EQ(variant_from_string("jpmhc"), Variant::jpmhc);
     EXPECT_EQ(variant_from_string("ohc"), Variant::ohc);
     // SPEC §4 shapes: static_alpha (n + n²) and (n + 8).
-    EXPECT_EQ(conn_param_find(make(Variant::jpmhc, 3, 8), "static_alpha")->shape, std::vector<int>{12});
-    EXPECT_EQ(conn_param_find(make(Variant::jpmhc, 3, 8), "dynamic_alpha_fn")->shape, (std::vector<int>{24, 12}));
-    EXPECT_EQ(conn_param_find(make(Variant::ohc, 4, 8), "static_alpha")->shape, std::vector<int>{12});
-    EXPECT_EQ(conn_param_find(make(Variant::ohc, 4, 8), "dynamic_alpha_fn")->shape, (std::vector<int>{32, 12}));
+    EXPECT_EQ(conn_param_find(make_site(Variant::jpmhc, 3, 8), "static_alpha")->shape, std::vector<int>{12});
+    EXPECT_EQ(conn_param_find(make_site(Variant::jpmhc, 3, 8), "dynamic_alpha_fn")->shape, (std::vector<int>{24, 12}));
+    EXPECT_EQ(conn_param_find(make_site(Variant::ohc, 4, 8), "static_alpha")->shape, std::vector<int>{12});
+    EXPECT_EQ(conn_param_find(make_site(Variant::ohc, 4, 8), "dynamic_alpha_fn")->shape, (std::vector<int>{32, 12}));
 }
 
 }  // namespace

@@ -13,32 +13,12 @@ using namespace mhc::test;
 
 namespace {
 
-ConnSite make(Variant v, int n, int C, int site = 0, int subset = 0) {
-    ConnConfig cfg;
-    cfg.variant = v;
-    cfg.n = n;
-    cfg.C = C;
-    cfg.site_index = site;
-    cfg.perm_subset = subset;
-    cfg.perm_seed = 42;
-    return conn_site_make(cfg);
-}
-
-// Forward of pre on random streams with the given parameters; returns the cache (float).
-std::vector<float> run_pre(const ConnSite& s, const std::vector<float>& p, int N, uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    auto X = randn<float>((size_t)N * s.n * s.C, rng);
-    SiteRun<float, float> run(s, N);
-    conn_pre_forward(s, p.data(), X.data(), run.u.data(), run.cache.data(), run.scratch.data(), N);
-    return run.cache;
-}
-
 TEST(Props, InitialValuesOfSpecTable) {
     const int n = 4, C = 16, N = 5;
     for (Variant v : {Variant::hc, Variant::mhc, Variant::mhc_lite, Variant::kromhc, Variant::jpmhc, Variant::ohc}) {
         SCOPED_TRACE(variant_name(v));
         for (int site = 0; site < 3; site++) {
-            const ConnSite s = make(v, n, C, site);
+            const ConnSite s = make_site(v, n, C, {.site = site});
             std::vector<float> p(conn_param_count(s));
             conn_init_params(s, p.data());
             const auto cache = run_pre(s, p, N, 3 + site);
@@ -115,23 +95,11 @@ TEST(Props, ExactlyDoublyStochasticForLargeLogits) {
                        {Variant::mhc_lite, 5, 0}, {Variant::mhc_lite, 6, 0}, {Variant::mhc_lite, 8, 24},
                        {Variant::kromhc, 2, 0},   {Variant::kromhc, 4, 0},   {Variant::kromhc, 8, 0}};
     std::mt19937_64 rng(5);
-    std::uniform_real_distribution<double> ud(-50, 50);
     for (const auto& c : cases) {
         SCOPED_TRACE(std::string(variant_name(c.v)) + " n=" + std::to_string(c.n));
-        const ConnSite s = make(c.v, c.n, 8, 0, c.subset);
+        const ConnSite s = make_site(c.v, c.n, 8, {.perm_subset = c.subset});
         for (int mode = 0; mode < 2; mode++) {
-            std::vector<float> p(conn_param_count(s));
-            conn_init_params(s, p.data());
-            p[conn_param_find(s, "residual_scale")->offset] = 1.0f;
-            const ParamTensor* sa = conn_param_find(s, "static_alpha");
-            const ParamTensor* W = conn_param_find(s, "dynamic_alpha_fn");
-            if (mode == 0) {
-                for (long i = c.n; i < sa->size; i++) p[sa->offset + i] = (float)ud(rng);
-            } else {
-                // x̂ has RMS ~1 over nC entries: weights of 50/sqrt(nC) give logits of a few x 50.
-                for (long i = 0; i < W->size; i++)
-                    if (i % s.M >= c.n) p[W->offset + i] = (float)(ud(rng) / std::sqrt((double)s.Dp));
-            }
+            const std::vector<float> p = large_logit_params(s, mode, rng);
             const auto cache = run_pre(s, p, 64, 11 + mode);
             double worst = 0, lo = 1;
             for (int tok = 0; tok < 64; tok++) {
@@ -152,7 +120,7 @@ TEST(Props, CompositeGainExactForMhcLiteDriftsForHc) {
         CompositeGain cg;
         cg.reset(N, n);
         for (int l = 0; l < depth; l++) {
-            const ConnSite s = make(v, n, C, l);
+            const ConnSite s = make_site(v, n, C, {.site = l});
             auto p = random_params<float>(s, rng, 3.0);
             const auto cache = run_pre(s, p, N, 100 + l);
             cg.push(s, cache.data());
@@ -188,7 +156,7 @@ TEST(Props, DiagnosticsOnHandComputedMatrices) {
 }
 
 TEST(Props, MhcNuStatistics) {
-    const ConnSite s = make(Variant::mhc, 3, 8);
+    const ConnSite s = make_site(Variant::mhc, 3, 8);
     std::vector<float> p(conn_param_count(s));
     conn_init_params(s, p.data());
     const auto cache = run_pre(s, p, 4, 1);
@@ -196,9 +164,9 @@ TEST(Props, MhcNuStatistics) {
     ASSERT_TRUE(d.has_nu);
     EXPECT_NEAR(d.log_inv_nu.mean, 8.0, 1e-5);  // logits 0 on the diagonal, -8 elsewhere, at init
     EXPECT_EQ(d.frac_nu_above_30, 0.0);
-    const SiteDiag d2 = conn_site_diagnostics(make(Variant::mhc_lite, 3, 8),
-                                              run_pre(make(Variant::mhc_lite, 3, 8), [] {
-                                                  const ConnSite s2 = make(Variant::mhc_lite, 3, 8);
+    const SiteDiag d2 = conn_site_diagnostics(make_site(Variant::mhc_lite, 3, 8),
+                                              run_pre(make_site(Variant::mhc_lite, 3, 8), [] {
+                                                  const ConnSite s2 = make_site(Variant::mhc_lite, 3, 8);
                                                   std::vector<float> q(conn_param_count(s2));
                                                   conn_init_params(s2, q.data());
                                                   return q;
@@ -208,11 +176,12 @@ TEST(Props, MhcNuStatistics) {
 }
 
 TEST(Props, PermutationsLexicographicAndSubsets) {
-    const ConnSite s3 = make(Variant::mhc_lite, 3, 4);
+    const ConnSite s3 = make_site(Variant::mhc_lite, 3, 4);
     const std::vector<int> want = {0, 1, 2, 0, 2, 1, 1, 0, 2, 1, 2, 0, 2, 0, 1, 2, 1, 0};
     EXPECT_EQ(s3.perms, want);  // itertools.permutations(range(3)) order
 
-    const ConnSite a = make(Variant::mhc_lite, 8, 4, 0, 24), b = make(Variant::mhc_lite, 8, 4, 0, 24);
+    const ConnSite a = make_site(Variant::mhc_lite, 8, 4, {.perm_subset = 24});
+    const ConnSite b = make_site(Variant::mhc_lite, 8, 4, {.perm_subset = 24});
     EXPECT_EQ(a.perms, b.perms);  // deterministic for a seed
     EXPECT_EQ(a.K, 24);
     EXPECT_EQ(conn_param_find(a, "static_alpha")->size, 8 + 24);
@@ -230,7 +199,7 @@ TEST(Props, PermutationsLexicographicAndSubsets) {
     again.C = 4;
     again.perms = a.perms;
     EXPECT_EQ(conn_site_make(again).perms, a.perms);
-    EXPECT_EQ(make(Variant::mhc_lite, 3, 4, 0, 6).perms, want);  // K = n!: all of them
+    EXPECT_EQ(make_site(Variant::mhc_lite, 3, 4, {.perm_subset = 6}).perms, want);  // K = n!: all of them
 }
 
 TEST(Props, InvalidConfigurationsRaiseClearErrors) {
@@ -284,7 +253,7 @@ TEST(Props, InvalidConfigurationsRaiseClearErrors) {
 TEST(Props, ZeroTokensIsANoOp) {
     for (const VariantInfo& info : variant_table()) {
         const Variant v = info.id;
-        const ConnSite s = make(v, v == Variant::residual ? 1 : 4, 8);
+        const ConnSite s = make_site(v, v == Variant::residual ? 1 : 4, 8);
         std::vector<float> p(conn_param_count(s)), g(p.size(), 0.0f);
         conn_init_params(s, p.data());
         SiteRun<float, float> run(s, 0);
@@ -296,18 +265,18 @@ TEST(Props, ZeroTokensIsANoOp) {
 }
 
 TEST(Props, ParameterLayoutMatchesSpecNames) {
-    const ConnSite s = make(Variant::mhc_lite, 4, 8);
+    const ConnSite s = make_site(Variant::mhc_lite, 4, 8);
     const char* names[] = {"norm.gamma", "static_alpha", "dynamic_alpha_fn", "pre_branch_scale",
                            "residual_scale", "static_beta", "dynamic_beta_fn", "h_post_scale"};
     ASSERT_EQ(s.params.size(), 8u);
     for (size_t i = 0; i < 8; i++) EXPECT_EQ(s.params[i].name, names[i]);
     EXPECT_EQ(conn_param_find(s, "dynamic_alpha_fn")->shape, (std::vector<int>{32, 28}));
     EXPECT_EQ(conn_param_find(s, "h_post_scale")->shape, std::vector<int>{});
-    EXPECT_EQ(conn_param_find(make(Variant::mhc, 4, 8), "static_alpha")->shape, (std::vector<int>{4, 5}));
-    EXPECT_EQ(conn_param_find(make(Variant::kromhc, 8, 8), "static_alpha")->shape, std::vector<int>{14});
-    EXPECT_EQ(conn_param_find(make(Variant::hc, 4, 8), "dynamic_alpha_fn")->shape, (std::vector<int>{8, 5}));
+    EXPECT_EQ(conn_param_find(make_site(Variant::mhc, 4, 8), "static_alpha")->shape, (std::vector<int>{4, 5}));
+    EXPECT_EQ(conn_param_find(make_site(Variant::kromhc, 8, 8), "static_alpha")->shape, std::vector<int>{14});
+    EXPECT_EQ(conn_param_find(make_site(Variant::hc, 4, 8), "dynamic_alpha_fn")->shape, (std::vector<int>{8, 5}));
     for (const auto& t : s.params) EXPECT_EQ(t.decay, t.name.find("_fn") != std::string::npos) << t.name;
-    EXPECT_EQ(conn_param_count(make(Variant::residual, 1, 8)), 0);
+    EXPECT_EQ(conn_param_count(make_site(Variant::residual, 1, 8)), 0);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "file_util.h"
 #include "mhc/data.h"
 
 using namespace mhc;
@@ -14,17 +15,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string tmpdir() {
-    auto d = fs::temp_directory_path() / ("mhc_data_" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    return d.string();
-}
+std::string tmpdir() { return scratch_dir("data"); }
 
-std::string write_file(const std::string& name, const std::string& bytes) {
-    const std::string path = tmpdir() + "/" + name;
-    std::ofstream(path, std::ios::binary) << bytes;
-    return path;
-}
+std::string write_file(const std::string& name, const std::string& bytes) { return scratch_file("data", name, bytes); }
 
 // Little-endian encodings, written byte by byte so the files are the same on any host.
 void put32(std::string& s, int32_t v) {

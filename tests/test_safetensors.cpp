@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "file_util.h"
 #include "mhc/safetensors.h"
 
 using namespace mhc;
@@ -12,11 +13,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string tmpdir() {
-    auto d = fs::temp_directory_path() / ("mhc_st_" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    return d.string();
-}
+std::string tmpdir() { return scratch_dir("st"); }
 
 std::string raw_file(const std::string& name, const std::string& header, const std::string& data,
                      uint64_t hlen_override = 0) {

@@ -12,6 +12,7 @@
 #include <random>
 #include <sstream>
 
+#include "file_util.h"
 #include "mhc/tokenizer.h"
 
 using namespace mhc;
@@ -21,24 +22,9 @@ namespace {
 
 using V = std::vector<uint32_t>;
 
-std::string tmpdir() {
-    const fs::path d = fs::temp_directory_path() / ("mhc_tok_" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    return d.string();
-}
+std::string tmpdir() { return scratch_dir("tok"); }
 
-std::string write_file(const std::string& name, const std::string& bytes) {
-    const std::string p = tmpdir() + "/" + name;
-    std::ofstream(p, std::ios::binary) << bytes;
-    return p;
-}
-
-std::string read_file(const std::string& p) {
-    std::ifstream f(p, std::ios::binary);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
+std::string write_file(const std::string& name, const std::string& bytes) { return scratch_file("tok", name, bytes); }
 
 V enc(const Tokenizer& t, std::string_view s) {
     V ids;
@@ -86,13 +72,13 @@ TEST(TokenizerSpm, EveryFortuneFileRoundTrips) {
     if (files.empty()) GTEST_SKIP() << "Debian's fortunes package is not installed";
     // Trained on one file; the settings (identity normalisation, spaces kept, byte fallback) make
     // any text round-trip, whatever the model learnt.
-    const Tokenizer t = tokenizer_load(trained_model("fortunes.model", read_file("/usr/share/games/fortunes/computers"), 800));
+    const Tokenizer t = tokenizer_load(trained_model("fortunes.model", slurp("/usr/share/games/fortunes/computers"), 800));
     EXPECT_EQ(t.kind, TokenizerKind::sentencepiece);
     EXPECT_EQ(t.vocab_size, 800);
     EXPECT_FALSE(t.strip_line_space);
     size_t tokens = 0, bytes = 0;
     for (const std::string& f : files) {
-        const std::string text = read_file(f);
+        const std::string text = slurp(f);
         const V ids = enc(t, text);
         EXPECT_EQ(tokenizer_decode(t, ids), text) << f;
         tokens += ids.size(), bytes += text.size();

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "file_util.h"
 #include "mhc/tokenizer.h"
 
 using namespace mhc;
@@ -33,11 +34,7 @@ nlohmann::json fixture_json() {
 }
 
 std::string write_json(const std::string& name, const nlohmann::json& j) {
-    const fs::path d = fs::temp_directory_path() / ("mhc_bpe_" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    const std::string p = (d / name).string();
-    std::ofstream(p) << j.dump();
-    return p;
+    return scratch_file("bpe", name, j.dump());
 }
 
 std::vector<uint32_t> enc(const Tokenizer& t, const std::string& s) {
@@ -273,10 +270,9 @@ TEST(TokenizerBpe, RefusesMalformedFiles) {
     j = fixture_json();
     j["model"]["vocab"]["Ġt"] = "x";
     expect_refused(j, "malformed tokenizer.json");
-    const fs::path d = fs::temp_directory_path() / ("mhc_bpe_" + std::to_string(::getpid()));
-    std::ofstream(d / "broken.json") << "{ \"model\": ";
+    const std::string broken = scratch_file("bpe", "broken.json", "{ \"model\": ");
     try {
-        tokenizer_load((d / "broken.json").string());
+        tokenizer_load(broken);
         ADD_FAILURE();
     } catch (const std::runtime_error& e) {
         EXPECT_NE(std::string(e.what()).find("malformed tokenizer.json"), std::string::npos) << e.what();

@@ -3,6 +3,7 @@
 // T is float (training) or double (gradient checks).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,10 @@ template <typename T> struct GPT {
     bool have_targets = false;
     double loss = 0;
     PhaseTimes* phases = nullptr;      // if set, forward and backward add their time per phase here
+    // If set, gpt_backward calls it with each range [begin, end) of the parameter buffer as soon as
+    // that range's gradients are complete: ln_f, blocks L-1 .. 0, then the embeddings (wte is also
+    // the LM head and the encoder, so it completes last). Data parallelism starts its exchanges here.
+    std::function<void(long begin, long end)> on_grads_ready;
 };
 
 // Builds the model for a finalized config (vocab_size must be set). site_perms, if given, holds the

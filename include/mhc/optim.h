@@ -12,8 +12,13 @@ namespace mhc {
 // then min_lr. `it` counts optimizer steps from 0.
 double lr_at(const TrainConfig& cfg, long it);
 
-// Global L2 norm of a gradient buffer (accumulated in double).
+// Global L2 norm of a gradient buffer (accumulated in double): the square root of the sum, in block
+// order, of the sums of squares of its blocks of kNormBlock values.
 template <typename T> double grad_norm(const T* g, long count);
+// Those per-block sums of squares, for blocks b0 .. b1-1 of a buffer of `count` values, into part[0..):
+// a sharded optimizer adds every rank's blocks in the same order and gets grad_norm bit for bit.
+constexpr long kNormBlock = 1 << 14;
+template <typename T> void grad_sumsq_blocks(const T* g, long count, long b0, long b1, double* part);
 
 // Scales the gradients so their global norm is at most max_norm (PyTorch's clip_grad_norm_:
 // coefficient max_norm / (norm + 1e-6), applied when below 1). max_norm 0 disables clipping.

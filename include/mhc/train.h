@@ -34,6 +34,8 @@ struct TrainResult {
     std::string checkpoint;   // path of the last checkpoint written
     long skipped_steps = 0;   // steps whose update was skipped for a non-finite loss or gradient
     bool interrupted = false; // stopped early by SIGINT / SIGTERM (after writing a checkpoint)
+    int world_size = 1;       // ranks of a data-parallel run (mpirun -np N), 1 in a single process
+    long optimizer_bytes = 0; // AdamW moments held by the fullest rank (sharded: ~1/world_size)
 };
 
 // Runs (or, with opt.resume, continues) a training run; throws std::runtime_error /

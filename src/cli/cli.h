@@ -39,6 +39,9 @@ std::string load_checkpoint(const std::string& path, GPT<float>& m, SafeTensors*
 // --format for the commands that read token files: auto, text, u16, u32, llmc.
 void add_format_option(CLI::App& app, std::string& format);
 
+// --ckpt (required) for the commands that read a model: eval, sample, info.
+void add_ckpt_option(CLI::App& app, std::string& ckpt);
+
 // --device: where the model runs (train/engine.h). With config_default the option is empty unless
 // given, and the config's `device` key decides (train, bench, compare); else it defaults to cpu.
 void add_device_option(CLI::App& app, std::string& device, bool config_default);

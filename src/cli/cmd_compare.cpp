@@ -17,6 +17,7 @@
 #include "sys/file.h"
 #include "sys/lock.h"
 #include "sys/process.h"
+#include "sys/signals.h"
 #include "train/engine.h"
 #include "train/run_dir.h"
 #include "train/train_data.h"
@@ -53,20 +54,6 @@ extern "C" void on_compare_signal(int sig) {
     g_signals = g_signals + 1;
     if (g_child > 0) kill((pid_t)g_child, sig == SIGHUP ? SIGTERM : sig);
 }
-
-struct SignalForwarding {
-    struct sigaction old[3] {};
-    static constexpr int kSignals[3] = {SIGINT, SIGTERM, SIGHUP};
-    SignalForwarding() {
-        struct sigaction sa {};
-        sa.sa_handler = on_compare_signal;
-        sigemptyset(&sa.sa_mask);
-        for (int i = 0; i < 3; i++) sigaction(kSignals[i], &sa, &old[i]);
-    }
-    ~SignalForwarding() {
-        for (int i = 0; i < 3; i++) sigaction(kSignals[i], &old[i], nullptr);
-    }
-};
 
 enum class Plan { train, resume, reuse, retrain };
 
@@ -301,7 +288,7 @@ std::vector<Run> plan_runs(const Opts& o, const std::vector<std::string>& vlist,
 // `failed` counts the runs whose `mhc train` failed (the others still run).
 bool train_runs(const Opts& o, std::vector<Run>& runs, int& failed) {
     const std::string exe = sys::self_exe();
-    const SignalForwarding forwarding;
+    const sys::ScopedSignals forwarding({SIGINT, SIGTERM, SIGHUP}, on_compare_signal);
     g_signals = 0;
     for (size_t i = 0; i < runs.size() && !g_signals; i++) {
         Run& r = runs[i];

@@ -75,8 +75,7 @@ Runner add_eval(CLI::App& app) {
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
-    app.add_option("--ckpt", o->ckpt, "Checkpoint (.safetensors), or a run directory (its latest checkpoint)")
-        ->required();
+    add_ckpt_option(app, o->ckpt);
     app.add_option("--data", o->data, "Data file")->required();
     add_format_option(app, o->format);
     app.add_option("--split", o->split, "Which part of --data: all, or train / val as mhc train splits a file "

@@ -16,8 +16,7 @@ Runner add_info(CLI::App& app) {
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
-    app.add_option("--ckpt", o->ckpt, "Checkpoint (.safetensors), or a run directory (its latest checkpoint)")
-        ->required();
+    add_ckpt_option(app, o->ckpt);
     app.add_option("--data", o->data, "Tokens for the diagnostics: the first windows of this file "
                    "(default: random tokens, seed 0)");
     add_format_option(app, o->format);

@@ -19,8 +19,7 @@ Runner add_sample(CLI::App& app) {
         bool json = false;
     };
     auto o = std::make_shared<Opts>();
-    app.add_option("--ckpt", o->ckpt, "Checkpoint (.safetensors), or a run directory (its latest checkpoint)")
-        ->required();
+    add_ckpt_option(app, o->ckpt);
     CLI::Option* text = app.add_option("--prompt", o->prompt, "Prompt text, encoded with the model's tokenizer; "
                                        "default: a newline")->default_str("");
     app.add_option("--prompt-tokens", o->prompt_tokens, "Prompt as token ids, comma-separated (any vocabulary)")

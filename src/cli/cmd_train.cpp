@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "mhc/train.h"
+#include "train/comm.h"
 #include "train/run_dir.h"
 
 namespace mhc::cli {
@@ -13,13 +14,15 @@ namespace mhc::cli {
 namespace {
 
 // The config a --resume without --config continues with: the run's config.toml, or, when that is
-// gone, the config its checkpoint was trained with (said, never the built-in defaults in silence).
-TrainConfig resume_config(const std::string& dir) {
+// gone, the config its checkpoint was trained with (said, never the built-in defaults in silence;
+// under mpirun by rank 0 alone).
+TrainConfig resume_config(const std::string& dir, bool speak) {
     if (std::filesystem::exists(run_dir::config_path(dir))) return run_dir::read_config(dir);
     if (run_dir::latest_checkpoint(dir).empty()) return TrainConfig();  // train_run says there is nothing to resume
     TrainConfig cfg = run_dir::checkpoint_train_config(dir);
-    std::fprintf(stderr, "mhc train: %s is missing; continuing with the config stored in %s\n",
-                 run_dir::config_path(dir).c_str(), run_dir::latest_checkpoint(dir).c_str());
+    if (speak)
+        std::fprintf(stderr, "mhc train: %s is missing; continuing with the config stored in %s\n",
+                     run_dir::config_path(dir).c_str(), run_dir::latest_checkpoint(dir).c_str());
     return cfg;
 }
 
@@ -51,16 +54,18 @@ Runner add_train(CLI::App& app) {
                  "corrupt, from the newest intact one (said on stderr)");
     app.add_flag("--quiet", o->t.quiet, "No per-step output");
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
-    return [o] {
+    // Under mpirun every rank runs this; comm_main makes one line of an error that several ranks hit.
+    return [o] { return comm_main([o](Comm& comm) {
         TrainConfig cfg;
         TrainOptions t = o->t;
         t.resume = t.resume || t.resume_from_intact;
         if (!o->config.empty()) cfg = config_from_toml_file(o->config);
-        else if (t.resume) cfg = resume_config(t.out_dir);
+        else if (t.resume) cfg = resume_config(t.out_dir, comm.rank == 0);
         for (const auto& s : o->sets) config_apply_override(cfg, s);
         if (!o->device.empty()) cfg.device = o->device;  // e.g. a run resumed on the other device
         t.format = data_format_from_string(o->format);
         t.progress = isatty(fileno(stderr));
+        t.quiet = t.quiet || comm.rank != 0;  // rank 0 alone reports progress
         const TrainResult r = train_run(cfg, t);
         if (r.interrupted)
             ;  // the trainer said where it stopped and how to go on
@@ -70,12 +75,13 @@ Runner add_train(CLI::App& app) {
         else if (!t.quiet)
             std::fprintf(stderr, "done: %ld steps, loss %.4f, val loss %.4f, %.0f tokens/s; checkpoint %s\n",
                          r.steps, r.final_loss, r.final_val_loss, r.tokens_per_s, r.checkpoint.c_str());
-        if (o->json)
+        if (o->json && comm.rank == 0)
             print_json({{"steps", r.steps}, {"loss", r.final_loss}, {"val_loss", r.final_val_loss},
                         {"tokens_per_s", r.tokens_per_s}, {"checkpoint", r.checkpoint}, {"out", t.out_dir},
-                        {"skipped_steps", r.skipped_steps}, {"interrupted", r.interrupted}});
+                        {"skipped_steps", r.skipped_steps}, {"interrupted", r.interrupted},
+                        {"world_size", r.world_size}, {"optimizer_bytes_per_rank", r.optimizer_bytes}});
         return 0;
-    };
+    }); };
 }
 
 }  // namespace mhc::cli

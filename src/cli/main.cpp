@@ -78,6 +78,11 @@ void add_format_option(CLI::App& app, std::string& format) {
         ->capture_default_str();
 }
 
+void add_ckpt_option(CLI::App& app, std::string& ckpt) {
+    app.add_option("--ckpt", ckpt, "Checkpoint (.safetensors), or a run directory (its latest checkpoint)")
+        ->required();
+}
+
 void add_device_option(CLI::App& app, std::string& device, bool config_default) {
     CLI::Option* opt = app.add_option("--device", device, std::string("Where the model runs: cpu, or cuda (an NVIDIA GPU, "
                                       "in a build with CUDA; docs/GPU.md)") +

@@ -98,12 +98,20 @@ template <typename T> void gpt_backward(GPT<T>& m, double scale) {
     const detail::CpuOps ops{m.phases};
     ops.crossentropy_backward(m.logits, m.targets.data(), N, m.V, scale / N);  // logits := dlogits
     T *dnext = m.dXa, *dcur = m.dXb;  // gradient of the streams after / before the current site
+    // The layout (gpt_build): wte, wpe, block 0 .. L-1 (each contiguous, from its ln1_w), ln_f last.
+    auto ready = [&](long begin, long end) {
+        if (m.on_grads_ready) m.on_grads_ready(begin, end);
+    };
     detail::head_backward(ops, m, P, G, m.X[2 * m.L], m.lnf_mean, m.lnf_rstd, m.hsum, m.logits, m.dhsum, m.dlnf,
                           dnext, N);
-    for (int i = m.L - 1; i >= 0; i--)
+    ready(m.lnf_w, (long)m.grad.size());
+    for (int i = m.L - 1; i >= 0; i--) {
         detail::block_backward(ops, m, i, P, G, m.X[2 * i], m.X[2 * i + 1], m.b_act[i], m.s_act[2 * i],
                                m.s_act[2 * i + 1], m.bgrad, dnext, dcur, m.scratch, B, Tn);
+        ready(m.blocks[i].ln1_w, i + 1 < m.L ? m.blocks[i + 1].ln1_w : m.lnf_w);
+    }
     ops.encoder_backward(G + m.wte, G + m.wpe, dnext, m.inputs.data(), B, Tn, m.C, m.n);
+    ready(0, m.blocks[0].ln1_w);
     m.have_targets = false;  // the logits now hold gradients: a second backward would be wrong
 }
 

@@ -19,18 +19,21 @@ double lr_at(const TrainConfig& c, long it) {
 // Deterministic whatever the threads do: fixed blocks summed in parallel, then the blocks in order.
 // (An OpenMP reduction adds the threads' partial sums in the order they finish, so its last bits
 // depend on timing, and through the clipping factor so would the weights: no exact resume.)
-template <typename T> double grad_norm(const T* g, long count) {
-    constexpr long Bk = 1 << 14;
-    const long nb = (count + Bk - 1) / Bk;
-    std::vector<double> part(nb);
-#pragma omp parallel for schedule(static) if (count >= 65536)
-    for (long b = 0; b < nb; b++) {
+template <typename T> void grad_sumsq_blocks(const T* g, long count, long b0, long b1, double* part) {
+#pragma omp parallel for schedule(static) if ((b1 - b0) * kNormBlock >= 65536)
+    for (long b = b0; b < b1; b++) {
         double ss = 0;
-        const long end = std::min(count, (b + 1) * Bk);
+        const long end = std::min(count, (b + 1) * kNormBlock);
 #pragma omp simd reduction(+ : ss)
-        for (long i = b * Bk; i < end; i++) ss += (double)g[i] * (double)g[i];
-        part[b] = ss;
+        for (long i = b * kNormBlock; i < end; i++) ss += (double)g[i] * (double)g[i];
+        part[b - b0] = ss;
     }
+}
+
+template <typename T> double grad_norm(const T* g, long count) {
+    const long nb = (count + kNormBlock - 1) / kNormBlock;
+    std::vector<double> part(nb);
+    grad_sumsq_blocks(g, count, 0, nb, part.data());
     double ss = 0;
     for (double p : part) ss += p;
     return std::sqrt(ss);
@@ -107,6 +110,7 @@ bool adamw_step_is_finite(const AdamW<T>& st, const T* param, const T* grad, con
 }
 
 #define MHC_OPT_INST(T)                                                                          \
+    template void grad_sumsq_blocks<T>(const T*, long, long, long, double*);                     \
     template double grad_norm<T>(const T*, long);                                                \
     template void clip_grad<T>(T*, long, double, double);                                        \
     template void adamw_step<T>(AdamW<T>&, T*, const T*, const std::vector<ParamTensor>&, double, \

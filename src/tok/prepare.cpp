@@ -17,6 +17,7 @@
 
 #include "mhc/tokenizer.h"
 #include "sys/file.h"
+#include "sys/signals.h"
 
 namespace mhc {
 
@@ -38,22 +39,6 @@ constexpr size_t kMaxPending = 64 << 20;   // text held while looking for a plac
 // SIGINT / SIGTERM while encoding: stop at the next chunk; the writers remove their temporaries.
 volatile sig_atomic_t g_interrupted = 0;
 extern "C" void on_prepare_signal(int) { g_interrupted = 1; }
-
-struct Signals {
-    struct sigaction old_int {}, old_term {};
-    Signals() {
-        g_interrupted = 0;
-        struct sigaction sa {};
-        sa.sa_handler = on_prepare_signal;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGINT, &sa, &old_int);
-        sigaction(SIGTERM, &sa, &old_term);
-    }
-    ~Signals() {
-        sigaction(SIGINT, &old_int, nullptr);
-        sigaction(SIGTERM, &old_term, nullptr);
-    }
-};
 
 struct Input {
     std::string path;
@@ -249,7 +234,8 @@ PrepareResult prepare_run(const PrepareOptions& opt) {
 
     // Encode as the text streams by. `buf` holds text not yet encoded, starting at byte `base` of
     // the whole input; a piece is encoded once a safe cut point follows it.
-    const Signals signals;
+    g_interrupted = 0;
+    const sys::ScopedSignals signals({SIGINT, SIGTERM}, on_prepare_signal);
     fs::create_directories(opt.out_dir);
     TokenWriter train(train_path, width, llmc);
     std::unique_ptr<TokenWriter> val;

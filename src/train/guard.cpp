@@ -24,21 +24,29 @@ NextStep next_step_check(Engine& e, const Batcher& tb, const TrainConfig& cfg) {
     return ns;
 }
 
-std::string unsound_state(Engine& e, GPT<float>& m, AdamW<float>& adam, const Batcher& tb, const TrainConfig& cfg) {
-    e.to_host();
-    const std::vector<float>* weights = &m.param;
-    const std::vector<float>*m1 = &adam.m, *m2 = &adam.v;
-    for (const auto& [buf, what] : {std::pair{weights, "weight"}, std::pair{m1, "AdamW moment m of"},
-                                    std::pair{m2, "AdamW moment v of"}}) {
-        const std::string name = nonfinite_tensor(m.params, *buf);
+std::string nonfinite_state(const GPT<float>& m, const std::vector<ParamTensor>& moment_tensors,
+                            const AdamW<float>& adam) {
+    std::string name = nonfinite_tensor(m.params, m.param);
+    if (!name.empty()) return "weight '" + name + "' holds NaN or inf";
+    for (const auto& [buf, what] : {std::pair{&adam.m, "AdamW moment m of"}, std::pair{&adam.v, "AdamW moment v of"}}) {
+        name = nonfinite_tensor(moment_tensors, *buf);
         if (!name.empty()) return std::string(what) + " '" + name + "' holds NaN or inf";
     }
-    const NextStep ns = next_step_check(e, tb, cfg);
+    return "";
+}
+
+std::string next_step_verdict(const NextStep& ns) {
     if (std::isfinite(ns.loss) && std::isfinite(ns.grad_norm)) return "";
     char buf[128];
     std::snprintf(buf, sizeof buf, "its weights give a non-finite %s (%g) on the next batch",
                   std::isfinite(ns.loss) ? "gradient norm" : "loss", std::isfinite(ns.loss) ? ns.grad_norm : ns.loss);
     return buf;
+}
+
+std::string unsound_state(Engine& e, GPT<float>& m, AdamW<float>& adam, const Batcher& tb, const TrainConfig& cfg) {
+    e.to_host();
+    const std::string bad = nonfinite_state(m, m.params, adam);
+    return bad.empty() ? next_step_verdict(next_step_check(e, tb, cfg)) : bad;
 }
 
 namespace {

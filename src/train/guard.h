@@ -6,6 +6,7 @@
 // can therefore always be evaluated and resumed. Internal.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "mhc/config.h"
 #include "mhc/data.h"
@@ -24,8 +25,15 @@ struct NextStep {
 NextStep next_step_check(Engine& e, const Batcher& tb, const TrainConfig& cfg);
 
 // "" when the state may be checkpointed; else why not, in words. First brings the engine's state
-// into m and adam (Engine::to_host), which a checkpoint then holds.
+// into m and adam (Engine::to_host), which a checkpoint then holds; then the two checks:
+// nonfinite_state, and next_step_verdict of next_step_check.
 std::string unsound_state(Engine& e, GPT<float>& m, AdamW<float>& adam, const Batcher& tb, const TrainConfig& cfg);
+// The weights and the moments, `adam` laid out as moment_tensors (m.params, or a rank's shard of
+// them): "" when all are finite, else which one is not.
+std::string nonfinite_state(const GPT<float>& m, const std::vector<ParamTensor>& moment_tensors,
+                            const AdamW<float>& adam);
+// "" when the next step's loss and gradient norm are finite, else what is not.
+std::string next_step_verdict(const NextStep& ns);
 
 // The one line a run stops with after max_nonfinite_steps non-finite steps in a row (up to step
 // `done`). saved_step: the step of the newest checkpoint (the state saved just now when it equals

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 
@@ -20,6 +21,8 @@
 #include "mhc/tokenizer.h"
 #include "mhc/train.h"
 #include "sys/process.h"
+#include "sys/signals.h"
+#include "train/data_parallel.h"
 #include "train/engine.h"
 #include "train/fits.h"
 #include "train/guard.h"
@@ -52,29 +55,14 @@ namespace {
 // SIGINT / SIGTERM: the first asks the loop to stop after the current step (with a checkpoint);
 // a second one exits at once. Writes are atomic, so the last complete checkpoint stays intact.
 volatile sig_atomic_t g_stop = 0;
+volatile sig_atomic_t g_rank = 0;  // under mpirun every rank gets the signal; rank 0 speaks
 
 extern "C" void on_stop_signal(int sig) {
     if (g_stop) _exit(128 + sig);
     g_stop = sig;
     const char msg[] = "\nmhc train: stopping after this step and writing a checkpoint (signal again to stop now)\n";
-    (void)!write(2, msg, sizeof msg - 1);
+    if (g_rank == 0) (void)!write(2, msg, sizeof msg - 1);
 }
-
-struct StopSignals {
-    struct sigaction old_int {}, old_term {};
-    StopSignals() {
-        g_stop = 0;
-        struct sigaction sa {};
-        sa.sa_handler = on_stop_signal;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGINT, &sa, &old_int);
-        sigaction(SIGTERM, &sa, &old_term);
-    }
-    ~StopSignals() {
-        sigaction(SIGINT, &old_int, nullptr);
-        sigaction(SIGTERM, &old_term, nullptr);
-    }
-};
 
 // Test hook (tests/cli): MHC_TEST_NONFINITE_STEPS="3,4" makes those steps' loss and gradients NaN.
 std::set<long> forced_nonfinite_steps() {
@@ -141,46 +129,64 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     const TrainData data = load_train_data(opt, cfg);
     if (cfg.model.vocab_size == 0) cfg.model.vocab_size = data.train.vocab_size;
     require_memory_for(cfg);
+    Comm& comm = comm_world();  // this process alone, or one rank under mpirun (train/comm.h)
+    const bool root = comm.rank == 0;  // rank 0 alone writes the run directory and speaks
+    dp_check_run(comm, cfg, opt, data);
     const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
     Batcher tb(data.train, B, T, order_from_string(cfg.data_order), cfg.seed);
     const ValSet vs = val_set_make(data.val, cfg);
 
     // One writer per run directory, from here to the end of the process (the kernel releases the
-    // lock however it ends), so the checks below see no other trainer's half-written state.
-    const run_dir::Writer writer = run_dir::take(opt.out_dir);
-    const bool has_run = !run_dir::latest_checkpoint(opt.out_dir).empty();
-    if (opt.resume && !has_run)
-        throw std::runtime_error(opt.out_dir + ": no checkpoint to resume from");
-    if (!opt.resume && has_run)
-        throw std::runtime_error(opt.out_dir + " already holds a run: add --resume to continue it, or "
-                                 "choose another --out");
-
-    // The run's tokenizer (mhc/tokenizer.h): checked against the model, copied into the run, named
-    // in every checkpoint.
-    const std::map<std::string, std::string> tokenizer_meta =
-        run_tokenizer_attach(opt.out_dir, opt.tokenizer, data.train.tokenizer, cfg.model.vocab_size);
+    // lock however it ends), so the checks below see no other trainer's half-written state. Under
+    // mpirun that is rank 0; the others never write there, and read it only to resume. A refusal
+    // on rank 0 reaches the others in their next wait (comm.h): one line, every rank stops.
+    std::optional<run_dir::Writer> writer;
+    std::map<std::string, std::string> tokenizer_meta;
+    if (root) {
+        writer.emplace(run_dir::take(opt.out_dir));
+        const bool has_run = !run_dir::latest_checkpoint(opt.out_dir).empty();
+        if (opt.resume && !has_run)
+            throw std::runtime_error(opt.out_dir + ": no checkpoint to resume from");
+        if (!opt.resume && has_run)
+            throw std::runtime_error(opt.out_dir + " already holds a run: add --resume to continue it, or "
+                                     "choose another --out");
+        // The run's tokenizer (mhc/tokenizer.h): checked against the model, copied into the run,
+        // named in every checkpoint.
+        tokenizer_meta = run_tokenizer_attach(opt.out_dir, opt.tokenizer, data.train.tokenizer, cfg.model.vocab_size);
+    }
 
     GPT<float> m;
     AdamW<float> adam;
     run_dir::ResumeState rs;
     if (opt.resume) {
-        resume_run(opt, cfg, data.record, m, adam, rs);
+        // Rank 0 chooses the checkpoint (an older intact one with --resume-from-intact, pointing
+        // `latest` at it) and checks its model and data; then the others load that same file.
+        if (root) resume_run(opt, cfg, data.record, m, adam, rs);
+        const long start = comm_max(comm, root ? rs.step : -1);
+        if (!root)
+            run_dir::load_checkpoint_file(opt.out_dir + "/" + run_dir::checkpoint_name(start) + ".safetensors", m,
+                                          adam, rs);
         tb.restore(rs.train);
-        run_dir::truncate_metrics(opt.out_dir, rs.step);
+        if (root) run_dir::truncate_metrics(opt.out_dir, rs.step);
     } else {
         gpt_build(m, cfg.model);
         gpt_init(m, cfg.seed);
-        run_dir::start_metrics(opt.out_dir);
-        run_dir::write_data_record(opt.out_dir, data.record);
+        if (root) run_dir::start_metrics(opt.out_dir);
+        if (root) run_dir::write_data_record(opt.out_dir, data.record);
     }
-    // The model and its optimizer state on the run's device; m and adam hold them again at each checkpoint.
-    const std::unique_ptr<Engine> engine = engine_make(cfg.device, m, adam);
-    run_dir::remove_stale_temporaries(opt.out_dir);
-    run_dir::write_config(opt.out_dir, cfg);
+    if (root) run_dir::remove_stale_temporaries(opt.out_dir);
+    if (root) run_dir::write_config(opt.out_dir, cfg);
     const std::string cfg_json = config_to_json(cfg).dump();
-    run_dir::MetricsLog log(opt.out_dir);
+    std::optional<run_dir::MetricsLog> log;
+    if (root) log.emplace(opt.out_dir);
+    // The model and its optimizer state on the run's device (several ranks: the CPU); m and adam
+    // hold them again at each checkpoint.
+    const std::unique_ptr<Engine> engine = engine_make(cfg.device, m, adam);
+    DataParallel dp = dp_start(comm, m, adam, *engine);  // one rank: `adam` itself; several: its shards
+    g_rank = comm.rank;
 
-    const StopSignals signals;
+    g_stop = 0;
+    const sys::ScopedSignals signals({SIGINT, SIGTERM}, on_stop_signal);
     const std::set<long> forced_nan = forced_nonfinite_steps();
     int nonfinite_in_a_row = 0;
     // Wall-clock seconds since the run started, over all its resumes (metrics' time_s).
@@ -188,9 +194,11 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     auto run_time = [&] {
         return time_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     };
-    auto save = [&](long done) {
-        const std::string unsound = unsound_state(*engine, m, adam, tb, cfg);
+    // Every rank calls it at the same steps; they reach the same verdict and the same rs.
+    auto save = [&](long done) -> std::string {
+        const std::string unsound = dp_unsound_state(dp, m, tb, cfg);
         if (!unsound.empty()) {  // the NaN guard: never a checkpoint that cannot be evaluated or resumed
+            if (!root) return "";
             std::fprintf(stderr, "%sstep %ld: no checkpoint written: %s\n", opt.progress && !opt.quiet ? "\n" : "",
                          done, unsound.c_str());
             return run_dir::latest_checkpoint(opt.out_dir);
@@ -198,8 +206,16 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         rs.step = done;
         rs.train = tb.state();
         rs.time_s = run_time();
-        const std::string path = run_dir::save_checkpoint(opt.out_dir, m, adam, rs, cfg_json, tokenizer_meta);
-        run_dir::prune_checkpoints(opt.out_dir, cfg.keep_checkpoints);
+        AdamW<float> gathered;
+        const AdamW<float>& whole = dp_whole_optimizer(dp, gathered);  // sharded: gathered to rank 0
+        std::string path;
+        if (root) {
+            path = run_dir::save_checkpoint(opt.out_dir, m, whole, rs, cfg_json, tokenizer_meta);
+            run_dir::prune_checkpoints(opt.out_dir, cfg.keep_checkpoints);
+        }
+        // No rank goes on (or stops on an error of its own) before the checkpoint is on disk; a
+        // failed write on rank 0 stops the others here.
+        comm.barrier();
         return path;
     };
     std::vector<int32_t> in((size_t)B * T), tg(in.size());
@@ -212,10 +228,11 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
                      "steps %ld..%d%s\n%s\n", variant_key(cfg.model.hyper_conn_type), m.n, m.L, m.C,
                      (long)m.param.size(), tokens_per_step, rs.step, cfg.max_iters,
                      cfg.device == "cpu" ? "" : (", on " + cfg.device).c_str(), data.header.c_str());
+    if (!opt.quiet && comm.size > 1) std::fprintf(stderr, "%s\n", dp_describe(dp, cfg).c_str());
     for (long step = rs.step; step < cfg.max_iters; step++) {
         const auto t0 = std::chrono::steady_clock::now();
         const long done = step + 1;
-        const StepStats st = train_step(*engine, tb, cfg, step, in.data(), tg.data(), forced_nan.count(done) > 0);
+        const StepStats st = dp_train_step(dp, m, tb, cfg, step, in.data(), tg.data(), forced_nan.count(done) > 0);
         const double loss = st.loss, norm = st.grad_norm, lr = st.lr;
         const bool finite = st.finite;
         if (finite) {
@@ -224,9 +241,10 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         } else {  // the update was skipped: weights and optimizer state stay as after the last good step
             res.skipped_steps++;
             nonfinite_in_a_row++;
-            std::fprintf(stderr, "%sstep %ld: non-finite %s, update skipped (%d in a row, limit %d)\n",
-                         opt.progress && !opt.quiet ? "\n" : "", done, st.nonfinite, nonfinite_in_a_row,
-                         cfg.max_nonfinite_steps);
+            if (root)
+                std::fprintf(stderr, "%sstep %ld: non-finite %s, update skipped (%d in a row, limit %d)\n",
+                             opt.progress && !opt.quiet ? "\n" : "", done, st.nonfinite, nonfinite_in_a_row,
+                             cfg.max_nonfinite_steps);
         }
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         step_times.push_back(dt);
@@ -239,11 +257,11 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         // SPEC §6 diagnostics of the last micro-batch's forward: read before the evaluation's
         // forwards overwrite the coefficient caches. Read-only, so resumption stays exact.
         const bool diag_now = cfg.diag_interval > 0 && (done % cfg.diag_interval == 0 || last);
-        if (diag_now) rec["diag"] = engine->diagnostics();
-        if (eval_now) rec["val_loss"] = res.final_val_loss = val_set_loss(*engine, vs);
+        if (diag_now) rec["diag"] = engine->diagnostics();  // this rank's last micro-batch
+        if (eval_now) rec["val_loss"] = res.final_val_loss = dp_val_set_loss(dp, m, vs);
         rec["peak_rss_mb"] = sys::peak_rss_mb();
         rec["time_s"] = run_time();
-        if (done % cfg.log_interval == 0 || eval_now || diag_now || done == 1 || !finite) log.append(rec);
+        if (root && (done % cfg.log_interval == 0 || eval_now || diag_now || done == 1 || !finite)) log->append(rec);
         if (!opt.quiet && finite) {
             std::vector<double> recent(step_times.end() - std::min<size_t>(step_times.size(), 20), step_times.end());
             std::nth_element(recent.begin(), recent.begin() + recent.size() / 2, recent.end());
@@ -257,13 +275,15 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
             else if (done % cfg.log_interval == 0 || eval_now || done == 1) std::fprintf(stderr, "%s\n", line);
         }
         const bool give_up = nonfinite_in_a_row >= cfg.max_nonfinite_steps;
-        if (done % cfg.checkpoint_interval == 0 || last || g_stop || give_up) res.checkpoint = save(done);
+        const bool stop = comm_any(comm, g_stop != 0);  // every rank stops at the same step
+        if (done % cfg.checkpoint_interval == 0 || last || stop || give_up) res.checkpoint = save(done);
         if (give_up) throw std::runtime_error(diverged_message(opt.out_dir, nonfinite_in_a_row, done, rs.step, cfg));
         if (last && rs.step != done) throw std::runtime_error(unsaved_end_message(opt.out_dir, done, rs.step, cfg));
-        if (g_stop && !last) {
+        if (stop && !last) {
             res.interrupted = true;
-            std::fprintf(stderr, "mhc train: interrupted at step %ld; checkpoint %s; continue with --resume\n",
-                         done, res.checkpoint.c_str());
+            if (root)
+                std::fprintf(stderr, "mhc train: interrupted at step %ld; checkpoint %s; continue with --resume\n",
+                             done, res.checkpoint.c_str());
             break;
         }
     }
@@ -272,7 +292,9 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         std::nth_element(step_times.begin(), step_times.begin() + step_times.size() / 2, step_times.end());
         res.tokens_per_s = tokens_per_step / step_times[step_times.size() / 2];
     }
-    if (res.checkpoint.empty()) res.checkpoint = run_dir::latest_checkpoint(opt.out_dir);
+    if (res.checkpoint.empty() && root) res.checkpoint = run_dir::latest_checkpoint(opt.out_dir);
+    res.world_size = comm.size;
+    res.optimizer_bytes = dp_optimizer_bytes(dp);
     return res;
 }
 

@@ -10,12 +10,9 @@ their consistency and the error handling. Prints one line per check and a last l
 import json
 import os
 import subprocess
-import sys
-import tempfile
 
-MHC = os.path.abspath(sys.argv[1])
-TMP = tempfile.mkdtemp(prefix="mhc_bench_")
-RESULTS = {"passed": 0, "failed": 0}
+from harness import MHC, TMP, check, one_line_error, finish
+
 VARIANTS = ["none", "hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc"]
 PHASES = ["matmul", "attention", "connections", "other", "optimizer"]
 TINY = ["--set", "n_layer=1", "--set", "n_embd=32", "--set", "n_head=2", "--set", "block_size=16",
@@ -26,16 +23,6 @@ FAST = ["--steps", "2", "--warmup", "1"]
 def run(*args, env=None):
     e = dict(os.environ, OMP_NUM_THREADS="2", OMP_WAIT_POLICY="passive", **(env or {}))
     return subprocess.run([MHC, "bench", *args], capture_output=True, text=True, env=e)
-
-
-def check(name, cond, detail=""):
-    RESULTS["passed" if cond else "failed"] += 1
-    print(("ok    " if cond else "FAIL  ") + name + ("" if cond else "   " + str(detail)[:2000]))
-
-
-def one_line_error(r):
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    return r.returncode != 0 and len(lines) == 1 and "error" in lines[0], r.stderr.strip()
 
 
 def last_json(r):
@@ -139,10 +126,4 @@ def test_bad_input():
 
 
 if __name__ == "__main__":
-    for t in (test_json_all_variants, test_options, test_bad_input):
-        try:
-            t()
-        except Exception as e:  # a crash in one test is a failure, not the end of the run
-            check(t.__name__ + " raised no exception", False, repr(e))
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    sys.exit(1 if RESULTS["failed"] else 0)
+    finish(test_json_all_variants, test_options, test_bad_input)

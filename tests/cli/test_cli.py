@@ -8,17 +8,13 @@ a last line `N passed, M failed`; exits non-zero on any failure.
 """
 import json
 import os
-import shutil
 import struct
 import subprocess
-import sys
-import tempfile
 
-MHC = os.path.abspath(sys.argv[1])
+from harness import MHC, check, path, metrics, one_line_error, finish
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REF = os.path.join(HERE, "..", "reference", "ckpt_loss.py")
-TMP = tempfile.mkdtemp(prefix="mhc_cli_")
-RESULTS = {"passed": 0, "failed": 0}
 
 TINY = ["--set", "n_layer=2", "--set", "n_head=2", "--set", "n_embd=32", "--set", "block_size=16",
         "--set", "batch_size=4", "--set", "warmup_iters=2", "--set", "eval_interval=5",
@@ -28,15 +24,6 @@ TINY = ["--set", "n_layer=2", "--set", "n_head=2", "--set", "n_embd=32", "--set"
 def run(*args, env_threads="2"):
     env = dict(os.environ, OMP_NUM_THREADS=env_threads)
     return subprocess.run([MHC, *args], capture_output=True, text=True, env=env)
-
-
-def check(name, cond, detail=""):
-    RESULTS["passed" if cond else "failed"] += 1
-    print(("ok    " if cond else "FAIL  ") + name + ("" if cond else "   " + detail))
-
-
-def path(name):
-    return os.path.join(TMP, name)
 
 
 def write_corpus():
@@ -51,16 +38,6 @@ def write_corpus():
     header = struct.pack("<256i", *([20240520, 1, len(toks)] + [0] * 253))
     with open(path("shard.bin"), "wb") as f:  # llm.c shard
         f.write(header + struct.pack("<%dH" % len(toks), *toks))
-
-
-def metrics(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(l) for l in f if l.strip()]
-
-
-def one_line_error(r):
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    return r.returncode != 0 and len(lines) == 1 and "error" in lines[0], r.stderr.strip()
 
 
 def test_resume_is_bit_identical():
@@ -259,15 +236,5 @@ def test_help():
 
 
 if __name__ == "__main__":
-    try:
-        write_corpus()
-        test_resume_is_bit_identical()
-        test_formats_and_eval_against_reference()
-        test_bad_input()
-        test_sample()
-        test_every_variant()
-        test_help()
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    sys.exit(1 if RESULTS["failed"] else 0)
+    finish(write_corpus, test_resume_is_bit_identical, test_formats_and_eval_against_reference, test_bad_input,
+           test_sample, test_every_variant, test_help)

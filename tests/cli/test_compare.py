@@ -15,13 +15,10 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 
-MHC = os.path.abspath(sys.argv[1])
-TMP = tempfile.mkdtemp(prefix="mhc_compare_")
-RESULTS = {"passed": 0, "failed": 0}
+from harness import MHC, check, path, one_line_error, finish
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HAVE_GNUPLOT = shutil.which("gnuplot") is not None
 
@@ -38,24 +35,10 @@ log_interval = 1
 """
 
 
-def path(*names):
-    return os.path.join(TMP, *names)
-
-
 def run(*args, env=None, timeout=300):
     e = dict(os.environ, OMP_NUM_THREADS="1")
     e.update(env or {})
     return subprocess.run([MHC, *args], capture_output=True, text=True, env=e, timeout=timeout)
-
-
-def check(name, cond, detail=""):
-    RESULTS["passed" if cond else "failed"] += 1
-    print(("ok    " if cond else "FAIL  ") + name + ("" if cond else "   " + str(detail)[-2000:]))
-
-
-def one_line_error(r):
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    return r.returncode != 0 and len(lines) == 1 and "error" in lines[0], r.stderr.strip()
 
 
 def table_rows(md_path):
@@ -386,15 +369,5 @@ def test_every_variant():
 
 
 if __name__ == "__main__":
-    try:
-        write_inputs()
-        test_bad_input()
-        test_report_only_fixtures()
-        test_two_tiny_runs()
-        test_failed_run_then_resume()
-        test_interrupt()
-        test_every_variant()
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    sys.exit(1 if RESULTS["failed"] else 0)
+    finish(write_inputs, test_bad_input, test_report_only_fixtures, test_two_tiny_runs, test_failed_run_then_resume,
+           test_interrupt, test_every_variant)

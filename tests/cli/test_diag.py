@@ -8,16 +8,11 @@ Tiny runs: diag records every diag_interval steps and at the last step (whatever
 record, a one-line error for a negative interval, the same diagnostics after --resume.
 Prints one line per check and a last line `N passed, M failed`; exits non-zero on any failure.
 """
-import json
 import os
-import shutil
 import subprocess
-import sys
-import tempfile
 
-MHC = os.path.abspath(sys.argv[1])
-TMP = tempfile.mkdtemp(prefix="mhc_diag_")
-RESULTS = {"passed": 0, "failed": 0}
+from harness import MHC, check, path, metrics, one_line_error, finish
+
 LAYERS = 2
 TINY = ["--set", "n_layer=%d" % LAYERS, "--set", "n_head=2", "--set", "n_embd=16", "--set", "block_size=8",
         "--set", "batch_size=2", "--set", "warmup_iters=2", "--set", "eval_interval=100", "--set", "eval_iters=1",
@@ -34,20 +29,6 @@ def run(*args):
     return subprocess.run([MHC, *args], capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
 
 
-def check(name, cond, detail=""):
-    RESULTS["passed" if cond else "failed"] += 1
-    print(("ok    " if cond else "FAIL  ") + name + ("" if cond else "   " + str(detail)))
-
-
-def path(name):
-    return os.path.join(TMP, name)
-
-
-def metrics(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(l) for l in f if l.strip()]
-
-
 def train(out, *sets):
     args = ["train", "--data", path("corpus.txt"), "--out", path(out), *TINY]
     for s in sets:
@@ -57,7 +38,7 @@ def train(out, *sets):
     return metrics(path(out)) if r.returncode == 0 else []
 
 
-def main():
+def test_diagnostics():
     with open(path("corpus.txt"), "wb") as f:
         f.write(b"".join(b"%d bottles of beer on the wall, %d bottles of beer.\n" % (i, i) for i in range(300)))
 
@@ -102,9 +83,7 @@ def main():
           [r["step"] for r in recs] == [1, 4], [r["step"] for r in recs])
 
     r = run("train", "--data", path("corpus.txt"), "--out", path("bad"), *TINY, "--set", "diag_interval=-1")
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    check("diag_interval=-1: a one-line error naming the key",
-          r.returncode != 0 and len(lines) == 1 and "diag_interval" in lines[0], r.stderr)
+    check("diag_interval=-1: a one-line error naming the key", *one_line_error(r, "diag_interval"))
 
     # Diagnostics read the model only: a resumed run logs the same ones as an uninterrupted run.
     common = ["hyper_conn_type=mhc", "diag_interval=2", "lr_decay_iters=8", "checkpoint_interval=4"]
@@ -119,10 +98,6 @@ def main():
           [s for s, _, _ in key(straight)] == [2, 4, 6, 8] and key(straight) == key(split),
           ([s for s, _, _ in key(straight)], [s for s, _, _ in key(split)]))
 
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    shutil.rmtree(TMP, ignore_errors=True)
-    return 1 if RESULTS["failed"] else 0
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    finish(test_diagnostics)

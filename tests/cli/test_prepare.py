@@ -22,14 +22,12 @@ import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 
-MHC = os.path.abspath(sys.argv[1])
+from harness import MHC, TMP, check, path, one_line_error, stderr_text, finish
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "..", "tokenizers", "tiny_bpe.json")
 FORTUNES = "/usr/share/games/fortunes"
-TMP = tempfile.mkdtemp(prefix="mhc_prepare_")
-RESULTS = {"passed": 0, "failed": 0}
 
 TINY = ["--set", "n_layer=2", "--set", "n_head=2", "--set", "n_embd=32", "--set", "block_size=16",
         "--set", "batch_size=4", "--set", "warmup_iters=2", "--set", "eval_interval=4", "--set", "eval_iters=2",
@@ -39,24 +37,6 @@ TINY = ["--set", "n_layer=2", "--set", "n_head=2", "--set", "n_embd=32", "--set"
 def run(*args, env=None):
     e = dict(os.environ, OMP_NUM_THREADS="2", **(env or {}))
     return subprocess.run([MHC, *args], capture_output=True, env=e)
-
-
-def text_of(r):
-    return r.stderr.decode("utf-8", "replace")
-
-
-def check(name, cond, detail=""):
-    RESULTS["passed" if cond else "failed"] += 1
-    print(("ok    " if cond else "FAIL  ") + name + ("" if cond else "   " + str(detail)[:2000]))
-
-
-def path(*names):
-    return os.path.join(TMP, *names)
-
-
-def one_line_error(r):
-    lines = [l for l in text_of(r).splitlines() if l.strip()]
-    return r.returncode != 0 and len(lines) == 1 and "error" in lines[0], text_of(r).strip()
 
 
 def last_json(r):
@@ -104,7 +84,7 @@ def test_sentencepiece_equals_spm_encode():
     meta = last_json(r)
     check("prepare: SentencePiece BPE of 1000 tokens trained on 43 files", r.returncode == 0 and
           meta.get("vocab_size") == 1000 and meta.get("dtype") == "uint16" and
-          meta.get("tokenizer", {}).get("kind") == "sentencepiece", text_of(r))
+          meta.get("tokenizer", {}).get("kind") == "sentencepiece", stderr_text(r))
     model = path("spm", "tokenizer.model")
     ids = tokens_of(path("spm", "train.bin")) + tokens_of(path("spm", "val.bin"))
     pieces = spm_pieces(model)
@@ -133,8 +113,7 @@ def test_sentencepiece_equals_spm_encode():
             env={"MHC_TEST_PREPARE_CHUNK": "1000"})
     same = r.returncode == 0 and all(
         open(path("spm", n), "rb").read() == open(path("spm_small_reads", n), "rb").read() for n in ("train.bin", "val.bin"))
-    check("read 1 kB at a time, with the trained model given: the same train.bin and val.bin", same, text_of(r))
-    return model
+    check("read 1 kB at a time, with the trained model given: the same train.bin and val.bin", same, stderr_text(r))
 
 
 def test_tokenizer_json():
@@ -144,7 +123,7 @@ def test_tokenizer_json():
         f.write(text)
     r = run("prepare", path("small.txt"), "--out", path("bpe"), "--tokenizer", FIXTURE, "--val-fraction", "0")
     check("prepare with a tokenizer.json: the ids worked out by hand", r.returncode == 0 and
-          tokens_of(path("bpe", "train.bin")) == expect and not os.path.exists(path("bpe", "val.bin")), text_of(r))
+          tokens_of(path("bpe", "train.bin")) == expect and not os.path.exists(path("bpe", "val.bin")), stderr_text(r))
     check("the tokenizer.json is copied beside the tokens", os.path.exists(path("bpe", "tokenizer.json")))
     # A larger text read in small pieces: the cuts (before a space, after a newline) change nothing.
     big = open(os.path.join(FORTUNES, "computers"), "rb").read() + "naïve café 東京 <|endoftext|> it'll\n".encode() * 50
@@ -165,13 +144,13 @@ def test_bytes_and_llmc():
     r = run("prepare", path("bytes.txt"), "--out", path("bytes"))
     train, val = tokens_of(path("bytes", "train.bin")), tokens_of(path("bytes", "val.bin"))
     check("prepare --tokenizer bytes: the bytes, split at exactly 90%",
-          r.returncode == 0 and train + val == list(data) and len(train) == int(len(data) * 0.9), text_of(r))
+          r.returncode == 0 and train + val == list(data) and len(train) == int(len(data) * 0.9), stderr_text(r))
     r = run("prepare", path("bytes.txt"), "--out", path("bytes_llmc"), "--format", "llmc")
     with open(path("bytes_llmc", "train.bin"), "rb") as f:
         head = struct.unpack("<3i", f.read(12))
     check("--format llmc: a GPT-2 shard (magic 20240520, version 1, count)",
           r.returncode == 0 and head == (20240520, 1, len(train)) and
-          tokens_of(path("bytes_llmc", "train.bin"), 2, 1024) == train, (head, text_of(r)))
+          tokens_of(path("bytes_llmc", "train.bin"), 2, 1024) == train, (head, stderr_text(r)))
     check("mhc train reads it", run("train", "--data", path("bytes_llmc", "train.bin"), *TINY, "--set", "max_iters=2",
                                     "--out", path("run_bytes_llmc"), "--quiet").returncode == 0)
 
@@ -192,7 +171,7 @@ def test_uint32():
         ids = tokens_of(os.path.join(out, "train.bin"), 4, header) if r.returncode == 0 else []
         check("prepare (%s): vocabulary 70001 -> uint32 tokens, <|big|> is 70000" % fmt,
               meta.get("dtype") == "uint32" and meta.get("vocab_size") == 70001 and ids[:6] == [116, 257, 32, 263, 116, 70000],
-              (ids[:8], text_of(r)))
+              (ids[:8], stderr_text(r)))
         if fmt == "llmc":
             with open(os.path.join(out, "train.bin"), "rb") as f:
                 check("an llm.c LLaMA-3 shard: magic 20240801, version 7", struct.unpack("<2i", f.read(8)) == (20240801, 7))
@@ -202,20 +181,24 @@ def test_uint32():
         cfg = open(path("run_u32_" + fmt, "config.toml")).read() if r.returncode == 0 else ""
         check("train reads the uint32 %s files (vocabulary 70001 from the sidecar)" % fmt,
               res.get("steps") == 2 and "vocab_size = 70001" in cfg and
-              os.path.exists(path("run_u32_" + fmt, "tokenizer.json")), text_of(r))
+              os.path.exists(path("run_u32_" + fmt, "tokenizer.json")), stderr_text(r))
     r = run("train", "--data", path("u32_bin", "train.bin"), "--format", "u16", *TINY, "--set", "max_iters=2",
             "--out", path("run_u32_as_u16"))
     ok, msg = one_line_error(r)
     check("the same file forced to u16 is refused (its sidecar says uint32)", ok and "dtype uint32" in msg, msg)
 
 
-def test_run_tokenizer(model):
+def test_run_tokenizer():
+    model = path("spm", "tokenizer.model")  # test_sentencepiece_equals_spm_encode's
+    # another model, to put in the run's tokenizer's place
+    run("prepare", path("small.txt"), path("big.txt"), "--out", path("spm_other"), "--tokenizer", "spm-bpe",
+        "--vocab-size", "300", "--val-fraction", "0")
     data = path("spm")
     r = run("train", "--data", os.path.join(data, "train.bin"), "--val-data", os.path.join(data, "val.bin"), *TINY,
             "--set", "max_iters=4", "--out", path("run_spm"), "--quiet")
     ck = path("run_spm", "ckpt_000004.safetensors")
     check("train on SentencePiece data: the run holds tokenizer.model", r.returncode == 0 and
-          open(path("run_spm", "tokenizer.model"), "rb").read() == open(model, "rb").read(), text_of(r))
+          open(path("run_spm", "tokenizer.model"), "rb").read() == open(model, "rb").read(), stderr_text(r))
     with open(ck, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         meta = json.loads(f.read(n))["__metadata__"]
@@ -225,7 +208,7 @@ def test_run_tokenizer(model):
 
     r = run("sample", "--ckpt", ck, "--prompt", "The cat", "--max-new-tokens", "30", "--seed", "3")
     out = r.stdout.decode("utf-8", "strict") if r.returncode == 0 else ""
-    check("sample --prompt text prints text", r.returncode == 0 and out.startswith("The cat") and len(out) > 10, text_of(r))
+    check("sample --prompt text prints text", r.returncode == 0 and out.startswith("The cat") and len(out) > 10, stderr_text(r))
     res = last_json(run("sample", "--ckpt", ck, "--prompt", "The cat", "--max-new-tokens", "30", "--seed", "3", "--json"))
     check("sample --json: tokens and their text (the same as streamed)", res.get("tokenizer") == "sentencepiece" and
           len(res.get("tokens", [])) == 30 and "The cat" + res.get("text", "?") + "\n" == out, (res, out))
@@ -267,7 +250,7 @@ def test_run_tokenizer(model):
     check("the run's tokenizer missing when text is asked for -> one-line error naming it and --tokenizer",
           ok and "tokenizer.model" in msg and "--tokenizer" in msg, msg)
     r = run("sample", "--ckpt", ck, "--tokenizer", path("tokenizer.model.away"), "--prompt", "The", "--max-new-tokens", "3")
-    check("--tokenizer supplies it", r.returncode == 0 and r.stdout.decode().startswith("The"), text_of(r))
+    check("--tokenizer supplies it", r.returncode == 0 and r.stdout.decode().startswith("The"), stderr_text(r))
     with open(path("run_spm", "tokenizer.model"), "wb") as f:
         f.write(open(path("spm_other", "tokenizer.model"), "rb").read() if os.path.exists(path("spm_other")) else b"x")
     r = run("sample", "--ckpt", ck, "--prompt", "The")
@@ -282,7 +265,7 @@ def test_run_tokenizer(model):
     ok, msg = one_line_error(r)
     check("no tokenizer at all when text is asked for -> one-line error", ok and "--tokenizer" in msg, msg)
     r = run("sample", "--ckpt", ck2, "--prompt-tokens", "1,2", "--max-new-tokens", "4")
-    check("...ids still work without one", r.returncode == 0, text_of(r))
+    check("...ids still work without one", r.returncode == 0, stderr_text(r))
 
 
 def test_bad_input():
@@ -333,21 +316,8 @@ def test_help():
 
 
 if __name__ == "__main__":
-    try:
-        if not os.path.isdir(FORTUNES) or shutil.which("spm_encode") is None:
-            print("needs Debian's fortunes and sentencepiece packages (scripts/setup.sh installs them)")
-            sys.exit(1)
-        test_help()
-        spm_model = test_sentencepiece_equals_spm_encode()
-        test_tokenizer_json()
-        test_bytes_and_llmc()
-        test_uint32()
-        # another model, to put in the run's tokenizer's place
-        run("prepare", path("small.txt"), path("big.txt"), "--out", path("spm_other"), "--tokenizer", "spm-bpe",
-            "--vocab-size", "300", "--val-fraction", "0")
-        test_run_tokenizer(spm_model)
-        test_bad_input()
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    sys.exit(1 if RESULTS["failed"] else 0)
+    if not os.path.isdir(FORTUNES) or shutil.which("spm_encode") is None:
+        print("needs Debian's fortunes and sentencepiece packages (scripts/setup.sh installs them)")
+        sys.exit(1)
+    finish(test_help, test_sentencepiece_equals_spm_encode, test_tokenizer_json, test_bytes_and_llmc, test_uint32,
+           test_run_tokenizer, test_bad_input)

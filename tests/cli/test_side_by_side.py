@@ -9,31 +9,19 @@ Prints one line per check and `N passed, M failed`; exits non-zero on any failur
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
+
+from harness import MHC, check, path, one_line_error, finish
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.join(HERE, "..", "..", "bench")
 SBS = os.path.join(BENCH, "side_by_side.py")
 TORCH_BENCH = os.path.join(BENCH, "torch_bench.py")
-MHC = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else None
-TMP = tempfile.mkdtemp(prefix="mhc_sbs_")
-RESULTS = {"passed": 0, "failed": 0}
 
 CONFIG = {"n_layer": 6, "n_head": 6, "n_embd": 384, "vocab_size": 256, "block_size": 256, "bias": False,
           "hyper_conn_n": 4, "sinkhorn_iters": 20, "batch_size": 8}
 TINY = ["n_layer=1", "n_head=2", "n_embd=32", "block_size=16", "batch_size=2"]
-
-
-def check(name, cond, detail=""):
-    RESULTS["passed" if cond else "failed"] += 1
-    print(("ok    " if cond else "FAIL  ") + name + ("" if cond else "   " + str(detail)[-2000:]))
-
-
-def path(name):
-    return os.path.join(TMP, name)
 
 
 def write(name, doc):
@@ -45,11 +33,6 @@ def write(name, doc):
 def run(*args):
     env = dict(os.environ, OMP_WAIT_POLICY="passive")
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
-
-
-def one_line_error(r, word):
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    return r.returncode != 0 and len(lines) == 1 and "error" in lines[0] and word in lines[0]
 
 
 def mhc_row(variant, step, rss, phases, mfu, tokens=2048):
@@ -111,26 +94,26 @@ def test_mismatches_refused():
     m = write("mhc.json", mdoc)
     bad = dict(tdoc, threads=1)
     r = run(SBS, "--mhc-json", m, "--torch-json", write("t1.json", bad))
-    check("different thread counts refused", one_line_error(r, "thread"), r.stderr)
+    check("different thread counts refused", *one_line_error(r, "thread"))
     bad = dict(tdoc, config=dict(CONFIG, n_embd=512))
     r = run(SBS, "--mhc-json", m, "--torch-json", write("t2.json", bad))
-    check("different configs refused", one_line_error(r, "n_embd"), r.stderr)
+    check("different configs refused", *one_line_error(r, "n_embd"))
     bad = dict(tdoc, results=[torch_row("none", 2.0, 1000.0, tokens=1024)])
     r = run(SBS, "--mhc-json", m, "--torch-json", write("t3.json", bad), "--variants", "none")
-    check("different tokens per step refused", one_line_error(r, "tokens per step"), r.stderr)
+    check("different tokens per step refused", *one_line_error(r, "tokens per step"))
     r = run(SBS, "--mhc-json", m, "--torch-json", write("t4.json", tdoc), "--variants", "none,bogus")
-    check("unknown variant refused", one_line_error(r, "bogus"), r.stderr)
+    check("unknown variant refused", *one_line_error(r, "bogus"))
     r = run(SBS, "--mhc-json", path("missing.json"), "--torch-json", path("torch.json"))
-    check("missing JSON file refused", one_line_error(r, "missing.json"), r.stderr)
+    check("missing JSON file refused", *one_line_error(r, "missing.json"))
     r = run(SBS, "--torch-json", path("torch.json"))
-    check("no --mhc refused", one_line_error(r, "--mhc"), r.stderr)
+    check("no --mhc refused", *one_line_error(r, "--mhc"))
 
 
 def test_torch_bench_errors():
     r = run(TORCH_BENCH, "--set", "no_such_key=1")
-    check("torch_bench: unknown key refused", one_line_error(r, "no_such_key"), r.stderr)
+    check("torch_bench: unknown key refused", *one_line_error(r, "no_such_key"))
     r = run(TORCH_BENCH, "--set", "n_embd=33", "--set", "n_head=2")
-    check("torch_bench: n_embd % n_head refused", one_line_error(r, "divisible"), r.stderr)
+    check("torch_bench: n_embd % n_head refused", *one_line_error(r, "divisible"))
 
 
 def mhc_has_bench():
@@ -190,16 +173,6 @@ def test_real_torch_bench():
         check("side-by-side JSON readable", False, repr(e))
 
 
-def main():
-    for t in (test_table_from_fake_json, test_mismatches_refused, test_torch_bench_errors, test_real_torch_bench):
-        t()
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    if RESULTS["failed"]:
-        print("files kept in " + TMP)
-        return 1
-    shutil.rmtree(TMP, ignore_errors=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    finish(test_table_from_fake_json, test_mismatches_refused, test_torch_bench_errors, test_real_torch_bench,
+           keep_on_failure=True)

@@ -12,30 +12,16 @@ non-zero on any failure.
 """
 import json
 import os
-import shutil
 import signal
 import struct
 import subprocess
-import sys
-import tempfile
 import time
-import zlib
 
-MHC = os.path.abspath(sys.argv[1])
-TMP = tempfile.mkdtemp(prefix="mhc_trust_")
-RESULTS = {"passed": 0, "failed": 0}
+from harness import MHC, check, path, metrics, one_line_error, stderr_lines, finish
+
 TINY = ["--set", "n_layer=2", "--set", "n_head=2", "--set", "n_embd=32", "--set", "block_size=16",
         "--set", "batch_size=4", "--set", "warmup_iters=2", "--set", "eval_iters=2", "--set", "log_interval=1",
         "--set", "diag_interval=0"]
-
-
-def check(name, cond, detail=""):
-    RESULTS["passed" if cond else "failed"] += 1
-    print(("ok    " if cond else "FAIL  ") + name + ("" if cond else "   " + str(detail)[-1500:]))
-
-
-def path(*names):
-    return os.path.join(TMP, *names)
 
 
 def env(**extra):
@@ -48,21 +34,6 @@ def run(*args, **kw):
 
 def train(out, *more, **kw):
     return run("train", "--data", path("corpus.txt"), "--out", out, *TINY, "--quiet", *more, **kw)
-
-
-def metrics(out):
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        return [json.loads(l) for l in f if l.strip()]
-
-
-def lines_of(r):
-    return [l for l in r.stderr.splitlines() if l.strip()]
-
-
-def one_line_error(r, *fragments):
-    lines = lines_of(r)
-    ok = r.returncode != 0 and len(lines) == 1 and "error" in lines[0] and all(f in lines[0] for f in fragments)
-    return ok, r.stderr.strip()
 
 
 def last_json(r):
@@ -209,7 +180,7 @@ def find_diverging_run():
 
 def test_nan_guard():
     out, r = find_diverging_run()
-    lines = lines_of(r)
+    lines = stderr_lines(r)
     check("a diverging run stops with a one-line message naming the last good state",
           r.returncode != 0 and lines and "steps in a row" in lines[-1] and "last good state is" in lines[-1],
           r.stderr)
@@ -323,7 +294,7 @@ def test_messages():
     out = path("msg")
     r = run("train", "--data", path("corpus.txt"), "--out", out, *TINY, "--set", "max_iters=3",
             "--set", "eval_interval=3")
-    lines = lines_of(r)
+    lines = stderr_lines(r)
     head = [l for l in lines if l.startswith("data: ")]
     check("the train header names the data's format (and how it was chosen), vocabulary and each split's tokens",
           r.returncode == 0 and head and "text (guessed from the file name), vocab 256" in head[0] and
@@ -415,21 +386,12 @@ def test_compare_data_identity():
           one_line_error(r, "trained on other data")[0], r.stderr)
 
 
+def write_corpus():
+    with open(path("corpus.txt"), "wb") as f:
+        f.write(b"".join(b"line %d: the quick brown fox jumps over the lazy dog.\n" % i for i in range(600)))
+
+
 if __name__ == "__main__":
-    try:
-        with open(path("corpus.txt"), "wb") as f:
-            f.write(b"".join(b"line %d: the quick brown fox jumps over the lazy dog.\n" % i for i in range(600)))
-        test_two_trainers_at_the_same_instant()
-        test_lock_released_by_sigkill()
-        test_two_compares_on_one_out()
-        test_nan_guard()
-        test_nonfinite_model_refused()
-        test_validation_is_fixed()
-        test_corrupt_newest_checkpoint()
-        test_time_in_metrics()
-        test_messages()
-        test_compare_data_identity()
-    finally:
-        shutil.rmtree(TMP, ignore_errors=True)
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    sys.exit(1 if RESULTS["failed"] else 0)
+    finish(write_corpus, test_two_trainers_at_the_same_instant, test_lock_released_by_sigkill,
+           test_two_compares_on_one_out, test_nan_guard, test_nonfinite_model_refused, test_validation_is_fixed,
+           test_corrupt_newest_checkpoint, test_time_in_metrics, test_messages, test_compare_data_identity)

@@ -11,19 +11,17 @@ gradients grad.X, grad.y, grad.<param> of
     loss = sum(u * g_u) + sum(Xout * g_Xout),  u = pre(X), Xout = post(X, y).
 """
 
-import argparse
 import copy
 import math
 import os
 import sys
-import time
 import zlib
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hyper_conn import HyperConnection, all_permutations  # noqa: E402
-from safetensors_io import write_safetensors  # noqa: E402
+from safetensors_io import write_fixtures  # noqa: E402
 
 N_TOKENS = 6
 C_DIM = 8
@@ -216,23 +214,12 @@ def make_case(variant, n, site_index, iters, K, seed):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="output directory")
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    t0 = time.time()
+    cases = []
     for variant, n, site_index, iters, K in CASES:
         name = case_name(variant, n, iters, K, site_index)
         seed = zlib.crc32(name.encode("utf-8"))
-        tensors, meta = make_case(variant, n, site_index, iters, K, seed)
-        path = os.path.join(args.out, name + ".safetensors")
-        write_safetensors(path, tensors, meta)
-        if not args.quiet:
-            print("wrote %s (%d tensors)" % (path, len(tensors)))
-    if not args.quiet:
-        print("%d fixtures in %.2f s" % (len(CASES), time.time() - t0))
-    return 0
+        cases.append((name, lambda c=(variant, n, site_index, iters, K, seed): make_case(*c)))
+    return write_fixtures(__doc__.splitlines()[0], cases, argv)
 
 
 if __name__ == "__main__":

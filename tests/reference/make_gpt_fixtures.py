@@ -20,13 +20,10 @@ Float tensors are F64 with fp32-representable inputs and parameters; token ids a
     out, grad.<input> of loss = sum(out * upstream). Metadata: op (+ eps / n_head).
 """
 
-import argparse
 import copy
 import json
-import math
 import os
 import sys
-import time
 import zlib
 
 import torch
@@ -35,7 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpt as G  # noqa: E402
 import make_conn_fixtures as mk  # noqa: E402
-from safetensors_io import write_safetensors  # noqa: E402
+from safetensors_io import write_fixtures  # noqa: E402
 
 F64 = torch.float64
 TYPES = ("none", "hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc")
@@ -325,24 +322,12 @@ def all_cases():
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="output directory")
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    t0 = time.time()
-    cases = all_cases()
-    for expect, thunk in cases:
-        t1 = time.time()
+    def made(expect, thunk):  # the case's own name must be the one it is listed under
         name, tensors, meta = thunk()
         assert name == expect
-        path = os.path.join(args.out, name + ".safetensors")
-        write_safetensors(path, tensors, meta, keep_int=True)
-        if not args.quiet:
-            print("wrote %s (%d tensors, %.2f s)" % (path, len(tensors), time.time() - t1))
-    if not args.quiet:
-        print("%d fixtures in %.2f s" % (len(cases), time.time() - t0))
-    return 0
+        return tensors, meta
+    cases = [(name, lambda name=name, thunk=thunk: made(name, thunk)) for name, thunk in all_cases()]
+    return write_fixtures(__doc__.splitlines()[0], cases, argv, keep_int=True)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,11 @@ keep_int=True writes integer tensors as I64 instead (token ids, permutation
 buffers); float_dtype="F32" writes floating tensors as F32 (checkpoints).
 """
 
+import argparse
 import json
+import os
 import struct
+import time
 
 import numpy as np
 import torch
@@ -87,3 +90,24 @@ def read_safetensors(path):
             raise ValueError("%s: unsupported safetensors dtype %s" % (name, code))
         out[name] = torch.from_numpy(arr.copy()).reshape(info["shape"])
     return out, meta
+
+
+def write_fixtures(description, cases, argv=None, keep_int=False):
+    """The fixture scripts' command line (--out DIR, --quiet): each (name, make) of `cases` becomes
+    DIR/name.safetensors from make() -> (tensors, metadata). Returns the exit code."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    t0 = time.time()
+    for name, make in cases:
+        t1 = time.time()
+        tensors, meta = make()
+        path = os.path.join(args.out, name + ".safetensors")
+        write_safetensors(path, tensors, meta, keep_int=keep_int)
+        if not args.quiet:
+            print("wrote %s (%d tensors, %.2f s)" % (path, len(tensors), time.time() - t1))
+    if not args.quiet:
+        print("%d fixtures in %.2f s" % (len(cases), time.time() - t0))
+    return 0
