@@ -41,7 +41,7 @@ if [ "$mode" = pack ]; then
   command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache) || launcher=()
   [ -z "${CUDACXX:-}" ] && ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ] && export CUDACXX=/usr/local/cuda/bin/nvcc
   cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMHC_CUDA=ON -DMHC_MARCH=x86-64-v3 \
-    -DMHC_CUDA_EMU=OFF -DMHC_BUILD_BENCH=OFF "${launcher[@]}" >/dev/null
+    -DMHC_CUDA_EMU=OFF -DMHC_BUILD_BENCH=OFF -DMHC_MPI=OFF "${launcher[@]}" >/dev/null
   cmake --build "$B" -j"$(nproc)" --target mhc mhc_tests
   rm -rf gpu_pack gpu_pack.tar.xz
   mkdir -p gpu_pack/bin gpu_pack/lib/compat

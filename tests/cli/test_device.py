@@ -15,6 +15,7 @@ line per check and a last line `N passed, M failed`; exits non-zero on any failu
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -168,6 +169,23 @@ def test_repeatable():
     check("... and byte-identical final checkpoints", same)
 
 
+def test_mpi_refused():
+    # Here (CI) with mpirun and the emulated GPU. Not on a GPU machine (both programs the real mhc,
+    # scripts/gpu_check.sh): its pack is built without MPI, and its mpirun, if any, is not ours.
+    if not shutil.which("mpirun") or EMU == MHC:
+        check("data-parallel refusal of --device cuda (skipped: %s)" % ("no mpirun" if EMU != MHC else "GPU machine"),
+              True)
+        return
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_btl="self,vader",
+               OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_hwloc_base_binding_policy="none", OMP_NUM_THREADS="1")
+    r = subprocess.run(["mpirun", "-q", "-np", "2", EMU, "train", "--config", "tiny.toml", "--data", "data.txt", "--out",
+                        "mpi_gpu", "--quiet", "--device", "cuda", "--set", "gradient_accumulation_steps=2"],
+                       capture_output=True, text=True, env=env, cwd=TMP, timeout=120)
+    ok, detail = one_line_error(r, "data parallelism", "--device cuda")
+    check("mpirun -np 2 with --device cuda: one line (several ranks train on the CPU), no run directory",
+          ok and not os.path.exists(os.path.join(TMP, "mpi_gpu")), detail)
+
+
 def test_sample_info_bench():
     ckpt = "gpu_mhc_lite"
     sc = last_json(run(MHC, "sample", "--ckpt", ckpt, "--max-new-tokens", "40", "--temperature", "0", "--json"))
@@ -212,7 +230,7 @@ def test_compare():
 def main():
     setup()
     tests = (test_no_gpu_is_one_line, test_bad_device, test_variants_train_alike, test_repeatable,
-             test_resume_across_devices, test_sample_info_bench, test_compare)
+             test_resume_across_devices, test_mpi_refused, test_sample_info_bench, test_compare)
     for t in tests[:1] if REFUSALS_ONLY else tests:
         t()
     print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
