@@ -47,6 +47,14 @@ def wait_for_step(out, step, proc, limit=600):
     return False
 
 
+def last_json(r):
+    """The JSON object on the last line of a run's stdout ({} when there is none)."""
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {}
+
+
 def stderr_text(r):
     """The stderr of a completed process, whether it was captured as text or as bytes."""
     e = r.stderr

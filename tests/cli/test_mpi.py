@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from harness import wait_for_step, MHC, check, path, metrics, one_line_error, finish
+from harness import last_json, wait_for_step, MHC, check, path, metrics, one_line_error, finish
 # Small enough for CI, big enough (~200k parameters, 13 blocks of 16384) that shards are near halves.
 MODEL = ["--set", "n_layer=2", "--set", "n_head=2", "--set", "n_embd=64", "--set", "block_size=16",
          "--set", "batch_size=4", "--set", "warmup_iters=3", "--set", "eval_interval=10", "--set", "eval_iters=3",
@@ -55,13 +55,6 @@ def run(args, timeout=300, **kw):
 def train(n, out, *more, timeout=300):
     args = train_args(out, *more, "--json")
     return run(mpirun(n, args) if n > 1 else args, timeout=timeout)
-
-
-def result(r):
-    try:
-        return json.loads(r.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return {}
 
 
 def losses(out):
@@ -145,7 +138,7 @@ def test_two_ranks_equal_one():
         check("%s: the same losses for 30 steps within 1e-5 (max gap %.2e)" % (variant, gap), gap <= 1e-5)
         wgap = max_weight_gap(path(one, "ckpt_000030.safetensors"), path(two, "ckpt_000030.safetensors"))
         check("%s: the same weights within 1e-5 relative (max %.2e)" % (variant, wgap), wgap <= 1e-5)
-        v1, v2 = result(r1).get("val_loss"), result(r2).get("val_loss")
+        v1, v2 = last_json(r1).get("val_loss"), last_json(r2).get("val_loss")
         check("%s: the same validation loss (evaluated on both ranks)" % variant,
               v1 is not None and v2 is not None and abs(v1 - v2) <= 1e-5, (v1, v2))
         check("%s: the run directories hold the same files (rank 0 alone writes; no lock left)" % variant,
@@ -156,13 +149,13 @@ def test_two_ranks_equal_one():
         ev = run([MHC, "eval", "--ckpt", path(two, "ckpt_000030.safetensors"), "--data", path("corpus.txt"),
                   "--split", "val", "--batch", "4", "--order", "random", "--seed", str(1337 ^ 0x5A5A5A5A),
                   "--batches", "3", "--json"])
-        ve = result(ev).get("loss")
+        ve = last_json(ev).get("loss")
         check("%s: val_loss of 2 ranks = mhc eval in one process on the same weights, bit for bit (%r, %r)" %
               (variant, v2, ve), v2 is not None and v2 == ve, ev.stderr)
-        b1, b2 = result(r1).get("optimizer_bytes_per_rank", 0), result(r2).get("optimizer_bytes_per_rank", 0)
+        b1, b2 = last_json(r1).get("optimizer_bytes_per_rank", 0), last_json(r2).get("optimizer_bytes_per_rank", 0)
         # Shards are whole blocks of 16384 values: half, give or take one block of two moments.
         check("%s: AdamW state per rank halves at 2 ranks (%d -> %d bytes)" % (variant, b1, b2),
-              b1 > 0 and abs(b2 - b1 / 2) <= 16384 * 8 and b2 < 0.6 * b1 and result(r2).get("world_size") == 2)
+              b1 > 0 and abs(b2 - b1 / 2) <= 16384 * 8 and b2 < 0.6 * b1 and last_json(r2).get("world_size") == 2)
 
 
 def test_resume_on_one_and_two_ranks():
@@ -223,7 +216,7 @@ def test_nan_guard():
     check("non-finite steps on 2 ranks: the same steps skipped as in one process (%s), losses within 1e-5 "
           "(%.2e), one report each" % (skipped, gap),
           skipped == [3, 4] and gap <= 1e-5 and r2.stderr.count("update skipped") == 2 and
-          result(r2).get("skipped_steps") == 2, r1.stderr + r2.stderr)
+          last_json(r2).get("skipped_steps") == 2, r1.stderr + r2.stderr)
     # An update that overflows on rank 1's shard alone (the test hook: a gradient of 1e30 there, so
     # v = g² is inf) skips the step on both ranks: afterwards they train as the run above whose
     # steps 3 and 4 were skipped.
@@ -270,7 +263,7 @@ def test_diverging_run():
         if f.startswith("ckpt_") and f.endswith(".safetensors") and ".optim" not in f:
             e = run([MHC, "eval", "--ckpt", os.path.join(out, f), "--data", path("corpus.txt"), "--batches", "2",
                      "--json"])
-            if e.returncode != 0 or not isinstance(result(e).get("loss"), float):
+            if e.returncode != 0 or not isinstance(last_json(e).get("loss"), float):
                 bad.append((f, e.stderr.strip()))
     check("... and every checkpoint it wrote evaluates to a finite loss", not bad, bad)
 

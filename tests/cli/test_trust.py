@@ -17,7 +17,7 @@ import struct
 import subprocess
 import time
 
-from harness import MHC, check, path, metrics, one_line_error, stderr_lines, finish
+from harness import last_json, MHC, check, path, metrics, one_line_error, stderr_lines, finish
 
 TINY = ["--set", "n_layer=2", "--set", "n_head=2", "--set", "n_embd=32", "--set", "block_size=16",
         "--set", "batch_size=4", "--set", "warmup_iters=2", "--set", "eval_iters=2", "--set", "log_interval=1",
@@ -34,13 +34,6 @@ def run(*args, **kw):
 
 def train(out, *more, **kw):
     return run("train", "--data", path("corpus.txt"), "--out", out, *TINY, "--quiet", *more, **kw)
-
-
-def last_json(r):
-    try:
-        return json.loads(r.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return {}
 
 
 def latest(out):
