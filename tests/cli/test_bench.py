@@ -7,11 +7,10 @@ A tiny model, 2 timed steps per variant: the figures are noise, the test checks 
 their consistency and the error handling. Prints one line per check and a last line
 `N passed, M failed`; exits non-zero on any failure.
 """
-import json
 import os
 import subprocess
 
-from harness import MHC, TMP, check, one_line_error, finish
+from harness import MHC, TMP, check, last_json, one_line_error, finish
 
 VARIANTS = ["none", "hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc"]
 PHASES = ["matmul", "attention", "connections", "other", "optimizer"]
@@ -23,13 +22,6 @@ FAST = ["--steps", "2", "--warmup", "1"]
 def run(*args, env=None):
     e = dict(os.environ, OMP_NUM_THREADS="2", OMP_WAIT_POLICY="passive", **(env or {}))
     return subprocess.run([MHC, "bench", *args], capture_output=True, text=True, env=e)
-
-
-def last_json(r):
-    try:
-        return json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {}
-    except (ValueError, IndexError):
-        return {}
 
 
 def test_json_all_variants():

@@ -23,7 +23,7 @@ import struct
 import subprocess
 import sys
 
-from harness import MHC, TMP, check, path, one_line_error, stderr_text, finish
+from harness import MHC, TMP, check, last_json, path, one_line_error, stderr_text, finish
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "..", "tokenizers", "tiny_bpe.json")
@@ -37,10 +37,6 @@ TINY = ["--set", "n_layer=2", "--set", "n_head=2", "--set", "n_embd=32", "--set"
 def run(*args, env=None):
     e = dict(os.environ, OMP_NUM_THREADS="2", **(env or {}))
     return subprocess.run([MHC, *args], capture_output=True, env=e)
-
-
-def last_json(r):
-    return json.loads(r.stdout.decode().strip().splitlines()[-1]) if r.returncode == 0 else {}
 
 
 def tokens_of(name, width=2, header=0):
