@@ -18,13 +18,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
-MHC = os.path.abspath(sys.argv[1])
+from harness import MHC, TMP, check, last_json, one_line_error, finish
+
 REFUSALS_ONLY = sys.argv[2] == "--refusals-only"
 EMU = None if REFUSALS_ONLY else os.path.abspath(sys.argv[2])
-TMP = tempfile.mkdtemp(prefix="mhc_device_")
-RESULTS = {"passed": 0, "failed": 0}
 VARIANTS = ["none", "hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc"]
 CONFIG = """n_layer = 2
 n_head = 2
@@ -44,24 +42,6 @@ learning_rate = 3e-3
 def run(exe, *args):
     env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="passive")
     return subprocess.run([exe, *args], capture_output=True, text=True, env=env, cwd=TMP)
-
-
-def check(name, cond, detail=""):
-    RESULTS["passed" if cond else "failed"] += 1
-    print(("ok    " if cond else "FAIL  ") + name + ("" if cond else "   " + str(detail)[:2000]))
-
-
-def last_json(r):
-    try:
-        return json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {}
-    except (ValueError, IndexError):
-        return {}
-
-
-def one_line_error(r, *words):
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    return (r.returncode != 0 and len(lines) == 1 and "error" in lines[0] and all(w in lines[0] for w in words),
-            (r.returncode, r.stderr.strip()))
 
 
 def losses(run_dir):
@@ -217,7 +197,7 @@ def test_compare():
     d = last_json(g)
     check("compare --device cuda trains its runs and writes the report",
           g.returncode in (0, 1) and os.path.exists(os.path.join(TMP, "cmp", "report.md"))
-          and all(r.get("status") == "trained" for r in d.get("runs", [])), (g.stderr[-2000:], d))
+          and len(d.get("runs", [])) == 2 and all(r.get("status") == "trained" for r in d.get("runs", [])), (g.stderr[-2000:], d))
     cfg = os.path.join(TMP, "cmp", "runs", "ohc-s1", "config.toml")
     check("... on the GPU (the runs' config.toml)", os.path.exists(cfg) and 'device = "cuda"' in open(cfg).read())
     c = run(EMU, *args, "--device", "cpu", "--set", "max_iters=3")
@@ -231,10 +211,7 @@ def main():
     setup()
     tests = (test_no_gpu_is_one_line, test_bad_device, test_variants_train_alike, test_repeatable,
              test_resume_across_devices, test_mpi_refused, test_sample_info_bench, test_compare)
-    for t in tests[:1] if REFUSALS_ONLY else tests:
-        t()
-    print("%d passed, %d failed" % (RESULTS["passed"], RESULTS["failed"]))
-    sys.exit(1 if RESULTS["failed"] else 0)
+    finish(*(tests[:1] if REFUSALS_ONLY else tests))
 
 
 if __name__ == "__main__":
