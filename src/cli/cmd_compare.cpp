@@ -123,7 +123,8 @@ struct Relay {
 };
 
 // Lines at the top of the report: what was compared, on what.
-std::vector<std::string> report_header(const nlohmann::json& setup, const std::vector<RunData>& runs) {
+std::vector<std::string> report_header(const nlohmann::json& setup, const std::vector<RunData>& runs,
+                                       bool report_only) {
     std::vector<std::string> h;
     if (setup.is_object()) {
         std::string c = "config: " + setup.value("config", std::string("?"));
@@ -150,7 +151,11 @@ std::vector<std::string> report_header(const nlohmann::json& setup, const std::v
         } catch (const std::exception&) {
         }
     }
-    h.push_back("runs: executed one after another on this machine (" + std::to_string(runs.size()) + " runs)");
+    // --report-only cannot know how the runs were trained (another compare, several side by side, by hand).
+    h.push_back(report_only ? "runs: " + std::to_string(runs.size()) + ", trained before this report (written with "
+                                  "--report-only)"
+                            : "runs: executed one after another on this machine (" + std::to_string(runs.size()) +
+                                  " runs)");
     return h;
 }
 
@@ -413,7 +418,7 @@ Runner add_compare(CLI::App& app) {
         for (const Run& r : runs)
             if (fs::exists(run_dir::metrics_path(r.dir)))  // else it failed before its first step
                 in.runs.push_back(report::read_run(r.dir, r.variant, r.seed));
-        in.header = report_header(setup, in.runs);
+        in.header = report_header(setup, in.runs, o->report_only);
         const report::ReportOutput out = report::write_report(in);
         if (!out.gnuplot_found)
             std::fprintf(stderr, "mhc compare: warning: gnuplot not found, so no plots were drawn (their .gp/.dat "

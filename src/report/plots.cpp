@@ -268,7 +268,7 @@ std::vector<PlotFile> write_plot_scripts(const ReportInput& in, std::vector<std:
                         return p;
                     }))
         plots.push_back({"val_loss_time", "Validation loss against wall-clock time since each run started (over its "
-                                          "resumes; runs one after another on this machine), at each evaluation. "
+                                          "resumes; mhc compare trains its runs one after another), at each evaluation. "
                                           "Seeds are averaged at equal steps, at the mean of their times."});
     else
         notes.push_back("No validation-loss-vs-time plot: no run has val_loss records with time_s (runs from before "

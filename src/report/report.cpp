@@ -78,7 +78,8 @@ std::vector<std::string> definitions(const std::vector<VariantRow>& rows) {
                               : "Final / best val loss: the last / lowest validation loss of the run (one seed, "
                                 "so no spread).");
     d.push_back("tokens/s: median over the logged steps of all the variant's runs (each step's time without "
-                "evaluation). The runs ran one after another on the same machine; other load moves this.");
+                "evaluation). Other load on the machine during a run moves this (mhc compare trains its runs one after "
+                "another).");
     d.push_back("peak RSS: the largest `peak_rss_mb` (the training process's peak resident set, VmHWM) of the "
                 "variant's runs; — when the metrics do not record it.");
     d.push_back("max grad norm: the largest global gradient norm before clipping over the logged steps.");

@@ -116,6 +116,9 @@ def test_two_tiny_runs():
     check("--json: one object with both runs trained", [x["status"] for x in j["runs"]] == ["trained", "trained"], j)
     rows = table_rows(os.path.join(out, "report.md"))
     check("the table has exactly the rows none, mhc_lite", [x[0] for x in rows] == ["none", "mhc_lite"], rows)
+    with open(os.path.join(out, "report.md")) as f:
+        check("the header says the runs trained one after another",
+              "runs: executed one after another on this machine (2 runs)" in f.read())
     check("each row: 1 run and a final val loss", all(x[1] == "1" and re.match(r"^\d+\.\d{4}$", x[2]) for x in rows),
           rows)
     for p in ("none-s1", "mhc_lite-s1"):
@@ -297,6 +300,9 @@ def test_report_only_fixtures():
     with open(os.path.join(out, "report.md")) as f:
         md = f.read()
     check("the DS-error caption says how zeros are drawn", "exact zeros included, are drawn at 1e-16" in md, md)
+    check("--report-only's header does not say how the runs were trained",
+          "runs: 5, trained before this report (written with --report-only)" in md and "one after another on" not in md,
+          md[:600])
     with open(os.path.join(out, "depth_sigma2.dat")) as f:
         s2 = f.read()
     check("sigma_2: one line per variant with streams, none (one stream) left out",
