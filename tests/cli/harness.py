@@ -48,7 +48,10 @@ def wait_for_step(out, step, proc, limit=600):
 
 
 def last_json(r):
-    """The JSON object on the last line of a run's stdout, text or bytes ({} when there is none)."""
+    """The JSON object on the last line of a successful run's stdout, text or bytes ({} when the run
+    failed or printed none, so a check on its fields fails)."""
+    if r.returncode != 0:
+        return {}
     out = r.stdout.decode("utf-8", "replace") if isinstance(r.stdout, bytes) else (r.stdout or "")
     try:
         return json.loads(out.strip().splitlines()[-1])
