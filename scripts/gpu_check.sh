@@ -184,8 +184,11 @@ try:
     print("mhc bench --device cuda, %s, batch %d, block %d, %d layers x %d, cuBLAS sgemm peak %.0f GFLOP/s:" % (
         b["device"], b["config"]["batch_size"], b["config"]["block_size"], b["config"]["n_layer"],
         b["config"]["n_embd"], b["sgemm_peak_gflops"]))
-    print("  " + ", ".join("%s %.0f tok/s (%.1f ms, MFU %.1f%%)" % (r["variant"], r["tokens_per_s"],
-          1e3 * r["step_s_median"], 100 * r["mfu"]) for r in b["results"]))
+    print("  %-9s %9s %8s %6s  ms per step: %s" % ("variant", "tok/s", "step ms", "MFU",
+          " ".join("%8s" % p[:8] for p in b["results"][0]["phases_s"])))
+    for r in b["results"]:
+        print("  %-9s %9.0f %8.1f %5.1f%%  %s%s" % (r["variant"], r["tokens_per_s"], 1e3 * r["step_s_median"],
+              100 * r["mfu"], " " * len("ms per step: "), " ".join("%8.2f" % (1e3 * v) for v in r["phases_s"].values())))
 except (OSError, ValueError, KeyError) as e:
     print("mhc bench --device cuda: no result (exit %s; %s/bench.log)" % (rc_bench, out))
     ok = False

@@ -10,7 +10,11 @@
 // samples of rounding noise, and where it is a sum with heavy cancellation (the mixing logits of a
 // model's first site, whose n input streams are all equal, have a gradient of exactly 0 in exact
 // arithmetic) the CPU's own error can be small by luck: check_grad allows those 30 times the CPU's
-// error and at least 1e-4 (measured on the emulation: up to 17 times).
+// error and at least 1e-4. One sample of that error is a poor measure of it: for the first site's
+// pre_branch_scale gradient of one model, over 16 seeds, the CPU's fp32 error ranged from 3.9e-6 to
+// 7.2e-3 and the GPU's from 3.6e-5 to 1.8e-2 (the flash attention's rounding; GPU/CPU from 0.14 to
+// 221). So where the caller has a second CPU fp32 result of the same sums in another order
+// (`cpu_alt`: the model on its batch rows swapped), the larger of the two errors is the basis.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -87,12 +91,18 @@ protected:
             std::printf("ERRCHECK %.3e %.3e %zu %s\n", rel_err(gpu, cpu), natural, cpu.size(), what.c_str());
         return check_tol(what, gpu, cpu, std::max(floor, factor * natural));
     }
-    // A parameter gradient tensor: check(), with the allowance for tensors of a few values.
+    // A parameter gradient tensor: check(), with the allowance for tensors of a few values, whose
+    // basis is the larger of the CPU's two errors when cpu_alt (the same sums in another order) is given.
     template <typename E>
     double check_grad(const std::string& what, const std::vector<float>& gpu, const std::vector<float>& cpu,
-                      const std::vector<E>& exact) {
+                      const std::vector<E>& exact, const std::vector<float>* cpu_alt = nullptr) {
         const bool few = cpu.size() <= kFewValues;
-        return check(what, gpu, cpu, exact, few ? 1e-4 : kRelFloor, few ? 30 : 10);
+        if (!few || !cpu_alt) return check(what, gpu, cpu, exact, few ? 1e-4 : kRelFloor, few ? 30 : 10);
+        const double natural = std::max(rel_err(cpu, exact), rel_err(*cpu_alt, exact));
+        if (std::getenv("MHC_TEST_ERRORS"))
+            std::printf("ERRCHECK %.3e %.3e %zu %s (basis: two CPU orders)\n", rel_err(gpu, cpu), natural, cpu.size(),
+                        what.c_str());
+        return check_tol(what, gpu, cpu, std::max(1e-4, 30 * natural));
     }
     double check_tol(const std::string& what, const std::vector<float>& gpu, const std::vector<float>& cpu,
                      double tol) {

@@ -249,6 +249,8 @@ TEST(ConfigValidate, EveryProblemNamesItsKey) {
         {[](C c) { c.train_split = 0; }, {"train_split"}},
         {[](C c) { c.train_split = 1; }, {"train_split"}},
         {[](C c) { c.device = "gpu"; }, {"device 'gpu'", "cpu or cuda"}},
+        {[](C c) { c.device = "cuda", c.model.n_embd = 258, c.model.n_head = 2; },
+         {"device cuda", "head sizes", "up to 128", "got 129"}},
     };
     for (size_t i = 0; i < cases.size(); i++) {
         const std::string m = finalize_error(cases[i].first);

@@ -104,12 +104,23 @@ TEST_P(CudaGpt, LogitsLossGradientsAndDiagnosticsMatchCpu) {
     gpt_cuda_backward(g, 0.5);
     std::vector<float> gg(mf.grad.size());
     gpt_cuda_download_grads(g, gg.data());
+    // A second CPU fp32 gradient: the same batch with its two rows swapped, the same sums in another
+    // order (equal in exact arithmetic), a second sample of the CPU's rounding (cuda_util.h).
+    GPT<float> ma;
+    test::make_perturbed(ma, cfg, 21);
+    ASSERT_EQ(ma.param, mf.param);
+    std::vector<int32_t> in_s(N), tg_s(N);
+    for (int i = 0; i < N; i++) in_s[i] = in[(i + Tn) % N], tg_s[i] = tg[(i + Tn) % N];
+    gpt_zero_grad(ma);
+    gpt_forward(ma, in_s.data(), tg_s.data(), B, Tn);
+    gpt_backward(ma, 0.5);
     for (const ParamTensor& t : mf.params) {
         auto slice = [&](const auto& v) {
             using T = typename std::decay_t<decltype(v)>::value_type;
             return std::vector<T>(v.begin() + t.offset, v.begin() + t.offset + t.size);
         };
-        check_grad("d " + t.name, slice(gg), slice(mf.grad), slice(md.grad));
+        const std::vector<float> alt = slice(ma.grad);
+        check_grad("d " + t.name, slice(gg), slice(mf.grad), slice(md.grad), &alt);
     }
     EXPECT_THROW(gpt_cuda_backward(g), std::logic_error);  // the logits hold gradients now
 

@@ -5,6 +5,8 @@
 // Tolerances: tests/cuda_util.h.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 #include <tuple>
 
@@ -161,38 +163,55 @@ TEST_F(CudaOps, GeluForwardBackward) {
     EXPECT_LT(worst, 2e-7);
 }
 
-// The causal part of att (j <= t): the CPU leaves entries beyond its query block unwritten.
-VecD causal(const std::vector<double>& att, int BH, int Tn) {
-    VecD out;
-    for (int bh = 0; bh < BH; bh++)
-        for (int t = 0; t < Tn; t++)
-            for (int j = 0; j <= t; j++) out.push_back(att[((size_t)bh * Tn + t) * Tn + j]);
+// The log-sum-exp of each query's scaled causal scores [B, H, T], from qkv [B, T, 3C], in T's
+// arithmetic: what the GPU's attention keeps for its backward.
+template <typename T> std::vector<T> causal_lse(const std::vector<T>& qkv, int B, int Tn, int C, int H) {
+    const int hs = C / H;
+    const T scale = (T)(1.0 / std::sqrt((double)hs));
+    std::vector<T> out;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < Tn; i++) {
+                std::vector<T> s;
+                const T* q = qkv.data() + ((size_t)b * Tn + i) * 3 * C + h * hs;
+                for (int j = 0; j <= i; j++) {
+                    const T* k = qkv.data() + ((size_t)b * Tn + j) * 3 * C + C + h * hs;
+                    T d = 0;
+                    for (int c = 0; c < hs; c++) d += q[c] * k[c];
+                    s.push_back(d * scale);
+                }
+                const T m = *std::max_element(s.begin(), s.end());
+                T z = 0;
+                for (T v : s) z += std::exp(v - m);
+                out.push_back(m + std::log(z));
+            }
     return out;
 }
-VecF causal(const VecF& att, int BH, int Tn) { return to_float(causal(to_double(att), BH, Tn)); }
 
+// The GPU's attention never stores the probabilities (flash style): its output and its gradients
+// against the CPU op (which does), its record (the log-sum-exp, a copy of the output), head sizes
+// from 1 to kMaxHead through each of its kernel sizes (32, 64, 128 channels a lane row), sequences
+// shorter than, equal to and past a tile of 32 and a block of 8 queries.
 TEST_F(CudaOps, AttentionForwardBackward) {
     std::mt19937_64 rng(5);
     for (const auto& [B, Tn, C, H] : std::vector<std::tuple<int, int, int, int>>{
-             {2, 1, 12, 3}, {1, 3, 12, 3}, {2, 65, 40, 4}, {1, 130, 24, 2}}) {
+             {2, 1, 12, 3}, {1, 3, 12, 3}, {2, 65, 40, 4}, {1, 130, 24, 2}, {1, 33, 37, 1}, {2, 41, 128, 2},
+             {1, 70, 96, 1}, {1, 9, 128, 1}}) {
         const std::string at = shape({{"B", B}, {"T", Tn}, {"C", C}, {"H", H}});
-        const size_t natt = (size_t)B * H * Tn * Tn;
+        const size_t natt = (size_t)B * H * Tn * Tn, nrec = cuda::attention_record_size(B, Tn, C, H);
         const VecD qkv = test::normal_vec<double>((size_t)B * Tn * 3 * C, rng, 1.5);
         VecD outd((size_t)B * Tn * C), attd(natt, 0.0);
         VecF outf(outd.size()), attf(natt, 0.0f);
         attention_forward(outd.data(), attd.data(), qkv.data(), B, Tn, C, H);
         attention_forward(outf.data(), attf.data(), to_float(qkv).data(), B, Tn, C, H);
-        auto dqkv_in = to_dev(to_float(qkv)), dout = dev_nan(outd.size()), datt = dev_nan(natt);
-        cuda::attention_forward(dout.data(), datt.data(), dqkv_in.data(), B, Tn, C, H);
-        const VecF att_gpu = datt.download();
-        check("attention out " + at, dout.download(), outf, outd);
-        check("attention probabilities " + at, causal(att_gpu, B * H, Tn), causal(attf, B * H, Tn),
-              causal(attd, B * H, Tn));
-        int nonzero_above = 0;
-        for (int bh = 0; bh < B * H; bh++)
-            for (int t = 0; t < Tn; t++)
-                for (int j = t + 1; j < Tn; j++) nonzero_above += att_gpu[((size_t)bh * Tn + t) * Tn + j] != 0.0f;
-        EXPECT_EQ(nonzero_above, 0) << at;
+        auto dqkv_in = to_dev(to_float(qkv)), dout = dev_nan(outd.size()), drec = dev_nan(nrec);
+        cuda::attention_forward(dout.data(), drec.data(), dqkv_in.data(), B, Tn, C, H);
+        const VecF out_gpu = dout.download(), rec = drec.download();
+        check("attention out " + at, out_gpu, outf, outd);
+        const size_t nlse = (size_t)B * H * Tn;
+        check("attention log-sum-exp " + at, VecF(rec.begin(), rec.begin() + nlse), causal_lse(to_float(qkv), B, Tn, C, H),
+              causal_lse(qkv, B, Tn, C, H));
+        EXPECT_EQ(VecF(rec.begin() + nlse, rec.end()), out_gpu) << "the record's copy of the output, " << at;
 
         const VecD G = test::normal_vec<double>(outd.size(), rng);
         VecD dqkvd(qkv.size()), dattd(natt, 0.0);
@@ -200,10 +219,24 @@ TEST_F(CudaOps, AttentionForwardBackward) {
         attention_backward(dqkvd.data(), dattd.data(), G.data(), qkv.data(), attd.data(), B, Tn, C, H);
         attention_backward(dqkvf.data(), dattf.data(), to_float(G).data(), to_float(qkv).data(), attf.data(), B, Tn, C,
                            H);
-        auto dG = to_dev(to_float(G)), d_dqkv = dev_nan(qkv.size()), d_datt = dev_nan(natt);
-        cuda::attention_backward(d_dqkv.data(), d_datt.data(), dG.data(), dqkv_in.data(), datt.data(), B, Tn, C, H);
+        auto dG = to_dev(to_float(G)), d_dqkv = dev_nan(qkv.size()),
+             d_datt = dev_nan(cuda::attention_scratch_size(B, Tn, H));
+        cuda::attention_backward(d_dqkv.data(), d_datt.data(), dG.data(), dqkv_in.data(), drec.data(), B, Tn, C, H);
         check("attention dqkv " + at, d_dqkv.download(), dqkvf, dqkvd);
     }
+}
+
+// Head sizes past the kernels' are one line, before anything runs.
+TEST_F(CudaOps, AttentionRefusesLargeHeads) {
+    auto buf = dev_nan(16);
+    try {
+        cuda::attention_forward(buf.data(), buf.data(), buf.data(), 1, 1, 2 * cuda::kMaxHead + 2, 2);
+        ADD_FAILURE() << "head size " << cuda::kMaxHead + 1 << " was accepted";
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("up to 128, not 258 / 2"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(cuda::attention_backward(buf.data(), buf.data(), buf.data(), buf.data(), buf.data(), 1, 1, 300, 1),
+                 std::invalid_argument);
 }
 
 // The KV-cache step: positions fed one by one (up to a full cache of 65, one past a block of 64),

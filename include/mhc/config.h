@@ -18,6 +18,10 @@
 
 namespace mhc {
 
+// The largest head size (n_embd / n_head) the GPU's attention takes: its kernels keep a head's
+// channels in registers, 32 lanes by up to 4 (ops/attention.cu).
+constexpr int kCudaMaxHeadSize = 128;
+
 struct ModelConfig {
     int n_layer = 4, n_head = 4, n_embd = 128, vocab_size = 0 /* 0: from the data's format */, block_size = 128;
     bool bias = false;

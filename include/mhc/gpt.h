@@ -84,11 +84,12 @@ std::string nonfinite_tensor(const std::vector<ParamTensor>& params, const std::
 // its parameters (each also has a gradient and two AdamW moments) and the activations and their
 // gradients of one (B, T) forward and backward. Doubles, so an absurd config gives an absurd
 // number rather than an overflow. Throws std::invalid_argument when the config's sites do not build.
+// flash_attention: the GPU's attention, which keeps O(T) per query instead of the T x T probabilities.
 struct GptMemory {
     double params = 0, activations = 0;
     double bytes() const { return 4.0 * (4 * params + activations); }
 };
-GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T);
+GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_attention = false);
 
 // Forward on inputs [B, T] (token ids < V, T <= block_size). With targets: returns the mean
 // cross-entropy and keeps what the backward needs. Without: fills m.logits [B*T, V], returns NaN.

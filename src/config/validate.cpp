@@ -108,6 +108,9 @@ void config_finalize(TrainConfig& c) {
     check(c.train_split > 0 && c.train_split < 1, "train_split must be in (0, 1), got " + num(c.train_split));
     // Whether this program and machine can run it is the run's question (train/engine.h), not the config's.
     check(c.device == "cpu" || c.device == "cuda", "device '" + c.device + "' is unknown (expected cpu or cuda)");
+    check(c.device != "cuda" || m.n_embd / m.n_head <= kCudaMaxHeadSize,
+          "device cuda takes head sizes (n_embd / n_head) up to " + std::to_string(kCudaMaxHeadSize) + ", got " +
+              std::to_string(m.n_embd / m.n_head));
 }
 
 }  // namespace mhc

@@ -3,6 +3,7 @@
 #include "cuda/emu.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -326,6 +327,29 @@ cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
     *free = used < kDeviceMemory ? kDeviceMemory - used : 0;
     return cudaSuccess;
 }
+struct CUevent_st {
+    std::chrono::steady_clock::time_point t;
+    bool recorded = false;
+};
+cudaError_t cudaEventCreate(cudaEvent_t* e) {
+    *e = new CUevent_st;
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    delete e;
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+    e->t = std::chrono::steady_clock::now(), e->recorded = true;
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+    if (!start->recorded || !end->recorded) return mhc::emu::g_last = cudaErrorInvalidResourceHandle;
+    *ms = std::chrono::duration<float, std::milli>(end->t - start->t).count();
+    return cudaSuccess;
+}
+
 const char* cudaGetErrorString(cudaError_t e) {
     switch (e) {
         case cudaSuccess: return "no error";
@@ -334,6 +358,7 @@ const char* cudaGetErrorString(cudaError_t e) {
         case cudaErrorInvalidConfiguration: return "invalid configuration argument";
         case cudaErrorInvalidDevicePointer: return "invalid device pointer";
         case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
+        case cudaErrorInvalidResourceHandle: return "invalid resource handle";
         default: return "unknown error";
     }
 }

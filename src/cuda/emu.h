@@ -46,6 +46,7 @@ enum : int {
     cudaErrorInvalidConfiguration = 9,
     cudaErrorInvalidDevicePointer = 17,
     cudaErrorInvalidMemcpyDirection = 21,
+    cudaErrorInvalidResourceHandle = 400,
 };
 enum cudaMemcpyKind {
     cudaMemcpyHostToHost = 0,
@@ -74,6 +75,14 @@ cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
 cudaError_t cudaMemGetInfo(size_t* free, size_t* total);
 const char* cudaGetErrorString(cudaError_t e);
+// Events: a host clock read when recorded (the emulation runs every launch to its end at once).
+typedef struct CUevent_st* cudaEvent_t;
+cudaError_t cudaEventCreate(cudaEvent_t* e);
+cudaError_t cudaEventDestroy(cudaEvent_t e);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream = nullptr);
+cudaError_t cudaEventSynchronize(cudaEvent_t e);
+// Not yet recorded: cudaErrorInvalidResourceHandle, as CUDA.
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 
 // ---- cuBLAS (column-major, as the library) -----------------------------------------------------
 typedef struct cublasContext* cublasHandle_t;

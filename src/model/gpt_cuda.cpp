@@ -17,14 +17,16 @@ namespace mhc {
 
 namespace {
 
-detail::CudaOps ops_of(const GptCuda& g) { return detail::CudaOps{&g.host.sites, &g.dsites}; }
+detail::CudaOps ops_of(const GptCuda& g) { return detail::CudaOps{&g.host.sites, &g.dsites, g.timer}; }
 
 // Every activation of a (B, T) pass in one device buffer and every activation gradient in another,
 // in 256-byte pieces (the connections' scratch holds doubles).
 void plan(GptCuda& g, int B, int Tn) {
     if (g.B == B && g.Tn == Tn) return;
     const GPT<float>& m = g.host;
-    const long N = (long)B * Tn, C = m.C, n = m.n, S = N * n * C, att = (long)B * m.H * Tn * Tn;
+    const long N = (long)B * Tn, C = m.C, n = m.n, S = N * n * C;
+    // The attention keeps a record of O(T) per query, never the T x T probabilities (ops_cuda.h).
+    const long att = cuda::attention_record_size(B, Tn, m.C, m.H), datt = cuda::attention_scratch_size(B, Tn, m.H);
     const int L = m.L;
     long scratch = 0;
     for (const auto& s : m.sites) scratch = std::max(scratch, cuda::conn_scratch_size_cuda(s, (int)N));
@@ -53,7 +55,7 @@ void plan(GptCuda& g, int B, int Tn) {
     auto layout_gact = [&] {
         auto& b = g.bgrad;
         g.dXa = take(S), g.dXb = take(S), b.du = take(N * C), b.dy = take(N * C), b.dln = take(N * C);
-        b.dqkv = take(3 * N * C), b.datt = take(att), b.datty = take(N * C), b.dfch = take(4 * N * C);
+        b.dqkv = take(3 * N * C), b.datt = take(datt), b.datty = take(N * C), b.dfch = take(4 * N * C);
         b.dfcg = take(4 * N * C), g.dhsum = take(N * C), g.dlnf = take(S);
     };
     for (auto [buf, layout] : {std::pair{&g.act, std::function<void()>(layout_act)},
@@ -72,6 +74,7 @@ void plan(GptCuda& g, int B, int Tn) {
 }  // namespace
 
 void gpt_cuda_build(GptCuda& g, const GPT<float>& m) {
+    cuda::require_head_size(m.C, m.H);
     g = GptCuda();
     // The same layout from the same config; mhc-lite's permutations as the CPU model drew them.
     std::vector<std::vector<int>> perms;

@@ -10,6 +10,7 @@
 
 #include "conn/conn_cuda.h"
 #include "cuda/cuda.h"
+#include "cuda/phase_timer.h"
 #include "mhc/gpt.h"
 #include "ops/ops_cuda.h"
 
@@ -34,6 +35,7 @@ struct GptCuda {
     float *dXa = nullptr, *dXb = nullptr, *dhsum = nullptr, *dlnf = nullptr;
     bool have_targets = false;
     double loss = 0;
+    cuda::PhaseTimer* timer = nullptr;        // set: forward and backward time their ops (mhc bench)
 };
 
 // From a built CPU model (gpt_build, then gpt_init or loaded weights): its layout and mhc-lite

@@ -7,7 +7,7 @@
 
 namespace mhc {
 
-GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T) {
+GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_attention) {
     GptMemory g;
     const VariantInfo& info = variant_info(cfg.hyper_conn_type);
     const double n = info.fixed_n == 1 ? 1 : cfg.hyper_conn_n;
@@ -25,11 +25,15 @@ GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T) {
     const double block = C + 3 * C * C + C * C + C + 4 * C * C + 4 * C * C + bias * (C + 3 * C + C + C + 4 * C + C);
     g.params = V * C + (double)cfg.block_size * C + L * (block + 2.0 * (double)site.nparams) + C + bias * C;
 
-    const double N = (double)B * T, S = N * n * C, att = (double)B * cfg.n_head * T * T;
+    const double N = (double)B * T, S = N * n * C;
+    // The attention's record and scratch: the probabilities [B, H, T, T] on the CPU; on the GPU the
+    // log-sum-exp [B, H, T] and a copy of its output, and [B, H, T] (ops/ops_cuda.h).
+    const double att = flash_attention ? (double)B * cfg.n_head * T + N * C : (double)B * cfg.n_head * T * T;
+    const double datt = flash_attention ? (double)B * cfg.n_head * T : att;
     const double per_block = N * C + 2 * N + 3 * N * C + att + N * C + N * C + 2 * N + 4 * N * C + 4 * N * C;
     const double act = (2 * L + 1) * S + 2 * L * (N * conn_cache_stride(site) + 2 * N * C) + L * per_block + S +
                        2 * N * n + N * C + N * V + N + (double)conn_scratch_size(site, (int)std::fmin(N, 1e9));
-    const double gact = 2 * S + N * C * 3 + 3 * N * C + att + N * C + 8 * N * C + N * C + S;
+    const double gact = 2 * S + N * C * 3 + 3 * N * C + datt + N * C + 8 * N * C + N * C + S;
     g.activations = act + gact;
     return g;
 }

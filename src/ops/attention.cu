@@ -1,8 +1,12 @@
-// Causal multi-head self-attention core on the GPU, as ops/attention.cpp computes it: the full
-// T x T scores by cuBLAS (strided over the heads, one call per batch row), the causal softmax in a
-// kernel (max-shifted exp, the sum in double, one 1/z), P·V by cuBLAS. The products above the
-// diagonal are computed and then zeroed (the CPU skips them); every entry of att is written.
+// Causal multi-head self-attention core on the GPU, flash style: the T x T scores never exist in
+// memory. Each query's scores are made tile by tile (32 keys, one per lane) with a running max and
+// sum (the online softmax), and the backward makes them again from the forward's log-sum-exp: one
+// kernel per key block for dK and dV, another per query block for dQ, so every gradient is a sum
+// in one fixed order, without atomics (the same bits on every run). fp32 throughout; it equals the
+// CPU's attention (which keeps the probabilities) to fp32 rounding. Head sizes up to kMaxHead.
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 #include "cuda/device.cuh"
 #include "ops/ops_cuda.h"
@@ -11,41 +15,193 @@ namespace mhc::cuda {
 
 namespace {
 
-constexpr int kRowsPerBlock = kThreads / 32;  // one warp per row of scores
+constexpr int kRowsPerBlock = kThreads / 32;  // one warp per row
+constexpr int kWarps = 8;                     // rows (queries or keys) per flash block, one warp each
+constexpr int kTile = 32;                     // keys (or queries) per tile: one per lane
 
-// Row r of [B*H*T, T] is query t = r % T: softmax over j <= t, zeros beyond.
-__global__ void k_causal_softmax(float* att, long rows, int Tn) {
-    const long r = (long)blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5);
-    const int lane = threadIdx.x & 31;
-    if (r >= rows) return;  // the whole warp
-    const int t = (int)(r % Tn);
-    float* p = att + r * Tn;
-    float m = -INFINITY;
-    for (int j = lane; j <= t; j += 32) m = p[j] > m ? p[j] : m;
-    m = warp_max(m);
-    double z = 0;
-    for (int j = lane; j <= t; j += 32) {
-        const float e = (float)exp((double)(p[j] - m));
-        p[j] = e;
-        z += e;
+// The head's channel c of row t of qkv [B, T, 3C] for part 0 (q), 1 (k), 2 (v).
+struct Heads {
+    const float* qkv;
+    int Tn, C, H, hs;
+    MHC_DEV const float* row(int b, int h, int part, int t) const {
+        return qkv + ((long)b * Tn + t) * 3 * C + (long)part * C + (long)h * hs;
     }
-    const float inv = (float)(1.0 / warp_sum(z));
-    for (int j = lane; j <= t; j += 32) p[j] *= inv;
-    for (int j = t + 1 + lane; j < Tn; j += 32) p[j] = 0.0f;
+};
+
+// Loads rows t0 .. t0 + kTile - 1 (zeros past Tn) of one part of head h into a tile [kTile][HS + 1]
+// (the +1 puts each lane's row in its own bank when every lane reads its own row).
+template <int HS>
+MHC_DEV void load_tile(float (*tile)[HS + 1], const Heads& q, int b, int h, int part, int t0) {
+    for (int e = threadIdx.x; e < kTile * q.hs; e += blockDim.x) {
+        const int r = e / q.hs, c = e % q.hs, t = t0 + r;
+        tile[r][c] = t < q.Tn ? q.row(b, h, part, t)[c] : 0.0f;
+    }
 }
 
-// dS = P ⊙ (dP - <dP, P>_row) in place over dP; 0 above the diagonal, where P is 0.
-__global__ void k_causal_softmax_backward(float* datt, const float* att, long rows, int Tn) {
-    const long r = (long)blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5);
-    const int lane = threadIdx.x & 31;
+MHC_DEV float dot(const float* a, const float* b, int hs) {
+    float s = 0;
+    for (int c = 0; c < hs; c++) s += a[c] * b[c];
+    return s;
+}
+
+// Block (x: queries 8x .. 8x + 7, y: batch row and head). Warp w owns query i; lane l scores key
+// j0 + l of each tile; the output's channels c = lane + 32k sit in o[k].
+template <int HS>
+__global__ void __launch_bounds__(kWarps * 32)
+    k_flash_forward(float* out, float* lse, float* ocopy, Heads q, float scale) {
+    constexpr int PER = HS / 32;
+    __shared__ float Ks[kTile][HS + 1], Vs[kTile][HS + 1], Qw[kWarps][HS];
+    const int b = blockIdx.y / q.H, h = blockIdx.y % q.H, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int ib = blockIdx.x * kWarps, i = ib + w, hs = q.hs;
+    for (int c = lane; c < hs; c += 32) Qw[w][c] = i < q.Tn ? q.row(b, h, 0, i)[c] : 0.0f;
+    float m = -INFINITY, l = 0, o[PER];
+    for (int k = 0; k < PER; k++) o[k] = 0;
+    const int last = imin(ib + kWarps, q.Tn) - 1;  // the block's last query sees keys 0..last
+    for (int j0 = 0; j0 <= last; j0 += kTile) {
+        __syncthreads();  // the previous tile is read (and, the first time, Qw written)
+        load_tile<HS>(Ks, q, b, h, 1, j0);
+        load_tile<HS>(Vs, q, b, h, 2, j0);
+        __syncthreads();
+        if (i >= q.Tn || j0 > i) continue;  // the whole warp: nothing of this tile is visible to i
+        const int j = j0 + lane;
+        const float s = j <= i ? dot(Qw[w], Ks[lane], hs) * scale : -INFINITY;
+        const float mt = warp_max(s), mn = m > mt ? m : mt;
+        const float alpha = expf(m - mn), p = j <= i ? expf(s - mn) : 0.0f;
+        l = l * alpha + (float)warp_sum(p);
+        m = mn;
+        for (int k = 0; k < PER; k++) o[k] *= alpha;
+        const int rmax = imin(kTile, i - j0 + 1);
+        for (int r = 0; r < rmax; r++) {
+            const float pr = __shfl_sync(0xffffffffu, p, r);
+            for (int k = 0; k < PER; k++) {
+                const int c = lane + 32 * k;
+                if (c < hs) o[k] += pr * Vs[r][c];
+            }
+        }
+    }
+    if (i >= q.Tn) return;
+    const float inv = 1.0f / l;
+    float* dst = out + ((long)b * q.Tn + i) * q.C + (long)h * hs;
+    float* cp = ocopy + ((long)b * q.Tn + i) * q.C + (long)h * hs;
+    for (int k = 0; k < PER; k++) {
+        const int c = lane + 32 * k;
+        if (c < hs) dst[c] = cp[c] = o[k] * inv;
+    }
+    if (lane == 0) lse[(long)blockIdx.y * q.Tn + i] = m + logf(l);
+}
+
+// D[b,h,i] = Σ_c dO[b,i,h,c] · O[b,i,h,c], one warp per row (b, h, i).
+__global__ void k_flash_rowdot(float* D, const float* dout, const float* o, int B, int Tn, int C, int H) {
+    const long r = (long)blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), rows = (long)B * H * Tn;
+    const int lane = threadIdx.x & 31, hs = C / H;
     if (r >= rows) return;
-    const int t = (int)(r % Tn);
-    float* d = datt + r * Tn;
-    const float* p = att + r * Tn;
-    double dt = 0;
-    for (int j = lane; j <= t; j += 32) dt += (double)d[j] * (double)p[j];
-    const float dtf = (float)warp_sum(dt);
-    for (int j = lane; j < Tn; j += 32) d[j] = p[j] * (d[j] - dtf);
+    const int i = (int)(r % Tn), h = (int)(r / Tn % H), b = (int)(r / Tn / H);
+    const long at = ((long)b * Tn + i) * C + (long)h * hs;
+    double s = 0;
+    for (int c = lane; c < hs; c += 32) s += (double)dout[at + c] * o[at + c];
+    s = warp_sum(s);
+    if (lane == 0) D[r] = (float)s;
+}
+
+// dK and dV. Block (x: keys 8x .. 8x + 7, y: batch row and head); warp w owns key j; lane l takes
+// query i0 + l of each tile of queries i >= the block's first key. Sums over queries in increasing
+// order.
+template <int HS>
+__global__ void __launch_bounds__(kWarps * 32)
+    k_flash_backward_kv(float* dqkv, const float* dout, const float* lse, const float* D, Heads q, float scale) {
+    constexpr int PER = HS / 32;
+    __shared__ float Qs[kTile][HS + 1], dOs[kTile][HS + 1], Kw[kWarps][HS], Vw[kWarps][HS];
+    __shared__ float Ls[kTile], Ds[kTile];
+    const int b = blockIdx.y / q.H, h = blockIdx.y % q.H, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int jb = blockIdx.x * kWarps, j = jb + w, hs = q.hs;
+    for (int c = lane; c < hs; c += 32) {
+        Kw[w][c] = j < q.Tn ? q.row(b, h, 1, j)[c] : 0.0f;
+        Vw[w][c] = j < q.Tn ? q.row(b, h, 2, j)[c] : 0.0f;
+    }
+    float dk[PER], dv[PER];
+    for (int k = 0; k < PER; k++) dk[k] = dv[k] = 0;
+    for (int i0 = jb; i0 < q.Tn; i0 += kTile) {
+        __syncthreads();
+        load_tile<HS>(Qs, q, b, h, 0, i0);
+        for (int e = threadIdx.x; e < kTile * hs; e += blockDim.x) {
+            const int r = e / hs, c = e % hs, t = i0 + r;
+            dOs[r][c] = t < q.Tn ? dout[((long)b * q.Tn + t) * q.C + (long)h * hs + c] : 0.0f;
+        }
+        if (threadIdx.x < kTile) {
+            const int t = i0 + threadIdx.x;
+            Ls[threadIdx.x] = t < q.Tn ? lse[(long)blockIdx.y * q.Tn + t] : 0.0f;
+            Ds[threadIdx.x] = t < q.Tn ? D[(long)blockIdx.y * q.Tn + t] : 0.0f;
+        }
+        __syncthreads();
+        if (j >= q.Tn) continue;  // the whole warp
+        const int i = i0 + lane;
+        float p = 0, ds = 0;
+        if (i < q.Tn && i >= j) {
+            p = expf(dot(Qs[lane], Kw[w], hs) * scale - Ls[lane]);
+            ds = p * (dot(dOs[lane], Vw[w], hs) - Ds[lane]);
+        }
+        const int rmax = imin(kTile, q.Tn - i0);
+        for (int r = 0; r < rmax; r++) {
+            const float pr = __shfl_sync(0xffffffffu, p, r), dsr = __shfl_sync(0xffffffffu, ds, r);
+            for (int k = 0; k < PER; k++) {
+                const int c = lane + 32 * k;
+                if (c < hs) dv[k] += pr * dOs[r][c], dk[k] += dsr * Qs[r][c];
+            }
+        }
+    }
+    if (j >= q.Tn) return;
+    float* dst = dqkv + ((long)b * q.Tn + j) * 3 * q.C + (long)h * hs;
+    for (int k = 0; k < PER; k++) {
+        const int c = lane + 32 * k;
+        if (c < hs) dst[q.C + c] = dk[k] * scale, dst[2 * q.C + c] = dv[k];
+    }
+}
+
+// dQ. Block (x: queries 8x .. 8x + 7, y: batch row and head); warp w owns query i; lane l takes
+// key j0 + l of each tile of keys j <= the block's last query. Sums over keys in increasing order.
+template <int HS>
+__global__ void __launch_bounds__(kWarps * 32)
+    k_flash_backward_q(float* dqkv, const float* dout, const float* lse, const float* D, Heads q, float scale) {
+    constexpr int PER = HS / 32;
+    __shared__ float Ks[kTile][HS + 1], Vs[kTile][HS + 1], Qw[kWarps][HS], dOw[kWarps][HS];
+    const int b = blockIdx.y / q.H, h = blockIdx.y % q.H, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int ib = blockIdx.x * kWarps, i = ib + w, hs = q.hs;
+    for (int c = lane; c < hs; c += 32) {
+        Qw[w][c] = i < q.Tn ? q.row(b, h, 0, i)[c] : 0.0f;
+        dOw[w][c] = i < q.Tn ? dout[((long)b * q.Tn + i) * q.C + (long)h * hs + c] : 0.0f;
+    }
+    const float Li = i < q.Tn ? lse[(long)blockIdx.y * q.Tn + i] : 0.0f;
+    const float Di = i < q.Tn ? D[(long)blockIdx.y * q.Tn + i] : 0.0f;
+    float dq[PER];
+    for (int k = 0; k < PER; k++) dq[k] = 0;
+    const int last = imin(ib + kWarps, q.Tn) - 1;
+    for (int j0 = 0; j0 <= last; j0 += kTile) {
+        __syncthreads();
+        load_tile<HS>(Ks, q, b, h, 1, j0);
+        load_tile<HS>(Vs, q, b, h, 2, j0);
+        __syncthreads();
+        if (i >= q.Tn || j0 > i) continue;
+        const int j = j0 + lane;
+        float ds = 0;
+        if (j <= i) {
+            const float p = expf(dot(Qw[w], Ks[lane], hs) * scale - Li);
+            ds = p * (dot(dOw[w], Vs[lane], hs) - Di);
+        }
+        const int rmax = imin(kTile, i - j0 + 1);
+        for (int r = 0; r < rmax; r++) {
+            const float dsr = __shfl_sync(0xffffffffu, ds, r);
+            for (int k = 0; k < PER; k++) {
+                const int c = lane + 32 * k;
+                if (c < hs) dq[k] += dsr * Ks[r][c];
+            }
+        }
+    }
+    if (i >= q.Tn) return;
+    float* dst = dqkv + ((long)b * q.Tn + i) * 3 * q.C + (long)h * hs;
+    for (int k = 0; k < PER; k++) {
+        const int c = lane + 32 * k;
+        if (c < hs) dst[c] = dq[k] * scale;
+    }
 }
 
 unsigned row_blocks(long rows) { return (unsigned)((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
@@ -79,49 +235,48 @@ __global__ void k_cached_attention(float* out, float* att, const float* qkv, con
 
 }  // namespace
 
+void require_head_size(int C, int H) {
+    if (H < 1 || C % H != 0 || C / H > kMaxHead)
+        throw std::invalid_argument("the GPU's attention takes head sizes (n_embd / n_head) up to " +
+                                    std::to_string(kMaxHead) + ", not " + std::to_string(C) + " / " +
+                                    std::to_string(H));
+}
+
+long attention_record_size(int B, int Tn, int C, int H) { return (long)B * H * Tn + (long)B * Tn * C; }
+long attention_scratch_size(int B, int Tn, int H) { return (long)B * H * Tn; }
+
+// The kernel for the head size: per-lane arrays of HS / 32 channels, tiles of HS + 1 floats a row.
+#define MHC_FLASH_DISPATCH(kernel, hs, grid, ...)                                   \
+    do {                                                                            \
+        if ((hs) <= 32) MHC_LAUNCH(kernel<32>, grid, kWarps * 32, __VA_ARGS__);     \
+        else if ((hs) <= 64) MHC_LAUNCH(kernel<64>, grid, kWarps * 32, __VA_ARGS__); \
+        else MHC_LAUNCH(kernel<128>, grid, kWarps * 32, __VA_ARGS__);               \
+    } while (0)
+
 void attention_forward(float* out, float* att, const float* qkv, int B, int Tn, int C, int H) {
+    require_head_size(C, H);
     if (B <= 0 || Tn <= 0) return;
-    const int hs = C / H, C3 = 3 * C;
+    const int hs = C / H;
     const float scale = (float)(1.0 / std::sqrt((double)hs));
-    const long TT = (long)Tn * Tn;
-    for (int b = 0; b < B; b++) {  // S = scale·Q Kᵀ, heads strided by hs in qkv
-        const float* q = qkv + (long)b * Tn * C3;
-        gemm_batched(false, true, Tn, Tn, hs, scale, q, C3, hs, q + C, C3, hs, 0.0f, att + b * H * TT, Tn, TT, H);
-    }
-    const long rows = (long)B * H * Tn;
-    MHC_LAUNCH(k_causal_softmax, row_blocks(rows), kThreads, att, rows, Tn);
-    for (int b = 0; b < B; b++) {  // O = P V
-        const float* q = qkv + (long)b * Tn * C3;
-        gemm_batched(false, false, Tn, hs, Tn, 1.0f, att + b * H * TT, Tn, TT, q + 2 * C, C3, hs, 0.0f,
-                     out + (long)b * Tn * C, C, hs, H);
-    }
+    const dim3 grid((Tn + kWarps - 1) / kWarps, B * H);
+    float *lse = att, *ocopy = att + (long)B * H * Tn;
+    MHC_FLASH_DISPATCH(k_flash_forward, hs, grid, out, lse, ocopy, Heads{qkv, Tn, C, H, hs}, scale);
 }
 
 void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int B,
                         int Tn, int C, int H) {
+    require_head_size(C, H);
     if (B <= 0 || Tn <= 0) return;
-    const int hs = C / H, C3 = 3 * C;
+    const int hs = C / H;
     const float scale = (float)(1.0 / std::sqrt((double)hs));
-    const long TT = (long)Tn * Tn;
-    for (int b = 0; b < B; b++) {
-        const float* q = qkv + (long)b * Tn * C3;
-        float* dq = dqkv + (long)b * Tn * C3;
-        const float* dO = dout + (long)b * Tn * C;
-        gemm_batched(false, true, Tn, Tn, hs, 1.0f, dO, C, hs, q + 2 * C, C3, hs, 0.0f, datt + b * H * TT, Tn, TT,
-                     H);  // dP = dO Vᵀ
-        gemm_batched(true, false, Tn, hs, Tn, 1.0f, att + b * H * TT, Tn, TT, dO, C, hs, 0.0f, dq + 2 * C, C3, hs,
-                     H);  // dV = Pᵀ dO
-    }
+    const float *lse = att, *ocopy = att + (long)B * H * Tn;
+    float* D = datt;
     const long rows = (long)B * H * Tn;
-    MHC_LAUNCH(k_causal_softmax_backward, row_blocks(rows), kThreads, datt, att, rows, Tn);
-    for (int b = 0; b < B; b++) {
-        const float* q = qkv + (long)b * Tn * C3;
-        float* dq = dqkv + (long)b * Tn * C3;
-        gemm_batched(false, false, Tn, hs, Tn, scale, datt + b * H * TT, Tn, TT, q + C, C3, hs, 0.0f, dq, C3, hs,
-                     H);  // dQ = scale·dS K
-        gemm_batched(true, false, Tn, hs, Tn, scale, datt + b * H * TT, Tn, TT, q, C3, hs, 0.0f, dq + C, C3, hs,
-                     H);  // dK = scale·dSᵀ Q
-    }
+    MHC_LAUNCH(k_flash_rowdot, row_blocks(rows), kThreads, D, dout, ocopy, B, Tn, C, H);
+    const dim3 grid((Tn + kWarps - 1) / kWarps, B * H);
+    const Heads heads{qkv, Tn, C, H, hs};
+    MHC_FLASH_DISPATCH(k_flash_backward_kv, hs, grid, dqkv, dout, lse, D, heads, scale);
+    MHC_FLASH_DISPATCH(k_flash_backward_q, hs, grid, dqkv, dout, lse, D, heads, scale);
 }
 
 void attention_cached_forward(float* out, float* att, const float* qkv, float* Kc, float* Vc, int pos, int C, int H,

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "cuda/cuda.h"
+#include "mhc/config.h"
 
 namespace mhc::cuda {
 
@@ -44,12 +45,19 @@ void gelu_forward(float* out, const float* in, long N);
 // din =
 void gelu_backward(float* din, const float* in, const float* dout, long N);
 
-// Causal multi-head self-attention core, as the CPU op: qkv [B, T, 3C], out [B, T, C],
-// att [B, H, T, T] the probabilities. Every entry of att is written (0 above the diagonal).
+// Causal multi-head self-attention core: qkv [B, T, 3C], out [B, T, C] (=), as the CPU op, but the
+// T x T probabilities are never stored (flash style, attention.cu). att is the record the backward
+// needs, [attention_record_size] (=): the log-sum-exp of each query's scaled scores [B, H, T], then
+// a copy of out [B, T, C]. Head sizes C / H up to kMaxHead (else std::invalid_argument).
+constexpr int kMaxHead = kCudaMaxHeadSize;
 void attention_forward(float* out, float* att, const float* qkv, int B, int Tn, int C, int H);
-// dqkv = ; datt: scratch [B, H, T, T]
+long attention_record_size(int B, int Tn, int C, int H);
+// dqkv = ; datt: scratch [attention_scratch_size]; att: the forward's record.
 void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int B,
                         int Tn, int C, int H);
+long attention_scratch_size(int B, int Tn, int H);
+// Throws std::invalid_argument (one line) unless C / H is a head size the GPU's attention takes.
+void require_head_size(int C, int H);
 // One new position over a KV cache (sampling), as the CPU op: its key and value (from qkv [3C]) into
 // Kc, Vc [Tmax, C] at row pos, then out [C] (overwritten) attends over rows 0..pos; att [H, Tmax]
 // holds the probabilities in its first pos + 1 columns.

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "cuda/cuda.h"
+#include "cuda/phase_timer.h"
 #include "mhc/sample.h"
 #include "model/gpt_cuda.h"
 #include "model/optim_cuda.h"
@@ -42,7 +43,17 @@ public:
         const float nan = NAN;
         cuda::copy_to_device(g_.grad.data(), &nan, sizeof nan);
     }
-    void finish() override { cuda::synchronize(); }
+    void finish() override {
+        cuda::synchronize();
+        if (phases_) timer_.collect(*phases_);
+    }
+    // The ops' device times (CUDA events), read at finish(), which train_step calls after the
+    // backward: so the optimizer, which the caller times on the host, stays out of them.
+    void set_phases(PhaseTimes* p) override {
+        if (phases_) timer_.collect(*phases_);
+        phases_ = p;
+        g_.timer = p ? &timer_ : nullptr;
+    }
     const float* logits() override {
         logits_ = gpt_cuda_logits(g_);
         return logits_.data();
@@ -69,6 +80,8 @@ private:
     cuda::AdamWCuda st_;
     KVCacheCuda kv_;
     std::vector<float> logits_;
+    cuda::PhaseTimer timer_;
+    PhaseTimes* phases_ = nullptr;
 };
 
 std::string unusable() {

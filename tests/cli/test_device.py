@@ -189,6 +189,14 @@ def test_sample_info_bench():
           d.get("device") == "cuda" and [x.get("variant") for x in res] == ["none", "mhc_lite", "ohc"]
           and d.get("sgemm_peak_gflops", 0) > 0 and all(x.get("tokens_per_s", 0) > 0 for x in res)
           and "cuBLAS" in r.stdout, (r.stderr, d))
+    # The GPU's phases come from CUDA events per op (cuda/phase_timer.h): matmul, attention and the
+    # connections each get time, and none is more than the step.
+    ph = [x.get("phases_s", {}) for x in res]
+    check("bench --device cuda: every model phase timed on the device (matmul, attention; connections "
+          "for mhc_lite and ohc), none longer than the step",
+          len(ph) == 3 and all(p.get("matmul", 0) > 0 and p.get("attention", 0) > 0 for p in ph)
+          and all(p.get("connections", 0) > 0 for p in ph[1:])
+          and all(v <= x.get("step_s_mean", 0) for p, x in zip(ph, res) for v in p.values()), res)
 
 
 def test_compare():

@@ -1,0 +1,45 @@
+// Time per phase on the GPU (mhc bench --device cuda): each timed op call is bracketed by two CUDA
+// events on the one stream, and the pairs are read only when the step has ended (collect), so the
+// timing adds no host synchronisation inside a step. The GPU's twin of the CPU ops' Timer
+// (model/cpu_ops.h): the times are the device's, op by op, not the host's.
+#pragma once
+#include <cstddef>
+#include <vector>
+
+#include "cuda/cuda.h"
+#include "mhc/gpt.h"
+
+namespace mhc::cuda {
+
+class PhaseTimer {
+public:
+    PhaseTimer() = default;
+    PhaseTimer(const PhaseTimer&) = delete;
+    PhaseTimer& operator=(const PhaseTimer&) = delete;
+    ~PhaseTimer();
+    void begin(Phase phase);  // before an op's launches
+    void end();               // after them
+    // Waits for the last event, adds each pair's time to its phase in `out`, and starts afresh.
+    void collect(PhaseTimes& out);
+
+private:
+    cudaEvent_t event(size_t k);  // the k-th event of the pool, created when first needed
+    std::vector<cudaEvent_t> events_;
+    std::vector<Phase> phases_;   // pair k: events 2k, 2k + 1
+    size_t used_ = 0;             // events recorded since the last collect
+};
+
+// Times one op call when a timer is attached (a null timer costs one branch).
+struct PhaseScope {
+    PhaseTimer* t;
+    PhaseScope(PhaseTimer* timer, Phase p) : t(timer) {
+        if (t) t->begin(p);
+    }
+    ~PhaseScope() {
+        if (t) t->end();
+    }
+    PhaseScope(const PhaseScope&) = delete;
+    PhaseScope& operator=(const PhaseScope&) = delete;
+};
+
+}  // namespace mhc::cuda
