@@ -37,8 +37,9 @@ list(FILTER MHC_CUDA_HOST_SOURCES EXCLUDE REGEX "/src/cuda/emu\\.cpp$")
 if(MHC_HAVE_CUDA)
   add_library(mhc_cuda STATIC ${MHC_CU_SOURCES} ${MHC_CUDA_HOST_SOURCES})
   target_include_directories(mhc_cuda PRIVATE ${PROJECT_SOURCE_DIR}/src)
-  # The static CUDA runtime: the binaries need only the driver and cuBLAS where they run.
-  target_link_libraries(mhc_cuda PUBLIC mhc_core CUDA::cudart_static CUDA::cublas)
+  # The static CUDA runtime: the binaries need only the driver and cuBLAS where they run. cuBLAS is
+  # opened when first used (src/cuda/runtime.cpp), not linked, so a CPU run does not load it.
+  target_link_libraries(mhc_cuda PUBLIC mhc_core CUDA::cudart_static ${CMAKE_DL_LIBS})
   target_compile_definitions(mhc_cuda PUBLIC MHC_HAVE_CUDA=1)
   # fp32 as written: no fast-math (IEEE division and square root, denormals kept); host code warns.
   set_target_properties(mhc_cuda PROPERTIES CUDA_STANDARD 20 CUDA_STANDARD_REQUIRED ON)

@@ -11,6 +11,8 @@
 #include "mhc/optim.h"
 #include "model/gpt_cuda.h"
 #include "model/optim_cuda.h"
+#include "train/engine.h"
+#include "train/engine_cuda.h"
 
 using namespace mhc;
 using test::to_dev;
@@ -237,6 +239,55 @@ TEST_F(CudaDeterminism, TwoRunsAreBitIdentical) {
         EXPECT_EQ(std::memcmp(g1.data(), g2.data(), g1.size() * sizeof(float)), 0) << type << " gradients";
         EXPECT_EQ(std::memcmp(p1.data(), p2.data(), p1.size() * sizeof(float)), 0) << type << " weights";
     }
+}
+
+class CudaEngineStep : public test::CudaTest {};
+
+// The GPU engine's step (every decision on the device, one wait) against Engine::step's default
+// (the same calls, each decision on the host), from the same model on the same batches: the same
+// bits in every loss, norm and weight, and the same skipped steps: a forced non-finite gradient
+// (the NaN guard's test hook) and a learning rate that overflows the update. Two micro-batches.
+TEST_F(CudaEngineStep, DeviceDecisionsEqualTheHostsBitForBit) {
+    cuda_engine_register();
+    TrainConfig tc = train_config();
+    tc.batch_size = 2, tc.gradient_accumulation_steps = 2;
+    tc.model = model_config("mhc_lite", 4);
+    tc.model.block_size = 17;
+    TokenData data;
+    data.vocab_size = tc.model.vocab_size;
+    std::mt19937_64 rng(41);
+    for (int i = 0; i < 2000; i++) data.tokens.push_back((uint32_t)(rng() % data.vocab_size));
+    GPT<float> m1, m2;
+    gpt_build(m1, tc.model), gpt_build(m2, tc.model);
+    gpt_init(m1, 5), gpt_init(m2, 5);
+    AdamW<float> a1, a2;
+    auto dev = engine_make("cuda", m1, a1), host = engine_make("cuda", m2, a2);
+    Batcher b1(data, tc.batch_size, tc.model.block_size, Order::random, 3),
+        b2(data, tc.batch_size, tc.model.block_size, Order::random, 3);
+    std::vector<int32_t> in((size_t)tc.batch_size * tc.model.block_size), tg(in.size());
+    const std::vector<std::string> expect = {"", "", "loss", "", "update", ""};
+    for (int s = 0; s < (int)expect.size(); s++) {
+        const double lr = s == 4 ? 1e39 : lr_at(tc, s);  // lr / bias correction overflows fp32
+        const bool force = s == 2;
+        const StepStats d = dev->step(b1, tc, lr, in.data(), tg.data(), force);
+        const StepStats h = host->Engine::step(b2, tc, lr, in.data(), tg.data(), force);
+        EXPECT_EQ(std::string(d.nonfinite), expect[s]) << "step " << s;
+        EXPECT_EQ(std::string(h.nonfinite), expect[s]) << "step " << s;
+        EXPECT_EQ(d.finite, expect[s].empty()) << "step " << s;
+        EXPECT_EQ(d.finite, h.finite) << "step " << s;
+        EXPECT_EQ(std::memcmp(&d.loss, &h.loss, sizeof(double)), 0) << "loss, step " << s << ": " << d.loss << " " << h.loss;
+        if (!force) {  // the poisoned norm is NaN on both sides
+            EXPECT_EQ(std::memcmp(&d.grad_norm, &h.grad_norm, sizeof(double)), 0) << "norm, step " << s;
+        }
+        EXPECT_GE(d.optimizer_s, 0.0);
+    }
+    dev->to_host(), host->to_host();
+    EXPECT_EQ(a1.step, 4);  // six steps, two skipped
+    EXPECT_EQ(a2.step, 4);
+    ASSERT_EQ(m1.param.size(), m2.param.size());
+    EXPECT_EQ(std::memcmp(m1.param.data(), m2.param.data(), m1.param.size() * sizeof(float)), 0) << "weights";
+    EXPECT_EQ(a1.m, a2.m);
+    EXPECT_EQ(a1.v, a2.v);
 }
 
 }  // namespace

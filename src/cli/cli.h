@@ -52,4 +52,7 @@ void add_device_option(CLI::App& app, std::string& device, bool config_default);
 CLI::Validator at_least(long min);       // an integer >= min
 CLI::Validator non_negative_number();    // a finite number >= 0
 
+// The command line (app.cpp): parses argv and runs the subcommand; the exit status.
+int run(int argc, char** argv);
+
 }  // namespace mhc::cli

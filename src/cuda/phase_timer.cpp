@@ -42,4 +42,18 @@ void PhaseTimer::collect(PhaseTimes& out) {
     used_ = 0;
 }
 
+Event::~Event() {
+    if (e_) (void)cudaEventDestroy(e_);
+}
+void Event::create() {
+    if (!e_) MHC_CUDA_CHECK(cudaEventCreate(&e_));
+}
+void Event::record() { MHC_CUDA_CHECK(cudaEventRecord(e_, nullptr)); }
+double Event::seconds_to(const Event& end) const {
+    MHC_CUDA_CHECK(cudaEventSynchronize(end.e_));
+    float ms = 0;
+    MHC_CUDA_CHECK(cudaEventElapsedTime(&ms, e_, end.e_));
+    return ms * 1e-3;
+}
+
 }  // namespace mhc::cuda

@@ -29,6 +29,22 @@ private:
     size_t used_ = 0;             // events recorded since the last collect
 };
 
+// One CUDA event (created by create(), destroyed with the object), for timing a span on the stream.
+class Event {
+public:
+    Event() = default;
+    Event(const Event&) = delete;
+    Event& operator=(const Event&) = delete;
+    ~Event();
+    void create();
+    void record();
+    // Seconds from this event to `end`, both recorded; waits for `end`.
+    double seconds_to(const Event& end) const;
+
+private:
+    cudaEvent_t e_ = nullptr;
+};
+
 // Times one op call when a timer is attached (a null timer costs one branch).
 struct PhaseScope {
     PhaseTimer* t;

@@ -5,6 +5,10 @@
 
 #include "cuda/cuda.h"
 
+#if !MHC_CUDA_EMU
+#include <dlfcn.h>
+#endif
+
 namespace mhc {
 
 bool cuda_available(std::string* reason) {
@@ -26,6 +30,8 @@ bool cuda_available(std::string* reason) {
                    "; this build runs on 9.0 (Hopper) or newer";
         if ((e = cuda::detail::probe_kernel()) != cudaSuccess)
             return no + "a test kernel failed on " + p.name + ": " + cudaGetErrorString(e);
+        const std::string blas = cuda::cublas_unavailable();
+        if (!blas.empty()) return no + blas;
         return "";
     }();
     if (reason) *reason = why;
@@ -43,13 +49,84 @@ void fail(const char* call, const char* what, const char* file, int line) {
     throw std::runtime_error(std::string(call) + " failed: " + what + " (" + f + ":" + std::to_string(line) + ")");
 }
 
+namespace {
+
+// The cuBLAS functions the engine calls, from the library opened at first use (the emulation's
+// own functions in MHC_CUDA_EMU builds).
+struct Blas {
+    std::string error;  // why the library could not be opened; "" when it was
+    decltype(&cublasCreate) create = nullptr;
+    decltype(&cublasSetMathMode) set_math_mode = nullptr;
+    decltype(&cublasSetPointerMode) set_pointer_mode = nullptr;
+    decltype(&cublasSetAtomicsMode) set_atomics_mode = nullptr;
+    decltype(&cublasGetStatusString) status_string = nullptr;
+    decltype(&cublasSgemm) sgemm = nullptr;
+    decltype(&cublasSgemmStridedBatched) sgemm_strided_batched = nullptr;
+};
+
+const Blas& blas() {
+    static const Blas b = [] {
+        Blas t;
+#if MHC_CUDA_EMU
+        t.create = cublasCreate, t.set_math_mode = cublasSetMathMode, t.set_pointer_mode = cublasSetPointerMode;
+        t.set_atomics_mode = cublasSetAtomicsMode, t.status_string = cublasGetStatusString;
+        t.sgemm = cublasSgemm, t.sgemm_strided_batched = cublasSgemmStridedBatched;
+#else
+        // The major version this was compiled against: the calls' ABI (the library's soname).
+        const std::string name = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
+        void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+            const char* why = dlerror();
+            t.error = "cuBLAS (" + name + ") could not be loaded: " + (why ? why : "unknown reason");
+            return t;
+        }
+        // cublas_v2.h maps the names (cublasCreate is cublasCreate_v2): # gives the exported symbol.
+#define MHC_BLAS_SYM(field, fn)                                                 \
+        t.field = reinterpret_cast<decltype(t.field)>(dlsym(h, MHC_BLAS_STR(fn))); \
+        if (!t.field) t.error = name + " lacks " MHC_BLAS_STR(fn);
+#define MHC_BLAS_STR(x) MHC_BLAS_STR2(x)
+#define MHC_BLAS_STR2(x) #x
+        MHC_BLAS_SYM(create, cublasCreate)
+        MHC_BLAS_SYM(set_math_mode, cublasSetMathMode)
+        MHC_BLAS_SYM(set_pointer_mode, cublasSetPointerMode)
+        MHC_BLAS_SYM(set_atomics_mode, cublasSetAtomicsMode)
+        MHC_BLAS_SYM(status_string, cublasGetStatusString)
+        MHC_BLAS_SYM(sgemm, cublasSgemm)
+        MHC_BLAS_SYM(sgemm_strided_batched, cublasSgemmStridedBatched)
+#undef MHC_BLAS_SYM
+#undef MHC_BLAS_STR
+#undef MHC_BLAS_STR2
+#endif
+        return t;
+    }();
+    if (!b.error.empty()) throw std::runtime_error(b.error);
+    return b;
+}
+
+}  // namespace
+
+std::string cublas_unavailable() {
+    try {
+        blas();
+        return "";
+    } catch (const std::runtime_error& e) {
+        return e.what();
+    }
+}
+
+const char* cublas_status_string(cublasStatus_t s) {
+    const Blas& b = blas();
+    return b.status_string ? b.status_string(s) : "cuBLAS error";
+}
+
 cublasHandle_t cublas() {
     static const cublasHandle_t handle = [] {
+        const Blas& b = blas();
         cublasHandle_t h = nullptr;
-        MHC_CUDA_CHECK(cublasCreate(&h));
-        MHC_CUDA_CHECK(cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH));
-        MHC_CUDA_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST));
-        MHC_CUDA_CHECK(cublasSetAtomicsMode(h, CUBLAS_ATOMICS_NOT_ALLOWED));
+        MHC_CUDA_CHECK(b.create(&h));
+        MHC_CUDA_CHECK(b.set_math_mode(h, CUBLAS_PEDANTIC_MATH));
+        MHC_CUDA_CHECK(b.set_pointer_mode(h, CUBLAS_POINTER_MODE_HOST));
+        MHC_CUDA_CHECK(b.set_atomics_mode(h, CUBLAS_ATOMICS_NOT_ALLOWED));
         return h;  // never destroyed: the driver releases it at exit
     }();
     return handle;
@@ -59,15 +136,16 @@ cublasHandle_t cublas() {
 void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B, int ldb,
           float beta, float* C, int ldc) {
     if (m <= 0 || n <= 0) return;
-    MHC_CUDA_CHECK(cublasSgemm(cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
-                               &alpha, B, ldb, A, lda, &beta, C, ldc));
+    MHC_CUDA_CHECK(blas().sgemm(cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
+                                &alpha, B, ldb, A, lda, &beta, C, ldc));
 }
 
 void gemm_batched(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, long sA,
                   const float* B, int ldb, long sB, float beta, float* C, int ldc, long sC, int batch) {
     if (m <= 0 || n <= 0 || batch <= 0) return;
-    MHC_CUDA_CHECK(cublasSgemmStridedBatched(cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                             n, m, k, &alpha, B, ldb, sB, A, lda, sA, &beta, C, ldc, sC, batch));
+    MHC_CUDA_CHECK(blas().sgemm_strided_batched(cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                                ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, B, ldb, sB, A, lda,
+                                                sA, &beta, C, ldc, sC, batch));
 }
 
 double* workspace(size_t count) {

@@ -50,6 +50,7 @@ struct CudaOps {
     MHC_CUDA_OP(kPhaseOther, stream_sum_forward)
     MHC_CUDA_OP(kPhaseOther, stream_sum_backward)
     MHC_CUDA_OP(kPhaseOther, crossentropy_forward)
+    MHC_CUDA_OP(kPhaseOther, crossentropy_forward_into)
     MHC_CUDA_OP(kPhaseOther, crossentropy_backward)
     MHC_CUDA_CONN_OP(conn_pre_forward)
     MHC_CUDA_CONN_OP(conn_post_forward)

@@ -96,7 +96,9 @@ void gpt_cuda_download_params(const GptCuda& g, float* params) { g.param.downloa
 void gpt_cuda_download_grads(const GptCuda& g, float* grads) { g.grad.download(grads, g.grad.size()); }
 void gpt_cuda_zero_grad(GptCuda& g) { g.grad.fill_bytes(0); }
 
-double gpt_cuda_forward(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn) {
+namespace {
+// gpt_cuda_forward up to the logits (with targets: uploaded, for the loss and the backward).
+void forward_logits(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn) {
     const GPT<float>& m = g.host;
     if (B < 1 || Tn < 1 || Tn > m.Tmax)
         throw std::invalid_argument("batch " + std::to_string(B) + " x " + std::to_string(Tn) +
@@ -120,8 +122,21 @@ double gpt_cuda_forward(GptCuda& g, const int32_t* inputs, const int32_t* target
         detail::block_forward(ops, m, i, P, g.X[2 * i], g.X[2 * i + 1], g.X[2 * i + 2], g.b_act[i], g.s_act[2 * i],
                               g.s_act[2 * i + 1], g.scratch, N, attend);
     detail::head_forward(ops, m, P, g.X[2 * m.L], g.lnf, g.lnf_mean, g.lnf_rstd, g.hsum, g.logits, N);
+}
+}  // namespace
+
+double gpt_cuda_forward(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn) {
+    forward_logits(g, inputs, targets, B, Tn);
     if (!targets) return g.loss = std::numeric_limits<double>::quiet_NaN();
-    return g.loss = ops.crossentropy_forward(g.logits, g.losses, g.targets.data(), N, m.V);
+    return g.loss = ops_of(g).crossentropy_forward(g.logits, g.losses, g.targets.data(), B * Tn, g.host.V);
+}
+
+void gpt_cuda_forward_into(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn, double* loss_acc,
+                           double div) {
+    if (!targets) throw std::logic_error("gpt_cuda_forward_into needs targets");
+    forward_logits(g, inputs, targets, B, Tn);
+    g.loss = std::numeric_limits<double>::quiet_NaN();  // on the device, in *loss_acc
+    ops_of(g).crossentropy_forward_into(g.logits, g.losses, g.targets.data(), B * Tn, g.host.V, loss_acc, div);
 }
 
 void gpt_cuda_backward(GptCuda& g, double scale) {

@@ -50,6 +50,9 @@ void gpt_cuda_download_grads(const GptCuda& g, float* grads);
 // As gpt_forward: inputs and targets [B, T] on the host. With targets: the mean cross-entropy,
 // keeping what the backward needs; without: logits [B*T, V] (gpt_cuda_logits), returns NaN.
 double gpt_cuda_forward(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn);
+// The same with targets, without waiting for the loss: *loss_acc (device) += loss / div.
+void gpt_cuda_forward_into(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn, double* loss_acc,
+                           double div);
 // As gpt_backward: grad += d(scale * loss) / d(param).
 void gpt_cuda_backward(GptCuda& g, double scale = 1.0);
 void gpt_cuda_zero_grad(GptCuda& g);

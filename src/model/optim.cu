@@ -33,6 +33,21 @@ struct Scale {
     MHC_DEV void operator()(long i) const { g[i] = (float)((double)g[i] * coef); }
 };
 
+// clip_grad's rule with the norm read on the device.
+struct ScaleChecked {
+    float* g;
+    const StepCheck* chk;
+    double max_norm;
+    MHC_DEV void operator()(long i) const {
+        const double norm = sqrt(chk->sumsq);
+        if (!isfinite(chk->loss) || !isfinite(norm)) return;
+        const double coef = max_norm / (norm + 1e-6);
+        if (coef < 1.0) g[i] = (float)((double)g[i] * coef);
+    }
+};
+
+MHC_DEV bool clean(const StepCheck& c) { return isfinite(c.loss) && isfinite(c.sumsq) && c.bad == 0; }
+
 struct AdamWUpdate {
     float *p, *m, *v;
     const float* g;
@@ -40,7 +55,9 @@ struct AdamWUpdate {
     const unsigned char* seg_decay;
     int nseg;
     float decay, b1, b2, step_size, bc2_sqrt, eps;
+    const StepCheck* gate = nullptr;  // set: nothing is written unless it is clean
     MHC_DEV void operator()(long i) const {
+        if (gate && !clean(*gate)) return;
         int lo = 0, hi = nseg - 1;  // the first run that ends after i
         while (lo < hi) {
             const int mid = (lo + hi) / 2;
@@ -97,15 +114,33 @@ void upload_segments(AdamWCuda& st, const std::vector<ParamTensor>& tensors) {
 
 }  // namespace
 
+namespace {
+// Σ g² into *out (device).
+void sumsq(const float* g, long count, double* out) {
+    const long nb = (count + kNormBlock - 1) / kNormBlock;
+    double* part = workspace((size_t)nb);
+    MHC_LAUNCH(k_sumsq_blocks, (unsigned)nb, kThreads, g, count, part);
+    MHC_LAUNCH(k_sum_in_order, 1, 32, part, nb, out);
+}
+}  // namespace
+
 double grad_norm(const float* g, long count) {
     if (count <= 0) return 0.0;
-    const long nb = (count + kNormBlock - 1) / kNormBlock;
-    double* part = workspace((size_t)nb + 1);
-    MHC_LAUNCH(k_sumsq_blocks, (unsigned)nb, kThreads, g, count, part);
-    MHC_LAUNCH(k_sum_in_order, 1, 32, part, nb, part + nb);
+    static DeviceBuffer<double> out(1);
+    sumsq(g, count, out.data());
     double ss = 0;
-    copy_to_host(&ss, part + nb, sizeof ss);
+    out.download(&ss, 1);
     return std::sqrt(ss);
+}
+
+void grad_sumsq_into(const float* g, long count, StepCheck* chk) {
+    if (count <= 0) return fill_bytes(&chk->sumsq, 0, sizeof(double));
+    sumsq(g, count, &chk->sumsq);
+}
+
+void clip_grad_checked(float* g, long count, const StepCheck* chk, double max_norm) {
+    if (max_norm <= 0) return;
+    each(count, ScaleChecked{g, chk, max_norm});
 }
 
 void clip_grad(float* g, long count, double norm, double max_norm) {
@@ -115,43 +150,77 @@ void clip_grad(float* g, long count, double norm, double max_norm) {
     each(count, Scale{g, coef});
 }
 
+namespace {
+// The update of step `step` (bias corrections from it), on the moments when they exist (fresh:
+// the first step's zero moments, read as null by the finiteness check).
+AdamWUpdate update_of(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors,
+                      double lr, double beta1, double beta2, double weight_decay, long step, bool fresh) {
+    upload_segments(st, tensors);
+    const double bc1 = 1.0 - std::pow(beta1, (double)step);
+    const double bc2_sqrt = std::sqrt(1.0 - std::pow(beta2, (double)step));
+    return AdamWUpdate{param, fresh ? nullptr : st.m.data(), fresh ? nullptr : st.v.data(), grad, st.seg_end.data(),
+                       st.seg_decay.data(), (int)st.seg_end.size(), (float)(1.0 - lr * weight_decay), (float)beta1,
+                       (float)beta2, (float)(lr / bc1), (float)bc2_sqrt, 1e-8f};
+}
+
+long count_of(const std::vector<ParamTensor>& tensors) { return tensors.back().offset + tensors.back().size; }
+
+void ensure_moments(AdamWCuda& st, long count) {
+    if ((long)st.m.size() == count) return;
+    st.m.resize(count), st.v.resize(count);
+    st.m.fill_bytes(0), st.v.fill_bytes(0);
+}
+
+// The number of values the update would make non-finite, into *out (device).
+void nonfinite_count(const AdamWUpdate& u, long count, double* out) {
+    const long nb = (count + kNormBlock - 1) / kNormBlock;
+    double* part = workspace((size_t)nb);
+    MHC_LAUNCH(k_adamw_nonfinite, (unsigned)nb, kThreads, u, count, part);
+    MHC_LAUNCH(k_sum_in_order, 1, 32, part, nb, out);
+}
+}  // namespace
+
 void adamw_step(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors, double lr,
                 double beta1, double beta2, double weight_decay) {
     if (tensors.empty()) return;
-    const long count = tensors.back().offset + tensors.back().size;
-    if ((long)st.m.size() != count) {
-        st.m.resize(count), st.v.resize(count);
-        st.m.fill_bytes(0), st.v.fill_bytes(0);
-    }
-    upload_segments(st, tensors);
+    const long count = count_of(tensors);
+    ensure_moments(st, count);
     st.step++;
-    const double bc1 = 1.0 - std::pow(beta1, (double)st.step);
-    const double bc2_sqrt = std::sqrt(1.0 - std::pow(beta2, (double)st.step));
-    each(count, AdamWUpdate{param, st.m.data(), st.v.data(), grad, st.seg_end.data(), st.seg_decay.data(),
-                            (int)st.seg_end.size(), (float)(1.0 - lr * weight_decay), (float)beta1, (float)beta2,
-                            (float)(lr / bc1), (float)bc2_sqrt, 1e-8f});
+    each(count, update_of(st, param, grad, tensors, lr, beta1, beta2, weight_decay, st.step, false));
+}
+
+void adamw_step_checked(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors,
+                        double lr, double beta1, double beta2, double weight_decay, const StepCheck* chk) {
+    if (tensors.empty()) return;
+    const long count = count_of(tensors);
+    ensure_moments(st, count);  // zero moments are what a first step reads, applied or not
+    AdamWUpdate u = update_of(st, param, grad, tensors, lr, beta1, beta2, weight_decay, st.step + 1, false);
+    u.gate = chk;
+    each(count, u);
 }
 
 bool adamw_step_is_finite(AdamWCuda& st, const float* param, const float* grad, const std::vector<ParamTensor>& tensors,
                           double lr, double beta1, double beta2, double weight_decay) {
     if (tensors.empty()) return true;
-    const long count = tensors.back().offset + tensors.back().size;
+    const long count = count_of(tensors);
     const bool fresh = (long)st.m.size() != count;  // the first step starts from zero moments
-    upload_segments(st, tensors);
-    const long step = st.step + 1;
-    const double bc1 = 1.0 - std::pow(beta1, (double)step);
-    const double bc2_sqrt = std::sqrt(1.0 - std::pow(beta2, (double)step));
-    const AdamWUpdate u{const_cast<float*>(param), fresh ? nullptr : st.m.data(), fresh ? nullptr : st.v.data(), grad,
-                        st.seg_end.data(), st.seg_decay.data(), (int)st.seg_end.size(),
-                        (float)(1.0 - lr * weight_decay), (float)beta1, (float)beta2, (float)(lr / bc1),
-                        (float)bc2_sqrt, 1e-8f};
-    const long nb = (count + kNormBlock - 1) / kNormBlock;
-    double* part = workspace((size_t)nb + 1);
-    MHC_LAUNCH(k_adamw_nonfinite, (unsigned)nb, kThreads, u, count, part);
-    MHC_LAUNCH(k_sum_in_order, 1, 32, part, nb, part + nb);
+    static DeviceBuffer<double> out(1);
+    nonfinite_count(update_of(st, const_cast<float*>(param), grad, tensors, lr, beta1, beta2, weight_decay,
+                              st.step + 1, fresh),
+                    count, out.data());
     double bad = 0;
-    copy_to_host(&bad, part + nb, sizeof bad);
+    out.download(&bad, 1);
     return bad == 0;
+}
+
+void adamw_nonfinite_into(AdamWCuda& st, const float* param, const float* grad, const std::vector<ParamTensor>& tensors,
+                          double lr, double beta1, double beta2, double weight_decay, StepCheck* chk) {
+    if (tensors.empty()) return fill_bytes(&chk->bad, 0, sizeof(double));
+    const long count = count_of(tensors);
+    const bool fresh = (long)st.m.size() != count;
+    nonfinite_count(update_of(st, const_cast<float*>(param), grad, tensors, lr, beta1, beta2, weight_decay,
+                              st.step + 1, fresh),
+                    count, &chk->bad);
 }
 
 void adamw_download(const AdamWCuda& st, AdamW<float>& out) {

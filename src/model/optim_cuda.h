@@ -35,6 +35,26 @@ void adamw_step(AdamWCuda& st, float* param, const float* grad, const std::vecto
 bool adamw_step_is_finite(AdamWCuda& st, const float* param, const float* grad, const std::vector<ParamTensor>& tensors,
                           double lr, double beta1, double beta2, double weight_decay);
 
+// A training step's decisions on the device, read once at its end (train/engine_cuda.cpp), so that
+// nothing inside the step waits for the GPU: the step's mean loss, the gradients' Σ g², and how
+// many values AdamW would make non-finite. The update is applied only when all three are clean,
+// which is train_step's rule (the loss and the norm finite, then the update's check).
+struct StepCheck {
+    double loss = 0, sumsq = 0, bad = 0;
+};
+// grad_norm's Σ g² (the same blocks, the same order) into chk->sumsq.
+void grad_sumsq_into(const float* g, long count, StepCheck* chk);
+// clip_grad with the norm sqrt(chk->sumsq), read on the device; nothing when the loss or the norm
+// is not finite (the step is skipped then).
+void clip_grad_checked(float* g, long count, const StepCheck* chk, double max_norm);
+// adamw_step_is_finite's count of non-finite values into chk->bad, for the step st.step + 1.
+void adamw_nonfinite_into(AdamWCuda& st, const float* param, const float* grad, const std::vector<ParamTensor>& tensors,
+                          double lr, double beta1, double beta2, double weight_decay, StepCheck* chk);
+// adamw_step as step st.step + 1, applied only where chk is clean; st.step is not advanced (the
+// caller does, after reading chk).
+void adamw_step_checked(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors,
+                        double lr, double beta1, double beta2, double weight_decay, const StepCheck* chk);
+
 // The state to and from the CPU's AdamW (checkpoints): the moments and the step count.
 void adamw_download(const AdamWCuda& st, AdamW<float>& out);
 void adamw_upload(AdamWCuda& st, const AdamW<float>& in);

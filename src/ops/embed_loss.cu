@@ -87,6 +87,13 @@ struct StoreSum {
     double* out;
     MHC_DEV void operator()(int, double s) const { *out = s; }
 };
+// *acc += (s / N) / div: a training step's mean over micro-batches, in train_step's order.
+struct AddMean {
+    double* acc;
+    int N;
+    double div;
+    MHC_DEV void operator()(int, double s) const { *acc += s / N / div; }
+};
 
 struct CrossEntropyBackward {  // (probs - onehot) · scale
     float* probs;
@@ -136,6 +143,13 @@ double crossentropy_forward(float* probs, float* losses, const int32_t* targets,
     double t = 0;
     total.download(&t, 1);
     return t / N;
+}
+
+void crossentropy_forward_into(float* probs, float* losses, const int32_t* targets, int N, int V, double* loss_acc,
+                               double div) {
+    if (N <= 0) return;
+    MHC_LAUNCH(k_crossentropy_forward, N, kThreads, probs, losses, targets, V);
+    colsum(N, 1, LossTerm{losses}, AddMean{loss_acc, N, div});
 }
 
 void crossentropy_backward(float* probs, const int32_t* targets, int N, int V, double scale) {

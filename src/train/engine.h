@@ -32,6 +32,12 @@ public:
     virtual void clip_grad(double norm, double max_norm) = 0;
     virtual bool adamw_step_is_finite(double lr, double beta1, double beta2, double weight_decay) = 0;
     virtual void adamw_step(double lr, double beta1, double beta2, double weight_decay) = 0;
+    // One training step, train_step's (mhc/train.h) whole rule: zero the gradients, forward and
+    // backward each micro-batch, the norm, the NaN guard's checks, clipping, AdamW. This default
+    // runs the calls above in order, each decision on the host; an engine may keep the whole step
+    // on its device and wait only at the end (the GPU's does), with the same results.
+    virtual StepStats step(Batcher& batches, const TrainConfig& cfg, double lr, int32_t* in, int32_t* tg,
+                           bool force_nonfinite);
     // Test hook (train_run's forced non-finite steps): the first gradient becomes NaN.
     virtual void poison_grad() = 0;
     // Waits until the queued work is done (a GPU runs asynchronously), for timing.

@@ -30,6 +30,46 @@ public:
         return gpt_cuda_forward(g_, in, tg, B, Tn);
     }
     void backward(double scale) override { gpt_cuda_backward(g_, scale); }
+    // Engine::step's rule with every decision on the device (optim_cuda.h: StepCheck): the loss
+    // accumulates there, the norm, clipping, the update's check and the update read it there, and
+    // the host waits once, at the end, for the three numbers. The same kernels in the same order
+    // as the default, so the same bits. The optimizer's time comes from two CUDA events.
+    StepStats step(Batcher& batches, const TrainConfig& cfg, double lr, int32_t* in, int32_t* tg,
+                   bool force_nonfinite) override {
+        const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
+        if (chk_.empty()) chk_.resize(1), opt_begin_.create(), opt_end_.create();
+        cuda::StepCheck* chk = chk_.data();
+        StepStats st;
+        st.lr = lr;
+        chk_.fill_bytes(0);
+        gpt_cuda_zero_grad(g_);
+        for (int micro = 0; micro < accum; micro++) {
+            batches.next(in, tg);
+            gpt_cuda_forward_into(g_, in, tg, B, T, &chk->loss, accum);
+            gpt_cuda_backward(g_, 1.0 / accum);
+        }
+        if (force_nonfinite) poison_grad();
+        opt_begin_.record();
+        const long n = count();
+        cuda::grad_sumsq_into(g_.grad.data(), n, chk);
+        cuda::clip_grad_checked(g_.grad.data(), n, chk, cfg.grad_clip);
+        cuda::adamw_nonfinite_into(st_, g_.param.data(), g_.grad.data(), g_.host.params, lr, cfg.beta1, cfg.beta2,
+                                   cfg.weight_decay, chk);
+        cuda::adamw_step_checked(st_, g_.param.data(), g_.grad.data(), g_.host.params, lr, cfg.beta1, cfg.beta2,
+                                 cfg.weight_decay, chk);
+        opt_end_.record();
+        cuda::StepCheck c;
+        chk_.download(&c, 1);  // the one wait
+        st.loss = force_nonfinite ? NAN : c.loss;
+        st.grad_norm = std::sqrt(c.sumsq);
+        st.finite = std::isfinite(st.loss) && std::isfinite(st.grad_norm);
+        st.nonfinite = !std::isfinite(st.loss) ? "loss" : !std::isfinite(st.grad_norm) ? "gradient norm" : "";
+        if (st.finite && c.bad != 0) st.finite = false, st.nonfinite = "update";
+        if (st.finite) st_.step++;
+        st.optimizer_s = opt_begin_.seconds_to(opt_end_);
+        if (phases_) timer_.collect(*phases_);
+        return st;
+    }
     void zero_grad() override { gpt_cuda_zero_grad(g_); }
     double grad_norm() override { return cuda::grad_norm(g_.grad.data(), count()); }
     void clip_grad(double norm, double max_norm) override { cuda::clip_grad(g_.grad.data(), count(), norm, max_norm); }
@@ -61,7 +101,9 @@ public:
     nlohmann::json diagnostics() override { return gpt_cuda_diagnostics(g_); }
     void to_host() override {
         gpt_cuda_download_params(g_, m_.param.data());
-        if (!st_.m.empty()) cuda::adamw_download(st_, adam_);
+        // Moments only once a step was applied: step() makes zero moments before it knows whether
+        // its first update will be skipped, and the host's AdamW has none until one is applied.
+        if (!st_.m.empty() && st_.step > 0) cuda::adamw_download(st_, adam_);
         adam_.step = st_.step;
     }
     std::vector<int32_t> generate(const std::vector<int32_t>& prompt, int max_new, double temperature, int top_k,
@@ -82,6 +124,8 @@ private:
     std::vector<float> logits_;
     cuda::PhaseTimer timer_;
     PhaseTimes* phases_ = nullptr;
+    cuda::DeviceBuffer<cuda::StepCheck> chk_;
+    cuda::Event opt_begin_, opt_end_;
 };
 
 std::string unusable() {

@@ -86,9 +86,15 @@ std::string fmt_eta(double s) {
 
 StepStats train_step(Engine& e, Batcher& batches, const TrainConfig& cfg, long step, int32_t* in, int32_t* tg,
                      bool force_nonfinite) {
+    return e.step(batches, cfg, lr_at(cfg, step), in, tg, force_nonfinite);
+}
+
+StepStats Engine::step(Batcher& batches, const TrainConfig& cfg, double lr, int32_t* in, int32_t* tg,
+                       bool force_nonfinite) {
+    Engine& e = *this;
     const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
     StepStats st;
-    st.lr = lr_at(cfg, step);
+    st.lr = lr;
     e.zero_grad();
     for (int micro = 0; micro < accum; micro++) {
         batches.next(in, tg);
