@@ -168,6 +168,14 @@ TEST_F(CudaGptApi, ParametersRoundTripAndBadInputIsRefused) {
     // A second shape re-plans the activations; one position works.
     EXPECT_TRUE(std::isnan(gpt_cuda_forward(g, ok.data(), nullptr, 1, 1)));
     EXPECT_TRUE(std::isfinite(gpt_cuda_forward(g, ok.data(), ok.data(), 2, 65)));
+    // A training step's forward leaves the logits' gradient for one backward scale; another is refused.
+    cuda::DeviceBuffer<double> acc(1);
+    acc.fill_bytes(0);
+    gpt_cuda_forward_into(g, ok.data(), ok.data(), 2, 65, acc.data(), 2, 0.5);
+    EXPECT_THROW(gpt_cuda_backward(g, 1.0), std::logic_error);
+    double loss = 0;
+    acc.download(&loss, 1);
+    EXPECT_NEAR(loss, gpt_cuda_forward(g, ok.data(), ok.data(), 2, 65) / 2, 1e-12) << "the loss on the device, / 2";
 }
 
 }  // namespace

@@ -127,16 +127,20 @@ void forward_logits(GptCuda& g, const int32_t* inputs, const int32_t* targets, i
 
 double gpt_cuda_forward(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn) {
     forward_logits(g, inputs, targets, B, Tn);
+    g.logits_grad_scale = std::numeric_limits<double>::quiet_NaN();
     if (!targets) return g.loss = std::numeric_limits<double>::quiet_NaN();
     return g.loss = ops_of(g).crossentropy_forward(g.logits, g.losses, g.targets.data(), B * Tn, g.host.V);
 }
 
 void gpt_cuda_forward_into(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn, double* loss_acc,
-                           double div) {
+                           double div, double backward_scale) {
     if (!targets) throw std::logic_error("gpt_cuda_forward_into needs targets");
     forward_logits(g, inputs, targets, B, Tn);
     g.loss = std::numeric_limits<double>::quiet_NaN();  // on the device, in *loss_acc
-    ops_of(g).crossentropy_forward_into(g.logits, g.losses, g.targets.data(), B * Tn, g.host.V, loss_acc, div);
+    // The logits' gradient for gpt_cuda_backward(backward_scale), as it would compute it (scale / N).
+    ops_of(g).crossentropy_forward_into(g.logits, g.losses, g.targets.data(), B * Tn, g.host.V, loss_acc, div,
+                                        backward_scale / (B * Tn));
+    g.logits_grad_scale = backward_scale;
 }
 
 void gpt_cuda_backward(GptCuda& g, double scale) {
@@ -146,7 +150,13 @@ void gpt_cuda_backward(GptCuda& g, double scale) {
     const float* P = g.param.data();
     float* G = g.grad.data();
     const detail::CudaOps ops = ops_of(g);
-    ops.crossentropy_backward(g.logits, g.targets.data(), N, m.V, scale / N);  // logits := dlogits
+    if (g.logits_grad_scale == g.logits_grad_scale) {  // the forward left the gradient (gpt_cuda_forward_into)
+        if (g.logits_grad_scale != scale)
+            throw std::logic_error("gpt_cuda_backward: scale " + std::to_string(scale) + ", but the forward made the "
+                                   "logits' gradient for " + std::to_string(g.logits_grad_scale));
+    } else {
+        ops.crossentropy_backward(g.logits, g.targets.data(), N, m.V, scale / N);  // logits := dlogits
+    }
     float *dnext = g.dXa, *dcur = g.dXb;
     detail::head_backward(ops, m, P, G, g.X[2 * m.L], g.lnf_mean, g.lnf_rstd, g.hsum, g.logits, g.dhsum, g.dlnf,
                           dnext, N);

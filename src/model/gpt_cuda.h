@@ -4,6 +4,7 @@
 // wiring as the CPU model (model/block.h), run through the CUDA ops (model/cuda_ops.h).
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -36,6 +37,7 @@ struct GptCuda {
     bool have_targets = false;
     double loss = 0;
     cuda::PhaseTimer* timer = nullptr;        // set: forward and backward time their ops (mhc bench)
+    double logits_grad_scale = std::numeric_limits<double>::quiet_NaN();  // not NaN: the logits hold their gradient
 };
 
 // From a built CPU model (gpt_build, then gpt_init or loaded weights): its layout and mhc-lite
@@ -50,9 +52,12 @@ void gpt_cuda_download_grads(const GptCuda& g, float* grads);
 // As gpt_forward: inputs and targets [B, T] on the host. With targets: the mean cross-entropy,
 // keeping what the backward needs; without: logits [B*T, V] (gpt_cuda_logits), returns NaN.
 double gpt_cuda_forward(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn);
-// The same with targets, without waiting for the loss: *loss_acc (device) += loss / div.
+// A training step's forward: with targets, without waiting for the loss (*loss_acc, on the device,
+// += loss / div), and with the classifier fused (ops_cuda.h: crossentropy_forward_into): the logits
+// hold their gradient for gpt_cuda_backward(backward_scale) at once, which then skips that pass
+// (another scale there is a std::logic_error). gpt_cuda_logits then returns that gradient.
 void gpt_cuda_forward_into(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn, double* loss_acc,
-                           double div);
+                           double div, double backward_scale);
 // As gpt_backward: grad += d(scale * loss) / d(param).
 void gpt_cuda_backward(GptCuda& g, double scale = 1.0);
 void gpt_cuda_zero_grad(GptCuda& g);

@@ -56,8 +56,11 @@ __global__ void k_encoder_backward_wpe(float* dwpe, const float* dX, int B, int 
 
 constexpr int kChan = 128;  // channels per block of the embedding backward
 
-// One block per row: max, exp and their sum in double, the probabilities, the row's loss.
-__global__ void k_crossentropy_forward(float* probs, float* losses, const int32_t* targets, int V) {
+// One block per row: max, exp and their sum in double, the probabilities, the row's loss. With
+// to_grad, the row then holds its gradient, (probs - onehot) · grad_scale, written in the same
+// pass with CrossEntropyBackward's arithmetic (the same bits as the two passes).
+__global__ void k_crossentropy_forward(float* probs, float* losses, const int32_t* targets, int V, bool to_grad,
+                                       double grad_scale) {
     __shared__ double shd[32];
     __shared__ float shf[32];
     const int row = blockIdx.x;
@@ -74,7 +77,17 @@ __global__ void k_crossentropy_forward(float* probs, float* losses, const int32_
     }
     z = block_sum(z, shd);
     const double inv = 1.0 / z;
-    for (int v = threadIdx.x; v < V; v += blockDim.x) x[v] = (float)((double)x[v] * inv);
+    const int tgt = targets[row];
+    for (int v = threadIdx.x; v < V; v += blockDim.x) {
+        const float p = (float)((double)x[v] * inv);
+        if (!to_grad) {
+            x[v] = p;
+            continue;
+        }
+        float r = (float)((double)p * grad_scale);
+        if (v == tgt) r -= (float)grad_scale;
+        x[v] = r;
+    }
     // loss = log z - (logit_target - m), from the logit itself so it stays finite for tiny probs
     if (threadIdx.x == 0) losses[row] = (float)(log(z) - ((double)xt - (double)m));
 }
@@ -137,7 +150,7 @@ void encoder_backward(float* dwte, float* dwpe, const float* dX, const EncoderIn
 
 double crossentropy_forward(float* probs, float* losses, const int32_t* targets, int N, int V) {
     if (N <= 0) return 0.0;
-    MHC_LAUNCH(k_crossentropy_forward, N, kThreads, probs, losses, targets, V);
+    MHC_LAUNCH(k_crossentropy_forward, N, kThreads, probs, losses, targets, V, false, 0.0);
     static DeviceBuffer<double> total(1);
     colsum(N, 1, LossTerm{losses}, StoreSum{total.data()});
     double t = 0;
@@ -146,9 +159,9 @@ double crossentropy_forward(float* probs, float* losses, const int32_t* targets,
 }
 
 void crossentropy_forward_into(float* probs, float* losses, const int32_t* targets, int N, int V, double* loss_acc,
-                               double div) {
+                               double div, double grad_scale) {
     if (N <= 0) return;
-    MHC_LAUNCH(k_crossentropy_forward, N, kThreads, probs, losses, targets, V);
+    MHC_LAUNCH(k_crossentropy_forward, N, kThreads, probs, losses, targets, V, true, grad_scale);
     colsum(N, 1, LossTerm{losses}, AddMean{loss_acc, N, div});
 }
 

@@ -72,10 +72,12 @@ void stream_sum_backward(float* dX, const float* dout, int N, int n, int C);
 // Softmax cross-entropy, fused: logits [N, V] replaced by the probabilities; losses [N]; targets
 // (device) in [0, V). Returns the mean loss, reduced on the device in a fixed order (waits for it).
 double crossentropy_forward(float* probs_inout, float* losses, const int32_t* targets, int N, int V);
-// The same without waiting: *loss_acc (device) += mean loss / div, so a training step's loss stays on
-// the device until the step's end (train/engine_cuda.cpp).
-void crossentropy_forward_into(float* probs_inout, float* losses, const int32_t* targets, int N, int V,
-                               double* loss_acc, double div);
+// The classifier of a training step, fused: *loss_acc (device) += mean loss / div without waiting
+// (the loss stays on the device until the step's end, train/engine_cuda.cpp), and the logits are
+// replaced by their gradient at once, crossentropy_backward's (probs - onehot) · grad_scale, in
+// the same pass: no second pass over the fp32 logits.
+void crossentropy_forward_into(float* logits_inout, float* losses, const int32_t* targets, int N, int V,
+                               double* loss_acc, double div, double grad_scale);
 // dlogits = (probs - onehot) · scale, written over the probabilities (scale: 1/N for a mean loss).
 void crossentropy_backward(float* probs_inout, const int32_t* targets, int N, int V, double scale);
 

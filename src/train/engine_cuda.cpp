@@ -45,7 +45,7 @@ public:
         gpt_cuda_zero_grad(g_);
         for (int micro = 0; micro < accum; micro++) {
             batches.next(in, tg);
-            gpt_cuda_forward_into(g_, in, tg, B, T, &chk->loss, accum);
+            gpt_cuda_forward_into(g_, in, tg, B, T, &chk->loss, accum, 1.0 / accum);
             gpt_cuda_backward(g_, 1.0 / accum);
         }
         if (force_nonfinite) poison_grad();
