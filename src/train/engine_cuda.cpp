@@ -87,8 +87,9 @@ public:
         cuda::synchronize();
         if (phases_) timer_.collect(*phases_);
     }
-    // The ops' device times (CUDA events), read at finish(), which train_step calls after the
-    // backward: so the optimizer, which the caller times on the host, stays out of them.
+    // The ops' device times (CUDA events), read at the end of step() (or at finish(), which the
+    // default Engine::step calls after the backward): the optimizer's kernels are not ops, so they
+    // stay out of them and are timed on their own (StepStats::optimizer_s).
     void set_phases(PhaseTimes* p) override {
         if (phases_) timer_.collect(*phases_);
         phases_ = p;
