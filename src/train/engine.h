@@ -78,6 +78,13 @@ SgemmPeak engine_sgemm_peak(const std::string& device, const std::vector<std::ve
 // The device's free memory in bytes; -1 when unknown (the CPU: the process's limit is checked instead).
 double engine_free_bytes(const std::string& device);
 
+// The NaN guard's verdict on a step whose loss and gradient norm are in st (every engine's step):
+// whether the loss and the norm are finite, and with update_finite (whether the update came out
+// finite, which is only asked when they are), st.finite and st.nonfinite, the first of "loss",
+// "gradient norm" and "update" that was not.
+bool step_sums_finite(const StepStats& st);
+void step_verdict(StepStats& st, bool update_finite);
+
 // mhc/train.h's train_step and evaluate on an engine (their GPT versions run these on the CPU).
 StepStats train_step(Engine& e, Batcher& batches, const TrainConfig& cfg, long step, int32_t* in, int32_t* tg,
                      bool force_nonfinite = false);

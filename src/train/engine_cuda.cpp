@@ -62,9 +62,7 @@ public:
         chk_.download(&c, 1);  // the one wait
         st.loss = force_nonfinite ? NAN : c.loss;
         st.grad_norm = std::sqrt(c.sumsq);
-        st.finite = std::isfinite(st.loss) && std::isfinite(st.grad_norm);
-        st.nonfinite = !std::isfinite(st.loss) ? "loss" : !std::isfinite(st.grad_norm) ? "gradient norm" : "";
-        if (st.finite && c.bad != 0) st.finite = false, st.nonfinite = "update";
+        step_verdict(st, c.bad == 0);  // the kernels applied the update exactly when this says so
         if (st.finite) st_.step++;
         st.optimizer_s = opt_begin_.seconds_to(opt_end_);
         if (phases_) timer_.collect(*phases_);

@@ -89,6 +89,16 @@ StepStats train_step(Engine& e, Batcher& batches, const TrainConfig& cfg, long s
     return e.step(batches, cfg, lr_at(cfg, step), in, tg, force_nonfinite);
 }
 
+bool step_sums_finite(const StepStats& st) { return std::isfinite(st.loss) && std::isfinite(st.grad_norm); }
+
+void step_verdict(StepStats& st, bool update_finite) {
+    st.nonfinite = !std::isfinite(st.loss)        ? "loss"
+                   : !std::isfinite(st.grad_norm) ? "gradient norm"
+                   : !update_finite              ? "update"
+                                                 : "";
+    st.finite = !*st.nonfinite;
+}
+
 StepStats Engine::step(Batcher& batches, const TrainConfig& cfg, double lr, int32_t* in, int32_t* tg,
                        bool force_nonfinite) {
     Engine& e = *this;
@@ -105,15 +115,14 @@ StepStats Engine::step(Batcher& batches, const TrainConfig& cfg, double lr, int3
     e.finish();  // the optimizer's time starts when the backward has ended, on any device
     const auto t1 = std::chrono::steady_clock::now();
     st.grad_norm = e.grad_norm();
-    st.finite = std::isfinite(st.loss) && std::isfinite(st.grad_norm);
-    st.nonfinite = !std::isfinite(st.loss) ? "loss" : !std::isfinite(st.grad_norm) ? "gradient norm" : "";
-    if (st.finite) {
+    bool update_finite = false;
+    if (step_sums_finite(st)) {
         e.clip_grad(st.grad_norm, cfg.grad_clip);
         // A finite gradient can still overflow the moments or the weights: then skip it too.
-        st.finite = e.adamw_step_is_finite(st.lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
-        if (st.finite) e.adamw_step(st.lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
-        else st.nonfinite = "update";
+        update_finite = e.adamw_step_is_finite(st.lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
+        if (update_finite) e.adamw_step(st.lr, cfg.beta1, cfg.beta2, cfg.weight_decay);
     }
+    step_verdict(st, update_finite);
     e.finish();
     st.optimizer_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     return st;
