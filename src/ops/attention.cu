@@ -19,22 +19,36 @@ constexpr int kRowsPerBlock = kThreads / 32;  // one warp per row
 constexpr int kWarps = 8;                     // rows (queries or keys) per flash block, one warp each
 constexpr int kTile = 32;                     // keys (or queries) per tile: one per lane
 
-// The head's channel c of row t of qkv [B, T, 3C] for part 0 (q), 1 (k), 2 (v).
-struct Heads {
-    const float* qkv;
-    int Tn, C, H, hs;
-    MHC_DEV const float* row(int b, int h, int part, int t) const {
-        return qkv + ((long)b * Tn + t) * 3 * C + (long)part * C + (long)h * hs;
+// Rows t = 0 .. Tn - 1 of one head's slice of a [B, T, width] tensor: row t starts at base + t·stride.
+struct Rows {
+    const float* base;
+    long stride;
+    int Tn, hs;
+    // Row t into dst[0 .. hs) by the lanes of one warp (zeros past Tn).
+    MHC_DEV void load_row(float* dst, int t, int lane) const {
+        for (int c = lane; c < hs; c += 32) dst[c] = t < Tn ? base[t * stride + c] : 0.0f;
     }
 };
 
-// Loads rows t0 .. t0 + kTile - 1 (zeros past Tn) of one part of head h into a tile [kTile][HS + 1]
+// The heads of qkv [B, T, 3C]: part 0 (q), 1 (k), 2 (v) of head h in batch row b.
+struct Heads {
+    const float* qkv;
+    int Tn, C, H, hs;
+    MHC_DEV Rows rows(int b, int h, int part) const {
+        return {qkv + (long)b * Tn * 3 * C + (long)part * C + (long)h * hs, 3L * C, Tn, hs};
+    }
+    // The same head's rows of a [B, T, C] tensor (the output's gradient).
+    MHC_DEV Rows rows_of(const float* out, int b, int h) const {
+        return {out + (long)b * Tn * C + (long)h * hs, (long)C, Tn, hs};
+    }
+};
+
+// Loads rows t0 .. t0 + kTile - 1 (zeros past Tn) into a tile [kTile][HS + 1] with the whole block
 // (the +1 puts each lane's row in its own bank when every lane reads its own row).
-template <int HS>
-MHC_DEV void load_tile(float (*tile)[HS + 1], const Heads& q, int b, int h, int part, int t0) {
-    for (int e = threadIdx.x; e < kTile * q.hs; e += blockDim.x) {
-        const int r = e / q.hs, c = e % q.hs, t = t0 + r;
-        tile[r][c] = t < q.Tn ? q.row(b, h, part, t)[c] : 0.0f;
+template <int HS> MHC_DEV void load_tile(float (*tile)[HS + 1], const Rows& src, int t0) {
+    for (int e = threadIdx.x; e < kTile * src.hs; e += blockDim.x) {
+        const int r = e / src.hs, c = e % src.hs, t = t0 + r;
+        tile[r][c] = t < src.Tn ? src.base[t * src.stride + c] : 0.0f;
     }
 }
 
@@ -53,14 +67,15 @@ __global__ void __launch_bounds__(kWarps * 32)
     __shared__ float Ks[kTile][HS + 1], Vs[kTile][HS + 1], Qw[kWarps][HS];
     const int b = blockIdx.y / q.H, h = blockIdx.y % q.H, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int ib = blockIdx.x * kWarps, i = ib + w, hs = q.hs;
-    for (int c = lane; c < hs; c += 32) Qw[w][c] = i < q.Tn ? q.row(b, h, 0, i)[c] : 0.0f;
+    const Rows Q = q.rows(b, h, 0), K = q.rows(b, h, 1), V = q.rows(b, h, 2);
+    Q.load_row(Qw[w], i, lane);
     float m = -INFINITY, l = 0, o[PER];
     for (int k = 0; k < PER; k++) o[k] = 0;
     const int last = imin(ib + kWarps, q.Tn) - 1;  // the block's last query sees keys 0..last
     for (int j0 = 0; j0 <= last; j0 += kTile) {
         __syncthreads();  // the previous tile is read (and, the first time, Qw written)
-        load_tile<HS>(Ks, q, b, h, 1, j0);
-        load_tile<HS>(Vs, q, b, h, 2, j0);
+        load_tile<HS>(Ks, K, j0);
+        load_tile<HS>(Vs, V, j0);
         __syncthreads();
         if (i >= q.Tn || j0 > i) continue;  // the whole warp: nothing of this tile is visible to i
         const int j = j0 + lane;
@@ -114,19 +129,15 @@ __global__ void __launch_bounds__(kWarps * 32)
     __shared__ float Ls[kTile], Ds[kTile];
     const int b = blockIdx.y / q.H, h = blockIdx.y % q.H, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int jb = blockIdx.x * kWarps, j = jb + w, hs = q.hs;
-    for (int c = lane; c < hs; c += 32) {
-        Kw[w][c] = j < q.Tn ? q.row(b, h, 1, j)[c] : 0.0f;
-        Vw[w][c] = j < q.Tn ? q.row(b, h, 2, j)[c] : 0.0f;
-    }
+    const Rows Q = q.rows(b, h, 0), dO = q.rows_of(dout, b, h);
+    q.rows(b, h, 1).load_row(Kw[w], j, lane);
+    q.rows(b, h, 2).load_row(Vw[w], j, lane);
     float dk[PER], dv[PER];
     for (int k = 0; k < PER; k++) dk[k] = dv[k] = 0;
     for (int i0 = jb; i0 < q.Tn; i0 += kTile) {
         __syncthreads();
-        load_tile<HS>(Qs, q, b, h, 0, i0);
-        for (int e = threadIdx.x; e < kTile * hs; e += blockDim.x) {
-            const int r = e / hs, c = e % hs, t = i0 + r;
-            dOs[r][c] = t < q.Tn ? dout[((long)b * q.Tn + t) * q.C + (long)h * hs + c] : 0.0f;
-        }
+        load_tile<HS>(Qs, Q, i0);
+        load_tile<HS>(dOs, dO, i0);
         if (threadIdx.x < kTile) {
             const int t = i0 + threadIdx.x;
             Ls[threadIdx.x] = t < q.Tn ? lse[(long)blockIdx.y * q.Tn + t] : 0.0f;
@@ -166,10 +177,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     __shared__ float Ks[kTile][HS + 1], Vs[kTile][HS + 1], Qw[kWarps][HS], dOw[kWarps][HS];
     const int b = blockIdx.y / q.H, h = blockIdx.y % q.H, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int ib = blockIdx.x * kWarps, i = ib + w, hs = q.hs;
-    for (int c = lane; c < hs; c += 32) {
-        Qw[w][c] = i < q.Tn ? q.row(b, h, 0, i)[c] : 0.0f;
-        dOw[w][c] = i < q.Tn ? dout[((long)b * q.Tn + i) * q.C + (long)h * hs + c] : 0.0f;
-    }
+    const Rows K = q.rows(b, h, 1), V = q.rows(b, h, 2);
+    q.rows(b, h, 0).load_row(Qw[w], i, lane);
+    q.rows_of(dout, b, h).load_row(dOw[w], i, lane);
     const float Li = i < q.Tn ? lse[(long)blockIdx.y * q.Tn + i] : 0.0f;
     const float Di = i < q.Tn ? D[(long)blockIdx.y * q.Tn + i] : 0.0f;
     float dq[PER];
@@ -177,8 +187,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int last = imin(ib + kWarps, q.Tn) - 1;
     for (int j0 = 0; j0 <= last; j0 += kTile) {
         __syncthreads();
-        load_tile<HS>(Ks, q, b, h, 1, j0);
-        load_tile<HS>(Vs, q, b, h, 2, j0);
+        load_tile<HS>(Ks, K, j0);
+        load_tile<HS>(Vs, V, j0);
         __syncthreads();
         if (i >= q.Tn || j0 > i) continue;
         const int j = j0 + lane;
