@@ -127,7 +127,7 @@ void forward_logits(GptCuda& g, const int32_t* inputs, const int32_t* targets, i
 
 double gpt_cuda_forward(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn) {
     forward_logits(g, inputs, targets, B, Tn);
-    g.logits_grad_scale = std::numeric_limits<double>::quiet_NaN();
+    g.logits_grad_scale.reset();
     if (!targets) return g.loss = std::numeric_limits<double>::quiet_NaN();
     return g.loss = ops_of(g).crossentropy_forward(g.logits, g.losses, g.targets.data(), B * Tn, g.host.V);
 }
@@ -150,10 +150,10 @@ void gpt_cuda_backward(GptCuda& g, double scale) {
     const float* P = g.param.data();
     float* G = g.grad.data();
     const detail::CudaOps ops = ops_of(g);
-    if (g.logits_grad_scale == g.logits_grad_scale) {  // the forward left the gradient (gpt_cuda_forward_into)
-        if (g.logits_grad_scale != scale)
+    if (g.logits_grad_scale) {  // the forward left the gradient (gpt_cuda_forward_into)
+        if (*g.logits_grad_scale != scale)
             throw std::logic_error("gpt_cuda_backward: scale " + std::to_string(scale) + ", but the forward made the "
-                                   "logits' gradient for " + std::to_string(g.logits_grad_scale));
+                                   "logits' gradient for " + std::to_string(*g.logits_grad_scale));
     } else {
         ops.crossentropy_backward(g.logits, g.targets.data(), N, m.V, scale / N);  // logits := dlogits
     }

@@ -4,7 +4,7 @@
 // wiring as the CPU model (model/block.h), run through the CUDA ops (model/cuda_ops.h).
 #pragma once
 #include <cstdint>
-#include <limits>
+#include <optional>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -37,7 +37,7 @@ struct GptCuda {
     bool have_targets = false;
     double loss = 0;
     cuda::PhaseTimer* timer = nullptr;        // set: forward and backward time their ops (mhc bench)
-    double logits_grad_scale = std::numeric_limits<double>::quiet_NaN();  // not NaN: the logits hold their gradient
+    std::optional<double> logits_grad_scale;  // set: the logits hold their gradient, for this backward scale
 };
 
 // From a built CPU model (gpt_build, then gpt_init or loaded weights): its layout and mhc-lite
