@@ -86,10 +86,7 @@ protected:
     template <typename E>
     double check(const std::string& what, const std::vector<float>& gpu, const std::vector<float>& cpu,
                  const std::vector<E>& exact, double floor = kRelFloor, double factor = 10) {
-        const double natural = rel_err(cpu, exact);
-        if (std::getenv("MHC_TEST_ERRORS"))  // calibration: every check's error, its tolerance's basis, its size
-            std::printf("ERRCHECK %.3e %.3e %zu %s\n", rel_err(gpu, cpu), natural, cpu.size(), what.c_str());
-        return check_tol(what, gpu, cpu, std::max(floor, factor * natural));
+        return check_basis(what, gpu, cpu, rel_err(cpu, exact), floor, factor, "");
     }
     // A parameter gradient tensor: check(), with the allowance for tensors of a few values, whose
     // basis is the larger of the CPU's two errors when cpu_alt (the same sums in another order) is given.
@@ -99,10 +96,14 @@ protected:
         const bool few = cpu.size() <= kFewValues;
         if (!few || !cpu_alt) return check(what, gpu, cpu, exact, few ? 1e-4 : kRelFloor, few ? 30 : 10);
         const double natural = std::max(rel_err(cpu, exact), rel_err(*cpu_alt, exact));
-        if (std::getenv("MHC_TEST_ERRORS"))
-            std::printf("ERRCHECK %.3e %.3e %zu %s (basis: two CPU orders)\n", rel_err(gpu, cpu), natural, cpu.size(),
-                        what.c_str());
-        return check_tol(what, gpu, cpu, std::max(1e-4, 30 * natural));
+        return check_basis(what, gpu, cpu, natural, 1e-4, 30, " (basis: two CPU orders)");
+    }
+    // The tolerance max(floor, factor · natural), natural being the CPU's own fp32 error.
+    double check_basis(const std::string& what, const std::vector<float>& gpu, const std::vector<float>& cpu,
+                       double natural, double floor, double factor, const char* basis) {
+        if (std::getenv("MHC_TEST_ERRORS"))  // calibration: every check's error, its tolerance's basis, its size
+            std::printf("ERRCHECK %.3e %.3e %zu %s%s\n", rel_err(gpu, cpu), natural, cpu.size(), what.c_str(), basis);
+        return check_tol(what, gpu, cpu, std::max(floor, factor * natural));
     }
     double check_tol(const std::string& what, const std::vector<float>& gpu, const std::vector<float>& cpu,
                      double tol) {
