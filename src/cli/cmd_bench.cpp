@@ -116,8 +116,11 @@ void print_table(const nlohmann::json& doc, const TrainConfig& cfg, const std::s
     std::printf("sgemm peak: %.1f GFLOP/s (%s, %d x %d x %d, best of its repetitions)\n",
                 doc["sgemm_peak_gflops"].get<double>(), cfg.device == "cpu" ? "OpenBLAS" : "cuBLAS fp32, TF32 off",
                 sh[0].get<int>(), sh[1].get<int>(), sh[2].get<int>());
+    // On a GPU its memory is the one that limits a run: the engine's peak there instead of the RSS.
+    const bool gpu = cfg.device != "cpu";
     std::printf("\n%-9s %10s %9s %9s %9s %6s %8s | %6s %6s %6s %6s %6s  (%% of step)\n", "variant", "params",
-                "tok/s", "step ms", "min ms", "MFU", "RSS MB", "matmul", "attn", "conn", "optim", "other");
+                "tok/s", "step ms", "min ms", "MFU", gpu ? "GPU MB" : "RSS MB", "matmul", "attn", "conn", "optim",
+                "other");
     for (const auto& r : doc["results"]) {
         const auto& ph = r["phases_s"];
         double sum = 0;
@@ -126,11 +129,13 @@ void print_table(const nlohmann::json& doc, const TrainConfig& cfg, const std::s
         std::printf("%-9s %10ld %9.0f %9.1f %9.1f %5.1f%% %8.1f | %6.1f %6.1f %6.1f %6.1f %6.1f\n",
                     r["variant"].get<std::string>().c_str(), r["params"].get<long>(), r["tokens_per_s"].get<double>(),
                     1e3 * r["step_s_median"].get<double>(), 1e3 * r["step_s_min"].get<double>(),
-                    100.0 * r["mfu"].get<double>(), r["peak_rss_mb"].get<double>(), pct("matmul"),
+                    100.0 * r["mfu"].get<double>(), r[gpu ? "device_peak_mb" : "peak_rss_mb"].get<double>(), pct("matmul"),
                     pct("attention"), pct("connections"), pct("optimizer"), pct("other"));
     }
-    std::printf("\nstep ms: median (tok/s and MFU use it); phases: mean per step; RSS: the variant's process peak\n"
-                "%s\n", kBenchFlopsNote);
+    std::printf("\nstep ms: median (tok/s and MFU use it); phases: mean per step; %s\n%s\n",
+                gpu ? "GPU MB: the engine's peak device memory (its buffers; not cuBLAS's workspace or the CUDA context)"
+                    : "RSS: the variant's process peak",
+                kBenchFlopsNote);
 }
 
 }  // namespace

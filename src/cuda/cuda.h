@@ -68,6 +68,15 @@ void copy_on_device(void* dst, const void* src, size_t bytes);
 void fill_bytes(void* dst, int byte, size_t bytes);
 void synchronize();
 
+// Bytes of device memory the process holds in DeviceBuffers (every allocation of the engine): now,
+// and the most at any moment since the start (mhc bench's peak GPU memory). cuBLAS's own
+// workspace and the CUDA context are not in it.
+size_t device_bytes_now();
+size_t device_bytes_peak();
+namespace detail {
+void note_device_bytes(long long delta);  // DeviceBuffer's allocations (+) and frees (-)
+}
+
 // A device allocation of `size()` elements; move-only, freed on destruction.
 template <typename T> class DeviceBuffer {
 public:
@@ -90,6 +99,7 @@ public:
         void* p = nullptr;
         MHC_CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
         p_ = (T*)p, n_ = n;
+        detail::note_device_bytes((long long)(n * sizeof(T)));
     }
     T* data() { return p_; }
     const T* data() const { return p_; }
@@ -117,6 +127,7 @@ public:
 
 private:
     void release() noexcept {
+        if (p_) detail::note_device_bytes(-(long long)(n_ * sizeof(T)));
         if (p_ && cudaFree(p_) != cudaSuccess) (void)cudaGetLastError();  // a destructor must not throw
         p_ = nullptr, n_ = 0;
     }

@@ -1,5 +1,6 @@
 // The CUDA backend's runtime helpers (cuda/cuda.h).
 #include <algorithm>
+#include <atomic>
 #include <stdexcept>
 #include <string>
 
@@ -147,6 +148,18 @@ void gemm_batched(bool ta, bool tb, int m, int n, int k, float alpha, const floa
                                                 ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, B, ldb, sB, A, lda,
                                                 sA, &beta, C, ldc, sC, batch));
 }
+
+namespace {
+std::atomic<long long> bytes_now{0}, bytes_peak{0};
+}  // namespace
+
+void detail::note_device_bytes(long long delta) {
+    const long long now = bytes_now += delta;
+    long long peak = bytes_peak.load();
+    while (now > peak && !bytes_peak.compare_exchange_weak(peak, now)) {}
+}
+size_t device_bytes_now() { return (size_t)bytes_now.load(); }
+size_t device_bytes_peak() { return (size_t)bytes_peak.load(); }
 
 double* workspace(size_t count) {
     static DeviceBuffer<double> ws;

@@ -68,6 +68,7 @@ BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::str
     GPT<float> m;
     gpt_build(m, cfg.model);
     gpt_init(m, cfg.seed);
+    m.recompute = cfg.recompute;
     AdamW<float> adam;
     const std::unique_ptr<Engine> e = engine_make(cfg.device, m, adam);
     std::vector<int32_t> in((size_t)B * T), tg(in.size());
@@ -93,6 +94,8 @@ BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::str
         }
     }
     e->set_phases(nullptr);
+    const double peak = e->device_peak_bytes();
+    r.device_peak_mb = peak < 0 ? -1 : peak / (1024.0 * 1024.0);
 
     double total = 0, timed_sum = 0;
     for (double s : r.step_s) total += s;
@@ -114,7 +117,8 @@ nlohmann::json bench_result_to_json(const BenchResult& r) {
     return {{"variant", r.variant}, {"params", r.params}, {"tokens_per_step", r.tokens_per_step},
             {"step_s_median", r.step_s_median}, {"step_s_min", r.step_s_min}, {"step_s_mean", r.step_s_mean},
             {"step_s", r.step_s}, {"tokens_per_s", r.tokens_per_s}, {"phases_s", phases}, {"untimed_s", r.untimed_s},
-            {"model_gflop_per_step", r.model_gflop_per_step}};
+            {"model_gflop_per_step", r.model_gflop_per_step},
+            {"device_peak_mb", r.device_peak_mb < 0 ? nlohmann::json() : nlohmann::json(r.device_peak_mb)}};
 }
 
 SgemmPeak sgemm_peak(const std::vector<std::vector<int>>& shapes, int min_reps) {

@@ -48,6 +48,9 @@ public:
     virtual nlohmann::json diagnostics() = 0;
     // The host model's parameters and the host AdamW state become the device's.
     virtual void to_host() = 0;
+    // The most device memory the engine has held at once, in bytes (mhc bench); -1: not measured
+    // (the CPU, whose process peak RSS bench reports instead).
+    virtual double device_peak_bytes() { return -1; }
     // Phase timers for mhc bench (GPT::phases); a device without them leaves everything in "other".
     virtual void set_phases(PhaseTimes*) {}
     // generate() of mhc/sample.h on the device (its own KV cache).

@@ -93,6 +93,7 @@ public:
         phases_ = p;
         g_.timer = p ? &timer_ : nullptr;
     }
+    double device_peak_bytes() override { return (double)cuda::device_bytes_peak(); }
     const float* logits() override {
         logits_ = gpt_cuda_logits(g_);
         return logits_.data();
