@@ -130,8 +130,12 @@ t_device=$(( $(date +%s) - s ))
 s=$(date +%s)
 timeout 60 gpu_pack/bin/mhc bench --device cuda --steps 10 --warmup 3 --json >"$out/bench.log" 2>&1
 rc_bench=$?
+# mhc-lite again with activation recompute: its step time and peak GPU memory beside the above.
+timeout 30 gpu_pack/bin/mhc bench --device cuda --variants mhc_lite --steps 5 --warmup 2 --set recompute=true \
+  --json >"$out/bench_recompute.log" 2>&1 || rc_bench=$?
 t_bench=$(( $(date +%s) - s ))
 tail -n 1 "$out/bench.log" > "$out/bench.json"
+tail -n 1 "$out/bench_recompute.log" > "$out/bench_recompute.json"
 
 python3 - "$out" "$rc_tests" "$t_tests" "$rc_device" "$t_device" "$rc_bench" "$t_bench" "$(( $(date +%s) - t0 ))" <<'EOF'
 import json, re, sys
@@ -184,11 +188,18 @@ try:
     print("mhc bench --device cuda, %s, batch %d, block %d, %d layers x %d, cuBLAS sgemm peak %.0f GFLOP/s:" % (
         b["device"], b["config"]["batch_size"], b["config"]["block_size"], b["config"]["n_layer"],
         b["config"]["n_embd"], b["sgemm_peak_gflops"]))
-    print("  %-9s %9s %8s %6s  ms per step: %s" % ("variant", "tok/s", "step ms", "MFU",
+    print("  %-9s %9s %8s %6s %7s  ms per step: %s" % ("variant", "tok/s", "step ms", "MFU", "GPU MB",
           " ".join("%8s" % p[:8] for p in b["results"][0]["phases_s"])))
-    for r in b["results"]:
-        print("  %-9s %9.0f %8.1f %5.1f%%  %s%s" % (r["variant"], r["tokens_per_s"], 1e3 * r["step_s_median"],
-              100 * r["mfu"], " " * len("ms per step: "), " ".join("%8.2f" % (1e3 * v) for v in r["phases_s"].values())))
+    rows = b["results"]
+    try:
+        rows = rows + [dict(json.load(open(out + "/bench_recompute.json"))["results"][0], variant="+recomp")]
+    except (OSError, ValueError, KeyError, IndexError):
+        print("  (mhc_lite with recompute: no result; %s/bench_recompute.log)" % out)
+        ok = False
+    for r in rows:
+        print("  %-9s %9.0f %8.1f %5.1f%% %7.1f  %s%s" % (r["variant"], r["tokens_per_s"], 1e3 * r["step_s_median"],
+              100 * r["mfu"], r["device_peak_mb"], " " * len("ms per step: "),
+              " ".join("%8.2f" % (1e3 * v) for v in r["phases_s"].values())))
 except (OSError, ValueError, KeyError) as e:
     print("mhc bench --device cuda: no result (exit %s; %s/bench.log)" % (rc_bench, out))
     ok = False

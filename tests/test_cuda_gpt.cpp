@@ -178,4 +178,35 @@ TEST_F(CudaGptApi, ParametersRoundTripAndBadInputIsRefused) {
     EXPECT_NEAR(loss, gpt_cuda_forward(g, ok.data(), ok.data(), 2, 65) / 2, 1e-12) << "the loss on the device, / 2";
 }
 
+// Activation recompute on the GPU: the same loss, gradient bits and diagnostics as keeping every
+// activation, over two steps, in a smaller activation buffer.
+TEST_F(CudaGptApi, RecomputeGivesTheSameBitsInLessMemory) {
+    for (const ModelCase& mc : model_cases()) {
+        if (mc.name != "none" && mc.name != "mhc_n4" && mc.name != "mhc_lite_n4" && mc.name != "jpmhc_n4") continue;
+        GPT<float> m;
+        test::make_perturbed(m, gpu_test_config(mc), 5);
+        GptCuda keep, again;
+        gpt_cuda_build(keep, m);
+        m.recompute = true;
+        gpt_cuda_build(again, m);
+        const int B = 2, Tn = 9, N = B * Tn;
+        std::vector<int32_t> in(N), tg(N);
+        for (int step = 0; step < 2; step++) {
+            for (int i = 0; i < N; i++) in[i] = (i * 7 + 3 + step) % 67, tg[i] = (i * 5 + 1 + step) % 67;
+            for (GptCuda* g : {&keep, &again}) {
+                gpt_cuda_zero_grad(*g);
+                gpt_cuda_forward(*g, in.data(), tg.data(), B, Tn);
+                gpt_cuda_backward(*g, 0.5);
+            }
+            EXPECT_EQ(keep.loss, again.loss) << mc.name;
+            std::vector<float> gk(m.param.size()), ga(m.param.size());
+            gpt_cuda_download_grads(keep, gk.data());
+            gpt_cuda_download_grads(again, ga.data());
+            EXPECT_EQ(gk, ga) << mc.name << " step " << step;
+            EXPECT_EQ(gpt_cuda_diagnostics(keep), gpt_cuda_diagnostics(again)) << mc.name;
+        }
+        EXPECT_LT(again.act.size(), keep.act.size()) << mc.name;
+    }
+}
+
 }  // namespace

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "gpt_util.h"
+#include "mhc/diag.h"
 #include "mhc/gpt.h"
 
 using namespace mhc;
@@ -123,3 +124,33 @@ TEST(GptLayout, BadShapesAndTokensAreErrors) {
 }
 
 }  // namespace
+
+// Activation recompute (GPT::recompute) changes where intermediates live, not what is computed:
+// the same loss, the same gradient bits and the same diagnostics, over two steps of the same model,
+// in the buffers the memory estimate predicts (one stream state per block fewer, one u for all).
+TEST(GptRecompute, SameBitsInLessMemory) {
+    for (const auto& [type, bias] : test::all_model_variants()) {
+        const ModelConfig c = test::tiny_config(type, bias, 6);
+        GPT<float> keep, again;
+        test::make_perturbed(keep, c, 3);
+        test::make_perturbed(again, c, 3);
+        again.recompute = true;
+        const int B = 2, Tn = 6, N = B * Tn;
+        std::vector<int32_t> in(N), tg(N);
+        for (int step = 0; step < 2; step++) {
+            for (int i = 0; i < N; i++) in[i] = (i * 7 + 3 + step) % 11, tg[i] = (i * 5 + 1 + step) % 11;
+            for (GPT<float>* m : {&keep, &again}) {
+                gpt_zero_grad(*m);
+                gpt_forward(*m, in.data(), tg.data(), B, Tn);
+                gpt_backward(*m, 0.5);
+            }
+            EXPECT_EQ(keep.loss, again.loss) << type;
+            EXPECT_EQ(keep.grad, again.grad) << type << " step " << step;
+            EXPECT_EQ(gpt_diagnostics(keep), gpt_diagnostics(again)) << type;
+        }
+        EXPECT_EQ((double)(again.act.size() + again.gact.size()),
+                  gpt_memory_estimate(c, B, Tn, false, true).activations) << type;
+        const long S = (long)N * keep.n * keep.C, L = keep.L;
+        EXPECT_EQ((long)keep.act.size() - (long)again.act.size(), (L - 1) * S + (2 * L - 1) * (long)N * keep.C) << type;
+    }
+}

@@ -52,6 +52,7 @@ struct TrainConfig {
     std::string data_order = "random";          // random, sequential
     double train_split = 0.9;                   // when no separate validation file is given
     std::string device = "cpu";                 // where the model runs: cpu, cuda (a build with CUDA, a GPU)
+    bool recompute = false;                     // keep fewer activations, make the connections' again in the backward
 };
 
 // Parses a TOML config. Every key must be one of the field names above, at the top level.

@@ -57,6 +57,11 @@ template <typename T> struct GPT {
     BlockGrad bgrad{};
     bool have_targets = false;
     double loss = 0;
+    // Activation recompute (config key `recompute`): the forward keeps each block's input streams,
+    // the branch outputs and the coefficient caches, and the backward makes the rest of the
+    // connections' intermediates again (model/block.h). Read when the activations are planned.
+    bool recompute = false;
+    bool planned_recompute = false;    // the plan's (internal)
     PhaseTimes* phases = nullptr;      // if set, forward and backward add their time per phase here
     // If set, gpt_backward calls it with each range [begin, end) of the parameter buffer as soon as
     // that range's gradients are complete: ln_f, blocks L-1 .. 0, then the embeddings (wte is also
@@ -89,7 +94,10 @@ struct GptMemory {
     double params = 0, activations = 0;
     double bytes() const { return 4.0 * (4 * params + activations); }
 };
-GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_attention = false);
+// recompute: GPT::recompute's plan, which keeps one stream state per block instead of two and one
+// branch input for all sites.
+GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_attention = false,
+                              bool recompute = false);
 
 // Forward on inputs [B, T] (token ids < V, T <= block_size). With targets: returns the mean
 // cross-entropy and keeps what the backward needs. Without: fills m.logits [B*T, V], returns NaN.

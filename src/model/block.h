@@ -52,14 +52,21 @@ void head_forward(const Ops& ops, const Model& m, const T* P, const T* X, T* lnf
 // The backward of block_forward. dnext [N, n, C] holds dL/dXout on entry; on return dnext holds
 // dL/dX (the two buffers swap roles once per site; dcur is scratch). Parameter gradients G
 // accumulate (+=); g holds the block's activation-gradient scratch.
+// With m.recompute the forward kept only the block's input X, the branch outputs y and the sites'
+// coefficient caches: Xmid and both sites' u are shared buffers, which this makes again here (Xmid
+// from X and y, each u by its site's forward, which rewrites its cache with the same values).
 template <typename T, typename Ops, typename Model>
-void block_backward(const Ops& ops, const Model& m, int i, const T* P, T* G, const T* X, const T* Xmid,
+void block_backward(const Ops& ops, const Model& m, int i, const T* P, T* G, const T* X, T* Xmid,
                     const typename GPT<T>::Block& a, const typename GPT<T>::Site& sa,
                     const typename GPT<T>::Site& sm, const typename GPT<T>::BlockGrad& g, T*& dnext, T*& dcur,
                     T* scratch, int B, int Tn) {
     const GptBlock& w = m.blocks[i];
     const int N = B * Tn, C = m.C;
     const ConnSite &site_a = m.sites[2 * i], &site_m = m.sites[2 * i + 1];
+    if (m.recompute) {
+        ops.conn_post_forward(site_a, sa.cache, X, sa.y, Xmid, N);
+        ops.conn_pre_forward(site_m, P + w.conn[1], Xmid, sm.u, sm.cache, scratch, N);
+    }
     ops.conn_post_backward(site_m, sm.cache, Xmid, sm.y, dnext, dcur, g.dy, N);
     ops.matmul_backward(g.dfcg, G + w.mproj_w, opt(G, w.mproj_b), g.dy, a.fcg, P + w.mproj_w,
                         N, 4 * C, C);
@@ -72,6 +79,7 @@ void block_backward(const Ops& ops, const Model& m, int i, const T* P, T* G, con
                           scratch, N);
     std::swap(dnext, dcur);
 
+    if (m.recompute) ops.conn_pre_forward(site_a, P + w.conn[0], X, sa.u, sa.cache, scratch, N);
     ops.conn_post_backward(site_a, sa.cache, X, sa.y, dnext, dcur, g.dy, N);
     ops.matmul_backward(g.datty, G + w.aproj_w, opt(G, w.aproj_b), g.dy, a.atty,
                         P + w.aproj_w, N, C, C);

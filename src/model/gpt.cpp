@@ -16,7 +16,7 @@ namespace {
 
 // Lays out every activation of a (B, T) pass in one buffer and every activation gradient in another.
 template <typename T> void plan(GPT<T>& m, int B, int Tn) {
-    if (m.B == B && m.Tn == Tn) return;
+    if (m.B == B && m.Tn == Tn && m.planned_recompute == m.recompute) return;
     const long N = (long)B * Tn, C = m.C, n = m.n, S = N * n * C, att = (long)B * m.H * Tn * Tn;
     const int L = m.L;
     long scratch = 0;
@@ -30,11 +30,17 @@ template <typename T> void plan(GPT<T>& m, int B, int Tn) {
         return at;
     };
     auto layout_act = [&] {
+        // With recompute, the stream states inside the blocks share one buffer, as do the sites' u.
         m.X.assign(2 * L + 1, nullptr);
-        for (auto& x : m.X) x = take(S);
+        const bool shared = m.recompute;
+        T* mid = shared ? take(S) : nullptr;
+        T* u = shared ? take(N * C) : nullptr;
+        for (int k = 0; k <= 2 * L; k++) m.X[k] = k % 2 && shared ? mid : take(S);
         m.s_act.assign(2 * L, {});
-        for (int k = 0; k < 2 * L; k++)
-            m.s_act[k] = {take(N * conn_cache_stride(m.sites[k])), take(N * C), take(N * C)};
+        for (int k = 0; k < 2 * L; k++) {
+            T* cache = take(N * conn_cache_stride(m.sites[k]));
+            m.s_act[k] = {cache, shared ? u : take(N * C), take(N * C)};
+        }
         m.b_act.assign(L, {});
         for (auto& b : m.b_act) {
             b.ln1 = take(N * C), b.ln1_mean = take(N), b.ln1_rstd = take(N), b.qkv = take(3 * N * C);
@@ -60,7 +66,7 @@ template <typename T> void plan(GPT<T>& m, int B, int Tn) {
     }
     m.inputs.assign(N, 0);
     m.targets.assign(N, 0);
-    m.B = B, m.Tn = Tn;
+    m.B = B, m.Tn = Tn, m.planned_recompute = m.recompute;
 }
 
 }  // namespace

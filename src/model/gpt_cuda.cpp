@@ -22,7 +22,7 @@ detail::CudaOps ops_of(const GptCuda& g) { return detail::CudaOps{&g.host.sites,
 // Every activation of a (B, T) pass in one device buffer and every activation gradient in another,
 // in 256-byte pieces (the connections' scratch holds doubles).
 void plan(GptCuda& g, int B, int Tn) {
-    if (g.B == B && g.Tn == Tn) return;
+    if (g.B == B && g.Tn == Tn && g.host.planned_recompute == g.host.recompute) return;
     const GPT<float>& m = g.host;
     const long N = (long)B * Tn, C = m.C, n = m.n, S = N * n * C;
     // The attention keeps a record of O(T) per query, never the T x T probabilities (ops_cuda.h).
@@ -38,11 +38,17 @@ void plan(GptCuda& g, int B, int Tn) {
         return at;
     };
     auto layout_act = [&] {
+        // With recompute, the stream states inside the blocks share one buffer, as do the sites' u.
         g.X.assign(2 * L + 1, nullptr);
-        for (auto& x : g.X) x = take(S);
+        const bool shared = m.recompute;
+        float* mid = shared ? take(S) : nullptr;
+        float* u = shared ? take(N * C) : nullptr;
+        for (int k = 0; k <= 2 * L; k++) g.X[k] = k % 2 && shared ? mid : take(S);
         g.s_act.assign(2 * L, {});
-        for (int k = 0; k < 2 * L; k++)
-            g.s_act[k] = {take(N * conn_cache_stride(m.sites[k])), take(N * C), take(N * C)};
+        for (int k = 0; k < 2 * L; k++) {
+            float* cache = take(N * conn_cache_stride(m.sites[k]));
+            g.s_act[k] = {cache, shared ? u : take(N * C), take(N * C)};
+        }
         g.b_act.assign(L, {});
         for (auto& b : g.b_act) {
             b.ln1 = take(N * C), b.ln1_mean = take(N), b.ln1_rstd = take(N), b.qkv = take(3 * N * C);
@@ -68,7 +74,7 @@ void plan(GptCuda& g, int B, int Tn) {
     }
     g.inputs.resize(N);
     g.targets.resize(N);
-    g.B = B, g.Tn = Tn;
+    g.B = B, g.Tn = Tn, g.host.planned_recompute = g.host.recompute;
 }
 
 }  // namespace
@@ -84,6 +90,7 @@ void gpt_cuda_build(GptCuda& g, const GPT<float>& m) {
         throw std::logic_error("gpt_cuda_build: the model's layout did not reproduce");
     g.host.param.clear(), g.host.grad.clear();  // the device holds them
     g.host.param.shrink_to_fit(), g.host.grad.shrink_to_fit();
+    g.host.recompute = m.recompute;
     for (const auto& s : g.host.sites) g.dsites.push_back(cuda::conn_site_cuda(s));
     g.param.upload(m.param);
     g.grad.resize(m.param.size());
@@ -182,16 +189,20 @@ std::vector<float> gpt_cuda_site_cache(const GptCuda& g, int k) {
 nlohmann::json gpt_cuda_diagnostics(const GptCuda& g) {
     if (g.B * g.Tn <= 0) throw std::logic_error("gpt_cuda_diagnostics: the model has not run a forward yet");
     // A CPU model with the layout and, on the host, what a forward leaves that diagnostics read:
-    // the shape, every site's cache and the stream states (no weights, no other activations).
+    // the shape, every site's cache and the stream states (no weights, no other activations). With
+    // recompute the states inside the blocks are made again here, by the op that made them.
     GPT<float> view = g.host;
-    view.B = g.B, view.Tn = g.Tn;
-    const size_t S = (size_t)g.B * g.Tn * view.n * view.C;
+    view.B = g.B, view.Tn = g.Tn, view.recompute = false;
+    const int N = g.B * g.Tn;
+    const size_t S = (size_t)N * view.n * view.C;
     std::vector<std::vector<float>> caches, streams(g.X.size(), std::vector<float>(S));
     for (int k = 0; k < (int)g.host.sites.size(); k++) caches.push_back(gpt_cuda_site_cache(g, k));
     view.s_act.assign(caches.size(), {});
     for (size_t k = 0; k < caches.size(); k++) view.s_act[k].cache = caches[k].data();
     view.X.assign(g.X.size(), nullptr);
     for (size_t k = 0; k < g.X.size(); k++) {
+        if (g.host.recompute && k % 2)
+            cuda::conn_post_forward(g.dsites[k - 1], g.s_act[k - 1].cache, g.X[k - 1], g.s_act[k - 1].y, g.X[k], N);
         cuda::copy_to_host(streams[k].data(), g.X[k], S * sizeof(float));
         view.X[k] = streams[k].data();
     }

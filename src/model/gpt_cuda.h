@@ -68,7 +68,8 @@ std::vector<float> gpt_cuda_logits(const GptCuda& g);
 // The per-token cache [N, stride] of site k from the last forward.
 std::vector<float> gpt_cuda_site_cache(const GptCuda& g, int k);
 // SPEC §6 diagnostics of the last forward, as gpt_diagnostics (mhc/diag.h): the caches (and the
-// stream states) are downloaded into a host view of the model and read by the CPU code.
+// stream states) are downloaded into a host view of the model and read by the CPU code. With
+// recompute, the states inside the blocks are made again in their shared buffer first.
 nlohmann::json gpt_cuda_diagnostics(const GptCuda& g);
 
 // Sampling on the GPU (model/sample_cuda.cpp): mhc/sample.h's KV cache and its step, on the device.

@@ -2,10 +2,22 @@
 // caches (conn_post_backward writes dH into separate cache slots, so they survive the backward).
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "mhc/diag.h"
 
 namespace mhc {
+
+namespace {
+// The stream state after site k. With recompute the states inside the blocks were not kept: the
+// attention site's is made again, into mid, from the block's input and branch output.
+template <typename T> const T* streams_after(const GPT<T>& m, int k, std::vector<T>& mid) {
+    if (!m.recompute || k % 2) return m.X[k + 1];
+    mid.resize((size_t)m.B * m.Tn * m.n * m.C);
+    conn_post_forward(m.sites[k], m.s_act[k].cache, m.X[k], m.s_act[k].y, mid.data(), m.B * m.Tn);
+    return mid.data();
+}
+}  // namespace
 
 template <typename T> nlohmann::json gpt_diagnostics(const GPT<T>& m) {
     const int N = m.B * m.Tn;
@@ -14,6 +26,7 @@ template <typename T> nlohmann::json gpt_diagnostics(const GPT<T>& m) {
     CompositeGain cg;
     cg.reset(N, m.n);
     nlohmann::json sites = nlohmann::json::array();
+    std::vector<T> mid;
     for (int k = 0; k < (int)m.sites.size(); k++) {
         const T* cache = m.s_act[k].cache;
         const SiteDiag d = conn_site_diagnostics(m.sites[k], cache, N);
@@ -31,7 +44,7 @@ template <typename T> nlohmann::json gpt_diagnostics(const GPT<T>& m) {
         if (m.n > 1) {  // a single stream has no second singular value and no pairs of streams
             s["depth_sigma2_mean"] = sp.s2.mean;
             s["depth_sigma2_max"] = sp.s2.max;
-            s["stream_similarity"] = stream_similarity(m.X[k + 1], N, m.n, m.C);  // the streams after site k
+            s["stream_similarity"] = stream_similarity(streams_after(m, k, mid), N, m.n, m.C);
         }
         if (d.has_nu) {
             s["log_inv_nu_mean"] = d.log_inv_nu.mean;

@@ -19,7 +19,7 @@ std::string fmt_bytes(double bytes) {
 
 void require_memory_for(const TrainConfig& cfg) {
     const int B = cfg.batch_size, T = cfg.model.block_size;
-    const GptMemory g = gpt_memory_estimate(cfg.model, B, T, cfg.device != "cpu");
+    const GptMemory g = gpt_memory_estimate(cfg.model, B, T, cfg.device != "cpu", cfg.recompute);
     // On a GPU what counts is its free memory (the host keeps only the weights and the AdamW state).
     std::string what = "free memory on the " + cfg.device + " device";
     const double limit = cfg.device == "cpu" ? sys::memory_limit_bytes(what) : engine_free_bytes(cfg.device);

@@ -147,6 +147,13 @@ def test_repeatable():
     same = open(os.path.join(TMP, "gpu_mhc_lite", "ckpt_000006.safetensors"), "rb").read() == \
         open(os.path.join(TMP, "gpu_mhc_lite_again", "ckpt_000006.safetensors"), "rb").read()
     check("... and byte-identical final checkpoints", same)
+    # Activation recompute changes where the intermediates live, not the arithmetic: the same bits.
+    for exe, base, dev in ((EMU, "gpu_mhc_lite", ["--device", "cuda"]), (EMU, "cpu_mhc_lite", [])):
+        r = train(exe, base + "_recompute", *dev, "--set", "hyper_conn_type=mhc_lite", "--set", "recompute=true")
+        check("%s with recompute = true: trains" % base, r.returncode == 0, r.stderr)
+        if r.returncode == 0:
+            check("%s with recompute = true: bit-identical losses and validation losses" % base,
+                  losses(base) == losses(base + "_recompute"), (losses(base), losses(base + "_recompute")))
 
 
 def test_mpi_refused():
@@ -197,6 +204,17 @@ def test_sample_info_bench():
           len(ph) == 3 and all(p.get("matmul", 0) > 0 and p.get("attention", 0) > 0 for p in ph)
           and all(p.get("connections", 0) > 0 for p in ph[1:])
           and all(v <= x.get("step_s_mean", 0) for p, x in zip(ph, res) for v in p.values()), res)
+    check("bench --device cuda: each variant's peak GPU memory, more for mhc_lite's 4 streams than for none's 1",
+          len(res) == 3 and all((x.get("device_peak_mb") or 0) > 0 for x in res)
+          and res[1]["device_peak_mb"] > res[0]["device_peak_mb"] and "GPU MB" in r.stdout, res)
+    # Activation recompute: less GPU memory for the same model (2 blocks: one stream state fewer).
+    peaks = []
+    for rc in ("false", "true"):
+        d = last_json(run(EMU, "bench", "--device", "cuda", "--variants", "mhc_lite", "--steps", "1", "--warmup", "0",
+                          "--set", "n_layer=2", "--set", "n_embd=16", "--set", "n_head=2", "--set", "block_size=16",
+                          "--set", "batch_size=2", "--set", "recompute=" + rc, "--json"))
+        peaks.append((d.get("results") or [{}])[0].get("device_peak_mb") or 0)
+    check("bench --device cuda: recompute = true lowers mhc_lite's peak GPU memory", 0 < peaks[1] < peaks[0], peaks)
 
 
 def test_compare():
