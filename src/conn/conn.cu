@@ -56,76 +56,62 @@ struct PostForward {  // X'[tok, t, c] = H_post[t] y[tok, c] + Σ_s H_res[s][t] 
     }
 };
 
-struct PostBackwardY {  // dy[tok, c] = Σ_t H_post[t] dX'[tok, t, c]
-    SiteDev s;
-    const float* cache;
-    const float* g;
-    float* dy;
-    MHC_DEV void operator()(long i) const {
-        const long tok = i / s.C, c = i % s.C;
-        const float* h = crow(s, cache, tok) + s.c_hpost;
-        float acc = 0.0f;
-        for (int t = 0; t < s.n; t++) acc += h[t] * g[(tok * s.n + t) * s.C + c];
-        dy[i] = acc;
-    }
-};
-
-struct PostBackwardX {  // dX[tok, s, c] = Σ_t H_res[s][t] dX'[tok, t, c] (overwritten)
-    SiteDev s;
-    const float* cache;
-    const float* g;
-    float* dX;
-    MHC_DEV void operator()(long i) const {
-        const int n = s.n, C = s.C;
-        const long tok = i / ((long)n * C), c = i % C;
-        const int st = (int)(i / C % n);
-        const float* h = crow(s, cache, tok) + s.c_hres + st * n;
-        float acc = 0.0f;
-        for (int t = 0; t < n; t++) acc += h[t] * g[(tok * n + t) * C + c];
-        dX[i] = acc;
-    }
-};
-
-struct PreBackwardX {  // dX[tok, s, c] += H_pre[s] du[tok, c]
-    SiteDev s;
-    const float* cache;
-    const float* du;
-    float* dX;
-    MHC_DEV void operator()(long i) const {
-        const long tok = i / ((long)s.n * s.C), c = i % s.C;
-        const int st = (int)(i / s.C % s.n);
-        dX[i] = dX[i] + crow(s, cache, tok)[s.c_hpre + st] * du[tok * s.C + c];
-    }
-};
-
 struct AddInto {  // residual backward: dX += du
     float* dX;
     const float* du;
     MHC_DEV void operator()(long i) const { dX[i] = dX[i] + du[i]; }
 };
 
-// ---- dot products per token (double, one warp each) --------------------------------------------
-// Warp (tok, t): dH_post[t] = <dX'_t, y>, dH_res[s][t] = <dX'_t, X_s>, into the cache.
-__global__ void k_post_dh(SiteDev s, float* cache, const float* X, const float* y, const float* g, int N) {
-    const long item = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
-    const int lane = threadIdx.x & 31, n = s.n, C = s.C;
-    if (item >= (long)N * n) return;  // the whole warp
-    const long tok = item / n;
-    const int t = (int)(item % n);
-    const float* gt = g + (tok * n + t) * C;
-    const float* x = X + tok * n * C;
-    double acc[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
-    for (int c = lane; c < C; c += 32) {
-        const double gc = gt[c];
-        acc[0] += gc * (double)y[tok * C + c];
-        for (int st = 0; st < n; st++) acc[1 + st] += gc * (double)x[st * C + c];
-    }
+// ---- the post side's backward in one pass over a token's streams -------------------------------
+// Warp tok, lane l over channels c = l, l + 32, ...: reads dX'[tok, t, c], X[tok, s, c] and y[tok, c]
+// once and writes
+//   dy[c]     = Σ_t H_post[t] dX'_t[c]                          (fp32, in t order)
+//   dX_s[c]   = Σ_t H_res[s][t] dX'_t[c]   (overwritten)        (fp32, in t order)
+// and, with dh, into the cache: dH_post[t] = <dX'_t, y>, dH_res[s][t] = <dX'_t, X_s> (double: each
+// lane's channels in order, then the warp's fixed tree). NS: the stream count n, so that the n
+// values of each channel and the n + n² sums sit in registers.
+template <int NS>
+__global__ void k_post_backward(SiteDev s, float* cache, const float* X, const float* y, const float* g, float* dX,
+                                float* dy, int N, bool dh) {
+    const long tok = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31, C = s.C;
+    if (tok >= N) return;  // the whole warp
     float* cr = cache + tok * s.stride;
-    const double dp = warp_sum(acc[0]);
-    if (lane == 0) cr[s.c_dhpost + t] = (float)dp;
-    for (int st = 0; st < n; st++) {
-        const double d = warp_sum(acc[1 + st]);
-        if (lane == 0) cr[s.c_dhres + st * n + t] = (float)d;
+    const float* hpost = cr + s.c_hpost;
+    const float* hres = cr + s.c_hres;
+    const float* gt = g + tok * NS * C;
+    const float* xt = X + tok * NS * C;
+    float* dxt = dX + tok * NS * C;
+    double apost[NS], ares[NS * NS];
+    for (int t = 0; t < NS; t++) apost[t] = 0;
+    for (int i = 0; i < NS * NS; i++) ares[i] = 0;
+    for (int c = lane; c < C; c += 32) {
+        float gv[NS], xv[NS];
+        for (int t = 0; t < NS; t++) gv[t] = gt[t * C + c], xv[t] = xt[t * C + c];
+        const float yc = y[tok * C + c];
+        float d = 0.0f;
+        for (int t = 0; t < NS; t++) d += hpost[t] * gv[t];
+        dy[tok * C + c] = d;
+        for (int st = 0; st < NS; st++) {
+            float acc = 0.0f;
+            for (int t = 0; t < NS; t++) acc += hres[st * NS + t] * gv[t];
+            dxt[st * C + c] = acc;
+        }
+        if (!dh) continue;
+        for (int t = 0; t < NS; t++) {
+            const double gd = gv[t];
+            apost[t] += gd * (double)yc;
+            for (int st = 0; st < NS; st++) ares[st * NS + t] += gd * (double)xv[st];
+        }
+    }
+    if (!dh) return;
+    for (int t = 0; t < NS; t++) {
+        const double v = warp_sum(apost[t]);
+        if (lane == 0) cr[s.c_dhpost + t] = (float)v;
+    }
+    for (int i = 0; i < NS * NS; i++) {
+        const double v = warp_sum(ares[i]);
+        if (lane == 0) cr[s.c_dhres + i] = (float)v;
     }
 }
 
@@ -161,11 +147,16 @@ __global__ void k_row_rs(SiteDev s, const float* X, float* cache, long rows) {
         cache[(r / s.rpt) * s.stride + s.c_rs + r % s.rpt] = (float)(sqrt((double)s.Dp) / (nrm > 1e-12 ? nrm : 1e-12));
 }
 
-// The norm's backward per row: dv += e - v <v, e> / ||v||^2 (just e where the norm was clamped).
-__global__ void k_row_norm_backward(SiteDev s, const float* X, const float* E, float* dX, long rows) {
+// The pre side's share of dX, per row, in one pass: dv += H_pre[s] du[tok, c] (the weighted sum's
+// backward) + e - v <v, e> / ||v||^2 (the norm's; just e where the norm was clamped). A row is Dp
+// consecutive values of its token's [n, C] streams.
+__global__ void k_pre_backward_x(SiteDev s, const float* cache, const float* X, const float* du, const float* E,
+                                 float* dX, long rows) {
     const long r = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (r >= rows) return;
+    const long tok = r / s.rpt, nC = (long)s.n * s.C;
+    const float* hpre = crow(s, cache, tok) + s.c_hpre;
     const float* v = X + r * s.Dp;
     const float* e = E + r * s.Dp;
     float* dv = dX + r * s.Dp;
@@ -177,7 +168,11 @@ __global__ void k_row_norm_backward(SiteDev s, const float* X, const float* E, f
     ss = warp_sum(ss);
     ve = warp_sum(ve);
     const float k = sqrt(ss) > 1e-12 ? (float)(ve / ss) : 0.0f;
-    for (int i = lane; i < s.Dp; i += 32) dv[i] = dv[i] + e[i] - v[i] * k;
+    for (int i = lane; i < s.Dp; i += 32) {
+        const long at = r * s.Dp + i - tok * nC;  // the value's place in its token's [n, C]
+        const float with_u = dv[i] + hpre[at / s.C] * du[tok * s.C + at % s.C];
+        dv[i] = with_u + e[i] - v[i] * k;
+    }
 }
 
 // ---- projections and parameter gradients --------------------------------------------------------
@@ -291,9 +286,15 @@ void conn_post_backward(const ConnSiteCuda& site, float* cache, const float* X, 
                         float* dX, float* dy, int N) {
     const SiteDev& s = site.dev;
     if (N <= 0) return;
-    each((long)N * s.C, PostBackwardY{s, cache, dXout, dy});
-    if (!residual(s)) MHC_LAUNCH(k_post_dh, warp_blocks((long)N * s.n), kThreads, s, cache, X, y, dXout, N);
-    each((long)N * s.n * s.C, PostBackwardX{s, cache, dXout, dX});
+    const bool dh = !residual(s);  // residual: H = 1, nothing to learn
+    switch (s.n) {
+#define MHC_POST_BACKWARD(NS) \
+    case NS: MHC_LAUNCH(k_post_backward<NS>, warp_blocks(N), kThreads, s, cache, X, y, dXout, dX, dy, N, dh); break;
+        MHC_POST_BACKWARD(1) MHC_POST_BACKWARD(2) MHC_POST_BACKWARD(3) MHC_POST_BACKWARD(4)
+        MHC_POST_BACKWARD(5) MHC_POST_BACKWARD(6) MHC_POST_BACKWARD(7) MHC_POST_BACKWARD(8)
+#undef MHC_POST_BACKWARD
+        default: fail("conn_post_backward", "the GPU takes 1 to 8 streams", __FILE__, __LINE__);
+    }
 }
 
 void conn_pre_backward(const ConnSiteCuda& site, const float* params, const float* cache, const float* X,
@@ -308,7 +309,6 @@ void conn_pre_backward(const ConnSiteCuda& site, const float* params, const floa
     detail::conn_scratch_layout(s, N, scratch, &sc);
     const long Nr = (long)N * s.rpt;
     MHC_LAUNCH(k_pre_dhpre, warp_blocks(N), kThreads, s, X, du, sc.dhpre, N);
-    each((long)N * s.n * s.C, PreBackwardX{s, cache, du, dX});
     detail::coef_backward(s, params, cache, sc.dhpre, sc.G, sc.trace, N);
     colsum(N, 2 * s.W, StaticScaleTerm{s, sc.G, cache}, StoreSums{sc.sums});
     MHC_LAUNCH(k_add_static_scale, 1, 32, s, sc.sums, dparams);
@@ -316,7 +316,7 @@ void conn_pre_backward(const ConnSiteCuda& site, const float* params, const floa
     each(Nr * s.prow, ProjGrad{s, params, cache, sc.G, sc.PZ});
     gemm(true, false, s.Dp, s.prow, (int)Nr, 1.0f, X, s.Dp, sc.PZ, s.prow, 0.0f, sc.Dsum, s.prow);  // Xᵀ dZ
     gemm(false, true, (int)Nr, s.Dp, s.prow, 1.0f, sc.PZ, s.prow, sc.Wf, s.prow, 0.0f, sc.E, s.Dp);  // dZ Wfᵀ
-    MHC_LAUNCH(k_row_norm_backward, warp_blocks(Nr), kThreads, s, X, sc.E, dX, Nr);
+    MHC_LAUNCH(k_pre_backward_x, warp_blocks(Nr), kThreads, s, cache, X, du, sc.E, dX, Nr);
     each(s.Dp, WeightGrads{s, params, sc.Dsum, dparams});
 }
 
