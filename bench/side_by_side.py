@@ -10,6 +10,9 @@ vocab 256, n = 4, no bias); --set overrides go to both programs. --out writes th
 and both programs' JSON plus the derived figures to FILE.json. --mhc-json / --torch-json take a
 saved `--json` output instead of running that side (re-rendering, tests).
 Set OMP_WAIT_POLICY=passive on a shared machine: spinning OpenMP threads distort both sides.
+--device cuda runs both on the GPU: `mhc bench --device cuda` (fp32) beside the reference in bf16
+autocast with PyTorch's fused attention (--torch-dtype fp32 for float32), and the memory columns
+are each side's peak GPU memory instead of the peak RSS.
 """
 import argparse
 import json
@@ -97,8 +100,18 @@ def by_variant(doc, who):
     return out
 
 
+def is_gpu(doc):
+    return doc.get("device", "cpu") != "cpu"
+
+
+def mem_key(mdoc):
+    return "device_peak_mb" if is_gpu(mdoc) else "peak_rss_mb"
+
+
 def check_same_setup(mdoc, tdoc):
-    """Threads, config and tokens per step must match, or the ratios compare different work."""
+    """Device, threads, config and tokens per step must match, or the ratios compare different work."""
+    if mdoc.get("device", "cpu") != tdoc.get("device", "cpu"):
+        raise Failure("devices differ: mhc %s, PyTorch %s" % (mdoc.get("device", "cpu"), tdoc.get("device", "cpu")))
     if mdoc.get("threads") != tdoc.get("threads"):
         raise Failure("thread counts differ: mhc %s, PyTorch %s" % (mdoc.get("threads"), tdoc.get("threads")))
     mc, tc = mdoc.get("config", {}), tdoc.get("config", {})
@@ -117,8 +130,8 @@ def get(rows, v, key, side):
     return None if r is None else r.get(key)
 
 
-def derive(variants, mrows, trows):
-    """Per-variant rows and the derived figures (all ratios of measured values)."""
+def derive(variants, mrows, trows, mem="peak_rss_mb"):
+    """Per-variant rows and the derived figures (all ratios of measured values); mem: the memory key."""
     rows = []
     for v in variants:
         m, t = mrows.get(v), trows.get(v)
@@ -139,8 +152,8 @@ def derive(variants, mrows, trows):
         d[side] = {
             "mhc_lite_over_residual_step": ratio(get(both, "mhc_lite", "step_s_median", side),
                                                  get(both, "none", "step_s_median", side)),
-            "mhc_lite_over_residual_rss": ratio(get(both, "mhc_lite", "peak_rss_mb", side),
-                                                get(both, "none", "peak_rss_mb", side)),
+            "mhc_lite_over_residual_rss": ratio(get(both, "mhc_lite", mem, side),
+                                                get(both, "none", mem, side)),
             "mhc_over_mhc_lite_step": ratio(get(both, "mhc", "step_s_median", side),
                                             get(both, "mhc_lite", "step_s_median", side)),
         }
@@ -161,19 +174,27 @@ def fmt_margin(x):
 
 def render(mdoc, tdoc, rows, d):
     c = dict(tdoc.get("config", {}), **mdoc.get("config", {}))
+    gpu, mem = is_gpu(mdoc), mem_key(mdoc)
+    mem_name = "peak GPU memory" if gpu else "peak RSS"
+    torch_how = "float32"
+    if gpu:
+        attn = {r.get("attention") for r in tdoc.get("results", [])} - {None}
+        torch_how = "%s, %s attention, on %s; mhc fp32 on %s" % (
+            "bf16 autocast" if tdoc.get("dtype") == "bf16" else "float32", "/".join(sorted(attn)) or "?",
+            tdoc.get("device"), mdoc.get("device"))
     L = []
     L.append("## mhc bench vs PyTorch reference")
     L.append("")
     L.append("%s layers × %s wide, %s heads, block %s, batch %s, vocab %s, n = %s, bias %s; %s threads; "
-             "median of %s steps after %s warm-up; PyTorch %s (tests/reference/gpt.py, float32); "
+             "median of %s steps after %s warm-up; PyTorch %s (tests/reference/gpt.py, %s); "
              "OMP_WAIT_POLICY=%s."
              % (c.get("n_layer"), c.get("n_embd"), c.get("n_head"), c.get("block_size"), c.get("batch_size"),
                 c.get("vocab_size"), c.get("hyper_conn_n"), str(c.get("bias")).lower(), mdoc.get("threads"),
-                mdoc.get("steps"), mdoc.get("warmup"), tdoc.get("torch_version"),
+                mdoc.get("steps"), mdoc.get("warmup"), tdoc.get("torch_version"), torch_how,
                 tdoc.get("omp_wait_policy") or os.environ.get("OMP_WAIT_POLICY") or "unset"))
     L.append("")
-    L.append("| variant | mhc tok/s | PyTorch tok/s | speed-up | mhc MFU | mhc peak RSS | PyTorch peak RSS "
-             "| mhc phases % (matmul/attention/connections/optimizer/other) |")
+    L.append("| variant | mhc tok/s | PyTorch tok/s | speed-up | mhc MFU | mhc %s | PyTorch %s "
+             "| mhc phases %% (matmul/attention/connections/optimizer/other) |" % (mem_name, mem_name))
     L.append("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         m, t = r["mhc"] or {}, r["torch"] or {}
@@ -182,13 +203,13 @@ def render(mdoc, tdoc, rows, d):
         L.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
             r["variant"], fmt(m.get("tokens_per_s"), "%.0f"), fmt(t.get("tokens_per_s"), "%.0f"),
             fmt_ratio(r["speedup"]), fmt(m.get("mfu") and 100.0 * m["mfu"], "%.1f", "%"),
-            fmt(m.get("peak_rss_mb"), "%.0f", " MB"), fmt(t.get("peak_rss_mb"), "%.0f", " MB"), phs))
+            fmt(m.get(mem), "%.0f", " MB"), fmt(t.get(mem), "%.0f", " MB"), phs))
     L.append("")
     dm, dt = d["mhc"], d["torch"]
     L.append("- mhc-lite step / residual step: mhc %s, PyTorch %s"
              % (fmt_ratio(dm["mhc_lite_over_residual_step"]), fmt_ratio(dt["mhc_lite_over_residual_step"])))
-    L.append("- mhc-lite peak RSS / residual peak RSS: mhc %s, PyTorch %s"
-             % (fmt_ratio(dm["mhc_lite_over_residual_rss"]), fmt_ratio(dt["mhc_lite_over_residual_rss"])))
+    L.append("- mhc-lite %s / residual %s: mhc %s, PyTorch %s"
+             % (mem_name, mem_name, fmt_ratio(dm["mhc_lite_over_residual_rss"]), fmt_ratio(dt["mhc_lite_over_residual_rss"])))
     L.append("- mhc step vs mhc-lite step (positive: mhc slower): mhc %s, PyTorch %s"
              % (fmt_margin(dm["mhc_over_mhc_lite_step"]), fmt_margin(dt["mhc_over_mhc_lite_step"])))
     shape = mdoc.get("sgemm_shape")
@@ -209,6 +230,9 @@ def main(argv=None):
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for both programs (after the authors' config)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where both sides train")
+    ap.add_argument("--torch-dtype", choices=("fp32", "bf16"),
+                    help="the reference's precision (default: bf16 autocast on cuda, fp32 on the CPU)")
     ap.add_argument("--out", help="write the Markdown here and the JSON beside it (.json)")
     args = ap.parse_args(argv)
     try:
@@ -223,16 +247,19 @@ def main(argv=None):
         for s in sets:
             common += ["--set", s]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+        dtype = args.torch_dtype or ("bf16" if args.device == "cuda" else "fp32")
         if args.mhc_json:
             mdoc = load_json_file(args.mhc_json, "mhc bench")
         else:
-            mdoc = run_side([args.mhc, "bench", "--json", *common], "mhc bench", env)
+            mdoc = run_side([args.mhc, "bench", "--json", "--device", args.device, *common], "mhc bench", env)
         if args.torch_json:
             tdoc = load_json_file(args.torch_json, "torch_bench")
         else:
-            tdoc = run_side([sys.executable, TORCH_BENCH, "--json", *common], "torch_bench.py", env)
+            tdoc = run_side([sys.executable, TORCH_BENCH, "--json", "--device", args.device, "--dtype", dtype, *common],
+                            "torch_bench.py", env)
         check_same_setup(mdoc, tdoc)
-        rows, derived = derive(variants, by_variant(mdoc, "mhc bench"), by_variant(tdoc, "torch_bench"))
+        rows, derived = derive(variants, by_variant(mdoc, "mhc bench"), by_variant(tdoc, "torch_bench"),
+                               mem_key(mdoc))
         md = render(mdoc, tdoc, rows, derived)
         print(md, end="")
         if args.out:

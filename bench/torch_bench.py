@@ -12,6 +12,12 @@ step_cpu_s_median (CPU seconds of all threads per step) shows how much of a busy
 variant actually got: wall time near CPU time / threads means it had its cores.
 The default config is the mHC-lite authors' (6 layers, 6 heads, 384 wide, block 256, batch 8,
 vocab 256, n = 4, no bias). The last line with --json is one JSON object (docs: schemas).
+
+On a GPU (--device cuda) the model and batches live on the device, each step is timed between
+two torch.cuda.synchronize() calls, device_peak_mb is torch.cuda.max_memory_allocated(), and the
+attention is PyTorch's fused one (F.scaled_dot_product_attention, causal) where this PyTorch has
+it. --dtype bf16 runs the forward under torch.autocast(bfloat16) with float32 weights, AdamW and
+gradients: PyTorch's usual mixed precision (on the GPU only).
 """
 import argparse
 import json
@@ -113,17 +119,47 @@ def resolve_config(sets):
 # One variant (the child process)
 # ----------------------------------------------------------------------------
 
-def run_variant(variant, model_cfg, train_cfg, threads, steps, warmup):
+def fused_attention(torch):
+    """PyTorch's fused causal attention in the reference's signature, or None where it has none."""
+    F = torch.nn.functional
+    if not hasattr(F, "scaled_dot_product_attention"):
+        return None
+
+    def attend(qkv, n_head):
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        q, k, v = (t.reshape(B, T, n_head, C // n_head).transpose(1, 2) for t in qkv.split(C, dim=-1))
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+    return attend
+
+
+def run_variant(variant, model_cfg, train_cfg, threads, steps, warmup, device="cpu", dtype="fp32"):
     import torch
     sys.path.insert(0, REFERENCE)
     import gpt
 
     torch.set_num_threads(threads)
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device for PyTorch %s" % torch.__version__)
+    attention = "reference"
+    if cuda and fused_attention(torch):
+        gpt.causal_attention = fused_attention(torch)   # the blocks look it up by name at each call
+        attention = "sdpa"
     cfg = gpt.GPTConfig(hyper_conn_type=variant, **model_cfg)
     model = gpt.GPT(cfg, dtype=torch.float32)
     gen = torch.Generator().manual_seed(train_cfg["seed"])
     gpt.init_weights(model, gen)
+    model.to(dev)
     model.train()
+    if dtype == "bf16":
+        forward = model.forward
+
+        def autocast_forward(*a, **k):
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16):
+                return forward(*a, **k)
+        model.forward = autocast_forward    # nn.Module.__call__ finds the instance's forward
     opt = gpt.make_optimizer(model, train_cfg)
     B, T, A = train_cfg["batch_size"], cfg.block_size, train_cfg["gradient_accumulation_steps"]
 
@@ -131,31 +167,47 @@ def run_variant(variant, model_cfg, train_cfg, threads, steps, warmup):
         out = []
         for _ in range(A):
             tok = torch.randint(0, cfg.vocab_size, (B, T + 1), generator=gen)
-            out.append((tok[:, :-1].contiguous(), tok[:, 1:].contiguous()))
+            out.append((tok[:, :-1].contiguous().to(dev), tok[:, 1:].contiguous().to(dev)))
         return out
 
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     times, cpu = [], []
     loss = float("nan")
     for it in range(warmup + steps):
         b = batches()                       # drawn outside the timed region
+        sync()
         t0, c0 = time.perf_counter(), time.process_time()
         loss, _ = gpt.train_step(model, opt, b, train_cfg, it)
+        sync()
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if it >= warmup:
             times.append(dt)
             cpu.append(dc)
     tokens = B * T * A
     med = statistics.median(times)
-    return {"variant": variant, "params": sum(p.numel() for p in model.parameters()),
-            "tokens_per_step": tokens, "step_s_median": med, "step_s_min": min(times),
-            "tokens_per_s": tokens / med, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-            "step_cpu_s_median": statistics.median(cpu), "final_loss": loss}
+    r = {"variant": variant, "params": sum(p.numel() for p in model.parameters()),
+         "tokens_per_step": tokens, "step_s_median": med, "step_s_min": min(times),
+         "tokens_per_s": tokens / med, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+         "step_cpu_s_median": statistics.median(cpu), "final_loss": loss, "attention": attention}
+    if cuda:
+        r["device_peak_mb"] = torch.cuda.max_memory_allocated() / 2.0 ** 20
+    return r
 
 
 def child_main(spec):
-    r = run_variant(spec["variant"], spec["model"], spec["train"], spec["threads"], spec["steps"],
-                    spec["warmup"])
+    try:
+        r = run_variant(spec["variant"], spec["model"], spec["train"], spec["threads"], spec["steps"],
+                        spec["warmup"], spec.get("device", "cpu"), spec.get("dtype", "fp32"))
+    except RuntimeError as e:
+        print(str(e).splitlines()[0] if str(e) else "RuntimeError", file=sys.stderr)
+        return 1
     print(json.dumps(r))
+    return 0
 
 
 # ----------------------------------------------------------------------------
@@ -164,7 +216,7 @@ def child_main(spec):
 
 def spawn(variant, model_cfg, train_cfg, args):
     spec = {"variant": variant, "model": model_cfg, "train": train_cfg, "threads": args.threads,
-            "steps": args.steps, "warmup": args.warmup}
+            "steps": args.steps, "warmup": args.warmup, "device": args.device, "dtype": args.dtype}
     # Debian's torch calls OpenBLAS (pthreads) for sgemm, which sizes its pool from these.
     n = str(args.threads)
     env = dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
@@ -180,17 +232,20 @@ def spawn(variant, model_cfg, train_cfg, args):
 
 def print_table(doc, out):
     c = doc["config"]
-    print("PyTorch %s reference (tests/reference/gpt.py), float32, %d threads: %d layers x %d wide, "
+    gpu = doc.get("device", "cpu") != "cpu"
+    print("PyTorch %s reference (tests/reference/gpt.py), %s on %s, %d threads: %d layers x %d wide, "
           "%d heads, block %d, batch %d, vocab %d, n=%d; median of %d steps after %d warm-up"
-          % (doc["torch_version"], doc["threads"], c["n_layer"], c["n_embd"], c["n_head"],
+          % (doc["torch_version"], "bf16 autocast" if doc.get("dtype") == "bf16" else "float32",
+             doc.get("device", "cpu"), doc["threads"], c["n_layer"], c["n_embd"], c["n_head"],
              c["block_size"], c["batch_size"], c["vocab_size"], c["hyper_conn_n"], doc["steps"],
              doc["warmup"]), file=out)
     print("%-9s %11s %12s %10s %10s %10s %12s" % ("variant", "params", "step s (med)", "step min",
-                                                   "CPU s", "tokens/s", "peak RSS MB"), file=out)
+                                                   "CPU s", "tokens/s", "GPU MB" if gpu else "peak RSS MB"),
+          file=out)
     for r in doc["results"]:
         print("%-9s %11d %12.3f %10.3f %10.3f %10.1f %12.1f"
               % (r["variant"], r["params"], r["step_s_median"], r["step_s_min"], r["step_cpu_s_median"],
-                 r["tokens_per_s"], r["peak_rss_mb"]), file=out)
+                 r["tokens_per_s"], r["device_peak_mb"] if gpu else r["peak_rss_mb"]), file=out)
 
 
 def main(argv=None):
@@ -202,18 +257,25 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads / OMP_NUM_THREADS")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, e.g. --set n_layer=6 (model keys and batch_size, ...)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the model trains")
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"),
+                    help="fp32, or bf16: the forward under torch.autocast(bfloat16), float32 weights and AdamW")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        child_main(json.loads(args.child))
-        return 0
+        return child_main(json.loads(args.child))
     try:
         if args.steps < 1 or args.warmup < 0 or args.threads < 1:
             raise UsageError("--steps and --threads must be >= 1, --warmup >= 0")
+        if args.dtype == "bf16" and args.device != "cuda":
+            # CPU autocast (Debian's PyTorch 1.13) leaves layer_norm's bf16 input beside fp32 weights.
+            raise UsageError("--dtype bf16 needs --device cuda")
         variants = parse_variants(args.variants)
         model_cfg, train_cfg = resolve_config(args.sets)
         import torch
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise UsageError("no CUDA device for PyTorch %s" % torch.__version__)
         results = []
         for v in variants:
             print("torch_bench: %s ..." % v, file=sys.stderr, flush=True)
@@ -224,6 +286,7 @@ def main(argv=None):
     config = dict(model_cfg, batch_size=train_cfg["batch_size"],
                   gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"])
     doc = {"threads": args.threads, "torch_version": torch.__version__.split("+")[0],
+           "device": args.device, "dtype": args.dtype,
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "steps": args.steps,
            "warmup": args.warmup, "config": config, "results": results}
     print_table(doc, sys.stdout)

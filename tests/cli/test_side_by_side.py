@@ -89,6 +89,30 @@ def test_table_from_fake_json():
         check("JSON beside --out holds both sides and the ratios", False, e)
 
 
+def test_gpu_table_from_fake_json():
+    """On a GPU the memory columns are each side's peak GPU memory, and the header says how PyTorch ran."""
+    mdoc, tdoc = fake_docs()
+    mdoc = dict(mdoc, device="cuda")
+    for r, mb in zip(mdoc["results"], (100.0, 130.0, 140.0)):
+        r["device_peak_mb"] = mb
+    tdoc = dict(tdoc, device="cuda", dtype="bf16")
+    for r, mb in zip(tdoc["results"], (200.0, 500.0, 520.0)):
+        r["device_peak_mb"], r["attention"] = mb, "sdpa"
+    r = run(SBS, "--mhc-json", write("gm.json", mdoc), "--torch-json", write("gt.json", tdoc), "--variants",
+            "none,mhc_lite,mhc")
+    md = r.stdout
+    check("GPU: combiner exits 0", r.returncode == 0, r.stderr)
+    check("GPU: header says bf16 autocast with fused attention beside mhc fp32",
+          "bf16 autocast, sdpa attention, on cuda; mhc fp32 on cuda" in md, md)
+    check("GPU: memory columns are peak GPU memory",
+          "| mhc peak GPU memory | PyTorch peak GPU memory |" in md
+          and "| mhc_lite | 3413 | 512 | 6.67× | 50.0% | 130 MB | 500 MB |" in md, md)
+    check("GPU: mhc-lite / residual memory ratio from GPU memory",
+          "mhc-lite peak GPU memory / residual peak GPU memory: mhc 1.30×, PyTorch 2.50×" in md, md)
+    r = run(SBS, "--mhc-json", write("gm2.json", mdoc), "--torch-json", write("gt2.json", dict(tdoc, device="cpu")))
+    check("GPU: different devices refused", *one_line_error(r, "devices differ"))
+
+
 def test_mismatches_refused():
     mdoc, tdoc = fake_docs()
     m = write("mhc.json", mdoc)
@@ -114,6 +138,12 @@ def test_torch_bench_errors():
     check("torch_bench: unknown key refused", *one_line_error(r, "no_such_key"))
     r = run(TORCH_BENCH, "--set", "n_embd=33", "--set", "n_head=2")
     check("torch_bench: n_embd % n_head refused", *one_line_error(r, "divisible"))
+    r = run(TORCH_BENCH, "--dtype", "bf16")
+    check("torch_bench: bf16 autocast on the CPU refused", *one_line_error(r, "needs --device cuda"))
+    import torch
+    if not torch.cuda.is_available():
+        r = run(TORCH_BENCH, "--device", "cuda", "--variants", "none", "--steps", "1", "--warmup", "0")
+        check("torch_bench: --device cuda without a GPU is one line", *one_line_error(r, "no CUDA device"))
 
 
 def mhc_has_bench():
@@ -174,5 +204,5 @@ def test_real_torch_bench():
 
 
 if __name__ == "__main__":
-    finish(test_table_from_fake_json, test_mismatches_refused, test_torch_bench_errors, test_real_torch_bench,
+    finish(test_table_from_fake_json, test_gpu_table_from_fake_json, test_mismatches_refused, test_torch_bench_errors, test_real_torch_bench,
            keep_on_failure=True)

@@ -90,12 +90,9 @@ def all_permutations(n):
 def permutation_matrices(perms, n, dtype=torch.float64, device=None):
     """P[k][i][j] = 1 iff j = perms[k][i]  (SPEC 2, mhc-lite)."""
     perms = torch.as_tensor(perms, dtype=torch.long, device=device).reshape(-1, n)
-    K = perms.shape[0]
-    P = torch.zeros(K, n, n, dtype=dtype, device=device)
-    for k in range(K):
-        for i in range(n):
-            P[k, i, int(perms[k, i])] = 1.0
-    return P
+    # one_hot: row i of matrix k has its 1 in column perms[k][i] (no per-element reads, which on a
+    # GPU would each wait for the device).
+    return torch.nn.functional.one_hot(perms, n).to(dtype)
 
 
 def log2_exact(n):
