@@ -20,6 +20,11 @@
 #                                  ($OUT if set, else gpu_check_out/) and prints the table last.
 #                                  Here (no GPU) it checks that the pack starts: the GPU tests are skipped
 #                                  and the exit status is 1.
+#   scripts/gpu_check.sh --gpt2 [--out DIR]
+#                                  THERE, after the check: the speed issue's GPT-2-small benchmark,
+#                                  bench/side_by_side.py --device cuda (mhc and the PyTorch reference in
+#                                  bf16 autocast; none, hc, mhc, mhc_lite, kromhc) and mhc_lite with
+#                                  recompute; about 3 minutes, 9 at most.
 # Exit status: 0 when every GPU test ran and passed, test_device.py passed and the bench ran.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,8 +33,9 @@ mode=run out="${OUT:-gpu_check_out}"
 while (($#)); do
   case "$1" in
     --pack) mode=pack ;;
+    --gpt2) mode=gpt2 ;;
     --out) out="$2"; shift ;;
-    *) echo "usage: scripts/gpu_check.sh [--pack | --out DIR]" >&2; exit 2 ;;
+    *) echo "usage: scripts/gpu_check.sh [--pack | --gpt2 | --out DIR]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -115,6 +121,32 @@ if ! gpu_pack/bin/mhc_tests --gtest_list_tests >/dev/null 2>&1; then
 fi
 export OMP_WAIT_POLICY=passive
 
+if [ "$mode" = gpt2 ]; then
+  # The speed issue's benchmark (docs/PERFORMANCE.md): GPT-2 small, T = 1024, vocabulary 50,304,
+  # n = 4, the same batch for every variant; mhc beside the PyTorch reference (bf16 autocast, fused
+  # attention) on this GPU, then mhc_lite again with activation recompute.
+  gpt2=(--set n_layer=12 --set n_head=12 --set n_embd=768 --set block_size=1024 --set vocab_size=50304
+        --set batch_size=8 --set hyper_conn_n=4)
+  timeout 420 python3 bench/side_by_side.py --mhc gpu_pack/bin/mhc --device cuda --threads 4 --steps 10 \
+    --warmup 3 --variants none,hc,mhc,mhc_lite,kromhc "${gpt2[@]}" --out "$out/gpt2_small.md" \
+    2> >(tee "$out/gpt2_small.err" >&2)
+  rc=$?
+  timeout 120 gpu_pack/bin/mhc bench --device cuda --variants mhc_lite --steps 5 --warmup 2 "${gpt2[@]}" \
+    --set recompute=true --json > "$out/gpt2_recompute.log" 2>&1 || rc=$?
+  python3 - "$out" <<'EOF'
+import json, sys
+out = sys.argv[1]
+try:
+    r = json.loads(open(out + "/gpt2_recompute.log").read().strip().splitlines()[-1])["results"][0]
+    print("mhc_lite with recompute: %.0f tok/s, step %.1f ms, peak GPU memory %.0f MB, MFU16 %.1f%%" % (
+        r["tokens_per_s"], 1e3 * r["step_s_median"], r["device_peak_mb"], 100 * r.get("mfu_bf16", 0)))
+except (OSError, ValueError, KeyError, IndexError):
+    print("mhc_lite with recompute: no result (%s/gpt2_recompute.log)" % out)
+EOF
+  echo "gpu_check --gpt2: exit $rc; the table and both sides' JSON in $out/gpt2_small.md, .json"
+  exit $rc
+fi
+
 # 1. Every GPU test of mhc_tests.
 s=$(date +%s)
 timeout 160 gpu_pack/bin/mhc_tests --gtest_filter='*Cuda*' --gtest_output="json:$out/gpu_tests.json" \
@@ -185,10 +217,11 @@ ok = ok and rc_device == "0" and m is not None
 # 3. The bench.
 try:
     b = json.load(open(out + "/bench.json"))
-    print("mhc bench --device cuda, %s, batch %d, block %d, %d layers x %d, cuBLAS sgemm peak %.0f GFLOP/s:" % (
+    print("mhc bench --device cuda, %s, batch %d, block %d, %d layers x %d, cuBLAS peaks: fp32 %.0f, bf16 %.0f "
+          "GFLOP/s (MFU16 against the latter):" % (
         b["device"], b["config"]["batch_size"], b["config"]["block_size"], b["config"]["n_layer"],
-        b["config"]["n_embd"], b["sgemm_peak_gflops"]))
-    print("  %-9s %9s %8s %6s %7s  ms per step: %s" % ("variant", "tok/s", "step ms", "MFU", "GPU MB",
+        b["config"]["n_embd"], b["sgemm_peak_gflops"], b["bf16_peak_gflops"]))
+    print("  %-9s %9s %8s %6s %6s %7s  ms per step: %s" % ("variant", "tok/s", "step ms", "MFU", "MFU16", "GPU MB",
           " ".join("%8s" % p[:8] for p in b["results"][0]["phases_s"])))
     rows = b["results"]
     try:
@@ -197,8 +230,8 @@ try:
         print("  (mhc_lite with recompute: no result; %s/bench_recompute.log)" % out)
         ok = False
     for r in rows:
-        print("  %-9s %9.0f %8.1f %5.1f%% %7.1f  %s%s" % (r["variant"], r["tokens_per_s"], 1e3 * r["step_s_median"],
-              100 * r["mfu"], r["device_peak_mb"], " " * len("ms per step: "),
+        print("  %-9s %9.0f %8.1f %5.1f%% %5.1f%% %7.1f  %s%s" % (r["variant"], r["tokens_per_s"],
+              1e3 * r["step_s_median"], 100 * r["mfu"], 100 * r["mfu_bf16"], r["device_peak_mb"], " " * len("ms per step: "),
               " ".join("%8.2f" % (1e3 * v) for v in r["phases_s"].values())))
 except (OSError, ValueError, KeyError) as e:
     print("mhc bench --device cuda: no result (exit %s; %s/bench.log)" % (rc_bench, out))

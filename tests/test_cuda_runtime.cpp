@@ -2,6 +2,7 @@
 // buffers, row-major GEMMs through cuBLAS against the CPU's BLAS.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 #include <stdexcept>
 
@@ -107,6 +108,62 @@ TEST_F(CudaRuntimeGpu, GemmRowMajorMatchesCpu) {
                     std::copy(cpu.begin(), cpu.begin() + sC, one_cpu.begin());
                     std::copy(ref.begin(), ref.begin() + sC, one_ref.begin());
                     check("single " + what, dC1.download(), one_cpu, one_ref);
+                }
+            }
+}
+
+// bfloat16 rounding (host side, the device's conversion): to nearest, ties to even, NaN stays NaN,
+// overflow to infinity; going back is exact.
+TEST(CudaBf16, RoundsToNearestEven) {
+    auto bits = [](float f) { return __bfloat162float(__float2bfloat16(f)); };
+    EXPECT_EQ(bits(1.0f), 1.0f);
+    EXPECT_EQ(bits(1.0f + 1.0f / 256), 1.0f);              // a tie: to the even neighbour, 1
+    EXPECT_EQ(bits(1.0f + 3.0f / 256), 1.0f + 4.0f / 256);  // a tie: to the even neighbour, up
+    EXPECT_EQ(bits(1.0f + 1.0f / 256 + 1.0f / 65536), 1.0f + 2.0f / 256);  // past the tie: up
+    EXPECT_EQ(bits(-3.0f), -3.0f);
+    EXPECT_TRUE(std::isnan(bits(NAN)));
+    EXPECT_EQ(bits(INFINITY), INFINITY);
+    EXPECT_EQ(bits(3.4e38f), INFINITY);                     // past bf16's largest finite value
+    std::mt19937_64 rng(5);
+    for (float x : test::normal_vec<float>(1000, rng, 100.0)) {
+        const float r = bits(x);
+        EXPECT_LE(std::fabs(r - x), std::fabs(x) / 256) << x;  // half a unit in the last of 8 bits
+        EXPECT_EQ(bits(r), r);                               // a bf16 value is its own rounding
+    }
+}
+
+// gemm_bf16: bf16 operands, fp32 sums, against the fp32 GEMM of the same (rounded) values in
+// double. Each product is exact in fp32, so only the sums' rounding differs.
+TEST_F(CudaRuntimeGpu, GemmBf16MatchesTheRoundedFp32Product) {
+    std::mt19937_64 rng(12);
+    for (const bool ta : {false, true})
+        for (const bool tb : {false, true})
+            for (const auto& [m, n, k] : std::vector<std::tuple<int, int, int>>{{1, 1, 1}, {3, 5, 7}, {65, 13, 40}}) {
+                const int lda = (ta ? m : k) + 2, ldb = (tb ? k : n) + 3, ldc = n + 1;
+                const long nA = (long)(ta ? k : m) * lda, nB = (long)(tb ? n : k) * ldb, nC = (long)m * ldc;
+                std::vector<float> A = test::normal_vec<float>(nA, rng), B = test::normal_vec<float>(nB, rng);
+                std::vector<cuda::bf16> A16, B16;
+                for (float& a : A) A16.push_back(__float2bfloat16(a)), a = __bfloat162float(A16.back());
+                for (float& b : B) B16.push_back(__float2bfloat16(b)), b = __bfloat162float(B16.back());
+                const std::vector<float> C0 = test::normal_vec<float>(nC, rng);
+                for (const float beta : {0.0f, 1.0f}) {
+                    std::vector<double> ref = test::to_double(C0), Ad = test::to_double(A), Bd = test::to_double(B);
+                    std::vector<float> cpu = C0;
+                    detail::gemm(ta, tb, m, n, k, 0.5, Ad.data(), lda, Bd.data(), ldb, (double)beta, ref.data(), ldc);
+                    detail::gemm(ta, tb, m, n, k, 0.5f, A.data(), lda, B.data(), ldb, beta, cpu.data(), ldc);
+                    cuda::DeviceBuffer<cuda::bf16> dA, dB;
+                    dA.upload(A16);
+                    dB.upload(B16);
+                    std::vector<float> start = C0;
+                    if (beta == 0.0f)  // C must not be read
+                        for (int i = 0; i < m; i++)
+                            for (int j = 0; j < n; j++) start[(long)i * ldc + j] = NAN;
+                    auto dC = test::to_dev(start);
+                    cuda::gemm_bf16(ta, tb, m, n, k, 0.5f, dA.data(), lda, dB.data(), ldb, beta, dC.data(), ldc);
+                    check(std::string("bf16 ta=") + (ta ? "T" : "N") + " tb=" + (tb ? "T" : "N") + " " +
+                              std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +
+                              " beta=" + std::to_string(beta),
+                          dC.download(), cpu, ref);
                 }
             }
 }

@@ -79,8 +79,10 @@ int child_main(const std::string& arg) {
     try {
         const nlohmann::json p = nlohmann::json::parse(arg);
         nlohmann::json j;
-        if (p.at("mode") == "sgemm") {
-            const SgemmPeak s = engine_sgemm_peak(p.at("device"), p.at("shapes").get<std::vector<std::vector<int>>>());
+        if (p.at("mode") == "sgemm" || p.at("mode") == "bf16") {
+            const auto shapes = p.at("shapes").get<std::vector<std::vector<int>>>();
+            const SgemmPeak s = p.at("mode") == "sgemm" ? engine_sgemm_peak(p.at("device"), shapes)
+                                                        : engine_bf16_peak(p.at("device"), shapes);
             j = {{"gflops", s.gflops}, {"shape", {s.M, s.N, s.K}}};
         } else {
             // Test hook (tests/cli/test_bench.py): MHC_TEST_BENCH_ABORT=<variant> makes that child crash.
@@ -118,18 +120,25 @@ void print_table(const nlohmann::json& doc, const TrainConfig& cfg, const std::s
                 sh[0].get<int>(), sh[1].get<int>(), sh[2].get<int>());
     // On a GPU its memory is the one that limits a run: the engine's peak there instead of the RSS.
     const bool gpu = cfg.device != "cpu";
-    std::printf("\n%-9s %10s %9s %9s %9s %6s %8s | %6s %6s %6s %6s %6s  (%% of step)\n", "variant", "params",
-                "tok/s", "step ms", "min ms", "MFU", gpu ? "GPU MB" : "RSS MB", "matmul", "attn", "conn", "optim",
-                "other");
+    if (gpu) {
+        const auto& bs = doc["bf16_shape"];
+        std::printf("bf16 peak: %.1f GFLOP/s (cuBLAS bf16 x bf16, fp32 sums, %d x %d x %d): MFU16 is against it\n",
+                    doc["bf16_peak_gflops"].get<double>(), bs[0].get<int>(), bs[1].get<int>(), bs[2].get<int>());
+    }
+    std::printf("\n%-9s %10s %9s %9s %9s %6s%s %8s | %6s %6s %6s %6s %6s  (%% of step)\n", "variant", "params",
+                "tok/s", "step ms", "min ms", "MFU", gpu ? "  MFU16" : "", gpu ? "GPU MB" : "RSS MB", "matmul", "attn",
+                "conn", "optim", "other");
     for (const auto& r : doc["results"]) {
         const auto& ph = r["phases_s"];
         double sum = 0;
         for (const auto& [k, v] : ph.items()) sum += v.get<double>();
         auto pct = [&](const char* k) { return sum > 0 ? 100.0 * ph[k].get<double>() / sum : 0.0; };
-        std::printf("%-9s %10ld %9.0f %9.1f %9.1f %5.1f%% %8.1f | %6.1f %6.1f %6.1f %6.1f %6.1f\n",
+        char mfu16[16] = "";
+        if (gpu) std::snprintf(mfu16, sizeof mfu16, " %5.1f%%", 100.0 * r["mfu_bf16"].get<double>());
+        std::printf("%-9s %10ld %9.0f %9.1f %9.1f %5.1f%%%s %8.1f | %6.1f %6.1f %6.1f %6.1f %6.1f\n",
                     r["variant"].get<std::string>().c_str(), r["params"].get<long>(), r["tokens_per_s"].get<double>(),
                     1e3 * r["step_s_median"].get<double>(), 1e3 * r["step_s_min"].get<double>(),
-                    100.0 * r["mfu"].get<double>(), r[gpu ? "device_peak_mb" : "peak_rss_mb"].get<double>(), pct("matmul"),
+                    100.0 * r["mfu"].get<double>(), mfu16, r[gpu ? "device_peak_mb" : "peak_rss_mb"].get<double>(), pct("matmul"),
                     pct("attention"), pct("connections"), pct("optimizer"), pct("other"));
     }
     std::printf("\nstep ms: median (tok/s and MFU use it); phases: mean per step; %s\n%s\n",
@@ -192,6 +201,16 @@ Runner add_bench(CLI::App& app) {
         const nlohmann::json peak =
             run_child({{"mode", "sgemm"}, {"shapes", shapes}, {"device", cfg.device}}, threads, "sgemm peak");
         const double peak_gflops = peak["gflops"];
+        // On a GPU also the bf16 peak, the yardstick of mixed-precision training (MFU16).
+        const bool gpu = cfg.device != "cpu";
+        nlohmann::json peak16;
+        if (gpu) {
+            progress("bench: bf16 peak");
+            // Tensor cores finish a 2048³ product in tens of microseconds: larger squares time well.
+            std::vector<std::vector<int>> shapes16 = {{4096, 4096, 4096}, {8192, 8192, 8192}};
+            if (2.0 * g[0] * g[1] * g[2] >= 1e9) shapes16.push_back(g);
+            peak16 = run_child({{"mode", "bf16"}, {"shapes", shapes16}, {"device", cfg.device}}, threads, "bf16 peak");
+        }
         nlohmann::json results = nlohmann::json::array();
         for (size_t i = 0; i < variants.size(); i++) {
             progress("bench: " + variants[i] + " (" + std::to_string(i + 1) + "/" + std::to_string(variants.size()) + ")");
@@ -199,6 +218,9 @@ Runner add_bench(CLI::App& app) {
                                           {"warmup", o->warmup}, {"data", o->data}},
                                          threads, "variant " + variants[i]);
             r["mfu"] = r["model_gflop_per_step"].get<double>() / r["step_s_median"].get<double>() / peak_gflops;
+            if (gpu)
+                r["mfu_bf16"] = r["model_gflop_per_step"].get<double>() / r["step_s_median"].get<double>() /
+                                peak16["gflops"].get<double>();
             r.erase("threads");
             results.push_back(r);
         }
@@ -208,10 +230,11 @@ Runner add_bench(CLI::App& app) {
         config.erase("hyper_conn_type");  // one per result
         config["batch_size"] = cfg.batch_size;
         config["gradient_accumulation_steps"] = cfg.gradient_accumulation_steps;
-        const nlohmann::json doc = {{"threads", threads}, {"device", cfg.device}, {"sgemm_peak_gflops", peak_gflops},
-                                    {"sgemm_shape", peak["shape"]}, {"steps", o->steps}, {"warmup", o->warmup},
-                                    {"config", config}, {"data", o->data.empty() ? "random tokens" : o->data},
-                                    {"flops_note", kBenchFlopsNote}, {"results", results}};
+        nlohmann::json doc = {{"threads", threads}, {"device", cfg.device}, {"sgemm_peak_gflops", peak_gflops},
+                              {"sgemm_shape", peak["shape"]}, {"steps", o->steps}, {"warmup", o->warmup},
+                              {"config", config}, {"data", o->data.empty() ? "random tokens" : o->data},
+                              {"flops_note", kBenchFlopsNote}, {"results", results}};
+        if (gpu) doc["bf16_peak_gflops"] = peak16["gflops"], doc["bf16_shape"] = peak16["shape"];
         print_table(doc, cfg, o->data.empty() ? "random tokens" : o->data);
         if (o->json) print_json(doc);
         return 0;

@@ -12,6 +12,7 @@
 #include "cuda/emu.h"
 #else
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #endif
 
@@ -52,6 +53,13 @@ std::string cublas_unavailable();
 // C [m, n] = alpha · op(A) · op(B) + beta · C, op(A) m x k, op(B) k x n. beta 0: C is not read.
 void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B, int ldb,
           float beta, float* C, int ldc);
+// bfloat16 on the device (cuda_bf16.h; the emulation's in cuda/emu.h).
+using bf16 = __nv_bfloat16;
+// gemm's meaning with bf16 operands and an fp32 result: each product exact in fp32, the sums in
+// fp32 (cublasGemmEx, compute 32F). On its own handle, which lets cuBLAS use the tensor cores
+// (the fp32 one's pedantic mode is for fp32's exactness); atomics off there too.
+void gemm_bf16(bool ta, bool tb, int m, int n, int k, float alpha, const bf16* A, int lda, const bf16* B, int ldb,
+               float beta, float* C, int ldc);
 // `batch` of them, matrix b at A + b·sA, B + b·sB, C + b·sC.
 void gemm_batched(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, long sA,
                   const float* B, int ldb, long sB, float beta, float* C, int ldc, long sC, int batch);

@@ -413,8 +413,17 @@ bool gemm_args_ok(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int 
 // The extent in elements of a column-major operand: rows x cols with leading dimension ld.
 size_t extent(int rows, int cols, int ld) { return rows && cols ? (size_t)ld * (cols - 1) + rows : 0; }
 
-void gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha, const float* A, int lda,
-           const float* B, int ldb, float beta, float* C, int ldc) {
+// Element i of an fp32 or bf16 operand, as a float.
+struct Operand {
+    const void* p;
+    bool bf16;
+    float operator[](size_t i) const {
+        return bf16 ? __bfloat162float(((const __nv_bfloat16*)p)[i]) : ((const float*)p)[i];
+    }
+};
+
+void gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha, Operand A, int lda,
+           Operand B, int ldb, float beta, void* C, bool c_bf16, int ldc) {
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
             float acc = 0;  // fp32 accumulation, like the library's SGEMM
@@ -423,8 +432,11 @@ void gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, floa
                 const float b = tb == CUBLAS_OP_N ? B[l + (size_t)j * ldb] : B[j + (size_t)l * ldb];
                 acc = std::fma(a, b, acc);
             }
-            float& c = C[i + (size_t)j * ldc];
-            c = beta == 0.0f ? alpha * acc : alpha * acc + beta * c;  // beta 0: C is not read (may be NaN)
+            const size_t at = i + (size_t)j * ldc;
+            const float old = beta == 0.0f ? 0.0f : Operand{C, c_bf16}[at];  // beta 0: C is not read (may be NaN)
+            const float c = beta == 0.0f ? alpha * acc : alpha * acc + beta * old;
+            if (c_bf16) ((__nv_bfloat16*)C)[at] = __float2bfloat16(c);
+            else ((float*)C)[at] = c;
         }
 }
 
@@ -447,8 +459,31 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
         if ((m && n && k && (!is_device(Ab, 4 * extent(ar, ac, lda)) || !is_device(Bb, 4 * extent(br, bc, ldb)))) ||
             (m && n && !is_device(Cb, 4 * extent(m, n, ldc))))
             mhc::emu::die("cublas: a matrix outside device memory (host pointer, or ld/stride past the allocation)");
-        gemm1(ta, tb, m, n, k, *alpha, Ab, lda, Bb, ldb, *beta, Cb, ldc);
+        gemm1(ta, tb, m, n, k, *alpha, {Ab, false}, lda, {Bb, false}, ldb, *beta, Cb, false, ldc);
     }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void* alpha, const void* A, cudaDataType Atype, int lda, const void* B,
+                            cudaDataType Btype, int ldb, const void* beta, void* C, cudaDataType Ctype, int ldc,
+                            cublasComputeType_t compute, cublasGemmAlgo_t algo) {
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    auto known = [](cudaDataType t) { return t == CUDA_R_32F || t == CUDA_R_16BF; };
+    if (!known(Atype) || !known(Btype) || !known(Ctype) || Atype != Btype || compute != CUBLAS_COMPUTE_32F ||
+        algo != CUBLAS_GEMM_DEFAULT)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (!gemm_args_ok(ta, tb, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (is_device(alpha, 4) || is_device(beta, 4))
+        mhc::emu::die("cublas: alpha/beta must be host pointers (pointer mode host)");
+    const size_t ea = Atype == CUDA_R_16BF ? 2 : 4, ec = Ctype == CUDA_R_16BF ? 2 : 4;
+    const int ar = ta == CUBLAS_OP_N ? m : k, ac = ta == CUBLAS_OP_N ? k : m;
+    const int br = tb == CUBLAS_OP_N ? k : n, bc = tb == CUBLAS_OP_N ? n : k;
+    if ((m && n && k && (!is_device(A, ea * extent(ar, ac, lda)) || !is_device(B, ea * extent(br, bc, ldb)))) ||
+        (m && n && !is_device(C, ec * extent(m, n, ldc))))
+        mhc::emu::die("cublas: a matrix outside device memory (host pointer, or ld past the allocation)");
+    gemm1(ta, tb, m, n, k, *(const float*)alpha, {A, Atype == CUDA_R_16BF}, lda, {B, Btype == CUDA_R_16BF}, ldb,
+          *(const float*)beta, C, Ctype == CUDA_R_16BF, ldc);
     return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -84,6 +84,25 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e);
 // Not yet recorded: cudaErrorInvalidResourceHandle, as CUDA.
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 
+// ---- bfloat16 (cuda_bf16.h): the upper half of a float, rounded to nearest even ---------------
+struct __nv_bfloat16 {
+    unsigned short bits;
+};
+inline __nv_bfloat16 __float2bfloat16(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu))
+        return {(unsigned short)((u >> 16) | 0x0040u)};  // NaN stays NaN (quiet)
+    u += 0x7fffu + ((u >> 16) & 1u);                       // ties to even; overflow rounds to inf
+    return {(unsigned short)(u >> 16)};
+}
+inline float __bfloat162float(__nv_bfloat16 b) {
+    const uint32_t u = (uint32_t)b.bits << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
 // ---- cuBLAS (column-major, as the library) -----------------------------------------------------
 typedef struct cublasContext* cublasHandle_t;
 typedef enum {
@@ -105,6 +124,15 @@ cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode);
 cublasStatus_t cublasSetPointerMode(cublasHandle_t h, cublasPointerMode_t mode);
 cublasStatus_t cublasSetAtomicsMode(cublasHandle_t h, cublasAtomicsMode_t mode);
 const char* cublasGetStatusString(cublasStatus_t s);
+// cublasGemmEx for the types the engine uses: A and B fp32 or bf16, C fp32 or bf16, fp32 compute
+// (each product exact in fp32, fp32 accumulation, C rounded to its type).
+typedef enum { CUDA_R_32F = 0, CUDA_R_16BF = 14 } cudaDataType;
+typedef enum { CUBLAS_COMPUTE_32F = 68 } cublasComputeType_t;
+typedef enum { CUBLAS_GEMM_DEFAULT = -1 } cublasGemmAlgo_t;
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void* alpha, const void* A, cudaDataType Atype, int lda, const void* B,
+                            cudaDataType Btype, int ldb, const void* beta, void* C, cudaDataType Ctype, int ldc,
+                            cublasComputeType_t compute, cublasGemmAlgo_t algo);
 cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                            const float* alpha, const float* A, int lda, const float* B, int ldb, const float* beta,
                            float* C, int ldc);

@@ -63,6 +63,10 @@ struct Blas {
     decltype(&cublasGetStatusString) status_string = nullptr;
     decltype(&cublasSgemm) sgemm = nullptr;
     decltype(&cublasSgemmStridedBatched) sgemm_strided_batched = nullptr;
+    // cublas_v2.h overloads cublasGemmEx (an inline C++ wrapper): the exported one's type, spelled out.
+    cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*,
+                              const void*, cudaDataType, int, const void*, cudaDataType, int, const void*, void*,
+                              cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t) = nullptr;
 };
 
 const Blas& blas() {
@@ -71,7 +75,7 @@ const Blas& blas() {
 #if MHC_CUDA_EMU
         t.create = cublasCreate, t.set_math_mode = cublasSetMathMode, t.set_pointer_mode = cublasSetPointerMode;
         t.set_atomics_mode = cublasSetAtomicsMode, t.status_string = cublasGetStatusString;
-        t.sgemm = cublasSgemm, t.sgemm_strided_batched = cublasSgemmStridedBatched;
+        t.sgemm = cublasSgemm, t.sgemm_strided_batched = cublasSgemmStridedBatched, t.gemm_ex = cublasGemmEx;
 #else
         // The major version this was compiled against: the calls' ABI (the library's soname).
         const std::string name = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
@@ -94,6 +98,7 @@ const Blas& blas() {
         MHC_BLAS_SYM(status_string, cublasGetStatusString)
         MHC_BLAS_SYM(sgemm, cublasSgemm)
         MHC_BLAS_SYM(sgemm_strided_batched, cublasSgemmStridedBatched)
+        MHC_BLAS_SYM(gemm_ex, cublasGemmEx)
 #undef MHC_BLAS_SYM
 #undef MHC_BLAS_STR
 #undef MHC_BLAS_STR2
@@ -120,16 +125,20 @@ const char* cublas_status_string(cublasStatus_t s) {
     return b.status_string ? b.status_string(s) : "cuBLAS error";
 }
 
+namespace {
+cublasHandle_t make_handle(cublasMath_t math) {
+    const Blas& b = blas();
+    cublasHandle_t h = nullptr;
+    MHC_CUDA_CHECK(b.create(&h));
+    MHC_CUDA_CHECK(b.set_math_mode(h, math));
+    MHC_CUDA_CHECK(b.set_pointer_mode(h, CUBLAS_POINTER_MODE_HOST));
+    MHC_CUDA_CHECK(b.set_atomics_mode(h, CUBLAS_ATOMICS_NOT_ALLOWED));
+    return h;  // never destroyed: the driver releases it at exit
+}
+}  // namespace
+
 cublasHandle_t cublas() {
-    static const cublasHandle_t handle = [] {
-        const Blas& b = blas();
-        cublasHandle_t h = nullptr;
-        MHC_CUDA_CHECK(b.create(&h));
-        MHC_CUDA_CHECK(b.set_math_mode(h, CUBLAS_PEDANTIC_MATH));
-        MHC_CUDA_CHECK(b.set_pointer_mode(h, CUBLAS_POINTER_MODE_HOST));
-        MHC_CUDA_CHECK(b.set_atomics_mode(h, CUBLAS_ATOMICS_NOT_ALLOWED));
-        return h;  // never destroyed: the driver releases it at exit
-    }();
+    static const cublasHandle_t handle = make_handle(CUBLAS_PEDANTIC_MATH);
     return handle;
 }
 
@@ -139,6 +148,15 @@ void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, in
     if (m <= 0 || n <= 0) return;
     MHC_CUDA_CHECK(blas().sgemm(cublas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
                                 &alpha, B, ldb, A, lda, &beta, C, ldc));
+}
+
+void gemm_bf16(bool ta, bool tb, int m, int n, int k, float alpha, const bf16* A, int lda, const bf16* B, int ldb,
+               float beta, float* C, int ldc) {
+    static const cublasHandle_t handle = make_handle(CUBLAS_DEFAULT_MATH);
+    if (m <= 0 || n <= 0) return;
+    MHC_CUDA_CHECK(blas().gemm_ex(handle, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
+                                  &alpha, B, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc,
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 void gemm_batched(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, long sA,

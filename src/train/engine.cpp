@@ -98,6 +98,11 @@ SgemmPeak engine_sgemm_peak(const std::string& device, const std::vector<std::ve
     return usable(device).sgemm_peak(shapes);
 }
 
+SgemmPeak engine_bf16_peak(const std::string& device, const std::vector<std::vector<int>>& shapes) {
+    if (device == "cpu") return {};
+    return usable(device).bf16_peak(shapes);
+}
+
 double engine_free_bytes(const std::string& device) {
     if (device == "cpu") return -1;
     return usable(device).free_bytes();

@@ -64,6 +64,7 @@ struct EngineBackend {
     std::string (*unusable)();              // "" when it can run here, else one line saying why not
     std::unique_ptr<Engine> (*make)(GPT<float>& m, AdamW<float>& adam);
     SgemmPeak (*sgemm_peak)(const std::vector<std::vector<int>>& shapes);  // for mhc bench's MFU
+    SgemmPeak (*bf16_peak)(const std::vector<std::vector<int>>& shapes);   // bf16 products, fp32 sums
     double (*free_bytes)();                 // device memory free now (-1: unknown)
 };
 void engine_register(const EngineBackend& backend);
@@ -78,6 +79,9 @@ void engine_require(const std::string& device);
 std::unique_ptr<Engine> engine_make(const std::string& device, GPT<float>& m, AdamW<float>& adam);
 // The fp32 matrix-product peak of the device (bench.h's sgemm_peak on the CPU).
 SgemmPeak engine_sgemm_peak(const std::string& device, const std::vector<std::vector<int>>& shapes);
+// The bf16 matrix-product peak of the device (bf16 operands, fp32 accumulation): the yardstick of
+// mixed-precision training. {} (0 GFLOP/s) for the CPU, which has none worth the name.
+SgemmPeak engine_bf16_peak(const std::string& device, const std::vector<std::vector<int>>& shapes);
 // The device's free memory in bytes; -1 when unknown (the CPU: the process's limit is checked instead).
 double engine_free_bytes(const std::string& device);
 

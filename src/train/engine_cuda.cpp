@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <stdexcept>
+#include <type_traits>
 
 #include "cuda/cuda.h"
 #include "cuda/phase_timer.h"
@@ -128,6 +129,11 @@ private:
     cuda::Event opt_begin_, opt_end_;
 };
 
+template <typename T> T to(float x) {
+    if constexpr (std::is_same_v<T, float>) return x;
+    else return __float2bfloat16(x);
+}
+
 std::string unusable() {
     std::string why;
     return cuda_available(&why) ? "" : why;
@@ -135,8 +141,9 @@ std::string unusable() {
 
 std::unique_ptr<Engine> make(GPT<float>& m, AdamW<float>& adam) { return std::make_unique<CudaEngine>(m, adam); }
 
-// bench.h's sgemm_peak on the GPU: cuBLAS fp32 (TF32 off), timed with the device synchronised.
-SgemmPeak sgemm_peak_cuda(const std::vector<std::vector<int>>& shapes) {
+// bench.h's sgemm_peak on the GPU: cuBLAS's best rate over the shapes, timed with the device
+// synchronised; T float (fp32, TF32 off) or bf16 (bf16 products, fp32 sums, tensor cores).
+template <typename T> SgemmPeak gemm_peak(const std::vector<std::vector<int>>& shapes) {
     using Clock = std::chrono::steady_clock;
     SgemmPeak best;
 #if MHC_CUDA_EMU
@@ -151,19 +158,26 @@ SgemmPeak sgemm_peak_cuda(const std::vector<std::vector<int>>& shapes) {
         if (s.size() != 3 || s[0] < 1 || s[1] < 1 || s[2] < 1) throw std::invalid_argument("bad sgemm shape");
         const int M = s[0], N = s[1], K = s[2];
         // The CPU's operands: small values of both signs, no overflow, no denormals, no zeros.
-        std::vector<float> A((size_t)M * K), Bm((size_t)K * N);
-        for (size_t i = 0; i < A.size(); i++) A[i] = (float)((int)(i % 17) - 8) * 0.01f;
-        for (size_t i = 0; i < Bm.size(); i++) Bm[i] = (float)((int)(i % 13) - 6) * 0.01f;
-        cuda::DeviceBuffer<float> dA, dB, dC((size_t)M * N);
+        std::vector<T> A((size_t)M * K), Bm((size_t)K * N);
+        for (size_t i = 0; i < A.size(); i++) A[i] = to<T>((float)((int)(i % 17) - 8) * 0.01f);
+        for (size_t i = 0; i < Bm.size(); i++) Bm[i] = to<T>((float)((int)(i % 13) - 6) * 0.01f);
+        cuda::DeviceBuffer<T> dA, dB;
+        cuda::DeviceBuffer<float> dC((size_t)M * N);
         dA.upload(A);
         dB.upload(Bm);
         const double flop = 2.0 * M * N * K;
-        cuda::gemm(false, false, M, N, K, 1.0f, dA.data(), K, dB.data(), N, 0.0f, dC.data(), N);  // warm-up
+        auto product = [&] {
+            if constexpr (std::is_same_v<T, float>)
+                cuda::gemm(false, false, M, N, K, 1.0f, dA.data(), K, dB.data(), N, 0.0f, dC.data(), N);
+            else
+                cuda::gemm_bf16(false, false, M, N, K, 1.0f, dA.data(), K, dB.data(), N, 0.0f, dC.data(), N);
+        };
+        product();  // warm-up
         cuda::synchronize();
         double spent = 0;
         for (int rep = 0; rep < 100 && (rep < 5 || spent < 0.5); rep++) {
             const auto t0 = Clock::now();
-            cuda::gemm(false, false, M, N, K, 1.0f, dA.data(), K, dB.data(), N, 0.0f, dC.data(), N);
+            product();
             cuda::synchronize();
             const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
             spent += dt;
@@ -181,6 +195,8 @@ double free_bytes() {
 
 }  // namespace
 
-void cuda_engine_register() { engine_register({"cuda", unusable, make, sgemm_peak_cuda, free_bytes}); }
+void cuda_engine_register() {
+    engine_register({"cuda", unusable, make, gemm_peak<float>, gemm_peak<cuda::bf16>, free_bytes});
+}
 
 }  // namespace mhc

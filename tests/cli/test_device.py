@@ -204,6 +204,9 @@ def test_sample_info_bench():
           len(ph) == 3 and all(p.get("matmul", 0) > 0 and p.get("attention", 0) > 0 for p in ph)
           and all(p.get("connections", 0) > 0 for p in ph[1:])
           and all(v <= x.get("step_s_mean", 0) for p, x in zip(ph, res) for v in p.values()), res)
+    check("bench --device cuda: a bf16 peak from cuBLAS and each variant's MFU against it",
+          d.get("bf16_peak_gflops", 0) > 0 and all(0 < x.get("mfu_bf16", 0) < 1 for x in res)
+          and "bf16 peak" in r.stdout and "MFU16" in r.stdout, (d.get("bf16_peak_gflops"), res))
     check("bench --device cuda: each variant's peak GPU memory, more for mhc_lite's 4 streams than for none's 1",
           len(res) == 3 and all((x.get("device_peak_mb") or 0) > 0 for x in res)
           and res[1]["device_peak_mb"] > res[0]["device_peak_mb"] and "GPU MB" in r.stdout, res)
