@@ -137,6 +137,61 @@ TEST_F(CudaOps, MatmulForwardBackward) {
     }
 }
 
+// The bf16 linear layer against the fp32 op on the same values rounded to bf16 (inputs, weights and
+// the output gradient, as the bf16 op rounds them): then each product is exact in both, and what
+// differs is only the order of the fp32 sums, so the fp32 tolerances hold. The rounding itself is
+// checked apart: the bf16 copies are the nearest bf16 values.
+TEST_F(CudaOps, MatmulBf16ForwardBackward) {
+    std::mt19937_64 rng(13);
+    auto round16 = [](VecD v) {
+        for (double& x : v) x = __bfloat162float(__float2bfloat16((float)x));
+        return v;
+    };
+    for (const auto& [N, IC, OC, bias] : std::vector<std::tuple<int, int, int, bool>>{
+             {1, 7, 1, true}, {3, 40, 13, false}, {65, 37, 97, true}, {2, 1, 5, true}}) {
+        const std::string at = shape({{"N", N}, {"IC", IC}, {"OC", OC}, {"bias", bias}});
+        const VecD x = test::normal_vec<double>((size_t)N * IC, rng), W = test::normal_vec<double>((size_t)OC * IC, rng),
+                   b = test::normal_vec<double>(OC, rng);
+        const VecD x16 = round16(x), W16 = round16(W);
+        VecD outd((size_t)N * OC);
+        VecF outf(outd.size());
+        matmul_forward(outd.data(), x16.data(), W16.data(), bias ? b.data() : nullptr, N, IC, OC);
+        matmul_forward(outf.data(), to_float(x16).data(), to_float(W16).data(), bias ? to_float(b).data() : nullptr, N,
+                       IC, OC);
+        auto dx = to_dev(to_float(x)), dWf = to_dev(to_float(W)), db = to_dev(to_float(b)), dout = dev_nan(outd.size());
+        cuda::DeviceBuffer<cuda::bf16> dW16(W.size()), dx16(x.size()), dG16(outd.size());
+        cuda::to_bf16(dW16.data(), dWf.data(), (long)W.size());
+        cuda::matmul_forward_bf16(dout.data(), dx16.data(), dx.data(), dW16.data(), bias ? db.data() : nullptr, N, IC, OC);
+        check("matmul bf16 out " + at, dout.download(), outf, outd);
+        std::vector<cuda::bf16> got16(x.size());
+        dx16.download(got16.data(), got16.size());
+        bool nearest = true;
+        for (size_t i = 0; i < x.size(); i++) nearest = nearest && __bfloat162float(got16[i]) == (float)x16[i];
+        EXPECT_TRUE(nearest) << "the input's bf16 copy is its rounding to nearest even, " << at;
+
+        const VecD G = test::normal_vec<double>(outd.size(), rng), G16 = round16(G);
+        VecD gW = test::normal_vec<double>(W.size(), rng), gb = test::normal_vec<double>(OC, rng), gx(x.size());
+        VecF gW_f = to_float(gW), gb_f = to_float(gb), gx_f(x.size());
+        auto d_gW = to_dev(gW_f), d_gb = to_dev(gb_f), d_gx = dev_nan(x.size()), dG = to_dev(to_float(G));
+        // din and dW take the gradient's bf16 rounding; dbias sums it unrounded (its own call below).
+        matmul_backward(gx.data(), gW.data(), (double*)nullptr, G16.data(), x16.data(), W16.data(), N, IC, OC);
+        matmul_backward(gx_f.data(), gW_f.data(), (float*)nullptr, to_float(G16).data(), to_float(x16).data(),
+                        to_float(W16).data(), N, IC, OC);
+        if (bias) {  // din and dW of this call are thrown away
+            VecD sink_x(x.size()), sink_W(W.size());
+            VecF sink_xf(x.size()), sink_Wf(W.size());
+            matmul_backward(sink_x.data(), sink_W.data(), gb.data(), G.data(), x.data(), W.data(), N, IC, OC);
+            matmul_backward(sink_xf.data(), sink_Wf.data(), gb_f.data(), to_float(G).data(), to_float(x).data(),
+                            to_float(W).data(), N, IC, OC);
+        }
+        cuda::matmul_backward_bf16(d_gx.data(), d_gW.data(), bias ? d_gb.data() : nullptr, dG16.data(), dG.data(),
+                                   dx16.data(), dW16.data(), N, IC, OC);
+        check("matmul bf16 din " + at, d_gx.download(), gx_f, gx);
+        check("matmul bf16 dW " + at, d_gW.download(), gW_f, gW);
+        check("matmul bf16 dbias " + at, d_gb.download(), gb_f, gb);
+    }
+}
+
 // Exact GELU over [-12, 12] and its far tails, elementwise against erf in double.
 TEST_F(CudaOps, GeluForwardBackward) {
     VecD x;

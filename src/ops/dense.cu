@@ -128,6 +128,33 @@ void matmul_backward(float* din, float* dW, float* dbias, const float* dout, con
     if (dbias) colsum(N, OC, Entry{dout, OC}, AddTo{dbias});
 }
 
+namespace {
+struct ToBf16 {
+    bf16* dst;
+    const float* src;
+    MHC_DEV void operator()(long i) const { dst[i] = __float2bfloat16(src[i]); }
+};
+}  // namespace
+
+void to_bf16(bf16* dst, const float* src, long n) { each(n, ToBf16{dst, src}); }
+
+void matmul_forward_bf16(float* out, bf16* in16, const float* in, const bf16* W16, const float* bias, int N, int IC,
+                         int OC) {
+    if (N <= 0) return;
+    to_bf16(in16, in, (long)N * IC);
+    if (bias) each((long)N * OC, BroadcastRows{out, bias, OC});
+    gemm_bf16(false, true, N, OC, IC, 1.0f, in16, IC, W16, IC, bias ? 1.0f : 0.0f, out, OC);
+}
+
+void matmul_backward_bf16(float* din, float* dW, float* dbias, bf16* dout16, const float* dout, const bf16* in16,
+                          const bf16* W16, int N, int IC, int OC) {
+    if (N <= 0) return;
+    to_bf16(dout16, dout, (long)N * OC);
+    gemm_bf16(false, false, N, IC, OC, 1.0f, dout16, OC, W16, IC, 0.0f, din, IC);  // din = dout · W
+    gemm_bf16(true, false, OC, IC, N, 1.0f, dout16, OC, in16, IC, 1.0f, dW, IC);   // dW += doutᵀ · in
+    if (dbias) colsum(N, OC, Entry{dout, OC}, AddTo{dbias});
+}
+
 void gelu_forward(float* out, const float* in, long N) { each(N, GeluForward{out, in}); }
 
 void gelu_backward(float* din, const float* in, const float* dout, long N) { each(N, GeluBackward{din, in, dout}); }

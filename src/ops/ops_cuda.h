@@ -40,6 +40,18 @@ void matmul_forward(float* out, const float* in, const float* W, const float* bi
 void matmul_backward(float* din, float* dW, float* dbias, const float* dout, const float* in, const float* W, int N,
                      int IC, int OC);
 
+// bf16 rounding of n values: dst [n] (=) = src [n] rounded to nearest even.
+void to_bf16(bf16* dst, const float* src, long n);
+// The linear layer with bf16 products and fp32 sums (mixed precision): W16 is the weights' bf16 copy
+// [OC, IC]; in16 [N, IC] (=) receives the input's, which the backward can take again. out, the
+// bias, and the gradients stay fp32.
+void matmul_forward_bf16(float* out, bf16* in16, const float* in, const bf16* W16, const float* bias, int N, int IC,
+                         int OC);
+// din = , dW += , dbias += (dbias may be null). in16: the forward's bf16 input; dout16 [N, OC] (=)
+// scratch for the output gradient's bf16 copy. dbias sums dout in fp32 (double), as the fp32 op.
+void matmul_backward_bf16(float* din, float* dW, float* dbias, bf16* dout16, const float* dout, const bf16* in16,
+                          const bf16* W16, int N, int IC, int OC);
+
 // Exact GELU: x · Φ(x), Φ from erfc in double.   in, out [N]
 void gelu_forward(float* out, const float* in, long N);
 // din =
