@@ -123,6 +123,35 @@ TEST_P(CudaConn, SiteForwardBackwardMatchesCpu) {
             cache_check("mixer values", s.c_extra, s.c_extra + s.n_extra);
         }
 
+        // The streams' sums of squares handed from a post to the next pre: with them the post writes the
+        // same Xout and each stream's Σ x² (double), and a pre fed X's sums equals one that reads X.
+        {
+            cuda::DeviceBuffer<double> d_ss((size_t)N * n);
+            auto d_Xout2 = dev_nan(X.size());
+            cuda::conn_post_forward(ds, d_cache.data(), d_X.data(), d_y.data(), d_Xout2.data(), N, d_ss.data());
+            const std::vector<float> xo = d_Xout2.download();
+            EXPECT_EQ(xo, d_Xout.download()) << at << "Xout with the sums of squares";
+            auto sums = [&](const std::vector<float>& v) {
+                std::vector<double> out((size_t)N * n, 0.0);
+                for (int i = 0; i < N * n; i++)
+                    for (int c = 0; c < C; c++) out[i] += (double)v[(size_t)i * C + c] * v[(size_t)i * C + c];
+                return out;
+            };
+            const std::vector<double> want = sums(xo), got = d_ss.download();
+            for (int i = 0; i < N * n; i++)
+                EXPECT_NEAR(got[i], want[i], 1e-12 * (1 + want[i])) << at << "Σ x² of stream " << i % n;
+            d_ss.upload(sums(to_float(X)));
+            auto d_u2 = dev_nan((size_t)N * C), d_cache2 = dev_nan((size_t)N * stride);
+            cuda::conn_pre_forward(ds, d_p.data(), d_X.data(), d_u2.data(), d_cache2.data(), d_scratch.data(), N,
+                                   d_ss.data());
+            check(at + "u (norms from the sums)", d_u2.download(), rf.u, rd.u);
+            if (cc.v != Variant::residual) {
+                const std::vector<float> gc2 = d_cache2.download();
+                check(at + "rs (norms from the sums)", slots(gc2, stride, N, s.c_rs, s.c_rs + s.rpt),
+                      slots(rf.cache, stride, N, s.c_rs, s.c_rs + s.rpt), slots(rd.cache, stride, N, s.c_rs, s.c_rs + s.rpt));
+            }
+        }
+
         rd.dparams = dp0;
         rf.dparams = to_float(dp0);
         rd.backward(pd, X, y, gu, gX);

@@ -40,21 +40,53 @@ struct WeightedInput {  // u[tok, c] = Σ_s H_pre[s] X[tok, s, c]
     }
 };
 
-struct PostForward {  // X'[tok, t, c] = H_post[t] y[tok, c] + Σ_s H_res[s][t] X[tok, s, c]
-    SiteDev s;
-    const float* cache;
-    const float *X, *y;
-    float* Xout;
-    MHC_DEV void operator()(long i) const {
-        const int n = s.n, C = s.C;
-        const long tok = i / ((long)n * C), c = i % C;
-        const int t = (int)(i / C % n);
-        const float* cr = crow(s, cache, tok);
-        float acc = cr[s.c_hpost + t] * y[tok * C + c];
-        for (int st = 0; st < n; st++) acc += cr[s.c_hres + st * n + t] * X[(tok * n + st) * C + c];
-        Xout[i] = acc;
+// Warp tok, lane l over channels c = l, l + 32, ...: X'[tok, t, c] = H_post[t] y[tok, c] +
+// Σ_s H_res[s][t] X[tok, s, c] (fp32, in s order), each X value read once; with ss, also
+// ss[tok, t] = Σ_c X'[tok, t, c]² (double: each lane's channels in order, then the warp's tree).
+template <int NS>
+__global__ void k_post_forward(SiteDev s, const float* cache, const float* X, const float* y, float* Xout,
+                               double* ss, int N) {
+    const long tok = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31, C = s.C;
+    if (tok >= N) return;  // the whole warp
+    const float* cr = crow(s, cache, tok);
+    const float* hpost = cr + s.c_hpost;
+    const float* hres = cr + s.c_hres;
+    const float* xt = X + tok * NS * C;
+    float* ot = Xout + tok * NS * C;
+    double sq[NS];
+    for (int t = 0; t < NS; t++) sq[t] = 0;
+    for (int c = lane; c < C; c += 32) {
+        float xv[NS];
+        for (int st = 0; st < NS; st++) xv[st] = xt[st * C + c];
+        const float yc = y[tok * C + c];
+        for (int t = 0; t < NS; t++) {
+            float acc = hpost[t] * yc;
+            for (int st = 0; st < NS; st++) acc += hres[st * NS + t] * xv[st];
+            ot[t * C + c] = acc;
+            sq[t] += (double)acc * (double)acc;
+        }
     }
-};
+    if (!ss) return;
+    for (int t = 0; t < NS; t++) {
+        const double v = warp_sum(sq[t]);
+        if (lane == 0) ss[tok * NS + t] = v;
+    }
+}
+
+// rs of each row from the streams' sums of squares: a row is all n streams (rpt 1) or one (hc).
+__global__ void k_rs_from_ss(SiteDev s, const double* ss, float* cache, long rows) {
+    const long r = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    const long tok = r / s.rpt;
+    double sum = 0;
+    if (s.rpt == 1)
+        for (int t = 0; t < s.n; t++) sum += ss[tok * s.n + t];
+    else
+        sum = ss[tok * s.n + r % s.rpt];
+    const double nrm = sqrt(sum);
+    cache[tok * s.stride + s.c_rs + r % s.rpt] = (float)(sqrt((double)s.Dp) / (nrm > 1e-12 ? nrm : 1e-12));
+}
 
 struct AddInto {  // residual backward: dX += du
     float* dX;
@@ -258,7 +290,7 @@ bool residual(const SiteDev& s) { return s.variant == (int)Variant::residual; }
 }  // namespace
 
 void conn_pre_forward(const ConnSiteCuda& site, const float* params, const float* X, float* u, float* cache,
-                      float* scratch, int N) {
+                      float* scratch, int N, const double* ss) {
     const SiteDev& s = site.dev;
     if (N <= 0) return;
     if (residual(s)) {
@@ -271,15 +303,24 @@ void conn_pre_forward(const ConnSiteCuda& site, const float* params, const float
     const long Nr = (long)N * s.rpt;
     each((long)s.Dp * s.prow, FoldGain{s, params, sc.Wf});
     gemm(false, false, (int)Nr, s.prow, s.Dp, 1.0f, X, s.Dp, sc.Wf, s.prow, 0.0f, sc.PZ, s.prow);  // X rows · Wf
-    MHC_LAUNCH(k_row_rs, warp_blocks(Nr), kThreads, s, X, cache, Nr);
+    if (ss) MHC_LAUNCH(k_rs_from_ss, nblocks(Nr), kThreads, s, ss, cache, Nr);
+    else MHC_LAUNCH(k_row_rs, warp_blocks(Nr), kThreads, s, X, cache, Nr);
     detail::coef_forward(s, params, sc.PZ, cache, N);
     each((long)N * s.C, WeightedInput{s, cache, X, u});
 }
 
 void conn_post_forward(const ConnSiteCuda& site, const float* cache, const float* X, const float* y, float* Xout,
-                       int N) {
+                       int N, double* ss) {
     const SiteDev& s = site.dev;
-    each((long)N * s.n * s.C, PostForward{s, cache, X, y, Xout});
+    if (N <= 0) return;
+    switch (s.n) {
+#define MHC_POST_FORWARD(NS) \
+    case NS: MHC_LAUNCH(k_post_forward<NS>, warp_blocks(N), kThreads, s, cache, X, y, Xout, ss, N); break;
+        MHC_POST_FORWARD(1) MHC_POST_FORWARD(2) MHC_POST_FORWARD(3) MHC_POST_FORWARD(4)
+        MHC_POST_FORWARD(5) MHC_POST_FORWARD(6) MHC_POST_FORWARD(7) MHC_POST_FORWARD(8)
+#undef MHC_POST_FORWARD
+        default: fail("conn_post_forward", "the GPU takes 1 to 8 streams", __FILE__, __LINE__);
+    }
 }
 
 void conn_post_backward(const ConnSiteCuda& site, float* cache, const float* X, const float* y, const float* dXout,

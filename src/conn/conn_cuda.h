@@ -40,10 +40,15 @@ ConnSiteCuda conn_site_cuda(const ConnSite& site);
 long conn_scratch_size_cuda(const ConnSite& site, int N);
 
 // X [N,n,C] -> u [N,C] (overwritten); cache [N,stride] (overwritten); scratch: conn_scratch_size_cuda.
+// ss [N,n], when given: the sum of squares of each stream of X per token (conn_post_forward's, for
+// the site before), from which the norms come instead of another read of X.
 void conn_pre_forward(const ConnSiteCuda& s, const float* params, const float* X, float* u, float* cache,
-                      float* scratch, int N);
-// X [N,n,C], y [N,C] -> Xout [N,n,C] (overwritten; must not alias X). Reads the cache of pre.
-void conn_post_forward(const ConnSiteCuda& s, const float* cache, const float* X, const float* y, float* Xout, int N);
+                      float* scratch, int N, const double* ss = nullptr);
+// X [N,n,C], y [N,C] -> Xout [N,n,C] (overwritten; must not alias X). Reads the cache of pre. One
+// pass per token; with ss [N,n] (overwritten) it also sums the squares of each stream of Xout (in
+// double), which the next site's conn_pre_forward takes for its norms.
+void conn_post_forward(const ConnSiteCuda& s, const float* cache, const float* X, const float* y, float* Xout, int N,
+                       double* ss = nullptr);
 // dXout [N,n,C] -> dX [N,n,C] OVERWRITTEN with the post's share, dy [N,C] OVERWRITTEN; writes dH_res,
 // dH_post into the cache for conn_pre_backward. Call it first in backward.
 void conn_post_backward(const ConnSiteCuda& s, float* cache, const float* X, const float* y, const float* dXout,

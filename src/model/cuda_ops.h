@@ -15,10 +15,19 @@
 
 namespace mhc::detail {
 
+// Where conn_post_forward leaves the per-stream sums of squares of its output, for the next site's
+// conn_pre_forward (its norms without another read of the streams): ss [N, n] and the output they
+// belong to. A conn_pre_forward on any other buffer computes its norms itself.
+struct StreamNorms {
+    double* ss = nullptr;        // [N, n] device
+    const float* of = nullptr;   // the streams ss describes; null: none
+};
+
 struct CudaOps {
     const std::vector<ConnSite>* sites = nullptr;             // the model's sites (host)
     const std::vector<cuda::ConnSiteCuda>* dsites = nullptr;  // their device twins, in the same order
     cuda::PhaseTimer* timer = nullptr;                        // null: no timing
+    StreamNorms* norms = nullptr;                             // null: every site reads its streams
 
     const cuda::ConnSiteCuda& dev(const ConnSite& s) const {
         for (size_t k = 0; k < sites->size(); k++)
@@ -52,8 +61,18 @@ struct CudaOps {
     MHC_CUDA_OP(kPhaseOther, crossentropy_forward)
     MHC_CUDA_OP(kPhaseOther, crossentropy_forward_into)
     MHC_CUDA_OP(kPhaseOther, crossentropy_backward)
-    MHC_CUDA_CONN_OP(conn_pre_forward)
-    MHC_CUDA_CONN_OP(conn_post_forward)
+    void conn_pre_forward(const ConnSite& s, const float* params, const float* X, float* u, float* cache,
+                          float* scratch, int N) const {
+        const cuda::PhaseScope scope(timer, kPhaseConn);
+        const double* ss = norms && norms->of == X ? norms->ss : nullptr;
+        cuda::conn_pre_forward(dev(s), params, X, u, cache, scratch, N, ss);
+    }
+    void conn_post_forward(const ConnSite& s, const float* cache, const float* X, const float* y, float* Xout,
+                           int N) const {
+        const cuda::PhaseScope scope(timer, kPhaseConn);
+        cuda::conn_post_forward(dev(s), cache, X, y, Xout, N, norms ? norms->ss : nullptr);
+        if (norms) norms->of = Xout;
+    }
     MHC_CUDA_CONN_OP(conn_post_backward)
     MHC_CUDA_CONN_OP(conn_pre_backward)
 #undef MHC_CUDA_OP

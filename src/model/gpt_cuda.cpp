@@ -17,6 +17,13 @@ namespace mhc {
 
 namespace {
 
+// The ops of one pass (a forward, a backward): the stream norms start unknown in each.
+struct PassOps {
+    detail::StreamNorms norms;
+    detail::CudaOps ops;
+    explicit PassOps(const GptCuda& g) : norms{g.stream_ss, nullptr}, ops{&g.host.sites, &g.dsites, g.timer, &norms} {}
+    PassOps(const PassOps&) = delete;
+};
 detail::CudaOps ops_of(const GptCuda& g) { return detail::CudaOps{&g.host.sites, &g.dsites, g.timer}; }
 
 // Every activation of a (B, T) pass in one device buffer and every activation gradient in another,
@@ -57,6 +64,7 @@ void plan(GptCuda& g, int B, int Tn) {
         }
         g.lnf = take(S), g.lnf_mean = take(N * n), g.lnf_rstd = take(N * n), g.hsum = take(N * C);
         g.logits = take(N * m.V), g.losses = take(N), g.scratch = take(scratch);
+        g.stream_ss = (double*)take(2 * N * n);
     };
     auto layout_gact = [&] {
         auto& b = g.bgrad;
@@ -120,7 +128,8 @@ void forward_logits(GptCuda& g, const int32_t* inputs, const int32_t* targets, i
     g.have_targets = targets != nullptr;
     if (targets) g.targets.upload(targets, N);
     const float* P = g.param.data();
-    const detail::CudaOps ops = ops_of(g);
+    PassOps pass(g);
+    const detail::CudaOps& ops = pass.ops;
     auto attend = [&](const float* qkv, float* atty, float* att) {
         ops.attention_forward(atty, att, qkv, B, Tn, m.C, m.H);
     };
@@ -156,7 +165,8 @@ void gpt_cuda_backward(GptCuda& g, double scale) {
     const int B = g.B, Tn = g.Tn, N = B * Tn;
     const float* P = g.param.data();
     float* G = g.grad.data();
-    const detail::CudaOps ops = ops_of(g);
+    PassOps pass(g);
+    const detail::CudaOps& ops = pass.ops;
     if (g.logits_grad_scale) {  // the forward left the gradient (gpt_cuda_forward_into)
         if (*g.logits_grad_scale != scale)
             throw std::logic_error("gpt_cuda_backward: scale " + std::to_string(scale) + ", but the forward made the "

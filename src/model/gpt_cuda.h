@@ -37,6 +37,7 @@ struct GptCuda {
     bool have_targets = false;
     double loss = 0;
     cuda::PhaseTimer* timer = nullptr;        // set: forward and backward time their ops (mhc bench)
+    double* stream_ss = nullptr;              // [N, n] in act: the streams' sums of squares (cuda_ops.h)
     std::optional<double> logits_grad_scale;  // set: the logits hold their gradient, for this backward scale
 };
 

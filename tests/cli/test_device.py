@@ -229,9 +229,9 @@ def test_compare():
           and len(d.get("runs", [])) == 2 and all(r.get("status") == "trained" for r in d.get("runs", [])), (g.stderr[-2000:], d))
     cfg = os.path.join(TMP, "cmp", "runs", "ohc-s1", "config.toml")
     check("... on the GPU (the runs' config.toml)", os.path.exists(cfg) and 'device = "cuda"' in open(cfg).read())
-    c = run(EMU, *args, "--device", "cpu", "--set", "max_iters=3")
+    c = run(EMU, *args, "--device", "cpu", "--set", "max_iters=3", "--set", "recompute=true")
     d = last_json(c)
-    check("the same compare on the CPU reuses those runs (the device is no config difference)",
+    check("the same compare on the CPU with recompute reuses those runs (neither is a config difference)",
           c.returncode in (0, 1) and len(d.get("runs", [])) == 2
           and all(r.get("status") == "reused" for r in d.get("runs", [])), (c.stderr[-2000:], d))
 
