@@ -2,6 +2,8 @@
 // stream sums, the norm of each row, the projections and the parameter-gradient sums over tokens.
 // The CPU's conn/conn.cpp computes the same quantities in the same precisions (dot products and
 // per-token coefficient maths in double, stream sums and products in fp32).
+#include <type_traits>
+
 #include "conn/conn_cuda.h"
 #include "cuda/device.cuh"
 
@@ -287,6 +289,22 @@ struct WeightGrads {  // dW = (1 + gamma) ⊙ Dsum, dgamma_i = Σ_j [W1 | W2]_ij
 
 bool residual(const SiteDev& s) { return s.variant == (int)Variant::residual; }
 
+// launch(std::integral_constant<int, n>{}) for the kernels templated on the stream count n (1 to 8),
+// whose per-channel values and sums then sit in registers.
+template <typename F> void with_streams(int n, const char* who, F&& launch) {
+    switch (n) {
+        case 1: return launch(std::integral_constant<int, 1>{});
+        case 2: return launch(std::integral_constant<int, 2>{});
+        case 3: return launch(std::integral_constant<int, 3>{});
+        case 4: return launch(std::integral_constant<int, 4>{});
+        case 5: return launch(std::integral_constant<int, 5>{});
+        case 6: return launch(std::integral_constant<int, 6>{});
+        case 7: return launch(std::integral_constant<int, 7>{});
+        case 8: return launch(std::integral_constant<int, 8>{});
+        default: fail(who, "the GPU takes 1 to 8 streams", __FILE__, __LINE__);
+    }
+}
+
 }  // namespace
 
 void conn_pre_forward(const ConnSiteCuda& site, const float* params, const float* X, float* u, float* cache,
@@ -313,14 +331,9 @@ void conn_post_forward(const ConnSiteCuda& site, const float* cache, const float
                        int N, double* ss) {
     const SiteDev& s = site.dev;
     if (N <= 0) return;
-    switch (s.n) {
-#define MHC_POST_FORWARD(NS) \
-    case NS: MHC_LAUNCH(k_post_forward<NS>, warp_blocks(N), kThreads, s, cache, X, y, Xout, ss, N); break;
-        MHC_POST_FORWARD(1) MHC_POST_FORWARD(2) MHC_POST_FORWARD(3) MHC_POST_FORWARD(4)
-        MHC_POST_FORWARD(5) MHC_POST_FORWARD(6) MHC_POST_FORWARD(7) MHC_POST_FORWARD(8)
-#undef MHC_POST_FORWARD
-        default: fail("conn_post_forward", "the GPU takes 1 to 8 streams", __FILE__, __LINE__);
-    }
+    with_streams(s.n, "conn_post_forward", [&](auto ns) {
+        MHC_LAUNCH(k_post_forward<decltype(ns)::value>, warp_blocks(N), kThreads, s, cache, X, y, Xout, ss, N);
+    });
 }
 
 void conn_post_backward(const ConnSiteCuda& site, float* cache, const float* X, const float* y, const float* dXout,
@@ -328,14 +341,10 @@ void conn_post_backward(const ConnSiteCuda& site, float* cache, const float* X, 
     const SiteDev& s = site.dev;
     if (N <= 0) return;
     const bool dh = !residual(s);  // residual: H = 1, nothing to learn
-    switch (s.n) {
-#define MHC_POST_BACKWARD(NS) \
-    case NS: MHC_LAUNCH(k_post_backward<NS>, warp_blocks(N), kThreads, s, cache, X, y, dXout, dX, dy, N, dh); break;
-        MHC_POST_BACKWARD(1) MHC_POST_BACKWARD(2) MHC_POST_BACKWARD(3) MHC_POST_BACKWARD(4)
-        MHC_POST_BACKWARD(5) MHC_POST_BACKWARD(6) MHC_POST_BACKWARD(7) MHC_POST_BACKWARD(8)
-#undef MHC_POST_BACKWARD
-        default: fail("conn_post_backward", "the GPU takes 1 to 8 streams", __FILE__, __LINE__);
-    }
+    with_streams(s.n, "conn_post_backward", [&](auto ns) {
+        MHC_LAUNCH(k_post_backward<decltype(ns)::value>, warp_blocks(N), kThreads, s, cache, X, y, dXout, dX, dy, N,
+                   dh);
+    });
 }
 
 void conn_pre_backward(const ConnSiteCuda& site, const float* params, const float* cache, const float* X,
