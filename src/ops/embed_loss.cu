@@ -56,9 +56,17 @@ __global__ void k_encoder_backward_wpe(float* dwpe, const float* dX, int B, int 
 
 constexpr int kChan = 128;  // channels per block of the embedding backward
 
+// One logit's gradient from its probability p: (p - [target]) · scale, the same arithmetic in the
+// fused forward and in the backward (the same bits either way).
+MHC_DEV float ce_grad(float p, bool target, double scale) {
+    float r = (float)((double)p * scale);
+    if (target) r -= (float)scale;
+    return r;
+}
+
 // One block per row: max, exp and their sum in double, the probabilities, the row's loss. With
 // to_grad, the row then holds its gradient, (probs - onehot) · grad_scale, written in the same
-// pass with CrossEntropyBackward's arithmetic (the same bits as the two passes).
+// pass with the backward's arithmetic (ce_grad: the same bits as the two passes).
 __global__ void k_crossentropy_forward(float* probs, float* losses, const int32_t* targets, int V, bool to_grad,
                                        double grad_scale) {
     __shared__ double shd[32];
@@ -80,13 +88,7 @@ __global__ void k_crossentropy_forward(float* probs, float* losses, const int32_
     const int tgt = targets[row];
     for (int v = threadIdx.x; v < V; v += blockDim.x) {
         const float p = (float)((double)x[v] * inv);
-        if (!to_grad) {
-            x[v] = p;
-            continue;
-        }
-        float r = (float)((double)p * grad_scale);
-        if (v == tgt) r -= (float)grad_scale;
-        x[v] = r;
+        x[v] = to_grad ? ce_grad(p, v == tgt, grad_scale) : p;
     }
     // loss = log z - (logit_target - m), from the logit itself so it stays finite for tiny probs
     if (threadIdx.x == 0) losses[row] = (float)(log(z) - ((double)xt - (double)m));
@@ -113,11 +115,7 @@ struct CrossEntropyBackward {  // (probs - onehot) · scale
     const int32_t* targets;
     int V;
     double scale;
-    MHC_DEV void operator()(long i) const {
-        float r = (float)((double)probs[i] * scale);
-        if (i % V == targets[i / V]) r -= (float)scale;
-        probs[i] = r;
-    }
+    MHC_DEV void operator()(long i) const { probs[i] = ce_grad(probs[i], i % V == targets[i / V], scale); }
 };
 
 }  // namespace
