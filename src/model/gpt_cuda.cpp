@@ -17,14 +17,11 @@ namespace mhc {
 
 namespace {
 
-// The ops of one pass (a forward, a backward): the stream norms start unknown in each.
-struct PassOps {
-    detail::StreamNorms norms;
-    detail::CudaOps ops;
-    explicit PassOps(const GptCuda& g) : norms{g.stream_ss, nullptr}, ops{&g.host.sites, &g.dsites, g.timer, &norms} {}
-    PassOps(const PassOps&) = delete;
-};
-detail::CudaOps ops_of(const GptCuda& g) { return detail::CudaOps{&g.host.sites, &g.dsites, g.timer}; }
+// The model's ops; norms: where a pass (a forward, a backward) hands the streams' norms from site to
+// site (cuda_ops.h), made fresh for each pass so that none outlives it.
+detail::CudaOps ops_of(const GptCuda& g, detail::StreamNorms* norms = nullptr) {
+    return detail::CudaOps{&g.host.sites, &g.dsites, g.timer, norms};
+}
 
 // Every activation of a (B, T) pass in one device buffer and every activation gradient in another,
 // in 256-byte pieces (the connections' scratch holds doubles).
@@ -128,8 +125,8 @@ void forward_logits(GptCuda& g, const int32_t* inputs, const int32_t* targets, i
     g.have_targets = targets != nullptr;
     if (targets) g.targets.upload(targets, N);
     const float* P = g.param.data();
-    PassOps pass(g);
-    const detail::CudaOps& ops = pass.ops;
+    detail::StreamNorms norms{g.stream_ss};
+    const detail::CudaOps ops = ops_of(g, &norms);
     auto attend = [&](const float* qkv, float* atty, float* att) {
         ops.attention_forward(atty, att, qkv, B, Tn, m.C, m.H);
     };
@@ -165,8 +162,8 @@ void gpt_cuda_backward(GptCuda& g, double scale) {
     const int B = g.B, Tn = g.Tn, N = B * Tn;
     const float* P = g.param.data();
     float* G = g.grad.data();
-    PassOps pass(g);
-    const detail::CudaOps& ops = pass.ops;
+    detail::StreamNorms norms{g.stream_ss};
+    const detail::CudaOps ops = ops_of(g, &norms);
     if (g.logits_grad_scale) {  // the forward left the gradient (gpt_cuda_forward_into)
         if (*g.logits_grad_scale != scale)
             throw std::logic_error("gpt_cuda_backward: scale " + std::to_string(scale) + ", but the forward made the "
