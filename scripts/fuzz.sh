@@ -51,9 +51,9 @@ common=(-rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 -max_len=16384 -pri
 # randomisation, since compare tracing sees pointer values. setarch -R where the system allows it.
 norand=()
 if [ "$mode" = smoke ] && setarch "$(uname -m)" -R true 2>/dev/null; then norand=(setarch "$(uname -m)" -R); fi
-status=0
-for t in "${targets[@]}"; do
-  bin="$B/fuzz/fuzz_$t"
+# One target: its result line (and a finding's details) go to $B/logs/<target>.result.
+fuzz_one() {
+  local t="$1" bin="$B/fuzz/fuzz_$1" work extra log start rc=0 wall execs rate
   case "$mode" in
     smoke) work=$(mktemp -d); extra=(-runs="$runs" -seed=1 -reload=0) ;;
     runs) work="$B/corpus/$t"; extra=(-runs="$runs") ;;
@@ -62,21 +62,36 @@ for t in "${targets[@]}"; do
   mkdir -p "$work"
   log="$B/logs/$t.log"
   start=$(date +%s.%N)
-  rc=0
   "${norand[@]}" "$bin" "${common[@]}" "${extra[@]}" -dict="fuzz/$t.dict" -artifact_prefix="$B/findings/$t-" \
     "$work" "fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
   wall=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   [ "$mode" = smoke ] && rm -rf "$work"
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(awk -v n="${execs:-0}" -v s="$wall" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
-  printf 'fuzz %-11s %9s executions in %7s s (%s exec/s)' "$t" "${execs:-?}" "$wall" "$rate"
-  if [ "$rc" -ne 0 ]; then
-    status=1
-    echo "  FINDING (exit $rc)"
-    grep -E "ERROR: |runtime error|SUMMARY|Test unit written|==[0-9]+==" "$log" | head -8 | sed 's/^/    /'
-    echo "    log: $log; replay: $bin <the input above>"
-  else
-    echo "  ok"
-  fi
+  {
+    printf 'fuzz %-11s %9s executions in %7s s (%s exec/s)' "$t" "${execs:-?}" "$wall" "$rate"
+    if [ "$rc" -ne 0 ]; then
+      echo "  FINDING (exit $rc)"
+      grep -E "ERROR: |runtime error|SUMMARY|Test unit written|==[0-9]+==" "$log" | head -8 | sed 's/^/    /' || true
+      echo "    log: $log; replay: $bin <the input above>"
+    else
+      echo "  ok"
+    fi
+  } >"$B/logs/$t.result"
+  return "$rc"
+}
+# The targets run side by side, one per core (each is single-threaded); results print in order.
+jobs_max=$(nproc)
+pids=()
+for t in "${targets[@]}"; do
+  while (($(jobs -rp | wc -l) >= jobs_max)); do wait -n || true; done
+  rm -f "$B/logs/$t.result"
+  fuzz_one "$t" &
+  pids+=($!)
+done
+status=0
+for i in "${!targets[@]}"; do
+  wait "${pids[$i]}" || status=1
+  cat "$B/logs/${targets[$i]}.result"
 done
 exit "$status"

@@ -80,13 +80,15 @@ def one_line_error(r, *fragments):
 def finish(*tests, keep_on_failure=False):
     """Runs the tests in order (an exception in one is a failed check, not the end of the run),
     removes TMP (kept after a failure with keep_on_failure), prints the summary and exits 1 when
-    anything failed."""
+    anything failed. Each test's wall time is printed after it, for watching CI's time budget."""
     try:
         for t in tests:
+            t0 = time.time()
             try:
                 t()
             except Exception:
                 check(t.__name__ + " ran to its end", False, traceback.format_exc())
+            print("time  %s %.1f s" % (t.__name__, time.time() - t0))
     finally:
         failed = RESULTS["failed"] > 0
         if failed and keep_on_failure:

@@ -80,10 +80,15 @@ def test_sigint_then_resume_equals_uninterrupted():
 
 
 def test_second_signal_exits_at_once():
-    # Steps of ~0.3 s, so the second signal lands while the first step after the first one runs.
+    # Steps of ~0.3 s, so the second signal (50 ms after the first) lands while the step after the
+    # first one runs. The batch that makes them so is measured here, since a sanitized build is ten
+    # times slower than the fast one: a fixed model would be either too fast there or slow here.
+    r = run(train_args(path("calibrate"), "--set", "max_iters=6", "--set", "eval_interval=6"))
+    check("a 6-step run measures the speed", r.returncode == 0, r.stderr)
+    tps = sorted(m["tokens_per_s"] for m in metrics(path("calibrate"))[1:])
+    batch = max(8, min(4096, int(0.3 * tps[len(tps) // 2] / 32)))  # MODEL's block_size is 32
     p = subprocess.Popen(train_args(path("twice"), "--set", "max_iters=400", "--set", "eval_interval=4",
-                                    "--set", "checkpoint_interval=4", "--set", "batch_size=96",
-                                    "--set", "n_embd=128", "--set", "block_size=64"),
+                                    "--set", "checkpoint_interval=4", "--set", "batch_size=%d" % batch),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
     # past the step-4 checkpoint, however slow the build (sanitizers) or the machine
     reached = wait_for_step(path("twice"), 5, p)
@@ -93,7 +98,8 @@ def test_second_signal_exits_at_once():
     p.communicate(timeout=60)
     ok, ck, err = loadable(path("twice"))
     check("a second signal exits at once (code 130) and the last checkpoint is intact",
-          reached and p.returncode == 130 and ok, "reached %s, rc %s %s %s" % (reached, p.returncode, ck, err))
+          reached and p.returncode == 130 and ok,
+          "batch %d, reached %s, rc %s %s %s" % (batch, reached, p.returncode, ck, err))
 
 
 def test_sigkill_at_random_moments():
