@@ -251,6 +251,8 @@ TEST(ConfigValidate, EveryProblemNamesItsKey) {
         {[](C c) { c.device = "gpu"; }, {"device 'gpu'", "cpu or cuda"}},
         {[](C c) { c.device = "cuda", c.model.n_embd = 258, c.model.n_head = 2; },
          {"device cuda", "head sizes", "up to 128", "got 129"}},
+        {[](C c) { c.dtype = "fp16"; }, {"dtype 'fp16'", "fp32 or bf16"}},
+        {[](C c) { c.dtype = "bf16"; }, {"dtype bf16 needs device cuda", "dtype=fp32"}},
     };
     for (size_t i = 0; i < cases.size(); i++) {
         const std::string m = finalize_error(cases[i].first);

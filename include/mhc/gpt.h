@@ -91,13 +91,15 @@ std::string nonfinite_tensor(const std::vector<ParamTensor>& params, const std::
 // number rather than an overflow. Throws std::invalid_argument when the config's sites do not build.
 // flash_attention: the GPU's attention, which keeps O(T) per query instead of the T x T probabilities.
 struct GptMemory {
-    double params = 0, activations = 0;
-    double bytes() const { return 4.0 * (4 * params + activations); }
+    double params = 0, activations = 0;  // fp32 values (the parameters: weights, gradients, 2 moments)
+    double bf16 = 0;                     // bf16 values: dtype bf16's copies of the weights and layer inputs
+    double bytes() const { return 4.0 * (4 * params + activations) + 2.0 * bf16; }
 };
 // recompute: GPT::recompute's plan, which keeps one stream state per block instead of two and one
-// branch input for all sites.
+// branch input for all sites. bf16: the GPU's dtype bf16 plan (model/gpt_cuda.h), whose linear
+// layers keep bf16 copies of their inputs and share one fp32 input buffer.
 GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_attention = false,
-                              bool recompute = false);
+                              bool recompute = false, bool bf16 = false);
 
 // Forward on inputs [B, T] (token ids < V, T <= block_size). With targets: returns the mean
 // cross-entropy and keeps what the backward needs. Without: fills m.logits [B*T, V], returns NaN.

@@ -111,6 +111,9 @@ void config_finalize(TrainConfig& c) {
     check(c.device != "cuda" || m.n_embd / m.n_head <= kCudaMaxHeadSize,
           "device cuda takes head sizes (n_embd / n_head) up to " + std::to_string(kCudaMaxHeadSize) + ", got " +
               std::to_string(m.n_embd / m.n_head));
+    check(c.dtype == "fp32" || c.dtype == "bf16", "dtype '" + c.dtype + "' is unknown (expected fp32 or bf16)");
+    check(c.dtype == "fp32" || c.device == "cuda",
+          "dtype bf16 needs device cuda (the CPU engine computes in fp32: --set dtype=fp32)");
 }
 
 }  // namespace mhc

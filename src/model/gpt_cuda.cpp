@@ -20,7 +20,28 @@ namespace {
 // The model's ops; norms: where a pass (a forward, a backward) hands the streams' norms from site to
 // site (cuda_ops.h), made fresh for each pass so that none outlives it.
 detail::CudaOps ops_of(const GptCuda& g, detail::StreamNorms* norms = nullptr) {
-    return detail::CudaOps{&g.host.sites, &g.dsites, g.timer, norms};
+    detail::CudaOps ops{&g.host.sites, &g.dsites, g.timer, norms, {}};
+    if (g.bf16) ops.bf16 = {g.param.data(), g.param16.data(), &g.in16, g.dout16};
+    return ops;
+}
+
+// dtype bf16's buffers for N tokens: each linear layer's bf16 input, found by its weight's offset,
+// and the backward's copy of an output gradient (the widest: the classifier's [N, V]).
+void plan_bf16(GptCuda& g, long N) {
+    const GPT<float>& m = g.host;
+    const long C = m.C;
+    std::vector<std::pair<long, long>> inputs;  // (weight offset, input width)
+    for (const GptBlock& w : m.blocks)
+        inputs.insert(inputs.end(), {{w.attn_w, C}, {w.aproj_w, C}, {w.fc_w, C}, {w.mproj_w, 4 * C}});
+    inputs.push_back({m.wte, C});
+    auto round = [](long count) { return (count + 127) / 128 * 128; };  // 256-byte pieces
+    long total = round(N * std::max<long>(4 * C, m.V));
+    for (const auto& in : inputs) total += round(N * in.second);
+    g.act16.resize(total);
+    cuda::bf16* at = g.act16.data();
+    g.dout16 = at, at += round(N * std::max<long>(4 * C, m.V));
+    g.in16.clear();
+    for (const auto& in : inputs) g.in16.push_back({in.first, at}), at += round(N * in.second);
 }
 
 // Every activation of a (B, T) pass in one device buffer and every activation gradient in another,
@@ -53,13 +74,17 @@ void plan(GptCuda& g, int B, int Tn) {
             float* cache = take(N * conn_cache_stride(m.sites[k]));
             g.s_act[k] = {cache, shared ? u : take(N * C), take(N * C)};
         }
+        // With bf16 the linear layers keep bf16 copies of their inputs: the fp32 inputs are read once,
+        // at once, so every layer writes them into the same buffer.
+        float* mm_in = g.bf16 ? take(4 * N * C) : nullptr;
+        auto input = [&](long count) { return g.bf16 ? mm_in : take(count); };
         g.b_act.assign(L, {});
         for (auto& b : g.b_act) {
-            b.ln1 = take(N * C), b.ln1_mean = take(N), b.ln1_rstd = take(N), b.qkv = take(3 * N * C);
-            b.att = take(att), b.atty = take(N * C), b.ln2 = take(N * C), b.ln2_mean = take(N);
-            b.ln2_rstd = take(N), b.fch = take(4 * N * C), b.fcg = take(4 * N * C);
+            b.ln1 = input(N * C), b.ln1_mean = take(N), b.ln1_rstd = take(N), b.qkv = take(3 * N * C);
+            b.att = take(att), b.atty = input(N * C), b.ln2 = input(N * C), b.ln2_mean = take(N);
+            b.ln2_rstd = take(N), b.fch = take(4 * N * C), b.fcg = input(4 * N * C);
         }
-        g.lnf = take(S), g.lnf_mean = take(N * n), g.lnf_rstd = take(N * n), g.hsum = take(N * C);
+        g.lnf = take(S), g.lnf_mean = take(N * n), g.lnf_rstd = take(N * n), g.hsum = input(N * C);
         g.logits = take(N * m.V), g.losses = take(N), g.scratch = take(scratch);
         g.stream_ss = (double*)take(2 * N * n);
     };
@@ -77,6 +102,7 @@ void plan(GptCuda& g, int B, int Tn) {
         used = 0, base = buf->data();
         layout();
     }
+    if (g.bf16) plan_bf16(g, N);
     g.inputs.resize(N);
     g.targets.resize(N);
     g.B = B, g.Tn = Tn, g.host.planned_recompute = g.host.recompute;
@@ -84,7 +110,7 @@ void plan(GptCuda& g, int B, int Tn) {
 
 }  // namespace
 
-void gpt_cuda_build(GptCuda& g, const GPT<float>& m) {
+void gpt_cuda_build(GptCuda& g, const GPT<float>& m, bool bf16) {
     cuda::require_head_size(m.C, m.H);
     g = GptCuda();
     // The same layout from the same config; mhc-lite's permutations as the CPU model drew them.
@@ -100,10 +126,20 @@ void gpt_cuda_build(GptCuda& g, const GPT<float>& m) {
     g.param.upload(m.param);
     g.grad.resize(m.param.size());
     g.grad.fill_bytes(0);
+    g.bf16 = bf16;
+    if (bf16) g.param16.resize(m.param.size());
+    gpt_cuda_params_changed(g);
+}
+
+void gpt_cuda_params_changed(GptCuda& g) {
+    if (g.bf16) cuda::to_bf16(g.param16.data(), g.param.data(), (long)g.param.size());
 }
 
 long gpt_cuda_param_count(const GptCuda& g) { return (long)g.param.size(); }
-void gpt_cuda_upload_params(GptCuda& g, const float* params) { g.param.upload(params, g.param.size()); }
+void gpt_cuda_upload_params(GptCuda& g, const float* params) {
+    g.param.upload(params, g.param.size());
+    gpt_cuda_params_changed(g);
+}
 void gpt_cuda_download_params(const GptCuda& g, float* params) { g.param.download(params, g.param.size()); }
 void gpt_cuda_download_grads(const GptCuda& g, float* grads) { g.grad.download(grads, g.grad.size()); }
 void gpt_cuda_zero_grad(GptCuda& g) { g.grad.fill_bytes(0); }

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -21,6 +22,10 @@ struct GptCuda {
     GPT<float> host;                          // layout only (sites, tensors, offsets); no activations
     std::vector<cuda::ConnSiteCuda> dsites;   // the device twins of host.sites
     cuda::DeviceBuffer<float> param, grad;    // [nparams], host.params' layout
+    // dtype bf16: the linear layers multiply bf16 copies of their weights and inputs (fp32 sums);
+    // everything else, the master weights and the gradients stay fp32.
+    bool bf16 = false;
+    cuda::DeviceBuffer<cuda::bf16> param16;   // [nparams] param rounded to bf16 (gpt_cuda_params_changed)
 
     // Activations, planned for one (B, T) by gpt_cuda_forward (device pointers into act / gact).
     int B = 0, Tn = 0;
@@ -39,14 +44,23 @@ struct GptCuda {
     cuda::PhaseTimer* timer = nullptr;        // set: forward and backward time their ops (mhc bench)
     double* stream_ss = nullptr;              // [N, n] in act: the streams' sums of squares (cuda_ops.h)
     std::optional<double> logits_grad_scale;  // set: the logits hold their gradient, for this backward scale
+    // With bf16: each linear layer's input in bf16, found by its weight (the forward's copy, which the
+    // backward takes again), and the backward's scratch for an output gradient's copy. The fp32
+    // inputs themselves (ln1, atty, ln2, fcg, hsum) are then one buffer that every layer reuses.
+    cuda::DeviceBuffer<cuda::bf16> act16;
+    std::vector<std::pair<long, cuda::bf16*>> in16;  // (the weight's offset in param, the input's copy)
+    cuda::bf16* dout16 = nullptr;
 };
 
 // From a built CPU model (gpt_build, then gpt_init or loaded weights): its layout and mhc-lite
-// permutations, its parameters uploaded, gradients zero.
-void gpt_cuda_build(GptCuda& g, const GPT<float>& m);
+// permutations, its parameters uploaded, gradients zero; bf16: dtype bf16's products.
+void gpt_cuda_build(GptCuda& g, const GPT<float>& m, bool bf16 = false);
 
 long gpt_cuda_param_count(const GptCuda& g);
 void gpt_cuda_upload_params(GptCuda& g, const float* params);          // nparams values
+// After anything writes g.param on the device (an optimizer step): the bf16 copy follows (queued,
+// no wait). Nothing to do in fp32. Uploads do it themselves.
+void gpt_cuda_params_changed(GptCuda& g);
 void gpt_cuda_download_params(const GptCuda& g, float* params);
 void gpt_cuda_download_grads(const GptCuda& g, float* grads);
 

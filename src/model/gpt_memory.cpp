@@ -7,7 +7,8 @@
 
 namespace mhc {
 
-GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_attention, bool recompute) {
+GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_attention, bool recompute,
+                              bool bf16) {
     GptMemory g;
     const VariantInfo& info = variant_info(cfg.hyper_conn_type);
     const double n = info.fixed_n == 1 ? 1 : cfg.hyper_conn_n;
@@ -30,15 +31,20 @@ GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_a
     // log-sum-exp [B, H, T] and a copy of its output, and [B, H, T] (ops/ops_cuda.h).
     const double att = flash_attention ? (double)B * cfg.n_head * T + N * C : (double)B * cfg.n_head * T * T;
     const double datt = flash_attention ? (double)B * cfg.n_head * T : att;
-    const double per_block = N * C + 2 * N + 3 * N * C + att + N * C + N * C + 2 * N + 4 * N * C + 4 * N * C;
+    // The linear layers' fp32 inputs (ln1, atty, ln2, fcg and hsum): per block and at the head; with
+    // bf16 one shared buffer of 4 N C, beside a bf16 copy of each and of the widest output gradient.
+    const double inputs = L * 7 * N * C + N * C;
+    const double per_block = 2 * N + 3 * N * C + att + 2 * N + 4 * N * C;
     // The stream states and the sites' cache, u and y; with recompute, the states inside the blocks
     // share one buffer, and the sites' u another.
     const double states = recompute ? (L + 2) * S : (2 * L + 1) * S;
     const double u = recompute ? N * C : 2 * L * N * C;
     const double act = states + 2 * L * (N * conn_cache_stride(site) + N * C) + u + L * per_block + S +
-                       2 * N * n + N * C + N * V + N + (double)conn_scratch_size(site, (int)std::fmin(N, 1e9));
+                       2 * N * n + (bf16 ? 4 * N * C : inputs) + N * V + N +
+                       (double)conn_scratch_size(site, (int)std::fmin(N, 1e9));
     const double gact = 2 * S + N * C * 3 + 3 * N * C + datt + N * C + 8 * N * C + N * C + S;
     g.activations = act + gact;
+    if (bf16) g.bf16 = g.params + inputs + N * std::fmax(4 * C, V);
     return g;
 }
 

@@ -70,7 +70,7 @@ BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::str
     gpt_init(m, cfg.seed);
     m.recompute = cfg.recompute;
     AdamW<float> adam;
-    const std::unique_ptr<Engine> e = engine_make(cfg.device, m, adam);
+    const std::unique_ptr<Engine> e = engine_make(cfg.device, m, adam, engine_options(cfg));
     std::vector<int32_t> in((size_t)B * T), tg(in.size());
 
     BenchResult r;

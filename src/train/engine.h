@@ -58,11 +58,17 @@ public:
                                           int top_k, uint64_t seed, const std::function<void(int32_t)>& on_token) = 0;
 };
 
+// How an engine computes: the config keys that change its arithmetic but not the model.
+struct EngineOptions {
+    bool bf16 = false;  // dtype bf16: the linear layers' products in bf16 with fp32 sums (a GPU only)
+};
+EngineOptions engine_options(const TrainConfig& cfg);
+
 // A device besides the CPU, as its backend registers it.
 struct EngineBackend {
     std::string device;                     // its --device name
     std::string (*unusable)();              // "" when it can run here, else one line saying why not
-    std::unique_ptr<Engine> (*make)(GPT<float>& m, AdamW<float>& adam);
+    std::unique_ptr<Engine> (*make)(GPT<float>& m, AdamW<float>& adam, const EngineOptions& opt);
     SgemmPeak (*sgemm_peak)(const std::vector<std::vector<int>>& shapes);  // for mhc bench's MFU
     SgemmPeak (*bf16_peak)(const std::vector<std::vector<int>>& shapes);   // bf16 products, fp32 sums
     double (*free_bytes)();                 // device memory free now (-1: unknown)
@@ -75,8 +81,10 @@ std::vector<std::string> engine_devices();
 // program was built without, or one its backend finds unusable (no GPU, an old driver, ...).
 void engine_require(const std::string& device);
 // An engine on `device` for the built model m (and adam, its optimizer state: moments and step),
-// which it reads now and writes back in to_host(); both must outlive it.
-std::unique_ptr<Engine> engine_make(const std::string& device, GPT<float>& m, AdamW<float>& adam);
+// which it reads now and writes back in to_host(); both must outlive it. The CPU refuses bf16
+// (std::invalid_argument, one line).
+std::unique_ptr<Engine> engine_make(const std::string& device, GPT<float>& m, AdamW<float>& adam,
+                                    const EngineOptions& opt = {});
 // The fp32 matrix-product peak of the device (bench.h's sgemm_peak on the CPU).
 SgemmPeak engine_sgemm_peak(const std::string& device, const std::vector<std::vector<int>>& shapes);
 // The bf16 matrix-product peak of the device (bf16 operands, fp32 accumulation): the yardstick of

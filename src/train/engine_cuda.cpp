@@ -22,8 +22,8 @@ namespace {
 
 class CudaEngine final : public Engine {
 public:
-    CudaEngine(GPT<float>& m, AdamW<float>& adam) : m_(m), adam_(adam) {
-        gpt_cuda_build(g_, m);
+    CudaEngine(GPT<float>& m, AdamW<float>& adam, const EngineOptions& opt) : m_(m), adam_(adam) {
+        gpt_cuda_build(g_, m, opt.bf16);
         if (!adam.m.empty()) cuda::adamw_upload(st_, adam);
         st_.step = adam.step;
     }
@@ -58,6 +58,7 @@ public:
                                    cfg.weight_decay, chk);
         cuda::adamw_step_checked(st_, g_.param.data(), g_.grad.data(), g_.host.params, lr, cfg.beta1, cfg.beta2,
                                  cfg.weight_decay, chk);
+        gpt_cuda_params_changed(g_);
         opt_end_.record();
         cuda::StepCheck c;
         chk_.download(&c, 1);  // the one wait
@@ -77,6 +78,7 @@ public:
     }
     void adamw_step(double lr, double b1, double b2, double wd) override {
         cuda::adamw_step(st_, g_.param.data(), g_.grad.data(), g_.host.params, lr, b1, b2, wd);
+        gpt_cuda_params_changed(g_);
     }
     void poison_grad() override {
         const float nan = NAN;
@@ -139,7 +141,9 @@ std::string unusable() {
     return cuda_available(&why) ? "" : why;
 }
 
-std::unique_ptr<Engine> make(GPT<float>& m, AdamW<float>& adam) { return std::make_unique<CudaEngine>(m, adam); }
+std::unique_ptr<Engine> make(GPT<float>& m, AdamW<float>& adam, const EngineOptions& opt) {
+    return std::make_unique<CudaEngine>(m, adam, opt);
+}
 
 // bench.h's sgemm_peak on the GPU: cuBLAS's best rate over the shapes, timed with the device
 // synchronised; T float (fp32, TF32 off) or bf16 (bf16 products, fp32 sums, tensor cores).

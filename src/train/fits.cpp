@@ -19,7 +19,8 @@ std::string fmt_bytes(double bytes) {
 
 void require_memory_for(const TrainConfig& cfg) {
     const int B = cfg.batch_size, T = cfg.model.block_size;
-    const GptMemory g = gpt_memory_estimate(cfg.model, B, T, cfg.device != "cpu", cfg.recompute);
+    const GptMemory g =
+        gpt_memory_estimate(cfg.model, B, T, cfg.device != "cpu", cfg.recompute, cfg.dtype == "bf16");
     // On a GPU what counts is its free memory (the host keeps only the weights and the AdamW state).
     std::string what = "free memory on the " + cfg.device + " device";
     const double limit = cfg.device == "cpu" ? sys::memory_limit_bytes(what) : engine_free_bytes(cfg.device);
@@ -29,7 +30,8 @@ void require_memory_for(const TrainConfig& cfg) {
     throw std::runtime_error("the model needs about " + fmt_bytes(g.bytes()) + " to train (" + params +
                              " parameters: weights, gradients and AdamW moments " + fmt_bytes(16 * g.params) +
                              "; activations of a batch of " + std::to_string(B) + " x " + std::to_string(T) + " " +
-                             fmt_bytes(4 * g.activations) + "), more than the " + fmt_bytes(limit) + " of " + what +
+                             fmt_bytes(4 * g.activations) +
+                             (g.bf16 > 0 ? "; bf16 copies " + fmt_bytes(2 * g.bf16) : "") + "), more than the " + fmt_bytes(limit) + " of " + what +
                              ": make it smaller (n_layer, n_embd, vocab_size, block_size, batch_size)");
 }
 

@@ -197,7 +197,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     // The model and its optimizer state on the run's device (several ranks: the CPU); m and adam
     // hold them again at each checkpoint.
     m.recompute = cfg.recompute;
-    const std::unique_ptr<Engine> engine = engine_make(cfg.device, m, adam);
+    const std::unique_ptr<Engine> engine = engine_make(cfg.device, m, adam, engine_options(cfg));
     DataParallel dp = dp_start(comm, m, adam, *engine);  // one rank: `adam` itself; several: its shards
     g_rank = comm.rank;
 

@@ -156,6 +156,25 @@ def test_repeatable():
                   losses(base) == losses(base + "_recompute"), (losses(base), losses(base + "_recompute")))
 
 
+def test_bf16():
+    # dtype bf16: the linear layers' products in bf16 on the GPU; the CPU refuses it in one line.
+    ok, detail = one_line_error(train(EMU, "bf16_cpu", "--set", "dtype=bf16"), "dtype bf16 needs device cuda")
+    check("dtype bf16 on the CPU is refused in one line", ok, detail)
+    r = train(EMU, "gpu_mhc_lite_bf16", "--device", "cuda", "--set", "hyper_conn_type=mhc_lite", "--set", "dtype=bf16")
+    check("dtype bf16 trains on the (emulated) GPU", r.returncode == 0, r.stderr)
+    if r.returncode or not os.path.exists(os.path.join(TMP, "gpu_mhc_lite")):
+        return
+    a, b = losses("gpu_mhc_lite"), losses("gpu_mhc_lite_bf16")
+    check("bf16: every loss within 1% of the fp32 GPU run's, and not all equal to them (bf16 ran)",
+          sorted(a) == sorted(b) and all(abs(a[s][0] - b[s][0]) <= 0.01 * a[s][0] for s in a) and a != b, (a, b))
+    with open(os.path.join(TMP, "gpu_mhc_lite_bf16", "metrics.jsonl")) as f:
+        ds = [s["ds_error_max"] for l in f if '"diag"' in l for s in json.loads(l)["diag"]["sites"]]
+    check("bf16: mhc_lite's mixing matrices stay doubly stochastic (SPEC §6 ds_error_max <= 1e-6, every site)",
+          len(ds) == 8 and max(ds) <= 1e-6, ds)
+    ec = last_json(run(MHC, "eval", "--ckpt", "gpu_mhc_lite_bf16", "--data", "data.txt", "--json"))
+    check("bf16: the checkpoint (fp32 weights) evaluates on the CPU", "loss" in ec and ec["loss"] > 0, ec)
+
+
 def test_mpi_refused():
     # Here (CI) with mpirun and the emulated GPU. Not on a GPU machine (both programs the real mhc,
     # scripts/gpu_check.sh): its pack is built without MPI, and its mpirun, if any, is not ours.
@@ -238,7 +257,7 @@ def test_compare():
 
 def main():
     setup()
-    tests = (test_no_gpu_is_one_line, test_bad_device, test_variants_train_alike, test_repeatable,
+    tests = (test_no_gpu_is_one_line, test_bad_device, test_variants_train_alike, test_repeatable, test_bf16,
              test_resume_across_devices, test_mpi_refused, test_sample_info_bench, test_compare)
     finish(*(tests[:1] if REFUSALS_ONLY else tests))
 
