@@ -10,9 +10,10 @@ vocab 256, n = 4, no bias); --set overrides go to both programs. --out writes th
 and both programs' JSON plus the derived figures to FILE.json. --mhc-json / --torch-json take a
 saved `--json` output instead of running that side (re-rendering, tests).
 Set OMP_WAIT_POLICY=passive on a shared machine: spinning OpenMP threads distort both sides.
---device cuda runs both on the GPU: `mhc bench --device cuda` (fp32) beside the reference in bf16
-autocast with PyTorch's fused attention (--torch-dtype fp32 for float32), and the memory columns
-are each side's peak GPU memory instead of the peak RSS.
+--device cuda runs both on the GPU: `mhc bench --device cuda` in dtype bf16 (bf16 matrix products,
+--mhc-dtype fp32 for fp32) beside the reference in bf16 autocast with PyTorch's fused attention
+(--torch-dtype fp32 for float32); the memory columns are each side's peak GPU memory instead of the
+peak RSS, and mhc's MFU16 (against the bf16 peak its run measures) follows the table.
 """
 import argparse
 import json
@@ -179,9 +180,9 @@ def render(mdoc, tdoc, rows, d):
     torch_how = "float32"
     if gpu:
         attn = {r.get("attention") for r in tdoc.get("results", [])} - {None}
-        torch_how = "%s, %s attention, on %s; mhc fp32 on %s" % (
+        torch_how = "%s, %s attention, on %s; mhc %s on %s" % (
             "bf16 autocast" if tdoc.get("dtype") == "bf16" else "float32", "/".join(sorted(attn)) or "?",
-            tdoc.get("device"), mdoc.get("device"))
+            tdoc.get("device"), mdoc.get("config", {}).get("dtype", "fp32"), mdoc.get("device"))
     L = []
     L.append("## mhc bench vs PyTorch reference")
     L.append("")
@@ -212,6 +213,11 @@ def render(mdoc, tdoc, rows, d):
              % (mem_name, mem_name, fmt_ratio(dm["mhc_lite_over_residual_rss"]), fmt_ratio(dt["mhc_lite_over_residual_rss"])))
     L.append("- mhc step vs mhc-lite step (positive: mhc slower): mhc %s, PyTorch %s"
              % (fmt_margin(dm["mhc_over_mhc_lite_step"]), fmt_margin(dt["mhc_over_mhc_lite_step"])))
+    if gpu and mdoc.get("bf16_peak_gflops"):
+        L.append("- mhc MFU16 (model FLOPs over the bf16 peak, %s GFLOP/s): %s" % (
+            fmt(mdoc.get("bf16_peak_gflops"), "%.0f"),
+            ", ".join("%s %s" % (r["variant"], fmt((r["mhc"] or {}).get("mfu_bf16") and
+                                                   100.0 * r["mhc"]["mfu_bf16"], "%.1f", "%")) for r in rows)))
     shape = mdoc.get("sgemm_shape")
     L.append("- sgemm peak (mhc's MFU denominator): %s GFLOP/s%s"
              % (fmt(mdoc.get("sgemm_peak_gflops"), "%.1f"),
@@ -233,6 +239,8 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where both sides train")
     ap.add_argument("--torch-dtype", choices=("fp32", "bf16"),
                     help="the reference's precision (default: bf16 autocast on cuda, fp32 on the CPU)")
+    ap.add_argument("--mhc-dtype", choices=("fp32", "bf16"),
+                    help="mhc's dtype (default: the reference's precision)")
     ap.add_argument("--out", help="write the Markdown here and the JSON beside it (.json)")
     args = ap.parse_args(argv)
     try:
@@ -251,7 +259,8 @@ def main(argv=None):
         if args.mhc_json:
             mdoc = load_json_file(args.mhc_json, "mhc bench")
         else:
-            mdoc = run_side([args.mhc, "bench", "--json", "--device", args.device, *common], "mhc bench", env)
+            mdoc = run_side([args.mhc, "bench", "--json", "--device", args.device, *common, "--set",
+                             "dtype=" + (args.mhc_dtype or dtype)], "mhc bench", env)
         if args.torch_json:
             tdoc = load_json_file(args.torch_json, "torch_bench")
         else:

@@ -5,14 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
-corpus=data/fortunes.txt
-if [ ! -s "$corpus" ]; then
-  mkdir -p data
-  # every fortune file of the package (not the .dat indexes or the .u8 links), in a fixed order
-  find /usr/share/games/fortunes -maxdepth 1 -type f ! -name '*.dat' ! -name '*.u8' | LC_ALL=C sort \
-    | xargs cat > "$corpus.tmp"
-  mv "$corpus.tmp" "$corpus"
-fi
+corpus=$(scripts/fortunes.sh)
 echo "corpus: $corpus ($(wc -c < "$corpus") bytes)"
 
 run=runs/fortunes

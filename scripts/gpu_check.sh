@@ -10,22 +10,28 @@
 #                                  libgcc_s apart, for a machine whose own are older), never the driver,
 #                                  the CUDA runtime (linked statically) or cuBLAS (the machine's, which
 #                                  matches its driver); checks that the binaries resolve every library
-#                                  from the pack or the C library; packs it all into gpu_pack.tar.xz
+#                                  from the pack or the C library; adds the fortunes corpus
+#                                  (scripts/fortunes.sh); packs it all into gpu_pack.tar.xz
 #   scripts/gpu_check.sh [--out DIR]
 #                                  THERE (the CUDA toolkit or its Python wheels, no Debian packages, no
 #                                  network): unpacks gpu_pack.tar.xz unless gpu_pack/ is there; runs
 #                                  1. mhc_tests' GPU suites (*Cuda*), 2. tests/cli/test_device.py with the
 #                                  packed mhc on the GPU, 3. mhc bench --device cuda (every variant, the
-#                                  mHC-lite authors' model, 10 steps); writes their logs and JSON into DIR
-#                                  ($OUT if set, else gpu_check_out/) and prints the table last.
+#                                  mHC-lite authors' model, 10 steps; then mhc_lite with recompute, and
+#                                  none and mhc_lite in dtype bf16), 4. the default model 300 steps on
+#                                  the fortunes corpus in fp32 and in bf16 (validation losses within 1%,
+#                                  bf16's mixing matrices doubly stochastic to 1e-6); writes their logs
+#                                  and JSON into DIR ($OUT if set, else gpu_check_out/) and prints the
+#                                  table last.
 #                                  Here (no GPU) it checks that the pack starts: the GPU tests are skipped
 #                                  and the exit status is 1.
 #   scripts/gpu_check.sh --gpt2 [--out DIR]
 #                                  THERE, after the check: the speed issue's GPT-2-small benchmark,
-#                                  bench/side_by_side.py --device cuda (mhc and the PyTorch reference in
-#                                  bf16 autocast; none, hc, mhc, mhc_lite, kromhc) and mhc_lite with
-#                                  recompute; about 3 minutes, 9 at most.
-# Exit status: 0 when every GPU test ran and passed, test_device.py passed and the bench ran.
+#                                  bench/side_by_side.py --device cuda (mhc in dtype bf16 and the
+#                                  PyTorch reference in bf16 autocast; none, hc, mhc, mhc_lite, kromhc)
+#                                  and mhc_lite with recompute; about 3 minutes, 9 at most.
+# Exit status: 0 when every GPU test ran and passed, test_device.py passed, the benches ran and the
+# bf16 run met its bounds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,8 +56,9 @@ if [ "$mode" = pack ]; then
     -DMHC_CUDA_EMU=OFF -DMHC_BUILD_BENCH=OFF -DMHC_MPI=OFF "${launcher[@]}" >/dev/null
   cmake --build "$B" -j"$(nproc)" --target mhc mhc_tests
   rm -rf gpu_pack gpu_pack.tar.xz
-  mkdir -p gpu_pack/bin gpu_pack/lib/compat
+  mkdir -p gpu_pack/bin gpu_pack/lib/compat gpu_pack/data
   cp "$B/mhc" "$B/tests/mhc_tests" gpu_pack/bin/
+  cp "$(scripts/fortunes.sh)" gpu_pack/data/fortunes.txt
   strip --strip-unneeded gpu_pack/bin/*
   # Shared libraries, resolved here: all but the C library's own (every machine has them, matched to
   # its kernel), the GPU driver and the CUDA libraries (the GPU machine's must match its driver).
@@ -123,8 +130,8 @@ export OMP_WAIT_POLICY=passive
 
 if [ "$mode" = gpt2 ]; then
   # The speed issue's benchmark (docs/PERFORMANCE.md): GPT-2 small, T = 1024, vocabulary 50,304,
-  # n = 4, the same batch for every variant; mhc beside the PyTorch reference (bf16 autocast, fused
-  # attention) on this GPU, then mhc_lite again with activation recompute.
+  # n = 4, the same batch for every variant; mhc (dtype bf16) beside the PyTorch reference (bf16
+  # autocast, fused attention) on this GPU, then mhc_lite again with activation recompute.
   gpt2=(--set n_layer=12 --set n_head=12 --set n_embd=768 --set block_size=1024 --set vocab_size=50304
         --set batch_size=8 --set hyper_conn_n=4)
   timeout 420 python3 bench/side_by_side.py --mhc gpu_pack/bin/mhc --device cuda --threads 4 --steps 10 \
@@ -132,7 +139,7 @@ if [ "$mode" = gpt2 ]; then
     2> >(tee "$out/gpt2_small.err" >&2)
   rc=$?
   timeout 120 gpu_pack/bin/mhc bench --device cuda --variants mhc_lite --steps 5 --warmup 2 "${gpt2[@]}" \
-    --set recompute=true --json > "$out/gpt2_recompute.log" 2>&1 || rc=$?
+    --set dtype=bf16 --set recompute=true --json > "$out/gpt2_recompute.log" 2>&1 || rc=$?
   python3 - "$out" <<'EOF'
 import json, sys
 out = sys.argv[1]
@@ -149,29 +156,42 @@ fi
 
 # 1. Every GPU test of mhc_tests.
 s=$(date +%s)
-timeout 160 gpu_pack/bin/mhc_tests --gtest_filter='*Cuda*' --gtest_output="json:$out/gpu_tests.json" \
+timeout 150 gpu_pack/bin/mhc_tests --gtest_filter='*Cuda*' --gtest_output="json:$out/gpu_tests.json" \
   >"$out/gpu_tests.log" 2>&1
 rc_tests=$?
 t_tests=$(( $(date +%s) - s ))
 # 2. --device cuda end to end: the packed mhc is both the CPU's and the GPU's program here.
 s=$(date +%s)
-timeout 120 python3 tests/cli/test_device.py gpu_pack/bin/mhc gpu_pack/bin/mhc >"$out/device_test.log" 2>&1
+timeout 80 python3 tests/cli/test_device.py gpu_pack/bin/mhc gpu_pack/bin/mhc >"$out/device_test.log" 2>&1
 rc_device=$?
 t_device=$(( $(date +%s) - s ))
 # 3. A short bench on the GPU: every variant, the mHC-lite authors' model (mhc bench's default).
 s=$(date +%s)
-timeout 60 gpu_pack/bin/mhc bench --device cuda --steps 10 --warmup 3 --json >"$out/bench.log" 2>&1
+timeout 45 gpu_pack/bin/mhc bench --device cuda --steps 10 --warmup 3 --json >"$out/bench.log" 2>&1
 rc_bench=$?
 # mhc-lite again with activation recompute: its step time and peak GPU memory beside the above.
-timeout 30 gpu_pack/bin/mhc bench --device cuda --variants mhc_lite --steps 5 --warmup 2 --set recompute=true \
+timeout 20 gpu_pack/bin/mhc bench --device cuda --variants mhc_lite --steps 5 --warmup 2 --set recompute=true \
   --json >"$out/bench_recompute.log" 2>&1 || rc_bench=$?
+# none and mhc_lite again in dtype bf16 (the linear layers' products in bf16): speed and memory.
+timeout 25 gpu_pack/bin/mhc bench --device cuda --variants none,mhc_lite --steps 5 --warmup 2 --set dtype=bf16 \
+  --json >"$out/bench_bf16.log" 2>&1 || rc_bench=$?
 t_bench=$(( $(date +%s) - s ))
-tail -n 1 "$out/bench.log" > "$out/bench.json"
-tail -n 1 "$out/bench_recompute.log" > "$out/bench_recompute.json"
+for b in bench bench_recompute bench_bf16; do tail -n 1 "$out/$b.log" > "$out/$b.json"; done
+# 4. bf16 numerics: the default model 300 steps on the fortunes corpus, in fp32 and in bf16.
+s=$(date +%s)
+rc_bf16=0
+for d in fp32 bf16; do
+  rm -rf "$out/fortunes_$d"
+  timeout 20 gpu_pack/bin/mhc train --config configs/default.toml --data gpu_pack/data/fortunes.txt \
+    --out "$out/fortunes_$d" --device cuda --set dtype=$d --set max_iters=300 --set eval_interval=100 \
+    --quiet --json >"$out/fortunes_$d.log" 2>&1 || rc_bf16=$?
+done
+t_bf16=$(( $(date +%s) - s ))
 
-python3 - "$out" "$rc_tests" "$t_tests" "$rc_device" "$t_device" "$rc_bench" "$t_bench" "$(( $(date +%s) - t0 ))" <<'EOF'
+python3 - "$out" "$rc_tests" "$t_tests" "$rc_device" "$t_device" "$rc_bench" "$t_bench" "$rc_bf16" "$t_bf16" \
+  "$(( $(date +%s) - t0 ))" <<'EOF'
 import json, re, sys
-out, rc_tests, t_tests, rc_device, t_device, rc_bench, t_bench, t_all = sys.argv[1:]
+out, rc_tests, t_tests, rc_device, t_device, rc_bench, t_bench, rc_bf16, t_bf16, t_all = sys.argv[1:]
 ok = True
 print()
 # 1. GPU tests, by suite: counts, the worst relative error any check measured, time.
@@ -224,17 +244,37 @@ try:
     print("  %-9s %9s %8s %6s %6s %7s  ms per step: %s" % ("variant", "tok/s", "step ms", "MFU", "MFU16", "GPU MB",
           " ".join("%8s" % p[:8] for p in b["results"][0]["phases_s"])))
     rows = b["results"]
-    try:
-        rows = rows + [dict(json.load(open(out + "/bench_recompute.json"))["results"][0], variant="+recomp")]
-    except (OSError, ValueError, KeyError, IndexError):
-        print("  (mhc_lite with recompute: no result; %s/bench_recompute.log)" % out)
-        ok = False
+    for extra, names in (("recompute", ["+recomp"]), ("bf16", ["none16", "lite16"])):
+        try:
+            got = json.load(open(out + "/bench_%s.json" % extra))["results"]
+            rows = rows + [dict(r, variant=name) for r, name in zip(got, names)]
+            ok = ok and len(got) == len(names)
+        except (OSError, ValueError, KeyError, IndexError):
+            print("  (%s: no result; %s/bench_%s.log)" % (" and ".join(names), out, extra))
+            ok = False
     for r in rows:
         print("  %-9s %9.0f %8.1f %5.1f%% %5.1f%% %7.1f  %s%s" % (r["variant"], r["tokens_per_s"],
               1e3 * r["step_s_median"], 100 * r["mfu"], 100 * r["mfu_bf16"], r["device_peak_mb"], " " * len("ms per step: "),
               " ".join("%8.2f" % (1e3 * v) for v in r["phases_s"].values())))
 except (OSError, ValueError, KeyError) as e:
     print("mhc bench --device cuda: no result (exit %s; %s/bench.log)" % (rc_bench, out))
+    ok = False
+# 4. bf16 numerics: the final validation losses, and SPEC §6's DS error of every site in bf16.
+try:
+    def run_of(d):
+        recs = [json.loads(l) for l in open("%s/fortunes_%s/metrics.jsonl" % (out, d)) if l.strip()]
+        return [r["val_loss"] for r in recs if "val_loss" in r][-1], recs
+    (v32, _), (v16, recs16) = run_of("fp32"), run_of("bf16")
+    ds = [s["ds_error_max"] for r in recs16 if "diag" in r for s in r["diag"]["sites"]]
+    gap = abs(v16 - v32) / v32
+    good = gap <= 0.01 and ds and max(ds) <= 1e-6 and rc_bf16 == "0"
+    print("300 steps of the default model on fortunes: val loss fp32 %.4f, bf16 %.4f (%+.2f%%, bound 1%%); bf16 "
+          "DS error max %.2g over %d site readings (bound 1e-6); %s s: %s" % (
+              v32, v16, 100 * (v16 - v32) / v32, max(ds) if ds else float("nan"), len(ds), t_bf16,
+              "ok" if good else "FAILED"))
+    ok = ok and good
+except (OSError, ValueError, KeyError, IndexError) as e:
+    print("300 steps fp32 vs bf16: no result (exit %s; %s/fortunes_*.log): %s" % (rc_bf16, out, e))
     ok = False
 print("gpu_check: %s: %d GPU tests passed, %d failed, %d skipped (%s s); test_device %s s; bench %s s; %s s in all" % (
     "PASS" if ok else "FAIL", total["OK"], total["FAILED"], total["SKIPPED"], t_tests, t_device, t_bench, t_all))

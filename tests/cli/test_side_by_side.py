@@ -109,6 +109,14 @@ def test_gpu_table_from_fake_json():
           and "| mhc_lite | 3413 | 512 | 6.67× | 50.0% | 130 MB | 500 MB |" in md, md)
     check("GPU: mhc-lite / residual memory ratio from GPU memory",
           "mhc-lite peak GPU memory / residual peak GPU memory: mhc 1.30×, PyTorch 2.50×" in md, md)
+    mdoc16 = dict(mdoc, config=dict(mdoc["config"], dtype="bf16"), bf16_peak_gflops=1000.0)
+    for r, mfu in zip(mdoc16["results"], (0.4, 0.35, 0.3)):
+        r["mfu_bf16"] = mfu
+    md = run(SBS, "--mhc-json", write("gm16.json", mdoc16), "--torch-json", write("gt16.json", tdoc), "--variants",
+             "none,mhc_lite,mhc").stdout
+    check("GPU: mhc in bf16 is named so, and its MFU16 follows the table",
+          "mhc bf16 on cuda" in md and "- mhc MFU16 (model FLOPs over the bf16 peak, 1000 GFLOP/s): none 40.0%, "
+          "mhc_lite 35.0%, mhc 30.0%" in md, md)
     r = run(SBS, "--mhc-json", write("gm2.json", mdoc), "--torch-json", write("gt2.json", dict(tdoc, device="cpu")))
     check("GPU: different devices refused", *one_line_error(r, "devices differ"))
 
