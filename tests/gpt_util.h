@@ -25,6 +25,17 @@ inline ModelConfig tiny_config(const std::string& type, bool bias = false, int b
     return c;
 }
 
+// tiny_config at another size: C wide in H heads, vocabulary V, n streams, blocks of block_size.
+inline ModelConfig sized_config(const std::string& type, int n, int C, int H, int V, int block_size,
+                                bool bias = false) {
+    ModelConfig c = tiny_config(type, bias, block_size);
+    c.n_embd = C;
+    c.n_head = H;
+    c.vocab_size = V;
+    c.hyper_conn_n = n;
+    return c;
+}
+
 // gpt_build + gpt_init, then every parameter moved by N(0, 0.1).
 template <typename T> void make_perturbed(GPT<T>& m, const ModelConfig& c, uint64_t seed) {
     gpt_build(m, c);

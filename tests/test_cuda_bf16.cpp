@@ -33,12 +33,7 @@ namespace {
 constexpr double kLossTol = 2e-3, kGradFloor = 3e-2, kFewGradFloor = 5e-2;
 
 ModelConfig bf16_test_config(const std::string& type, int n, bool bias) {
-    ModelConfig m = test::tiny_config(type, bias, 9);
-    m.n_embd = 40;
-    m.n_head = 4;
-    m.vocab_size = 67;
-    m.hyper_conn_n = n;
-    return m;
+    return test::sized_config(type, n, 40, 4, 67, 9, bias);
 }
 
 class CudaBf16Model : public test::CudaTest {};

@@ -34,11 +34,7 @@ std::vector<ModelCase> model_cases() {
 }
 
 ModelConfig gpu_test_config(const ModelCase& c) {
-    ModelConfig m = test::tiny_config(c.type, c.bias, 65);
-    m.n_embd = 40;
-    m.n_head = 4;
-    m.vocab_size = 67;
-    m.hyper_conn_n = c.n;
+    ModelConfig m = test::sized_config(c.type, c.n, 40, 4, 67, 65, c.bias);
     m.hyper_conn_perm_subset = c.subset;
     m.cayley_iters = c.cayley;
     return m;

@@ -130,14 +130,7 @@ TrainConfig train_config() {
     return c;
 }
 
-ModelConfig model_config(const std::string& type, int n) {
-    ModelConfig m = test::tiny_config(type, false, 33);
-    m.n_embd = 24;
-    m.n_head = 3;
-    m.vocab_size = 29;
-    m.hyper_conn_n = n;
-    return m;
-}
+ModelConfig model_config(const std::string& type, int n) { return test::sized_config(type, n, 24, 3, 29, 33); }
 
 struct Step {
     double loss, norm;
