@@ -90,7 +90,8 @@ TEST_F(CudaBf16Model, ModelStaysWithinBf16OfFp32) {
 
 // What dtype bf16 changes in the GPU's buffers, against what it changes in gpt_memory_estimate:
 // fewer fp32 activations (the linear layers' inputs share one buffer) and the bf16 copies, each
-// within 2% (the GPU rounds every piece up to 256 bytes).
+// within 2% (the GPU rounds every piece up to 256 bytes); every bf16 weight and input copy starts
+// on a 256-byte boundary.
 TEST_F(CudaBf16Model, MemoryEstimateKnowsTheBf16Plan) {
     for (const std::string type : {"none", "mhc_lite"}) {
         ModelConfig c = bf16_test_config(type, type == "none" ? 1 : 4, false);
@@ -106,6 +107,9 @@ TEST_F(CudaBf16Model, MemoryEstimateKnowsTheBf16Plan) {
             gpt_cuda_build(g, m, bf16);
             gpt_cuda_forward(g, in.data(), in.data(), B, Tn);
             act[bf16] = (double)(g.act.size() + g.gact.size());
+            for (const auto& l : g.lin16)  // where the tensor-core products want them
+                EXPECT_TRUE((uintptr_t)l.w16 % 256 == 0 && (uintptr_t)l.in16 % 256 == 0) << type;
+            EXPECT_EQ(g.lin16.size(), (size_t)(bf16 ? 4 * g.host.L + 1 : 0)) << type;
             copies[bf16] = (double)(g.act16.size() + g.param16.size());
         }
         const GptMemory f = gpt_memory_estimate(c, B, Tn, true, false, false),

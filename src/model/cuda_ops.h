@@ -11,6 +11,7 @@
 #include "conn/conn_cuda.h"
 #include "cuda/phase_timer.h"
 #include "mhc/conn.h"
+#include "model/gpt_cuda.h"
 #include "ops/ops_cuda.h"
 
 namespace mhc::detail {
@@ -23,18 +24,17 @@ struct StreamNorms {
     const float* of = nullptr;   // the streams ss describes; null: none
 };
 
-// dtype bf16's linear layers (model/gpt_cuda.h): the weights and their bf16 copy, each layer's
-// bf16 input by its weight's offset, and the backward's scratch for an output gradient's copy.
+// dtype bf16's linear layers (model/gpt_cuda.h): the weights, each layer's bf16 weight and input by
+// its weight's offset, and the backward's scratch for an output gradient's copy.
 struct Bf16Products {
     const float* P = nullptr;                                 // null: fp32 products
-    const cuda::bf16* P16 = nullptr;
-    const std::vector<std::pair<long, cuda::bf16*>>* in16 = nullptr;
+    const std::vector<GptCuda::Linear16>* lin16 = nullptr;
     cuda::bf16* dout16 = nullptr;
 
-    cuda::bf16* input_of(const float* W) const {
-        for (const auto& [off, at] : *in16)
-            if (P + off == W) return at;
-        throw std::logic_error("CudaOps: a linear layer whose weight has no bf16 input buffer");
+    const GptCuda::Linear16& of(const float* W) const {
+        for (const auto& l : *lin16)
+            if (P + l.w_off == W) return l;
+        throw std::logic_error("CudaOps: a linear layer whose weight has no bf16 copy");
     }
 };
 
@@ -68,15 +68,16 @@ struct CudaOps {
     void matmul_forward(float* out, const float* in, const float* W, const float* bias, int N, int IC, int OC) const {
         const cuda::PhaseScope scope(timer, kPhaseMatmul);
         if (!bf16.P) return cuda::matmul_forward(out, in, W, bias, N, IC, OC);
-        cuda::matmul_forward_bf16(out, bf16.input_of(W), in, bf16.P16 + (W - bf16.P), bias, N, IC, OC);
+        const auto& l = bf16.of(W);
+        cuda::matmul_forward_bf16(out, l.in16, in, l.w16, bias, N, IC, OC);
     }
     // bf16: the input's copy is the forward's (the fp32 input may since have been overwritten).
     void matmul_backward(float* din, float* dW, float* dbias, const float* dout, const float* in, const float* W,
                          int N, int IC, int OC) const {
         const cuda::PhaseScope scope(timer, kPhaseMatmul);
         if (!bf16.P) return cuda::matmul_backward(din, dW, dbias, dout, in, W, N, IC, OC);
-        cuda::matmul_backward_bf16(din, dW, dbias, bf16.dout16, dout, bf16.input_of(W), bf16.P16 + (W - bf16.P), N,
-                                   IC, OC);
+        const auto& l = bf16.of(W);
+        cuda::matmul_backward_bf16(din, dW, dbias, bf16.dout16, dout, l.in16, l.w16, N, IC, OC);
     }
     MHC_CUDA_OP(kPhaseOther, gelu_forward)
     MHC_CUDA_OP(kPhaseOther, gelu_backward)

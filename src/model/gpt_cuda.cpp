@@ -3,6 +3,7 @@
 #include "model/gpt_cuda.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -21,27 +22,36 @@ namespace {
 // site (cuda_ops.h), made fresh for each pass so that none outlives it.
 detail::CudaOps ops_of(const GptCuda& g, detail::StreamNorms* norms = nullptr) {
     detail::CudaOps ops{&g.host.sites, &g.dsites, g.timer, norms, {}};
-    if (g.bf16) ops.bf16 = {g.param.data(), g.param16.data(), &g.in16, g.dout16};
+    if (g.bf16) ops.bf16 = {g.param.data(), &g.lin16, g.dout16};
     return ops;
 }
 
-// dtype bf16's buffers for N tokens: each linear layer's bf16 input, found by its weight's offset,
-// and the backward's copy of an output gradient (the widest: the classifier's [N, V]).
+constexpr long kPiece16 = 128;  // bf16 values in 256 bytes
+long round16(long count) { return (count + kPiece16 - 1) / kPiece16 * kPiece16; }
+
+// dtype bf16's linear layers: (weight offset, weight values, input width) of each, in model order.
+std::vector<std::array<long, 3>> linear_layers(const GPT<float>& m) {
+    const long C = m.C;
+    std::vector<std::array<long, 3>> out;
+    for (const GptBlock& w : m.blocks)
+        out.insert(out.end(), {{w.attn_w, 3 * C * C, C}, {w.aproj_w, C * C, C}, {w.fc_w, 4 * C * C, C},
+                               {w.mproj_w, 4 * C * C, 4 * C}});
+    out.push_back({m.wte, (long)m.V * C, C});
+    return out;
+}
+
+// dtype bf16's activations for N tokens: each linear layer's bf16 input and the backward's copy of
+// an output gradient (the widest: the classifier's [N, V]).
 void plan_bf16(GptCuda& g, long N) {
     const GPT<float>& m = g.host;
-    const long C = m.C;
-    std::vector<std::pair<long, long>> inputs;  // (weight offset, input width)
-    for (const GptBlock& w : m.blocks)
-        inputs.insert(inputs.end(), {{w.attn_w, C}, {w.aproj_w, C}, {w.fc_w, C}, {w.mproj_w, 4 * C}});
-    inputs.push_back({m.wte, C});
-    auto round = [](long count) { return (count + 127) / 128 * 128; };  // 256-byte pieces
-    long total = round(N * std::max<long>(4 * C, m.V));
-    for (const auto& in : inputs) total += round(N * in.second);
+    const std::vector<std::array<long, 3>> layers = linear_layers(m);
+    const long dout = round16(N * std::max<long>(4L * m.C, m.V));
+    long total = dout;
+    for (const auto& l : layers) total += round16(N * l[2]);
     g.act16.resize(total);
     cuda::bf16* at = g.act16.data();
-    g.dout16 = at, at += round(N * std::max<long>(4 * C, m.V));
-    g.in16.clear();
-    for (const auto& in : inputs) g.in16.push_back({in.first, at}), at += round(N * in.second);
+    g.dout16 = at, at += dout;
+    for (size_t k = 0; k < layers.size(); k++) g.lin16[k].in16 = at, at += round16(N * layers[k][2]);
 }
 
 // Every activation of a (B, T) pass in one device buffer and every activation gradient in another,
@@ -127,12 +137,19 @@ void gpt_cuda_build(GptCuda& g, const GPT<float>& m, bool bf16) {
     g.grad.resize(m.param.size());
     g.grad.fill_bytes(0);
     g.bf16 = bf16;
-    if (bf16) g.param16.resize(m.param.size());
+    if (bf16) {
+        const std::vector<std::array<long, 3>> layers = linear_layers(g.host);
+        long total = 0;
+        for (const auto& l : layers) total += round16(l[1]);
+        g.param16.resize(total);
+        cuda::bf16* at = g.param16.data();
+        for (const auto& l : layers) g.lin16.push_back({l[0], l[1], at, nullptr}), at += round16(l[1]);
+    }
     gpt_cuda_params_changed(g);
 }
 
 void gpt_cuda_params_changed(GptCuda& g) {
-    if (g.bf16) cuda::to_bf16(g.param16.data(), g.param.data(), (long)g.param.size());
+    for (const auto& l : g.lin16) cuda::to_bf16(l.w16, g.param.data() + l.w_off, l.count);
 }
 
 long gpt_cuda_param_count(const GptCuda& g) { return (long)g.param.size(); }

@@ -25,7 +25,16 @@ struct GptCuda {
     // dtype bf16: the linear layers multiply bf16 copies of their weights and inputs (fp32 sums);
     // everything else, the master weights and the gradients stay fp32.
     bool bf16 = false;
-    cuda::DeviceBuffer<cuda::bf16> param16;   // [nparams] param rounded to bf16 (gpt_cuda_params_changed)
+    // Each linear layer's weight (offset w_off in param, `count` values) rounded to bf16 at w16
+    // (gpt_cuda_params_changed), and its input's bf16 copy at in16 (planned with the activations).
+    // The copies start on 256-byte boundaries, which the tensor-core products want (the weights'
+    // offsets in param are not aligned: the connections' tensors have sizes like 28 or 1).
+    struct Linear16 {
+        long w_off, count;
+        cuda::bf16 *w16, *in16;
+    };
+    std::vector<Linear16> lin16;
+    cuda::DeviceBuffer<cuda::bf16> param16;   // the w16 of every linear layer
 
     // Activations, planned for one (B, T) by gpt_cuda_forward (device pointers into act / gact).
     int B = 0, Tn = 0;
@@ -44,11 +53,10 @@ struct GptCuda {
     cuda::PhaseTimer* timer = nullptr;        // set: forward and backward time their ops (mhc bench)
     double* stream_ss = nullptr;              // [N, n] in act: the streams' sums of squares (cuda_ops.h)
     std::optional<double> logits_grad_scale;  // set: the logits hold their gradient, for this backward scale
-    // With bf16: each linear layer's input in bf16, found by its weight (the forward's copy, which the
-    // backward takes again), and the backward's scratch for an output gradient's copy. The fp32
-    // inputs themselves (ln1, atty, ln2, fcg, hsum) are then one buffer that every layer reuses.
+    // With bf16: the linear layers' bf16 inputs (lin16's in16: the forward's copy, which the backward
+    // takes again) and the backward's scratch for an output gradient's copy. The fp32 inputs
+    // themselves (ln1, atty, ln2, fcg, hsum) are then one buffer that every layer reuses.
     cuda::DeviceBuffer<cuda::bf16> act16;
-    std::vector<std::pair<long, cuda::bf16*>> in16;  // (the weight's offset in param, the input's copy)
     cuda::bf16* dout16 = nullptr;
 };
 

@@ -44,7 +44,9 @@ GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_a
                        (double)conn_scratch_size(site, (int)std::fmin(N, 1e9));
     const double gact = 2 * S + N * C * 3 + 3 * N * C + datt + N * C + 8 * N * C + N * C + S;
     g.activations = act + gact;
-    if (bf16) g.bf16 = g.params + inputs + N * std::fmax(4 * C, V);
+    // The bf16 copies: the linear layers' weights (attention qkv and proj, MLP fc and proj, the tied
+    // LM head), their inputs, and the widest output gradient.
+    if (bf16) g.bf16 = L * 12 * C * C + V * C + inputs + N * std::fmax(4 * C, V);
     return g;
 }
 
