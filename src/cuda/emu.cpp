@@ -141,6 +141,15 @@ void resume(int i) {
 #endif
 }
 
+// MHC_EMU_ORDER=reverse (read once): run_block's other order.
+bool reverse_order() {
+    static const bool rev = [] {
+        const char* e = std::getenv("MHC_EMU_ORDER");
+        return e && std::string(e) == "reverse";
+    }();
+    return rev;
+}
+
 int linear(const uint3& t) { return (int)(t.x + blockDim.x * (t.y + blockDim.y * t.z)); }
 
 void run_block(int nt) {
@@ -155,14 +164,21 @@ void run_block(int nt) {
     // Warp by warp: each warp runs as far as it can (its lanes in step at shuffles) before the next
     // one starts, so warps drift as far apart as __syncthreads allows. A shared-memory hazard
     // between warps that a missing __syncthreads leaves open then gives wrong values (lockstep
-    // warps would hide it).
+    // warps would hide it) when the reader runs first: in the default order, a later warp's write
+    // read by an earlier warp; MHC_EMU_ORDER=reverse runs the warps, and the lanes of each warp
+    // between shuffles, last first, which catches the other direction (and a lane reading what a
+    // later lane writes with no shuffle between).
     const int nw = (nt + warpSize - 1) / warpSize;
+    const bool rev = reverse_order();
     for (;;) {
-        for (int w = 0; w < nw; w++) {
+        for (int wi = 0; wi < nw; wi++) {
+            const int w = rev ? nw - 1 - wi : wi;
             const int l0 = w * warpSize, l1 = std::min(nt, l0 + warpSize);
             for (;;) {
-                for (int i = l0; i < l1; i++)
+                for (int k = l0; k < l1; k++) {
+                    const int i = rev ? l1 - 1 - (k - l0) : k;
                     if (S.fibers[i].state == State::run) resume(i);
+                }
                 int waiting = 0, done = 0;
                 for (int i = l0; i < l1; i++) {
                     waiting += S.fibers[i].state == State::wait_warp;
@@ -230,10 +246,13 @@ void run(dim3 grid, dim3 block, const std::function<void()>& body, const char* n
     S.kernel = name;
     gridDim = grid;
     blockDim = block;
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                blockIdx = {x, y, z};
+    // The blocks one after another; in reverse_order() last first (a block that reads what another
+    // block of the same launch writes is wrong on a GPU, whichever order shows it here).
+    const bool rev = reverse_order();
+    for (unsigned zi = 0; zi < grid.z; zi++)
+        for (unsigned yi = 0; yi < grid.y; yi++)
+            for (unsigned xi = 0; xi < grid.x; xi++) {
+                blockIdx = rev ? uint3{grid.x - 1 - xi, grid.y - 1 - yi, grid.z - 1 - zi} : uint3{xi, yi, zi};
                 run_block((int)nt);
             }
     S.cur = -1;
