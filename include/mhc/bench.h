@@ -2,6 +2,7 @@
 // their time per phase, the model FLOPs those steps stand for, and the machine's own sgemm peak to
 // set them against (model FLOP utilisation, MFU).
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,13 @@ struct SgemmPeak {
     int M = 0, N = 0, K = 0;
 };
 SgemmPeak sgemm_peak(const std::vector<std::vector<int>>& shapes, int min_reps = 5);
+// The timing of every such peak (the CPU's above, a GPU backend's): each shape checked ({M, N, K},
+// all >= 1, else std::invalid_argument) and given to make(M, N, K), which returns one product of
+// that shape on its own operands, finished when it returns; that is called once to warm up, then
+// at least min_reps times (more while under half a second, at most 100), each call timed on the
+// host clock. The best rate over all shapes.
+using GemmMaker = std::function<std::function<void()>(int M, int N, int K)>;
+SgemmPeak gemm_peak_over(const std::vector<std::vector<int>>& shapes, int min_reps, const GemmMaker& make);
 
 // The largest GEMM of cfg's training step by FLOPs, as {M, N, K} (M = batch tokens).
 std::vector<int> largest_model_gemm(const TrainConfig& cfg);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <stdexcept>
 
 #include "mhc/data.h"
@@ -121,27 +122,36 @@ nlohmann::json bench_result_to_json(const BenchResult& r) {
             {"device_peak_mb", r.device_peak_mb < 0 ? nlohmann::json() : nlohmann::json(r.device_peak_mb)}};
 }
 
-SgemmPeak sgemm_peak(const std::vector<std::vector<int>>& shapes, int min_reps) {
+SgemmPeak gemm_peak_over(const std::vector<std::vector<int>>& shapes, int min_reps, const GemmMaker& make) {
     SgemmPeak best;
     for (const auto& s : shapes) {
         if (s.size() != 3 || s[0] < 1 || s[1] < 1 || s[2] < 1) throw std::invalid_argument("bad sgemm shape");
         const int M = s[0], N = s[1], K = s[2];
-        // Small values of both signs: no overflow, no denormals.
-        std::vector<float> A((size_t)M * K), Bm((size_t)K * N), C((size_t)M * N);
-        for (size_t i = 0; i < A.size(); i++) A[i] = (float)((int)(i % 17) - 8) * 0.01f;
-        for (size_t i = 0; i < Bm.size(); i++) Bm[i] = (float)((int)(i % 13) - 6) * 0.01f;
+        const std::function<void()> product = make(M, N, K);
         const double flop = 2.0 * M * N * K;
-        detail::gemm(false, false, M, N, K, A.data(), K, Bm.data(), N, 0.0f, C.data(), N);  // warm-up
+        product();  // warm-up
         double spent = 0;
         for (int rep = 0; rep < 100 && (rep < min_reps || spent < 0.5); rep++) {
             const auto t0 = Clock::now();
-            detail::gemm(false, false, M, N, K, A.data(), K, Bm.data(), N, 0.0f, C.data(), N);
+            product();
             const double dt = secs(t0, Clock::now());
             spent += dt;
             if (flop / dt * 1e-9 > best.gflops) best = {flop / dt * 1e-9, M, N, K};
         }
     }
     return best;
+}
+
+SgemmPeak sgemm_peak(const std::vector<std::vector<int>>& shapes, int min_reps) {
+    return gemm_peak_over(shapes, min_reps, [](int M, int N, int K) -> std::function<void()> {
+        // Small values of both signs: no overflow, no denormals.
+        using Buf = std::vector<float>;
+        auto A = std::make_shared<Buf>((size_t)M * K), B = std::make_shared<Buf>((size_t)K * N),
+             C = std::make_shared<Buf>((size_t)M * N);
+        for (size_t i = 0; i < A->size(); i++) (*A)[i] = (float)((int)(i % 17) - 8) * 0.01f;
+        for (size_t i = 0; i < B->size(); i++) (*B)[i] = (float)((int)(i % 13) - 6) * 0.01f;
+        return [=] { detail::gemm(false, false, M, N, K, A->data(), K, B->data(), N, 0.0f, C->data(), N); };
+    });
 }
 
 std::vector<int> largest_model_gemm(const TrainConfig& cfg) {

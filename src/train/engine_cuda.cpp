@@ -4,8 +4,9 @@
 #include "train/engine_cuda.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
+#include <functional>
+#include <memory>
 #include <stdexcept>
 #include <type_traits>
 
@@ -145,11 +146,9 @@ std::unique_ptr<Engine> make(GPT<float>& m, AdamW<float>& adam, const EngineOpti
     return std::make_unique<CudaEngine>(m, adam, opt);
 }
 
-// bench.h's sgemm_peak on the GPU: cuBLAS's best rate over the shapes, timed with the device
-// synchronised; T float (fp32, TF32 off) or bf16 (bf16 products, fp32 sums, tensor cores).
+// bench.h's sgemm_peak on the GPU: cuBLAS's best rate over the shapes (bench.h's gemm_peak_over),
+// each product waited for; T float (fp32, TF32 off) or bf16 (bf16 products, fp32 sums, tensor cores).
 template <typename T> SgemmPeak gemm_peak(const std::vector<std::vector<int>>& shapes) {
-    using Clock = std::chrono::steady_clock;
-    SgemmPeak best;
 #if MHC_CUDA_EMU
     // The emulation's GEMM is a plain loop whose speed means nothing: a small product keeps
     // `mhc bench --device cuda` short in the emulated tests.
@@ -158,37 +157,23 @@ template <typename T> SgemmPeak gemm_peak(const std::vector<std::vector<int>>& s
 #else
     const std::vector<std::vector<int>>& shapes_run = shapes;
 #endif
-    for (const auto& s : shapes_run) {
-        if (s.size() != 3 || s[0] < 1 || s[1] < 1 || s[2] < 1) throw std::invalid_argument("bad sgemm shape");
-        const int M = s[0], N = s[1], K = s[2];
+    return gemm_peak_over(shapes_run, 5, [](int M, int N, int K) -> std::function<void()> {
         // The CPU's operands: small values of both signs, no overflow, no denormals, no zeros.
         std::vector<T> A((size_t)M * K), Bm((size_t)K * N);
         for (size_t i = 0; i < A.size(); i++) A[i] = to<T>((float)((int)(i % 17) - 8) * 0.01f);
         for (size_t i = 0; i < Bm.size(); i++) Bm[i] = to<T>((float)((int)(i % 13) - 6) * 0.01f);
-        cuda::DeviceBuffer<T> dA, dB;
-        cuda::DeviceBuffer<float> dC((size_t)M * N);
-        dA.upload(A);
-        dB.upload(Bm);
-        const double flop = 2.0 * M * N * K;
-        auto product = [&] {
+        auto dA = std::make_shared<cuda::DeviceBuffer<T>>(), dB = std::make_shared<cuda::DeviceBuffer<T>>();
+        auto dC = std::make_shared<cuda::DeviceBuffer<float>>((size_t)M * N);
+        dA->upload(A);
+        dB->upload(Bm);
+        return [=] {
             if constexpr (std::is_same_v<T, float>)
-                cuda::gemm(false, false, M, N, K, 1.0f, dA.data(), K, dB.data(), N, 0.0f, dC.data(), N);
+                cuda::gemm(false, false, M, N, K, 1.0f, dA->data(), K, dB->data(), N, 0.0f, dC->data(), N);
             else
-                cuda::gemm_bf16(false, false, M, N, K, 1.0f, dA.data(), K, dB.data(), N, 0.0f, dC.data(), N);
-        };
-        product();  // warm-up
-        cuda::synchronize();
-        double spent = 0;
-        for (int rep = 0; rep < 100 && (rep < 5 || spent < 0.5); rep++) {
-            const auto t0 = Clock::now();
-            product();
+                cuda::gemm_bf16(false, false, M, N, K, 1.0f, dA->data(), K, dB->data(), N, 0.0f, dC->data(), N);
             cuda::synchronize();
-            const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-            spent += dt;
-            if (flop / dt * 1e-9 > best.gflops) best = {flop / dt * 1e-9, M, N, K};
-        }
-    }
-    return best;
+        };
+    });
 }
 
 double free_bytes() {
