@@ -60,7 +60,8 @@ TEST_F(CudaBf16Model, ModelStaysWithinBf16OfFp32) {
         gpt_cuda_forward(h, in.data(), nullptr, B, Tn);
         gpt_cuda_forward(r, in.data(), nullptr, B, Tn);
         const std::vector<float> lf = gpt_cuda_logits(f), lh = gpt_cuda_logits(h), lr = gpt_cuda_logits(r);
-        const double lerr = check_basis(name + " logits", lh, lf, test::rel_err(lr, lf), 0, 3, " (basis: bf16 weights)");
+        const double lerr =
+            check_basis(name + " logits", lh, lf, test::rel_err(lr, lf), 0, 3, " (basis: bf16 weights)");
         EXPECT_GT(lerr, 0.0) << name << ": the bf16 model gave the fp32 model's logits (did it round?)";
         // With targets: the loss and the gradients.
         const double loss_f = gpt_cuda_forward(f, in.data(), tg.data(), B, Tn);
@@ -146,7 +147,8 @@ struct EngineRun {
         e = engine_make("cuda", m, adam, {bf16});
         Batcher b(data, tc.batch_size, tc.model.block_size, Order::random, 3);
         std::vector<int32_t> in((size_t)tc.batch_size * tc.model.block_size), tg(in.size());
-        for (int s = 0; s < nsteps; s++) steps.push_back(e->step(b, tc, mhc::lr_at(tc, s), in.data(), tg.data(), false));
+        for (int s = 0; s < nsteps; s++)
+            steps.push_back(e->step(b, tc, mhc::lr_at(tc, s), in.data(), tg.data(), false));
         e->to_host();
     }
 };

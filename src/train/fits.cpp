@@ -31,7 +31,8 @@ void require_memory_for(const TrainConfig& cfg) {
                              " parameters: weights, gradients and AdamW moments " + fmt_bytes(16 * g.params) +
                              "; activations of a batch of " + std::to_string(B) + " x " + std::to_string(T) + " " +
                              fmt_bytes(4 * g.activations) +
-                             (g.bf16 > 0 ? "; bf16 copies " + fmt_bytes(2 * g.bf16) : "") + "), more than the " + fmt_bytes(limit) + " of " + what +
+                             (g.bf16 > 0 ? "; bf16 copies " + fmt_bytes(2 * g.bf16) : "") + "), more than the " +
+                             fmt_bytes(limit) + " of " + what +
                              ": make it smaller (n_layer, n_embd, vocab_size, block_size, batch_size)");
 }
 
