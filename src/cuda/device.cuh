@@ -3,6 +3,11 @@
 // No float atomics anywhere: every sum has one fixed order, so a run repeats bit for bit.
 #pragma once
 #include "cuda/cuda.h"
+#if MHC_CUDA_EMU
+#include "cuda/emu_wmma.h"
+#else
+#include <mma.h>  // warp matrix products (nvcuda::wmma) on the tensor cores
+#endif
 
 #if MHC_CUDA_EMU
 #define MHC_LAUNCH(kernel, grid, block, ...)                                                   \

@@ -259,6 +259,10 @@ void run(dim3 grid, dim3 block, const std::function<void()>& body, const char* n
     S.body = nullptr;
 }
 
+void fault(const char* what) {
+    die(std::string(S.cur >= 0 ? S.kernel : "host") + ": " + what);
+}
+
 bool is_device(const void* p, size_t bytes) {
     const auto& m = allocations();
     auto it = m.upper_bound((uintptr_t)p);

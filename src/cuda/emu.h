@@ -160,6 +160,9 @@ void launch(const char* name, dim3 grid, dim3 block, void (*kernel)(P...), A&&..
 // Whether [p, p + bytes) lies inside one emulated device allocation.
 bool is_device(const void* p, size_t bytes);
 
+// Stops the process with "CUDA emulation: <kernel>: <what>" (what the hardware would refuse).
+[[noreturn]] void fault(const char* what);
+
 }  // namespace mhc::emu
 
 inline void __syncthreads() { ::mhc::emu::syncthreads(); }
@@ -181,4 +184,8 @@ template <typename T> T __shfl_xor_sync(unsigned /*mask: always the full warp he
     return __shfl_sync_bits(v, (int)(emu_lane() ^ (unsigned)lane_mask));
 }
 template <typename T> T __shfl_sync(unsigned, T v, int src_lane) { return __shfl_sync_bits(v, src_lane); }
+// The warp's barrier: every lane's earlier writes are seen by every lane after it.
+inline void __syncwarp(unsigned /*mask: always the full warp here*/ = 0xffffffffu) {
+    (void)::mhc::emu::warp_exchange(0, (int)emu_lane());
+}
 

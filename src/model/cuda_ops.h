@@ -24,12 +24,14 @@ struct StreamNorms {
     const float* of = nullptr;   // the streams ss describes; null: none
 };
 
-// dtype bf16's linear layers (model/gpt_cuda.h): the weights, each layer's bf16 weight and input by
-// its weight's offset, and the backward's scratch for an output gradient's copy.
+// dtype bf16's products (model/gpt_cuda.h): the weights, each linear layer's bf16 weight and input
+// by its weight's offset, the backward's scratch for an output gradient's copy, and the tensor-core
+// attention's scratch.
 struct Bf16Products {
     const float* P = nullptr;                                 // null: fp32 products
     const std::vector<GptCuda::Linear16>* lin16 = nullptr;
     cuda::bf16* dout16 = nullptr;
+    cuda::bf16* attn16 = nullptr;
 
     const GptCuda::Linear16& of(const float* W) const {
         for (const auto& l : *lin16)
@@ -81,8 +83,17 @@ struct CudaOps {
     }
     MHC_CUDA_OP(kPhaseOther, gelu_forward)
     MHC_CUDA_OP(kPhaseOther, gelu_backward)
-    MHC_CUDA_OP(kPhaseAttention, attention_forward)
-    MHC_CUDA_OP(kPhaseAttention, attention_backward)
+    void attention_forward(float* out, float* att, const float* qkv, int B, int Tn, int C, int H) const {
+        const cuda::PhaseScope scope(timer, kPhaseAttention);
+        if (!bf16.P) return cuda::attention_forward(out, att, qkv, B, Tn, C, H);
+        cuda::attention_forward_bf16(out, att, bf16.attn16, qkv, B, Tn, C, H);
+    }
+    void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int B,
+                            int Tn, int C, int H) const {
+        const cuda::PhaseScope scope(timer, kPhaseAttention);
+        if (!bf16.P) return cuda::attention_backward(dqkv, datt, dout, qkv, att, B, Tn, C, H);
+        cuda::attention_backward_bf16(dqkv, datt, bf16.attn16, dout, qkv, att, B, Tn, C, H);
+    }
     MHC_CUDA_OP(kPhaseAttention, attention_cached_forward)
     MHC_CUDA_OP(kPhaseOther, stream_sum_forward)
     MHC_CUDA_OP(kPhaseOther, stream_sum_backward)

@@ -22,7 +22,7 @@ namespace {
 // site (cuda_ops.h), made fresh for each pass so that none outlives it.
 detail::CudaOps ops_of(const GptCuda& g, detail::StreamNorms* norms = nullptr) {
     detail::CudaOps ops{&g.host.sites, &g.dsites, g.timer, norms, {}};
-    if (g.bf16) ops.bf16 = {g.param.data(), &g.lin16, g.dout16};
+    if (g.bf16) ops.bf16 = {g.param.data(), &g.lin16, g.dout16, g.attn16};
     return ops;
 }
 
@@ -40,17 +40,20 @@ std::vector<std::array<long, 3>> linear_layers(const GPT<float>& m) {
     return out;
 }
 
-// dtype bf16's activations for N tokens: each linear layer's bf16 input and the backward's copy of
-// an output gradient (the widest: the classifier's [N, V]).
-void plan_bf16(GptCuda& g, long N) {
+// dtype bf16's activations for B·T = N tokens: each linear layer's bf16 input, the backward's copy
+// of an output gradient (the widest: the classifier's [N, V]) and the attention's scratch.
+void plan_bf16(GptCuda& g, int B, int Tn) {
     const GPT<float>& m = g.host;
+    const long N = (long)B * Tn;
     const std::vector<std::array<long, 3>> layers = linear_layers(m);
     const long dout = round16(N * std::max<long>(4L * m.C, m.V));
-    long total = dout;
+    const long attn = round16(cuda::attention_pack_size(B, Tn, m.C, m.H));
+    long total = dout + attn;
     for (const auto& l : layers) total += round16(N * l[2]);
     g.act16.resize(total);
     cuda::bf16* at = g.act16.data();
     g.dout16 = at, at += dout;
+    g.attn16 = at, at += attn;
     for (size_t k = 0; k < layers.size(); k++) g.lin16[k].in16 = at, at += round16(N * layers[k][2]);
 }
 
@@ -112,7 +115,7 @@ void plan(GptCuda& g, int B, int Tn) {
         used = 0, base = buf->data();
         layout();
     }
-    if (g.bf16) plan_bf16(g, N);
+    if (g.bf16) plan_bf16(g, B, Tn);
     g.inputs.resize(N);
     g.targets.resize(N);
     g.B = B, g.Tn = Tn, g.host.planned_recompute = g.host.recompute;

@@ -45,8 +45,11 @@ GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_a
     const double gact = 2 * S + N * C * 3 + 3 * N * C + datt + N * C + 8 * N * C + N * C + S;
     g.activations = act + gact;
     // The bf16 copies: the linear layers' weights (attention qkv and proj, MLP fc and proj, the tied
-    // LM head), their inputs, and the widest output gradient.
-    if (bf16) g.bf16 = L * 12 * C * C + V * C + inputs + N * std::fmax(4 * C, V);
+    // LM head), their inputs, the widest output gradient, and the attention's heads: q, k, v and dO,
+    // T padded to 64 rows and the head size to 32, 64 or 128 channels (ops/ops_cuda.h).
+    const double hs = C / cfg.n_head, hs16 = hs <= 32 ? 32 : hs <= 64 ? 64 : 128;
+    const double heads16 = 4.0 * B * cfg.n_head * std::ceil(T / 64.0) * 64 * hs16;
+    if (bf16) g.bf16 = L * 12 * C * C + V * C + inputs + N * std::fmax(4 * C, V) + heads16;
     return g;
 }
 

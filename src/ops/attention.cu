@@ -281,12 +281,15 @@ void attention_backward(float* dqkv, float* datt, const float* dout, const float
     const float scale = (float)(1.0 / std::sqrt((double)hs));
     const float *lse = att, *ocopy = att + (long)B * H * Tn;
     float* D = datt;
-    const long rows = (long)B * H * Tn;
-    MHC_LAUNCH(k_flash_rowdot, row_blocks(rows), kThreads, D, dout, ocopy, B, Tn, C, H);
+    attention_rowdot(D, dout, ocopy, B, Tn, C, H);
     const dim3 grid((Tn + kWarps - 1) / kWarps, B * H);
     const Heads heads{qkv, Tn, C, H, hs};
     MHC_FLASH_DISPATCH(k_flash_backward_kv, hs, grid, dqkv, dout, lse, D, heads, scale);
     MHC_FLASH_DISPATCH(k_flash_backward_q, hs, grid, dqkv, dout, lse, D, heads, scale);
+}
+
+void attention_rowdot(float* D, const float* dout, const float* o, int B, int Tn, int C, int H) {
+    MHC_LAUNCH(k_flash_rowdot, row_blocks((long)B * H * Tn), kThreads, D, dout, o, B, Tn, C, H);
 }
 
 void attention_cached_forward(float* out, float* att, const float* qkv, float* Kc, float* Vc, int pos, int C, int H,

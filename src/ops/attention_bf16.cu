@@ -1,0 +1,301 @@
+// Causal attention on the tensor cores (dtype bf16): the flash scheme of attention.cu with the two
+// products of each tile (scores Q·Kᵀ and P·V, and the backward's four) as warp matrix products of
+// bf16 operands with fp32 sums (wmma, 16 x 16 x 16 tiles). The softmax, its running max and sum,
+// the log-sum-exp and the outputs stay fp32; P and dS are rounded to bf16 to enter the products.
+// Q, K, V and dO are first packed as bf16, one [Tp, HS] matrix per (batch row, head): T rounded up
+// to 64 rows and the head size to HS in {32, 64, 128} with zeros, so that every tile is whole and
+// aligned (zero channels add nothing to a dot product; zero rows are masked or never written).
+// Every warp works alone on 16 rows (no block barrier); each gradient is a sum in one fixed order,
+// without atomics, so a run repeats bit for bit.
+#include <cmath>
+
+#include "cuda/device.cuh"
+#include "ops/ops_cuda.h"
+
+namespace mhc::cuda {
+
+namespace {
+
+using namespace nvcuda;
+using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major>;
+using FragBt = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;  // rows of a [.., ld] as columns
+using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major>;
+using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+constexpr int kWarps = 4;           // warps per block, 16 rows each
+constexpr int kRows = 16 * kWarps;  // rows per block; T is padded to a multiple of it
+
+int padded_head(int hs) { return hs <= 32 ? 32 : hs <= 64 ? 64 : 128; }
+long padded_rows(int Tn) { return (long)(Tn + kRows - 1) / kRows * kRows; }
+
+// The packed heads: q, k, v, dO, each [B·H, Tp, HS] bf16.
+struct Pack16 {
+    bf16 *q, *k, *v, *dout;
+    int Tn, Tp, C, H, hs;
+};
+
+// dst [B·H, Tp, HS] (=) from columns part·C + h·hs + c of src [B, T, width].
+struct PackHeads {
+    bf16* dst;
+    const float* src;
+    int width, part, Tn, Tp, C, H, hs, HS;
+    MHC_DEV void operator()(long e) const {
+        const int c = (int)(e % HS), t = (int)(e / HS % Tp);
+        const long bh = e / HS / Tp;
+        const int b = (int)(bh / H), h = (int)(bh % H);
+        const float x = t < Tn && c < hs ? src[((long)b * Tn + t) * width + (long)part * C + (long)h * hs + c] : 0.0f;
+        dst[e] = __float2bfloat16(x);
+    }
+};
+
+// S [16, ncols] (fp32, row stride ld) = A · (rows 0 .. ncols - 1 of X)ᵀ over the HS channels: A is
+// 16 rows already loaded (of Q, K, V or dO), X a packed matrix from the row the tile starts at.
+template <int HS> MHC_DEV void scores(float* S, int ld, const FragA (&af)[HS / 16], const bf16* X, int ncols) {
+    for (int n = 0; n < ncols / 16; n++) {
+        FragC s;
+        wmma::fill_fragment(s, 0.0f);
+        for (int kk = 0; kk < HS / 16; kk++) {
+            FragBt xf;
+            wmma::load_matrix_sync(xf, X + (long)16 * n * HS + 16 * kk, HS);
+            wmma::mma_sync(s, af[kk], xf, s);
+        }
+        wmma::store_matrix_sync(S + 16 * n, s, ld, wmma::mem_row_major);
+    }
+}
+
+template <int HS> MHC_DEV void load_rows(FragA (&f)[HS / 16], const bf16* rows) {
+    for (int kk = 0; kk < HS / 16; kk++) wmma::load_matrix_sync(f[kk], rows + 16 * kk, HS);
+}
+
+// Writes an accumulator (rows r0.., channels 16n..) times `scale` into dst: row t at dst + t·stride,
+// rows < Tn and channels < hs only. tile: the warp's [16, 16] fp32 scratch.
+MHC_DEV void write_tile(float* dst, long stride, const FragC& f, float* tile, int r0, int n, int Tn, int hs,
+                        float scale, int lane) {
+    __syncwarp();  // the tile's previous contents are read
+    wmma::store_matrix_sync(tile, f, 16, wmma::mem_row_major);
+    __syncwarp();
+    for (int e = lane; e < 256; e += 32) {
+        const int r = e / 16, c = 16 * n + e % 16;
+        if (r0 + r < Tn && c < hs) dst[(long)(r0 + r) * stride + c] = tile[e] * scale;
+    }
+}
+
+// Block (x: rows 64x .., y: batch row and head); warp w owns queries q0 .. q0 + 15, lane l the
+// query q0 + l / 2 and half l % 2 of its keys (scores) and channels (output).
+template <int HS>
+__global__ void __launch_bounds__(kWarps * 32)
+    k_attn16_forward(float* out, float* lse, float* ocopy, Pack16 pk, float scale) {
+    constexpr int KK = HS / 16, HALF = HS / 2;
+    alignas(32) __shared__ float Ss[kWarps][16][32];
+    alignas(32) __shared__ bf16 Ps[kWarps][16][32];
+    alignas(32) __shared__ float Os[kWarps][16][HS];
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, bh = blockIdx.y, Tn = pk.Tn;
+    const int q0 = blockIdx.x * kRows + 16 * w, r = lane >> 1, half = lane & 1, i = q0 + r;
+    if (q0 >= Tn) return;  // the whole warp
+    const long head = (long)bh * pk.Tp * HS;
+    const bf16 *K = pk.k + head, *V = pk.v + head;
+    FragA qf[KK];
+    load_rows<HS>(qf, pk.q + head + (long)q0 * HS);
+    float m = -INFINITY, l = 0, o[HALF];
+    for (int c = 0; c < HALF; c++) o[c] = 0;
+    const int last = imin(q0 + 15, Tn - 1);  // every tile below holds a key each row sees (j0 <= q0)
+    for (int j0 = 0; j0 <= last; j0 += 32) {
+        scores<HS>(&Ss[w][0][0], 32, qf, K + (long)j0 * HS, 32);
+        __syncwarp();
+        float s[16], mt = -INFINITY;
+        for (int c = 0; c < 16; c++) {
+            const int j = j0 + 16 * half + c;
+            s[c] = j <= i && j < Tn ? Ss[w][r][16 * half + c] * scale : -INFINITY;
+            mt = fmaxf(mt, s[c]);
+        }
+        const float mn = fmaxf(m, fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1)));
+        float psum = 0;
+        for (int c = 0; c < 16; c++) {
+            const float p = expf(s[c] - mn);
+            Ps[w][r][16 * half + c] = __float2bfloat16(p);
+            psum += p;
+        }
+        const float alpha = expf(m - mn);
+        l = l * alpha + (psum + __shfl_xor_sync(0xffffffffu, psum, 1));  // the same sum on both lanes
+        m = mn;
+        __syncwarp();
+        for (int n = 0; n < KK; n++) {
+            FragC pv;
+            wmma::fill_fragment(pv, 0.0f);
+            for (int kk = 0; kk < 2; kk++) {
+                FragA pf;
+                FragB vf;
+                wmma::load_matrix_sync(pf, &Ps[w][0][16 * kk], 32);
+                wmma::load_matrix_sync(vf, V + (long)(j0 + 16 * kk) * HS + 16 * n, HS);
+                wmma::mma_sync(pv, pf, vf, pv);
+            }
+            wmma::store_matrix_sync(&Os[w][0][16 * n], pv, HS, wmma::mem_row_major);
+        }
+        __syncwarp();
+        for (int c = 0; c < HALF; c++) o[c] = o[c] * alpha + Os[w][r][HALF * half + c];
+    }
+    if (i >= Tn) return;
+    const int b = bh / pk.H, h = bh % pk.H;
+    const long at = ((long)b * Tn + i) * pk.C + (long)h * pk.hs;
+    const float inv = 1.0f / l;
+    for (int c = 0; c < HALF; c++) {
+        const int ch = HALF * half + c;
+        if (ch < pk.hs) out[at + ch] = ocopy[at + ch] = o[c] * inv;
+    }
+    if (half == 0) lse[(long)bh * Tn + i] = m + logf(l);
+}
+
+// dK and dV. Block (x: keys 64x .., y: batch row and head); warp w owns keys k0 .. k0 + 15 and
+// takes the queries i >= k0 in tiles of 16, in increasing order. Lane l handles key k0 + l / 2 and
+// queries 8 (l % 2) .. + 7 of each tile's probabilities.
+template <int HS>
+__global__ void __launch_bounds__(kWarps * 32)
+    k_attn16_backward_kv(float* dqkv, const float* lse, const float* D, Pack16 pk, float scale) {
+    constexpr int KK = HS / 16;
+    alignas(32) __shared__ float St[kWarps][16][16], dPt[kWarps][16][16];
+    alignas(32) __shared__ bf16 Pt[kWarps][16][16], dSt[kWarps][16][16];
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, bh = blockIdx.y, Tn = pk.Tn;
+    const int k0 = blockIdx.x * kRows + 16 * w, r = lane >> 1, c0 = 8 * (lane & 1), j = k0 + r;
+    if (k0 >= Tn) return;  // the whole warp
+    const long head = (long)bh * pk.Tp * HS;
+    const bf16 *Q = pk.q + head, *dO = pk.dout + head;
+    FragA kf[KK], vf[KK];
+    load_rows<HS>(kf, pk.k + head + (long)k0 * HS);
+    load_rows<HS>(vf, pk.v + head + (long)k0 * HS);
+    FragC dk[KK], dv[KK];
+    for (int n = 0; n < KK; n++) wmma::fill_fragment(dk[n], 0.0f), wmma::fill_fragment(dv[n], 0.0f);
+    for (int i0 = k0; i0 < Tn; i0 += 16) {
+        scores<HS>(&St[w][0][0], 16, kf, Q + (long)i0 * HS, 16);    // Sᵀ: keys x queries
+        scores<HS>(&dPt[w][0][0], 16, vf, dO + (long)i0 * HS, 16);  // dPᵀ = V·dOᵀ
+        __syncwarp();
+        for (int c = c0; c < c0 + 8; c++) {
+            const int i = i0 + c;
+            float p = 0, ds = 0;
+            if (i < Tn && i >= j) {
+                const long at = (long)bh * Tn + i;
+                p = expf(St[w][r][c] * scale - lse[at]);
+                ds = p * (dPt[w][r][c] - D[at]);
+            }
+            Pt[w][r][c] = __float2bfloat16(p);
+            dSt[w][r][c] = __float2bfloat16(ds);
+        }
+        __syncwarp();
+        FragA pf, dsf;
+        wmma::load_matrix_sync(pf, &Pt[w][0][0], 16);
+        wmma::load_matrix_sync(dsf, &dSt[w][0][0], 16);
+        for (int n = 0; n < KK; n++) {
+            FragB xf;
+            wmma::load_matrix_sync(xf, dO + (long)i0 * HS + 16 * n, HS);
+            wmma::mma_sync(dv[n], pf, xf, dv[n]);  // dV += Pᵀ·dO
+            wmma::load_matrix_sync(xf, Q + (long)i0 * HS + 16 * n, HS);
+            wmma::mma_sync(dk[n], dsf, xf, dk[n]);  // dK += dSᵀ·Q (times scale below)
+        }
+    }
+    const int b = bh / pk.H, h = bh % pk.H;
+    float* dst = dqkv + ((long)b * Tn) * 3 * pk.C + (long)h * pk.hs;
+    for (int n = 0; n < KK; n++) {
+        write_tile(dst + pk.C, 3L * pk.C, dk[n], &St[w][0][0], k0, n, Tn, pk.hs, scale, lane);
+        write_tile(dst + 2 * pk.C, 3L * pk.C, dv[n], &St[w][0][0], k0, n, Tn, pk.hs, 1.0f, lane);
+    }
+}
+
+// dQ. Block (x: queries 64x .., y: batch row and head); warp w owns queries q0 .. q0 + 15 and takes
+// the keys j <= q0 + 15 in tiles of 16, in increasing order.
+template <int HS>
+__global__ void __launch_bounds__(kWarps * 32)
+    k_attn16_backward_q(float* dqkv, const float* lse, const float* D, Pack16 pk, float scale) {
+    constexpr int KK = HS / 16;
+    alignas(32) __shared__ float Sq[kWarps][16][16], dPq[kWarps][16][16];
+    alignas(32) __shared__ bf16 dSq[kWarps][16][16];
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, bh = blockIdx.y, Tn = pk.Tn;
+    const int q0 = blockIdx.x * kRows + 16 * w, r = lane >> 1, c0 = 8 * (lane & 1), i = q0 + r;
+    if (q0 >= Tn) return;  // the whole warp
+    const long head = (long)bh * pk.Tp * HS;
+    const bf16 *K = pk.k + head, *V = pk.v + head;
+    FragA qf[KK], dof[KK];
+    load_rows<HS>(qf, pk.q + head + (long)q0 * HS);
+    load_rows<HS>(dof, pk.dout + head + (long)q0 * HS);
+    const float Li = i < Tn ? lse[(long)bh * Tn + i] : 0.0f, Di = i < Tn ? D[(long)bh * Tn + i] : 0.0f;
+    FragC dq[KK];
+    for (int n = 0; n < KK; n++) wmma::fill_fragment(dq[n], 0.0f);
+    const int last = imin(q0 + 15, Tn - 1);
+    for (int j0 = 0; j0 <= last; j0 += 16) {
+        scores<HS>(&Sq[w][0][0], 16, qf, K + (long)j0 * HS, 16);
+        scores<HS>(&dPq[w][0][0], 16, dof, V + (long)j0 * HS, 16);  // dP = dO·Vᵀ
+        __syncwarp();
+        for (int c = c0; c < c0 + 8; c++) {
+            const int j = j0 + c;
+            float ds = 0;
+            if (i < Tn && j <= i) ds = expf(Sq[w][r][c] * scale - Li) * (dPq[w][r][c] - Di);
+            dSq[w][r][c] = __float2bfloat16(ds);
+        }
+        __syncwarp();
+        FragA dsf;
+        wmma::load_matrix_sync(dsf, &dSq[w][0][0], 16);
+        for (int n = 0; n < KK; n++) {
+            FragB kf;
+            wmma::load_matrix_sync(kf, K + (long)j0 * HS + 16 * n, HS);
+            wmma::mma_sync(dq[n], dsf, kf, dq[n]);  // dQ += dS·K (times scale below)
+        }
+    }
+    const int b = bh / pk.H, h = bh % pk.H;
+    float* dst = dqkv + ((long)b * Tn) * 3 * pk.C + (long)h * pk.hs;
+    for (int n = 0; n < KK; n++) write_tile(dst, 3L * pk.C, dq[n], &Sq[w][0][0], q0, n, Tn, pk.hs, scale, lane);
+}
+
+// The packs inside `pack` [attention_pack_size]: q, k, v, dO.
+Pack16 packs(bf16* pack, int B, int Tn, int C, int H) {
+    const int hs = C / H, HS = padded_head(hs);
+    const long Tp = padded_rows(Tn), one = (long)B * H * Tp * HS;
+    return {pack, pack + one, pack + 2 * one, pack + 3 * one, Tn, (int)Tp, C, H, hs};
+}
+
+void pack_heads(bf16* dst, const float* src, int width, int part, const Pack16& pk, int B) {
+    const int HS = padded_head(pk.hs);
+    each((long)B * pk.H * pk.Tp * HS, PackHeads{dst, src, width, part, pk.Tn, pk.Tp, pk.C, pk.H, pk.hs, HS});
+}
+
+void pack_qkv(const float* qkv, const Pack16& pk, int B) {
+    bf16* const dst[3] = {pk.q, pk.k, pk.v};
+    for (int part = 0; part < 3; part++) pack_heads(dst[part], qkv, 3 * pk.C, part, pk, B);
+}
+
+#define MHC_ATTN16_DISPATCH(kernel, hs, grid, ...)                                   \
+    do {                                                                             \
+        if ((hs) <= 32) MHC_LAUNCH(kernel<32>, grid, kWarps * 32, __VA_ARGS__);      \
+        else if ((hs) <= 64) MHC_LAUNCH(kernel<64>, grid, kWarps * 32, __VA_ARGS__); \
+        else MHC_LAUNCH(kernel<128>, grid, kWarps * 32, __VA_ARGS__);                \
+    } while (0)
+
+}  // namespace
+
+long attention_pack_size(int B, int Tn, int C, int H) {
+    return 4L * B * H * padded_rows(Tn) * padded_head(C / H);
+}
+
+void attention_forward_bf16(float* out, float* att, bf16* pack, const float* qkv, int B, int Tn, int C, int H) {
+    require_head_size(C, H);
+    if (B <= 0 || Tn <= 0) return;
+    const Pack16 pk = packs(pack, B, Tn, C, H);
+    pack_qkv(qkv, pk, B);
+    const float scale = (float)(1.0 / std::sqrt((double)pk.hs));
+    const dim3 grid((unsigned)(pk.Tp / kRows), B * H);
+    MHC_ATTN16_DISPATCH(k_attn16_forward, pk.hs, grid, out, att, att + (long)B * H * Tn, pk, scale);
+}
+
+void attention_backward_bf16(float* dqkv, float* datt, bf16* pack, const float* dout, const float* qkv,
+                             const float* att, int B, int Tn, int C, int H) {
+    require_head_size(C, H);
+    if (B <= 0 || Tn <= 0) return;
+    const Pack16 pk = packs(pack, B, Tn, C, H);
+    pack_qkv(qkv, pk, B);
+    pack_heads(pk.dout, dout, C, 0, pk, B);
+    const float* lse = att;
+    attention_rowdot(datt, dout, att + (long)B * H * Tn, B, Tn, C, H);
+    const float scale = (float)(1.0 / std::sqrt((double)pk.hs));
+    const dim3 grid((unsigned)(pk.Tp / kRows), B * H);
+    MHC_ATTN16_DISPATCH(k_attn16_backward_kv, pk.hs, grid, dqkv, lse, datt, pk, scale);
+    MHC_ATTN16_DISPATCH(k_attn16_backward_q, pk.hs, grid, dqkv, lse, datt, pk, scale);
+}
+
+}  // namespace mhc::cuda
