@@ -59,12 +59,13 @@ struct Gpu {
         auto dq = to_dev(qkv), dG = to_dev(G);
         auto dout = dev_nan(G.size()), drec = dev_nan(cuda::attention_record_size(B, Tn, C, H));
         auto ddqkv = dev_nan(qkv.size()), dscratch = dev_nan(cuda::attention_scratch_size(B, Tn, H));
-        cuda::DeviceBuffer<cuda::bf16> pack(cuda::attention_pack_size(B, Tn, C, H));
-        pack.fill_bytes(0xFF);  // bf16 NaN
-        cuda::attention_forward_bf16(dout.data(), drec.data(), pack.data(), dq.data(), B, Tn, C, H);
-        pack.fill_bytes(0xFF);  // the backward packs again: nothing of the forward's may be needed
-        cuda::attention_backward_bf16(ddqkv.data(), dscratch.data(), pack.data(), dG.data(), dq.data(), drec.data(),
-                                      B, Tn, C, H);
+        cuda::DeviceBuffer<cuda::bf16> heads(cuda::attention_heads16_size(B, Tn, C, H)),
+            dout16(cuda::attention_dout16_size(B, Tn, C, H));
+        heads.fill_bytes(0xFF), dout16.fill_bytes(0xFF);  // bf16 NaN
+        cuda::attention_forward_bf16(dout.data(), drec.data(), heads.data(), dq.data(), B, Tn, C, H);
+        dq.fill_bytes(0xFF);  // the backward reads the forward's bf16 heads, not qkv
+        cuda::attention_backward_bf16(ddqkv.data(), dscratch.data(), dout16.data(), dG.data(), heads.data(),
+                                      drec.data(), B, Tn, C, H);
         out = dout.download(), rec = drec.download(), dqkv = ddqkv.download();
     }
 };

@@ -25,18 +25,24 @@ struct StreamNorms {
 };
 
 // dtype bf16's products (model/gpt_cuda.h): the weights, each linear layer's bf16 weight and input
-// by its weight's offset, the backward's scratch for an output gradient's copy, and the tensor-core
-// attention's scratch.
+// by its weight's offset, the backward's scratch for an output gradient's copy, each attention's
+// bf16 heads by its record, and the attention backward's scratch.
 struct Bf16Products {
     const float* P = nullptr;                                 // null: fp32 products
     const std::vector<GptCuda::Linear16>* lin16 = nullptr;
     cuda::bf16* dout16 = nullptr;
-    cuda::bf16* attn16 = nullptr;
+    const std::vector<GptCuda::Heads16>* heads16 = nullptr;
+    cuda::bf16* dout16_attn = nullptr;
 
     const GptCuda::Linear16& of(const float* W) const {
         for (const auto& l : *lin16)
             if (P + l.w_off == W) return l;
         throw std::logic_error("CudaOps: a linear layer whose weight has no bf16 copy");
+    }
+    cuda::bf16* heads_of(const float* att) const {
+        for (const auto& h : *heads16)
+            if (h.att == att) return h.heads;
+        throw std::logic_error("CudaOps: an attention whose record has no bf16 heads");
     }
 };
 
@@ -86,13 +92,14 @@ struct CudaOps {
     void attention_forward(float* out, float* att, const float* qkv, int B, int Tn, int C, int H) const {
         const cuda::PhaseScope scope(timer, kPhaseAttention);
         if (!bf16.P) return cuda::attention_forward(out, att, qkv, B, Tn, C, H);
-        cuda::attention_forward_bf16(out, att, bf16.attn16, qkv, B, Tn, C, H);
+        cuda::attention_forward_bf16(out, att, bf16.heads_of(att), qkv, B, Tn, C, H);
     }
+    // bf16: the heads are the forward's bf16 copy (the fp32 qkv may since have been overwritten).
     void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int B,
                             int Tn, int C, int H) const {
         const cuda::PhaseScope scope(timer, kPhaseAttention);
         if (!bf16.P) return cuda::attention_backward(dqkv, datt, dout, qkv, att, B, Tn, C, H);
-        cuda::attention_backward_bf16(dqkv, datt, bf16.attn16, dout, qkv, att, B, Tn, C, H);
+        cuda::attention_backward_bf16(dqkv, datt, bf16.dout16_attn, dout, bf16.heads_of(att), att, B, Tn, C, H);
     }
     MHC_CUDA_OP(kPhaseAttention, attention_cached_forward)
     MHC_CUDA_OP(kPhaseOther, stream_sum_forward)

@@ -22,7 +22,7 @@ namespace {
 // site (cuda_ops.h), made fresh for each pass so that none outlives it.
 detail::CudaOps ops_of(const GptCuda& g, detail::StreamNorms* norms = nullptr) {
     detail::CudaOps ops{&g.host.sites, &g.dsites, g.timer, norms, {}};
-    if (g.bf16) ops.bf16 = {g.param.data(), &g.lin16, g.dout16, g.attn16};
+    if (g.bf16) ops.bf16 = {g.param.data(), &g.lin16, g.dout16, &g.heads16, g.dout16_attn};
     return ops;
 }
 
@@ -41,19 +41,23 @@ std::vector<std::array<long, 3>> linear_layers(const GPT<float>& m) {
 }
 
 // dtype bf16's activations for B·T = N tokens: each linear layer's bf16 input, the backward's copy
-// of an output gradient (the widest: the classifier's [N, V]) and the attention's scratch.
+// of an output gradient (the widest: the classifier's [N, V]), each block's attention heads and the
+// attention backward's copy of its output gradient.
 void plan_bf16(GptCuda& g, int B, int Tn) {
     const GPT<float>& m = g.host;
     const long N = (long)B * Tn;
     const std::vector<std::array<long, 3>> layers = linear_layers(m);
     const long dout = round16(N * std::max<long>(4L * m.C, m.V));
-    const long attn = round16(cuda::attention_pack_size(B, Tn, m.C, m.H));
-    long total = dout + attn;
+    const long heads = round16(cuda::attention_heads16_size(B, Tn, m.C, m.H));
+    const long dout_attn = round16(cuda::attention_dout16_size(B, Tn, m.C, m.H));
+    long total = dout + m.L * heads + dout_attn;
     for (const auto& l : layers) total += round16(N * l[2]);
     g.act16.resize(total);
     cuda::bf16* at = g.act16.data();
     g.dout16 = at, at += dout;
-    g.attn16 = at, at += attn;
+    g.dout16_attn = at, at += dout_attn;
+    g.heads16.clear();
+    for (const auto& b : g.b_act) g.heads16.push_back({b.att, at}), at += heads;
     for (size_t k = 0; k < layers.size(); k++) g.lin16[k].in16 = at, at += round16(N * layers[k][2]);
 }
 
@@ -88,12 +92,14 @@ void plan(GptCuda& g, int B, int Tn) {
             g.s_act[k] = {cache, shared ? u : take(N * C), take(N * C)};
         }
         // With bf16 the linear layers keep bf16 copies of their inputs: the fp32 inputs are read once,
-        // at once, so every layer writes them into the same buffer.
+        // at once, so every layer writes them into the same buffer. So is qkv (the attention keeps
+        // its bf16 heads).
         float* mm_in = g.bf16 ? take(4 * N * C) : nullptr;
+        float* qkv = g.bf16 ? take(3 * N * C) : nullptr;
         auto input = [&](long count) { return g.bf16 ? mm_in : take(count); };
         g.b_act.assign(L, {});
         for (auto& b : g.b_act) {
-            b.ln1 = input(N * C), b.ln1_mean = take(N), b.ln1_rstd = take(N), b.qkv = take(3 * N * C);
+            b.ln1 = input(N * C), b.ln1_mean = take(N), b.ln1_rstd = take(N), b.qkv = g.bf16 ? qkv : take(3 * N * C);
             b.att = take(att), b.atty = input(N * C), b.ln2 = input(N * C), b.ln2_mean = take(N);
             b.ln2_rstd = take(N), b.fch = take(4 * N * C), b.fcg = input(4 * N * C);
         }

@@ -54,11 +54,18 @@ struct GptCuda {
     double* stream_ss = nullptr;              // [N, n] in act: the streams' sums of squares (cuda_ops.h)
     std::optional<double> logits_grad_scale;  // set: the logits hold their gradient, for this backward scale
     // With bf16: the linear layers' bf16 inputs (lin16's in16: the forward's copy, which the backward
-    // takes again), the backward's scratch for an output gradient's copy, and the tensor-core
-    // attention's scratch (its bf16 heads, packed again by each call). The fp32 inputs themselves
-    // (ln1, atty, ln2, fcg, hsum) are then one buffer that every layer reuses.
+    // takes again) and the backward's scratch for an output gradient's copy. The fp32 inputs
+    // themselves (ln1, atty, ln2, fcg, hsum) are then one buffer that every layer reuses. Likewise
+    // the attention: each block's keeps its bf16 q, k, v (found by the block's attention record),
+    // so the fp32 qkv is one buffer too; dout16_attn is its backward's scratch.
     cuda::DeviceBuffer<cuda::bf16> act16;
-    cuda::bf16 *dout16 = nullptr, *attn16 = nullptr;
+    cuda::bf16* dout16 = nullptr;
+    struct Heads16 {
+        const float* att;
+        cuda::bf16* heads;
+    };
+    std::vector<Heads16> heads16;
+    cuda::bf16* dout16_attn = nullptr;
 };
 
 // From a built CPU model (gpt_build, then gpt_init or loaded weights): its layout and mhc-lite

@@ -4,7 +4,8 @@
 // the log-sum-exp and the outputs stay fp32; P and dS are rounded to bf16 to enter the products.
 // Q, K, V and dO are first packed as bf16, one [Tp, HS] matrix per (batch row, head): T rounded up
 // to 64 rows and the head size to HS in {32, 64, 128} with zeros, so that every tile is whole and
-// aligned (zero channels add nothing to a dot product; zero rows are masked or never written).
+// aligned (zero channels add nothing to a dot product; zero rows are masked or never written). The
+// forward's packed Q, K, V are the backward's: the caller keeps them, not the fp32 qkv.
 // Every warp works alone on 16 rows (no block barrier); each gradient is a sum in one fixed order,
 // without atomics, so a run repeats bit for bit.
 #include <cmath>
@@ -30,7 +31,8 @@ long padded_rows(int Tn) { return (long)(Tn + kRows - 1) / kRows * kRows; }
 
 // The packed heads: q, k, v, dO, each [B·H, Tp, HS] bf16.
 struct Pack16 {
-    bf16 *q, *k, *v, *dout;
+    const bf16 *q, *k, *v;
+    bf16* dout;
     int Tn, Tp, C, H, hs;
 };
 
@@ -243,11 +245,11 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int n = 0; n < KK; n++) write_tile(dst, 3L * pk.C, dq[n], &Sq[w][0][0], q0, n, Tn, pk.hs, scale, lane);
 }
 
-// The packs inside `pack` [attention_pack_size]: q, k, v, dO.
-Pack16 packs(bf16* pack, int B, int Tn, int C, int H) {
-    const int hs = C / H, HS = padded_head(hs);
-    const long Tp = padded_rows(Tn), one = (long)B * H * Tp * HS;
-    return {pack, pack + one, pack + 2 * one, pack + 3 * one, Tn, (int)Tp, C, H, hs};
+// One head's pack [B·H, Tp, HS] for each of q, k, v (in heads) and dO (null in the forward).
+long pack_size(int B, int Tn, int C, int H) { return (long)B * H * padded_rows(Tn) * padded_head(C / H); }
+Pack16 packs(const bf16* heads, bf16* dout, int B, int Tn, int C, int H) {
+    const long one = pack_size(B, Tn, C, H);
+    return {heads, heads + one, heads + 2 * one, dout, Tn, (int)padded_rows(Tn), C, H, C / H};
 }
 
 void pack_heads(bf16* dst, const float* src, int width, int part, const Pack16& pk, int B) {
@@ -255,10 +257,6 @@ void pack_heads(bf16* dst, const float* src, int width, int part, const Pack16& 
     each((long)B * pk.H * pk.Tp * HS, PackHeads{dst, src, width, part, pk.Tn, pk.Tp, pk.C, pk.H, pk.hs, HS});
 }
 
-void pack_qkv(const float* qkv, const Pack16& pk, int B) {
-    bf16* const dst[3] = {pk.q, pk.k, pk.v};
-    for (int part = 0; part < 3; part++) pack_heads(dst[part], qkv, 3 * pk.C, part, pk, B);
-}
 
 #define MHC_ATTN16_DISPATCH(kernel, hs, grid, ...)                                   \
     do {                                                                             \
@@ -269,26 +267,24 @@ void pack_qkv(const float* qkv, const Pack16& pk, int B) {
 
 }  // namespace
 
-long attention_pack_size(int B, int Tn, int C, int H) {
-    return 4L * B * H * padded_rows(Tn) * padded_head(C / H);
-}
+long attention_heads16_size(int B, int Tn, int C, int H) { return 3 * pack_size(B, Tn, C, H); }
+long attention_dout16_size(int B, int Tn, int C, int H) { return pack_size(B, Tn, C, H); }
 
-void attention_forward_bf16(float* out, float* att, bf16* pack, const float* qkv, int B, int Tn, int C, int H) {
+void attention_forward_bf16(float* out, float* att, bf16* heads16, const float* qkv, int B, int Tn, int C, int H) {
     require_head_size(C, H);
     if (B <= 0 || Tn <= 0) return;
-    const Pack16 pk = packs(pack, B, Tn, C, H);
-    pack_qkv(qkv, pk, B);
+    const Pack16 pk = packs(heads16, nullptr, B, Tn, C, H);
+    for (int part = 0; part < 3; part++) pack_heads(heads16 + part * pack_size(B, Tn, C, H), qkv, 3 * C, part, pk, B);
     const float scale = (float)(1.0 / std::sqrt((double)pk.hs));
     const dim3 grid((unsigned)(pk.Tp / kRows), B * H);
     MHC_ATTN16_DISPATCH(k_attn16_forward, pk.hs, grid, out, att, att + (long)B * H * Tn, pk, scale);
 }
 
-void attention_backward_bf16(float* dqkv, float* datt, bf16* pack, const float* dout, const float* qkv,
+void attention_backward_bf16(float* dqkv, float* datt, bf16* dout16, const float* dout, const bf16* heads16,
                              const float* att, int B, int Tn, int C, int H) {
     require_head_size(C, H);
     if (B <= 0 || Tn <= 0) return;
-    const Pack16 pk = packs(pack, B, Tn, C, H);
-    pack_qkv(qkv, pk, B);
+    const Pack16 pk = packs(heads16, dout16, B, Tn, C, H);
     pack_heads(pk.dout, dout, C, 0, pk, B);
     const float* lse = att;
     attention_rowdot(datt, dout, att + (long)B * H * Tn, B, Tn, C, H);

@@ -69,12 +69,14 @@ void attention_backward(float* dqkv, float* datt, const float* dout, const float
                         int Tn, int C, int H);
 long attention_scratch_size(int B, int Tn, int H);
 // dtype bf16's attention (attention_bf16.cu): the same contract, the same record, with the products
-// on the tensor cores (bf16 operands, fp32 sums); the softmax and its statistics stay fp32. pack:
-// scratch of attention_pack_size bf16 values (bf16 copies of the heads), free between calls.
-void attention_forward_bf16(float* out, float* att, bf16* pack, const float* qkv, int B, int Tn, int C, int H);
-void attention_backward_bf16(float* dqkv, float* datt, bf16* pack, const float* dout, const float* qkv,
+// on the tensor cores (bf16 operands, fp32 sums); the softmax and its statistics stay fp32. heads16
+// [attention_heads16_size] (=): the forward's bf16 copy of q, k and v, which its backward reads in
+// place of qkv (so qkv need not outlive the forward); dout16 [attention_dout16_size]: scratch.
+void attention_forward_bf16(float* out, float* att, bf16* heads16, const float* qkv, int B, int Tn, int C, int H);
+void attention_backward_bf16(float* dqkv, float* datt, bf16* dout16, const float* dout, const bf16* heads16,
                              const float* att, int B, int Tn, int C, int H);
-long attention_pack_size(int B, int Tn, int C, int H);
+long attention_heads16_size(int B, int Tn, int C, int H);
+long attention_dout16_size(int B, int Tn, int C, int H);
 // D [B, H, T] (=): each row's Σ_c dout · o over its head's channels (out, o [B, T, C]), in double.
 void attention_rowdot(float* D, const float* dout, const float* o, int B, int Tn, int C, int H);
 // Throws std::invalid_argument (one line) unless C / H is a head size the GPU's attention takes.
