@@ -150,13 +150,24 @@ void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, in
                                 &alpha, B, ldb, A, lda, &beta, C, ldc));
 }
 
-void gemm_bf16(bool ta, bool tb, int m, int n, int k, float alpha, const bf16* A, int lda, const bf16* B, int ldb,
-               float beta, float* C, int ldc) {
+namespace {
+void gemm_ex_bf16(bool ta, bool tb, int m, int n, int k, float alpha, const bf16* A, int lda, const bf16* B, int ldb,
+                  float beta, void* C, cudaDataType ctype, int ldc) {
     static const cublasHandle_t handle = make_handle(CUBLAS_DEFAULT_MATH);
     if (m <= 0 || n <= 0) return;
     MHC_CUDA_CHECK(blas().gemm_ex(handle, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
-                                  &alpha, B, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc,
+                                  &alpha, B, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, C, ctype, ldc,
                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+}  // namespace
+
+void gemm_bf16(bool ta, bool tb, int m, int n, int k, float alpha, const bf16* A, int lda, const bf16* B, int ldb,
+               float beta, float* C, int ldc) {
+    gemm_ex_bf16(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, CUDA_R_32F, ldc);
+}
+void gemm_bf16_to16(bool ta, bool tb, int m, int n, int k, const bf16* A, int lda, const bf16* B, int ldb, bf16* C,
+                    int ldc) {
+    gemm_ex_bf16(ta, tb, m, n, k, 1.0f, A, lda, B, ldb, 0.0f, C, CUDA_R_16BF, ldc);
 }
 
 void gemm_batched(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, long sA,

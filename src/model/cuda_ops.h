@@ -26,13 +26,17 @@ struct StreamNorms {
 
 // dtype bf16's products (model/gpt_cuda.h): the weights, each linear layer's bf16 weight and input
 // by its weight's offset, the backward's scratch for an output gradient's copy, each attention's
-// bf16 heads by its record, and the attention backward's scratch.
+// bf16 heads by its record, the attention backward's scratch, and the logits. The logits (then
+// their gradient) are bf16, the LM head's output: the fp32 logits the model passes are null there.
 struct Bf16Products {
     const float* P = nullptr;                                 // null: fp32 products
     const std::vector<GptCuda::Linear16>* lin16 = nullptr;
     cuda::bf16* dout16 = nullptr;
     const std::vector<GptCuda::Heads16>* heads16 = nullptr;
     cuda::bf16* dout16_attn = nullptr;
+    cuda::bf16* logits16 = nullptr;
+
+    bool is_head(const float* W) const { return W == P + lin16->back().w_off; }  // the last layer (gpt_cuda.cpp)
 
     const GptCuda::Linear16& of(const float* W) const {
         for (const auto& l : *lin16)
@@ -77,6 +81,7 @@ struct CudaOps {
         const cuda::PhaseScope scope(timer, kPhaseMatmul);
         if (!bf16.P) return cuda::matmul_forward(out, in, W, bias, N, IC, OC);
         const auto& l = bf16.of(W);
+        if (bf16.is_head(W)) return cuda::matmul_forward_to16(bf16.logits16, l.in16, in, l.w16, N, IC, OC);  // no bias
         cuda::matmul_forward_bf16(out, l.in16, in, l.w16, bias, N, IC, OC);
     }
     // bf16: the input's copy is the forward's (the fp32 input may since have been overwritten).
@@ -85,6 +90,7 @@ struct CudaOps {
         const cuda::PhaseScope scope(timer, kPhaseMatmul);
         if (!bf16.P) return cuda::matmul_backward(din, dW, dbias, dout, in, W, N, IC, OC);
         const auto& l = bf16.of(W);
+        if (bf16.is_head(W)) return cuda::matmul_backward_from16(din, dW, bf16.logits16, l.in16, l.w16, N, IC, OC);
         cuda::matmul_backward_bf16(din, dW, dbias, bf16.dout16, dout, l.in16, l.w16, N, IC, OC);
     }
     MHC_CUDA_OP(kPhaseOther, gelu_forward)
@@ -104,9 +110,23 @@ struct CudaOps {
     MHC_CUDA_OP(kPhaseAttention, attention_cached_forward)
     MHC_CUDA_OP(kPhaseOther, stream_sum_forward)
     MHC_CUDA_OP(kPhaseOther, stream_sum_backward)
-    MHC_CUDA_OP(kPhaseOther, crossentropy_forward)
-    MHC_CUDA_OP(kPhaseOther, crossentropy_forward_into)
-    MHC_CUDA_OP(kPhaseOther, crossentropy_backward)
+    // The classifier: on bf16.logits16 in bf16 (the logits pointer is null there).
+    double crossentropy_forward(float* logits, float* losses, const int32_t* targets, int N, int V) const {
+        const cuda::PhaseScope scope(timer, kPhaseOther);
+        if (!bf16.P) return cuda::crossentropy_forward(logits, losses, targets, N, V);
+        return cuda::crossentropy_forward_bf16(bf16.logits16, losses, targets, N, V);
+    }
+    void crossentropy_forward_into(float* logits, float* losses, const int32_t* targets, int N, int V,
+                                   double* loss_acc, double div, double grad_scale) const {
+        const cuda::PhaseScope scope(timer, kPhaseOther);
+        if (!bf16.P) return cuda::crossentropy_forward_into(logits, losses, targets, N, V, loss_acc, div, grad_scale);
+        cuda::crossentropy_forward_into_bf16(bf16.logits16, losses, targets, N, V, loss_acc, div, grad_scale);
+    }
+    void crossentropy_backward(float* logits, const int32_t* targets, int N, int V, double scale) const {
+        const cuda::PhaseScope scope(timer, kPhaseOther);
+        if (!bf16.P) return cuda::crossentropy_backward(logits, targets, N, V, scale);
+        cuda::crossentropy_backward_bf16(bf16.logits16, targets, N, V, scale);
+    }
     void conn_pre_forward(const ConnSite& s, const float* params, const float* X, float* u, float* cache,
                           float* scratch, int N) const {
         const cuda::PhaseScope scope(timer, kPhaseConn);

@@ -22,7 +22,7 @@ namespace {
 // site (cuda_ops.h), made fresh for each pass so that none outlives it.
 detail::CudaOps ops_of(const GptCuda& g, detail::StreamNorms* norms = nullptr) {
     detail::CudaOps ops{&g.host.sites, &g.dsites, g.timer, norms, {}};
-    if (g.bf16) ops.bf16 = {g.param.data(), &g.lin16, g.dout16, &g.heads16, g.dout16_attn};
+    if (g.bf16) ops.bf16 = {g.param.data(), &g.lin16, g.dout16, &g.heads16, g.dout16_attn, g.logits16};
     return ops;
 }
 
@@ -40,20 +40,21 @@ std::vector<std::array<long, 3>> linear_layers(const GPT<float>& m) {
     return out;
 }
 
-// dtype bf16's activations for B·T = N tokens: each linear layer's bf16 input, the backward's copy
-// of an output gradient (the widest: the classifier's [N, V]), each block's attention heads and the
-// attention backward's copy of its output gradient.
+// dtype bf16's activations for B·T = N tokens: each linear layer's bf16 input, the logits (then
+// their gradient), the backward's copy of a block's output gradient (the widest: c_fc's [N, 4C]),
+// each block's attention heads and the attention backward's copy of its output gradient.
 void plan_bf16(GptCuda& g, int B, int Tn) {
     const GPT<float>& m = g.host;
     const long N = (long)B * Tn;
     const std::vector<std::array<long, 3>> layers = linear_layers(m);
-    const long dout = round16(N * std::max<long>(4L * m.C, m.V));
+    const long logits = round16(N * m.V), dout = round16(N * 4L * m.C);
     const long heads = round16(cuda::attention_heads16_size(B, Tn, m.C, m.H));
     const long dout_attn = round16(cuda::attention_dout16_size(B, Tn, m.C, m.H));
-    long total = dout + m.L * heads + dout_attn;
+    long total = logits + dout + m.L * heads + dout_attn;
     for (const auto& l : layers) total += round16(N * l[2]);
     g.act16.resize(total);
     cuda::bf16* at = g.act16.data();
+    g.logits16 = at, at += logits;
     g.dout16 = at, at += dout;
     g.dout16_attn = at, at += dout_attn;
     g.heads16.clear();
@@ -104,7 +105,7 @@ void plan(GptCuda& g, int B, int Tn) {
             b.ln2_rstd = take(N), b.fch = take(4 * N * C), b.fcg = input(4 * N * C);
         }
         g.lnf = take(S), g.lnf_mean = take(N * n), g.lnf_rstd = take(N * n), g.hsum = input(N * C);
-        g.logits = take(N * m.V), g.losses = take(N), g.scratch = take(scratch);
+        g.logits = g.bf16 ? nullptr : take(N * m.V), g.losses = take(N), g.scratch = take(scratch);
         g.stream_ss = (double*)take(2 * N * n);
     };
     auto layout_gact = [&] {
@@ -245,7 +246,13 @@ void gpt_cuda_backward(GptCuda& g, double scale) {
 
 std::vector<float> gpt_cuda_logits(const GptCuda& g) {
     std::vector<float> out((size_t)g.B * g.Tn * g.host.V);
-    cuda::copy_to_host(out.data(), g.logits, out.size() * sizeof(float));
+    if (!g.bf16) {
+        cuda::copy_to_host(out.data(), g.logits, out.size() * sizeof(float));
+        return out;
+    }
+    std::vector<cuda::bf16> l16(out.size());
+    cuda::copy_to_host(l16.data(), g.logits16, l16.size() * sizeof(cuda::bf16));
+    for (size_t i = 0; i < out.size(); i++) out[i] = __bfloat162float(l16[i]);
     return out;
 }
 

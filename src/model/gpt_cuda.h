@@ -58,8 +58,9 @@ struct GptCuda {
     // themselves (ln1, atty, ln2, fcg, hsum) are then one buffer that every layer reuses. Likewise
     // the attention: each block's keeps its bf16 q, k, v (found by the block's attention record),
     // so the fp32 qkv is one buffer too; dout16_attn is its backward's scratch.
+    // The logits too are bf16 (logits16, then their gradient; logits is null).
     cuda::DeviceBuffer<cuda::bf16> act16;
-    cuda::bf16* dout16 = nullptr;
+    cuda::bf16 *dout16 = nullptr, *logits16 = nullptr;
     struct Heads16 {
         const float* att;
         cuda::bf16* heads;

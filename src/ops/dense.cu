@@ -146,12 +146,24 @@ void matmul_forward_bf16(float* out, bf16* in16, const float* in, const bf16* W1
     gemm_bf16(false, true, N, OC, IC, 1.0f, in16, IC, W16, IC, bias ? 1.0f : 0.0f, out, OC);
 }
 
+void matmul_forward_to16(bf16* out16, bf16* in16, const float* in, const bf16* W16, int N, int IC, int OC) {
+    if (N <= 0) return;
+    to_bf16(in16, in, (long)N * IC);
+    gemm_bf16_to16(false, true, N, OC, IC, in16, IC, W16, IC, out16, OC);
+}
+
+void matmul_backward_from16(float* din, float* dW, const bf16* dout16, const bf16* in16, const bf16* W16, int N,
+                            int IC, int OC) {
+    if (N <= 0) return;
+    gemm_bf16(false, false, N, IC, OC, 1.0f, dout16, OC, W16, IC, 0.0f, din, IC);  // din = dout · W
+    gemm_bf16(true, false, OC, IC, N, 1.0f, dout16, OC, in16, IC, 1.0f, dW, IC);   // dW += doutᵀ · in
+}
+
 void matmul_backward_bf16(float* din, float* dW, float* dbias, bf16* dout16, const float* dout, const bf16* in16,
                           const bf16* W16, int N, int IC, int OC) {
     if (N <= 0) return;
     to_bf16(dout16, dout, (long)N * OC);
-    gemm_bf16(false, false, N, IC, OC, 1.0f, dout16, OC, W16, IC, 0.0f, din, IC);  // din = dout · W
-    gemm_bf16(true, false, OC, IC, N, 1.0f, dout16, OC, in16, IC, 1.0f, dW, IC);   // dW += doutᵀ · in
+    matmul_backward_from16(din, dW, dout16, in16, W16, N, IC, OC);
     if (dbias) colsum(N, OC, Entry{dout, OC}, AddTo{dbias});
 }
 

@@ -94,6 +94,30 @@ __global__ void k_crossentropy_forward(float* probs, float* losses, const int32_
     if (threadIdx.x == 0) losses[row] = (float)(log(z) - ((double)xt - (double)m));
 }
 
+// dtype bf16's classifier: the same, on logits in bf16. They are read three times (the max, the sum
+// of exp, then each probability made again from its logit), so that no rounded exp is read back;
+// the probability (or gradient) is rounded to bf16 once, as it is written over its logit.
+__global__ void k_crossentropy_forward16(bf16* probs, float* losses, const int32_t* targets, int V, bool to_grad,
+                                         double grad_scale) {
+    __shared__ double shd[32];
+    __shared__ float shf[32];
+    const int row = blockIdx.x, tgt = targets[row];
+    bf16* x = probs + (long)row * V;
+    const float xt = __bfloat162float(x[tgt]);  // read before any thread overwrites the row
+    float m = -INFINITY;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) m = fmaxf(m, __bfloat162float(x[v]));
+    m = block_max(m, shf);
+    double z = 0;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) z += (float)exp((double)(__bfloat162float(x[v]) - m));
+    z = block_sum(z, shd);  // (its barrier: every thread's reads above come before any write below)
+    const double inv = 1.0 / z;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) {
+        const float p = (float)((double)(float)exp((double)(__bfloat162float(x[v]) - m)) * inv);
+        x[v] = __float2bfloat16(to_grad ? ce_grad(p, v == tgt, grad_scale) : p);
+    }
+    if (threadIdx.x == 0) losses[row] = (float)(log(z) - ((double)xt - (double)m));
+}
+
 struct LossTerm {
     const float* losses;
     MHC_DEV double operator()(int r, int) const { return (double)losses[r]; }
@@ -110,13 +134,27 @@ struct AddMean {
     MHC_DEV void operator()(int, double s) const { *acc += s / N / div; }
 };
 
-struct CrossEntropyBackward {  // (probs - onehot) · scale
-    float* probs;
+template <typename T> MHC_DEV float value(T x) { return (float)x; }
+template <> MHC_DEV float value(bf16 x) { return __bfloat162float(x); }
+MHC_DEV void put(float& dst, float v) { dst = v; }
+MHC_DEV void put(bf16& dst, float v) { dst = __float2bfloat16(v); }
+
+template <typename T> struct CrossEntropyBackward {  // (probs - onehot) · scale
+    T* probs;
     const int32_t* targets;
     int V;
     double scale;
-    MHC_DEV void operator()(long i) const { probs[i] = ce_grad(probs[i], i % V == targets[i / V], scale); }
+    MHC_DEV void operator()(long i) const { put(probs[i], ce_grad(value(probs[i]), i % V == targets[i / V], scale)); }
 };
+
+// The mean of losses [N], reduced on the device in a fixed order; waits for it.
+double mean_loss(const float* losses, int N) {
+    static DeviceBuffer<double> total(1);
+    colsum(N, 1, LossTerm{losses}, StoreSum{total.data()});
+    double t = 0;
+    total.download(&t, 1);
+    return t / N;
+}
 
 }  // namespace
 
@@ -149,11 +187,12 @@ void encoder_backward(float* dwte, float* dwpe, const float* dX, const EncoderIn
 double crossentropy_forward(float* probs, float* losses, const int32_t* targets, int N, int V) {
     if (N <= 0) return 0.0;
     MHC_LAUNCH(k_crossentropy_forward, N, kThreads, probs, losses, targets, V, false, 0.0);
-    static DeviceBuffer<double> total(1);
-    colsum(N, 1, LossTerm{losses}, StoreSum{total.data()});
-    double t = 0;
-    total.download(&t, 1);
-    return t / N;
+    return mean_loss(losses, N);
+}
+double crossentropy_forward_bf16(bf16* probs, float* losses, const int32_t* targets, int N, int V) {
+    if (N <= 0) return 0.0;
+    MHC_LAUNCH(k_crossentropy_forward16, N, kThreads, probs, losses, targets, V, false, 0.0);
+    return mean_loss(losses, N);
 }
 
 void crossentropy_forward_into(float* probs, float* losses, const int32_t* targets, int N, int V, double* loss_acc,
@@ -162,9 +201,18 @@ void crossentropy_forward_into(float* probs, float* losses, const int32_t* targe
     MHC_LAUNCH(k_crossentropy_forward, N, kThreads, probs, losses, targets, V, true, grad_scale);
     colsum(N, 1, LossTerm{losses}, AddMean{loss_acc, N, div});
 }
+void crossentropy_forward_into_bf16(bf16* probs, float* losses, const int32_t* targets, int N, int V,
+                                    double* loss_acc, double div, double grad_scale) {
+    if (N <= 0) return;
+    MHC_LAUNCH(k_crossentropy_forward16, N, kThreads, probs, losses, targets, V, true, grad_scale);
+    colsum(N, 1, LossTerm{losses}, AddMean{loss_acc, N, div});
+}
 
 void crossentropy_backward(float* probs, const int32_t* targets, int N, int V, double scale) {
-    each((long)N * V, CrossEntropyBackward{probs, targets, V, scale});
+    each((long)N * V, CrossEntropyBackward<float>{probs, targets, V, scale});
+}
+void crossentropy_backward_bf16(bf16* probs, const int32_t* targets, int N, int V, double scale) {
+    each((long)N * V, CrossEntropyBackward<bf16>{probs, targets, V, scale});
 }
 
 }  // namespace mhc::cuda

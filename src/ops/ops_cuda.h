@@ -51,6 +51,11 @@ void matmul_forward_bf16(float* out, bf16* in16, const float* in, const bf16* W1
 // scratch for the output gradient's bf16 copy. dbias sums dout in fp32 (double), as the fp32 op.
 void matmul_backward_bf16(float* din, float* dW, float* dbias, bf16* dout16, const float* dout, const bf16* in16,
                           const bf16* W16, int N, int IC, int OC);
+// The same layer without bias, its output in bf16 (the LM head's logits in dtype bf16): out16 [N, OC]
+// (=); and its backward from an output gradient already in bf16: din = , dW += .
+void matmul_forward_to16(bf16* out16, bf16* in16, const float* in, const bf16* W16, int N, int IC, int OC);
+void matmul_backward_from16(float* din, float* dW, const bf16* dout16, const bf16* in16, const bf16* W16, int N,
+                            int IC, int OC);
 
 // Exact GELU: x · Φ(x), Φ from erfc in double.   in, out [N]
 void gelu_forward(float* out, const float* in, long N);
@@ -103,5 +108,11 @@ void crossentropy_forward_into(float* logits_inout, float* losses, const int32_t
                                double* loss_acc, double div, double grad_scale);
 // dlogits = (probs - onehot) · scale, written over the probabilities (scale: 1/N for a mean loss).
 void crossentropy_backward(float* probs_inout, const int32_t* targets, int N, int V, double scale);
+// The three on logits in bf16 (dtype bf16's LM head): the softmax and the loss in fp32 and double
+// as above, each probability or gradient rounded to bf16 as it is written over its logit.
+double crossentropy_forward_bf16(bf16* probs_inout, float* losses, const int32_t* targets, int N, int V);
+void crossentropy_forward_into_bf16(bf16* logits_inout, float* losses, const int32_t* targets, int N, int V,
+                                    double* loss_acc, double div, double grad_scale);
+void crossentropy_backward_bf16(bf16* probs_inout, const int32_t* targets, int N, int V, double scale);
 
 }  // namespace mhc::cuda

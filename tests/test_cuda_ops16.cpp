@@ -1,0 +1,189 @@
+// dtype bf16's own kernels against the CPU's ops in double: the classifier on bf16 logits, the LM
+// head's product to and from bf16, and the attention on the tensor cores (ops/attention_bf16.cu).
+//
+// The attention: forward and backward, at awkward sizes: one token, three, past a tile of 16 and 32
+// keys and a block of 64 rows, head sizes from 4 to 128 through each padded size (32, 64, 128),
+// several heads and batch rows. Outputs start as NaN, and so does the scratch (every value the
+// kernels read must be packed first). Tolerance: the kernels round Q, K, V and dO to bf16, then P and dS. The first part is measured: the
+// CPU's double attention of the bf16-rounded inputs is that far from the exact result (the basis).
+// The rounding of P and dS is of the same size and adds to it, so a result may be kFactor times its
+// basis from the exact one. Measured (MHC_TEST_ERRORS=1): the output's error is 0.99 to 1.05 times
+// its basis, dqkv's 1.1 to 1.8 times. Except for one token: there dS = P·(dP − D) is 0 in exact
+// arithmetic and in the basis, but the kernel's dP comes from bf16 dO and V and its D from fp32 dO
+// and O, so dS is rounding noise (4 times the basis); one to three tokens get a floor of 1e-2.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <tuple>
+
+#include "cuda_util.h"
+#include "ops/ops.h"
+#include "ops/ops_cuda.h"
+
+using namespace mhc;
+using test::dev_nan;
+using test::to_dev;
+using test::to_float;
+
+namespace {
+
+using VecD = std::vector<double>;
+using VecF = std::vector<float>;
+
+constexpr double kFactor = 3;
+
+class CudaBf16Ops : public test::CudaTest {};
+
+float round16(double x) { return __bfloat162float(__float2bfloat16((float)x)); }
+VecD bf16_rounded(const VecD& v) {
+    VecD r(v.size());
+    for (size_t i = 0; i < v.size(); i++) r[i] = round16(v[i]);
+    return r;
+}
+std::vector<cuda::bf16> to_bf16(const VecD& v) {
+    std::vector<cuda::bf16> r(v.size());
+    for (size_t i = 0; i < v.size(); i++) r[i] = __float2bfloat16((float)v[i]);
+    return r;
+}
+VecF from_bf16(const cuda::DeviceBuffer<cuda::bf16>& d) {
+    const std::vector<cuda::bf16> h = d.download();
+    VecF r(h.size());
+    for (size_t i = 0; i < h.size(); i++) r[i] = __bfloat162float(h[i]);
+    return r;
+}
+
+// Every value within bf16's rounding (half an ulp: 2^-8 relative, 8 significant bits) of the exact
+// one, plus `abs`.
+void expect_rounded(const std::string& what, const VecF& got, const VecD& exact, double abs = 0) {
+    ASSERT_EQ(got.size(), exact.size()) << what;
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < got.size(); i++)
+        if (!(std::fabs(got[i] - exact[i]) <= std::ldexp(std::fabs(exact[i]), -8) * 1.001 + abs) && !bad++) first = i;
+    EXPECT_EQ(bad, 0u) << what << ": " << bad << " values off, the first [" << first << "] " << got[first] << " for "
+                       << exact[first];
+}
+
+// The classifier on bf16 logits: the losses (fp32 from double sums) and their mean, the
+// probabilities, and the gradient fused (forward_into) or not, each value rounded once to bf16. The
+// logits are bf16 values, so the CPU's double ops on the same values are exact references.
+TEST_F(CudaBf16Ops, ClassifierOnBf16Logits) {
+    std::mt19937_64 rng(8);
+    for (const auto& [N, V] : std::vector<std::pair<int, int>>{{1, 5}, {65, 300}, {3, 1027}, {130, 67}}) {
+        const std::string at = "N=" + std::to_string(N) + " V=" + std::to_string(V);
+        const VecD logits = bf16_rounded(test::normal_vec<double>((size_t)N * V, rng, 3.0));
+        std::vector<int32_t> tg(N);
+        for (auto& t : tg) t = (int32_t)(rng() % V);
+        tg[0] = V - 1;
+        VecD probs = logits, losses(N);
+        const double mean = crossentropy_forward(probs.data(), losses.data(), tg.data(), N, V);
+        VecD grads = probs;
+        crossentropy_backward(grads.data(), tg.data(), N, V, 0.5 / N);
+        auto dtg = to_dev(tg);
+        cuda::DeviceBuffer<cuda::bf16> d16(logits.size());
+        d16.upload(to_bf16(logits));
+        auto dl = dev_nan(N);
+        const double got = cuda::crossentropy_forward_bf16(d16.data(), dl.data(), dtg.data(), N, V);
+        EXPECT_NEAR(got, mean, 1e-6 * std::fabs(mean)) << at;
+        check_tol("losses " + at, dl.download(), to_float(losses), 1e-6);  // fp32, from the same sums
+        expect_rounded("probabilities " + at, from_bf16(d16), probs);
+        cuda::crossentropy_backward_bf16(d16.data(), dtg.data(), N, V, 0.5 / N);
+        // From rounded probabilities: two roundings.
+        expect_rounded("gradient after the probabilities " + at, from_bf16(d16), grads, std::ldexp(0.5 / N, -8));
+        d16.upload(to_bf16(logits));
+        cuda::DeviceBuffer<double> acc(1);
+        const double start = 0.25;
+        acc.upload(&start, 1);
+        cuda::crossentropy_forward_into_bf16(d16.data(), dl.data(), dtg.data(), N, V, acc.data(), 2.0, 0.5 / N);
+        EXPECT_NEAR(acc.download()[0], start + mean / 2, 1e-6 * std::fabs(mean)) << at;
+        expect_rounded("fused gradient " + at, from_bf16(d16), grads, std::ldexp(0.5 / N, -20));
+    }
+}
+
+// The LM head in bf16: logits [N, V] = in · Wᵀ rounded to bf16 (the bf16 input's copy made on the
+// way), and from a bf16 gradient: din = dout · W, dW += doutᵀ · in, against the CPU's double
+// products of the same bf16 values (fp32 sums: within 1e-5 relative).
+TEST_F(CudaBf16Ops, HeadProductsToAndFromBf16) {
+    std::mt19937_64 rng(9);
+    const int N = 37, IC = 40, OC = 67;
+    const VecD in = test::normal_vec<double>((size_t)N * IC, rng), W = bf16_rounded(test::normal_vec<double>(
+                                                                         (size_t)OC * IC, rng, 0.2));
+    const VecD in16 = bf16_rounded(in), dout = bf16_rounded(test::normal_vec<double>((size_t)N * OC, rng));
+    VecD out((size_t)N * OC, 0.0), din((size_t)N * IC, 0.0), dW = test::normal_vec<double>(W.size(), rng);
+    const VecD dW0 = dW;
+    for (int t = 0; t < N; t++)
+        for (int o = 0; o < OC; o++)
+            for (int c = 0; c < IC; c++) {
+                out[(size_t)t * OC + o] += in16[(size_t)t * IC + c] * W[(size_t)o * IC + c];
+                din[(size_t)t * IC + c] += dout[(size_t)t * OC + o] * W[(size_t)o * IC + c];
+                dW[(size_t)o * IC + c] += dout[(size_t)t * OC + o] * in16[(size_t)t * IC + c];
+            }
+    auto din_d = to_dev(to_float(in)), ddin = dev_nan(din.size()), ddW = to_dev(to_float(dW0));
+    cuda::DeviceBuffer<cuda::bf16> W16(W.size()), in16_d(in.size()), out16(out.size()), dout16(dout.size());
+    W16.upload(to_bf16(W)), dout16.upload(to_bf16(dout));
+    out16.fill_bytes(0xFF), in16_d.fill_bytes(0xFF);
+    cuda::matmul_forward_to16(out16.data(), in16_d.data(), din_d.data(), W16.data(), N, IC, OC);
+    expect_rounded("the input's bf16 copy", from_bf16(in16_d), in16);
+    expect_rounded("logits", from_bf16(out16), out, 1e-5);
+    cuda::matmul_backward_from16(ddin.data(), ddW.data(), dout16.data(), in16_d.data(), W16.data(), N, IC, OC);
+    check_tol("din", ddin.download(), to_float(din), 1e-5);
+    check_tol("dW", ddW.download(), to_float(dW), 1e-5);
+}
+
+// The CPU's attention in double: out [B, T, C] and, from the output gradient G, dqkv [B, T, 3C].
+struct Exact {
+    VecD out, dqkv;
+    Exact(const VecD& qkv, const VecD& G, int B, int Tn, int C, int H)
+        : out((size_t)B * Tn * C), dqkv(qkv.size()) {
+        VecD att((size_t)B * H * Tn * Tn, 0.0), datt(att.size(), 0.0);
+        attention_forward(out.data(), att.data(), qkv.data(), B, Tn, C, H);
+        attention_backward(dqkv.data(), datt.data(), G.data(), qkv.data(), att.data(), B, Tn, C, H);
+    }
+};
+
+// One forward and backward on the GPU from fresh NaN buffers: the output, the record, dqkv.
+struct Gpu {
+    VecF out, rec, dqkv;
+    Gpu(const VecF& qkv, const VecF& G, int B, int Tn, int C, int H) {
+        auto dq = to_dev(qkv), dG = to_dev(G);
+        auto dout = dev_nan(G.size()), drec = dev_nan(cuda::attention_record_size(B, Tn, C, H));
+        auto ddqkv = dev_nan(qkv.size()), dscratch = dev_nan(cuda::attention_scratch_size(B, Tn, H));
+        cuda::DeviceBuffer<cuda::bf16> heads(cuda::attention_heads16_size(B, Tn, C, H)),
+            dout16(cuda::attention_dout16_size(B, Tn, C, H));
+        heads.fill_bytes(0xFF), dout16.fill_bytes(0xFF);  // bf16 NaN
+        cuda::attention_forward_bf16(dout.data(), drec.data(), heads.data(), dq.data(), B, Tn, C, H);
+        dq.fill_bytes(0xFF);  // the backward reads the forward's bf16 heads, not qkv
+        cuda::attention_backward_bf16(ddqkv.data(), dscratch.data(), dout16.data(), dG.data(), heads.data(),
+                                      drec.data(), B, Tn, C, H);
+        out = dout.download(), rec = drec.download(), dqkv = ddqkv.download();
+    }
+};
+
+TEST_F(CudaBf16Ops, AttentionWithinBf16OfExact) {
+    std::mt19937_64 rng(21);
+    for (const auto& [B, Tn, C, H] : std::vector<std::tuple<int, int, int, int>>{
+             {2, 1, 12, 3}, {1, 3, 12, 3}, {2, 65, 40, 4}, {1, 130, 24, 2}, {1, 33, 37, 1}, {2, 41, 128, 2},
+             {1, 70, 96, 1}, {1, 9, 128, 1}, {2, 64, 32, 2}, {1, 97, 160, 2}, {1, 150, 64, 1}}) {
+        const std::string at = "B=" + std::to_string(B) + " T=" + std::to_string(Tn) + " C=" + std::to_string(C) +
+                               " H=" + std::to_string(H);
+        const VecD qkv = test::normal_vec<double>((size_t)B * Tn * 3 * C, rng, 1.5);
+        const VecD G = test::normal_vec<double>((size_t)B * Tn * C, rng);
+        const Exact exact(qkv, G, B, Tn, C, H), rounded(bf16_rounded(qkv), bf16_rounded(G), B, Tn, C, H);
+        const Gpu gpu(to_float(qkv), to_float(G), B, Tn, C, H);
+        const double out_err = check_basis("bf16 attention out " + at, gpu.out, to_float(exact.out),
+                                           test::rel_err(rounded.out, exact.out), 0, kFactor, " (basis: bf16 inputs)");
+        EXPECT_GT(out_err, 0.0) << at << ": the exact output (did the products round?)";
+        const size_t nlse = (size_t)B * H * Tn;
+        EXPECT_EQ(VecF(gpu.rec.begin() + nlse, gpu.rec.end()), gpu.out) << "the record's copy of the output, " << at;
+        check_basis("bf16 attention dqkv " + at, gpu.dqkv, to_float(exact.dqkv),
+                    test::rel_err(rounded.dqkv, exact.dqkv), Tn <= 3 ? 1e-2 : 0, kFactor, " (basis: bf16 inputs)");
+        // (the record's log-sum-exp is checked through dqkv: the backward's probabilities come from it)
+        const Gpu again(to_float(qkv), to_float(G), B, Tn, C, H);
+        EXPECT_EQ(std::memcmp(gpu.rec.data(), again.rec.data(), gpu.rec.size() * sizeof(float)), 0)
+            << "two runs, two records: " << at;
+        EXPECT_EQ(std::memcmp(gpu.dqkv.data(), again.dqkv.data(), gpu.dqkv.size() * sizeof(float)), 0)
+            << "two runs, two dqkv: " << at;
+    }
+}
+
+}  // namespace
