@@ -1,16 +1,7 @@
-// dtype bf16's own kernels against the CPU's ops in double: the classifier on bf16 logits, the LM
-// head's product to and from bf16, and the attention on the tensor cores (ops/attention_bf16.cu).
-//
-// The attention: forward and backward, at awkward sizes: one token, three, past a tile of 16 and 32
-// keys and a block of 64 rows, head sizes from 4 to 128 through each padded size (32, 64, 128),
-// several heads and batch rows. Outputs start as NaN, and so does the scratch (every value the
-// kernels read must be packed first). Tolerance: the kernels round Q, K, V and dO to bf16, then P and dS. The first part is measured: the
-// CPU's double attention of the bf16-rounded inputs is that far from the exact result (the basis).
-// The rounding of P and dS is of the same size and adds to it, so a result may be kFactor times its
-// basis from the exact one. Measured (MHC_TEST_ERRORS=1): the output's error is 0.99 to 1.05 times
-// its basis, dqkv's 1.1 to 1.8 times. Except for one token: there dS = P·(dP − D) is 0 in exact
-// arithmetic and in the basis, but the kernel's dP comes from bf16 dO and V and its D from fp32 dO
-// and O, so dS is rounding noise (4 times the basis); one to three tokens get a floor of 1e-2.
+// dtype bf16's own kernels against the CPU's ops in double: the classifier on bf16 logits, the
+// linear layer to and from bf16 and the GELU in bf16, and the attention on the tensor cores
+// (ops/attention_bf16.cu). Outputs start as NaN.
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -100,34 +91,61 @@ TEST_F(CudaBf16Ops, ClassifierOnBf16Logits) {
     }
 }
 
-// The LM head in bf16: logits [N, V] = in · Wᵀ rounded to bf16 (the bf16 input's copy made on the
-// way), and from a bf16 gradient: din = dout · W, dW += doutᵀ · in, against the CPU's double
-// products of the same bf16 values (fp32 sums: within 1e-5 relative).
-TEST_F(CudaBf16Ops, HeadProductsToAndFromBf16) {
+// A linear layer with its output in bf16 (dtype bf16's logits and c_fc): out16 [N, OC] = in · Wᵀ +
+// bias rounded to bf16 (the bias enters rounded), the input's bf16 copy made on the way or taken as
+// it is (a null input: GELU wrote it), and its backward from a bf16 output gradient: din = dout · W,
+// dW += doutᵀ · in; then the GELU from and to bf16. Against the CPU's double arithmetic on the same
+// bf16 values: the sums are fp32 (1e-5 relative), each bf16 result within its rounding.
+TEST_F(CudaBf16Ops, ProductsAndGeluInBf16) {
     std::mt19937_64 rng(9);
     const int N = 37, IC = 40, OC = 67;
-    const VecD in = test::normal_vec<double>((size_t)N * IC, rng), W = bf16_rounded(test::normal_vec<double>(
-                                                                         (size_t)OC * IC, rng, 0.2));
+    const VecD in = test::normal_vec<double>((size_t)N * IC, rng);
+    const VecD W = bf16_rounded(test::normal_vec<double>((size_t)OC * IC, rng, 0.2));
+    const VecD bias = test::normal_vec<double>(OC, rng, 0.5), bias16 = bf16_rounded(bias);
     const VecD in16 = bf16_rounded(in), dout = bf16_rounded(test::normal_vec<double>((size_t)N * OC, rng));
-    VecD out((size_t)N * OC, 0.0), din((size_t)N * IC, 0.0), dW = test::normal_vec<double>(W.size(), rng);
+    VecD out((size_t)N * OC), din((size_t)N * IC, 0.0), dW = test::normal_vec<double>(W.size(), rng);
     const VecD dW0 = dW;
     for (int t = 0; t < N; t++)
-        for (int o = 0; o < OC; o++)
+        for (int o = 0; o < OC; o++) {
+            double acc = bias16[o];
             for (int c = 0; c < IC; c++) {
-                out[(size_t)t * OC + o] += in16[(size_t)t * IC + c] * W[(size_t)o * IC + c];
+                acc += in16[(size_t)t * IC + c] * W[(size_t)o * IC + c];
                 din[(size_t)t * IC + c] += dout[(size_t)t * OC + o] * W[(size_t)o * IC + c];
                 dW[(size_t)o * IC + c] += dout[(size_t)t * OC + o] * in16[(size_t)t * IC + c];
             }
+            out[(size_t)t * OC + o] = acc;
+        }
     auto din_d = to_dev(to_float(in)), ddin = dev_nan(din.size()), ddW = to_dev(to_float(dW0));
+    auto dbias = to_dev(to_float(bias));
     cuda::DeviceBuffer<cuda::bf16> W16(W.size()), in16_d(in.size()), out16(out.size()), dout16(dout.size());
     W16.upload(to_bf16(W)), dout16.upload(to_bf16(dout));
     out16.fill_bytes(0xFF), in16_d.fill_bytes(0xFF);
-    cuda::matmul_forward_to16(out16.data(), in16_d.data(), din_d.data(), W16.data(), N, IC, OC);
+    cuda::matmul_forward_to16(out16.data(), in16_d.data(), din_d.data(), W16.data(), dbias.data(), N, IC, OC);
     expect_rounded("the input's bf16 copy", from_bf16(in16_d), in16);
-    expect_rounded("logits", from_bf16(out16), out, 1e-5);
+    const VecF first = from_bf16(out16);
+    expect_rounded("out16", first, out, 1e-5);
+    out16.fill_bytes(0xFF);
+    cuda::matmul_forward_to16(out16.data(), in16_d.data(), nullptr, W16.data(), dbias.data(), N, IC, OC);
+    EXPECT_EQ(from_bf16(out16), first) << "from the bf16 input as it is";
     cuda::matmul_backward_from16(ddin.data(), ddW.data(), dout16.data(), in16_d.data(), W16.data(), N, IC, OC);
     check_tol("din", ddin.download(), to_float(din), 1e-5);
     check_tol("dW", ddW.download(), to_float(dW), 1e-5);
+
+    // GELU: x Φ(x) from bf16 x, rounded to bf16; its backward Φ(x) + x φ(x) times dout, in fp32.
+    const VecD x = bf16_rounded(test::normal_vec<double>(1000, rng, 2.5)), g = test::normal_vec<double>(1000, rng);
+    VecD y(x.size()), dx(x.size());
+    for (size_t i = 0; i < x.size(); i++) {
+        const double cdf = 0.5 * std::erfc(-x[i] / std::sqrt(2.0));
+        const double pdf = std::exp(-0.5 * x[i] * x[i]) / std::sqrt(2 * M_PI);
+        y[i] = x[i] * cdf, dx[i] = g[i] * (cdf + x[i] * pdf);
+    }
+    cuda::DeviceBuffer<cuda::bf16> x16(x.size()), y16(x.size());
+    x16.upload(to_bf16(x)), y16.fill_bytes(0xFF);
+    cuda::gelu_forward_bf16(y16.data(), x16.data(), (long)x.size());
+    expect_rounded("GELU", from_bf16(y16), y, 1e-12);
+    auto dg = to_dev(to_float(g)), ddx = dev_nan(x.size());
+    cuda::gelu_backward_from16(ddx.data(), x16.data(), dg.data(), (long)x.size());
+    check_tol("GELU backward", ddx.download(), to_float(dx), 1e-6);
 }
 
 // The CPU's attention in double: out [B, T, C] and, from the output gradient G, dqkv [B, T, 3C].
@@ -140,7 +158,6 @@ struct Exact {
         attention_backward(dqkv.data(), datt.data(), G.data(), qkv.data(), att.data(), B, Tn, C, H);
     }
 };
-
 // One forward and backward on the GPU from fresh NaN buffers: the output, the record, dqkv.
 struct Gpu {
     VecF out, rec, dqkv;
@@ -159,6 +176,17 @@ struct Gpu {
     }
 };
 
+// The attention: forward and backward, at awkward sizes: one token, three, past a tile of 16 and 32
+// keys and a block of 64 rows, head sizes from 4 to 128 through each padded size (32, 64, 128),
+// several heads and batch rows. The scratch starts as NaN too (every value the kernels read must be
+// packed first), and the backward reads the forward's bf16 heads, not qkv (poisoned in between).
+// Tolerance: the kernels round Q, K, V and dO to bf16, then P and dS. The first part is measured:
+// the CPU's double attention of the bf16-rounded inputs is that far from the exact result (the
+// basis). The rounding of P and dS is of the same size and adds to it, so a result may be kFactor
+// times its basis from the exact one. Measured (MHC_TEST_ERRORS=1): the output's error is 0.99 to
+// 1.05 times its basis, dqkv's 1.1 to 1.8 times. Except for one token: there dS = P·(dP − D) is 0
+// in exact arithmetic and in the basis, but the kernel's dP comes from bf16 dO and V and its D from
+// fp32 dO and O, so dS is rounding noise (4 times the basis); one to three tokens get a floor of 1e-2.
 TEST_F(CudaBf16Ops, AttentionWithinBf16OfExact) {
     std::mt19937_64 rng(21);
     for (const auto& [B, Tn, C, H] : std::vector<std::tuple<int, int, int, int>>{

@@ -60,9 +60,9 @@ using bf16 = __nv_bfloat16;
 // (the fp32 one's pedantic mode is for fp32's exactness); atomics off there too.
 void gemm_bf16(bool ta, bool tb, int m, int n, int k, float alpha, const bf16* A, int lda, const bf16* B, int ldb,
                float beta, float* C, int ldc);
-// C = op(A) · op(B) rounded to bf16 (the sums in fp32).
-void gemm_bf16_to16(bool ta, bool tb, int m, int n, int k, const bf16* A, int lda, const bf16* B, int ldb, bf16* C,
-                    int ldc);
+// C = op(A) · op(B) + beta · C rounded to bf16 (the sums in fp32; beta 0: C is not read).
+void gemm_bf16_to16(bool ta, bool tb, int m, int n, int k, const bf16* A, int lda, const bf16* B, int ldb, float beta,
+                    bf16* C, int ldc);
 // `batch` of them, matrix b at A + b·sA, B + b·sB, C + b·sC.
 void gemm_batched(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, long sA,
                   const float* B, int ldb, long sB, float beta, float* C, int ldc, long sC, int batch);

@@ -31,6 +31,13 @@ constexpr int kThreads = 256;   // threads per block of the elementwise and row 
 constexpr int kRowChunk = 64;   // rows per partial sum of colsum()
 
 MHC_DEV int imin(int a, int b) { return a < b ? a : b; }
+
+// A stored value as fp32, and an fp32 value stored (rounded to nearest even into bf16): for kernels
+// templated on their storage type.
+MHC_DEV float as_float(float x) { return x; }
+MHC_DEV float as_float(bf16 x) { return __bfloat162float(x); }
+MHC_DEV void put(float& dst, float v) { dst = v; }
+MHC_DEV void put(bf16& dst, float v) { dst = __float2bfloat16(v); }
 MHC_DEV long lmin(long a, long b) { return a < b ? a : b; }
 
 // Blocks for `count` items at `threads` per block (the grid-stride loops cover any excess).

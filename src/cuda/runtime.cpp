@@ -165,9 +165,9 @@ void gemm_bf16(bool ta, bool tb, int m, int n, int k, float alpha, const bf16* A
                float beta, float* C, int ldc) {
     gemm_ex_bf16(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, CUDA_R_32F, ldc);
 }
-void gemm_bf16_to16(bool ta, bool tb, int m, int n, int k, const bf16* A, int lda, const bf16* B, int ldb, bf16* C,
-                    int ldc) {
-    gemm_ex_bf16(ta, tb, m, n, k, 1.0f, A, lda, B, ldb, 0.0f, C, CUDA_R_16BF, ldc);
+void gemm_bf16_to16(bool ta, bool tb, int m, int n, int k, const bf16* A, int lda, const bf16* B, int ldb, float beta,
+                    bf16* C, int ldc) {
+    gemm_ex_bf16(ta, tb, m, n, k, 1.0f, A, lda, B, ldb, beta, C, CUDA_R_16BF, ldc);
 }
 
 void gemm_batched(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, long sA,

@@ -26,17 +26,23 @@ struct StreamNorms {
 
 // dtype bf16's products (model/gpt_cuda.h): the weights, each linear layer's bf16 weight and input
 // by its weight's offset, the backward's scratch for an output gradient's copy, each attention's
-// bf16 heads by its record, the attention backward's scratch, and the logits. The logits (then
-// their gradient) are bf16, the LM head's output: the fp32 logits the model passes are null there.
+// bf16 heads by its record, the attention backward's scratch, and the activations stored in bf16
+// (the logits, c_fc's output and the GELU's), whose float pointers in the model are only keys.
 struct Bf16Products {
     const float* P = nullptr;                                 // null: fp32 products
     const std::vector<GptCuda::Linear16>* lin16 = nullptr;
     cuda::bf16* dout16 = nullptr;
     const std::vector<GptCuda::Heads16>* heads16 = nullptr;
     cuda::bf16* dout16_attn = nullptr;
-    cuda::bf16* logits16 = nullptr;
+    const std::vector<const float*>* stored16 = nullptr;
 
-    bool is_head(const float* W) const { return W == P + lin16->back().w_off; }  // the last layer (gpt_cuda.cpp)
+    // The bf16 values behind an activation's pointer if it is one stored in bf16, else null.
+    cuda::bf16* stored(const float* p) const {
+        if (stored16)
+            for (const float* k : *stored16)
+                if (k == p) return reinterpret_cast<cuda::bf16*>(const_cast<float*>(p));
+        return nullptr;
+    }
 
     const GptCuda::Linear16& of(const float* W) const {
         for (const auto& l : *lin16)
@@ -77,12 +83,17 @@ struct CudaOps {
     MHC_CUDA_OP(kPhaseOther, encoder_backward)
     MHC_CUDA_OP(kPhaseOther, layernorm_forward)
     MHC_CUDA_OP(kPhaseOther, layernorm_backward)
+    // bf16: an input stored in bf16 is the layer's bf16 input itself (the GELU wrote it there).
     void matmul_forward(float* out, const float* in, const float* W, const float* bias, int N, int IC, int OC) const {
         const cuda::PhaseScope scope(timer, kPhaseMatmul);
         if (!bf16.P) return cuda::matmul_forward(out, in, W, bias, N, IC, OC);
         const auto& l = bf16.of(W);
-        if (bf16.is_head(W)) return cuda::matmul_forward_to16(bf16.logits16, l.in16, in, l.w16, N, IC, OC);  // no bias
-        cuda::matmul_forward_bf16(out, l.in16, in, l.w16, bias, N, IC, OC);
+        const cuda::bf16* in16 = bf16.stored(in);
+        if (in16 && in16 != l.in16) throw std::logic_error("CudaOps: a bf16 input that is not its layer's copy");
+        const float* in32 = in16 ? nullptr : in;
+        if (cuda::bf16* out16 = bf16.stored(out))
+            return cuda::matmul_forward_to16(out16, l.in16, in32, l.w16, bias, N, IC, OC);
+        cuda::matmul_forward_bf16(out, l.in16, in32, l.w16, bias, N, IC, OC);
     }
     // bf16: the input's copy is the forward's (the fp32 input may since have been overwritten).
     void matmul_backward(float* din, float* dW, float* dbias, const float* dout, const float* in, const float* W,
@@ -90,11 +101,24 @@ struct CudaOps {
         const cuda::PhaseScope scope(timer, kPhaseMatmul);
         if (!bf16.P) return cuda::matmul_backward(din, dW, dbias, dout, in, W, N, IC, OC);
         const auto& l = bf16.of(W);
-        if (bf16.is_head(W)) return cuda::matmul_backward_from16(din, dW, bf16.logits16, l.in16, l.w16, N, IC, OC);
+        if (const cuda::bf16* dout16 = bf16.stored(dout)) {  // the logits' gradient (no bias)
+            if (dbias) throw std::logic_error("CudaOps: a bias gradient from a bf16 output gradient");
+            return cuda::matmul_backward_from16(din, dW, dout16, l.in16, l.w16, N, IC, OC);
+        }
         cuda::matmul_backward_bf16(din, dW, dbias, bf16.dout16, dout, l.in16, l.w16, N, IC, OC);
     }
-    MHC_CUDA_OP(kPhaseOther, gelu_forward)
-    MHC_CUDA_OP(kPhaseOther, gelu_backward)
+    void gelu_forward(float* out, const float* in, long N) const {
+        const cuda::PhaseScope scope(timer, kPhaseOther);
+        cuda::bf16 *in16 = bf16.stored(in), *out16 = bf16.stored(out);
+        if (!in16 && !out16) return cuda::gelu_forward(out, in, N);
+        if (!in16 || !out16) throw std::logic_error("CudaOps: a GELU from or to bf16, not both");
+        cuda::gelu_forward_bf16(out16, in16, N);
+    }
+    void gelu_backward(float* din, const float* in, const float* dout, long N) const {
+        const cuda::PhaseScope scope(timer, kPhaseOther);
+        if (const cuda::bf16* in16 = bf16.stored(in)) return cuda::gelu_backward_from16(din, in16, dout, N);
+        cuda::gelu_backward(din, in, dout, N);
+    }
     void attention_forward(float* out, float* att, const float* qkv, int B, int Tn, int C, int H) const {
         const cuda::PhaseScope scope(timer, kPhaseAttention);
         if (!bf16.P) return cuda::attention_forward(out, att, qkv, B, Tn, C, H);
@@ -110,22 +134,22 @@ struct CudaOps {
     MHC_CUDA_OP(kPhaseAttention, attention_cached_forward)
     MHC_CUDA_OP(kPhaseOther, stream_sum_forward)
     MHC_CUDA_OP(kPhaseOther, stream_sum_backward)
-    // The classifier: on bf16.logits16 in bf16 (the logits pointer is null there).
     double crossentropy_forward(float* logits, float* losses, const int32_t* targets, int N, int V) const {
         const cuda::PhaseScope scope(timer, kPhaseOther);
-        if (!bf16.P) return cuda::crossentropy_forward(logits, losses, targets, N, V);
-        return cuda::crossentropy_forward_bf16(bf16.logits16, losses, targets, N, V);
+        if (cuda::bf16* l16 = bf16.stored(logits)) return cuda::crossentropy_forward_bf16(l16, losses, targets, N, V);
+        return cuda::crossentropy_forward(logits, losses, targets, N, V);
     }
     void crossentropy_forward_into(float* logits, float* losses, const int32_t* targets, int N, int V,
                                    double* loss_acc, double div, double grad_scale) const {
         const cuda::PhaseScope scope(timer, kPhaseOther);
-        if (!bf16.P) return cuda::crossentropy_forward_into(logits, losses, targets, N, V, loss_acc, div, grad_scale);
-        cuda::crossentropy_forward_into_bf16(bf16.logits16, losses, targets, N, V, loss_acc, div, grad_scale);
+        if (cuda::bf16* l16 = bf16.stored(logits))
+            return cuda::crossentropy_forward_into_bf16(l16, losses, targets, N, V, loss_acc, div, grad_scale);
+        cuda::crossentropy_forward_into(logits, losses, targets, N, V, loss_acc, div, grad_scale);
     }
     void crossentropy_backward(float* logits, const int32_t* targets, int N, int V, double scale) const {
         const cuda::PhaseScope scope(timer, kPhaseOther);
-        if (!bf16.P) return cuda::crossentropy_backward(logits, targets, N, V, scale);
-        cuda::crossentropy_backward_bf16(bf16.logits16, targets, N, V, scale);
+        if (cuda::bf16* l16 = bf16.stored(logits)) return cuda::crossentropy_backward_bf16(l16, targets, N, V, scale);
+        cuda::crossentropy_backward(logits, targets, N, V, scale);
     }
     void conn_pre_forward(const ConnSite& s, const float* params, const float* X, float* u, float* cache,
                           float* scratch, int N) const {

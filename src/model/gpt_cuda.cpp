@@ -22,7 +22,7 @@ namespace {
 // site (cuda_ops.h), made fresh for each pass so that none outlives it.
 detail::CudaOps ops_of(const GptCuda& g, detail::StreamNorms* norms = nullptr) {
     detail::CudaOps ops{&g.host.sites, &g.dsites, g.timer, norms, {}};
-    if (g.bf16) ops.bf16 = {g.param.data(), &g.lin16, g.dout16, &g.heads16, g.dout16_attn, g.logits16};
+    if (g.bf16) ops.bf16 = {g.param.data(), &g.lin16, g.dout16, &g.heads16, g.dout16_attn, &g.stored16};
     return ops;
 }
 
@@ -40,26 +40,39 @@ std::vector<std::array<long, 3>> linear_layers(const GPT<float>& m) {
     return out;
 }
 
+// A bf16 activation's key: its address as the model's float pointer (gpt_cuda.h, stored16).
+float* key(GptCuda& g, cuda::bf16* p) {
+    float* k = reinterpret_cast<float*>(p);
+    g.stored16.push_back(k);
+    return k;
+}
+
 // dtype bf16's activations for B·T = N tokens: each linear layer's bf16 input, the logits (then
-// their gradient), the backward's copy of a block's output gradient (the widest: c_fc's [N, 4C]),
-// each block's attention heads and the attention backward's copy of its output gradient.
+// their gradient), each block's c_fc output, the backward's copy of a block's output gradient (the
+// widest: c_fc's [N, 4C]), each block's attention heads and the attention backward's copy of its
+// output gradient. The GELU's output is c_proj's bf16 input.
 void plan_bf16(GptCuda& g, int B, int Tn) {
     const GPT<float>& m = g.host;
     const long N = (long)B * Tn;
     const std::vector<std::array<long, 3>> layers = linear_layers(m);
-    const long logits = round16(N * m.V), dout = round16(N * 4L * m.C);
+    const long logits = round16(N * m.V), fch = round16(N * 4L * m.C), dout = round16(N * 4L * m.C);
     const long heads = round16(cuda::attention_heads16_size(B, Tn, m.C, m.H));
     const long dout_attn = round16(cuda::attention_dout16_size(B, Tn, m.C, m.H));
-    long total = logits + dout + m.L * heads + dout_attn;
+    long total = logits + dout + m.L * (heads + fch) + dout_attn;
     for (const auto& l : layers) total += round16(N * l[2]);
     g.act16.resize(total);
     cuda::bf16* at = g.act16.data();
-    g.logits16 = at, at += logits;
+    g.stored16.clear();
+    g.logits16 = at, g.logits = key(g, at), at += logits;
     g.dout16 = at, at += dout;
     g.dout16_attn = at, at += dout_attn;
     g.heads16.clear();
-    for (const auto& b : g.b_act) g.heads16.push_back({b.att, at}), at += heads;
+    for (auto& b : g.b_act) {
+        g.heads16.push_back({b.att, at}), at += heads;
+        b.fch = key(g, at), at += fch;
+    }
     for (size_t k = 0; k < layers.size(); k++) g.lin16[k].in16 = at, at += round16(N * layers[k][2]);
+    for (int i = 0; i < m.L; i++) g.b_act[i].fcg = key(g, g.lin16[4 * i + 3].in16);  // c_proj's (linear_layers)
 }
 
 // Every activation of a (B, T) pass in one device buffer and every activation gradient in another,
@@ -94,15 +107,16 @@ void plan(GptCuda& g, int B, int Tn) {
         }
         // With bf16 the linear layers keep bf16 copies of their inputs: the fp32 inputs are read once,
         // at once, so every layer writes them into the same buffer. So is qkv (the attention keeps
-        // its bf16 heads).
-        float* mm_in = g.bf16 ? take(4 * N * C) : nullptr;
+        // its bf16 heads). fch, fcg and the logits are bf16 only (plan_bf16).
+        float* mm_in = g.bf16 ? take(N * C) : nullptr;
         float* qkv = g.bf16 ? take(3 * N * C) : nullptr;
         auto input = [&](long count) { return g.bf16 ? mm_in : take(count); };
         g.b_act.assign(L, {});
         for (auto& b : g.b_act) {
             b.ln1 = input(N * C), b.ln1_mean = take(N), b.ln1_rstd = take(N), b.qkv = g.bf16 ? qkv : take(3 * N * C);
             b.att = take(att), b.atty = input(N * C), b.ln2 = input(N * C), b.ln2_mean = take(N);
-            b.ln2_rstd = take(N), b.fch = take(4 * N * C), b.fcg = input(4 * N * C);
+            b.ln2_rstd = take(N), b.fch = g.bf16 ? nullptr : take(4 * N * C);
+            b.fcg = g.bf16 ? nullptr : take(4 * N * C);
         }
         g.lnf = take(S), g.lnf_mean = take(N * n), g.lnf_rstd = take(N * n), g.hsum = input(N * C);
         g.logits = g.bf16 ? nullptr : take(N * m.V), g.losses = take(N), g.scratch = take(scratch);

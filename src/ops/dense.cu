@@ -67,30 +67,30 @@ struct AddTo {  // out[c] += the column's sum, rounded once
     MHC_DEV void operator()(int c, double s) const { out[c] += (float)s; }
 };
 
-struct BroadcastRows {  // out[i, o] = bias[o]
-    float* out;
+template <typename T> struct BroadcastRows {  // out[i, o] = bias[o]
+    T* out;
     const float* bias;
     int OC;
-    MHC_DEV void operator()(long i) const { out[i] = bias[i % OC]; }
+    MHC_DEV void operator()(long i) const { put(out[i], bias[i % OC]); }
 };
 
 // Φ(x) = erfc(-x/√2)/2 keeps its relative accuracy in the lower tail.
 MHC_DEV double normal_cdf(double x) { return 0.5 * erfc(-x * 0.70710678118654752440); }
 
-struct GeluForward {
-    float* out;
-    const float* in;
+template <typename TI, typename TO> struct GeluForward {
+    TO* out;
+    const TI* in;
     MHC_DEV void operator()(long i) const {
-        const double x = in[i];
-        out[i] = (float)(x * normal_cdf(x));
+        const double x = as_float(in[i]);
+        put(out[i], (float)(x * normal_cdf(x)));
     }
 };
-struct GeluBackward {  // d/dx [x Φ(x)] = Φ(x) + x φ(x)
+template <typename TI> struct GeluBackward {  // d/dx [x Φ(x)] = Φ(x) + x φ(x)
     float* din;
-    const float* in;
+    const TI* in;
     const float* dout;
     MHC_DEV void operator()(long i) const {
-        const double x = in[i];
+        const double x = as_float(in[i]);
         const double pdf = exp(-0.5 * x * x) * 0.3989422804014327;
         din[i] = (float)((double)dout[i] * (normal_cdf(x) + x * pdf));
     }
@@ -116,7 +116,7 @@ void layernorm_backward(float* din, float* dw, float* db, const float* dout, con
 
 void matmul_forward(float* out, const float* in, const float* W, const float* bias, int N, int IC, int OC) {
     if (N <= 0) return;
-    if (bias) each((long)N * OC, BroadcastRows{out, bias, OC});
+    if (bias) each((long)N * OC, BroadcastRows<float>{out, bias, OC});
     gemm(false, true, N, OC, IC, 1.0f, in, IC, W, IC, bias ? 1.0f : 0.0f, out, OC);
 }
 
@@ -141,15 +141,17 @@ void to_bf16(bf16* dst, const float* src, long n) { each(n, ToBf16{dst, src}); }
 void matmul_forward_bf16(float* out, bf16* in16, const float* in, const bf16* W16, const float* bias, int N, int IC,
                          int OC) {
     if (N <= 0) return;
-    to_bf16(in16, in, (long)N * IC);
-    if (bias) each((long)N * OC, BroadcastRows{out, bias, OC});
+    if (in) to_bf16(in16, in, (long)N * IC);
+    if (bias) each((long)N * OC, BroadcastRows<float>{out, bias, OC});
     gemm_bf16(false, true, N, OC, IC, 1.0f, in16, IC, W16, IC, bias ? 1.0f : 0.0f, out, OC);
 }
 
-void matmul_forward_to16(bf16* out16, bf16* in16, const float* in, const bf16* W16, int N, int IC, int OC) {
+void matmul_forward_to16(bf16* out16, bf16* in16, const float* in, const bf16* W16, const float* bias, int N, int IC,
+                         int OC) {
     if (N <= 0) return;
-    to_bf16(in16, in, (long)N * IC);
-    gemm_bf16_to16(false, true, N, OC, IC, in16, IC, W16, IC, out16, OC);
+    if (in) to_bf16(in16, in, (long)N * IC);
+    if (bias) each((long)N * OC, BroadcastRows<bf16>{out16, bias, OC});
+    gemm_bf16_to16(false, true, N, OC, IC, in16, IC, W16, IC, bias ? 1.0f : 0.0f, out16, OC);
 }
 
 void matmul_backward_from16(float* din, float* dW, const bf16* dout16, const bf16* in16, const bf16* W16, int N,
@@ -167,8 +169,14 @@ void matmul_backward_bf16(float* din, float* dW, float* dbias, bf16* dout16, con
     if (dbias) colsum(N, OC, Entry{dout, OC}, AddTo{dbias});
 }
 
-void gelu_forward(float* out, const float* in, long N) { each(N, GeluForward{out, in}); }
+void gelu_forward(float* out, const float* in, long N) { each(N, GeluForward<float, float>{out, in}); }
+void gelu_forward_bf16(bf16* out16, const bf16* in16, long N) { each(N, GeluForward<bf16, bf16>{out16, in16}); }
 
-void gelu_backward(float* din, const float* in, const float* dout, long N) { each(N, GeluBackward{din, in, dout}); }
+void gelu_backward(float* din, const float* in, const float* dout, long N) {
+    each(N, GeluBackward<float>{din, in, dout});
+}
+void gelu_backward_from16(float* din, const bf16* in16, const float* dout, long N) {
+    each(N, GeluBackward<bf16>{din, in16, dout});
+}
 
 }  // namespace mhc::cuda

@@ -134,17 +134,13 @@ struct AddMean {
     MHC_DEV void operator()(int, double s) const { *acc += s / N / div; }
 };
 
-template <typename T> MHC_DEV float value(T x) { return (float)x; }
-template <> MHC_DEV float value(bf16 x) { return __bfloat162float(x); }
-MHC_DEV void put(float& dst, float v) { dst = v; }
-MHC_DEV void put(bf16& dst, float v) { dst = __float2bfloat16(v); }
 
 template <typename T> struct CrossEntropyBackward {  // (probs - onehot) · scale
     T* probs;
     const int32_t* targets;
     int V;
     double scale;
-    MHC_DEV void operator()(long i) const { put(probs[i], ce_grad(value(probs[i]), i % V == targets[i / V], scale)); }
+    MHC_DEV void operator()(long i) const { put(probs[i], ce_grad(as_float(probs[i]), i % V == targets[i / V], scale)); }
 };
 
 // The mean of losses [N], reduced on the device in a fixed order; waits for it.

@@ -51,9 +51,11 @@ void matmul_forward_bf16(float* out, bf16* in16, const float* in, const bf16* W1
 // scratch for the output gradient's bf16 copy. dbias sums dout in fp32 (double), as the fp32 op.
 void matmul_backward_bf16(float* din, float* dW, float* dbias, bf16* dout16, const float* dout, const bf16* in16,
                           const bf16* W16, int N, int IC, int OC);
-// The same layer without bias, its output in bf16 (the LM head's logits in dtype bf16): out16 [N, OC]
-// (=); and its backward from an output gradient already in bf16: din = , dW += .
-void matmul_forward_to16(bf16* out16, bf16* in16, const float* in, const bf16* W16, int N, int IC, int OC);
+// The same layer with its output in bf16 (dtype bf16's logits and c_fc): out16 [N, OC] (=), the
+// bias (if any) rounded to bf16 on the way; and a backward from an output gradient already in bf16
+// (the logits'): din = , dW += . In both forwards a null `in` means in16 holds the input already.
+void matmul_forward_to16(bf16* out16, bf16* in16, const float* in, const bf16* W16, const float* bias, int N, int IC,
+                         int OC);
 void matmul_backward_from16(float* din, float* dW, const bf16* dout16, const bf16* in16, const bf16* W16, int N,
                             int IC, int OC);
 
@@ -61,6 +63,9 @@ void matmul_backward_from16(float* din, float* dW, const bf16* dout16, const bf1
 void gelu_forward(float* out, const float* in, long N);
 // din =
 void gelu_backward(float* din, const float* in, const float* dout, long N);
+// The same from and to bf16 (dtype bf16's MLP): out16 (=) from in16; din (=) from in16 and dout.
+void gelu_forward_bf16(bf16* out16, const bf16* in16, long N);
+void gelu_backward_from16(float* din, const bf16* in16, const float* dout, long N);
 
 // Causal multi-head self-attention core: qkv [B, T, 3C], out [B, T, C] (=), as the CPU op, but the
 // T x T probabilities are never stored (flash style, attention.cu). att is the record the backward
