@@ -125,6 +125,34 @@ TEST_F(CudaBf16Model, MemoryEstimateKnowsTheBf16Plan) {
     }
 }
 
+// bf16 with recompute: the same bits as bf16 without (the loss, every gradient, the diagnostics,
+// which make the missing states again), in fewer fp32 activations.
+TEST_F(CudaBf16Model, RecomputeGivesTheSameBits) {
+    for (const auto& [type, n] : std::vector<std::pair<std::string, int>>{{"none", 1}, {"mhc_lite", 4}}) {
+        GPT<float> m;
+        test::make_perturbed(m, bf16_test_config(type, n, true), 7);
+        GptCuda keep, again;
+        gpt_cuda_build(keep, m, true);
+        m.recompute = true;
+        gpt_cuda_build(again, m, true);
+        const int B = 2, Tn = 9, N = B * Tn;
+        std::vector<int32_t> in(N), tg(N);
+        for (int i = 0; i < N; i++) in[i] = (i * 7 + 3) % 67, tg[i] = (i * 5 + 1) % 67;
+        for (GptCuda* g : {&keep, &again}) {
+            gpt_cuda_zero_grad(*g);
+            gpt_cuda_forward(*g, in.data(), tg.data(), B, Tn);
+            gpt_cuda_backward(*g, 0.5);
+        }
+        EXPECT_EQ(keep.loss, again.loss) << type;
+        std::vector<float> gk(m.param.size()), ga(m.param.size());
+        gpt_cuda_download_grads(keep, gk.data());
+        gpt_cuda_download_grads(again, ga.data());
+        EXPECT_EQ(gk, ga) << type;
+        EXPECT_EQ(gpt_cuda_diagnostics(keep), gpt_cuda_diagnostics(again)) << type;
+        EXPECT_LT(again.act.size(), keep.act.size()) << type;
+    }
+}
+
 // nsteps engine steps on the GPU from gpt_init's weights, in bf16 or fp32, on a learnable token stream.
 struct EngineRun {
     TrainConfig tc;
