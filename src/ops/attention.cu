@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cuda/device.cuh"
+#include "ops/attention.cuh"
 #include "ops/ops_cuda.h"
 
 namespace mhc::cuda {
@@ -255,14 +256,6 @@ void require_head_size(int C, int H) {
 long attention_record_size(int B, int Tn, int C, int H) { return (long)B * H * Tn + (long)B * Tn * C; }
 long attention_scratch_size(int B, int Tn, int H) { return (long)B * H * Tn; }
 
-// The kernel for the head size: per-lane arrays of HS / 32 channels, tiles of HS + 1 floats a row.
-#define MHC_FLASH_DISPATCH(kernel, hs, grid, ...)                                   \
-    do {                                                                            \
-        if ((hs) <= 32) MHC_LAUNCH(kernel<32>, grid, kWarps * 32, __VA_ARGS__);     \
-        else if ((hs) <= 64) MHC_LAUNCH(kernel<64>, grid, kWarps * 32, __VA_ARGS__); \
-        else MHC_LAUNCH(kernel<128>, grid, kWarps * 32, __VA_ARGS__);               \
-    } while (0)
-
 void attention_forward(float* out, float* att, const float* qkv, int B, int Tn, int C, int H) {
     require_head_size(C, H);
     if (B <= 0 || Tn <= 0) return;
@@ -270,7 +263,7 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int Tn, 
     const float scale = (float)(1.0 / std::sqrt((double)hs));
     const dim3 grid((Tn + kWarps - 1) / kWarps, B * H);
     float *lse = att, *ocopy = att + (long)B * H * Tn;
-    MHC_FLASH_DISPATCH(k_flash_forward, hs, grid, out, lse, ocopy, Heads{qkv, Tn, C, H, hs}, scale);
+    MHC_HEAD_DISPATCH(k_flash_forward, hs, grid, kWarps * 32, out, lse, ocopy, Heads{qkv, Tn, C, H, hs}, scale);
 }
 
 void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int B,
@@ -284,8 +277,8 @@ void attention_backward(float* dqkv, float* datt, const float* dout, const float
     attention_rowdot(D, dout, ocopy, B, Tn, C, H);
     const dim3 grid((Tn + kWarps - 1) / kWarps, B * H);
     const Heads heads{qkv, Tn, C, H, hs};
-    MHC_FLASH_DISPATCH(k_flash_backward_kv, hs, grid, dqkv, dout, lse, D, heads, scale);
-    MHC_FLASH_DISPATCH(k_flash_backward_q, hs, grid, dqkv, dout, lse, D, heads, scale);
+    MHC_HEAD_DISPATCH(k_flash_backward_kv, hs, grid, kWarps * 32, dqkv, dout, lse, D, heads, scale);
+    MHC_HEAD_DISPATCH(k_flash_backward_q, hs, grid, kWarps * 32, dqkv, dout, lse, D, heads, scale);
 }
 
 void attention_rowdot(float* D, const float* dout, const float* o, int B, int Tn, int C, int H) {

@@ -11,6 +11,7 @@
 #include <cmath>
 
 #include "cuda/device.cuh"
+#include "ops/attention.cuh"
 #include "ops/ops_cuda.h"
 
 namespace mhc::cuda {
@@ -26,7 +27,6 @@ using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 constexpr int kWarps = 4;           // warps per block, 16 rows each
 constexpr int kRows = 16 * kWarps;  // rows per block; T is padded to a multiple of it
 
-int padded_head(int hs) { return hs <= 32 ? 32 : hs <= 64 ? 64 : 128; }
 long padded_rows(int Tn) { return (long)(Tn + kRows - 1) / kRows * kRows; }
 
 // The packed heads: q, k, v, dO, each [B·H, Tp, HS] bf16.
@@ -246,24 +246,16 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 // One head's pack [B·H, Tp, HS] for each of q, k, v (in heads) and dO (null in the forward).
-long pack_size(int B, int Tn, int C, int H) { return (long)B * H * padded_rows(Tn) * padded_head(C / H); }
+long pack_size(int B, int Tn, int C, int H) { return (long)B * H * padded_rows(Tn) * head_tile(C / H); }
 Pack16 packs(const bf16* heads, bf16* dout, int B, int Tn, int C, int H) {
     const long one = pack_size(B, Tn, C, H);
     return {heads, heads + one, heads + 2 * one, dout, Tn, (int)padded_rows(Tn), C, H, C / H};
 }
 
 void pack_heads(bf16* dst, const float* src, int width, int part, const Pack16& pk, int B) {
-    const int HS = padded_head(pk.hs);
+    const int HS = head_tile(pk.hs);
     each((long)B * pk.H * pk.Tp * HS, PackHeads{dst, src, width, part, pk.Tn, pk.Tp, pk.C, pk.H, pk.hs, HS});
 }
-
-
-#define MHC_ATTN16_DISPATCH(kernel, hs, grid, ...)                                   \
-    do {                                                                             \
-        if ((hs) <= 32) MHC_LAUNCH(kernel<32>, grid, kWarps * 32, __VA_ARGS__);      \
-        else if ((hs) <= 64) MHC_LAUNCH(kernel<64>, grid, kWarps * 32, __VA_ARGS__); \
-        else MHC_LAUNCH(kernel<128>, grid, kWarps * 32, __VA_ARGS__);                \
-    } while (0)
 
 }  // namespace
 
@@ -277,7 +269,8 @@ void attention_forward_bf16(float* out, float* att, bf16* heads16, const float* 
     for (int part = 0; part < 3; part++) pack_heads(heads16 + part * pack_size(B, Tn, C, H), qkv, 3 * C, part, pk, B);
     const float scale = (float)(1.0 / std::sqrt((double)pk.hs));
     const dim3 grid((unsigned)(pk.Tp / kRows), B * H);
-    MHC_ATTN16_DISPATCH(k_attn16_forward, pk.hs, grid, out, att, att + (long)B * H * Tn, pk, scale);
+    float *lse = att, *ocopy = att + (long)B * H * Tn;
+    MHC_HEAD_DISPATCH(k_attn16_forward, pk.hs, grid, kWarps * 32, out, lse, ocopy, pk, scale);
 }
 
 void attention_backward_bf16(float* dqkv, float* datt, bf16* dout16, const float* dout, const bf16* heads16,
@@ -290,8 +283,8 @@ void attention_backward_bf16(float* dqkv, float* datt, bf16* dout16, const float
     attention_rowdot(datt, dout, att + (long)B * H * Tn, B, Tn, C, H);
     const float scale = (float)(1.0 / std::sqrt((double)pk.hs));
     const dim3 grid((unsigned)(pk.Tp / kRows), B * H);
-    MHC_ATTN16_DISPATCH(k_attn16_backward_kv, pk.hs, grid, dqkv, lse, datt, pk, scale);
-    MHC_ATTN16_DISPATCH(k_attn16_backward_q, pk.hs, grid, dqkv, lse, datt, pk, scale);
+    MHC_HEAD_DISPATCH(k_attn16_backward_kv, pk.hs, grid, kWarps * 32, dqkv, lse, datt, pk, scale);
+    MHC_HEAD_DISPATCH(k_attn16_backward_q, pk.hs, grid, kWarps * 32, dqkv, lse, datt, pk, scale);
 }
 
 }  // namespace mhc::cuda

@@ -140,7 +140,9 @@ template <typename T> struct CrossEntropyBackward {  // (probs - onehot) · scal
     const int32_t* targets;
     int V;
     double scale;
-    MHC_DEV void operator()(long i) const { put(probs[i], ce_grad(as_float(probs[i]), i % V == targets[i / V], scale)); }
+    MHC_DEV void operator()(long i) const {
+        put(probs[i], ce_grad(as_float(probs[i]), i % V == targets[i / V], scale));
+    }
 };
 
 // The mean of losses [N], reduced on the device in a fixed order; waits for it.
