@@ -1,6 +1,6 @@
 // dtype bf16 on the GPU (model/gpt_cuda.h): the linear layers multiply bf16 copies of their weights
 // and inputs with fp32 sums, the attention's products are bf16 on the tensor cores, and the logits,
-// c_fc's output and the GELU's are bf16; everything else stays fp32. The whole model against its
+// c_fc's output, the GELU's and the branch outputs are bf16; everything else stays fp32. The whole model against its
 // fp32 twin on the GPU, per variant: the loss, the logits and every gradient within bf16's
 // tolerance, and not equal (the bf16 path is the one that ran). Then the engine: the weights' bf16
 // copy follows every update, a bf16 run is deterministic, and it learns as the fp32 run does.
@@ -11,9 +11,11 @@
 // of the same size, and its distance to the fp32 model is the result's own sensitivity to bf16
 // rounding. A bf16 result may be 3 (logits) or 10 (gradients) times that from the fp32 one, a
 // gradient never less than a floor. Measured on these models (2 blocks, C = 40, B·T = 18): the
-// logits' error is 0.94 to 1.24 times its basis, the gradients' of more than 64 values at most 1.5
-// times theirs and 1.3e-2 (a scalar's up to 15 times, but under the floor), the loss's relative
-// error at most 9.5e-4 (5.2e-4 when only the products were bf16).
+// logits' error is 1.03 to 1.36 times its basis, the gradients' of more than 64 values at most 2.2
+// times theirs and 1.6e-2 (a scalar's up to 28 times, but under the floor). The loss is one scalar,
+// a mean over 18 tokens, and its relative error ranged from 3.6e-5 (none) to 1.75e-3 (ohc): 0.5 to
+// 5.5 times the bf16 weights' own (5.2e-4 at most when only the products were bf16); its bound is
+// 5e-3, the logits and gradients being the sharp checks.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -31,7 +33,7 @@ using namespace mhc;
 
 namespace {
 
-constexpr double kLossTol = 2e-3, kGradFloor = 3e-2, kFewGradFloor = 5e-2;
+constexpr double kLossTol = 5e-3, kGradFloor = 3e-2, kFewGradFloor = 5e-2;
 
 ModelConfig bf16_test_config(const std::string& type, int n, bool bias) {
     return test::sized_config(type, n, 40, 4, 67, 9, bias);

@@ -2,10 +2,12 @@
 // n from 1 to 8, mhc-lite with all n! permutations, a seeded subset and an explicit list, jpmhc's
 // fixed point (1, 2 and 5 iterations) and exact Cayley transform, ohc, at 1, 3 and 65 tokens. A whole site runs forward and backward (pre, post, post's backward, pre's
 // backward) from random non-initial parameters; the outputs, every slot of the per-token cache and
-// every parameter gradient are compared. Tolerances: tests/cuda_util.h.
+// every parameter gradient are compared. Tolerances: tests/cuda_util.h. The post side from a bf16
+// branch output (dtype bf16) gives the fp32 kernels' bits for the rounded output.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "conn/conn_cuda.h"
@@ -176,6 +178,31 @@ TEST_P(CudaConn, SiteForwardBackwardMatchesCpu) {
             };
             check_grad(at + "d" + t.name, slice(gdp), slice(rf.dparams), slice(rd.dparams));
         }
+
+        // dtype bf16's branch output y in bf16: the post's forward and backward read it as its fp32
+        // value, so they give the bits the fp32 kernels give for y rounded to bf16.
+        std::vector<cuda::bf16> y16(y.size());
+        std::vector<float> yr(y.size());
+        for (size_t i = 0; i < y.size(); i++)
+            y16[i] = __float2bfloat16((float)y[i]), yr[i] = __bfloat162float(y16[i]);
+        auto d_y16 = to_dev(y16);
+        auto d_yr = to_dev(yr);
+        std::vector<float> outs[2][4];
+        for (const bool half : {false, true}) {
+            auto c2 = to_dev(gc), o = dev_nan(X.size()), dx = dev_nan(X.size()), dy = dev_nan((size_t)N * C);
+            if (half) cuda::conn_post_forward(ds, c2.data(), d_X.data(), d_y16.data(), o.data(), N);
+            else cuda::conn_post_forward(ds, c2.data(), d_X.data(), d_yr.data(), o.data(), N);
+            if (half)
+                cuda::conn_post_backward(ds, c2.data(), d_X.data(), d_y16.data(), d_gX.data(), dx.data(), dy.data(), N);
+            else cuda::conn_post_backward(ds, c2.data(), d_X.data(), d_yr.data(), d_gX.data(), dx.data(), dy.data(), N);
+            outs[half][0] = o.download(), outs[half][1] = dx.download(), outs[half][2] = dy.download();
+            outs[half][3] = c2.download();
+        }
+        const char* names[4] = {"Xout", "dX", "dy", "cache (dH_res, dH_post)"};
+        for (int k = 0; k < 4; k++)  // bitwise: the residual's cache has unused (NaN) slots
+            EXPECT_TRUE(outs[1][k].size() == outs[0][k].size() &&
+                        !std::memcmp(outs[1][k].data(), outs[0][k].data(), outs[0][k].size() * sizeof(float)))
+                << at << names[k] << " from a bf16 y";
     }
 }
 

@@ -45,8 +45,9 @@ struct WeightedInput {  // u[tok, c] = Σ_s H_pre[s] X[tok, s, c]
 // Warp tok, lane l over channels c = l, l + 32, ...: X'[tok, t, c] = H_post[t] y[tok, c] +
 // Σ_s H_res[s][t] X[tok, s, c] (fp32, in s order), each X value read once; with ss, also
 // ss[tok, t] = Σ_c X'[tok, t, c]² (double: each lane's channels in order, then the warp's tree).
-template <int NS>
-__global__ void k_post_forward(SiteDev s, const float* cache, const float* X, const float* y, float* Xout,
+// TY: the branch output's storage, fp32 or (dtype bf16) bf16.
+template <int NS, typename TY>
+__global__ void k_post_forward(SiteDev s, const float* cache, const float* X, const TY* y, float* Xout,
                                double* ss, int N) {
     const long tok = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31, C = s.C;
@@ -61,7 +62,7 @@ __global__ void k_post_forward(SiteDev s, const float* cache, const float* X, co
     for (int c = lane; c < C; c += 32) {
         float xv[NS];
         for (int st = 0; st < NS; st++) xv[st] = xt[st * C + c];
-        const float yc = y[tok * C + c];
+        const float yc = as_float(y[tok * C + c]);
         for (int t = 0; t < NS; t++) {
             float acc = hpost[t] * yc;
             for (int st = 0; st < NS; st++) acc += hres[st * NS + t] * xv[st];
@@ -104,8 +105,8 @@ struct AddInto {  // residual backward: dX += du
 // and, with dh, into the cache: dH_post[t] = <dX'_t, y>, dH_res[s][t] = <dX'_t, X_s> (double: each
 // lane's channels in order, then the warp's fixed tree). NS: the stream count n, so that the n
 // values of each channel and the n + n² sums sit in registers.
-template <int NS>
-__global__ void k_post_backward(SiteDev s, float* cache, const float* X, const float* y, const float* g, float* dX,
+template <int NS, typename TY>
+__global__ void k_post_backward(SiteDev s, float* cache, const float* X, const TY* y, const float* g, float* dX,
                                 float* dy, int N, bool dh) {
     const long tok = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31, C = s.C;
@@ -122,7 +123,7 @@ __global__ void k_post_backward(SiteDev s, float* cache, const float* X, const f
     for (int c = lane; c < C; c += 32) {
         float gv[NS], xv[NS];
         for (int t = 0; t < NS; t++) gv[t] = gt[t * C + c], xv[t] = xt[t * C + c];
-        const float yc = y[tok * C + c];
+        const float yc = as_float(y[tok * C + c]);
         float d = 0.0f;
         for (int t = 0; t < NS; t++) d += hpost[t] * gv[t];
         dy[tok * C + c] = d;
@@ -327,24 +328,44 @@ void conn_pre_forward(const ConnSiteCuda& site, const float* params, const float
     each((long)N * s.C, WeightedInput{s, cache, X, u});
 }
 
-void conn_post_forward(const ConnSiteCuda& site, const float* cache, const float* X, const float* y, float* Xout,
-                       int N, double* ss) {
+namespace {
+template <typename TY>
+void post_forward(const ConnSiteCuda& site, const float* cache, const float* X, const TY* y, float* Xout, int N,
+                  double* ss) {
     const SiteDev& s = site.dev;
     if (N <= 0) return;
     with_streams(s.n, "conn_post_forward", [&](auto ns) {
-        MHC_LAUNCH(k_post_forward<decltype(ns)::value>, warp_blocks(N), kThreads, s, cache, X, y, Xout, ss, N);
+        MHC_LAUNCH((k_post_forward<decltype(ns)::value, TY>), warp_blocks(N), kThreads, s, cache, X, y, Xout, ss, N);
     });
 }
-
-void conn_post_backward(const ConnSiteCuda& site, float* cache, const float* X, const float* y, const float* dXout,
-                        float* dX, float* dy, int N) {
+template <typename TY>
+void post_backward(const ConnSiteCuda& site, float* cache, const float* X, const TY* y, const float* dXout, float* dX,
+                   float* dy, int N) {
     const SiteDev& s = site.dev;
     if (N <= 0) return;
     const bool dh = !residual(s);  // residual: H = 1, nothing to learn
     with_streams(s.n, "conn_post_backward", [&](auto ns) {
-        MHC_LAUNCH(k_post_backward<decltype(ns)::value>, warp_blocks(N), kThreads, s, cache, X, y, dXout, dX, dy, N,
-                   dh);
+        MHC_LAUNCH((k_post_backward<decltype(ns)::value, TY>), warp_blocks(N), kThreads, s, cache, X, y, dXout, dX,
+                   dy, N, dh);
     });
+}
+}  // namespace
+
+void conn_post_forward(const ConnSiteCuda& site, const float* cache, const float* X, const float* y, float* Xout,
+                       int N, double* ss) {
+    post_forward(site, cache, X, y, Xout, N, ss);
+}
+void conn_post_forward(const ConnSiteCuda& site, const float* cache, const float* X, const bf16* y, float* Xout,
+                       int N, double* ss) {
+    post_forward(site, cache, X, y, Xout, N, ss);
+}
+void conn_post_backward(const ConnSiteCuda& site, float* cache, const float* X, const float* y, const float* dXout,
+                        float* dX, float* dy, int N) {
+    post_backward(site, cache, X, y, dXout, dX, dy, N);
+}
+void conn_post_backward(const ConnSiteCuda& site, float* cache, const float* X, const bf16* y, const float* dXout,
+                        float* dX, float* dy, int N) {
+    post_backward(site, cache, X, y, dXout, dX, dy, N);
 }
 
 void conn_pre_backward(const ConnSiteCuda& site, const float* params, const float* cache, const float* X,

@@ -49,9 +49,14 @@ void conn_pre_forward(const ConnSiteCuda& s, const float* params, const float* X
 // double), which the next site's conn_pre_forward takes for its norms.
 void conn_post_forward(const ConnSiteCuda& s, const float* cache, const float* X, const float* y, float* Xout, int N,
                        double* ss = nullptr);
+// The same with the branch output y in bf16 (dtype bf16), read as its fp32 value.
+void conn_post_forward(const ConnSiteCuda& s, const float* cache, const float* X, const bf16* y, float* Xout, int N,
+                       double* ss = nullptr);
 // dXout [N,n,C] -> dX [N,n,C] OVERWRITTEN with the post's share, dy [N,C] OVERWRITTEN; writes dH_res,
 // dH_post into the cache for conn_pre_backward. Call it first in backward.
 void conn_post_backward(const ConnSiteCuda& s, float* cache, const float* X, const float* y, const float* dXout,
+                        float* dX, float* dy, int N);
+void conn_post_backward(const ConnSiteCuda& s, float* cache, const float* X, const bf16* y, const float* dXout,
                         float* dX, float* dy, int N);
 // du [N,C] -> dX [N,n,C] ACCUMULATED (+=), dparams ACCUMULATED (+=) for every parameter.
 void conn_pre_backward(const ConnSiteCuda& s, const float* params, const float* cache, const float* X,

@@ -27,7 +27,8 @@ struct StreamNorms {
 // dtype bf16's products (model/gpt_cuda.h): the weights, each linear layer's bf16 weight and input
 // by its weight's offset, the backward's scratch for an output gradient's copy, each attention's
 // bf16 heads by its record, the attention backward's scratch, and the activations stored in bf16
-// (the logits, c_fc's output and the GELU's), whose float pointers in the model are only keys.
+// (the logits, c_fc's output, the GELU's and the branch outputs y), whose float pointers in the
+// model are only keys.
 struct Bf16Products {
     const float* P = nullptr;                                 // null: fp32 products
     const std::vector<GptCuda::Linear16>* lin16 = nullptr;
@@ -160,10 +161,18 @@ struct CudaOps {
     void conn_post_forward(const ConnSite& s, const float* cache, const float* X, const float* y, float* Xout,
                            int N) const {
         const cuda::PhaseScope scope(timer, kPhaseConn);
-        cuda::conn_post_forward(dev(s), cache, X, y, Xout, N, norms ? norms->ss : nullptr);
+        double* ss = norms ? norms->ss : nullptr;
+        if (const cuda::bf16* y16 = bf16.stored(y)) cuda::conn_post_forward(dev(s), cache, X, y16, Xout, N, ss);
+        else cuda::conn_post_forward(dev(s), cache, X, y, Xout, N, ss);
         if (norms) norms->of = Xout;
     }
-    MHC_CUDA_CONN_OP(conn_post_backward)
+    void conn_post_backward(const ConnSite& s, float* cache, const float* X, const float* y, const float* dXout,
+                            float* dX, float* dy, int N) const {
+        const cuda::PhaseScope scope(timer, kPhaseConn);
+        if (const cuda::bf16* y16 = bf16.stored(y))
+            return cuda::conn_post_backward(dev(s), cache, X, y16, dXout, dX, dy, N);
+        cuda::conn_post_backward(dev(s), cache, X, y, dXout, dX, dy, N);
+    }
     MHC_CUDA_CONN_OP(conn_pre_backward)
 #undef MHC_CUDA_OP
 #undef MHC_CUDA_CONN_OP

@@ -48,9 +48,9 @@ float* key(GptCuda& g, cuda::bf16* p) {
 }
 
 // dtype bf16's activations for B·T = N tokens: each linear layer's bf16 input, the logits (then
-// their gradient), each block's c_fc output, the backward's copy of a block's output gradient (the
-// widest: c_fc's [N, 4C]), each block's attention heads and the attention backward's copy of its
-// output gradient. The GELU's output is c_proj's bf16 input.
+// their gradient), each block's c_fc output, each site's branch output y, the backward's copy of a
+// block's output gradient (the widest: c_fc's [N, 4C]), each block's attention heads and the
+// attention backward's copy of its output gradient. The GELU's output is c_proj's bf16 input.
 void plan_bf16(GptCuda& g, int B, int Tn) {
     const GPT<float>& m = g.host;
     const long N = (long)B * Tn;
@@ -58,7 +58,8 @@ void plan_bf16(GptCuda& g, int B, int Tn) {
     const long logits = round16(N * m.V), fch = round16(N * 4L * m.C), dout = round16(N * 4L * m.C);
     const long heads = round16(cuda::attention_heads16_size(B, Tn, m.C, m.H));
     const long dout_attn = round16(cuda::attention_dout16_size(B, Tn, m.C, m.H));
-    long total = logits + dout + m.L * (heads + fch) + dout_attn;
+    const long y = round16(N * m.C);
+    long total = logits + dout + m.L * (heads + fch + 2 * y) + dout_attn;
     for (const auto& l : layers) total += round16(N * l[2]);
     g.act16.resize(total);
     cuda::bf16* at = g.act16.data();
@@ -71,6 +72,7 @@ void plan_bf16(GptCuda& g, int B, int Tn) {
         g.heads16.push_back({b.att, at}), at += heads;
         b.fch = key(g, at), at += fch;
     }
+    for (auto& s : g.s_act) s.y = key(g, at), at += y;
     for (size_t k = 0; k < layers.size(); k++) g.lin16[k].in16 = at, at += round16(N * layers[k][2]);
     for (int i = 0; i < m.L; i++) g.b_act[i].fcg = key(g, g.lin16[4 * i + 3].in16);  // c_proj's (linear_layers)
 }
@@ -103,7 +105,7 @@ void plan(GptCuda& g, int B, int Tn) {
         g.s_act.assign(2 * L, {});
         for (int k = 0; k < 2 * L; k++) {
             float* cache = take(N * conn_cache_stride(m.sites[k]));
-            g.s_act[k] = {cache, shared ? u : take(N * C), take(N * C)};
+            g.s_act[k] = {cache, shared ? u : take(N * C), g.bf16 ? nullptr : take(N * C)};  // y: bf16 only
         }
         // With bf16 the linear layers keep bf16 copies of their inputs: the fp32 inputs are read once,
         // at once, so every layer writes them into the same buffer. So is qkv (the attention keeps
@@ -292,7 +294,8 @@ nlohmann::json gpt_cuda_diagnostics(const GptCuda& g) {
     view.X.assign(g.X.size(), nullptr);
     for (size_t k = 0; k < g.X.size(); k++) {
         if (g.host.recompute && k % 2)
-            cuda::conn_post_forward(g.dsites[k - 1], g.s_act[k - 1].cache, g.X[k - 1], g.s_act[k - 1].y, g.X[k], N);
+            ops_of(g).conn_post_forward(g.host.sites[k - 1], g.s_act[k - 1].cache, g.X[k - 1], g.s_act[k - 1].y,
+                                        g.X[k], N);
         cuda::copy_to_host(streams[k].data(), g.X[k], S * sizeof(float));
         view.X[k] = streams[k].data();
     }
