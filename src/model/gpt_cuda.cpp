@@ -105,7 +105,7 @@ void plan(GptCuda& g, int B, int Tn) {
         g.s_act.assign(2 * L, {});
         for (int k = 0; k < 2 * L; k++) {
             float* cache = take(N * conn_cache_stride(m.sites[k]));
-            g.s_act[k] = {cache, shared ? u : take(N * C), g.bf16 ? nullptr : take(N * C)};  // y: bf16 only
+            g.s_act[k] = {cache, shared ? u : take(N * C), g.bf16 ? nullptr : take(N * C)};  // bf16: y in plan_bf16
         }
         // With bf16 the linear layers keep bf16 copies of their inputs: the fp32 inputs are read once,
         // at once, so every layer writes them into the same buffer. So is qkv (the attention keeps
