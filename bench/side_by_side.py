@@ -10,7 +10,7 @@ vocab 256, n = 4, no bias); --set overrides go to both programs. --out writes th
 and both programs' JSON plus the derived figures to FILE.json. --mhc-json / --torch-json take a
 saved `--json` output instead of running that side (re-rendering, tests).
 Set OMP_WAIT_POLICY=passive on a shared machine: spinning OpenMP threads distort both sides.
---device cuda runs both on the GPU: `mhc bench --device cuda` in dtype bf16 (bf16 matrix products,
+--device cuda runs both on the GPU: `mhc bench --device cuda` in dtype bf16 (docs/GPU.md;
 --mhc-dtype fp32 for fp32) beside the reference in bf16 autocast with PyTorch's fused attention
 (--torch-dtype fp32 for float32); the memory columns are each side's peak GPU memory instead of the
 peak RSS, and mhc's MFU16 (against the bf16 peak its run measures) follows the table.

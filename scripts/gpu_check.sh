@@ -172,7 +172,7 @@ rc_bench=$?
 # mhc-lite again with activation recompute: its step time and peak GPU memory beside the above.
 timeout 20 gpu_pack/bin/mhc bench --device cuda --variants mhc_lite --steps 5 --warmup 2 --set recompute=true \
   --json >"$out/bench_recompute.log" 2>&1 || rc_bench=$?
-# none and mhc_lite again in dtype bf16 (the linear layers' products in bf16): speed and memory.
+# none and mhc_lite again in dtype bf16 (products and attention on the tensor cores, bf16 activations).
 timeout 25 gpu_pack/bin/mhc bench --device cuda --variants none,mhc_lite --steps 5 --warmup 2 --set dtype=bf16 \
   --json >"$out/bench_bf16.log" 2>&1 || rc_bench=$?
 t_bench=$(( $(date +%s) - s ))
