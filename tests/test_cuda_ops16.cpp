@@ -179,7 +179,8 @@ struct Gpu {
 // The attention: forward and backward, at awkward sizes: one token, three, past a tile of 16 and 32
 // keys and a block of 64 rows, head sizes from 4 to 128 through each padded size (32, 64, 128),
 // several heads and batch rows. The scratch starts as NaN too (every value the kernels read must be
-// packed first), and the backward reads the forward's bf16 heads, not qkv (poisoned in between).
+// packed first), and the backward reads the forward's bf16 heads, not qkv (poisoned in between);
+// the cases of 64 tokens or more run twice, for bit-identity.
 // Tolerance: the kernels round Q, K, V and dO to bf16, then P and dS. The first part is measured:
 // the CPU's double attention of the bf16-rounded inputs is that far from the exact result (the
 // basis). The rounding of P and dS is of the same size and adds to it, so a result may be kFactor
@@ -206,6 +207,7 @@ TEST_F(CudaBf16Ops, AttentionWithinBf16OfExact) {
         check_basis("bf16 attention dqkv " + at, gpu.dqkv, to_float(exact.dqkv),
                     test::rel_err(rounded.dqkv, exact.dqkv), Tn <= 3 ? 1e-2 : 0, kFactor, " (basis: bf16 inputs)");
         // (the record's log-sum-exp is checked through dqkv: the backward's probabilities come from it)
+        if (Tn < 64) continue;  // bit-identity on the cases of several query blocks
         const Gpu again(to_float(qkv), to_float(G), B, Tn, C, H);
         EXPECT_EQ(std::memcmp(gpu.rec.data(), again.rec.data(), gpu.rec.size() * sizeof(float)), 0)
             << "two runs, two records: " << at;

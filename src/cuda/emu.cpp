@@ -1,6 +1,8 @@
 // The CPU emulation of CUDA and cuBLAS (cuda/emu.h): fibers for the threads of a block, a registry
-// of device allocations, and cuBLAS's GEMMs as plain loops with the library's argument checks.
+// of device allocations, the warp matrix products (cuda/emu_wmma.h), and cuBLAS's GEMMs as plain
+// loops with the library's argument checks.
 #include "cuda/emu.h"
+#include "cuda/emu_wmma.h"
 
 #include <algorithm>
 #include <chrono>
@@ -257,6 +259,40 @@ void run(dim3 grid, dim3 block, const std::function<void()>& body, const char* n
             }
     S.cur = -1;
     S.body = nullptr;
+}
+
+namespace {
+template <typename T> void check_tile(const T* p, unsigned ldm) {
+    if ((uintptr_t)p % 32) fault("wmma: a tile pointer not aligned to 32 bytes");
+    if (ldm % (16 / sizeof(T))) fault("wmma: a leading dimension that is not whole 16-byte rows");
+}
+// The offset of element (r, c) of a tile: row r at r·ldm (row major), or column c at c·ldm.
+long tile_at(unsigned ldm, bool row, int r, int c) { return row ? (long)r * ldm + c : (long)c * ldm + r; }
+}  // namespace
+
+void wmma_load(float (*v)[16], const __nv_bfloat16* p, unsigned ldm, bool row) {
+    check_tile(p, ldm);
+    for (int r = 0; r < 16; r++)
+        for (int c = 0; c < 16; c++) v[r][c] = __bfloat162float(p[tile_at(ldm, row, r, c)]);
+}
+void wmma_load(float (*v)[16], const float* p, unsigned ldm, bool row) {
+    check_tile(p, ldm);
+    for (int r = 0; r < 16; r++)
+        for (int c = 0; c < 16; c++) v[r][c] = p[tile_at(ldm, row, r, c)];
+}
+void wmma_store(float* p, const float (*v)[16], unsigned ldm, bool row) {
+    check_tile(p, ldm);
+    for (int e = (int)emu_lane(); e < 256; e += 32) p[tile_at(ldm, row, e / 16, e % 16)] = v[e / 16][e % 16];
+}
+void wmma_mma(float (*d)[16], const float (*a)[16], const float (*b)[16], const float (*c)[16]) {
+    float out[16][16];  // d may be c
+    for (int r = 0; r < 16; r++)
+        for (int n = 0; n < 16; n++) {
+            float s = c[r][n];
+            for (int k = 0; k < 16; k++) s += a[r][k] * b[k][n];
+            out[r][n] = s;
+        }
+    std::memcpy(d, out, sizeof out);
 }
 
 void fault(const char* what) {
