@@ -64,7 +64,7 @@ void plan_bf16(GptCuda& g, int B, int Tn) {
     g.act16.resize(total);
     cuda::bf16* at = g.act16.data();
     g.stored16.clear();
-    g.logits16 = at, g.logits = key(g, at), at += logits;
+    g.logits = key(g, at), at += logits;
     g.dout16 = at, at += dout;
     g.dout16_attn = at, at += dout_attn;
     g.heads16.clear();
@@ -262,12 +262,13 @@ void gpt_cuda_backward(GptCuda& g, double scale) {
 
 std::vector<float> gpt_cuda_logits(const GptCuda& g) {
     std::vector<float> out((size_t)g.B * g.Tn * g.host.V);
-    if (!g.bf16) {
+    const cuda::bf16* logits16 = ops_of(g).bf16.stored(g.logits);
+    if (!logits16) {
         cuda::copy_to_host(out.data(), g.logits, out.size() * sizeof(float));
         return out;
     }
     std::vector<cuda::bf16> l16(out.size());
-    cuda::copy_to_host(l16.data(), g.logits16, l16.size() * sizeof(cuda::bf16));
+    cuda::copy_to_host(l16.data(), logits16, l16.size() * sizeof(cuda::bf16));
     for (size_t i = 0; i < out.size(); i++) out[i] = __bfloat162float(l16[i]);
     return out;
 }

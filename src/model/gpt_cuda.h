@@ -63,7 +63,7 @@ struct GptCuda {
     // pointers (logits, b_act's fch and fcg, s_act's y) are the bf16 values' addresses, listed in
     // stored16: keys by which the CUDA ops know them (model/cuda_ops.h), never read as floats.
     cuda::DeviceBuffer<cuda::bf16> act16;
-    cuda::bf16 *dout16 = nullptr, *logits16 = nullptr;
+    cuda::bf16* dout16 = nullptr;
     std::vector<const float*> stored16;
     struct Heads16 {
         const float* att;

@@ -134,7 +134,6 @@ struct AddMean {
     MHC_DEV void operator()(int, double s) const { *acc += s / N / div; }
 };
 
-
 template <typename T> struct CrossEntropyBackward {  // (probs - onehot) · scale
     T* probs;
     const int32_t* targets;
