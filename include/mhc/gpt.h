@@ -92,12 +92,13 @@ std::string nonfinite_tensor(const std::vector<ParamTensor>& params, const std::
 // flash_attention: the GPU's attention, which keeps O(T) per query instead of the T x T probabilities.
 struct GptMemory {
     double params = 0, activations = 0;  // fp32 values (the parameters: weights, gradients, 2 moments)
-    double bf16 = 0;                     // bf16 values: dtype bf16's copies of the weights and layer inputs
+    double bf16 = 0;                     // bf16 values: dtype bf16's weight copies and activations
     double bytes() const { return 4.0 * (4 * params + activations) + 2.0 * bf16; }
 };
 // recompute: GPT::recompute's plan, which keeps one stream state per block instead of two and one
 // branch input for all sites. bf16: the GPU's dtype bf16 plan (model/gpt_cuda.h), whose linear
-// layers keep bf16 copies of their inputs and share one fp32 input buffer.
+// layers keep bf16 copies of their inputs and share one fp32 input buffer, and whose stream states
+// and largest activations are bf16.
 GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_attention = false,
                               bool recompute = false, bool bf16 = false);
 

@@ -28,46 +28,55 @@ struct ResidualCache {  // residual: H_pre = H_res = H_post = 1
     }
 };
 
-struct WeightedInput {  // u[tok, c] = Σ_s H_pre[s] X[tok, s, c]
+template <typename TX> struct WeightedInput {  // u[tok, c] = Σ_s H_pre[s] X[tok, s, c]
     SiteDev s;
     const float* cache;
-    const float* X;
+    const TX* X;
     float* u;
     MHC_DEV void operator()(long i) const {
         const long tok = i / s.C, c = i % s.C;
         const float* h = crow(s, cache, tok) + s.c_hpre;
         float acc = 0.0f;
-        for (int st = 0; st < s.n; st++) acc += h[st] * X[(tok * s.n + st) * s.C + c];
+        for (int st = 0; st < s.n; st++) acc += h[st] * as_float(X[(tok * s.n + st) * s.C + c]);
         u[i] = acc;
     }
 };
 
+template <typename TX> struct Widen {  // residual: u = X (n = 1)
+    float* u;
+    const TX* X;
+    MHC_DEV void operator()(long i) const { u[i] = as_float(X[i]); }
+};
+
 // Warp tok, lane l over channels c = l, l + 32, ...: X'[tok, t, c] = H_post[t] y[tok, c] +
 // Σ_s H_res[s][t] X[tok, s, c] (fp32, in s order), each X value read once; with ss, also
-// ss[tok, t] = Σ_c X'[tok, t, c]² (double: each lane's channels in order, then the warp's tree).
-// TY: the branch output's storage, fp32 or (dtype bf16) bf16.
-template <int NS, typename TY>
-__global__ void k_post_forward(SiteDev s, const float* cache, const float* X, const TY* y, float* Xout,
-                               double* ss, int N) {
+// ss[tok, t] = Σ_c X'[tok, t, c]² of the stored X' (double: each lane's channels in order, then the
+// warp's tree). TX, TY: the streams' and the branch output's storage, fp32 or (dtype bf16) bf16.
+template <int NS, typename TX, typename TY>
+__global__ void k_post_forward(SiteDev s, const float* cache, const TX* X, const TY* y, TX* Xout, double* ss,
+                               int N) {
     const long tok = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31, C = s.C;
     if (tok >= N) return;  // the whole warp
     const float* cr = crow(s, cache, tok);
     const float* hpost = cr + s.c_hpost;
     const float* hres = cr + s.c_hres;
-    const float* xt = X + tok * NS * C;
-    float* ot = Xout + tok * NS * C;
+    const TX* xt = X + tok * NS * C;
+    TX* ot = Xout + tok * NS * C;
     double sq[NS];
     for (int t = 0; t < NS; t++) sq[t] = 0;
     for (int c = lane; c < C; c += 32) {
         float xv[NS];
-        for (int st = 0; st < NS; st++) xv[st] = xt[st * C + c];
+        for (int st = 0; st < NS; st++) xv[st] = as_float(xt[st * C + c]);
         const float yc = as_float(y[tok * C + c]);
         for (int t = 0; t < NS; t++) {
             float acc = hpost[t] * yc;
             for (int st = 0; st < NS; st++) acc += hres[st * NS + t] * xv[st];
-            ot[t * C + c] = acc;
-            sq[t] += (double)acc * (double)acc;
+            TX o;
+            put(o, acc);
+            ot[t * C + c] = o;
+            const double v = as_float(o);
+            sq[t] += v * v;
         }
     }
     if (!ss) return;
@@ -105,8 +114,8 @@ struct AddInto {  // residual backward: dX += du
 // and, with dh, into the cache: dH_post[t] = <dX'_t, y>, dH_res[s][t] = <dX'_t, X_s> (double: each
 // lane's channels in order, then the warp's fixed tree). NS: the stream count n, so that the n
 // values of each channel and the n + n² sums sit in registers.
-template <int NS, typename TY>
-__global__ void k_post_backward(SiteDev s, float* cache, const float* X, const TY* y, const float* g, float* dX,
+template <int NS, typename TX, typename TY>
+__global__ void k_post_backward(SiteDev s, float* cache, const TX* X, const TY* y, const float* g, float* dX,
                                 float* dy, int N, bool dh) {
     const long tok = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31, C = s.C;
@@ -115,14 +124,14 @@ __global__ void k_post_backward(SiteDev s, float* cache, const float* X, const T
     const float* hpost = cr + s.c_hpost;
     const float* hres = cr + s.c_hres;
     const float* gt = g + tok * NS * C;
-    const float* xt = X + tok * NS * C;
+    const TX* xt = X + tok * NS * C;
     float* dxt = dX + tok * NS * C;
     double apost[NS], ares[NS * NS];
     for (int t = 0; t < NS; t++) apost[t] = 0;
     for (int i = 0; i < NS * NS; i++) ares[i] = 0;
     for (int c = lane; c < C; c += 32) {
         float gv[NS], xv[NS];
-        for (int t = 0; t < NS; t++) gv[t] = gt[t * C + c], xv[t] = xt[t * C + c];
+        for (int t = 0; t < NS; t++) gv[t] = gt[t * C + c], xv[t] = as_float(xt[t * C + c]);
         const float yc = as_float(y[tok * C + c]);
         float d = 0.0f;
         for (int t = 0; t < NS; t++) d += hpost[t] * gv[t];
@@ -151,15 +160,15 @@ __global__ void k_post_backward(SiteDev s, float* cache, const float* X, const T
 }
 
 // Warp tok: dH_pre[s] = <du, X_s> for every stream.
-__global__ void k_pre_dhpre(SiteDev s, const float* X, const float* du, double* dhpre, int N) {
+template <typename TX> __global__ void k_pre_dhpre(SiteDev s, const TX* X, const float* du, double* dhpre, int N) {
     const long tok = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31, n = s.n, C = s.C;
     if (tok >= N) return;
-    const float* x = X + tok * n * C;
+    const TX* x = X + tok * n * C;
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (int c = lane; c < C; c += 32) {
         const double gc = du[tok * C + c];
-        for (int st = 0; st < n; st++) acc[st] += gc * (double)x[st * C + c];
+        for (int st = 0; st < n; st++) acc[st] += gc * (double)as_float(x[st * C + c]);
     }
     for (int st = 0; st < n; st++) {
         const double d = warp_sum(acc[st]);
@@ -169,13 +178,16 @@ __global__ void k_pre_dhpre(SiteDev s, const float* X, const float* du, double* 
 
 // ---- the norm of each row (Dp values; rpt rows per token) ---------------------------------------
 // rs = sqrt(Dp) / max(||row||, 1e-12), into the row's cache slot.
-__global__ void k_row_rs(SiteDev s, const float* X, float* cache, long rows) {
+template <typename TX> __global__ void k_row_rs(SiteDev s, const TX* X, float* cache, long rows) {
     const long r = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (r >= rows) return;
-    const float* v = X + r * s.Dp;
+    const TX* v = X + r * s.Dp;
     double ss = 0;
-    for (int i = lane; i < s.Dp; i += 32) ss += (double)v[i] * (double)v[i];
+    for (int i = lane; i < s.Dp; i += 32) {
+        const double x = as_float(v[i]);
+        ss += x * x;
+    }
     ss = warp_sum(ss);
     const double nrm = sqrt(ss);
     if (lane == 0)
@@ -185,20 +197,22 @@ __global__ void k_row_rs(SiteDev s, const float* X, float* cache, long rows) {
 // The pre side's share of dX, per row, in one pass: dv += H_pre[s] du[tok, c] (the weighted sum's
 // backward) + e - v <v, e> / ||v||^2 (the norm's; just e where the norm was clamped). A row is Dp
 // consecutive values of its token's [n, C] streams.
-__global__ void k_pre_backward_x(SiteDev s, const float* cache, const float* X, const float* du, const float* E,
+template <typename TX>
+__global__ void k_pre_backward_x(SiteDev s, const float* cache, const TX* X, const float* du, const float* E,
                                  float* dX, long rows) {
     const long r = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (r >= rows) return;
     const long tok = r / s.rpt, nC = (long)s.n * s.C;
     const float* hpre = crow(s, cache, tok) + s.c_hpre;
-    const float* v = X + r * s.Dp;
+    const TX* v = X + r * s.Dp;
     const float* e = E + r * s.Dp;
     float* dv = dX + r * s.Dp;
     double ss = 0, ve = 0;
     for (int i = lane; i < s.Dp; i += 32) {
-        ss += (double)v[i] * (double)v[i];
-        ve += (double)v[i] * (double)e[i];
+        const double x = as_float(v[i]);
+        ss += x * x;
+        ve += x * (double)e[i];
     }
     ss = warp_sum(ss);
     ve = warp_sum(ve);
@@ -206,20 +220,58 @@ __global__ void k_pre_backward_x(SiteDev s, const float* cache, const float* X, 
     for (int i = lane; i < s.Dp; i += 32) {
         const long at = r * s.Dp + i - tok * nC;  // the value's place in its token's [n, C]
         const float with_u = dv[i] + hpre[at / s.C] * du[tok * s.C + at % s.C];
-        dv[i] = with_u + e[i] - v[i] * k;
+        dv[i] = with_u + e[i] - as_float(v[i]) * k;
     }
 }
 
 // ---- projections and parameter gradients --------------------------------------------------------
-struct FoldGain {  // Wf [Dp, prow] = diag(1 + gamma) [W1 | W2]
+// Value i of Wf [Dp, prow] = diag(1 + gamma) [W1 | W2].
+MHC_DEV float folded(const SiteDev& s, const float* params, long i) {
+    const long row = i / s.prow;
+    const int j = (int)(i % s.prow);
+    const float g1 = 1.0f + params[s.o_gamma + row];
+    return g1 * (j < s.M1 ? params[s.o_W1 + row * s.M1 + j] : params[s.o_W2 + row * s.M2 + (j - s.M1)]);
+}
+struct FoldGain {  // Wf [Dp, prow]
     SiteDev s;
     const float* params;
     float* Wf;
+    MHC_DEV void operator()(long i) const { Wf[i] = folded(s, params, i); }
+};
+
+// With bf16 streams the projections still multiply in fp32 (SPEC §5: the coefficients are fp32
+// whatever the streams' storage), on the tensor cores: an fp32 factor w is split into three bf16
+// parts, hi = bf16(w), mid = bf16(w - hi), lo = bf16(w - hi - mid), whose sum is w exactly (24
+// significant bits in three of 8, each rounding to nearest: each remainder is exact in fp32). A
+// bf16 stream value times a bf16 part is exact in fp32, so X · [hi | mid | lo] with fp32 sums,
+// added back as (lo + mid) + hi, is an fp32 product of X and w.
+// Value i of an [rows, m] matrix into its row of parts [rows, 3m]: hi, then mid, then lo.
+MHC_DEV void split3(float w, long i, int m, bf16* parts) {
+    bf16* at = parts + (i / m) * 3 * m + i % m;
+    const bf16 hi = __float2bfloat16(w);
+    const float r = w - __bfloat162float(hi);
+    const bf16 mid = __float2bfloat16(r);
+    at[0] = hi, at[m] = mid, at[2 * m] = __float2bfloat16(r - __bfloat162float(mid));
+}
+struct FoldGainSplit {  // Wf's parts [Dp, 3 prow]
+    SiteDev s;
+    const float* params;
+    bf16* parts;
+    MHC_DEV void operator()(long i) const { split3(folded(s, params, i), i, s.prow, parts); }
+};
+struct Split {  // parts [rows, 3m] of a [rows, m]
+    const float* in;
+    bf16* parts;
+    int m;
+    MHC_DEV void operator()(long i) const { split3(in[i], i, m, parts); }
+};
+struct AddParts {  // out [rows, m] (=) from the products of the three parts, prod [rows, 3m]
+    const float* prod;
+    float* out;
+    int m;
     MHC_DEV void operator()(long i) const {
-        const long row = i / s.prow;
-        const int j = (int)(i % s.prow);
-        const float g1 = 1.0f + params[s.o_gamma + row];
-        Wf[i] = g1 * (j < s.M1 ? params[s.o_W1 + row * s.M1 + j] : params[s.o_W2 + row * s.M2 + (j - s.M1)]);
+        const float* p = prod + (i / m) * 3 * m + i % m;
+        out[i] = (p[2 * m] + p[m]) + p[0];
     }
 };
 
@@ -306,69 +358,76 @@ template <typename F> void with_streams(int n, const char* who, F&& launch) {
     }
 }
 
+// The rows' projections PZ [Nr, prow] (=) = X rows [Nr, Dp] · Wf: an fp32 product, or from bf16
+// streams the three parts' product (split3) on the tensor cores.
+void project(const SiteDev& s, const ConnScratch& sc, const float* params, const float* X, long Nr) {
+    each((long)s.Dp * s.prow, FoldGain{s, params, sc.Wf});
+    gemm(false, false, (int)Nr, s.prow, s.Dp, 1.0f, X, s.Dp, sc.Wf, s.prow, 0.0f, sc.PZ, s.prow);
+}
+void project(const SiteDev& s, const ConnScratch& sc, const float* params, const bf16* X, long Nr) {
+    const int m3 = 3 * s.prow;
+    each((long)s.Dp * s.prow, FoldGainSplit{s, params, sc.parts});
+    gemm_bf16(false, false, (int)Nr, m3, s.Dp, 1.0f, X, s.Dp, sc.parts, m3, 0.0f, sc.split, m3);
+    each(Nr * s.prow, AddParts{sc.split, sc.PZ, s.prow});
+}
+// Dsum [Dp, prow] (=) = Xᵀ dZ over the Nr rows, dZ in PZ; from bf16 streams by dZ's parts.
+void weight_sums(const SiteDev& s, const ConnScratch& sc, const float* X, long Nr) {
+    gemm(true, false, s.Dp, s.prow, (int)Nr, 1.0f, X, s.Dp, sc.PZ, s.prow, 0.0f, sc.Dsum, s.prow);
+}
+void weight_sums(const SiteDev& s, const ConnScratch& sc, const bf16* X, long Nr) {
+    const int m3 = 3 * s.prow;
+    each(Nr * s.prow, Split{sc.PZ, sc.parts, s.prow});
+    gemm_bf16(true, false, s.Dp, m3, (int)Nr, 1.0f, X, s.Dp, sc.parts, m3, 0.0f, sc.split, m3);
+    each((long)s.Dp * s.prow, AddParts{sc.split, sc.Dsum, s.prow});
+}
+
 }  // namespace
 
-void conn_pre_forward(const ConnSiteCuda& site, const float* params, const float* X, float* u, float* cache,
+template <typename TX>
+void conn_pre_forward(const ConnSiteCuda& site, const float* params, const TX* X, float* u, float* cache,
                       float* scratch, int N, const double* ss) {
     const SiteDev& s = site.dev;
     if (N <= 0) return;
     if (residual(s)) {
         each(N, ResidualCache{s, cache});
-        copy_on_device(u, X, sizeof(float) * N * s.C);
+        each((long)N * s.C, Widen<TX>{u, X});
         return;
     }
     ConnScratch sc;
     detail::conn_scratch_layout(s, N, scratch, &sc);
     const long Nr = (long)N * s.rpt;
-    each((long)s.Dp * s.prow, FoldGain{s, params, sc.Wf});
-    gemm(false, false, (int)Nr, s.prow, s.Dp, 1.0f, X, s.Dp, sc.Wf, s.prow, 0.0f, sc.PZ, s.prow);  // X rows · Wf
+    project(s, sc, params, X, Nr);
     if (ss) MHC_LAUNCH(k_rs_from_ss, nblocks(Nr), kThreads, s, ss, cache, Nr);
-    else MHC_LAUNCH(k_row_rs, warp_blocks(Nr), kThreads, s, X, cache, Nr);
+    else MHC_LAUNCH(k_row_rs<TX>, warp_blocks(Nr), kThreads, s, X, cache, Nr);
     detail::coef_forward(s, params, sc.PZ, cache, N);
-    each((long)N * s.C, WeightedInput{s, cache, X, u});
+    each((long)N * s.C, WeightedInput<TX>{s, cache, X, u});
 }
 
-namespace {
-template <typename TY>
-void post_forward(const ConnSiteCuda& site, const float* cache, const float* X, const TY* y, float* Xout, int N,
-                  double* ss) {
+template <typename TX, typename TY>
+void conn_post_forward(const ConnSiteCuda& site, const float* cache, const TX* X, const TY* y, TX* Xout, int N,
+                       double* ss) {
     const SiteDev& s = site.dev;
     if (N <= 0) return;
     with_streams(s.n, "conn_post_forward", [&](auto ns) {
-        MHC_LAUNCH((k_post_forward<decltype(ns)::value, TY>), warp_blocks(N), kThreads, s, cache, X, y, Xout, ss, N);
+        MHC_LAUNCH((k_post_forward<decltype(ns)::value, TX, TY>), warp_blocks(N), kThreads, s, cache, X, y, Xout, ss,
+                   N);
     });
 }
-template <typename TY>
-void post_backward(const ConnSiteCuda& site, float* cache, const float* X, const TY* y, const float* dXout, float* dX,
-                   float* dy, int N) {
+
+template <typename TX, typename TY>
+void conn_post_backward(const ConnSiteCuda& site, float* cache, const TX* X, const TY* y, const float* dXout,
+                        float* dX, float* dy, int N) {
     const SiteDev& s = site.dev;
     if (N <= 0) return;
     const bool dh = !residual(s);  // residual: H = 1, nothing to learn
     with_streams(s.n, "conn_post_backward", [&](auto ns) {
-        MHC_LAUNCH((k_post_backward<decltype(ns)::value, TY>), warp_blocks(N), kThreads, s, cache, X, y, dXout, dX,
-                   dy, N, dh);
+        MHC_LAUNCH((k_post_backward<decltype(ns)::value, TX, TY>), warp_blocks(N), kThreads, s, cache, X, y, dXout,
+                   dX, dy, N, dh);
     });
 }
-}  // namespace
 
-void conn_post_forward(const ConnSiteCuda& site, const float* cache, const float* X, const float* y, float* Xout,
-                       int N, double* ss) {
-    post_forward(site, cache, X, y, Xout, N, ss);
-}
-void conn_post_forward(const ConnSiteCuda& site, const float* cache, const float* X, const bf16* y, float* Xout,
-                       int N, double* ss) {
-    post_forward(site, cache, X, y, Xout, N, ss);
-}
-void conn_post_backward(const ConnSiteCuda& site, float* cache, const float* X, const float* y, const float* dXout,
-                        float* dX, float* dy, int N) {
-    post_backward(site, cache, X, y, dXout, dX, dy, N);
-}
-void conn_post_backward(const ConnSiteCuda& site, float* cache, const float* X, const bf16* y, const float* dXout,
-                        float* dX, float* dy, int N) {
-    post_backward(site, cache, X, y, dXout, dX, dy, N);
-}
-
-void conn_pre_backward(const ConnSiteCuda& site, const float* params, const float* cache, const float* X,
+template <typename TX>
+void conn_pre_backward(const ConnSiteCuda& site, const float* params, const float* cache, const TX* X,
                        const float* du, float* dX, float* dparams, float* scratch, int N) {
     const SiteDev& s = site.dev;
     if (N <= 0) return;
@@ -379,16 +438,36 @@ void conn_pre_backward(const ConnSiteCuda& site, const float* params, const floa
     ConnScratch sc;
     detail::conn_scratch_layout(s, N, scratch, &sc);
     const long Nr = (long)N * s.rpt;
-    MHC_LAUNCH(k_pre_dhpre, warp_blocks(N), kThreads, s, X, du, sc.dhpre, N);
+    MHC_LAUNCH(k_pre_dhpre<TX>, warp_blocks(N), kThreads, s, X, du, sc.dhpre, N);
     detail::coef_backward(s, params, cache, sc.dhpre, sc.G, sc.trace, N);
     colsum(N, 2 * s.W, StaticScaleTerm{s, sc.G, cache}, StoreSums{sc.sums});
     MHC_LAUNCH(k_add_static_scale, 1, 32, s, sc.sums, dparams);
     each((long)s.Dp * s.prow, FoldGain{s, params, sc.Wf});
     each(Nr * s.prow, ProjGrad{s, params, cache, sc.G, sc.PZ});
-    gemm(true, false, s.Dp, s.prow, (int)Nr, 1.0f, X, s.Dp, sc.PZ, s.prow, 0.0f, sc.Dsum, s.prow);  // Xᵀ dZ
+    weight_sums(s, sc, X, Nr);                                                                       // Xᵀ dZ
     gemm(false, true, (int)Nr, s.Dp, s.prow, 1.0f, sc.PZ, s.prow, sc.Wf, s.prow, 0.0f, sc.E, s.Dp);  // dZ Wfᵀ
-    MHC_LAUNCH(k_pre_backward_x, warp_blocks(Nr), kThreads, s, cache, X, du, sc.E, dX, Nr);
+    MHC_LAUNCH(k_pre_backward_x<TX>, warp_blocks(Nr), kThreads, s, cache, X, du, sc.E, dX, Nr);
     each(s.Dp, WeightGrads{s, params, sc.Dsum, dparams});
 }
+
+// The streams' storage: fp32, or bf16 (dtype bf16); the branch output's likewise.
+#define MHC_CONN_STREAMS(TX)                                                                                        \
+    template void conn_pre_forward<TX>(const ConnSiteCuda&, const float*, const TX*, float*, float*, float*, int,   \
+                                       const double*);                                                              \
+    template void conn_pre_backward<TX>(const ConnSiteCuda&, const float*, const float*, const TX*, const float*,   \
+                                        float*, float*, float*, int);
+#define MHC_CONN_POST(TX, TY)                                                                                       \
+    template void conn_post_forward<TX, TY>(const ConnSiteCuda&, const float*, const TX*, const TY*, TX*, int,      \
+                                            double*);                                                               \
+    template void conn_post_backward<TX, TY>(const ConnSiteCuda&, float*, const TX*, const TY*, const float*,      \
+                                             float*, float*, int);
+MHC_CONN_STREAMS(float)
+MHC_CONN_STREAMS(bf16)
+MHC_CONN_POST(float, float)
+MHC_CONN_POST(float, bf16)
+MHC_CONN_POST(bf16, float)
+MHC_CONN_POST(bf16, bf16)
+#undef MHC_CONN_STREAMS
+#undef MHC_CONN_POST
 
 }  // namespace mhc::cuda

@@ -1,9 +1,13 @@
 // Hyper-connection sites on the GPU: the four functions of mhc/conn.h with the same signatures and
-// semantics (what is overwritten, what accumulates), fp32, device pointers, and the CPU's per-token
+// semantics (what is overwritten, what accumulates), device pointers, and the CPU's per-token
 // cache layout (ConnSite::c_*), so diagnostics and tests read a downloaded cache as the CPU's.
+// The streams X and the branch output y are stored in fp32 or (dtype bf16) in bf16: TX, TY. Every
+// computation is fp32 or double whatever the storage (SPEC §5); a bf16 value is read as its fp32
+// value, and an output stream is rounded to bf16 once, as it is stored.
 // Every variant of the CPU (residual, hc, mhc, mhc-lite with any permutation list, kromhc, jpmhc with
 // the fixed point or the exact transform, ohc), n 1..8.
-//   projections x̂·[W1|W2] and the parameter-gradient sums over tokens: cuBLAS GEMMs;
+//   projections x̂·[W1|W2] and the parameter-gradient sums over tokens: cuBLAS GEMMs (from bf16
+//   streams still fp32 products: the fp32 factor split in three bf16 parts, conn.cu);
 //   per-token coefficient maths (SPEC §2): one thread per token, in double, as conn/coef.cpp;
 //   dot products and sums over tokens: fixed-order reductions in double (no atomics).
 #pragma once
@@ -39,27 +43,27 @@ ConnSiteCuda conn_site_cuda(const ConnSite& site);
 // all tokens at once, so unlike conn_scratch_size it grows with N). 0 for residual.
 long conn_scratch_size_cuda(const ConnSite& site, int N);
 
+// TX, TY: float or bf16 (every combination).
 // X [N,n,C] -> u [N,C] (overwritten); cache [N,stride] (overwritten); scratch: conn_scratch_size_cuda.
 // ss [N,n], when given: the sum of squares of each stream of X per token (conn_post_forward's, for
 // the site before), from which the norms come instead of another read of X.
-void conn_pre_forward(const ConnSiteCuda& s, const float* params, const float* X, float* u, float* cache,
+template <typename TX>
+void conn_pre_forward(const ConnSiteCuda& s, const float* params, const TX* X, float* u, float* cache,
                       float* scratch, int N, const double* ss = nullptr);
 // X [N,n,C], y [N,C] -> Xout [N,n,C] (overwritten; must not alias X). Reads the cache of pre. One
-// pass per token; with ss [N,n] (overwritten) it also sums the squares of each stream of Xout (in
-// double), which the next site's conn_pre_forward takes for its norms.
-void conn_post_forward(const ConnSiteCuda& s, const float* cache, const float* X, const float* y, float* Xout, int N,
-                       double* ss = nullptr);
-// The same with the branch output y in bf16 (dtype bf16), read as its fp32 value.
-void conn_post_forward(const ConnSiteCuda& s, const float* cache, const float* X, const bf16* y, float* Xout, int N,
+// pass per token; with ss [N,n] (overwritten) it also sums the squares of each stream of Xout as
+// stored (in double), which the next site's conn_pre_forward takes for its norms.
+template <typename TX, typename TY>
+void conn_post_forward(const ConnSiteCuda& s, const float* cache, const TX* X, const TY* y, TX* Xout, int N,
                        double* ss = nullptr);
 // dXout [N,n,C] -> dX [N,n,C] OVERWRITTEN with the post's share, dy [N,C] OVERWRITTEN; writes dH_res,
-// dH_post into the cache for conn_pre_backward. Call it first in backward.
-void conn_post_backward(const ConnSiteCuda& s, float* cache, const float* X, const float* y, const float* dXout,
-                        float* dX, float* dy, int N);
-void conn_post_backward(const ConnSiteCuda& s, float* cache, const float* X, const bf16* y, const float* dXout,
+// dH_post into the cache for conn_pre_backward. Call it first in backward. The gradients are fp32.
+template <typename TX, typename TY>
+void conn_post_backward(const ConnSiteCuda& s, float* cache, const TX* X, const TY* y, const float* dXout,
                         float* dX, float* dy, int N);
 // du [N,C] -> dX [N,n,C] ACCUMULATED (+=), dparams ACCUMULATED (+=) for every parameter.
-void conn_pre_backward(const ConnSiteCuda& s, const float* params, const float* cache, const float* X,
+template <typename TX>
+void conn_pre_backward(const ConnSiteCuda& s, const float* params, const float* cache, const TX* X,
                        const float* du, float* dX, float* dparams, float* scratch, int N);
 
 namespace detail {
@@ -74,6 +78,8 @@ struct ConnScratch {
     float* Dsum;    // [Dp, prow]  Xᵀ dZ
     double* dhpre;  // [N, n]
     double* sums;   // [2W]  sums over tokens of G and G·f
+    float* split;   // [max(N*rpt, Dp), 3 prow] bf16 streams: the products of a factor's three bf16 parts
+    bf16* parts;    // [max(N*rpt, Dp), 3 prow] those parts (Wf's forward, dZ's backward)
     double* trace;  // token index fastest: mhc [2·iters·n², N] the Sinkhorn half steps; jpmhc
                     // [iters·n², N] the fixed point's iterates (none when exact)
 };

@@ -1,4 +1,5 @@
 // A site's device twin (conn/conn_cuda.h): its tables uploaded once, and its GPU scratch layout.
+#include <algorithm>
 #include <stdexcept>
 
 #include "conn/conn_cuda.h"
@@ -58,6 +59,9 @@ long detail::conn_scratch_layout(const SiteDev& s, int N, float* base, ConnScrat
         c.Dsum = take((long)s.Dp * s.prow);
         c.dhpre = (double*)take(2L * N * s.n);
         c.sums = (double*)take(2L * 2 * s.W);
+        const long parts = std::max(Nr, (long)s.Dp) * 3 * s.prow;  // used with bf16 streams only
+        c.split = take(parts);
+        c.parts = (bf16*)take((parts + 1) / 2);
         // mhc: the Sinkhorn half steps; jpmhc: the fixed point's iterates (none for the exact transform)
         if (s.variant == (int)Variant::mhc) c.trace = (double*)take(2L * 2 * s.iters * s.n * s.n * N);
         if (s.variant == (int)Variant::jpmhc && s.iters > 0) c.trace = (double*)take(2L * s.iters * s.n * s.n * N);

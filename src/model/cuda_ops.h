@@ -27,8 +27,8 @@ struct StreamNorms {
 // dtype bf16's products (model/gpt_cuda.h): the weights, each linear layer's bf16 weight and input
 // by its weight's offset, the backward's scratch for an output gradient's copy, each attention's
 // bf16 heads by its record, the attention backward's scratch, and the activations stored in bf16
-// (the logits, c_fc's output, the GELU's and the branch outputs y), whose float pointers in the
-// model are only keys.
+// (the logits, c_fc's output, the GELU's, the branch outputs y and the stream states), whose float
+// pointers in the model are only keys.
 struct Bf16Products {
     const float* P = nullptr;                                 // null: fp32 products
     const std::vector<GptCuda::Linear16>* lin16 = nullptr;
@@ -55,6 +55,11 @@ struct Bf16Products {
             if (h.att == att) return h.heads;
         throw std::logic_error("CudaOps: an attention whose record has no bf16 heads");
     }
+    // f(p) with p as stored: its bf16 values where it is one of the keys, else the floats.
+    template <typename F> void as_stored(const float* p, F&& f) const {
+        if (const cuda::bf16* p16 = stored(p)) f(p16);
+        else f(p);
+    }
 };
 
 struct CudaOps {
@@ -75,15 +80,24 @@ struct CudaOps {
         const cuda::PhaseScope scope(timer, phase);              \
         return cuda::op(std::forward<A>(a)...);                  \
     }
-#define MHC_CUDA_CONN_OP(op)                                                        \
-    template <typename... A> decltype(auto) op(const ConnSite& s, A&&... a) const { \
-        const cuda::PhaseScope scope(timer, kPhaseConn);                            \
-        return cuda::op(dev(s), std::forward<A>(a)...);                             \
+    // The streams (X) may be stored in bf16: the encoder writes them, ln_f reads them.
+    void encoder_forward(float* X, const int32_t* idx, const float* wte, const float* wpe, int B, int Tn, int C,
+                         int n) const {
+        const cuda::PhaseScope scope(timer, kPhaseOther);
+        if (cuda::bf16* X16 = bf16.stored(X)) return cuda::encoder_forward(X16, idx, wte, wpe, B, Tn, C, n);
+        cuda::encoder_forward(X, idx, wte, wpe, B, Tn, C, n);
     }
-    MHC_CUDA_OP(kPhaseOther, encoder_forward)
     MHC_CUDA_OP(kPhaseOther, encoder_backward)
-    MHC_CUDA_OP(kPhaseOther, layernorm_forward)
-    MHC_CUDA_OP(kPhaseOther, layernorm_backward)
+    void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* w, const float* b,
+                           int N, int C) const {
+        const cuda::PhaseScope scope(timer, kPhaseOther);
+        bf16.as_stored(in, [&](auto* x) { cuda::layernorm_forward(out, mean, rstd, x, w, b, N, C); });
+    }
+    void layernorm_backward(float* din, float* dw, float* db, const float* dout, const float* in, const float* w,
+                            const float* mean, const float* rstd, int N, int C) const {
+        const cuda::PhaseScope scope(timer, kPhaseOther);
+        bf16.as_stored(in, [&](auto* x) { cuda::layernorm_backward(din, dw, db, dout, x, w, mean, rstd, N, C); });
+    }
     // bf16: an input stored in bf16 is the layer's bf16 input itself (the GELU wrote it there).
     void matmul_forward(float* out, const float* in, const float* W, const float* bias, int N, int IC, int OC) const {
         const cuda::PhaseScope scope(timer, kPhaseMatmul);
@@ -152,30 +166,40 @@ struct CudaOps {
         if (cuda::bf16* l16 = bf16.stored(logits)) return cuda::crossentropy_backward_bf16(l16, targets, N, V, scale);
         cuda::crossentropy_backward(logits, targets, N, V, scale);
     }
+    // The sites: the streams X (and Xout) and the branch output y each as stored.
     void conn_pre_forward(const ConnSite& s, const float* params, const float* X, float* u, float* cache,
                           float* scratch, int N) const {
         const cuda::PhaseScope scope(timer, kPhaseConn);
         const double* ss = norms && norms->of == X ? norms->ss : nullptr;
-        cuda::conn_pre_forward(dev(s), params, X, u, cache, scratch, N, ss);
+        bf16.as_stored(X, [&](auto* x) { cuda::conn_pre_forward(dev(s), params, x, u, cache, scratch, N, ss); });
     }
     void conn_post_forward(const ConnSite& s, const float* cache, const float* X, const float* y, float* Xout,
                            int N) const {
         const cuda::PhaseScope scope(timer, kPhaseConn);
         double* ss = norms ? norms->ss : nullptr;
-        if (const cuda::bf16* y16 = bf16.stored(y)) cuda::conn_post_forward(dev(s), cache, X, y16, Xout, N, ss);
-        else cuda::conn_post_forward(dev(s), cache, X, y, Xout, N, ss);
+        cuda::bf16 *X16 = bf16.stored(X), *Xout16 = bf16.stored(Xout);
+        if (!X16 != !Xout16) throw std::logic_error("CudaOps: a site's input and output streams stored differently");
+        bf16.as_stored(y, [&](auto* yv) {
+            if (X16) cuda::conn_post_forward(dev(s), cache, (const cuda::bf16*)X16, yv, Xout16, N, ss);
+            else cuda::conn_post_forward(dev(s), cache, X, yv, Xout, N, ss);
+        });
         if (norms) norms->of = Xout;
     }
     void conn_post_backward(const ConnSite& s, float* cache, const float* X, const float* y, const float* dXout,
                             float* dX, float* dy, int N) const {
         const cuda::PhaseScope scope(timer, kPhaseConn);
-        if (const cuda::bf16* y16 = bf16.stored(y))
-            return cuda::conn_post_backward(dev(s), cache, X, y16, dXout, dX, dy, N);
-        cuda::conn_post_backward(dev(s), cache, X, y, dXout, dX, dy, N);
+        bf16.as_stored(X, [&](auto* x) {
+            bf16.as_stored(y, [&](auto* yv) { cuda::conn_post_backward(dev(s), cache, x, yv, dXout, dX, dy, N); });
+        });
     }
-    MHC_CUDA_CONN_OP(conn_pre_backward)
+    void conn_pre_backward(const ConnSite& s, const float* params, const float* cache, const float* X,
+                           const float* du, float* dX, float* dparams, float* scratch, int N) const {
+        const cuda::PhaseScope scope(timer, kPhaseConn);
+        bf16.as_stored(X, [&](auto* x) {
+            cuda::conn_pre_backward(dev(s), params, cache, x, du, dX, dparams, scratch, N);
+        });
+    }
 #undef MHC_CUDA_OP
-#undef MHC_CUDA_CONN_OP
 };
 
 }  // namespace mhc::detail

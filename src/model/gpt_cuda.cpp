@@ -47,8 +47,9 @@ float* key(GptCuda& g, cuda::bf16* p) {
     return k;
 }
 
-// dtype bf16's activations for B·T = N tokens: each linear layer's bf16 input, the logits (then
-// their gradient), each block's c_fc output, each site's branch output y, the backward's copy of a
+// dtype bf16's activations for B·T = N tokens: the stream states (with recompute those inside the
+// blocks share one buffer, as in fp32), each linear layer's bf16 input, the logits (then their
+// gradient), each block's c_fc output, each site's branch output y, the backward's copy of a
 // block's output gradient (the widest: c_fc's [N, 4C]), each block's attention heads and the
 // attention backward's copy of its output gradient. The GELU's output is c_proj's bf16 input.
 void plan_bf16(GptCuda& g, int B, int Tn) {
@@ -58,12 +59,18 @@ void plan_bf16(GptCuda& g, int B, int Tn) {
     const long logits = round16(N * m.V), fch = round16(N * 4L * m.C), dout = round16(N * 4L * m.C);
     const long heads = round16(cuda::attention_heads16_size(B, Tn, m.C, m.H));
     const long dout_attn = round16(cuda::attention_dout16_size(B, Tn, m.C, m.H));
-    const long y = round16(N * m.C);
-    long total = logits + dout + m.L * (heads + fch + 2 * y) + dout_attn;
+    const long y = round16(N * m.C), S = round16(N * m.n * m.C);
+    const long states = m.recompute ? m.L + 2 : 2 * m.L + 1;
+    long total = states * S + logits + dout + m.L * (heads + fch + 2 * y) + dout_attn;
     for (const auto& l : layers) total += round16(N * l[2]);
     g.act16.resize(total);
     cuda::bf16* at = g.act16.data();
     g.stored16.clear();
+    float* mid = nullptr;
+    if (m.recompute) mid = key(g, at), at += S;
+    for (size_t k = 0; k < g.X.size(); k++)
+        if (k % 2 && mid) g.X[k] = mid;
+        else g.X[k] = key(g, at), at += S;
     g.logits = key(g, at), at += logits;
     g.dout16 = at, at += dout;
     g.dout16_attn = at, at += dout_attn;
@@ -97,11 +104,12 @@ void plan(GptCuda& g, int B, int Tn) {
     };
     auto layout_act = [&] {
         // With recompute, the stream states inside the blocks share one buffer, as do the sites' u.
+        // With bf16 the states are bf16 (plan_bf16).
         g.X.assign(2 * L + 1, nullptr);
         const bool shared = m.recompute;
-        float* mid = shared ? take(S) : nullptr;
+        float* mid = shared && !g.bf16 ? take(S) : nullptr;
         float* u = shared ? take(N * C) : nullptr;
-        for (int k = 0; k <= 2 * L; k++) g.X[k] = k % 2 && shared ? mid : take(S);
+        for (int k = 0; k <= 2 * L && !g.bf16; k++) g.X[k] = k % 2 && shared ? mid : take(S);
         g.s_act.assign(2 * L, {});
         for (int k = 0; k < 2 * L; k++) {
             float* cache = take(N * conn_cache_stride(m.sites[k]));
@@ -260,17 +268,24 @@ void gpt_cuda_backward(GptCuda& g, double scale) {
     g.have_targets = false;  // the logits now hold gradients: a second backward would be wrong
 }
 
-std::vector<float> gpt_cuda_logits(const GptCuda& g) {
-    std::vector<float> out((size_t)g.B * g.Tn * g.host.V);
-    const cuda::bf16* logits16 = ops_of(g).bf16.stored(g.logits);
-    if (!logits16) {
-        cuda::copy_to_host(out.data(), g.logits, out.size() * sizeof(float));
+namespace {
+// `count` values of an activation as floats, whether it is stored in fp32 or bf16.
+std::vector<float> download_activation(const GptCuda& g, const float* p, size_t count) {
+    std::vector<float> out(count);
+    const cuda::bf16* p16 = ops_of(g).bf16.stored(p);
+    if (!p16) {
+        cuda::copy_to_host(out.data(), p, count * sizeof(float));
         return out;
     }
-    std::vector<cuda::bf16> l16(out.size());
-    cuda::copy_to_host(l16.data(), logits16, l16.size() * sizeof(cuda::bf16));
-    for (size_t i = 0; i < out.size(); i++) out[i] = __bfloat162float(l16[i]);
+    std::vector<cuda::bf16> v16(count);
+    cuda::copy_to_host(v16.data(), p16, count * sizeof(cuda::bf16));
+    for (size_t i = 0; i < count; i++) out[i] = __bfloat162float(v16[i]);
     return out;
+}
+}  // namespace
+
+std::vector<float> gpt_cuda_logits(const GptCuda& g) {
+    return download_activation(g, g.logits, (size_t)g.B * g.Tn * g.host.V);
 }
 
 std::vector<float> gpt_cuda_site_cache(const GptCuda& g, int k) {
@@ -288,7 +303,7 @@ nlohmann::json gpt_cuda_diagnostics(const GptCuda& g) {
     view.B = g.B, view.Tn = g.Tn, view.recompute = false;
     const int N = g.B * g.Tn;
     const size_t S = (size_t)N * view.n * view.C;
-    std::vector<std::vector<float>> caches, streams(g.X.size(), std::vector<float>(S));
+    std::vector<std::vector<float>> caches, streams(g.X.size());
     for (int k = 0; k < (int)g.host.sites.size(); k++) caches.push_back(gpt_cuda_site_cache(g, k));
     view.s_act.assign(caches.size(), {});
     for (size_t k = 0; k < caches.size(); k++) view.s_act[k].cache = caches[k].data();
@@ -297,7 +312,7 @@ nlohmann::json gpt_cuda_diagnostics(const GptCuda& g) {
         if (g.host.recompute && k % 2)
             ops_of(g).conn_post_forward(g.host.sites[k - 1], g.s_act[k - 1].cache, g.X[k - 1], g.s_act[k - 1].y,
                                         g.X[k], N);
-        cuda::copy_to_host(streams[k].data(), g.X[k], S * sizeof(float));
+        streams[k] = download_activation(g, g.X[k], S);
         view.X[k] = streams[k].data();
     }
     return gpt_diagnostics(view);

@@ -22,8 +22,9 @@ struct GptCuda {
     GPT<float> host;                          // layout only (sites, tensors, offsets); no activations
     std::vector<cuda::ConnSiteCuda> dsites;   // the device twins of host.sites
     cuda::DeviceBuffer<float> param, grad;    // [nparams], host.params' layout
-    // dtype bf16: the linear layers multiply bf16 copies of their weights and inputs (fp32 sums);
-    // everything else, the master weights and the gradients stay fp32.
+    // dtype bf16: the linear layers multiply bf16 copies of their weights and inputs (fp32 sums), and
+    // the stream states and the largest activations are stored in bf16 (below); the master weights,
+    // the gradients and the arithmetic outside the products stay fp32.
     bool bf16 = false;
     // Each linear layer's weight (offset w_off in param, `count` values) rounded to bf16 at w16
     // (gpt_cuda_params_changed), and its input's bf16 copy at in16 (planned with the activations).
@@ -58,10 +59,11 @@ struct GptCuda {
     // themselves (ln1, atty, ln2, fcg, hsum) are then one buffer that every layer reuses. Likewise
     // the attention: each block's keeps its bf16 q, k, v (found by the block's attention record),
     // so the fp32 qkv is one buffer too; dout16_attn is its backward's scratch.
-    // Some activations are bf16 themselves: the logits (then their gradient), c_fc's output fch, the
-    // GELU's fcg (straight into c_proj's bf16 input) and the sites' branch outputs y. Their float
-    // pointers (logits, b_act's fch and fcg, s_act's y) are the bf16 values' addresses, listed in
-    // stored16: keys by which the CUDA ops know them (model/cuda_ops.h), never read as floats.
+    // Some activations are bf16 themselves: the stream states X, the logits (then their gradient),
+    // c_fc's output fch, the GELU's fcg (straight into c_proj's bf16 input) and the sites' branch
+    // outputs y. Their float pointers (X, logits, b_act's fch and fcg, s_act's y) are the bf16
+    // values' addresses, listed in stored16: keys by which the CUDA ops know them
+    // (model/cuda_ops.h), never read as floats. The gradients stay fp32.
     cuda::DeviceBuffer<cuda::bf16> act16;
     cuda::bf16* dout16 = nullptr;
     std::vector<const float*> stored16;

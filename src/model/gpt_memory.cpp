@@ -37,23 +37,22 @@ GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_a
     // fp32 or in bf16.
     const double inputs = L * 7 * N * C + N * C;
     const double per_block = 2 * N + (bf16 ? 0 : 3 * N * C) + att + 2 * N + (bf16 ? 0 : 4 * N * C);
-    // The stream states and the sites' cache, u and y (y in bf16 with bf16); with recompute, the
-    // states inside the blocks share one buffer, and the sites' u another.
+    // The stream states and the sites' cache, u and y (the states and y in bf16 with bf16); with
+    // recompute, the states inside the blocks share one buffer, and the sites' u another.
     const double states = recompute ? (L + 2) * S : (2 * L + 1) * S;
     const double u = recompute ? N * C : 2 * L * N * C;
-    const double act = states + 2 * L * (N * conn_cache_stride(site) + (bf16 ? 0 : N * C)) + u + L * per_block + S +
+    const double act = (bf16 ? 0 : states) + 2 * L * (N * conn_cache_stride(site) + (bf16 ? 0 : N * C)) + u + L * per_block + S +
                        2 * N * n + (bf16 ? N * C + 3 * N * C : inputs) + (bf16 ? 0 : N * V) + N +
                        (double)conn_scratch_size(site, (int)std::fmin(N, 1e9));
     const double gact = 2 * S + N * C * 3 + 3 * N * C + datt + N * C + 8 * N * C + N * C + S;
     g.activations = act + gact;
     // The bf16 values: the linear layers' weights (attention qkv and proj, MLP fc and proj, the tied
-    // LM head) and inputs, the logits, each block's fch, each site's y, a block's widest output
-    // gradient (c_fc's),
-    // and the attention's heads: each block's q, k, v and one dO, T padded to 64 rows and the head
+    // LM head) and inputs, the stream states, the logits, each block's fch, each site's y, a block's
+    // widest output gradient (c_fc's), and the attention's heads: each block's q, k, v and one dO, T padded to 64 rows and the head
     // size to 32, 64 or 128 channels (ops/ops_cuda.h).
     const double hs = C / cfg.n_head, hs16 = hs <= 32 ? 32 : hs <= 64 ? 64 : 128;
     const double heads16 = (3 * L + 1) * B * cfg.n_head * std::ceil(T / 64.0) * 64 * hs16;
-    if (bf16) g.bf16 = L * 12 * C * C + V * C + inputs + N * V + L * 4 * N * C + 2 * L * N * C + N * 4 * C + heads16;
+    if (bf16) g.bf16 = L * 12 * C * C + V * C + inputs + states + N * V + L * 4 * N * C + 2 * L * N * C + N * 4 * C + heads16;
     return g;
 }
 

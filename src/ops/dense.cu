@@ -9,34 +9,37 @@ namespace {
 
 constexpr int kRowsPerBlock = kThreads / 32;  // row kernels: one warp per row
 
-// One warp per row: mean and variance in double, then the normalised row.
-__global__ void k_layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* w,
+// One warp per row: mean and variance in double, then the normalised row. TI: the input's storage
+// (bf16: dtype bf16's streams, read as their fp32 values).
+template <typename TI>
+__global__ void k_layernorm_forward(float* out, float* mean, float* rstd, const TI* in, const float* w,
                                     const float* b, int N, int C) {
     const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= N) return;  // the whole warp
-    const float* x = in + (long)row * C;
+    const TI* x = in + (long)row * C;
     double m = 0, v = 0;
-    for (int c = lane; c < C; c += 32) m += (double)x[c];
+    for (int c = lane; c < C; c += 32) m += (double)as_float(x[c]);
     m = warp_sum(m) / C;
-    for (int c = lane; c < C; c += 32) v += ((double)x[c] - m) * ((double)x[c] - m);
+    for (int c = lane; c < C; c += 32) v += ((double)as_float(x[c]) - m) * ((double)as_float(x[c]) - m);
     v = warp_sum(v);
     const float rs = (float)(1.0 / sqrt(v / C + 1e-5)), mu = (float)m;
     float* o = out + (long)row * C;
-    for (int c = lane; c < C; c += 32) o[c] = (x[c] - mu) * rs * w[c] + (b ? b[c] : 0.0f);
+    for (int c = lane; c < C; c += 32) o[c] = (as_float(x[c]) - mu) * rs * w[c] + (b ? b[c] : 0.0f);
     if (lane == 0) mean[row] = mu, rstd[row] = rs;
 }
 
 // din = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w; one warp per row.
-__global__ void k_layernorm_backward(float* din, const float* dout, const float* in, const float* w,
+template <typename TI>
+__global__ void k_layernorm_backward(float* din, const float* dout, const TI* in, const float* w,
                                      const float* mean, const float* rstd, int N, int C) {
     const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= N) return;
-    const float* x = in + (long)row * C;
+    const TI* x = in + (long)row * C;
     const float* g = dout + (long)row * C;
     const double md = mean[row], rd = rstd[row];
     double gm = 0, gx = 0;
     for (int c = lane; c < C; c += 32) {
-        const double xh = ((double)x[c] - md) * rd;
+        const double xh = ((double)as_float(x[c]) - md) * rd;
         gm += (double)g[c] * (double)w[c];
         gx += (double)g[c] * (double)w[c] * xh;
     }
@@ -44,17 +47,20 @@ __global__ void k_layernorm_backward(float* din, const float* dout, const float*
     const float mu = mean[row], rs = rstd[row];
     float* d = din + (long)row * C;
     for (int c = lane; c < C; c += 32) {
-        const float xh = (x[c] - mu) * rs;
+        const float xh = (as_float(x[c]) - mu) * rs;
         d[c] = rs * (g[c] * w[c] - gmf - xh * gxf);
     }
 }
 
 // colsum() terms and sinks.
-struct LnWeightTerm {  // dw: dout * xhat, in double
-    const float *dout, *in, *mean, *rstd;
+template <typename TI> struct LnWeightTerm {  // dw: dout * xhat, in double
+    const float* dout;
+    const TI* in;
+    const float *mean, *rstd;
     int C;
     MHC_DEV double operator()(int r, int c) const {
-        return (double)dout[(long)r * C + c] * ((double)in[(long)r * C + c] - (double)mean[r]) * (double)rstd[r];
+        return (double)dout[(long)r * C + c] * ((double)as_float(in[(long)r * C + c]) - (double)mean[r]) *
+               (double)rstd[r];
     }
 };
 struct Entry {  // a[r, c]
@@ -96,22 +102,41 @@ template <typename TI> struct GeluBackward {  // d/dx [x Φ(x)] = Φ(x) + x φ(x
     }
 };
 
+template <typename TI>
+void layernorm_forward_of(float* out, float* mean, float* rstd, const TI* in, const float* w, const float* b, int N,
+                          int C) {
+    if (N <= 0) return;
+    MHC_LAUNCH(k_layernorm_forward<TI>, (N + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, out, mean, rstd, in, w, b,
+               N, C);
+}
+
+template <typename TI>
+void layernorm_backward_of(float* din, float* dw, float* db, const float* dout, const TI* in, const float* w,
+                           const float* mean, const float* rstd, int N, int C) {
+    if (N <= 0) return;
+    MHC_LAUNCH(k_layernorm_backward<TI>, (N + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, din, dout, in, w, mean,
+               rstd, N, C);
+    colsum(N, C, LnWeightTerm<TI>{dout, in, mean, rstd, C}, AddTo{dw});
+    if (db) colsum(N, C, Entry{dout, C}, AddTo{db});
+}
+
 }  // namespace
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* w, const float* b, int N,
                        int C) {
-    if (N <= 0) return;
-    MHC_LAUNCH(k_layernorm_forward, (N + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, out, mean, rstd, in, w, b, N,
-               C);
+    layernorm_forward_of(out, mean, rstd, in, w, b, N, C);
 }
-
+void layernorm_forward(float* out, float* mean, float* rstd, const bf16* in, const float* w, const float* b, int N,
+                       int C) {
+    layernorm_forward_of(out, mean, rstd, in, w, b, N, C);
+}
 void layernorm_backward(float* din, float* dw, float* db, const float* dout, const float* in, const float* w,
                         const float* mean, const float* rstd, int N, int C) {
-    if (N <= 0) return;
-    MHC_LAUNCH(k_layernorm_backward, (N + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, din, dout, in, w, mean, rstd,
-               N, C);
-    colsum(N, C, LnWeightTerm{dout, in, mean, rstd, C}, AddTo{dw});
-    if (db) colsum(N, C, Entry{dout, C}, AddTo{db});
+    layernorm_backward_of(din, dw, db, dout, in, w, mean, rstd, N, C);
+}
+void layernorm_backward(float* din, float* dw, float* db, const float* dout, const bf16* in, const float* w,
+                        const float* mean, const float* rstd, int N, int C) {
+    layernorm_backward_of(din, dw, db, dout, in, w, mean, rstd, N, C);
 }
 
 void matmul_forward(float* out, const float* in, const float* W, const float* bias, int N, int IC, int OC) {

@@ -14,14 +14,14 @@ namespace mhc::cuda {
 
 namespace {
 
-struct EncoderForward {  // X[bt, s, c] = wte[idx[bt], c] + wpe[bt % T, c]
-    float* X;
+template <typename TX> struct EncoderForward {  // X[bt, s, c] = wte[idx[bt], c] + wpe[bt % T, c]
+    TX* X;
     const int32_t* idx;
     const float *wte, *wpe;
     int Tn, C, n;
     MHC_DEV void operator()(long i) const {
         const long c = i % C, bt = i / ((long)n * C);
-        X[i] = wte[(long)idx[bt] * C + c] + wpe[(bt % Tn) * C + c];
+        put(X[i], wte[(long)idx[bt] * C + c] + wpe[(bt % Tn) * C + c]);
     }
 };
 
@@ -156,7 +156,10 @@ double mean_loss(const float* losses, int N) {
 }  // namespace
 
 void encoder_forward(float* X, const int32_t* idx, const float* wte, const float* wpe, int B, int Tn, int C, int n) {
-    each((long)B * Tn * n * C, EncoderForward{X, idx, wte, wpe, Tn, C, n});
+    each((long)B * Tn * n * C, EncoderForward<float>{X, idx, wte, wpe, Tn, C, n});
+}
+void encoder_forward(bf16* X, const int32_t* idx, const float* wte, const float* wpe, int B, int Tn, int C, int n) {
+    each((long)B * Tn * n * C, EncoderForward<bf16>{X, idx, wte, wpe, Tn, C, n});
 }
 
 void encoder_index_build(EncoderIndex& ix, const int32_t* idx, int N) {

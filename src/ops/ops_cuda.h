@@ -13,6 +13,8 @@ namespace mhc::cuda {
 
 // Embedding copied into all n streams: X[b,t,s,:] = wte[idx[b,t]] + wpe[t].   X [B*T, n, C]
 void encoder_forward(float* X, const int32_t* idx, const float* wte, const float* wpe, int B, int Tn, int C, int n);
+// The same into bf16 streams (dtype bf16): the fp32 sum, rounded.
+void encoder_forward(bf16* X, const int32_t* idx, const float* wte, const float* wpe, int B, int Tn, int C, int n);
 
 // The positions of a batch grouped by token id, built on the host from the inputs (the one
 // difference from the CPU op's signature): the backward's scatter-add then sums each wte row over
@@ -32,6 +34,11 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* in, co
                        int C);
 // din = (overwritten), dw += , db += (db may be null)
 void layernorm_backward(float* din, float* dw, float* db, const float* dout, const float* in, const float* w,
+                        const float* mean, const float* rstd, int N, int C);
+// The same from an input stored in bf16 (dtype bf16's streams, before ln_f), read as its fp32 values.
+void layernorm_forward(float* out, float* mean, float* rstd, const bf16* in, const float* w, const float* b, int N,
+                       int C);
+void layernorm_backward(float* din, float* dw, float* db, const float* dout, const bf16* in, const float* w,
                         const float* mean, const float* rstd, int N, int C);
 
 // Linear layer, weights stored (out, in): out [N, OC] = in [N, IC] · Wᵀ + bias (cuBLAS).
