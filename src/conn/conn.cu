@@ -224,6 +224,75 @@ __global__ void k_pre_backward_x(SiteDev s, const float* cache, const TX* X, con
     }
 }
 
+// The same pass with E = dZ · Wfᵀ made in place instead of read (every variant but hc, whose rows
+// are single streams and whose f = tanh(...) does not give back v · Wf), so that E [N, n·C] is
+// never written. Block: kTileRows tokens × kTileCols values; each
+// thread makes 8 of E's values from dZ and Wf, staged in shared memory kTileJ columns at a time.
+// The norm's term needs <v, e> for the whole row, which no block sees; but
+// <v, e> = Σ_j dZ_j (v · Wf)_j = Σ_j dZ_j f_j / rs (the cache's projections f = rs (v · Wf)), and
+// ||v||² = Dp / rs², so k = <v, e> / ||v||² = rs Σ_j dZ_j f_j / Dp per token, in double; 0 where the
+// norm was clamped (rs at its ceiling), as k_pre_backward_x.
+constexpr int kTileRows = 32, kTileCols = 64, kTileJ = 32;
+template <typename TX>
+__global__ void k_pre_backward_fused(SiteDev s, const float* cache, const TX* X, const float* du, const float* dZ,
+                                     const float* Wf, float* dX, int N) {
+    __shared__ float zs[kTileRows][kTileJ + 1];  // dZ of the block's tokens (padded: no bank conflicts)
+    __shared__ float ws[kTileJ][kTileCols];      // Wf's rows i0.., transposed
+    __shared__ float ks[kTileRows];
+    const int tid = threadIdx.x, col = tid % kTileCols, r0 = tid / kTileCols;  // rows r0, r0 + 4, ...
+    constexpr int kStep = kThreads / kTileCols, kPer = kTileRows / kStep;
+    const long tok0 = (long)blockIdx.x * kTileRows;
+    const long i0 = (long)blockIdx.y * kTileCols;
+    const int lane = tid & 31, warp = tid >> 5;
+    for (int rr = warp; rr < kTileRows; rr += kThreads / 32) {  // k of each token, one warp each
+        const long tok = tok0 + rr;
+        double acc = 0;
+        if (tok < N) {
+            const float* f = crow(s, cache, tok) + s.c_logit;
+            for (int j = lane; j < s.prow; j += 32) acc += (double)dZ[tok * s.prow + j] * (double)f[j];
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) {
+            const double rs = tok < N ? crow(s, cache, tok)[s.c_rs] : 0.0;
+            const bool clamped = rs >= (double)(float)(sqrt((double)s.Dp) / 1e-12);
+            ks[rr] = clamped ? 0.0f : (float)(rs * acc / s.Dp);
+        }
+    }
+    float e[kPer];
+    for (int k = 0; k < kPer; k++) e[k] = 0.0f;
+    for (int j0 = 0; j0 < s.prow; j0 += kTileJ) {
+        __syncthreads();  // the previous chunk is read
+        for (int t = tid; t < kTileRows * kTileJ; t += kThreads) {
+            const int rr = t / kTileJ, jj = t % kTileJ;
+            const long tok = tok0 + rr;
+            zs[rr][jj] = tok < N && j0 + jj < s.prow ? dZ[tok * s.prow + j0 + jj] : 0.0f;
+        }
+        for (int t = tid; t < kTileJ * kTileCols; t += kThreads) {
+            const int jj = t / kTileCols, cc = t % kTileCols;
+            const long i = i0 + cc;
+            ws[jj][cc] = i < s.Dp && j0 + jj < s.prow ? Wf[i * s.prow + j0 + jj] : 0.0f;
+        }
+        __syncthreads();
+        const int jn = imin(kTileJ, s.prow - j0);
+        for (int jj = 0; jj < jn; jj++) {  // in j order, as the product's sum
+            const float w = ws[jj][col];
+            for (int k = 0; k < kPer; k++) e[k] += zs[r0 + k * kStep][jj] * w;
+        }
+    }
+    __syncthreads();  // ks
+    const long i = i0 + col;
+    if (i >= s.Dp) return;
+    const int st = (int)(i / s.C), c = (int)(i % s.C);
+    for (int k = 0; k < kPer; k++) {
+        const int rr = r0 + k * kStep;
+        const long tok = tok0 + rr;
+        if (tok >= N) break;
+        const long at = tok * s.Dp + i;
+        const float with_u = dX[at] + crow(s, cache, tok)[s.c_hpre + st] * du[tok * s.C + c];
+        dX[at] = with_u + e[k] - as_float(X[at]) * ks[rr];
+    }
+}
+
 // ---- projections and parameter gradients --------------------------------------------------------
 // Value i of Wf [Dp, prow] = diag(1 + gamma) [W1 | W2].
 MHC_DEV float folded(const SiteDev& s, const float* params, long i) {
@@ -444,9 +513,14 @@ void conn_pre_backward(const ConnSiteCuda& site, const float* params, const floa
     MHC_LAUNCH(k_add_static_scale, 1, 32, s, sc.sums, dparams);
     each((long)s.Dp * s.prow, FoldGain{s, params, sc.Wf});
     each(Nr * s.prow, ProjGrad{s, params, cache, sc.G, sc.PZ});
-    weight_sums(s, sc, X, Nr);                                                                       // Xᵀ dZ
-    gemm(false, true, (int)Nr, s.Dp, s.prow, 1.0f, sc.PZ, s.prow, sc.Wf, s.prow, 0.0f, sc.E, s.Dp);  // dZ Wfᵀ
-    MHC_LAUNCH(k_pre_backward_x<TX>, warp_blocks(Nr), kThreads, s, cache, X, du, sc.E, dX, Nr);
+    weight_sums(s, sc, X, Nr);  // Xᵀ dZ
+    if (s.variant != (int)Variant::hc) {  // dX with dZ Wfᵀ made in place
+        const dim3 grid((unsigned)((N + kTileRows - 1) / kTileRows), (unsigned)((s.Dp + kTileCols - 1) / kTileCols));
+        MHC_LAUNCH(k_pre_backward_fused<TX>, grid, kThreads, s, cache, X, du, sc.PZ, sc.Wf, dX, N);
+    } else {  // hc (k_pre_backward_fused)
+        gemm(false, true, (int)Nr, s.Dp, s.prow, 1.0f, sc.PZ, s.prow, sc.Wf, s.prow, 0.0f, sc.E, s.Dp);  // dZ Wfᵀ
+        MHC_LAUNCH(k_pre_backward_x<TX>, warp_blocks(Nr), kThreads, s, cache, X, du, sc.E, dX, Nr);
+    }
     each(s.Dp, WeightGrads{s, params, sc.Dsum, dparams});
 }
 

@@ -74,7 +74,7 @@ struct ConnScratch {
     float* Wf;      // [Dp, prow]  diag(1 + gamma) [W1 | W2]
     float* PZ;      // [N*rpt, prow] projections (forward), their gradients dZ (backward)
     float* G;       // [N, W]  dL/d pre-activation
-    float* E;       // [N*rpt, Dp]  dZ · Wfᵀ
+    float* E;       // [N*rpt, Dp]  dZ · Wfᵀ (hc; null for the others)
     float* Dsum;    // [Dp, prow]  Xᵀ dZ
     double* dhpre;  // [N, n]
     double* sums;   // [2W]  sums over tokens of G and G·f

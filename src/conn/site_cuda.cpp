@@ -55,7 +55,7 @@ long detail::conn_scratch_layout(const SiteDev& s, int N, float* base, ConnScrat
         c.Wf = take((long)s.Dp * s.prow);
         c.PZ = take(Nr * s.prow);
         c.G = take((long)N * s.W);
-        c.E = take(Nr * s.Dp);
+        if (s.variant == (int)Variant::hc) c.E = take(Nr * s.Dp);  // the others make dZ Wfᵀ in place (conn.cu)
         c.Dsum = take((long)s.Dp * s.prow);
         c.dhpre = (double*)take(2L * N * s.n);
         c.sums = (double*)take(2L * 2 * s.W);
