@@ -79,6 +79,10 @@ inline std::vector<float> as_floats(const std::vector<cuda::bf16>& v) {
     return out;
 }
 
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && !std::memcmp(a.data(), b.data(), a.size() * sizeof(float));
+}
+
 // Values [lo, hi) of every token's cache row, gathered.
 template <typename R> std::vector<R> slots(const std::vector<R>& cache, int stride, int N, int lo, int hi) {
     std::vector<R> out;
@@ -228,6 +232,17 @@ TEST_P(CudaConn, SiteForwardBackwardMatchesCpu) {
                     return std::vector<V>(v.begin() + t.offset, v.begin() + t.offset + t.size);
                 };
                 check_grad(at + "d" + t.name, slice(gdp), slice(rf.dparams), slice(rd.dparams));
+            }
+            {  // the post's dX deferred to the pre (conn_cuda.h): the same sums (dX to fp32 rounding: the
+               // compiler may contract the products into FMAs differently in the two kernels)
+                auto d_dX2 = dev_nan(X.size()), d_dy2 = dev_nan((size_t)N * C), d_dp2 = to_dev(to_float(dp0));
+                cuda::conn_post_backward(ds, d_cache.data(), d_X.data(), d_y.data(), d_gX.data(), nullptr,
+                                         d_dy2.data(), N);
+                cuda::conn_pre_backward(ds, d_p.data(), d_cache.data(), d_X.data(), d_gu.data(), d_dX2.data(),
+                                        d_dp2.data(), d_scratch.data(), N, d_gX.data());
+                check(at + "dX (the post's share deferred)", d_dX2.download(), rf.dX, rd.dX);
+                EXPECT_TRUE(same_bits(d_dy2.download(), d_dy.download())) << at << "dy deferred";
+                EXPECT_TRUE(same_bits(d_dp2.download(), gdp)) << at << "dparams deferred";
             }
             // A bf16 branch output y with fp32 streams: the post's forward and backward read it as its
             // fp32 value, so they give the bits the fp32 kernels give for y rounded to bf16.

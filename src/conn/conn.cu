@@ -100,11 +100,22 @@ __global__ void k_rs_from_ss(SiteDev s, const double* ss, float* cache, long row
     cache[tok * s.stride + s.c_rs + r % s.rpt] = (float)(sqrt((double)s.Dp) / (nrm > 1e-12 ? nrm : 1e-12));
 }
 
-struct AddInto {  // residual backward: dX += du
+struct AddInto {  // residual backward: dX += du, or with dXout (the post's share deferred) dX = dXout + du
     float* dX;
+    const float* dXout;
     const float* du;
-    MHC_DEV void operator()(long i) const { dX[i] = dX[i] + du[i]; }
+    MHC_DEV void operator()(long i) const { dX[i] = (dXout ? dXout[i] : dX[i]) + du[i]; }
 };
+
+// The post side's share of dX at stream st, channel c of token tok: Σ_t H_res[st][t] dX'[tok, t, c],
+// in t order: k_post_backward's sum, for the pre side's pass when the post's was deferred.
+MHC_DEV float post_share(const SiteDev& s, const float* cr, const float* dXout, long tok, int st, int c) {
+    const float* hres = cr + s.c_hres + st * s.n;
+    const float* g = dXout + tok * s.n * s.C + c;
+    float acc = 0.0f;
+    for (int t = 0; t < s.n; t++) acc += hres[t] * g[(long)t * s.C];
+    return acc;
+}
 
 // ---- the post side's backward in one pass over a token's streams -------------------------------
 // Warp tok, lane l over channels c = l, l + 32, ...: reads dX'[tok, t, c], X[tok, s, c] and y[tok, c]
@@ -125,7 +136,7 @@ __global__ void k_post_backward(SiteDev s, float* cache, const TX* X, const TY* 
     const float* hres = cr + s.c_hres;
     const float* gt = g + tok * NS * C;
     const TX* xt = X + tok * NS * C;
-    float* dxt = dX + tok * NS * C;
+    float* dxt = dX ? dX + tok * NS * C : nullptr;
     double apost[NS], ares[NS * NS];
     for (int t = 0; t < NS; t++) apost[t] = 0;
     for (int i = 0; i < NS * NS; i++) ares[i] = 0;
@@ -136,7 +147,7 @@ __global__ void k_post_backward(SiteDev s, float* cache, const TX* X, const TY* 
         float d = 0.0f;
         for (int t = 0; t < NS; t++) d += hpost[t] * gv[t];
         dy[tok * C + c] = d;
-        for (int st = 0; st < NS; st++) {
+        for (int st = 0; st < NS && dX; st++) {
             float acc = 0.0f;
             for (int t = 0; t < NS; t++) acc += hres[st * NS + t] * gv[t];
             dxt[st * C + c] = acc;
@@ -196,15 +207,17 @@ template <typename TX> __global__ void k_row_rs(SiteDev s, const TX* X, float* c
 
 // The pre side's share of dX, per row, in one pass: dv += H_pre[s] du[tok, c] (the weighted sum's
 // backward) + e - v <v, e> / ||v||^2 (the norm's; just e where the norm was clamped). A row is Dp
-// consecutive values of its token's [n, C] streams.
+// consecutive values of its token's [n, C] streams. With dXout, the post's share is made here from
+// it (post_share) instead of read from dv.
 template <typename TX>
 __global__ void k_pre_backward_x(SiteDev s, const float* cache, const TX* X, const float* du, const float* E,
-                                 float* dX, long rows) {
+                                 float* dX, const float* dXout, long rows) {
     const long r = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (r >= rows) return;
     const long tok = r / s.rpt, nC = (long)s.n * s.C;
-    const float* hpre = crow(s, cache, tok) + s.c_hpre;
+    const float* cr = crow(s, cache, tok);
+    const float* hpre = cr + s.c_hpre;
     const TX* v = X + r * s.Dp;
     const float* e = E + r * s.Dp;
     float* dv = dX + r * s.Dp;
@@ -219,7 +232,9 @@ __global__ void k_pre_backward_x(SiteDev s, const float* cache, const TX* X, con
     const float k = sqrt(ss) > 1e-12 ? (float)(ve / ss) : 0.0f;
     for (int i = lane; i < s.Dp; i += 32) {
         const long at = r * s.Dp + i - tok * nC;  // the value's place in its token's [n, C]
-        const float with_u = dv[i] + hpre[at / s.C] * du[tok * s.C + at % s.C];
+        const int st = (int)(at / s.C), c = (int)(at % s.C);
+        const float post = dXout ? post_share(s, cr, dXout, tok, st, c) : dv[i];
+        const float with_u = post + hpre[st] * du[tok * s.C + c];
         dv[i] = with_u + e[i] - as_float(v[i]) * k;
     }
 }
@@ -235,14 +250,16 @@ __global__ void k_pre_backward_x(SiteDev s, const float* cache, const TX* X, con
 constexpr int kTileRows = 32, kTileCols = 64, kTileJ = 32;
 template <typename TX>
 __global__ void k_pre_backward_fused(SiteDev s, const float* cache, const TX* X, const float* du, const float* dZ,
-                                     const float* Wf, float* dX, int N) {
+                                     const float* Wf, float* dX, const float* dXout, int N) {
     __shared__ float zs[kTileRows][kTileJ + 1];  // dZ of the block's tokens (padded: no bank conflicts)
     __shared__ float ws[kTileJ][kTileCols];      // Wf's rows i0.., transposed
     __shared__ float ks[kTileRows];
     const int tid = threadIdx.x, col = tid % kTileCols, r0 = tid / kTileCols;  // rows r0, r0 + 4, ...
     constexpr int kStep = kThreads / kTileCols, kPer = kTileRows / kStep;
-    const long tok0 = (long)blockIdx.x * kTileRows;
-    const long i0 = (long)blockIdx.y * kTileCols;
+    // x: the value chunks, so that the blocks of a token tile run together (dXout's other streams
+    // are then still in L2)
+    const long tok0 = (long)blockIdx.y * kTileRows;
+    const long i0 = (long)blockIdx.x * kTileCols;
     const int lane = tid & 31, warp = tid >> 5;
     for (int rr = warp; rr < kTileRows; rr += kThreads / 32) {  // k of each token, one warp each
         const long tok = tok0 + rr;
@@ -288,7 +305,9 @@ __global__ void k_pre_backward_fused(SiteDev s, const float* cache, const TX* X,
         const long tok = tok0 + rr;
         if (tok >= N) break;
         const long at = tok * s.Dp + i;
-        const float with_u = dX[at] + crow(s, cache, tok)[s.c_hpre + st] * du[tok * s.C + c];
+        const float* cr = crow(s, cache, tok);
+        const float post = dXout ? post_share(s, cr, dXout, tok, st, c) : dX[at];
+        const float with_u = post + cr[s.c_hpre + st] * du[tok * s.C + c];
         dX[at] = with_u + e[k] - as_float(X[at]) * ks[rr];
     }
 }
@@ -497,11 +516,11 @@ void conn_post_backward(const ConnSiteCuda& site, float* cache, const TX* X, con
 
 template <typename TX>
 void conn_pre_backward(const ConnSiteCuda& site, const float* params, const float* cache, const TX* X,
-                       const float* du, float* dX, float* dparams, float* scratch, int N) {
+                       const float* du, float* dX, float* dparams, float* scratch, int N, const float* dXout) {
     const SiteDev& s = site.dev;
     if (N <= 0) return;
     if (residual(s)) {
-        each((long)N * s.C, AddInto{dX, du});
+        each((long)N * s.C, AddInto{dX, dXout, du});
         return;
     }
     ConnScratch sc;
@@ -515,11 +534,13 @@ void conn_pre_backward(const ConnSiteCuda& site, const float* params, const floa
     each(Nr * s.prow, ProjGrad{s, params, cache, sc.G, sc.PZ});
     weight_sums(s, sc, X, Nr);  // Xᵀ dZ
     if (s.variant != (int)Variant::hc) {  // dX with dZ Wfᵀ made in place
-        const dim3 grid((unsigned)((N + kTileRows - 1) / kTileRows), (unsigned)((s.Dp + kTileCols - 1) / kTileCols));
-        MHC_LAUNCH(k_pre_backward_fused<TX>, grid, kThreads, s, cache, X, du, sc.PZ, sc.Wf, dX, N);
+        const long tiles = (N + kTileRows - 1) / kTileRows;
+        if (tiles > 65535) fail("conn_pre_backward", "more than 2,097,120 tokens in one pass", __FILE__, __LINE__);
+        const dim3 grid((unsigned)((s.Dp + kTileCols - 1) / kTileCols), (unsigned)tiles);
+        MHC_LAUNCH(k_pre_backward_fused<TX>, grid, kThreads, s, cache, X, du, sc.PZ, sc.Wf, dX, dXout, N);
     } else {  // hc (k_pre_backward_fused)
         gemm(false, true, (int)Nr, s.Dp, s.prow, 1.0f, sc.PZ, s.prow, sc.Wf, s.prow, 0.0f, sc.E, s.Dp);  // dZ Wfᵀ
-        MHC_LAUNCH(k_pre_backward_x<TX>, warp_blocks(Nr), kThreads, s, cache, X, du, sc.E, dX, Nr);
+        MHC_LAUNCH(k_pre_backward_x<TX>, warp_blocks(Nr), kThreads, s, cache, X, du, sc.E, dX, dXout, Nr);
     }
     each(s.Dp, WeightGrads{s, params, sc.Dsum, dparams});
 }
@@ -529,7 +550,7 @@ void conn_pre_backward(const ConnSiteCuda& site, const float* params, const floa
     template void conn_pre_forward<TX>(const ConnSiteCuda&, const float*, const TX*, float*, float*, float*, int,   \
                                        const double*);                                                              \
     template void conn_pre_backward<TX>(const ConnSiteCuda&, const float*, const float*, const TX*, const float*,   \
-                                        float*, float*, float*, int);
+                                        float*, float*, float*, int, const float*);
 #define MHC_CONN_POST(TX, TY)                                                                                       \
     template void conn_post_forward<TX, TY>(const ConnSiteCuda&, const float*, const TX*, const TY*, TX*, int,      \
                                             double*);                                                               \

@@ -24,6 +24,17 @@ struct StreamNorms {
     const float* of = nullptr;   // the streams ss describes; null: none
 };
 
+// The post side's dX deferred to the pre side within a site's backward: block.h calls a site's
+// conn_post_backward, then its branch's backward, then its conn_pre_backward on the same dX, with dX'
+// untouched in between. So the post's backward skips dX, and the pre's makes the post's share from
+// dX' in its own pass (conn_cuda.h): the same sums, with one write and one read of an fp32
+// [N, n, C] fewer per site. What is pending between the two calls:
+struct DeferredPost {
+    const ConnSite* site = nullptr;  // null: nothing pending
+    const float* dXout = nullptr;
+    float* dX = nullptr;
+};
+
 // dtype bf16's products (model/gpt_cuda.h): the weights, each linear layer's bf16 weight and input
 // by its weight's offset, the backward's scratch for an output gradient's copy, each attention's
 // bf16 heads by its record, the attention backward's scratch, and the activations stored in bf16
@@ -67,6 +78,7 @@ struct CudaOps {
     const std::vector<cuda::ConnSiteCuda>* dsites = nullptr;  // their device twins, in the same order
     cuda::PhaseTimer* timer = nullptr;                        // null: no timing
     StreamNorms* norms = nullptr;                             // null: every site reads its streams
+    DeferredPost* deferred = nullptr;                         // null: the post's backward writes dX
     Bf16Products bf16;                                        // unset: fp32 products
 
     const cuda::ConnSiteCuda& dev(const ConnSite& s) const {
@@ -188,15 +200,26 @@ struct CudaOps {
     void conn_post_backward(const ConnSite& s, float* cache, const float* X, const float* y, const float* dXout,
                             float* dX, float* dy, int N) const {
         const cuda::PhaseScope scope(timer, kPhaseConn);
+        if (deferred && deferred->site)
+            throw std::logic_error("CudaOps: a site's post backward while another's dX is still deferred");
+        float* dX_now = deferred ? nullptr : dX;
         bf16.as_stored(X, [&](auto* x) {
-            bf16.as_stored(y, [&](auto* yv) { cuda::conn_post_backward(dev(s), cache, x, yv, dXout, dX, dy, N); });
+            bf16.as_stored(y, [&](auto* yv) { cuda::conn_post_backward(dev(s), cache, x, yv, dXout, dX_now, dy, N); });
         });
+        if (deferred) *deferred = {&s, dXout, dX};
     }
     void conn_pre_backward(const ConnSite& s, const float* params, const float* cache, const float* X,
                            const float* du, float* dX, float* dparams, float* scratch, int N) const {
         const cuda::PhaseScope scope(timer, kPhaseConn);
+        const float* dXout = nullptr;
+        if (deferred && deferred->site) {
+            if (deferred->site != &s || deferred->dX != dX)
+                throw std::logic_error("CudaOps: a site's pre backward on another site's deferred dX");
+            dXout = deferred->dXout;
+            *deferred = {};
+        }
         bf16.as_stored(X, [&](auto* x) {
-            cuda::conn_pre_backward(dev(s), params, cache, x, du, dX, dparams, scratch, N);
+            cuda::conn_pre_backward(dev(s), params, cache, x, du, dX, dparams, scratch, N, dXout);
         });
     }
 #undef MHC_CUDA_OP

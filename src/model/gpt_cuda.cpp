@@ -20,8 +20,10 @@ namespace {
 
 // The model's ops; norms: where a pass (a forward, a backward) hands the streams' norms from site to
 // site (cuda_ops.h), made fresh for each pass so that none outlives it.
-detail::CudaOps ops_of(const GptCuda& g, detail::StreamNorms* norms = nullptr) {
-    detail::CudaOps ops{&g.host.sites, &g.dsites, g.timer, norms, {}};
+// deferred: where a backward defers each site's post-side dX to its pre side (cuda_ops.h).
+detail::CudaOps ops_of(const GptCuda& g, detail::StreamNorms* norms = nullptr,
+                       detail::DeferredPost* deferred = nullptr) {
+    detail::CudaOps ops{&g.host.sites, &g.dsites, g.timer, norms, deferred, {}};
     if (g.bf16) ops.bf16 = {g.param.data(), &g.lin16, g.dout16, &g.heads16, g.dout16_attn, &g.stored16};
     return ops;
 }
@@ -250,7 +252,8 @@ void gpt_cuda_backward(GptCuda& g, double scale) {
     const float* P = g.param.data();
     float* G = g.grad.data();
     detail::StreamNorms norms{g.stream_ss};
-    const detail::CudaOps ops = ops_of(g, &norms);
+    detail::DeferredPost deferred;
+    const detail::CudaOps ops = ops_of(g, &norms, &deferred);
     if (g.logits_grad_scale) {  // the forward left the gradient (gpt_cuda_forward_into)
         if (*g.logits_grad_scale != scale)
             throw std::logic_error("gpt_cuda_backward: scale " + std::to_string(scale) + ", but the forward made the "
@@ -264,6 +267,7 @@ void gpt_cuda_backward(GptCuda& g, double scale) {
     for (int i = m.L - 1; i >= 0; i--)
         detail::block_backward(ops, m, i, P, G, g.X[2 * i], g.X[2 * i + 1], g.b_act[i], g.s_act[2 * i],
                                g.s_act[2 * i + 1], g.bgrad, dnext, dcur, g.scratch, B, Tn);
+    if (deferred.site) throw std::logic_error("gpt_cuda_backward: a site's post-side dX was never made");
     ops.encoder_backward(G + m.wte, G + m.wpe, dnext, g.enc, B, Tn, m.C, m.n);
     g.have_targets = false;  // the logits now hold gradients: a second backward would be wrong
 }

@@ -51,7 +51,7 @@ const float* gpt_cuda_forward_token(const GptCuda& g, KVCacheCuda& kv, int32_t t
                                 " positions already fed (reset it and re-feed a shorter context)");
     const int C = m.C, pos = kv.pos;
     const float* P = g.param.data();
-    const detail::CudaOps ops{&m.sites, &g.dsites, nullptr, nullptr, {}};  // fp32 products
+    const detail::CudaOps ops{&m.sites, &g.dsites, nullptr, nullptr, nullptr, {}};  // fp32 products
     const GPT<float>::Block a = {kv.ln, kv.mean, kv.rstd, kv.qkv, kv.att, kv.atty,
                                  kv.ln, kv.mean, kv.rstd, kv.fch, kv.fcg};
     const GPT<float>::Site site = {kv.conn_cache, kv.u, kv.y};
