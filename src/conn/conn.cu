@@ -100,20 +100,21 @@ __global__ void k_rs_from_ss(SiteDev s, const double* ss, float* cache, long row
     cache[tok * s.stride + s.c_rs + r % s.rpt] = (float)(sqrt((double)s.Dp) / (nrm > 1e-12 ? nrm : 1e-12));
 }
 
-struct AddInto {  // residual backward: dX += du, or with dXout (the post's share deferred) dX = dXout + du
-    float* dX;
-    const float* dXout;
+template <typename TX> struct AddInto {  // residual: dX += du, or with dXout (the post's share deferred) dX = dXout + du
+    TX* dX;
+    const TX* dXout;
     const float* du;
-    MHC_DEV void operator()(long i) const { dX[i] = (dXout ? dXout[i] : dX[i]) + du[i]; }
+    MHC_DEV void operator()(long i) const { put(dX[i], as_float(dXout ? dXout[i] : dX[i]) + du[i]); }
 };
 
 // The post side's share of dX at stream st, channel c of token tok: Σ_t H_res[st][t] dX'[tok, t, c],
 // in t order: k_post_backward's sum, for the pre side's pass when the post's was deferred.
-MHC_DEV float post_share(const SiteDev& s, const float* cr, const float* dXout, long tok, int st, int c) {
+template <typename TX>
+MHC_DEV float post_share(const SiteDev& s, const float* cr, const TX* dXout, long tok, int st, int c) {
     const float* hres = cr + s.c_hres + st * s.n;
-    const float* g = dXout + tok * s.n * s.C + c;
+    const TX* g = dXout + tok * s.n * s.C + c;
     float acc = 0.0f;
-    for (int t = 0; t < s.n; t++) acc += hres[t] * g[(long)t * s.C];
+    for (int t = 0; t < s.n; t++) acc += hres[t] * as_float(g[(long)t * s.C]);
     return acc;
 }
 
@@ -126,7 +127,7 @@ MHC_DEV float post_share(const SiteDev& s, const float* cr, const float* dXout, 
 // lane's channels in order, then the warp's fixed tree). NS: the stream count n, so that the n
 // values of each channel and the n + n² sums sit in registers.
 template <int NS, typename TX, typename TY>
-__global__ void k_post_backward(SiteDev s, float* cache, const TX* X, const TY* y, const float* g, float* dX,
+__global__ void k_post_backward(SiteDev s, float* cache, const TX* X, const TY* y, const TX* g, TX* dX,
                                 float* dy, int N, bool dh) {
     const long tok = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31, C = s.C;
@@ -134,15 +135,15 @@ __global__ void k_post_backward(SiteDev s, float* cache, const TX* X, const TY* 
     float* cr = cache + tok * s.stride;
     const float* hpost = cr + s.c_hpost;
     const float* hres = cr + s.c_hres;
-    const float* gt = g + tok * NS * C;
+    const TX* gt = g + tok * NS * C;
     const TX* xt = X + tok * NS * C;
-    float* dxt = dX ? dX + tok * NS * C : nullptr;
+    TX* dxt = dX ? dX + tok * NS * C : nullptr;
     double apost[NS], ares[NS * NS];
     for (int t = 0; t < NS; t++) apost[t] = 0;
     for (int i = 0; i < NS * NS; i++) ares[i] = 0;
     for (int c = lane; c < C; c += 32) {
         float gv[NS], xv[NS];
-        for (int t = 0; t < NS; t++) gv[t] = gt[t * C + c], xv[t] = as_float(xt[t * C + c]);
+        for (int t = 0; t < NS; t++) gv[t] = as_float(gt[t * C + c]), xv[t] = as_float(xt[t * C + c]);
         const float yc = as_float(y[tok * C + c]);
         float d = 0.0f;
         for (int t = 0; t < NS; t++) d += hpost[t] * gv[t];
@@ -150,7 +151,7 @@ __global__ void k_post_backward(SiteDev s, float* cache, const TX* X, const TY* 
         for (int st = 0; st < NS && dX; st++) {
             float acc = 0.0f;
             for (int t = 0; t < NS; t++) acc += hres[st * NS + t] * gv[t];
-            dxt[st * C + c] = acc;
+            put(dxt[st * C + c], acc);
         }
         if (!dh) continue;
         for (int t = 0; t < NS; t++) {
@@ -211,7 +212,7 @@ template <typename TX> __global__ void k_row_rs(SiteDev s, const TX* X, float* c
 // it (post_share) instead of read from dv.
 template <typename TX>
 __global__ void k_pre_backward_x(SiteDev s, const float* cache, const TX* X, const float* du, const float* E,
-                                 float* dX, const float* dXout, long rows) {
+                                 TX* dX, const TX* dXout, long rows) {
     const long r = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (r >= rows) return;
@@ -220,7 +221,7 @@ __global__ void k_pre_backward_x(SiteDev s, const float* cache, const TX* X, con
     const float* hpre = cr + s.c_hpre;
     const TX* v = X + r * s.Dp;
     const float* e = E + r * s.Dp;
-    float* dv = dX + r * s.Dp;
+    TX* dv = dX + r * s.Dp;
     double ss = 0, ve = 0;
     for (int i = lane; i < s.Dp; i += 32) {
         const double x = as_float(v[i]);
@@ -233,9 +234,9 @@ __global__ void k_pre_backward_x(SiteDev s, const float* cache, const TX* X, con
     for (int i = lane; i < s.Dp; i += 32) {
         const long at = r * s.Dp + i - tok * nC;  // the value's place in its token's [n, C]
         const int st = (int)(at / s.C), c = (int)(at % s.C);
-        const float post = dXout ? post_share(s, cr, dXout, tok, st, c) : dv[i];
+        const float post = dXout ? post_share(s, cr, dXout, tok, st, c) : as_float(dv[i]);
         const float with_u = post + hpre[st] * du[tok * s.C + c];
-        dv[i] = with_u + e[i] - as_float(v[i]) * k;
+        put(dv[i], with_u + e[i] - as_float(v[i]) * k);
     }
 }
 
@@ -250,7 +251,7 @@ __global__ void k_pre_backward_x(SiteDev s, const float* cache, const TX* X, con
 constexpr int kTileRows = 32, kTileCols = 64, kTileJ = 32;
 template <typename TX>
 __global__ void k_pre_backward_fused(SiteDev s, const float* cache, const TX* X, const float* du, const float* dZ,
-                                     const float* Wf, float* dX, const float* dXout, int N) {
+                                     const float* Wf, TX* dX, const TX* dXout, int N) {
     __shared__ float zs[kTileRows][kTileJ + 1];  // dZ of the block's tokens (padded: no bank conflicts)
     __shared__ float ws[kTileJ][kTileCols];      // Wf's rows i0.., transposed
     __shared__ float ks[kTileRows];
@@ -306,9 +307,9 @@ __global__ void k_pre_backward_fused(SiteDev s, const float* cache, const TX* X,
         if (tok >= N) break;
         const long at = tok * s.Dp + i;
         const float* cr = crow(s, cache, tok);
-        const float post = dXout ? post_share(s, cr, dXout, tok, st, c) : dX[at];
+        const float post = dXout ? post_share(s, cr, dXout, tok, st, c) : as_float(dX[at]);
         const float with_u = post + cr[s.c_hpre + st] * du[tok * s.C + c];
-        dX[at] = with_u + e[k] - as_float(X[at]) * ks[rr];
+        put(dX[at], with_u + e[k] - as_float(X[at]) * ks[rr]);
     }
 }
 
@@ -503,8 +504,8 @@ void conn_post_forward(const ConnSiteCuda& site, const float* cache, const TX* X
 }
 
 template <typename TX, typename TY>
-void conn_post_backward(const ConnSiteCuda& site, float* cache, const TX* X, const TY* y, const float* dXout,
-                        float* dX, float* dy, int N) {
+void conn_post_backward(const ConnSiteCuda& site, float* cache, const TX* X, const TY* y, const TX* dXout, TX* dX,
+                        float* dy, int N) {
     const SiteDev& s = site.dev;
     if (N <= 0) return;
     const bool dh = !residual(s);  // residual: H = 1, nothing to learn
@@ -516,11 +517,11 @@ void conn_post_backward(const ConnSiteCuda& site, float* cache, const TX* X, con
 
 template <typename TX>
 void conn_pre_backward(const ConnSiteCuda& site, const float* params, const float* cache, const TX* X,
-                       const float* du, float* dX, float* dparams, float* scratch, int N, const float* dXout) {
+                       const float* du, TX* dX, float* dparams, float* scratch, int N, const TX* dXout) {
     const SiteDev& s = site.dev;
     if (N <= 0) return;
     if (residual(s)) {
-        each((long)N * s.C, AddInto{dX, dXout, du});
+        each((long)N * s.C, AddInto<TX>{dX, dXout, du});
         return;
     }
     ConnScratch sc;
@@ -550,12 +551,12 @@ void conn_pre_backward(const ConnSiteCuda& site, const float* params, const floa
     template void conn_pre_forward<TX>(const ConnSiteCuda&, const float*, const TX*, float*, float*, float*, int,   \
                                        const double*);                                                              \
     template void conn_pre_backward<TX>(const ConnSiteCuda&, const float*, const float*, const TX*, const float*,   \
-                                        float*, float*, float*, int, const float*);
+                                        TX*, float*, float*, int, const TX*);
 #define MHC_CONN_POST(TX, TY)                                                                                       \
     template void conn_post_forward<TX, TY>(const ConnSiteCuda&, const float*, const TX*, const TY*, TX*, int,      \
                                             double*);                                                               \
-    template void conn_post_backward<TX, TY>(const ConnSiteCuda&, float*, const TX*, const TY*, const float*,      \
-                                             float*, float*, int);
+    template void conn_post_backward<TX, TY>(const ConnSiteCuda&, float*, const TX*, const TY*, const TX*, TX*,    \
+                                             float*, int);
 MHC_CONN_STREAMS(float)
 MHC_CONN_STREAMS(bf16)
 MHC_CONN_POST(float, float)

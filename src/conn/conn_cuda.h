@@ -57,19 +57,20 @@ template <typename TX, typename TY>
 void conn_post_forward(const ConnSiteCuda& s, const float* cache, const TX* X, const TY* y, TX* Xout, int N,
                        double* ss = nullptr);
 // dXout [N,n,C] -> dX [N,n,C] OVERWRITTEN with the post's share, dy [N,C] OVERWRITTEN; writes dH_res,
-// dH_post into the cache for conn_pre_backward. Call it first in backward. The gradients are fp32.
+// dH_post into the cache for conn_pre_backward. Call it first in backward. The streams' gradients
+// dXout and dX are stored as the streams are (bf16: rounded once, as written); dy is fp32.
 // dX null: the post's share is left to conn_pre_backward (its dXout), which makes it in its own pass.
 template <typename TX, typename TY>
-void conn_post_backward(const ConnSiteCuda& s, float* cache, const TX* X, const TY* y, const float* dXout,
-                        float* dX, float* dy, int N);
+void conn_post_backward(const ConnSiteCuda& s, float* cache, const TX* X, const TY* y, const TX* dXout, TX* dX,
+                        float* dy, int N);
 // du [N,C] -> dX [N,n,C] ACCUMULATED (+=), dparams ACCUMULATED (+=) for every parameter.
 // dXout given (the post's backward ran with dX null): dX [N,n,C] OVERWRITTEN with the post's share
 // from dXout (conn_post_backward's sums, in its order) plus the pre's; one write and one read of dX
 // fewer. dXout must not alias dX.
 template <typename TX>
 void conn_pre_backward(const ConnSiteCuda& s, const float* params, const float* cache, const TX* X,
-                       const float* du, float* dX, float* dparams, float* scratch, int N,
-                       const float* dXout = nullptr);
+                       const float* du, TX* dX, float* dparams, float* scratch, int N,
+                       const TX* dXout = nullptr);
 
 namespace detail {
 

@@ -5,6 +5,7 @@
 // the device by CUDA events and charged to its op's phase, the CPU ops' phases (model/cpu_ops.h).
 #pragma once
 #include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -71,6 +72,13 @@ struct Bf16Products {
         if (const cuda::bf16* p16 = stored(p)) f(p16);
         else f(p);
     }
+    // The bf16 values of p, which must be stored as `like` is (both bf16 or neither; p may be null).
+    cuda::bf16* stored_like(const float* p, const float* like, const char* what) const {
+        cuda::bf16* p16 = stored(p);
+        if (p && !p16 != !stored(like))
+            throw std::logic_error(std::string("CudaOps: ") + what + " stored unlike the streams");
+        return p16;
+    }
 };
 
 struct CudaOps {
@@ -92,14 +100,19 @@ struct CudaOps {
         const cuda::PhaseScope scope(timer, phase);              \
         return cuda::op(std::forward<A>(a)...);                  \
     }
-    // The streams (X) may be stored in bf16: the encoder writes them, ln_f reads them.
+    // The streams (X) and their gradients may be stored in bf16: the encoder writes them, ln_f reads
+    // them; ln_f's backward writes their gradient, the encoder's reads it.
     void encoder_forward(float* X, const int32_t* idx, const float* wte, const float* wpe, int B, int Tn, int C,
                          int n) const {
         const cuda::PhaseScope scope(timer, kPhaseOther);
         if (cuda::bf16* X16 = bf16.stored(X)) return cuda::encoder_forward(X16, idx, wte, wpe, B, Tn, C, n);
         cuda::encoder_forward(X, idx, wte, wpe, B, Tn, C, n);
     }
-    MHC_CUDA_OP(kPhaseOther, encoder_backward)
+    void encoder_backward(float* dwte, float* dwpe, const float* dX, const cuda::EncoderIndex& ix, int B, int Tn,
+                          int C, int n) const {
+        const cuda::PhaseScope scope(timer, kPhaseOther);
+        bf16.as_stored(dX, [&](auto* g) { cuda::encoder_backward(dwte, dwpe, g, ix, B, Tn, C, n); });
+    }
     void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* w, const float* b,
                            int N, int C) const {
         const cuda::PhaseScope scope(timer, kPhaseOther);
@@ -108,7 +121,10 @@ struct CudaOps {
     void layernorm_backward(float* din, float* dw, float* db, const float* dout, const float* in, const float* w,
                             const float* mean, const float* rstd, int N, int C) const {
         const cuda::PhaseScope scope(timer, kPhaseOther);
-        bf16.as_stored(in, [&](auto* x) { cuda::layernorm_backward(din, dw, db, dout, x, w, mean, rstd, N, C); });
+        // ln_f's: from bf16 streams, to their gradient in bf16
+        if (cuda::bf16* din16 = bf16.stored_like(din, in, "a LayerNorm's input gradient"))
+            return cuda::layernorm_backward(din16, dw, db, dout, bf16.stored(in), w, mean, rstd, N, C);
+        cuda::layernorm_backward(din, dw, db, dout, in, w, mean, rstd, N, C);
     }
     // bf16: an input stored in bf16 is the layer's bf16 input itself (the GELU wrote it there).
     void matmul_forward(float* out, const float* in, const float* W, const float* bias, int N, int IC, int OC) const {
@@ -203,8 +219,12 @@ struct CudaOps {
         if (deferred && deferred->site)
             throw std::logic_error("CudaOps: a site's post backward while another's dX is still deferred");
         float* dX_now = deferred ? nullptr : dX;
-        bf16.as_stored(X, [&](auto* x) {
-            bf16.as_stored(y, [&](auto* yv) { cuda::conn_post_backward(dev(s), cache, x, yv, dXout, dX_now, dy, N); });
+        cuda::bf16 *dXout16 = bf16.stored_like(dXout, X, "a site's output gradient"),
+                   *dX16 = bf16.stored_like(dX_now, X, "a site's input gradient");
+        bf16.as_stored(y, [&](auto* yv) {
+            if (dXout16) cuda::conn_post_backward(dev(s), cache, (const cuda::bf16*)bf16.stored(X), yv,
+                                                  (const cuda::bf16*)dXout16, dX16, dy, N);
+            else cuda::conn_post_backward(dev(s), cache, X, yv, dXout, dX_now, dy, N);
         });
         if (deferred) *deferred = {&s, dXout, dX};
     }
@@ -218,9 +238,12 @@ struct CudaOps {
             dXout = deferred->dXout;
             *deferred = {};
         }
-        bf16.as_stored(X, [&](auto* x) {
-            cuda::conn_pre_backward(dev(s), params, cache, x, du, dX, dparams, scratch, N, dXout);
-        });
+        cuda::bf16 *dX16 = bf16.stored_like(dX, X, "a site's input gradient"),
+                   *dXout16 = bf16.stored_like(dXout, X, "a site's output gradient");
+        if (dX16)
+            cuda::conn_pre_backward(dev(s), params, cache, (const cuda::bf16*)bf16.stored(X), du, dX16, dparams,
+                                    scratch, N, (const cuda::bf16*)dXout16);
+        else cuda::conn_pre_backward(dev(s), params, cache, X, du, dX, dparams, scratch, N, dXout);
     }
 #undef MHC_CUDA_OP
 };

@@ -50,7 +50,7 @@ float* key(GptCuda& g, cuda::bf16* p) {
 }
 
 // dtype bf16's activations for B·T = N tokens: the stream states (with recompute those inside the
-// blocks share one buffer, as in fp32), each linear layer's bf16 input, the logits (then their
+// blocks share one buffer, as in fp32) and the backward's two buffers of their gradient, each linear layer's bf16 input, the logits (then their
 // gradient), each block's c_fc output, each site's branch output y, the backward's copy of a
 // block's output gradient (the widest: c_fc's [N, 4C]), each block's attention heads and the
 // attention backward's copy of its output gradient. The GELU's output is c_proj's bf16 input.
@@ -63,7 +63,7 @@ void plan_bf16(GptCuda& g, int B, int Tn) {
     const long dout_attn = round16(cuda::attention_dout16_size(B, Tn, m.C, m.H));
     const long y = round16(N * m.C), S = round16(N * m.n * m.C);
     const long states = m.recompute ? m.L + 2 : 2 * m.L + 1;
-    long total = states * S + logits + dout + m.L * (heads + fch + 2 * y) + dout_attn;
+    long total = (states + 2) * S + logits + dout + m.L * (heads + fch + 2 * y) + dout_attn;
     for (const auto& l : layers) total += round16(N * l[2]);
     g.act16.resize(total);
     cuda::bf16* at = g.act16.data();
@@ -73,6 +73,8 @@ void plan_bf16(GptCuda& g, int B, int Tn) {
     for (size_t k = 0; k < g.X.size(); k++)
         if (k % 2 && mid) g.X[k] = mid;
         else g.X[k] = key(g, at), at += S;
+    g.dXa = key(g, at), at += S;
+    g.dXb = key(g, at), at += S;
     g.logits = key(g, at), at += logits;
     g.dout16 = at, at += dout;
     g.dout16_attn = at, at += dout_attn;
@@ -136,7 +138,9 @@ void plan(GptCuda& g, int B, int Tn) {
     };
     auto layout_gact = [&] {
         auto& b = g.bgrad;
-        g.dXa = take(S), g.dXb = take(S), b.du = take(N * C), b.dy = take(N * C), b.dln = take(N * C);
+        // bf16: the streams' gradients dXa, dXb are bf16 too (plan_bf16)
+        g.dXa = g.bf16 ? nullptr : take(S), g.dXb = g.bf16 ? nullptr : take(S);
+        b.du = take(N * C), b.dy = take(N * C), b.dln = take(N * C);
         b.dqkv = take(3 * N * C), b.datt = take(datt), b.datty = take(N * C), b.dfch = take(4 * N * C);
         b.dfcg = take(4 * N * C), g.dhsum = take(N * C), g.dlnf = take(S);
     };

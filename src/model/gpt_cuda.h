@@ -59,11 +59,12 @@ struct GptCuda {
     // themselves (ln1, atty, ln2, fcg, hsum) are then one buffer that every layer reuses. Likewise
     // the attention: each block's keeps its bf16 q, k, v (found by the block's attention record),
     // so the fp32 qkv is one buffer too; dout16_attn is its backward's scratch.
-    // Some activations are bf16 themselves: the stream states X, the logits (then their gradient),
+    // Some activations are bf16 themselves: the stream states X (and their gradients dXa, dXb, stored
+    // as the streams), the logits (then their gradient),
     // c_fc's output fch, the GELU's fcg (straight into c_proj's bf16 input) and the sites' branch
-    // outputs y. Their float pointers (X, logits, b_act's fch and fcg, s_act's y) are the bf16
-    // values' addresses, listed in stored16: keys by which the CUDA ops know them
-    // (model/cuda_ops.h), never read as floats. The gradients stay fp32.
+    // outputs y. Their float pointers (X, dXa, dXb, logits, b_act's fch and fcg, s_act's y) are the
+    // bf16 values' addresses, listed in stored16: keys by which the CUDA ops know them
+    // (model/cuda_ops.h), never read as floats. The parameters' gradients stay fp32.
     cuda::DeviceBuffer<cuda::bf16> act16;
     cuda::bf16* dout16 = nullptr;
     std::vector<const float*> stored16;

@@ -30,7 +30,7 @@ __global__ void k_layernorm_forward(float* out, float* mean, float* rstd, const 
 
 // din = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w; one warp per row.
 template <typename TI>
-__global__ void k_layernorm_backward(float* din, const float* dout, const TI* in, const float* w,
+__global__ void k_layernorm_backward(TI* din, const float* dout, const TI* in, const float* w,
                                      const float* mean, const float* rstd, int N, int C) {
     const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= N) return;
@@ -45,10 +45,10 @@ __global__ void k_layernorm_backward(float* din, const float* dout, const TI* in
     }
     const float gmf = (float)(warp_sum(gm) / C), gxf = (float)(warp_sum(gx) / C);
     const float mu = mean[row], rs = rstd[row];
-    float* d = din + (long)row * C;
+    TI* d = din + (long)row * C;
     for (int c = lane; c < C; c += 32) {
         const float xh = (as_float(x[c]) - mu) * rs;
-        d[c] = rs * (g[c] * w[c] - gmf - xh * gxf);
+        put(d[c], rs * (g[c] * w[c] - gmf - xh * gxf));
     }
 }
 
@@ -111,7 +111,7 @@ void layernorm_forward_of(float* out, float* mean, float* rstd, const TI* in, co
 }
 
 template <typename TI>
-void layernorm_backward_of(float* din, float* dw, float* db, const float* dout, const TI* in, const float* w,
+void layernorm_backward_of(TI* din, float* dw, float* db, const float* dout, const TI* in, const float* w,
                            const float* mean, const float* rstd, int N, int C) {
     if (N <= 0) return;
     MHC_LAUNCH(k_layernorm_backward<TI>, (N + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, din, dout, in, w, mean,
@@ -134,7 +134,7 @@ void layernorm_backward(float* din, float* dw, float* db, const float* dout, con
                         const float* mean, const float* rstd, int N, int C) {
     layernorm_backward_of(din, dw, db, dout, in, w, mean, rstd, N, C);
 }
-void layernorm_backward(float* din, float* dw, float* db, const float* dout, const bf16* in, const float* w,
+void layernorm_backward(bf16* din, float* dw, float* db, const float* dout, const bf16* in, const float* w,
                         const float* mean, const float* rstd, int N, int C) {
     layernorm_backward_of(din, dw, db, dout, in, w, mean, rstd, N, C);
 }

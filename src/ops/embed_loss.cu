@@ -26,15 +26,16 @@ template <typename TX> struct EncoderForward {  // X[bt, s, c] = wte[idx[bt], c]
 };
 
 // The token's gradient summed over its streams, in stream order.
-MHC_DEV float stream_total(const float* dX, long bt, int n, int C, int c) {
-    const float* g = dX + bt * n * C + c;
-    float acc = g[0];
-    for (int s = 1; s < n; s++) acc += g[(long)s * C];
+template <typename TG> MHC_DEV float stream_total(const TG* dX, long bt, int n, int C, int c) {
+    const TG* g = dX + bt * n * C + c;
+    float acc = as_float(g[0]);
+    for (int s = 1; s < n; s++) acc += as_float(g[(long)s * C]);
     return acc;
 }
 
 // grid (distinct ids, channel blocks): dwte[id, c] += each of its positions' gradient, in order.
-__global__ void k_encoder_backward_wte(float* dwte, const float* dX, const int32_t* tok, const int32_t* start,
+template <typename TG>
+__global__ void k_encoder_backward_wte(float* dwte, const TG* dX, const int32_t* tok, const int32_t* start,
                                        const int32_t* pos, int n, int C) {
     const int u = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
     if (c >= C) return;
@@ -45,7 +46,8 @@ __global__ void k_encoder_backward_wte(float* dwte, const float* dX, const int32
 }
 
 // grid (positions t, channel blocks): dwpe[t, c] += the gradient at (b, t) for b in order.
-__global__ void k_encoder_backward_wpe(float* dwpe, const float* dX, int B, int Tn, int n, int C) {
+template <typename TG>
+__global__ void k_encoder_backward_wpe(float* dwpe, const TG* dX, int B, int Tn, int n, int C) {
     const int t = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
     if (c >= C) return;
     float* dp = dwpe + (long)t * C + c;
@@ -176,12 +178,22 @@ void encoder_index_build(EncoderIndex& ix, const int32_t* idx, int N) {
     ix.pos.upload(pos.data(), pos.size());
 }
 
-void encoder_backward(float* dwte, float* dwpe, const float* dX, const EncoderIndex& ix, int B, int Tn, int C, int n) {
+namespace {
+template <typename TG>
+void encoder_backward_of(float* dwte, float* dwpe, const TG* dX, const EncoderIndex& ix, int B, int Tn, int C, int n) {
     if (B <= 0 || Tn <= 0 || ix.ntok == 0) return;
     const unsigned cb = (unsigned)((C + kChan - 1) / kChan);
-    MHC_LAUNCH(k_encoder_backward_wte, dim3(ix.ntok, cb), kChan, dwte, dX, ix.tok.data(), ix.start.data(),
+    MHC_LAUNCH(k_encoder_backward_wte<TG>, dim3(ix.ntok, cb), kChan, dwte, dX, ix.tok.data(), ix.start.data(),
                ix.pos.data(), n, C);
-    MHC_LAUNCH(k_encoder_backward_wpe, dim3(Tn, cb), kChan, dwpe, dX, B, Tn, n, C);
+    MHC_LAUNCH(k_encoder_backward_wpe<TG>, dim3(Tn, cb), kChan, dwpe, dX, B, Tn, n, C);
+}
+}  // namespace
+
+void encoder_backward(float* dwte, float* dwpe, const float* dX, const EncoderIndex& ix, int B, int Tn, int C, int n) {
+    encoder_backward_of(dwte, dwpe, dX, ix, B, Tn, C, n);
+}
+void encoder_backward(float* dwte, float* dwpe, const bf16* dX, const EncoderIndex& ix, int B, int Tn, int C, int n) {
+    encoder_backward_of(dwte, dwpe, dX, ix, B, Tn, C, n);
 }
 
 double crossentropy_forward(float* probs, float* losses, const int32_t* targets, int N, int V) {

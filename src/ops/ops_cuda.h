@@ -28,6 +28,8 @@ struct EncoderIndex {
 void encoder_index_build(EncoderIndex& ix, const int32_t* idx_host, int N);
 // dwte += , dwpe += (sum over the streams of dX)
 void encoder_backward(float* dwte, float* dwpe, const float* dX, const EncoderIndex& ix, int B, int Tn, int C, int n);
+// The same from dtype bf16's stream gradient in bf16 (the sums fp32).
+void encoder_backward(float* dwte, float* dwpe, const bf16* dX, const EncoderIndex& ix, int B, int Tn, int C, int n);
 
 // LayerNorm over the last dim, eps 1e-5. in, out [N, C]; mean, rstd [N]; bias may be null.
 void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* w, const float* b, int N,
@@ -35,10 +37,11 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* in, co
 // din = (overwritten), dw += , db += (db may be null)
 void layernorm_backward(float* din, float* dw, float* db, const float* dout, const float* in, const float* w,
                         const float* mean, const float* rstd, int N, int C);
-// The same from an input stored in bf16 (dtype bf16's streams, before ln_f), read as its fp32 values.
+// The same from an input stored in bf16 (dtype bf16's streams, before ln_f), read as its fp32 values;
+// the backward writes din in bf16 (the streams' gradient, stored as the streams), rounded once.
 void layernorm_forward(float* out, float* mean, float* rstd, const bf16* in, const float* w, const float* b, int N,
                        int C);
-void layernorm_backward(float* din, float* dw, float* db, const float* dout, const bf16* in, const float* w,
+void layernorm_backward(bf16* din, float* dw, float* db, const float* dout, const bf16* in, const float* w,
                         const float* mean, const float* rstd, int N, int C);
 
 // Linear layer, weights stored (out, in): out [N, OC] = in [N, IC] · Wᵀ + bias (cuBLAS).
