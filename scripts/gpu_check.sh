@@ -29,7 +29,8 @@
 #                                  THERE, after the check: the speed issue's GPT-2-small benchmark,
 #                                  bench/side_by_side.py --device cuda (mhc in dtype bf16 and the
 #                                  PyTorch reference in bf16 autocast; none, hc, mhc, mhc_lite, kromhc)
-#                                  and mhc_lite with recompute; about 3 minutes, 9 at most.
+#                                  and mhc_lite with recompute, then mhc's time per op and step for
+#                                  each variant; about 3 minutes, 9 at most.
 # Exit status: 0 when every GPU test ran and passed, test_device.py passed, the benches ran and the
 # bf16 run met its bounds.
 set -uo pipefail
@@ -149,6 +150,15 @@ try:
         r["tokens_per_s"], 1e3 * r["step_s_median"], r["device_peak_mb"], 100 * r.get("mfu_bf16", 0)))
 except (OSError, ValueError, KeyError, IndexError):
     print("mhc_lite with recompute: no result (%s/gpt2_recompute.log)" % out)
+# Where the step goes, op by op (mhc bench's ops_s), for each variant of the side-by-side run.
+try:
+    res = json.load(open(out + "/gpt2_small.json"))["mhc"]["results"]
+    ops = sorted(set().union(*(r["ops_s"] for r in res)), key=lambda op: -res[-1]["ops_s"].get(op, 0))
+    print("ms per step by op:   " + " ".join("%9s" % r["variant"] for r in res))
+    for op in ops:
+        print("%-20s " % op + " ".join("%9.2f" % (1e3 * r["ops_s"].get(op, 0)) for r in res))
+except (OSError, ValueError, KeyError, IndexError):
+    print("ms per step by op: no result (%s/gpt2_small.json)" % out)
 EOF
   echo "gpu_check --gpt2: exit $rc; the table and both sides' JSON in $out/gpt2_small.md, .json"
   exit $rc

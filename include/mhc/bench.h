@@ -3,6 +3,7 @@
 // set them against (model FLOP utilisation, MFU).
 #pragma once
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -33,11 +34,11 @@ struct BenchResult {
     long params = 0, tokens_per_step = 0;
     std::vector<double> step_s;              // each timed step, seconds
     double step_s_median = 0, step_s_min = 0, step_s_mean = 0, tokens_per_s = 0;
-    // Mean seconds per timed step. The model's phases come from GPT::phases, the optimizer is
-    // grad_norm + clip + AdamW; what no phase timer saw (zero_grad, drawing the batch) is added
-    // to "other", so the phases sum to step_s_mean. On a GPU (no phase timers) the whole forward
-    // and backward is "other".
+    // Mean seconds per timed step. The model's phases come from GPT::phases (on a GPU from CUDA
+    // events around each op call), the optimizer is grad_norm + clip + AdamW; what no phase timer
+    // saw (zero_grad, drawing the batch) is added to "other", so the phases sum to step_s_mean.
     double phases_s[kBenchPhaseCount] = {};
+    std::map<std::string, double> ops_s;     // the model's phases per op (PhaseTimes::op_s), per step
     double untimed_s = 0;                    // that part of "other": the step minus every phase timer
     double model_gflop_per_step = 0;
     double device_peak_mb = -1;              // a GPU's peak memory of the engine (MiB); -1 on the CPU

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,7 @@ struct GptBlock {
 enum Phase { kPhaseMatmul, kPhaseAttention, kPhaseConn, kPhaseOther, kPhaseCount };
 struct PhaseTimes {
     double s[kPhaseCount] = {};
+    std::map<std::string, double> op_s;  // the same seconds per op (its name in the ops, e.g. conn_pre_forward)
 };
 inline const char* phase_name(int p) {
     static const char* names[kPhaseCount] = {"matmul", "attention", "connections", "other"};

@@ -6,8 +6,10 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <sstream>
 
 #include "cli/cli.h"
@@ -147,6 +149,26 @@ void print_table(const nlohmann::json& doc, const TrainConfig& cfg, const std::s
                 kBenchFlopsNote);
 }
 
+// --ops: the model's time per op and step (its phases split by op: the ops' names, model/cpu_ops.h
+// and model/cuda_ops.h), one column per variant, the ops in the order of the first variant's time.
+void print_ops(const nlohmann::json& doc) {
+    const auto& res = doc["results"];
+    std::vector<std::pair<double, std::string>> order;
+    std::map<std::string, bool> seen;
+    for (const auto& r : res)
+        for (const auto& [op, s] : r["ops_s"].items())
+            if (!seen[op]) seen[op] = true, order.push_back({res[0]["ops_s"].value(op, 0.0), op});
+    std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    std::printf("\nms per step by op (the model's forward and backward; the optimizer apart)\n%-26s", "op");
+    for (const auto& r : res) std::printf(" %10s", r["variant"].get<std::string>().c_str());
+    std::printf("\n");
+    for (const auto& [first, op] : order) {
+        std::printf("%-26s", op.c_str());
+        for (const auto& r : res) std::printf(" %10.3f", 1e3 * r["ops_s"].value(op, 0.0));
+        std::printf("\n");
+    }
+}
+
 }  // namespace
 
 Runner add_bench(CLI::App& app) {
@@ -154,7 +176,7 @@ Runner add_bench(CLI::App& app) {
         std::string config, variants = variant_keys_csv(), data, child, device;
         std::vector<std::string> sets;
         int steps = 10, warmup = 2, threads = 0;
-        bool json = false;
+        bool json = false, ops = false;
     };
     auto o = std::make_shared<Opts>();
     app.add_option("--config", o->config, "TOML config (default: the mHC-lite authors' model: 6 layers, 6 heads, "
@@ -168,6 +190,7 @@ Runner add_bench(CLI::App& app) {
                    std::to_string(omp_get_max_threads()) + " here)")->check(at_least(0));
     app.add_option("--data", o->data, "Token or text file the batches come from (default: seeded random tokens)");
     add_device_option(app, o->device, true);
+    app.add_flag("--ops", o->ops, "Also print the time per op and step (which op the phases' time goes to)");
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
     app.add_option("--child", o->child, "internal: one measurement in this process")->group("");
     app.footer(std::string("Each variant runs in its own process; tok/s and MFU use the median step time.\n") +
@@ -237,6 +260,7 @@ Runner add_bench(CLI::App& app) {
                               {"flops_note", kBenchFlopsNote}, {"results", results}};
         if (gpu) doc["bf16_peak_gflops"] = peak16["gflops"], doc["bf16_shape"] = peak16["shape"];
         print_table(doc, cfg, o->data.empty() ? "random tokens" : o->data);
+        if (o->ops) print_ops(doc);
         if (o->json) print_json(doc);
         return 0;
     };

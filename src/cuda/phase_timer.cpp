@@ -16,11 +16,13 @@ cudaEvent_t PhaseTimer::event(size_t k) {
     return events_[k];
 }
 
-void PhaseTimer::begin(Phase phase) {
+void PhaseTimer::begin(Phase phase, const char* op) {
     if (used_ % 2) fail("PhaseTimer::begin", "an op's timing began inside another's", __FILE__, __LINE__);
     MHC_CUDA_CHECK(cudaEventRecord(event(used_), nullptr));
     phases_.resize(used_ / 2 + 1);
+    ops_.resize(used_ / 2 + 1);
     phases_[used_ / 2] = phase;
+    ops_[used_ / 2] = op;
     used_++;
 }
 
@@ -38,6 +40,7 @@ void PhaseTimer::collect(PhaseTimes& out) {
         float ms = 0;
         MHC_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[2 * k], events_[2 * k + 1]));
         out.s[phases_[k]] += ms * 1e-3;
+        out.op_s[ops_[k]] += ms * 1e-3;
     }
     used_ = 0;
 }

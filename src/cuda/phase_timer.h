@@ -17,15 +17,17 @@ public:
     PhaseTimer(const PhaseTimer&) = delete;
     PhaseTimer& operator=(const PhaseTimer&) = delete;
     ~PhaseTimer();
-    void begin(Phase phase);  // before an op's launches
-    void end();               // after them
-    // Waits for the last event, adds each pair's time to its phase in `out`, and starts afresh.
+    void begin(Phase phase, const char* op);  // before an op's launches (op: its name, a literal)
+    void end();                               // after them
+    // Waits for the last event, adds each pair's time to its phase and its op in `out`, and starts
+    // afresh.
     void collect(PhaseTimes& out);
 
 private:
     cudaEvent_t event(size_t k);  // the k-th event of the pool, created when first needed
     std::vector<cudaEvent_t> events_;
     std::vector<Phase> phases_;   // pair k: events 2k, 2k + 1
+    std::vector<const char*> ops_;
     size_t used_ = 0;             // events recorded since the last collect
 };
 
@@ -48,8 +50,8 @@ private:
 // Times one op call when a timer is attached (a null timer costs one branch).
 struct PhaseScope {
     PhaseTimer* t;
-    PhaseScope(PhaseTimer* timer, Phase p) : t(timer) {
-        if (t) t->begin(p);
+    PhaseScope(PhaseTimer* timer, Phase p, const char* op) : t(timer) {
+        if (t) t->begin(p, op);
     }
     ~PhaseScope() {
         if (t) t->end();

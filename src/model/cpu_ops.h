@@ -15,20 +15,24 @@ namespace mhc::detail {
 struct CpuOps {
     PhaseTimes* phases = nullptr;  // null: no timing (one branch per op call)
 
-    // Adds the time of one op call to its phase.
+    // Adds the time of one op call to its phase and to the op's own total.
     struct Timer {
         PhaseTimes* p;
         Phase ph;
+        const char* op;
         std::chrono::steady_clock::time_point t0 = p ? std::chrono::steady_clock::now()
                                                      : std::chrono::steady_clock::time_point{};
         ~Timer() {
-            if (p) p->s[ph] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            if (!p) return;
+            const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            p->s[ph] += dt;
+            p->op_s[op] += dt;
         }
     };
 
 #define MHC_CPU_OP(phase, op)                                         \
     template <typename... A> decltype(auto) op(A&&... a) const {      \
-        const Timer timer{phases, phase};                             \
+        const Timer timer{phases, phase, #op};                        \
         return mhc::op(std::forward<A>(a)...);                        \
     }
     MHC_CPU_OP(kPhaseOther, encoder_forward)

@@ -97,30 +97,30 @@ struct CudaOps {
 
 #define MHC_CUDA_OP(phase, op)                                   \
     template <typename... A> decltype(auto) op(A&&... a) const { \
-        const cuda::PhaseScope scope(timer, phase);              \
+        const cuda::PhaseScope scope(timer, phase, #op);         \
         return cuda::op(std::forward<A>(a)...);                  \
     }
     // The streams (X) and their gradients may be stored in bf16: the encoder writes them, ln_f reads
     // them; ln_f's backward writes their gradient, the encoder's reads it.
     void encoder_forward(float* X, const int32_t* idx, const float* wte, const float* wpe, int B, int Tn, int C,
                          int n) const {
-        const cuda::PhaseScope scope(timer, kPhaseOther);
+        const cuda::PhaseScope scope(timer, kPhaseOther, "encoder_forward");
         if (cuda::bf16* X16 = bf16.stored(X)) return cuda::encoder_forward(X16, idx, wte, wpe, B, Tn, C, n);
         cuda::encoder_forward(X, idx, wte, wpe, B, Tn, C, n);
     }
     void encoder_backward(float* dwte, float* dwpe, const float* dX, const cuda::EncoderIndex& ix, int B, int Tn,
                           int C, int n) const {
-        const cuda::PhaseScope scope(timer, kPhaseOther);
+        const cuda::PhaseScope scope(timer, kPhaseOther, "encoder_backward");
         bf16.as_stored(dX, [&](auto* g) { cuda::encoder_backward(dwte, dwpe, g, ix, B, Tn, C, n); });
     }
     void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* w, const float* b,
                            int N, int C) const {
-        const cuda::PhaseScope scope(timer, kPhaseOther);
+        const cuda::PhaseScope scope(timer, kPhaseOther, "layernorm_forward");
         bf16.as_stored(in, [&](auto* x) { cuda::layernorm_forward(out, mean, rstd, x, w, b, N, C); });
     }
     void layernorm_backward(float* din, float* dw, float* db, const float* dout, const float* in, const float* w,
                             const float* mean, const float* rstd, int N, int C) const {
-        const cuda::PhaseScope scope(timer, kPhaseOther);
+        const cuda::PhaseScope scope(timer, kPhaseOther, "layernorm_backward");
         // ln_f's: from bf16 streams, to their gradient in bf16
         if (cuda::bf16* din16 = bf16.stored_like(din, in, "a LayerNorm's input gradient"))
             return cuda::layernorm_backward(din16, dw, db, dout, bf16.stored(in), w, mean, rstd, N, C);
@@ -128,7 +128,7 @@ struct CudaOps {
     }
     // bf16: an input stored in bf16 is the layer's bf16 input itself (the GELU wrote it there).
     void matmul_forward(float* out, const float* in, const float* W, const float* bias, int N, int IC, int OC) const {
-        const cuda::PhaseScope scope(timer, kPhaseMatmul);
+        const cuda::PhaseScope scope(timer, kPhaseMatmul, "matmul_forward");
         if (!bf16.P) return cuda::matmul_forward(out, in, W, bias, N, IC, OC);
         const auto& l = bf16.of(W);
         const cuda::bf16* in16 = bf16.stored(in);
@@ -141,7 +141,7 @@ struct CudaOps {
     // bf16: the input's copy is the forward's (the fp32 input may since have been overwritten).
     void matmul_backward(float* din, float* dW, float* dbias, const float* dout, const float* in, const float* W,
                          int N, int IC, int OC) const {
-        const cuda::PhaseScope scope(timer, kPhaseMatmul);
+        const cuda::PhaseScope scope(timer, kPhaseMatmul, "matmul_backward");
         if (!bf16.P) return cuda::matmul_backward(din, dW, dbias, dout, in, W, N, IC, OC);
         const auto& l = bf16.of(W);
         if (const cuda::bf16* dout16 = bf16.stored(dout)) {  // the logits' gradient (no bias)
@@ -151,26 +151,26 @@ struct CudaOps {
         cuda::matmul_backward_bf16(din, dW, dbias, bf16.dout16, dout, l.in16, l.w16, N, IC, OC);
     }
     void gelu_forward(float* out, const float* in, long N) const {
-        const cuda::PhaseScope scope(timer, kPhaseOther);
+        const cuda::PhaseScope scope(timer, kPhaseOther, "gelu_forward");
         cuda::bf16 *in16 = bf16.stored(in), *out16 = bf16.stored(out);
         if (!in16 && !out16) return cuda::gelu_forward(out, in, N);
         if (!in16 || !out16) throw std::logic_error("CudaOps: a GELU from or to bf16, not both");
         cuda::gelu_forward_bf16(out16, in16, N);
     }
     void gelu_backward(float* din, const float* in, const float* dout, long N) const {
-        const cuda::PhaseScope scope(timer, kPhaseOther);
+        const cuda::PhaseScope scope(timer, kPhaseOther, "gelu_backward");
         if (const cuda::bf16* in16 = bf16.stored(in)) return cuda::gelu_backward_from16(din, in16, dout, N);
         cuda::gelu_backward(din, in, dout, N);
     }
     void attention_forward(float* out, float* att, const float* qkv, int B, int Tn, int C, int H) const {
-        const cuda::PhaseScope scope(timer, kPhaseAttention);
+        const cuda::PhaseScope scope(timer, kPhaseAttention, "attention_forward");
         if (!bf16.P) return cuda::attention_forward(out, att, qkv, B, Tn, C, H);
         cuda::attention_forward_bf16(out, att, bf16.heads_of(att), qkv, B, Tn, C, H);
     }
     // bf16: the heads are the forward's bf16 copy (the fp32 qkv may since have been overwritten).
     void attention_backward(float* dqkv, float* datt, const float* dout, const float* qkv, const float* att, int B,
                             int Tn, int C, int H) const {
-        const cuda::PhaseScope scope(timer, kPhaseAttention);
+        const cuda::PhaseScope scope(timer, kPhaseAttention, "attention_backward");
         if (!bf16.P) return cuda::attention_backward(dqkv, datt, dout, qkv, att, B, Tn, C, H);
         cuda::attention_backward_bf16(dqkv, datt, bf16.dout16_attn, dout, bf16.heads_of(att), att, B, Tn, C, H);
     }
@@ -178,32 +178,32 @@ struct CudaOps {
     MHC_CUDA_OP(kPhaseOther, stream_sum_forward)
     MHC_CUDA_OP(kPhaseOther, stream_sum_backward)
     double crossentropy_forward(float* logits, float* losses, const int32_t* targets, int N, int V) const {
-        const cuda::PhaseScope scope(timer, kPhaseOther);
+        const cuda::PhaseScope scope(timer, kPhaseOther, "crossentropy_forward");
         if (cuda::bf16* l16 = bf16.stored(logits)) return cuda::crossentropy_forward_bf16(l16, losses, targets, N, V);
         return cuda::crossentropy_forward(logits, losses, targets, N, V);
     }
     void crossentropy_forward_into(float* logits, float* losses, const int32_t* targets, int N, int V,
                                    double* loss_acc, double div, double grad_scale) const {
-        const cuda::PhaseScope scope(timer, kPhaseOther);
+        const cuda::PhaseScope scope(timer, kPhaseOther, "crossentropy_forward_into");
         if (cuda::bf16* l16 = bf16.stored(logits))
             return cuda::crossentropy_forward_into_bf16(l16, losses, targets, N, V, loss_acc, div, grad_scale);
         cuda::crossentropy_forward_into(logits, losses, targets, N, V, loss_acc, div, grad_scale);
     }
     void crossentropy_backward(float* logits, const int32_t* targets, int N, int V, double scale) const {
-        const cuda::PhaseScope scope(timer, kPhaseOther);
+        const cuda::PhaseScope scope(timer, kPhaseOther, "crossentropy_backward");
         if (cuda::bf16* l16 = bf16.stored(logits)) return cuda::crossentropy_backward_bf16(l16, targets, N, V, scale);
         cuda::crossentropy_backward(logits, targets, N, V, scale);
     }
     // The sites: the streams X (and Xout) and the branch output y each as stored.
     void conn_pre_forward(const ConnSite& s, const float* params, const float* X, float* u, float* cache,
                           float* scratch, int N) const {
-        const cuda::PhaseScope scope(timer, kPhaseConn);
+        const cuda::PhaseScope scope(timer, kPhaseConn, "conn_pre_forward");
         const double* ss = norms && norms->of == X ? norms->ss : nullptr;
         bf16.as_stored(X, [&](auto* x) { cuda::conn_pre_forward(dev(s), params, x, u, cache, scratch, N, ss); });
     }
     void conn_post_forward(const ConnSite& s, const float* cache, const float* X, const float* y, float* Xout,
                            int N) const {
-        const cuda::PhaseScope scope(timer, kPhaseConn);
+        const cuda::PhaseScope scope(timer, kPhaseConn, "conn_post_forward");
         double* ss = norms ? norms->ss : nullptr;
         cuda::bf16 *X16 = bf16.stored(X), *Xout16 = bf16.stored(Xout);
         if (!X16 != !Xout16) throw std::logic_error("CudaOps: a site's input and output streams stored differently");
@@ -215,7 +215,7 @@ struct CudaOps {
     }
     void conn_post_backward(const ConnSite& s, float* cache, const float* X, const float* y, const float* dXout,
                             float* dX, float* dy, int N) const {
-        const cuda::PhaseScope scope(timer, kPhaseConn);
+        const cuda::PhaseScope scope(timer, kPhaseConn, "conn_post_backward");
         if (deferred && deferred->site)
             throw std::logic_error("CudaOps: a site's post backward while another's dX is still deferred");
         float* dX_now = deferred ? nullptr : dX;
@@ -230,7 +230,7 @@ struct CudaOps {
     }
     void conn_pre_backward(const ConnSite& s, const float* params, const float* cache, const float* X,
                            const float* du, float* dX, float* dparams, float* scratch, int N) const {
-        const cuda::PhaseScope scope(timer, kPhaseConn);
+        const cuda::PhaseScope scope(timer, kPhaseConn, "conn_pre_backward");
         const float* dXout = nullptr;
         if (deferred && deferred->site) {
             if (deferred->site != &s || deferred->dX != dX)

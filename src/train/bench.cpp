@@ -105,6 +105,7 @@ BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::str
     r.step_s_min = *std::min_element(r.step_s.begin(), r.step_s.end());
     r.tokens_per_s = r.tokens_per_step / r.step_s_median;
     for (int p = 0; p < kPhaseCount; p++) r.phases_s[p] = model_phases.s[p] / steps;
+    for (const auto& [op, s] : model_phases.op_s) r.ops_s[op] = s / steps;
     r.phases_s[kPhaseOptimizer] = optimizer_s / steps;
     for (double s : r.phases_s) timed_sum += s;
     r.untimed_s = std::max(0.0, r.step_s_mean - timed_sum);
@@ -117,7 +118,8 @@ nlohmann::json bench_result_to_json(const BenchResult& r) {
     for (int p = 0; p < kBenchPhaseCount; p++) phases[bench_phase_name(p)] = r.phases_s[p];
     return {{"variant", r.variant}, {"params", r.params}, {"tokens_per_step", r.tokens_per_step},
             {"step_s_median", r.step_s_median}, {"step_s_min", r.step_s_min}, {"step_s_mean", r.step_s_mean},
-            {"step_s", r.step_s}, {"tokens_per_s", r.tokens_per_s}, {"phases_s", phases}, {"untimed_s", r.untimed_s},
+            {"step_s", r.step_s}, {"tokens_per_s", r.tokens_per_s}, {"phases_s", phases}, {"ops_s", r.ops_s},
+            {"untimed_s", r.untimed_s},
             {"model_gflop_per_step", r.model_gflop_per_step},
             {"device_peak_mb", r.device_peak_mb < 0 ? nlohmann::json() : nlohmann::json(r.device_peak_mb)}};
 }

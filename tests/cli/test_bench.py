@@ -58,6 +58,16 @@ def test_json_all_variants():
               0 <= x.get("untimed_s", -1) < 0.5 * mean, (x.get("untimed_s"), mean))
         check("%s: the matmul phase is timed, and connections too where there are any" % v,
               ph.get("matmul", 0) > 0 and (v == "none" or ph.get("connections", 0) > 0), ph)
+        ops = x.get("ops_s", {})
+        conn = sum(t for op, t in ops.items() if op.startswith("conn_"))
+        model = sum(ph.get(p, 0) for p in ["matmul", "attention", "connections"])
+        check("%s: ops_s splits the phases by op: the four conn ops sum to the connections phase, "
+              "all ops to at least matmul + attention + connections" % v,
+              all(t >= 0 for t in ops.values()) and "matmul_forward" in ops and "matmul_backward" in ops
+              and abs(conn - ph.get("connections", 0)) <= 1e-9 + 1e-6 * conn
+              and (v == "none" or {"conn_pre_forward", "conn_post_forward", "conn_post_backward",
+                                   "conn_pre_backward"} <= set(ops))
+              and sum(ops.values()) >= model * (1 - 1e-6), (ops, ph))
         check("%s: peak_rss_mb > 0" % v, x.get("peak_rss_mb", 0) > 0, x.get("peak_rss_mb"))
     # mhc and jpmhc both have n + n² = n(1 + n) alpha columns (SPEC §4): the others all differ.
     check("variants differ in parameter count (mhc = jpmhc)", len(params) == 6, params)
@@ -89,6 +99,14 @@ def test_options():
     r = run(*TINY, *FAST, "--variants", "hc")
     check("human output without --json has no JSON line", r.returncode == 0 and "{" not in r.stdout
           and "hc" in r.stdout, r.stdout + r.stderr)
+    r = run(*TINY, *FAST, "--variants", "none,mhc_lite", "--ops")
+    lines = r.stdout.splitlines()
+    at = next((i for i, l in enumerate(lines) if l.startswith("ms per step by op")), -1)
+    rows = {w[0]: w[1:] for w in map(str.split, lines[at + 2:] if at >= 0 else [])}
+    check("--ops: a table of ms per step by op, one column per variant",
+          r.returncode == 0 and at >= 0 and lines[at + 1].split() == ["op", "none", "mhc_lite"]
+          and all(len(v) == 2 for v in rows.values()) and "matmul_forward" in rows
+          and float(rows.get("conn_pre_forward", ["0", "0"])[1]) > 0, r.stdout + r.stderr)
     r = run("--help")
     check("--help gives the FLOP formula", r.returncode == 0 and "6*P_matmul*tokens" in r.stdout, r.stdout)
 
