@@ -311,7 +311,7 @@ TEST(CudaConnLayout, ScratchSizes) {
         for (const int N : {1, 3, 65}) {
             const long size = cuda::conn_scratch_size_cuda(s, N);
             const long Nr = (long)N * s.rpt, W = s.rpt * s.prow;
-            const long parts = std::max(Nr, (long)s.Dp) * 3 * s.prow;  // bf16 streams' split products
+            const long parts = std::max(Nr, (long)s.Dp) * cuda::detail::parts_ld(s.prow);  // bf16 streams
             long need = 2L * s.Dp * s.prow + Nr * s.prow + N * W + 2L * N * s.n + 4L * W + parts + (parts + 1) / 2;
             if (v == Variant::hc) need += Nr * s.Dp;  // dZ · Wfᵀ (the others make it in place)
             if (v == Variant::mhc) need += 4L * c.sinkhorn_iters * s.n * s.n * N;

@@ -334,32 +334,35 @@ struct FoldGain {  // Wf [Dp, prow]
 // significant bits in three of 8, each rounding to nearest: each remainder is exact in fp32). A
 // bf16 stream value times a bf16 part is exact in fp32, so X · [hi | mid | lo] with fp32 sums,
 // added back as (lo + mid) + hi, is an fp32 product of X and w.
-// Value i of an [rows, m] matrix into its row of parts [rows, 3m]: hi, then mid, then lo.
+// Value i of an [rows, m] matrix into its row of parts [rows, parts_ld(m)]: hi, then mid, then lo,
+// then zeros up to the row's end (the tensor cores want rows of a multiple of 8 values).
 MHC_DEV void split3(float w, long i, int m, bf16* parts) {
-    bf16* at = parts + (i / m) * 3 * m + i % m;
+    const int ld = detail::parts_ld(m), j = (int)(i % m);
+    bf16* at = parts + (i / m) * ld + j;
     const bf16 hi = __float2bfloat16(w);
     const float r = w - __bfloat162float(hi);
     const bf16 mid = __float2bfloat16(r);
     at[0] = hi, at[m] = mid, at[2 * m] = __float2bfloat16(r - __bfloat162float(mid));
+    for (int p = 3 * m; p < ld - j; p += m) at[p] = __float2bfloat16(0.0f);
 }
-struct FoldGainSplit {  // Wf's parts [Dp, 3 prow]
+struct FoldGainSplit {  // Wf's parts [Dp, parts_ld(prow)]
     SiteDev s;
     const float* params;
     bf16* parts;
     MHC_DEV void operator()(long i) const { split3(folded(s, params, i), i, s.prow, parts); }
 };
-struct Split {  // parts [rows, 3m] of a [rows, m]
+struct Split {  // parts [rows, parts_ld(m)] of a [rows, m]
     const float* in;
     bf16* parts;
     int m;
     MHC_DEV void operator()(long i) const { split3(in[i], i, m, parts); }
 };
-struct AddParts {  // out [rows, m] (=) from the products of the three parts, prod [rows, 3m]
+struct AddParts {  // out [rows, m] (=) from the products of the three parts, prod [rows, parts_ld(m)]
     const float* prod;
     float* out;
     int m;
     MHC_DEV void operator()(long i) const {
-        const float* p = prod + (i / m) * 3 * m + i % m;
+        const float* p = prod + (i / m) * detail::parts_ld(m) + i % m;
         out[i] = (p[2 * m] + p[m]) + p[0];
     }
 };
@@ -454,7 +457,7 @@ void project(const SiteDev& s, const ConnScratch& sc, const float* params, const
     gemm(false, false, (int)Nr, s.prow, s.Dp, 1.0f, X, s.Dp, sc.Wf, s.prow, 0.0f, sc.PZ, s.prow);
 }
 void project(const SiteDev& s, const ConnScratch& sc, const float* params, const bf16* X, long Nr) {
-    const int m3 = 3 * s.prow;
+    const int m3 = detail::parts_ld(s.prow);
     each((long)s.Dp * s.prow, FoldGainSplit{s, params, sc.parts});
     gemm_bf16(false, false, (int)Nr, m3, s.Dp, 1.0f, X, s.Dp, sc.parts, m3, 0.0f, sc.split, m3);
     each(Nr * s.prow, AddParts{sc.split, sc.PZ, s.prow});
@@ -464,7 +467,7 @@ void weight_sums(const SiteDev& s, const ConnScratch& sc, const float* X, long N
     gemm(true, false, s.Dp, s.prow, (int)Nr, 1.0f, X, s.Dp, sc.PZ, s.prow, 0.0f, sc.Dsum, s.prow);
 }
 void weight_sums(const SiteDev& s, const ConnScratch& sc, const bf16* X, long Nr) {
-    const int m3 = 3 * s.prow;
+    const int m3 = detail::parts_ld(s.prow);
     each(Nr * s.prow, Split{sc.PZ, sc.parts, s.prow});
     gemm_bf16(true, false, s.Dp, m3, (int)Nr, 1.0f, X, s.Dp, sc.parts, m3, 0.0f, sc.split, m3);
     each((long)s.Dp * s.prow, AddParts{sc.split, sc.Dsum, s.prow});

@@ -84,12 +84,16 @@ struct ConnScratch {
     float* Dsum;    // [Dp, prow]  Xᵀ dZ
     double* dhpre;  // [N, n]
     double* sums;   // [2W]  sums over tokens of G and G·f
-    float* split;   // [max(N*rpt, Dp), 3 prow] bf16 streams: the products of a factor's three bf16 parts
-    bf16* parts;    // [max(N*rpt, Dp), 3 prow] those parts (Wf's forward, dZ's backward)
+    float* split;   // [max(N*rpt, Dp), parts_ld(prow)] bf16 streams: the products of a factor's three
+                    // bf16 parts
+    bf16* parts;    // [max(N*rpt, Dp), parts_ld(prow)] those parts (Wf's forward, dZ's backward)
     double* trace;  // token index fastest: mhc [2·iters·n², N] the Sinkhorn half steps; jpmhc
                     // [iters·n², N] the fixed point's iterates (none when exact)
 };
 long conn_scratch_layout(const SiteDev& s, int N, float* base, ConnScratch* out);
+// A row of three parts of m values, padded to a multiple of 8 (16 bytes of bf16: the tensor
+// cores' products want such leading dimensions).
+__host__ __device__ inline int parts_ld(int m) { return (3 * m + 7) / 8 * 8; }
 
 // The per-token coefficient kernels (conn/coef.cu).
 // P [N, rpt*prow] raw projections (rows not yet scaled by their rs) -> the cache rows' f, H_pre,

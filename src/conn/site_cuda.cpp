@@ -59,7 +59,7 @@ long detail::conn_scratch_layout(const SiteDev& s, int N, float* base, ConnScrat
         c.Dsum = take((long)s.Dp * s.prow);
         c.dhpre = (double*)take(2L * N * s.n);
         c.sums = (double*)take(2L * 2 * s.W);
-        const long parts = std::max(Nr, (long)s.Dp) * 3 * s.prow;  // used with bf16 streams only
+        const long parts = std::max(Nr, (long)s.Dp) * parts_ld(s.prow);  // used with bf16 streams only
         c.split = take(parts);
         c.parts = (bf16*)take((parts + 1) / 2);
         // mhc: the Sinkhorn half steps; jpmhc: the fixed point's iterates (none for the exact transform)
