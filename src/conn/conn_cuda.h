@@ -65,8 +65,8 @@ void conn_post_backward(const ConnSiteCuda& s, float* cache, const TX* X, const 
                         float* dy, int N);
 // du [N,C] -> dX [N,n,C] ACCUMULATED (+=), dparams ACCUMULATED (+=) for every parameter.
 // dXout given (the post's backward ran with dX null): dX [N,n,C] OVERWRITTEN with the post's share
-// from dXout (conn_post_backward's sums, in its order) plus the pre's; one write and one read of dX
-// fewer. dXout must not alias dX.
+// from dXout (conn_post_backward's sums, in its order) plus the pre's, rounded once; one write and
+// one read of dX fewer. dXout must not alias dX.
 template <typename TX>
 void conn_pre_backward(const ConnSiteCuda& s, const float* params, const float* cache, const TX* X,
                        const float* du, TX* dX, float* dparams, float* scratch, int N,

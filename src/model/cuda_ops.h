@@ -28,8 +28,8 @@ struct StreamNorms {
 // The post side's dX deferred to the pre side within a site's backward: block.h calls a site's
 // conn_post_backward, then its branch's backward, then its conn_pre_backward on the same dX, with dX'
 // untouched in between. So the post's backward skips dX, and the pre's makes the post's share from
-// dX' in its own pass (conn_cuda.h): the same sums, with one write and one read of an fp32
-// [N, n, C] fewer per site. What is pending between the two calls:
+// dX' in its own pass (conn_cuda.h): the same sums, with one write and one read of the streams'
+// gradient [N, n, C] fewer per site. What is pending between the two calls:
 struct DeferredPost {
     const ConnSite* site = nullptr;  // null: nothing pending
     const float* dXout = nullptr;
@@ -39,8 +39,8 @@ struct DeferredPost {
 // dtype bf16's products (model/gpt_cuda.h): the weights, each linear layer's bf16 weight and input
 // by its weight's offset, the backward's scratch for an output gradient's copy, each attention's
 // bf16 heads by its record, the attention backward's scratch, and the activations stored in bf16
-// (the logits, c_fc's output, the GELU's, the branch outputs y and the stream states), whose float
-// pointers in the model are only keys.
+// (the logits, c_fc's output, the GELU's, the branch outputs y, the stream states and their
+// gradients), whose float pointers in the model are only keys.
 struct Bf16Products {
     const float* P = nullptr;                                 // null: fp32 products
     const std::vector<GptCuda::Linear16>* lin16 = nullptr;
