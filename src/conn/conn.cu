@@ -253,7 +253,7 @@ template <typename TX>
 __global__ void k_pre_backward_fused(SiteDev s, const float* cache, const TX* X, const float* du, const float* dZ,
                                      const float* Wf, TX* dX, const TX* dXout, int N) {
     __shared__ float zs[kTileRows][kTileJ + 1];  // dZ of the block's tokens (padded: no bank conflicts)
-    __shared__ float ws[kTileJ][kTileCols];      // Wf's rows i0.., transposed
+    __shared__ float ws[kTileJ][kTileCols + 1];  // Wf's rows i0.., transposed (padded likewise)
     __shared__ float ks[kTileRows];
     const int tid = threadIdx.x, col = tid % kTileCols, r0 = tid / kTileCols;  // rows r0, r0 + 4, ...
     constexpr int kStep = kThreads / kTileCols, kPer = kTileRows / kStep;
@@ -285,8 +285,8 @@ __global__ void k_pre_backward_fused(SiteDev s, const float* cache, const TX* X,
             const long tok = tok0 + rr;
             zs[rr][jj] = tok < N && j0 + jj < s.prow ? dZ[tok * s.prow + j0 + jj] : 0.0f;
         }
-        for (int t = tid; t < kTileJ * kTileCols; t += kThreads) {
-            const int jj = t / kTileCols, cc = t % kTileCols;
+        for (int t = tid; t < kTileJ * kTileCols; t += kThreads) {  // a warp reads 32 j of one row
+            const int cc = t / kTileJ, jj = t % kTileJ;
             const long i = i0 + cc;
             ws[jj][cc] = i < s.Dp && j0 + jj < s.prow ? Wf[i * s.prow + j0 + jj] : 0.0f;
         }
