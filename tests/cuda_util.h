@@ -38,12 +38,33 @@ template <typename T> cuda::DeviceBuffer<T> to_dev(const std::vector<T>& v) {
     d.upload(v);
     return d;
 }
-// n floats of NaN (every byte 0xFF): an output the GPU does not write stays NaN and fails the test.
-inline cuda::DeviceBuffer<float> dev_nan(size_t n) {
-    cuda::DeviceBuffer<float> d(n);
+// n values of NaN (every byte 0xFF: NaN in fp32 and in bf16): an output the GPU does not write
+// stays NaN and fails the test.
+template <typename T = float> cuda::DeviceBuffer<T> dev_nan(size_t n) {
+    cuda::DeviceBuffer<T> d(n);
     d.fill_bytes(0xFF);
     return d;
 }
+
+// bf16 conversions (round to nearest even): one value, a vector's values kept as doubles, a vector
+// into bf16, and bf16 values (on the host or the device) back as floats.
+inline float round16(double x) { return __bfloat162float(__float2bfloat16((float)x)); }
+inline std::vector<double> bf16_rounded(const std::vector<double>& v) {
+    std::vector<double> r(v.size());
+    for (size_t i = 0; i < v.size(); i++) r[i] = round16(v[i]);
+    return r;
+}
+inline std::vector<cuda::bf16> to_bf16(const std::vector<double>& v) {
+    std::vector<cuda::bf16> r(v.size());
+    for (size_t i = 0; i < v.size(); i++) r[i] = __float2bfloat16((float)v[i]);
+    return r;
+}
+inline std::vector<float> from_bf16(const std::vector<cuda::bf16>& h) {
+    std::vector<float> r(h.size());
+    for (size_t i = 0; i < h.size(); i++) r[i] = __bfloat162float(h[i]);
+    return r;
+}
+inline std::vector<float> from_bf16(const cuda::DeviceBuffer<cuda::bf16>& d) { return from_bf16(d.download()); }
 
 template <typename A, typename B> double rel_err(const std::vector<A>& a, const std::vector<B>& b) {
     if (a.size() != b.size()) return INFINITY;

@@ -58,26 +58,14 @@ void PrintTo(const ConnCase& c, std::ostream* os) { *os << c.name; }
 
 class CudaConn : public test::CudaTest, public testing::WithParamInterface<ConnCase> {};
 
-// A device copy of values as TX stores them (fp32, or bf16: rounded to nearest), a NaN-poisoned
-// buffer of TX, and a download as floats.
+// A device copy of values as TX stores them (fp32, or bf16: rounded to nearest), and a download as
+// floats.
 template <typename TX> cuda::DeviceBuffer<TX> dev_stored(const std::vector<double>& v) {
-    std::vector<TX> h(v.size());
-    for (size_t i = 0; i < v.size(); i++)
-        if constexpr (std::is_same_v<TX, float>) h[i] = (float)v[i];
-        else h[i] = __float2bfloat16((float)v[i]);
-    return to_dev(h);
-}
-template <typename TX> cuda::DeviceBuffer<TX> dev_nan_of(size_t n) {
-    cuda::DeviceBuffer<TX> d(n);
-    d.fill_bytes(0xFF);  // NaN in fp32 and in bf16
-    return d;
+    if constexpr (std::is_same_v<TX, float>) return to_dev(to_float(v));
+    else return to_dev(test::to_bf16(v));
 }
 inline std::vector<float> as_floats(const std::vector<float>& v) { return v; }
-inline std::vector<float> as_floats(const std::vector<cuda::bf16>& v) {
-    std::vector<float> out(v.size());
-    for (size_t i = 0; i < v.size(); i++) out[i] = __bfloat162float(v[i]);
-    return out;
-}
+inline std::vector<float> as_floats(const std::vector<cuda::bf16>& v) { return test::from_bf16(v); }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
     return a.size() == b.size() && !std::memcmp(a.data(), b.data(), a.size() * sizeof(float));
@@ -144,7 +132,7 @@ TEST_P(CudaConn, SiteForwardBackwardMatchesCpu) {
             auto d_p = to_dev(p);
             auto d_X = dev_stored<TX>(X), d_y = dev_stored<TX>(y);
             auto d_u = dev_nan((size_t)N * C), d_cache = dev_nan((size_t)N * stride);
-            auto d_Xout = dev_nan_of<TX>(X.size());
+            auto d_Xout = dev_nan<TX>(X.size());
             auto d_scratch = dev_nan(cuda::conn_scratch_size_cuda(s, N));
             // What is stored as the streams (Xout, dX): from bf16 streams an fp32 value rounded once, so
             // within bf16's rounding (2^-8 relative) of the CPU's.
@@ -186,7 +174,7 @@ TEST_P(CudaConn, SiteForwardBackwardMatchesCpu) {
             // equals one that reads X.
             {
                 cuda::DeviceBuffer<double> d_ss((size_t)N * n);
-                auto d_Xout2 = dev_nan_of<TX>(X.size());
+                auto d_Xout2 = dev_nan<TX>(X.size());
                 cuda::conn_post_forward(ds, d_cache.data(), d_X.data(), d_y.data(), d_Xout2.data(), N, d_ss.data());
                 const std::vector<float> xo2 = as_floats(d_Xout2.download());
                 EXPECT_EQ(xo2, xo) << at << "Xout with the sums of squares";
@@ -219,7 +207,7 @@ TEST_P(CudaConn, SiteForwardBackwardMatchesCpu) {
             // The streams' gradients are stored as the streams: from bf16 ones, dX is the post's share
             // rounded, then with the pre's added rounded again (once when deferred, below).
             auto d_gu = to_dev(to_float(gu));
-            auto d_gX = dev_stored<TX>(gX), d_dX = dev_nan_of<TX>(X.size());
+            auto d_gX = dev_stored<TX>(gX), d_dX = dev_nan<TX>(X.size());
             auto d_dy = dev_nan((size_t)N * C), d_dp = to_dev(to_float(dp0));
             cuda::conn_post_backward(ds, d_cache.data(), d_X.data(), d_y.data(), d_gX.data(), d_dX.data(),
                                      d_dy.data(), N);
@@ -244,7 +232,7 @@ TEST_P(CudaConn, SiteForwardBackwardMatchesCpu) {
             }
             {  // the post's dX deferred to the pre (conn_cuda.h): the same sums (dX to fp32 rounding: the
                // compiler may contract the products into FMAs differently in the two kernels)
-                auto d_dX2 = dev_nan_of<TX>(X.size());
+                auto d_dX2 = dev_nan<TX>(X.size());
                 auto d_dy2 = dev_nan((size_t)N * C), d_dp2 = to_dev(to_float(dp0));
                 cuda::conn_post_backward(ds, d_cache.data(), d_X.data(), d_y.data(), d_gX.data(), (TX*)nullptr,
                                          d_dy2.data(), N);
@@ -257,10 +245,8 @@ TEST_P(CudaConn, SiteForwardBackwardMatchesCpu) {
             // A bf16 branch output y with fp32 streams: the post's forward and backward read it as its
             // fp32 value, so they give the bits the fp32 kernels give for y rounded to bf16.
             if constexpr (!half) {
-                std::vector<cuda::bf16> y16(y.size());
-                std::vector<float> yr(y.size());
-                for (size_t i = 0; i < y.size(); i++)
-                    y16[i] = __float2bfloat16((float)y[i]), yr[i] = __bfloat162float(y16[i]);
+                const std::vector<cuda::bf16> y16 = test::to_bf16(y);
+                const std::vector<float> yr = test::from_bf16(y16);
                 auto d_y16 = to_dev(y16);
                 auto d_yr = to_dev(yr);
                 std::vector<float> outs[2][4];
@@ -278,16 +264,13 @@ TEST_P(CudaConn, SiteForwardBackwardMatchesCpu) {
                 }
                 const char* names[4] = {"Xout", "dX", "dy", "cache (dH_res, dH_post)"};
                 for (int k = 0; k < 4; k++)  // bitwise: the residual's cache has unused (NaN) slots
-                    EXPECT_TRUE(outs[1][k].size() == outs[0][k].size() &&
-                                !std::memcmp(outs[1][k].data(), outs[0][k].data(), outs[0][k].size() * sizeof(float)))
-                        << at << names[k] << " from a bf16 y";
+                    EXPECT_TRUE(same_bits(outs[1][k], outs[0][k])) << at << names[k] << " from a bf16 y";
             }
         };
         site(std::type_identity<float>{}, X, y, gX, at);
-        std::vector<double> X16 = X, y16 = y, gX16 = gX;  // dtype bf16: as bf16 holds them
-        for (auto* v : {&X16, &y16, &gX16})
-            for (double& x : *v) x = __bfloat162float(__float2bfloat16((float)x));
-        site(std::type_identity<cuda::bf16>{}, X16, y16, gX16, at + "bf16 streams: ");
+        // dtype bf16: the inputs as bf16 holds them
+        site(std::type_identity<cuda::bf16>{}, test::bf16_rounded(X), test::bf16_rounded(y), test::bf16_rounded(gX),
+             at + "bf16 streams: ");
     }
 }
 

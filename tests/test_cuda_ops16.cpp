@@ -26,23 +26,10 @@ constexpr double kFactor = 3;
 
 class CudaBf16Ops : public test::CudaTest {};
 
-float round16(double x) { return __bfloat162float(__float2bfloat16((float)x)); }
-VecD bf16_rounded(const VecD& v) {
-    VecD r(v.size());
-    for (size_t i = 0; i < v.size(); i++) r[i] = round16(v[i]);
-    return r;
-}
-std::vector<cuda::bf16> to_bf16(const VecD& v) {
-    std::vector<cuda::bf16> r(v.size());
-    for (size_t i = 0; i < v.size(); i++) r[i] = __float2bfloat16((float)v[i]);
-    return r;
-}
-VecF from_bf16(const cuda::DeviceBuffer<cuda::bf16>& d) {
-    const std::vector<cuda::bf16> h = d.download();
-    VecF r(h.size());
-    for (size_t i = 0; i < h.size(); i++) r[i] = __bfloat162float(h[i]);
-    return r;
-}
+using test::bf16_rounded;
+using test::from_bf16;
+using test::round16;
+using test::to_bf16;
 
 // Every value within bf16's rounding (half an ulp: 2^-8 relative, 8 significant bits) of the exact
 // one, plus `abs`.

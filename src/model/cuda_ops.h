@@ -205,8 +205,7 @@ struct CudaOps {
                            int N) const {
         const cuda::PhaseScope scope(timer, kPhaseConn, "conn_post_forward");
         double* ss = norms ? norms->ss : nullptr;
-        cuda::bf16 *X16 = bf16.stored(X), *Xout16 = bf16.stored(Xout);
-        if (!X16 != !Xout16) throw std::logic_error("CudaOps: a site's input and output streams stored differently");
+        cuda::bf16 *X16 = bf16.stored(X), *Xout16 = bf16.stored_like(Xout, X, "a site's output streams");
         bf16.as_stored(y, [&](auto* yv) {
             if (X16) cuda::conn_post_forward(dev(s), cache, (const cuda::bf16*)X16, yv, Xout16, N, ss);
             else cuda::conn_post_forward(dev(s), cache, X, yv, Xout, N, ss);
