@@ -3,6 +3,7 @@
 // determinism (two GPU runs give bit-identical losses, gradients and weights).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 
@@ -97,6 +98,81 @@ TEST_F(CudaOptim, NormClipAndAdamWMatchCpu) {
     same("a learning rate that overflows the weights", fresh, cpu_fresh, pc, gr, 1e38, false);
     EXPECT_TRUE(fresh.m.empty()) << "the check stores nothing";
     EXPECT_EQ(again.step, cpu.step);
+}
+
+// The step as the engine runs it: the check and the update read the gradients as clipping would
+// leave them (without writing them), and the update writes bf16 copies of chosen weights: one
+// inside a tensor, one across two tensors of different decay, one a whole tensor. The weights and
+// moments are those of clip_grad then adamw_step, to the bit; each copy is its weights rounded to
+// bf16, and nothing else changes; a step whose check is not clean writes nothing.
+TEST_F(CudaOptim, CheckedStepClipsInlineAndWritesTheBf16Copies) {
+    std::vector<ParamTensor> ts;
+    long off = 0;
+    for (const auto& [size, decay] : std::vector<std::pair<long, bool>>{{40000, true}, {333, false}, {777, true},
+                                                                       {5, false}}) {
+        ParamTensor t;
+        t.name = std::to_string(ts.size());
+        t.shape = {(int)size};
+        t.offset = off, t.size = size, t.decay = decay;
+        off += size;
+        ts.push_back(t);
+    }
+    const long lead = 3;  // copy values before the first copy, which stay as they were
+    const std::vector<std::pair<long, long>> ranges = {{100, 5000}, {40200, 500}, {41110, 5}};  // offset, count
+    cuda::DeviceBuffer<cuda::bf16> copy(lead + 5000 + 500 + 5);
+    copy.fill_bytes(0xff);  // NaN: what the update does not write stays NaN
+    std::vector<cuda::AdamWCuda::Copy> copies;
+    long at = lead;
+    for (const auto& [o, c] : ranges) copies.push_back({o, c, copy.data() + at}), at += c;
+    std::mt19937_64 rng(37);
+    const std::vector<float> p0 = test::normal_vec<float>(off, rng);
+    auto dp = to_dev(p0), dq = to_dev(p0);
+    cuda::AdamWCuda ref, fused;
+    cuda::adamw_copy_bf16(fused, copies);
+    cuda::DeviceBuffer<cuda::StepCheck> chk(1);
+    for (int step = 0; step < 3; step++) {
+        const std::vector<float> gr = test::normal_vec<float>(off, rng, step == 1 ? 0.001 : 10.0);  // 1: unclipped
+        auto dg = to_dev(gr), dh = to_dev(gr);
+        const double norm = cuda::grad_norm(dg.data(), off);
+        cuda::clip_grad(dg.data(), off, norm, 1.0);
+        cuda::adamw_step(ref, dp.data(), dg.data(), ts, 1e-2, 0.9, 0.95, 0.1);
+        chk.fill_bytes(0);
+        cuda::grad_sumsq_into(dh.data(), off, chk.data());
+        cuda::adamw_nonfinite_into(fused, dq.data(), dh.data(), ts, 1e-2, 0.9, 0.95, 0.1, chk.data(), 1.0);
+        cuda::adamw_step_checked(fused, dq.data(), dh.data(), ts, 1e-2, 0.9, 0.95, 0.1, chk.data(), 1.0);
+        fused.step++;
+        const std::string when = ", step " + std::to_string(step);
+        EXPECT_EQ(chk.download()[0].bad, 0.0) << when;
+        EXPECT_EQ(dh.download(), gr) << "the gradients were written" << when;
+        EXPECT_EQ(dq.download(), dp.download()) << "weights" << when;
+        EXPECT_EQ(fused.m.download(), ref.m.download()) << "first moments" << when;
+        EXPECT_EQ(fused.v.download(), ref.v.download()) << "second moments" << when;
+        const std::vector<float> w = dq.download(), c = test::from_bf16(copy);
+        for (long i = 0; i < lead; i++) EXPECT_TRUE(std::isnan(c[i])) << "before the copies: " << i << when;
+        long k = lead;
+        for (const auto& [o, n] : ranges)
+            for (long i = 0; i < n; i++, k++)
+                ASSERT_EQ(c[k], test::round16(w[o + i])) << "copy of weight " << o + i << when;
+    }
+    // A step whose loss is not finite: nothing is written, not even the copies.
+    const std::vector<float> w = dq.download(), c = test::from_bf16(copy), m = fused.m.download();
+    const std::vector<float> gr = test::normal_vec<float>(off, rng);
+    auto dh = to_dev(gr);
+    cuda::StepCheck bad;
+    bad.loss = NAN;
+    chk.upload(&bad, 1);
+    cuda::grad_sumsq_into(dh.data(), off, chk.data());
+    cuda::adamw_step_checked(fused, dq.data(), dh.data(), ts, 1e-2, 0.9, 0.95, 0.1, chk.data(), 1.0);
+    EXPECT_EQ(dq.download(), w);
+    EXPECT_EQ(fused.m.download(), m);
+    EXPECT_EQ(std::memcmp(test::from_bf16(copy).data(), c.data(), c.size() * sizeof(float)), 0) << "copies";
+    // Copies that overlap, or reach past the parameters, are refused.
+    cuda::AdamWCuda overlap, past;
+    EXPECT_THROW(cuda::adamw_copy_bf16(overlap, {{25, 5, copy.data() + 20}, {10, 20, copy.data()}}),
+                 std::invalid_argument);
+    cuda::adamw_copy_bf16(past, {{off - 2, 5, copy.data()}});
+    EXPECT_THROW(cuda::adamw_step(past, dq.data(), dh.data(), ts, 1e-2, 0.9, 0.95, 0.1), std::invalid_argument);
+    EXPECT_EQ(past.step, 0) << "a refused step is not counted";
 }
 
 // A learnable stream of tokens (each token mostly followed by a fixed successor) and fixed batches.

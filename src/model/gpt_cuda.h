@@ -82,8 +82,9 @@ void gpt_cuda_build(GptCuda& g, const GPT<float>& m, bool bf16 = false);
 
 long gpt_cuda_param_count(const GptCuda& g);
 void gpt_cuda_upload_params(GptCuda& g, const float* params);          // nparams values
-// After anything writes g.param on the device (an optimizer step): the bf16 copy follows (queued,
-// no wait). Nothing to do in fp32. Uploads do it themselves.
+// After anything writes g.param on the device but AdamW, which writes the copies itself when told
+// of them (optim_cuda.h's adamw_copy_bf16; the engine does): the bf16 copy follows (queued, no
+// wait). Nothing to do in fp32. Uploads do it themselves.
 void gpt_cuda_params_changed(GptCuda& g);
 void gpt_cuda_download_params(const GptCuda& g, float* params);
 void gpt_cuda_download_grads(const GptCuda& g, float* grads);

@@ -1,5 +1,8 @@
 // AdamW, gradient norm and clipping on the GPU (model/optim_cuda.h).
+#include <algorithm>
+#include <climits>
 #include <cmath>
+#include <stdexcept>
 
 #include "cuda/device.cuh"
 #include "model/optim_cuda.h"
@@ -33,44 +36,56 @@ struct Scale {
     MHC_DEV void operator()(long i) const { g[i] = (float)((double)g[i] * coef); }
 };
 
-// clip_grad's rule with the norm read on the device.
-struct ScaleChecked {
-    float* g;
-    const StepCheck* chk;
-    double max_norm;
-    MHC_DEV void operator()(long i) const {
-        const double norm = sqrt(chk->sumsq);
-        if (!isfinite(chk->loss) || !isfinite(norm)) return;
-        const double coef = max_norm / (norm + 1e-6);
-        if (coef < 1.0) g[i] = (float)((double)g[i] * coef);
-    }
-};
+// g as clip_grad leaves it (the same expression, so the same bits), with the norm read on the
+// device: unchanged without a check, with clipping off, or when the loss or the norm is not finite
+// (the step is skipped then).
+MHC_DEV float clipped(float g, const StepCheck* chk, double max_norm) {
+    if (!chk || max_norm <= 0) return g;
+    const double norm = sqrt(chk->sumsq);
+    if (!isfinite(chk->loss) || !isfinite(norm)) return g;
+    const double coef = max_norm / (norm + 1e-6);
+    return coef < 1.0 ? (float)((double)g * coef) : g;
+}
 
 MHC_DEV bool clean(const StepCheck& c) { return isfinite(c.loss) && isfinite(c.sumsq) && c.bad == 0; }
 
+constexpr long kNoCopy = LONG_MIN;  // a run whose weights have no bf16 copy
+
+// The run of element i: the first whose end is after it.
+MHC_DEV int run_of(const long* seg_end, int nseg, long i) {
+    int lo = 0, hi = nseg - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (seg_end[mid] > i) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
+// Element i of the update: the clipped gradient (with a check), the moments, the weight, and the
+// weight's bf16 copy where its run has one (copy[i + seg_copy[run]]).
 struct AdamWUpdate {
     float *p, *m, *v;
     const float* g;
     const long* seg_end;
     const unsigned char* seg_decay;
+    const long* seg_copy;
+    bf16* copy;
     int nseg;
     float decay, b1, b2, step_size, bc2_sqrt, eps;
-    const StepCheck* gate = nullptr;  // set: nothing is written unless it is clean
+    const StepCheck* chk = nullptr;  // set: g is clipped by its norm, and nothing is written unless it is clean
+    double max_norm = 0;
     MHC_DEV void operator()(long i) const {
-        if (gate && !clean(*gate)) return;
-        int lo = 0, hi = nseg - 1;  // the first run that ends after i
-        while (lo < hi) {
-            const int mid = (lo + hi) / 2;
-            if (seg_end[mid] > i) hi = mid;
-            else lo = mid + 1;
-        }
-        const float gi = g[i];
-        float pi = p[i] * (seg_decay[lo] ? decay : 1.0f);
+        if (chk && !clean(*chk)) return;
+        const int r = run_of(seg_end, nseg, i);
+        const float gi = clipped(g[i], chk, max_norm);
+        float pi = p[i] * (seg_decay[r] ? decay : 1.0f);
         const float mi = m[i] * b1 + gi * (1.0f - b1);
         const float vi = v[i] * b2 + gi * gi * (1.0f - b2);
         const float denom = sqrtf(vi) / bc2_sqrt + eps;
         pi -= step_size * mi / denom;
         p[i] = pi, m[i] = mi, v[i] = vi;
+        if (seg_copy[r] != kNoCopy) copy[i + seg_copy[r]] = __float2bfloat16(pi);
     }
 };
 
@@ -81,14 +96,9 @@ __global__ void k_adamw_nonfinite(AdamWUpdate u, long count, double* part) {
     const long b0 = blockIdx.x * kNormBlock, b1 = lmin(count, b0 + kNormBlock);
     double bad = 0;
     for (long i = b0 + threadIdx.x; i < b1; i += blockDim.x) {
-        int lo = 0, hi = u.nseg - 1;
-        while (lo < hi) {
-            const int mid = (lo + hi) / 2;
-            if (u.seg_end[mid] > i) hi = mid;
-            else lo = mid + 1;
-        }
-        const float gi = u.g[i];
-        float pi = u.p[i] * (u.seg_decay[lo] ? u.decay : 1.0f);
+        const int r = run_of(u.seg_end, u.nseg, i);
+        const float gi = clipped(u.g[i], u.chk, u.max_norm);
+        float pi = u.p[i] * (u.seg_decay[r] ? u.decay : 1.0f);
         const float mi = (u.m ? u.m[i] : 0.0f) * u.b1 + gi * (1.0f - u.b1);
         const float vi = (u.v ? u.v[i] : 0.0f) * u.b2 + gi * gi * (1.0f - u.b2);
         const float denom = sqrtf(vi) / u.bc2_sqrt + u.eps;
@@ -99,17 +109,39 @@ __global__ void k_adamw_nonfinite(AdamWUpdate u, long count, double* part) {
     if (threadIdx.x == 0) part[blockIdx.x] = bad;
 }
 
-// The runs of consecutive tensors with the same decay flag (AdamWCuda::seg_end, seg_decay).
+// The runs of consecutive values with the same decay flag and the same bf16 copy (or none)
+// (AdamWCuda::seg_end, seg_decay, seg_copy): the tensors, cut where a copy starts or ends.
 void upload_segments(AdamWCuda& st, const std::vector<ParamTensor>& tensors) {
     if (!st.seg_end.empty()) return;
-    std::vector<long> end;
+    const std::vector<AdamWCuda::Copy>& copies = st.copies;  // sorted, apart (adamw_copy_bf16)
+    const long count = tensors.back().offset + tensors.back().size;
+    if (!copies.empty() && copies.back().offset + copies.back().count > count)
+        throw std::invalid_argument("adamw: a bf16 weight copy reaches past the " + std::to_string(count) +
+                                    " parameters");
+    std::vector<long> end, delta;
     std::vector<unsigned char> decay;
-    for (const auto& t : tensors) {
-        if (!end.empty() && decay.back() == (unsigned char)t.decay) end.back() = t.offset + t.size;
-        else end.push_back(t.offset + t.size), decay.push_back((unsigned char)t.decay);
-    }
+    const auto add = [&](long e, bool d, long dl) {
+        if (!end.empty() && decay.back() == (unsigned char)d && delta.back() == dl) end.back() = e;
+        else end.push_back(e), decay.push_back((unsigned char)d), delta.push_back(dl);
+    };
+    const bf16* base = st.copies.empty() ? nullptr : st.copy_base;
+    size_t c = 0;
+    for (const auto& t : tensors)
+        for (long at = t.offset, stop = t.offset + t.size; at < stop;) {
+            while (c < copies.size() && copies[c].offset + copies[c].count <= at) c++;
+            if (c < copies.size() && copies[c].offset <= at) {  // inside copy c
+                const long e = std::min(stop, copies[c].offset + copies[c].count);
+                add(e, t.decay, (long)(copies[c].dst - base) - copies[c].offset);
+                at = e;
+            } else {
+                const long e = c < copies.size() ? std::min(stop, copies[c].offset) : stop;
+                add(e, t.decay, kNoCopy);
+                at = e;
+            }
+        }
     st.seg_end.upload(end);
     st.seg_decay.upload(decay);
+    st.seg_copy.upload(delta);
 }
 
 }  // namespace
@@ -138,11 +170,6 @@ void grad_sumsq_into(const float* g, long count, StepCheck* chk) {
     sumsq(g, count, &chk->sumsq);
 }
 
-void clip_grad_checked(float* g, long count, const StepCheck* chk, double max_norm) {
-    if (max_norm <= 0) return;
-    each(count, ScaleChecked{g, chk, max_norm});
-}
-
 void clip_grad(float* g, long count, double norm, double max_norm) {
     if (max_norm <= 0) return;
     const double coef = max_norm / (norm + 1e-6);
@@ -158,9 +185,21 @@ AdamWUpdate update_of(AdamWCuda& st, float* param, const float* grad, const std:
     upload_segments(st, tensors);
     const double bc1 = 1.0 - std::pow(beta1, (double)step);
     const double bc2_sqrt = std::sqrt(1.0 - std::pow(beta2, (double)step));
-    return AdamWUpdate{param, fresh ? nullptr : st.m.data(), fresh ? nullptr : st.v.data(), grad, st.seg_end.data(),
-                       st.seg_decay.data(), (int)st.seg_end.size(), (float)(1.0 - lr * weight_decay), (float)beta1,
-                       (float)beta2, (float)(lr / bc1), (float)bc2_sqrt, 1e-8f};
+    return AdamWUpdate{param,
+                       fresh ? nullptr : st.m.data(),
+                       fresh ? nullptr : st.v.data(),
+                       grad,
+                       st.seg_end.data(),
+                       st.seg_decay.data(),
+                       st.seg_copy.data(),
+                       st.copy_base,
+                       (int)st.seg_end.size(),
+                       (float)(1.0 - lr * weight_decay),
+                       (float)beta1,
+                       (float)beta2,
+                       (float)(lr / bc1),
+                       (float)bc2_sqrt,
+                       1e-8f};
 }
 
 long count_of(const std::vector<ParamTensor>& tensors) { return tensors.back().offset + tensors.back().size; }
@@ -185,17 +224,19 @@ void adamw_step(AdamWCuda& st, float* param, const float* grad, const std::vecto
     if (tensors.empty()) return;
     const long count = count_of(tensors);
     ensure_moments(st, count);
+    const AdamWUpdate u = update_of(st, param, grad, tensors, lr, beta1, beta2, weight_decay, st.step + 1, false);
     st.step++;
-    each(count, update_of(st, param, grad, tensors, lr, beta1, beta2, weight_decay, st.step, false));
+    each(count, u);
 }
 
 void adamw_step_checked(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors,
-                        double lr, double beta1, double beta2, double weight_decay, const StepCheck* chk) {
+                        double lr, double beta1, double beta2, double weight_decay, const StepCheck* chk,
+                        double max_norm) {
     if (tensors.empty()) return;
     const long count = count_of(tensors);
     ensure_moments(st, count);  // zero moments are what a first step reads, applied or not
     AdamWUpdate u = update_of(st, param, grad, tensors, lr, beta1, beta2, weight_decay, st.step + 1, false);
-    u.gate = chk;
+    u.chk = chk, u.max_norm = max_norm;
     each(count, u);
 }
 
@@ -214,19 +255,33 @@ bool adamw_step_is_finite(AdamWCuda& st, const float* param, const float* grad, 
 }
 
 void adamw_nonfinite_into(AdamWCuda& st, const float* param, const float* grad, const std::vector<ParamTensor>& tensors,
-                          double lr, double beta1, double beta2, double weight_decay, StepCheck* chk) {
+                          double lr, double beta1, double beta2, double weight_decay, StepCheck* chk,
+                          double max_norm) {
     if (tensors.empty()) return fill_bytes(&chk->bad, 0, sizeof(double));
     const long count = count_of(tensors);
     const bool fresh = (long)st.m.size() != count;
-    nonfinite_count(update_of(st, const_cast<float*>(param), grad, tensors, lr, beta1, beta2, weight_decay,
-                              st.step + 1, fresh),
-                    count, &chk->bad);
+    AdamWUpdate u = update_of(st, const_cast<float*>(param), grad, tensors, lr, beta1, beta2, weight_decay,
+                              st.step + 1, fresh);
+    u.chk = chk, u.max_norm = max_norm;
+    nonfinite_count(u, count, &chk->bad);
 }
 
 void adamw_download(const AdamWCuda& st, AdamW<float>& out) {
     out.m = st.m.download();
     out.v = st.v.download();
     out.step = st.step;
+}
+
+void adamw_copy_bf16(AdamWCuda& st, std::vector<AdamWCuda::Copy> copies) {
+    std::sort(copies.begin(), copies.end(), [](const auto& a, const auto& b) { return a.offset < b.offset; });
+    for (size_t c = 0; c < copies.size(); c++)
+        if (copies[c].offset < (c ? copies[c - 1].offset + copies[c - 1].count : 0) || copies[c].count < 0)
+            throw std::invalid_argument("adamw: bf16 weight copies overlap or have a negative offset or size");
+    st.copies = std::move(copies);
+    st.copy_base = nullptr;
+    for (const auto& c : st.copies)
+        if (!st.copy_base || c.dst < st.copy_base) st.copy_base = c.dst;
+    st.seg_end.resize(0), st.seg_decay.resize(0), st.seg_copy.resize(0);  // made again at the next step
 }
 
 void adamw_upload(AdamWCuda& st, const AdamW<float>& in) {

@@ -16,14 +16,27 @@ double grad_norm(const float* g, long count);
 // Scales the gradients so their global norm is at most max_norm (clip_grad's rule; 0 disables).
 void clip_grad(float* g, long count, double norm, double max_norm);
 
-// AdamW state on the device: the moments (zero until the first step), the step count, and the
-// decay mask as runs of consecutive tensors with the same ParamTensor::decay.
+// AdamW state on the device: the moments (zero until the first step), the step count, the weights'
+// bf16 copies that the update writes beside them (dtype bf16), and the decay mask and the copies
+// as runs of consecutive values with the same ParamTensor::decay and the same copy (or none).
 struct AdamWCuda {
     DeviceBuffer<float> m, v;
     long step = 0;
+    struct Copy {  // the weights [offset, offset + count) rounded to bf16 at dst[0, count)
+        long offset, count;
+        bf16* dst;
+    };
+    std::vector<Copy> copies;  // adamw_copy_bf16
+    bf16* copy_base = nullptr;  // the lowest dst
     DeviceBuffer<long> seg_end;             // end offset of each run
-    DeviceBuffer<unsigned char> seg_decay;  // whether its tensors decay
+    DeviceBuffer<unsigned char> seg_decay;  // whether its values decay
+    DeviceBuffer<long> seg_copy;            // value i's copy at copy_base[i + seg_copy], or LONG_MIN for none
 };
+
+// From now on every update also writes these bf16 copies of the weights it changes (dtype bf16's
+// linear layers, gpt_cuda.h's lin16), in the same kernel: nothing else makes them after a step.
+// They must not overlap.
+void adamw_copy_bf16(AdamWCuda& st, std::vector<AdamWCuda::Copy> copies);
 
 // One AdamW step over every tensor, one fused kernel (adamw_step's arithmetic, per element).
 void adamw_step(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors, double lr,
@@ -44,16 +57,18 @@ struct StepCheck {
 };
 // grad_norm's Σ g² (the same blocks, the same order) into chk->sumsq.
 void grad_sumsq_into(const float* g, long count, StepCheck* chk);
-// clip_grad with the norm sqrt(chk->sumsq), read on the device; nothing when the loss or the norm
-// is not finite (the step is skipped then).
-void clip_grad_checked(float* g, long count, const StepCheck* chk, double max_norm);
+// The next two read the gradients as clip_grad with the norm sqrt(chk->sumsq) and max_norm would
+// leave them (the same expression per value, so the same bits; max_norm 0: unclipped), without
+// writing them: one pass over the gradients fewer than clipping them first.
 // adamw_step_is_finite's count of non-finite values into chk->bad, for the step st.step + 1.
 void adamw_nonfinite_into(AdamWCuda& st, const float* param, const float* grad, const std::vector<ParamTensor>& tensors,
-                          double lr, double beta1, double beta2, double weight_decay, StepCheck* chk);
-// adamw_step as step st.step + 1, applied only where chk is clean; st.step is not advanced (the
-// caller does, after reading chk).
+                          double lr, double beta1, double beta2, double weight_decay, StepCheck* chk,
+                          double max_norm);
+// adamw_step as step st.step + 1, applied only where chk is clean (then the bf16 copies too);
+// st.step is not advanced (the caller does, after reading chk).
 void adamw_step_checked(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors,
-                        double lr, double beta1, double beta2, double weight_decay, const StepCheck* chk);
+                        double lr, double beta1, double beta2, double weight_decay, const StepCheck* chk,
+                        double max_norm);
 
 // The state to and from the CPU's AdamW (checkpoints): the moments and the step count.
 void adamw_download(const AdamWCuda& st, AdamW<float>& out);

@@ -25,6 +25,9 @@ class CudaEngine final : public Engine {
 public:
     CudaEngine(GPT<float>& m, AdamW<float>& adam, const EngineOptions& opt) : m_(m), adam_(adam) {
         gpt_cuda_build(g_, m, opt.bf16);
+        std::vector<cuda::AdamWCuda::Copy> copies;  // the update writes the bf16 weights itself
+        for (const auto& l : g_.lin16) copies.push_back({l.w_off, l.count, l.w16});
+        cuda::adamw_copy_bf16(st_, std::move(copies));
         if (!adam.m.empty()) cuda::adamw_upload(st_, adam);
         st_.step = adam.step;
     }
@@ -34,8 +37,9 @@ public:
     void backward(double scale) override { gpt_cuda_backward(g_, scale); }
     // Engine::step's rule with every decision on the device (optim_cuda.h: StepCheck): the loss
     // accumulates there, the norm, clipping, the update's check and the update read it there, and
-    // the host waits once, at the end, for the three numbers. The same kernels in the same order
-    // as the default, so the same bits. The optimizer's time comes from two CUDA events.
+    // the host waits once, at the end, for the three numbers. The same arithmetic per value as the
+    // default (the check and the update read each gradient as the clipping would leave it, and
+    // the update writes the bf16 weights), so the same bits. The optimizer's time comes from two CUDA events.
     StepStats step(Batcher& batches, const TrainConfig& cfg, double lr, int32_t* in, int32_t* tg,
                    bool force_nonfinite) override {
         const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
@@ -54,12 +58,10 @@ public:
         opt_begin_.record();
         const long n = count();
         cuda::grad_sumsq_into(g_.grad.data(), n, chk);
-        cuda::clip_grad_checked(g_.grad.data(), n, chk, cfg.grad_clip);
         cuda::adamw_nonfinite_into(st_, g_.param.data(), g_.grad.data(), g_.host.params, lr, cfg.beta1, cfg.beta2,
-                                   cfg.weight_decay, chk);
+                                   cfg.weight_decay, chk, cfg.grad_clip);
         cuda::adamw_step_checked(st_, g_.param.data(), g_.grad.data(), g_.host.params, lr, cfg.beta1, cfg.beta2,
-                                 cfg.weight_decay, chk);
-        gpt_cuda_params_changed(g_);
+                                 cfg.weight_decay, chk, cfg.grad_clip);
         opt_end_.record();
         cuda::StepCheck c;
         chk_.download(&c, 1);  // the one wait
@@ -79,7 +81,6 @@ public:
     }
     void adamw_step(double lr, double b1, double b2, double wd) override {
         cuda::adamw_step(st_, g_.param.data(), g_.grad.data(), g_.host.params, lr, b1, b2, wd);
-        gpt_cuda_params_changed(g_);
     }
     void poison_grad() override {
         const float nan = NAN;
