@@ -166,6 +166,32 @@ TEST_F(CudaOptim, CheckedStepClipsInlineAndWritesTheBf16Copies) {
     EXPECT_EQ(dq.download(), w);
     EXPECT_EQ(fused.m.download(), m);
     EXPECT_EQ(std::memcmp(test::from_bf16(copy).data(), c.data(), c.size() * sizeof(float)), 0) << "copies";
+    // The check trusts the bound that the last update left: a NaN written behind its back is not
+    // seen (which shows that the check read nothing), and is once the bound is forgotten. A bound
+    // that proves nothing (an overflowing learning rate; unclipped gradients whose squares
+    // overflow) leaves the check to read every value.
+    auto check_bad = [&](const std::vector<float>& g, double lr, double max_norm) {
+        auto d = to_dev(g);
+        chk.fill_bytes(0);
+        cuda::grad_sumsq_into(d.data(), off, chk.data());
+        cuda::adamw_nonfinite_into(fused, dq.data(), d.data(), ts, lr, 0.9, 0.95, 0.1, chk.data(), max_norm);
+        return chk.download()[0].bad;
+    };
+    std::vector<float> nanw = w;
+    nanw[off / 2] = NAN;
+    dq.upload(nanw);
+    EXPECT_EQ(check_bad(gr, 1e-2, 1.0), 0.0) << "the check read the weights although the bound proves the step";
+    EXPECT_GT(check_bad(gr, 1e39, 1.0), 0.0) << "an overflowing learning rate";
+    std::vector<float> huge = gr;
+    huge[7] = 1e20f;  // finite, but its square overflows v without clipping
+    EXPECT_GT(check_bad(huge, 1e-2, 0.0), 0.0) << "an overflowing square";
+    cuda::adamw_forget_bound(fused);
+    EXPECT_EQ(check_bad(gr, 1e-2, 1.0), 1.0) << "the NaN weight, once the bound is forgotten";
+    dq.upload(w);
+    EXPECT_EQ(check_bad(huge, 1e-2, 1.0), 0.0) << "clipped, the same gradients are finite";
+    cuda::adamw_step_checked(fused, dq.data(), dh.data(), ts, 1e-2, 0.9, 0.95, 0.1, chk.data(), 1.0);  // bound again
+    dq.upload(nanw);
+    EXPECT_EQ(check_bad(gr, 1e-2, 1.0), 0.0) << "an update makes the bound hold again";
     // Copies that overlap, or reach past the parameters, are refused.
     cuda::AdamWCuda overlap, past;
     EXPECT_THROW(cuda::adamw_copy_bf16(overlap, {{25, 5, copy.data() + 20}, {10, 20, copy.data()}}),

@@ -167,6 +167,7 @@ bool is_device(const void* p, size_t bytes);
 
 inline void __syncthreads() { ::mhc::emu::syncthreads(); }
 using std::isfinite;  // CUDA's device isfinite(float / double), a global function there
+using std::isnan;
 
 template <typename T> T __shfl_sync_bits(T v, int src_lane) {
     static_assert(sizeof(T) <= 8);

@@ -62,6 +62,9 @@ MHC_DEV int run_of(const long* seg_end, int nseg, long i) {
     return lo;
 }
 
+// |x| for a maximum that a NaN must not escape: NaN counts as infinite.
+MHC_DEV float magnitude(float x) { return isnan(x) ? INFINITY : fabsf(x); }
+
 // Element i of the update: the clipped gradient (with a check), the moments, the weight, and the
 // weight's bf16 copy where its run has one (copy[i + seg_copy[run]]).
 struct AdamWUpdate {
@@ -75,8 +78,9 @@ struct AdamWUpdate {
     float decay, b1, b2, step_size, bc2_sqrt, eps;
     const StepCheck* chk = nullptr;  // set: g is clipped by its norm, and nothing is written unless it is clean
     double max_norm = 0;
-    MHC_DEV void operator()(long i) const {
-        if (chk && !clean(*chk)) return;
+    const double* bound = nullptr;  // AdamWCuda::bound, when allocated
+    // Writes element i; raises *mp, *mm, *mv to the magnitudes of its new weight and moments.
+    MHC_DEV void apply(long i, float* mp, float* mm, float* mv) const {
         const int r = run_of(seg_end, nseg, i);
         const float gi = clipped(g[i], chk, max_norm);
         float pi = p[i] * (seg_decay[r] ? decay : 1.0f);
@@ -86,13 +90,65 @@ struct AdamWUpdate {
         pi -= step_size * mi / denom;
         p[i] = pi, m[i] = mi, v[i] = vi;
         if (seg_copy[r] != kNoCopy) copy[i + seg_copy[r]] = __float2bfloat16(pi);
+        *mp = fmaxf(*mp, magnitude(pi)), *mm = fmaxf(*mm, magnitude(mi)), *mv = fmaxf(*mv, magnitude(vi));
     }
 };
 
+// Block b updates values [b·16384, (b+1)·16384) (nothing unless the check is clean) and writes
+// the maxima of |p|, |m| and v after it into part[3b .. 3b + 2] (exact in any order).
+__global__ void k_adamw_update(AdamWUpdate u, long count, float* part) {
+    __shared__ float sh[32];
+    const long b0 = blockIdx.x * kNormBlock, b1 = lmin(count, b0 + kNormBlock);
+    float mp = 0, mm = 0, mv = 0;
+    if (!u.chk || clean(*u.chk))
+        for (long i = b0 + threadIdx.x; i < b1; i += blockDim.x) u.apply(i, &mp, &mm, &mv);
+    mp = block_max(mp, sh), mm = block_max(mm, sh), mv = block_max(mv, sh);
+    if (threadIdx.x == 0) part[3 * blockIdx.x] = mp, part[3 * blockIdx.x + 1] = mm, part[3 * blockIdx.x + 2] = mv;
+}
+
+// The blocks' maxima into bound (AdamWCuda::bound), marked valid; nothing when the update was not
+// applied (the weights and moments are unchanged, and so is what bound says of them).
+__global__ void k_adamw_bound(const float* part, long nb, const StepCheck* chk, double* bound) {
+    if (threadIdx.x || blockIdx.x || (chk && !clean(*chk))) return;
+    float mp = 0, mm = 0, mv = 0;
+    for (long b = 0; b < nb; b++)
+        mp = fmaxf(mp, part[3 * b]), mm = fmaxf(mm, part[3 * b + 1]), mv = fmaxf(mv, part[3 * b + 2]);
+    bound[0] = mp, bound[1] = mm, bound[2] = mv, bound[3] = 1.0;
+}
+
+// Whether no value can become non-finite in this update, from the bound on the present weights
+// and moments and the norm of the gradients, so that the per-value check need not read them. Each
+// intermediate of the update is bounded far below FLT_MAX (3.4e38), which covers every fp32
+// rounding on the way by orders of magnitude: |g| <= the clipped norm, |m'| <= |b1|·M + |1 - b1|·G,
+// v' <= b2·V + (1 - b2)·G², the denominator >= eps, |p'| <= P·max(1, |decay|) + |lr'|·|m'| / eps.
+MHC_DEV bool provably_finite(const AdamWUpdate& u) {
+    if (!u.chk || !u.bound || u.bound[3] != 1.0) return false;
+    const double norm = sqrt(u.chk->sumsq);
+    if (!isfinite(norm) || !isfinite(u.chk->loss)) return false;
+    double G = norm;
+    if (u.max_norm > 0 && u.max_norm / (norm + 1e-6) < 1.0) G = norm * (u.max_norm / (norm + 1e-6));
+    G *= 1.01;
+    const double P = u.bound[0], M = u.m ? u.bound[1] : 0.0, V = u.v ? u.bound[2] : 0.0;
+    const double b1 = u.b1, b2 = u.b2, dec = u.decay, lr = u.step_size, eps = u.eps;
+    if (!(b2 >= 0 && b2 <= 1 && u.bc2_sqrt > 0 && eps > 0 && isfinite(b1) && isfinite(dec) && isfinite(lr)))
+        return false;
+    constexpr double lim = 1e30;
+    const double m1 = 1.01 * (fabs(b1) * M + fabs(1.0 - b1) * G);
+    const double v1 = 1.01 * (b2 * V + (1.0 - b2) * G * G);
+    const double p1 = 1.01 * (P * fmax(1.0, fabs(dec)) + fabs(lr) * m1 / eps);
+    return P <= lim && M <= lim && V <= lim && G * G <= lim && m1 <= lim && v1 <= lim && fabs(lr) * m1 <= lim &&
+           p1 <= lim;
+}
+
 // adamw_step_is_finite's per-element test: AdamWUpdate's expressions, nothing stored; block b
 // writes how many of its elements would become non-finite (summed in a fixed order, no atomics).
+// When the update is provably finite it reads nothing and counts none.
 __global__ void k_adamw_nonfinite(AdamWUpdate u, long count, double* part) {
     __shared__ double sh[32];
+    if (provably_finite(u)) {  // the same answer in every thread of the block
+        if (threadIdx.x == 0) part[blockIdx.x] = 0;
+        return;
+    }
     const long b0 = blockIdx.x * kNormBlock, b1 = lmin(count, b0 + kNormBlock);
     double bad = 0;
     for (long i = b0 + threadIdx.x; i < b1; i += blockDim.x) {
@@ -199,7 +255,10 @@ AdamWUpdate update_of(AdamWCuda& st, float* param, const float* grad, const std:
                        (float)beta2,
                        (float)(lr / bc1),
                        (float)bc2_sqrt,
-                       1e-8f};
+                       1e-8f,
+                       nullptr,
+                       0.0,
+                       st.bound.empty() ? nullptr : st.bound.data()};
 }
 
 long count_of(const std::vector<ParamTensor>& tensors) { return tensors.back().offset + tensors.back().size; }
@@ -208,6 +267,15 @@ void ensure_moments(AdamWCuda& st, long count) {
     if ((long)st.m.size() == count) return;
     st.m.resize(count), st.v.resize(count);
     st.m.fill_bytes(0), st.v.fill_bytes(0);
+    adamw_forget_bound(st);
+}
+
+// The update of every value in blocks, then the bound on the new weights and moments.
+void update(AdamWCuda& st, const AdamWUpdate& u, long count) {
+    const long nb = (count + kNormBlock - 1) / kNormBlock;
+    float* part = (float*)workspace((size_t)(3 * nb + 1) / 2);
+    MHC_LAUNCH(k_adamw_update, (unsigned)nb, kThreads, u, count, part);
+    MHC_LAUNCH(k_adamw_bound, 1, 32, part, nb, u.chk, st.bound.data());
 }
 
 // The number of values the update would make non-finite, into *out (device).
@@ -226,7 +294,7 @@ void adamw_step(AdamWCuda& st, float* param, const float* grad, const std::vecto
     ensure_moments(st, count);
     const AdamWUpdate u = update_of(st, param, grad, tensors, lr, beta1, beta2, weight_decay, st.step + 1, false);
     st.step++;
-    each(count, u);
+    update(st, u, count);
 }
 
 void adamw_step_checked(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors,
@@ -237,7 +305,7 @@ void adamw_step_checked(AdamWCuda& st, float* param, const float* grad, const st
     ensure_moments(st, count);  // zero moments are what a first step reads, applied or not
     AdamWUpdate u = update_of(st, param, grad, tensors, lr, beta1, beta2, weight_decay, st.step + 1, false);
     u.chk = chk, u.max_norm = max_norm;
-    each(count, u);
+    update(st, u, count);
 }
 
 bool adamw_step_is_finite(AdamWCuda& st, const float* param, const float* grad, const std::vector<ParamTensor>& tensors,
@@ -288,6 +356,12 @@ void adamw_upload(AdamWCuda& st, const AdamW<float>& in) {
     st.m.upload(in.m);
     st.v.upload(in.v);
     st.step = in.step;
+    adamw_forget_bound(st);
+}
+
+void adamw_forget_bound(AdamWCuda& st) {
+    st.bound.resize(4);
+    st.bound.fill_bytes(0);
 }
 
 }  // namespace mhc::cuda

@@ -31,7 +31,17 @@ struct AdamWCuda {
     DeviceBuffer<long> seg_end;             // end offset of each run
     DeviceBuffer<unsigned char> seg_decay;  // whether its values decay
     DeviceBuffer<long> seg_copy;            // value i's copy at copy_base[i + seg_copy], or LONG_MIN for none
+    // The maxima of |weight|, |m| and v (NaN as infinite) that the last update left, and 1 if they
+    // still hold ({max |p|, max |m|, max v, valid}; written on the device by every update). With
+    // them and the gradients' norm the engine's check (adamw_nonfinite_into) proves most updates
+    // finite without reading the weights, moments and gradients. Whatever writes the weights or
+    // the moments otherwise must call adamw_forget_bound (adamw_upload does; the engine writes the
+    // weights only through the updates).
+    DeviceBuffer<double> bound;
 };
+
+// The bound no longer holds (queued on the stream).
+void adamw_forget_bound(AdamWCuda& st);
 
 // From now on every update also writes these bf16 copies of the weights it changes (dtype bf16's
 // linear layers, gpt_cuda.h's lin16), in the same kernel: nothing else makes them after a step.
@@ -60,7 +70,8 @@ void grad_sumsq_into(const float* g, long count, StepCheck* chk);
 // The next two read the gradients as clip_grad with the norm sqrt(chk->sumsq) and max_norm would
 // leave them (the same expression per value, so the same bits; max_norm 0: unclipped), without
 // writing them: one pass over the gradients fewer than clipping them first.
-// adamw_step_is_finite's count of non-finite values into chk->bad, for the step st.step + 1.
+// adamw_step_is_finite's count of non-finite values into chk->bad, for the step st.step + 1: zero
+// without reading a value when st.bound proves the step finite.
 void adamw_nonfinite_into(AdamWCuda& st, const float* param, const float* grad, const std::vector<ParamTensor>& tensors,
                           double lr, double beta1, double beta2, double weight_decay, StepCheck* chk,
                           double max_norm);
