@@ -6,6 +6,7 @@
 // A new variant of the family adds its H_res maths beside the others (forward and backward).
 #include "conn/conn_cuda.h"
 #include "conn/mix_orth.cuh"
+#include "conn/parts.cuh"
 #include "cuda/device.cuh"
 
 namespace mhc::cuda::detail {
@@ -77,18 +78,35 @@ MHC_DEV double kron_entry(int K, const double* p, const double* q, int i, int j,
     return h;
 }
 
-__global__ void k_coef_forward(SiteDev s, const float* params, const float* P, float* cache, int N) {
+// Raw projection j of token tok (row j / prow of the token's rpt): as stored, or the sum of its
+// three parts' products.
+MHC_DEV float proj(const SiteDev& s, const Proj& P, long tok, int j) {
+    return P.parts ? parts_sum(P.P, tok * s.rpt + j / s.prow, j % s.prow, s.prow) : P.P[tok * s.W + j];
+}
+
+// With ss, the token's rs first: rs = sqrt(Dp) / max(||row||, 1e-12), ||row||² the sum of the row's
+// streams' sums of squares (a row is all n streams, or one for hc).
+__global__ void k_coef_forward(SiteDev s, const float* params, Proj P, const double* ss, float* cache, int N) {
     const int tok = blockIdx.x * kTok + threadIdx.x;
     if (tok >= N) return;
     const int n = s.n;
-    const float* p = P + (long)tok * s.W;
     float* c = cache + (long)tok * s.stride;
+    if (ss)
+        for (int q = 0; q < s.rpt; q++) {
+            double sum = 0;
+            if (s.rpt == 1)
+                for (int t = 0; t < n; t++) sum += ss[(long)tok * n + t];
+            else
+                sum = ss[(long)tok * n + q];
+            const double nrm = sqrt(sum);
+            c[s.c_rs + q] = (float)(sqrt((double)s.Dp) / (nrm > 1e-12 ? nrm : 1e-12));
+        }
     float* f = c + s.c_logit;
     float* hpre = c + s.c_hpre;
     float* hres = c + s.c_hres;
     float* hpost = c + s.c_hpost;
     if (s.variant == (int)Variant::hc) {
-        for (int j = 0; j < s.W; j++) f[j] = (float)tanh((double)(p[j] * c[s.c_rs + j / s.prow]));
+        for (int j = 0; j < s.W; j++) f[j] = (float)tanh((double)(proj(s, P, tok, j) * c[s.c_rs + j / s.prow]));
         for (int row = 0; row < n; row++) {  // alpha[row][0..n], beta[row]
             const int b = row * s.prow;
             hpre[row] = (float)preact(s, params, f, b);
@@ -98,7 +116,7 @@ __global__ void k_coef_forward(SiteDev s, const float* params, const float* P, f
         return;
     }
     const float rs = c[s.c_rs];
-    for (int j = 0; j < s.prow; j++) f[j] = p[j] * rs;
+    for (int j = 0; j < s.prow; j++) f[j] = proj(s, P, tok, j) * rs;
     for (int i = 0; i < n; i++) {
         hpre[i] = (float)sigm(preact(s, params, f, s.pre_col[i]));
         hpost[i] = (float)(2.0 * sigm(preact(s, params, f, s.M1 + i)));
@@ -158,10 +176,9 @@ __global__ void k_coef_forward(SiteDev s, const float* params, const float* P, f
     for (int i = 0; i < n * n; i++) hres[i] = (float)H[i];
 }
 
-__global__ void k_coef_backward(SiteDev s, const float* params, const float* cache, const double* dhpre_all,
-                                float* Gall, double* trace, int N) {
-    const int tok = blockIdx.x * kTok + threadIdx.x;
-    if (tok >= N) return;
+// G of token tok (a device function so that its variants may return early).
+MHC_DEV void coef_backward_token(const SiteDev& s, const float* params, const float* cache, const double* dhpre_all,
+                                 float* Gall, double* trace, int tok, int N) {
     const int n = s.n;
     const float* c = cache + (long)tok * s.stride;
     const float* f = c + s.c_logit;
@@ -234,15 +251,34 @@ __global__ void k_coef_backward(SiteDev s, const float* params, const float* cac
     }
 }
 
+// G, then the projections' gradients dZ = G · scale · f' · rs (f' = 1 - f² for hc's tanh, else 1)
+// from the stored G, and with parts their three-part split.
+__global__ void k_coef_backward(SiteDev s, const float* params, const float* cache, const double* dhpre,
+                                float* Gall, float* dZ, bf16* parts, double* trace, int N) {
+    const int tok = blockIdx.x * kTok + threadIdx.x;
+    if (tok >= N) return;
+    coef_backward_token(s, params, cache, dhpre, Gall, trace, tok, N);
+    const float* c = cache + (long)tok * s.stride;
+    const float* G = Gall + (long)tok * s.W;
+    for (int j = 0; j < s.W; j++) {
+        const float f = c[s.c_logit + j];
+        const float d = s.variant == (int)Variant::hc ? 1.0f - f * f : 1.0f;
+        const long at = (long)tok * s.W + j;
+        dZ[at] = G[j] * params[s.col_scale[j]] * d * c[s.c_rs + j / s.prow];
+        if (parts) split3(dZ[at], at, s.prow, parts);
+    }
+}
+
 }  // namespace
 
-void coef_forward(const SiteDev& s, const float* params, const float* P, float* cache, int N) {
-    if (N > 0) MHC_LAUNCH(k_coef_forward, (N + kTok - 1) / kTok, kTok, s, params, P, cache, N);
+void coef_forward(const SiteDev& s, const float* params, Proj P, const double* ss, float* cache, int N) {
+    if (N > 0) MHC_LAUNCH(k_coef_forward, (N + kTok - 1) / kTok, kTok, s, params, P, ss, cache, N);
 }
 
 void coef_backward(const SiteDev& s, const float* params, const float* cache, const double* dhpre, float* G,
-                   double* trace, int N) {
-    if (N > 0) MHC_LAUNCH(k_coef_backward, (N + kTok - 1) / kTok, kTok, s, params, cache, dhpre, G, trace, N);
+                   float* dZ, bf16* parts, double* trace, int N) {
+    if (N > 0)
+        MHC_LAUNCH(k_coef_backward, (N + kTok - 1) / kTok, kTok, s, params, cache, dhpre, G, dZ, parts, trace, N);
 }
 
 }  // namespace mhc::cuda::detail

@@ -5,11 +5,14 @@
 #include <type_traits>
 
 #include "conn/conn_cuda.h"
+#include "conn/parts.cuh"
 #include "cuda/device.cuh"
 
 namespace mhc::cuda {
 
 using detail::ConnScratch;
+using detail::parts_sum;
+using detail::split3;
 
 namespace {
 
@@ -86,19 +89,6 @@ __global__ void k_post_forward(SiteDev s, const float* cache, const TX* X, const
     }
 }
 
-// rs of each row from the streams' sums of squares: a row is all n streams (rpt 1) or one (hc).
-__global__ void k_rs_from_ss(SiteDev s, const double* ss, float* cache, long rows) {
-    const long r = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (r >= rows) return;
-    const long tok = r / s.rpt;
-    double sum = 0;
-    if (s.rpt == 1)
-        for (int t = 0; t < s.n; t++) sum += ss[tok * s.n + t];
-    else
-        sum = ss[tok * s.n + r % s.rpt];
-    const double nrm = sqrt(sum);
-    cache[tok * s.stride + s.c_rs + r % s.rpt] = (float)(sqrt((double)s.Dp) / (nrm > 1e-12 ? nrm : 1e-12));
-}
 
 template <typename TX> struct AddInto {  // residual: dX += du, or with dXout (the post's share deferred) dX = dXout + du
     TX* dX;
@@ -328,45 +318,12 @@ struct FoldGain {  // Wf [Dp, prow]
     MHC_DEV void operator()(long i) const { Wf[i] = folded(s, params, i); }
 };
 
-// With bf16 streams the projections still multiply in fp32 (SPEC §5: the coefficients are fp32
-// whatever the streams' storage), on the tensor cores: an fp32 factor w is split into three bf16
-// parts, hi = bf16(w), mid = bf16(w - hi), lo = bf16(w - hi - mid), whose sum is w exactly (24
-// significant bits in three of 8, each rounding to nearest: each remainder is exact in fp32). A
-// bf16 stream value times a bf16 part is exact in fp32, so X · [hi | mid | lo] with fp32 sums,
-// added back as (lo + mid) + hi, is an fp32 product of X and w.
-// Value i of an [rows, m] matrix into its row of parts [rows, parts_ld(m)]: hi, then mid, then lo,
-// then zeros up to the row's end (the tensor cores want rows of a multiple of 8 values).
-MHC_DEV void split3(float w, long i, int m, bf16* parts) {
-    const int ld = detail::parts_ld(m), j = (int)(i % m);
-    bf16* at = parts + (i / m) * ld + j;
-    const bf16 hi = __float2bfloat16(w);
-    const float r = w - __bfloat162float(hi);
-    const bf16 mid = __float2bfloat16(r);
-    at[0] = hi, at[m] = mid, at[2 * m] = __float2bfloat16(r - __bfloat162float(mid));
-    for (int p = 3 * m; p < ld - j; p += m) at[p] = __float2bfloat16(0.0f);
-}
 struct FoldGainSplit {  // Wf's parts [Dp, parts_ld(prow)]
     SiteDev s;
     const float* params;
     bf16* parts;
     MHC_DEV void operator()(long i) const { split3(folded(s, params, i), i, s.prow, parts); }
 };
-struct Split {  // parts [rows, parts_ld(m)] of a [rows, m]
-    const float* in;
-    bf16* parts;
-    int m;
-    MHC_DEV void operator()(long i) const { split3(in[i], i, m, parts); }
-};
-struct AddParts {  // out [rows, m] (=) from the products of the three parts, prod [rows, parts_ld(m)]
-    const float* prod;
-    float* out;
-    int m;
-    MHC_DEV void operator()(long i) const {
-        const float* p = prod + (i / m) * detail::parts_ld(m) + i % m;
-        out[i] = (p[2 * m] + p[m]) + p[0];
-    }
-};
-
 struct StaticScaleTerm {  // column j < W: G[tok, j] (-> static); W + j: G[tok, j]·f[tok, j] (-> scale)
     SiteDev s;
     const float* G;
@@ -382,38 +339,22 @@ struct StoreSums {
     MHC_DEV void operator()(int col, double v) const { sums[col] = v; }
 };
 
-// One thread, the CPU's loop: several columns share a scale parameter, added in column order.
-__global__ void k_add_static_scale(SiteDev s, const double* sums, float* dparams) {
-    if (threadIdx.x || blockIdx.x) return;
-    for (int j = 0; j < s.W; j++) {
-        dparams[s.col_static[j]] += (float)sums[j];
-        dparams[s.col_scale[j]] += (float)sums[s.W + j];
-    }
-}
-
-struct ProjGrad {  // dZ[row, j] = G · scale · f' · rs  (f' = 1 - f² for hc's tanh, else 1)
+// dW = (1 + gamma) ⊙ Dsum, dgamma_i = Σ_j [W1 | W2]_ij Dsum_ij (double), Dsum [Dp, prow] as the
+// product left it (Proj); thread 0 also adds the static and scale sums, in the CPU's column order
+// (several columns share a scale parameter), so they need no launch of their own.
+struct WeightGrads {
     SiteDev s;
     const float* params;
-    const float* cache;
-    const float* G;
-    float* dZ;
-    MHC_DEV void operator()(long i) const {
-        const long row = i / s.prow, tok = row / s.rpt;
-        const int q = (int)(row % s.rpt), jj = q * s.prow + (int)(i % s.prow);
-        const float* cr = crow(s, cache, tok);
-        const float f = cr[s.c_logit + jj];
-        const float d = s.variant == (int)Variant::hc ? 1.0f - f * f : 1.0f;
-        dZ[i] = G[tok * s.W + jj] * params[s.col_scale[jj]] * d * cr[s.c_rs + q];
-    }
-};
-
-struct WeightGrads {  // dW = (1 + gamma) ⊙ Dsum, dgamma_i = Σ_j [W1 | W2]_ij Dsum_ij (double)
-    SiteDev s;
-    const float* params;
-    const float* Dsum;
+    detail::Proj D;
+    const double* sums;  // [2W] StaticScaleTerm's
     float* dparams;
     MHC_DEV void operator()(long i) const {
-        const float* d = Dsum + i * s.prow;
+        if (i == 0)
+            for (int j = 0; j < s.W; j++) {
+                dparams[s.col_static[j]] += (float)sums[j];
+                dparams[s.col_scale[j]] += (float)sums[s.W + j];
+            }
+        const auto d = [&](int j) { return D.parts ? parts_sum(D.P, i, j, s.prow) : D.P[i * s.prow + j]; };
         const float g1 = 1.0f + params[s.o_gamma + i];
         const float* W1 = params + s.o_W1 + i * s.M1;
         const float* W2 = params + s.o_W2 + i * s.M2;
@@ -421,12 +362,14 @@ struct WeightGrads {  // dW = (1 + gamma) ⊙ Dsum, dgamma_i = Σ_j [W1 | W2]_ij
         float* dW2 = dparams + s.o_W2 + i * s.M2;
         double dg = 0;
         for (int j = 0; j < s.M1; j++) {
-            dW1[j] += g1 * d[j];
-            dg += (double)W1[j] * (double)d[j];
+            const float dj = d(j);
+            dW1[j] += g1 * dj;
+            dg += (double)W1[j] * (double)dj;
         }
         for (int j = 0; j < s.M2; j++) {
-            dW2[j] += g1 * d[s.M1 + j];
-            dg += (double)W2[j] * (double)d[s.M1 + j];
+            const float dj = d(s.M1 + j);
+            dW2[j] += g1 * dj;
+            dg += (double)W2[j] * (double)dj;
         }
         dparams[s.o_gamma + i] += (float)dg;
     }
@@ -450,27 +393,30 @@ template <typename F> void with_streams(int n, const char* who, F&& launch) {
     }
 }
 
-// The rows' projections PZ [Nr, prow] (=) = X rows [Nr, Dp] · Wf: an fp32 product, or from bf16
-// streams the three parts' product (split3) on the tensor cores.
-void project(const SiteDev& s, const ConnScratch& sc, const float* params, const float* X, long Nr) {
+// The rows' projections X rows [Nr, Dp] · Wf, as the product leaves them (Proj): an fp32 product
+// into PZ, or from bf16 streams the three parts' products (split3) on the tensor cores into split,
+// added where the coefficients read them.
+detail::Proj project(const SiteDev& s, const ConnScratch& sc, const float* params, const float* X, long Nr) {
     each((long)s.Dp * s.prow, FoldGain{s, params, sc.Wf});
     gemm(false, false, (int)Nr, s.prow, s.Dp, 1.0f, X, s.Dp, sc.Wf, s.prow, 0.0f, sc.PZ, s.prow);
+    return {sc.PZ, false};
 }
-void project(const SiteDev& s, const ConnScratch& sc, const float* params, const bf16* X, long Nr) {
+detail::Proj project(const SiteDev& s, const ConnScratch& sc, const float* params, const bf16* X, long Nr) {
     const int m3 = detail::parts_ld(s.prow);
     each((long)s.Dp * s.prow, FoldGainSplit{s, params, sc.parts});
     gemm_bf16(false, false, (int)Nr, m3, s.Dp, 1.0f, X, s.Dp, sc.parts, m3, 0.0f, sc.split, m3);
-    each(Nr * s.prow, AddParts{sc.split, sc.PZ, s.prow});
+    return {sc.split, true};
 }
-// Dsum [Dp, prow] (=) = Xᵀ dZ over the Nr rows, dZ in PZ; from bf16 streams by dZ's parts.
-void weight_sums(const SiteDev& s, const ConnScratch& sc, const float* X, long Nr) {
+// Dsum [Dp, prow] = Xᵀ dZ over the Nr rows, dZ in PZ, as the product leaves it: into Dsum, or from
+// bf16 streams by dZ's parts (coef_backward made them) into split.
+detail::Proj weight_sums(const SiteDev& s, const ConnScratch& sc, const float* X, long Nr) {
     gemm(true, false, s.Dp, s.prow, (int)Nr, 1.0f, X, s.Dp, sc.PZ, s.prow, 0.0f, sc.Dsum, s.prow);
+    return {sc.Dsum, false};
 }
-void weight_sums(const SiteDev& s, const ConnScratch& sc, const bf16* X, long Nr) {
+detail::Proj weight_sums(const SiteDev& s, const ConnScratch& sc, const bf16* X, long Nr) {
     const int m3 = detail::parts_ld(s.prow);
-    each(Nr * s.prow, Split{sc.PZ, sc.parts, s.prow});
     gemm_bf16(true, false, s.Dp, m3, (int)Nr, 1.0f, X, s.Dp, sc.parts, m3, 0.0f, sc.split, m3);
-    each((long)s.Dp * s.prow, AddParts{sc.split, sc.Dsum, s.prow});
+    return {sc.split, true};
 }
 
 }  // namespace
@@ -488,10 +434,9 @@ void conn_pre_forward(const ConnSiteCuda& site, const float* params, const TX* X
     ConnScratch sc;
     detail::conn_scratch_layout(s, N, scratch, &sc);
     const long Nr = (long)N * s.rpt;
-    project(s, sc, params, X, Nr);
-    if (ss) MHC_LAUNCH(k_rs_from_ss, nblocks(Nr), kThreads, s, ss, cache, Nr);
-    else MHC_LAUNCH(k_row_rs<TX>, warp_blocks(Nr), kThreads, s, X, cache, Nr);
-    detail::coef_forward(s, params, sc.PZ, cache, N);
+    const detail::Proj P = project(s, sc, params, X, Nr);
+    if (!ss) MHC_LAUNCH(k_row_rs<TX>, warp_blocks(Nr), kThreads, s, X, cache, Nr);  // else coef_forward's
+    detail::coef_forward(s, params, P, ss, cache, N);
     each((long)N * s.C, WeightedInput<TX>{s, cache, X, u});
 }
 
@@ -531,12 +476,11 @@ void conn_pre_backward(const ConnSiteCuda& site, const float* params, const floa
     detail::conn_scratch_layout(s, N, scratch, &sc);
     const long Nr = (long)N * s.rpt;
     MHC_LAUNCH(k_pre_dhpre<TX>, warp_blocks(N), kThreads, s, X, du, sc.dhpre, N);
-    detail::coef_backward(s, params, cache, sc.dhpre, sc.G, sc.trace, N);
+    constexpr bool bf16_streams = std::is_same_v<TX, bf16>;
+    detail::coef_backward(s, params, cache, sc.dhpre, sc.G, sc.PZ, bf16_streams ? sc.parts : nullptr, sc.trace, N);
     colsum(N, 2 * s.W, StaticScaleTerm{s, sc.G, cache}, StoreSums{sc.sums});
-    MHC_LAUNCH(k_add_static_scale, 1, 32, s, sc.sums, dparams);
     each((long)s.Dp * s.prow, FoldGain{s, params, sc.Wf});
-    each(Nr * s.prow, ProjGrad{s, params, cache, sc.G, sc.PZ});
-    weight_sums(s, sc, X, Nr);  // Xᵀ dZ
+    const detail::Proj D = weight_sums(s, sc, X, Nr);  // Xᵀ dZ
     if (s.variant != (int)Variant::hc) {  // dX with dZ Wfᵀ made in place
         const long tiles = (N + kTileRows - 1) / kTileRows;
         if (tiles > 65535) fail("conn_pre_backward", "more than 2,097,120 tokens in one pass", __FILE__, __LINE__);
@@ -546,7 +490,7 @@ void conn_pre_backward(const ConnSiteCuda& site, const float* params, const floa
         gemm(false, true, (int)Nr, s.Dp, s.prow, 1.0f, sc.PZ, s.prow, sc.Wf, s.prow, 0.0f, sc.E, s.Dp);  // dZ Wfᵀ
         MHC_LAUNCH(k_pre_backward_x<TX>, warp_blocks(Nr), kThreads, s, cache, X, du, sc.E, dX, dXout, Nr);
     }
-    each(s.Dp, WeightGrads{s, params, sc.Dsum, dparams});
+    each(s.Dp, WeightGrads{s, params, D, sc.sums, dparams});
 }
 
 // The streams' storage: fp32, or bf16 (dtype bf16); the branch output's likewise.

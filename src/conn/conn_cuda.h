@@ -95,13 +95,21 @@ long conn_scratch_layout(const SiteDev& s, int N, float* base, ConnScratch* out)
 // cores' products want such leading dimensions).
 __host__ __device__ inline int parts_ld(int m) { return (3 * m + 7) / 8 * 8; }
 
+// The raw projections of the tokens' rows (not yet scaled by their rs), as the product left them:
+// P [N*rpt, prow] fp32, or (parts) the products of the three parts [N*rpt, parts_ld(prow)], added
+// where they are read (conn/parts.cuh).
+struct Proj {
+    const float* P;
+    bool parts;
+};
 // The per-token coefficient kernels (conn/coef.cu).
-// P [N, rpt*prow] raw projections (rows not yet scaled by their rs) -> the cache rows' f, H_pre,
-// H_res, H_post and extra values.
-void coef_forward(const SiteDev& s, const float* params, const float* P, float* cache, int N);
-// From the cache (with dH_res, dH_post) and dhpre [N, n] -> G [N, W].
+// P -> the cache rows' f, H_pre, H_res, H_post and extra values; with ss [N,n] (conn_pre_forward's)
+// the rows' rs too (else they are in the cache already).
+void coef_forward(const SiteDev& s, const float* params, Proj P, const double* ss, float* cache, int N);
+// From the cache (with dH_res, dH_post) and dhpre [N, n] -> G [N, W] and the projections' gradients
+// dZ [N*rpt, prow] (overwritten); parts given: dZ's three parts [N*rpt, parts_ld(prow)] too.
 void coef_backward(const SiteDev& s, const float* params, const float* cache, const double* dhpre, float* G,
-                   double* trace, int N);
+                   float* dZ, bf16* parts, double* trace, int N);
 
 }  // namespace detail
 
