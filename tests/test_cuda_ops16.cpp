@@ -147,7 +147,7 @@ struct Exact {
 };
 // One forward and backward on the GPU from fresh NaN buffers: the output, the record, dqkv.
 struct Gpu {
-    VecF out, rec, dqkv;
+    VecF out, rec, dqkv, out16, rec16;  // out16, rec16: the forward again with its output in bf16
     Gpu(const VecF& qkv, const VecF& G, int B, int Tn, int C, int H) {
         auto dq = to_dev(qkv), dG = to_dev(G);
         auto dout = dev_nan(G.size()), drec = dev_nan(cuda::attention_record_size(B, Tn, C, H));
@@ -160,6 +160,10 @@ struct Gpu {
         cuda::attention_backward_bf16(ddqkv.data(), dscratch.data(), dout16.data(), dG.data(), heads.data(),
                                       drec.data(), B, Tn, C, H);
         out = dout.download(), rec = drec.download(), dqkv = ddqkv.download();
+        cuda::DeviceBuffer<cuda::bf16> o16(G.size());
+        o16.fill_bytes(0xFF), drec.fill_bytes(0xFF), dq.upload(qkv);
+        cuda::attention_forward_bf16(o16.data(), drec.data(), heads.data(), dq.data(), B, Tn, C, H);
+        out16 = from_bf16(o16), rec16 = drec.download();
     }
 };
 
@@ -190,10 +194,50 @@ TEST_F(CudaBf16Ops, AttentionWithinBf16OfExact) {
         EXPECT_GT(out_err, 0.0) << at << ": the exact output (did the products round?)";
         const size_t nlse = (size_t)B * H * Tn;
         EXPECT_EQ(VecF(gpu.rec.begin() + nlse, gpu.rec.end()), gpu.out) << "the record's copy of the output, " << at;
+        VecF rounded_out(gpu.out.size());
+        for (size_t i = 0; i < rounded_out.size(); i++) rounded_out[i] = round16(gpu.out[i]);
+        EXPECT_EQ(gpu.out16, rounded_out) << "the output into bf16: the fp32 output rounded, " << at;
+        EXPECT_EQ(std::memcmp(gpu.rec16.data(), gpu.rec.data(), gpu.rec.size() * sizeof(float)), 0)
+            << "the record with the output in bf16, " << at;
         check_basis("bf16 attention dqkv " + at, gpu.dqkv, to_float(exact.dqkv),
                     test::rel_err(rounded.dqkv, exact.dqkv), Tn <= 3 ? 1e-2 : 0, kFactor, " (basis: bf16 inputs)");
         // (the record's log-sum-exp is checked through dqkv: the backward's probabilities come from it)
     }
+}
+
+// LayerNorm into bf16 (a linear layer's bf16 input), from fp32 and from bf16 input, at awkward
+// sizes, with and without bias, into NaN: each value is the fp32 output rounded once, and the
+// statistics are the fp32 forward's, to the bit.
+TEST_F(CudaBf16Ops, LayerNormIntoBf16IsTheFp32OutputRounded) {
+    std::mt19937_64 rng(23);
+    for (const auto& [N, C] : std::vector<std::pair<int, int>>{{1, 37}, {3, 768}, {65, 40}, {130, 33}})
+        for (const bool bias : {false, true})
+            for (const bool in16 : {false, true}) {
+                const std::string at = "N=" + std::to_string(N) + " C=" + std::to_string(C) +
+                                       (bias ? " bias" : "") + (in16 ? " bf16 input" : "");
+                const VecD x = test::normal_vec<double>((size_t)N * C, rng, 2.0);
+                auto w = to_dev(to_float(test::normal_vec<double>(C, rng))),
+                     b = to_dev(to_float(test::normal_vec<double>(C, rng)));
+                auto xf = to_dev(to_float(x));
+                cuda::DeviceBuffer<cuda::bf16> x16 = to_dev(to_bf16(x)), o16((size_t)N * C);
+                auto out = dev_nan((size_t)N * C), m = dev_nan(N), r = dev_nan(N), m16 = dev_nan(N),
+                     r16 = dev_nan(N);
+                o16.fill_bytes(0xFF);
+                const float* bp = bias ? b.data() : nullptr;
+                if (in16) {
+                    cuda::layernorm_forward(out.data(), m.data(), r.data(), x16.data(), w.data(), bp, N, C);
+                    cuda::layernorm_forward(o16.data(), m16.data(), r16.data(), x16.data(), w.data(), bp, N, C);
+                } else {
+                    cuda::layernorm_forward(out.data(), m.data(), r.data(), xf.data(), w.data(), bp, N, C);
+                    cuda::layernorm_forward(o16.data(), m16.data(), r16.data(), xf.data(), w.data(), bp, N, C);
+                }
+                const VecF o = out.download(), got = from_bf16(o16);
+                VecF want(o.size());
+                for (size_t i = 0; i < o.size(); i++) want[i] = round16(o[i]);
+                EXPECT_EQ(got, want) << at;
+                EXPECT_EQ(m16.download(), m.download()) << "means, " << at;
+                EXPECT_EQ(r16.download(), r.download()) << "rstd, " << at;
+            }
 }
 
 // Two runs of the attention, the same bits: the record and dqkv (each gradient a sum in one fixed

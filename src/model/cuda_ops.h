@@ -116,7 +116,11 @@ struct CudaOps {
     void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* w, const float* b,
                            int N, int C) const {
         const cuda::PhaseScope scope(timer, kPhaseOther, "layernorm_forward");
-        bf16.as_stored(in, [&](auto* x) { cuda::layernorm_forward(out, mean, rstd, x, w, b, N, C); });
+        cuda::bf16* out16 = bf16.stored(out);  // a linear layer's bf16 input
+        bf16.as_stored(in, [&](auto* x) {
+            if (out16) cuda::layernorm_forward(out16, mean, rstd, x, w, b, N, C);
+            else cuda::layernorm_forward(out, mean, rstd, x, w, b, N, C);
+        });
     }
     void layernorm_backward(float* din, float* dw, float* db, const float* dout, const float* in, const float* w,
                             const float* mean, const float* rstd, int N, int C) const {
@@ -165,6 +169,8 @@ struct CudaOps {
     void attention_forward(float* out, float* att, const float* qkv, int B, int Tn, int C, int H) const {
         const cuda::PhaseScope scope(timer, kPhaseAttention, "attention_forward");
         if (!bf16.P) return cuda::attention_forward(out, att, qkv, B, Tn, C, H);
+        if (cuda::bf16* out16 = bf16.stored(out))  // c_proj's bf16 input
+            return cuda::attention_forward_bf16(out16, att, bf16.heads_of(att), qkv, B, Tn, C, H);
         cuda::attention_forward_bf16(out, att, bf16.heads_of(att), qkv, B, Tn, C, H);
     }
     // bf16: the heads are the forward's bf16 copy (the fp32 qkv may since have been overwritten).

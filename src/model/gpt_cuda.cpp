@@ -85,7 +85,14 @@ void plan_bf16(GptCuda& g, int B, int Tn) {
     }
     for (auto& s : g.s_act) s.y = key(g, at), at += y;
     for (size_t k = 0; k < layers.size(); k++) g.lin16[k].in16 = at, at += round16(N * layers[k][2]);
-    for (int i = 0; i < m.L; i++) g.b_act[i].fcg = key(g, g.lin16[4 * i + 3].in16);  // c_proj's (linear_layers)
+    // The layers' bf16 inputs are written by what makes them (linear_layers' order: c_attn, the
+    // attention's c_proj, c_fc, the MLP's c_proj): ln1, the attention, ln2 and the GELU, each
+    // value rounded once, with no fp32 copy between.
+    for (int i = 0; i < m.L; i++) {
+        GPT<float>::Block& b = g.b_act[i];
+        b.ln1 = key(g, g.lin16[4 * i].in16), b.atty = key(g, g.lin16[4 * i + 1].in16);
+        b.ln2 = key(g, g.lin16[4 * i + 2].in16), b.fcg = key(g, g.lin16[4 * i + 3].in16);
+    }
 }
 
 // Every activation of a (B, T) pass in one device buffer and every activation gradient in another,
@@ -119,9 +126,10 @@ void plan(GptCuda& g, int B, int Tn) {
             float* cache = take(N * conn_cache_stride(m.sites[k]));
             g.s_act[k] = {cache, shared ? u : take(N * C), g.bf16 ? nullptr : take(N * C)};  // bf16: y in plan_bf16
         }
-        // With bf16 the linear layers keep bf16 copies of their inputs: the fp32 inputs are read once,
-        // at once, so every layer writes them into the same buffer. So is qkv (the attention keeps
-        // its bf16 heads). fch, fcg and the logits are bf16 only (plan_bf16).
+        // With bf16 the linear layers keep bf16 copies of their inputs: ln1, atty, ln2 and fcg are
+        // those copies (plan_bf16), and hsum, the one fp32 input left, is read once, at once, so the
+        // layers' fp32 inputs need one buffer. So does qkv (the attention keeps its bf16 heads). fch
+        // and the logits are bf16 only (plan_bf16).
         float* mm_in = g.bf16 ? take(N * C) : nullptr;
         float* qkv = g.bf16 ? take(3 * N * C) : nullptr;
         auto input = [&](long count) { return g.bf16 ? mm_in : take(count); };

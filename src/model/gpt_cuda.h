@@ -55,8 +55,9 @@ struct GptCuda {
     double* stream_ss = nullptr;              // [N, n] in act: the streams' sums of squares (cuda_ops.h)
     std::optional<double> logits_grad_scale;  // set: the logits hold their gradient, for this backward scale
     // With bf16: the linear layers' bf16 inputs (lin16's in16: the forward's copy, which the backward
-    // takes again) and the backward's scratch for an output gradient's copy. The fp32 inputs
-    // themselves (ln1, atty, ln2, fcg, hsum) are then one buffer that every layer reuses. Likewise
+    // takes again) and the backward's scratch for an output gradient's copy. ln1, atty, ln2 and fcg
+    // are those copies themselves (written by the LayerNorm, the attention and the GELU); hsum, the
+    // head's input, is made in fp32 and copied, in a buffer of its own. Likewise
     // the attention: each block's keeps its bf16 q, k, v (found by the block's attention record),
     // so the fp32 qkv is one buffer too; dout16_attn is its backward's scratch.
     // Some activations are bf16 themselves: the stream states X (and their gradients dXa, dXb, stored

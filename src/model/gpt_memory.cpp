@@ -32,7 +32,8 @@ GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_a
     const double att = flash_attention ? (double)B * cfg.n_head * T + N * C : (double)B * cfg.n_head * T * T;
     const double datt = flash_attention ? (double)B * cfg.n_head * T : att;
     // The linear layers' fp32 inputs (ln1, atty, ln2, fcg and hsum): per block and at the head; with
-    // bf16 one shared buffer of N C (fcg is bf16 only), beside a bf16 copy of each. qkv likewise:
+    // bf16 each is its layer's bf16 copy (ln1, atty, ln2 and fcg written so) but hsum, which has one
+    // buffer of N C beside its copy. qkv likewise:
     // per block, or with bf16 one buffer beside each block's bf16 heads. fch [4 N C] per block, in
     // fp32 or in bf16.
     const double inputs = L * 7 * N * C + N * C;

@@ -84,9 +84,9 @@ MHC_DEV void write_tile(float* dst, long stride, const FragC& f, float* tile, in
 
 // Block (x: rows 64x .., y: batch row and head); warp w owns queries q0 .. q0 + 15, lane l the
 // query q0 + l / 2 and half l % 2 of its keys (scores) and channels (output).
-template <int HS>
+template <int HS, typename TO>
 __global__ void __launch_bounds__(kWarps * 32)
-    k_attn16_forward(float* out, float* lse, float* ocopy, Pack16 pk, float scale) {
+    k_attn16_forward(TO* out, float* lse, float* ocopy, Pack16 pk, float scale) {
     constexpr int KK = HS / 16, HALF = HS / 2;
     alignas(32) __shared__ float Ss[kWarps][16][32];
     alignas(32) __shared__ bf16 Ps[kWarps][16][32];
@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const float inv = 1.0f / l;
     for (int c = 0; c < HALF; c++) {
         const int ch = HALF * half + c;
-        if (ch < pk.hs) out[at + ch] = ocopy[at + ch] = o[c] * inv;
+        if (ch < pk.hs) put(out[at + ch], ocopy[at + ch] = o[c] * inv);
     }
     if (half == 0) lse[(long)bh * Tn + i] = m + logf(l);
 }
@@ -262,7 +262,9 @@ void pack_heads(bf16* dst, const float* src, int width, int part, const Pack16& 
 long attention_heads16_size(int B, int Tn, int C, int H) { return 3 * pack_size(B, Tn, C, H); }
 long attention_dout16_size(int B, int Tn, int C, int H) { return pack_size(B, Tn, C, H); }
 
-void attention_forward_bf16(float* out, float* att, bf16* heads16, const float* qkv, int B, int Tn, int C, int H) {
+namespace {
+template <typename TO>
+void attn16_forward(TO* out, float* att, bf16* heads16, const float* qkv, int B, int Tn, int C, int H) {
     require_head_size(C, H);
     if (B <= 0 || Tn <= 0) return;
     const Pack16 pk = packs(heads16, nullptr, B, Tn, C, H);
@@ -270,7 +272,19 @@ void attention_forward_bf16(float* out, float* att, bf16* heads16, const float* 
     const float scale = (float)(1.0 / std::sqrt((double)pk.hs));
     const dim3 grid((unsigned)(pk.Tp / kRows), B * H);
     float *lse = att, *ocopy = att + (long)B * H * Tn;
-    MHC_HEAD_DISPATCH(k_attn16_forward, pk.hs, grid, kWarps * 32, out, lse, ocopy, pk, scale);
+    switch (head_tile(pk.hs)) {  // MHC_HEAD_DISPATCH with the output's type
+        case 32: MHC_LAUNCH((k_attn16_forward<32, TO>), grid, kWarps * 32, out, lse, ocopy, pk, scale); break;
+        case 64: MHC_LAUNCH((k_attn16_forward<64, TO>), grid, kWarps * 32, out, lse, ocopy, pk, scale); break;
+        default: MHC_LAUNCH((k_attn16_forward<128, TO>), grid, kWarps * 32, out, lse, ocopy, pk, scale); break;
+    }
+}
+}  // namespace
+
+void attention_forward_bf16(float* out, float* att, bf16* heads16, const float* qkv, int B, int Tn, int C, int H) {
+    attn16_forward(out, att, heads16, qkv, B, Tn, C, H);
+}
+void attention_forward_bf16(bf16* out, float* att, bf16* heads16, const float* qkv, int B, int Tn, int C, int H) {
+    attn16_forward(out, att, heads16, qkv, B, Tn, C, H);
 }
 
 void attention_backward_bf16(float* dqkv, float* datt, bf16* dout16, const float* dout, const bf16* heads16,

@@ -10,10 +10,11 @@ namespace {
 constexpr int kRowsPerBlock = kThreads / 32;  // row kernels: one warp per row
 
 // One warp per row: mean and variance in double, then the normalised row. TI: the input's storage
-// (bf16: dtype bf16's streams, read as their fp32 values).
-template <typename TI>
-__global__ void k_layernorm_forward(float* out, float* mean, float* rstd, const TI* in, const float* w,
-                                    const float* b, int N, int C) {
+// (bf16: dtype bf16's streams, read as their fp32 values); TO: the output's (bf16: a linear layer's
+// bf16 input, each value the fp32 one rounded once).
+template <typename TO, typename TI>
+__global__ void k_layernorm_forward(TO* out, float* mean, float* rstd, const TI* in, const float* w, const float* b,
+                                    int N, int C) {
     const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= N) return;  // the whole warp
     const TI* x = in + (long)row * C;
@@ -23,8 +24,8 @@ __global__ void k_layernorm_forward(float* out, float* mean, float* rstd, const 
     for (int c = lane; c < C; c += 32) v += ((double)as_float(x[c]) - m) * ((double)as_float(x[c]) - m);
     v = warp_sum(v);
     const float rs = (float)(1.0 / sqrt(v / C + 1e-5)), mu = (float)m;
-    float* o = out + (long)row * C;
-    for (int c = lane; c < C; c += 32) o[c] = (as_float(x[c]) - mu) * rs * w[c] + (b ? b[c] : 0.0f);
+    TO* o = out + (long)row * C;
+    for (int c = lane; c < C; c += 32) put(o[c], (as_float(x[c]) - mu) * rs * w[c] + (b ? b[c] : 0.0f));
     if (lane == 0) mean[row] = mu, rstd[row] = rs;
 }
 
@@ -102,12 +103,12 @@ template <typename TI> struct GeluBackward {  // d/dx [x Φ(x)] = Φ(x) + x φ(x
     }
 };
 
-template <typename TI>
-void layernorm_forward_of(float* out, float* mean, float* rstd, const TI* in, const float* w, const float* b, int N,
+template <typename TO, typename TI>
+void layernorm_forward_of(TO* out, float* mean, float* rstd, const TI* in, const float* w, const float* b, int N,
                           int C) {
     if (N <= 0) return;
-    MHC_LAUNCH(k_layernorm_forward<TI>, (N + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, out, mean, rstd, in, w, b,
-               N, C);
+    MHC_LAUNCH((k_layernorm_forward<TO, TI>), (N + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, out, mean, rstd, in,
+               w, b, N, C);
 }
 
 template <typename TI>
@@ -127,6 +128,14 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* in, co
     layernorm_forward_of(out, mean, rstd, in, w, b, N, C);
 }
 void layernorm_forward(float* out, float* mean, float* rstd, const bf16* in, const float* w, const float* b, int N,
+                       int C) {
+    layernorm_forward_of(out, mean, rstd, in, w, b, N, C);
+}
+void layernorm_forward(bf16* out, float* mean, float* rstd, const float* in, const float* w, const float* b, int N,
+                       int C) {
+    layernorm_forward_of(out, mean, rstd, in, w, b, N, C);
+}
+void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* in, const float* w, const float* b, int N,
                        int C) {
     layernorm_forward_of(out, mean, rstd, in, w, b, N, C);
 }

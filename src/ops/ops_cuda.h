@@ -43,6 +43,12 @@ void layernorm_forward(float* out, float* mean, float* rstd, const bf16* in, con
                        int C);
 void layernorm_backward(bf16* din, float* dw, float* db, const float* dout, const bf16* in, const float* w,
                         const float* mean, const float* rstd, int N, int C);
+// The forward into bf16 (dtype bf16: the next linear layer's bf16 input): each value the fp32
+// one rounded once, so the same bits as the fp32 output rounded afterwards.
+void layernorm_forward(bf16* out, float* mean, float* rstd, const float* in, const float* w, const float* b, int N,
+                       int C);
+void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* in, const float* w, const float* b, int N,
+                       int C);
 
 // Linear layer, weights stored (out, in): out [N, OC] = in [N, IC] · Wᵀ + bias (cuBLAS).
 void matmul_forward(float* out, const float* in, const float* W, const float* bias, int N, int IC, int OC);
@@ -93,6 +99,9 @@ long attention_scratch_size(int B, int Tn, int H);
 // [attention_heads16_size] (=): the forward's bf16 copy of q, k and v, which its backward reads in
 // place of qkv (so qkv need not outlive the forward); dout16 [attention_dout16_size]: scratch.
 void attention_forward_bf16(float* out, float* att, bf16* heads16, const float* qkv, int B, int Tn, int C, int H);
+// The same with out in bf16 (the next linear layer's bf16 input; the record keeps the fp32 output
+// for the backward either way): each value the fp32 one rounded once.
+void attention_forward_bf16(bf16* out, float* att, bf16* heads16, const float* qkv, int B, int Tn, int C, int H);
 void attention_backward_bf16(float* dqkv, float* datt, bf16* dout16, const float* dout, const bf16* heads16,
                              const float* att, int B, int Tn, int C, int H);
 long attention_heads16_size(int B, int Tn, int C, int H);
