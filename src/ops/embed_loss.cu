@@ -98,7 +98,10 @@ __global__ void k_crossentropy_forward(float* probs, float* losses, const int32_
 
 // dtype bf16's classifier: the same, on logits in bf16. They are read three times (the max, the sum
 // of exp, then each probability made again from its logit), so that no rounded exp is read back;
-// the probability (or gradient) is rounded to bf16 once, as it is written over its logit.
+// the probability (or gradient) is rounded to bf16 once, as it is written over its logit. The
+// exponentials are fp32 (expf, within 2 ulp: 2^-22 relative, far below the bf16 rounding of what
+// is written; the sums stay double): a double exp is about a dozen FP64 operations, and at GPT-2's
+// vocabulary the classifier makes two per logit, 1.6 G a step at batch 8 x 1024.
 __global__ void k_crossentropy_forward16(bf16* probs, float* losses, const int32_t* targets, int V, bool to_grad,
                                          double grad_scale) {
     __shared__ double shd[32];
@@ -110,11 +113,11 @@ __global__ void k_crossentropy_forward16(bf16* probs, float* losses, const int32
     for (int v = threadIdx.x; v < V; v += blockDim.x) m = fmaxf(m, __bfloat162float(x[v]));
     m = block_max(m, shf);
     double z = 0;
-    for (int v = threadIdx.x; v < V; v += blockDim.x) z += (float)exp((double)(__bfloat162float(x[v]) - m));
+    for (int v = threadIdx.x; v < V; v += blockDim.x) z += (double)expf(__bfloat162float(x[v]) - m);
     z = block_sum(z, shd);  // (its barrier: every thread's reads above come before any write below)
     const double inv = 1.0 / z;
     for (int v = threadIdx.x; v < V; v += blockDim.x) {
-        const float p = (float)((double)(float)exp((double)(__bfloat162float(x[v]) - m)) * inv);
+        const float p = (float)((double)expf(__bfloat162float(x[v]) - m) * inv);
         x[v] = __float2bfloat16(to_grad ? ce_grad(p, v == tgt, grad_scale) : p);
     }
     if (threadIdx.x == 0) losses[row] = (float)(log(z) - ((double)xt - (double)m));
