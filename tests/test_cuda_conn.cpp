@@ -241,6 +241,32 @@ TEST_P(CudaConn, SiteForwardBackwardMatchesCpu) {
                 check_stored(at + "dX (the post's share deferred)", as_floats(d_dX2.download()), rf.dX, rd.dX);
                 EXPECT_TRUE(same_bits(d_dy2.download(), d_dy.download())) << at << "dy deferred";
                 EXPECT_TRUE(same_bits(d_dp2.download(), gdp)) << at << "dparams deferred";
+                if constexpr (half) {
+                // The bf16 kernel's dX is the fp32 kernel's on the same values and cache, rounded once:
+                // within half a bf16 ulp of it (2^-8 relative at most), but for the two kernels' fp32 sums of dZ·Wfᵀ (the
+                // tensor cores' split products here, fp32 multiply-adds there): 1e-5 of the RMS. A
+                // product of the split's high parts only would be about 2^-9 of E off.
+                auto d_Xf = to_dev(to_float(X)), d_yf = to_dev(to_float(y)), d_gXf = to_dev(to_float(gX));
+                auto d_dX32 = dev_nan(X.size()), d_dy32 = dev_nan((size_t)N * C), d_dp32 = to_dev(to_float(dp0));
+                cuda::conn_post_backward(ds, d_cache.data(), d_Xf.data(), d_yf.data(), d_gXf.data(), (float*)nullptr,
+                                         d_dy32.data(), N);
+                cuda::conn_pre_backward(ds, d_p.data(), d_cache.data(), d_Xf.data(), d_gu.data(), d_dX32.data(),
+                                        d_dp32.data(), d_scratch.data(), N, d_gXf.data());
+                const std::vector<float> d16 = as_floats(d_dX2.download()), d32 = d_dX32.download();
+                double rms = 0;
+                for (const float v : d32) rms += (double)v * v;
+                rms = std::sqrt(rms / d32.size());
+                size_t off = 0, first = 0;
+                double worst = 0;
+                for (size_t i = 0; i < d32.size(); i++) {
+                    const double err = std::fabs((double)d16[i] - d32[i]);
+                    worst = std::max(worst, err / rms);
+                    if (!(err <= std::ldexp(std::fabs(d32[i]), -8) * 1.001 + 1e-5 * rms) && !off++) first = i;
+                }
+                if (std::getenv("MHC_TEST_ERRORS")) std::printf("ERRCHECK %.3e dX16 vs dX32 %s\n", worst, at.c_str());
+                EXPECT_EQ(off, 0u) << at << "dX: " << off << " values not the fp32 kernel's rounded, the first ["
+                                   << first << "] " << d16[first] << " for " << d32[first];
+            }
             }
             // A bf16 branch output y with fp32 streams: the post's forward and backward read it as its
             // fp32 value, so they give the bits the fp32 kernels give for y rounded to bf16.

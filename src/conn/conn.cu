@@ -13,6 +13,7 @@ namespace mhc::cuda {
 using detail::ConnScratch;
 using detail::parts_sum;
 using detail::split3;
+using detail::split_parts;
 
 namespace {
 
@@ -239,34 +240,16 @@ __global__ void k_pre_backward_x(SiteDev s, const float* cache, const TX* X, con
 // ||v||² = Dp / rs², so k = <v, e> / ||v||² = rs Σ_j dZ_j f_j / Dp per token, in double; 0 where the
 // norm was clamped (rs at its ceiling), as k_pre_backward_x.
 constexpr int kTileRows = 32, kTileCols = 64, kTileJ = 32;
-template <typename TX>
-__global__ void k_pre_backward_fused(SiteDev s, const float* cache, const TX* X, const float* du, const float* dZ,
-                                     const float* Wf, TX* dX, const TX* dXout, int N) {
+constexpr int kStep = kThreads / kTileCols, kPer = kTileRows / kStep;  // a thread's rows: r0, r0 + kStep, ..
+
+// E = dZ · Wfᵀ for the block's kTileRows tokens × kTileCols values, the thread's kPer of them into e,
+// on the CUDA cores: fp32 multiply-adds in j order, dZ and Wf staged in shared memory kTileJ
+// columns at a time (the fp32 streams' path, whose results the tests hold to the CPU's fp32 ones).
+MHC_DEV void dz_wf_cores(const SiteDev& s, const float* dZ, const float* Wf, long tok0, long i0, int N, int r0,
+                         int col, float (&e)[kPer]) {
     __shared__ float zs[kTileRows][kTileJ + 1];  // dZ of the block's tokens (padded: no bank conflicts)
     __shared__ float ws[kTileJ][kTileCols + 1];  // Wf's rows i0.., transposed (padded likewise)
-    __shared__ float ks[kTileRows];
-    const int tid = threadIdx.x, col = tid % kTileCols, r0 = tid / kTileCols;  // rows r0, r0 + 4, ...
-    constexpr int kStep = kThreads / kTileCols, kPer = kTileRows / kStep;
-    // x: the value chunks, so that the blocks of a token tile run together (dXout's other streams
-    // are then still in L2)
-    const long tok0 = (long)blockIdx.y * kTileRows;
-    const long i0 = (long)blockIdx.x * kTileCols;
-    const int lane = tid & 31, warp = tid >> 5;
-    for (int rr = warp; rr < kTileRows; rr += kThreads / 32) {  // k of each token, one warp each
-        const long tok = tok0 + rr;
-        double acc = 0;
-        if (tok < N) {
-            const float* f = crow(s, cache, tok) + s.c_logit;
-            for (int j = lane; j < s.prow; j += 32) acc += (double)dZ[tok * s.prow + j] * (double)f[j];
-        }
-        acc = warp_sum(acc);
-        if (lane == 0) {
-            const double rs = tok < N ? crow(s, cache, tok)[s.c_rs] : 0.0;
-            const bool clamped = rs >= (double)(float)(sqrt((double)s.Dp) / 1e-12);
-            ks[rr] = clamped ? 0.0f : (float)(rs * acc / s.Dp);
-        }
-    }
-    float e[kPer];
+    const int tid = threadIdx.x;
     for (int k = 0; k < kPer; k++) e[k] = 0.0f;
     for (int j0 = 0; j0 < s.prow; j0 += kTileJ) {
         __syncthreads();  // the previous chunk is read
@@ -287,6 +270,92 @@ __global__ void k_pre_backward_fused(SiteDev s, const float* cache, const TX* X,
             for (int k = 0; k < kPer; k++) e[k] += zs[r0 + k * kStep][jj] * w;
         }
     }
+}
+
+// The same on the tensor cores (the bf16 streams' path). On the CUDA cores the product is
+// N·Dp·prow multiply-adds per site, each with a shared-memory read: about 0.8 G at GPT-2 small's
+// shape (batch 8, n 4), more time than the pass's memory traffic. Here each fp32 factor is split
+// into three bf16 parts (parts.cuh) as it is staged, and the nine products of parts, each exact in
+// fp32, are summed in fp32 by warp matrix products (16 × 16 × 16; the small products first): an
+// fp32 product of dZ and Wf, in the tensor cores' order of addition. Warp w makes the 16 × 16 tile
+// at rows 16 (w / 4), columns 16 (w % 4).
+MHC_DEV void dz_wf_tensor(const SiteDev& s, const float* dZ, const float* Wf, long tok0, long i0, int N, int r0,
+                          int col, float (&e)[kPer]) {
+    using namespace nvcuda;
+    using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major>;
+    using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;
+    using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+    static_assert(kTileRows == 32 && kTileCols == 64 && kThreads == 256, "8 warps, one 16 x 16 tile each");
+    constexpr int kLd = kTileJ + 8;  // bf16 per staged row: whole 16-byte rows, tiles on 32-byte boundaries
+    constexpr int kLdE = kTileCols + 4;
+    alignas(32) __shared__ bf16 zp[3][kTileRows][kLd];  // dZ's parts: [part][token][j]
+    alignas(32) __shared__ bf16 wp[3][kTileCols][kLd];  // Wf's parts: [part][value][j] (Wfᵀ column-major)
+    alignas(32) __shared__ float et[kTileRows][kLdE];
+    const int tid = threadIdx.x, w = tid >> 5, tr = 16 * (w / 4), tc = 16 * (w % 4);
+    FragC acc;
+    wmma::fill_fragment(acc, 0.0f);
+    for (int j0 = 0; j0 < s.prow; j0 += kTileJ) {
+        __syncthreads();  // the previous chunk is read
+        for (int t = tid; t < kTileRows * kTileJ; t += kThreads) {
+            const int rr = t / kTileJ, jj = t % kTileJ;
+            const long tok = tok0 + rr;
+            split_parts(tok < N && j0 + jj < s.prow ? dZ[tok * s.prow + j0 + jj] : 0.0f, &zp[0][rr][jj],
+                        (long)kTileRows * kLd);
+        }
+        for (int t = tid; t < kTileCols * kTileJ; t += kThreads) {  // a warp reads 32 j of one row
+            const int cc = t / kTileJ, jj = t % kTileJ;
+            const long i = i0 + cc;
+            split_parts(i < s.Dp && j0 + jj < s.prow ? Wf[i * s.prow + j0 + jj] : 0.0f, &wp[0][cc][jj],
+                        (long)kTileCols * kLd);
+        }
+        __syncthreads();
+        const int kn = (imin(kTileJ, s.prow - j0) + 15) / 16;
+        for (int kk = 0; kk < kn; kk++) {
+            FragA a[3];
+            FragB b[3];
+            for (int p = 0; p < 3; p++) {
+                wmma::load_matrix_sync(a[p], &zp[p][tr][16 * kk], kLd);
+                wmma::load_matrix_sync(b[p], &wp[p][tc][16 * kk], kLd);
+            }
+            for (int order = 4; order >= 0; order--)  // parts pa + pb = order: lo·lo first, hi·hi last
+                for (int pa = 0; pa < 3; pa++) {
+                    const int pb = order - pa;
+                    if (pb >= 0 && pb < 3) wmma::mma_sync(acc, a[pa], b[pb], acc);
+                }
+        }
+    }
+    wmma::store_matrix_sync(&et[tr][tc], acc, kLdE, wmma::mem_row_major);
+    __syncthreads();
+    for (int k = 0; k < kPer; k++) e[k] = et[r0 + k * kStep][col];
+}
+
+template <typename TX>
+__global__ void k_pre_backward_fused(SiteDev s, const float* cache, const TX* X, const float* du, const float* dZ,
+                                     const float* Wf, TX* dX, const TX* dXout, int N) {
+    __shared__ float ks[kTileRows];
+    const int tid = threadIdx.x, col = tid % kTileCols, r0 = tid / kTileCols;  // rows r0, r0 + 4, ...
+    // x: the value chunks, so that the blocks of a token tile run together (dXout's other streams
+    // are then still in L2)
+    const long tok0 = (long)blockIdx.y * kTileRows;
+    const long i0 = (long)blockIdx.x * kTileCols;
+    const int lane = tid & 31, warp = tid >> 5;
+    for (int rr = warp; rr < kTileRows; rr += kThreads / 32) {  // k of each token, one warp each
+        const long tok = tok0 + rr;
+        double acc = 0;
+        if (tok < N) {
+            const float* f = crow(s, cache, tok) + s.c_logit;
+            for (int j = lane; j < s.prow; j += 32) acc += (double)dZ[tok * s.prow + j] * (double)f[j];
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) {
+            const double rs = tok < N ? crow(s, cache, tok)[s.c_rs] : 0.0;
+            const bool clamped = rs >= (double)(float)(sqrt((double)s.Dp) / 1e-12);
+            ks[rr] = clamped ? 0.0f : (float)(rs * acc / s.Dp);
+        }
+    }
+    float e[kPer];
+    if constexpr (std::is_same_v<TX, bf16>) dz_wf_tensor(s, dZ, Wf, tok0, i0, N, r0, col, e);
+    else dz_wf_cores(s, dZ, Wf, tok0, i0, N, r0, col, e);
     __syncthreads();  // ks
     const long i = i0 + col;
     if (i >= s.Dp) return;

@@ -12,15 +12,21 @@
 
 namespace mhc::cuda::detail {
 
+// w = hi + mid + lo exactly: *hi = bf16(w), *mid = bf16(w - hi), *lo = bf16(w - hi - mid); the
+// three are `stride` apart.
+MHC_DEV void split_parts(float w, bf16* hi, long stride) {
+    const bf16 h = __float2bfloat16(w);
+    const float r = w - __bfloat162float(h);
+    const bf16 mid = __float2bfloat16(r);
+    hi[0] = h, hi[stride] = mid, hi[2 * stride] = __float2bfloat16(r - __bfloat162float(mid));
+}
+
 // Value i of an [rows, m] matrix into its row of parts [rows, parts_ld(m)]: hi, then mid, then lo,
 // then zeros up to the row's end (the tensor cores want rows of a multiple of 8 values).
 MHC_DEV void split3(float w, long i, int m, bf16* parts) {
     const int ld = parts_ld(m), j = (int)(i % m);
     bf16* at = parts + (i / m) * ld + j;
-    const bf16 hi = __float2bfloat16(w);
-    const float r = w - __bfloat162float(hi);
-    const bf16 mid = __float2bfloat16(r);
-    at[0] = hi, at[m] = mid, at[2 * m] = __float2bfloat16(r - __bfloat162float(mid));
+    split_parts(w, at, m);
     for (int p = 3 * m; p < ld - j; p += m) at[p] = __float2bfloat16(0.0f);
 }
 
