@@ -212,6 +212,16 @@ TEST_P(CudaConn, SiteForwardBackwardMatchesCpu) {
             cuda::conn_post_backward(ds, d_cache.data(), d_X.data(), d_y.data(), d_gX.data(), d_dX.data(),
                                      d_dy.data(), N);
             check(at + "dy", d_dy.download(), rf.dy, rd.dy);
+            {  // dy into bf16 (the branch's c_proj's output gradient): the fp32 dy rounded once
+                auto c2 = to_dev(d_cache.download()), dX2 = dev_nan<TX>(X.size());
+                cuda::DeviceBuffer<cuda::bf16> dy16((size_t)N * C);
+                dy16.fill_bytes(0xFF);
+                cuda::conn_post_backward(ds, c2.data(), d_X.data(), d_y.data(), d_gX.data(), dX2.data(), dy16.data(),
+                                         N);
+                std::vector<float> want = d_dy.download();
+                for (float& v : want) v = test::round16(v);
+                EXPECT_EQ(test::from_bf16(dy16), want) << at << "dy into bf16";
+            }
             cuda::conn_pre_backward(ds, d_p.data(), d_cache.data(), d_X.data(), d_gu.data(), d_dX.data(),
                                     d_dp.data(), d_scratch.data(), N);
             const std::vector<float> dx = as_floats(d_dX.download());

@@ -112,14 +112,14 @@ MHC_DEV float post_share(const SiteDev& s, const float* cr, const TX* dXout, lon
 // ---- the post side's backward in one pass over a token's streams -------------------------------
 // Warp tok, lane l over channels c = l, l + 32, ...: reads dX'[tok, t, c], X[tok, s, c] and y[tok, c]
 // once and writes
-//   dy[c]     = Σ_t H_post[t] dX'_t[c]                          (fp32, in t order)
+//   dy[c]     = Σ_t H_post[t] dX'_t[c]                          (fp32, in t order; TD: its storage)
 //   dX_s[c]   = Σ_t H_res[s][t] dX'_t[c]   (overwritten)        (fp32, in t order)
 // and, with dh, into the cache: dH_post[t] = <dX'_t, y>, dH_res[s][t] = <dX'_t, X_s> (double: each
 // lane's channels in order, then the warp's fixed tree). NS: the stream count n, so that the n
 // values of each channel and the n + n² sums sit in registers.
-template <int NS, typename TX, typename TY>
-__global__ void k_post_backward(SiteDev s, float* cache, const TX* X, const TY* y, const TX* g, TX* dX,
-                                float* dy, int N, bool dh) {
+template <int NS, typename TX, typename TY, typename TD>
+__global__ void k_post_backward(SiteDev s, float* cache, const TX* X, const TY* y, const TX* g, TX* dX, TD* dy,
+                                int N, bool dh) {
     const long tok = (long)blockIdx.x * kWarps + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31, C = s.C;
     if (tok >= N) return;  // the whole warp
@@ -138,7 +138,7 @@ __global__ void k_post_backward(SiteDev s, float* cache, const TX* X, const TY* 
         const float yc = as_float(y[tok * C + c]);
         float d = 0.0f;
         for (int t = 0; t < NS; t++) d += hpost[t] * gv[t];
-        dy[tok * C + c] = d;
+        put(dy[tok * C + c], d);
         for (int st = 0; st < NS && dX; st++) {
             float acc = 0.0f;
             for (int t = 0; t < NS; t++) acc += hres[st * NS + t] * gv[t];
@@ -520,15 +520,15 @@ void conn_post_forward(const ConnSiteCuda& site, const float* cache, const TX* X
     });
 }
 
-template <typename TX, typename TY>
+template <typename TX, typename TY, typename TD>
 void conn_post_backward(const ConnSiteCuda& site, float* cache, const TX* X, const TY* y, const TX* dXout, TX* dX,
-                        float* dy, int N) {
+                        TD* dy, int N) {
     const SiteDev& s = site.dev;
     if (N <= 0) return;
     const bool dh = !residual(s);  // residual: H = 1, nothing to learn
     with_streams(s.n, "conn_post_backward", [&](auto ns) {
-        MHC_LAUNCH((k_post_backward<decltype(ns)::value, TX, TY>), warp_blocks(N), kThreads, s, cache, X, y, dXout,
-                   dX, dy, N, dh);
+        MHC_LAUNCH((k_post_backward<decltype(ns)::value, TX, TY, TD>), warp_blocks(N), kThreads, s, cache, X, y,
+                   dXout, dX, dy, N, dh);
     });
 }
 
@@ -571,8 +571,10 @@ void conn_pre_backward(const ConnSiteCuda& site, const float* params, const floa
 #define MHC_CONN_POST(TX, TY)                                                                                       \
     template void conn_post_forward<TX, TY>(const ConnSiteCuda&, const float*, const TX*, const TY*, TX*, int,      \
                                             double*);                                                               \
-    template void conn_post_backward<TX, TY>(const ConnSiteCuda&, float*, const TX*, const TY*, const TX*, TX*,    \
-                                             float*, int);
+    template void conn_post_backward<TX, TY, float>(const ConnSiteCuda&, float*, const TX*, const TY*, const TX*,  \
+                                                    TX*, float*, int);                                              \
+    template void conn_post_backward<TX, TY, bf16>(const ConnSiteCuda&, float*, const TX*, const TY*, const TX*,   \
+                                                   TX*, bf16*, int);
 MHC_CONN_STREAMS(float)
 MHC_CONN_STREAMS(bf16)
 MHC_CONN_POST(float, float)

@@ -58,11 +58,12 @@ void conn_post_forward(const ConnSiteCuda& s, const float* cache, const TX* X, c
                        double* ss = nullptr);
 // dXout [N,n,C] -> dX [N,n,C] OVERWRITTEN with the post's share, dy [N,C] OVERWRITTEN; writes dH_res,
 // dH_post into the cache for conn_pre_backward. Call it first in backward. The streams' gradients
-// dXout and dX are stored as the streams are (bf16: rounded once, as written); dy is fp32.
+// dXout and dX are stored as the streams are (bf16: rounded once, as written); dy is fp32, or
+// (TD bf16: the branch's last linear layer's output gradient, dtype bf16) rounded once.
 // dX null: the post's share is left to conn_pre_backward (its dXout), which makes it in its own pass.
-template <typename TX, typename TY>
+template <typename TX, typename TY, typename TD>
 void conn_post_backward(const ConnSiteCuda& s, float* cache, const TX* X, const TY* y, const TX* dXout, TX* dX,
-                        float* dy, int N);
+                        TD* dy, int N);
 // du [N,C] -> dX [N,n,C] ACCUMULATED (+=), dparams ACCUMULATED (+=) for every parameter.
 // dXout given (the post's backward ran with dX null): dX [N,n,C] OVERWRITTEN with the post's share
 // from dXout (conn_post_backward's sums, in its order) plus the pre's, rounded once; one write and

@@ -72,6 +72,10 @@ struct Bf16Products {
         if (const cuda::bf16* p16 = stored(p)) f(p16);
         else f(p);
     }
+    template <typename F> void as_stored(float* p, F&& f) const {  // an output
+        if (cuda::bf16* p16 = stored(p)) f(p16);
+        else f(p);
+    }
     // The bf16 values of p, which must be stored as `like` is (both bf16 or neither; p may be null).
     cuda::bf16* stored_like(const float* p, const float* like, const char* what) const {
         cuda::bf16* p16 = stored(p);
@@ -148,7 +152,9 @@ struct CudaOps {
         const cuda::PhaseScope scope(timer, kPhaseMatmul, "matmul_backward");
         if (!bf16.P) return cuda::matmul_backward(din, dW, dbias, dout, in, W, N, IC, OC);
         const auto& l = bf16.of(W);
-        if (const cuda::bf16* dout16 = bf16.stored(dout)) {  // the logits' gradient (no bias)
+        // An output gradient stored in bf16: the logits', and without biases dy, dfch and dqkv, written
+        // so by what makes them (model/gpt_cuda.h).
+        if (const cuda::bf16* dout16 = bf16.stored(dout)) {
             if (dbias) throw std::logic_error("CudaOps: a bias gradient from a bf16 output gradient");
             return cuda::matmul_backward_from16(din, dW, dout16, l.in16, l.w16, N, IC, OC);
         }
@@ -163,7 +169,10 @@ struct CudaOps {
     }
     void gelu_backward(float* din, const float* in, const float* dout, long N) const {
         const cuda::PhaseScope scope(timer, kPhaseOther, "gelu_backward");
-        if (const cuda::bf16* in16 = bf16.stored(in)) return cuda::gelu_backward_from16(din, in16, dout, N);
+        if (const cuda::bf16* in16 = bf16.stored(in)) {
+            if (cuda::bf16* din16 = bf16.stored(din)) return cuda::gelu_backward_from16(din16, in16, dout, N);
+            return cuda::gelu_backward_from16(din, in16, dout, N);
+        }
         cuda::gelu_backward(din, in, dout, N);
     }
     void attention_forward(float* out, float* att, const float* qkv, int B, int Tn, int C, int H) const {
@@ -178,7 +187,9 @@ struct CudaOps {
                             int Tn, int C, int H) const {
         const cuda::PhaseScope scope(timer, kPhaseAttention, "attention_backward");
         if (!bf16.P) return cuda::attention_backward(dqkv, datt, dout, qkv, att, B, Tn, C, H);
-        cuda::attention_backward_bf16(dqkv, datt, bf16.dout16_attn, dout, bf16.heads_of(att), att, B, Tn, C, H);
+        bf16.as_stored(dqkv, [&](auto* d) {  // bf16: c_attn's output gradient
+            cuda::attention_backward_bf16(d, datt, bf16.dout16_attn, dout, bf16.heads_of(att), att, B, Tn, C, H);
+        });
     }
     MHC_CUDA_OP(kPhaseAttention, attention_cached_forward)
     MHC_CUDA_OP(kPhaseOther, stream_sum_forward)
@@ -227,9 +238,11 @@ struct CudaOps {
         cuda::bf16 *dXout16 = bf16.stored_like(dXout, X, "a site's output gradient"),
                    *dX16 = bf16.stored_like(dX_now, X, "a site's input gradient");
         bf16.as_stored(y, [&](auto* yv) {
-            if (dXout16) cuda::conn_post_backward(dev(s), cache, (const cuda::bf16*)bf16.stored(X), yv,
-                                                  (const cuda::bf16*)dXout16, dX16, dy, N);
-            else cuda::conn_post_backward(dev(s), cache, X, yv, dXout, dX_now, dy, N);
+            bf16.as_stored(dy, [&](auto* dyv) {  // bf16: the branch's c_proj's output gradient
+                if (dXout16) cuda::conn_post_backward(dev(s), cache, (const cuda::bf16*)bf16.stored(X), yv,
+                                                      (const cuda::bf16*)dXout16, dX16, dyv, N);
+                else cuda::conn_post_backward(dev(s), cache, X, yv, dXout, dX_now, dyv, N);
+            });
         });
         if (deferred) *deferred = {&s, dXout, dX};
     }

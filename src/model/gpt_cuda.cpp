@@ -49,16 +49,26 @@ float* key(GptCuda& g, cuda::bf16* p) {
     return k;
 }
 
+// Whether the linear layers' output gradients are bf16 (dtype bf16 without biases): dy, dfch and
+// dqkv are then written in bf16 by the site's post backward, the GELU's backward and the
+// attention's, each value the fp32 one rounded once, which is all their layers' backward reads of
+// them (a bias's gradient would sum the fp32 values: with biases they stay fp32 and are copied).
+bool grads16(const GptCuda& g) { return g.bf16 && (g.host.blocks.empty() || g.host.blocks[0].aproj_b < 0); }
+
 // dtype bf16's activations for B·T = N tokens: the stream states (with recompute those inside the
 // blocks share one buffer, as in fp32) and the backward's two buffers of their gradient, each linear layer's bf16 input, the logits (then their
-// gradient), each block's c_fc output, each site's branch output y, the backward's copy of a
-// block's output gradient (the widest: c_fc's [N, 4C]), each block's attention heads and the
-// attention backward's copy of its output gradient. The GELU's output is c_proj's bf16 input.
+// gradient), each block's c_fc output, each site's branch output y, the linear layers' output
+// gradients (grads16) or else the backward's copy of one (the widest: c_fc's [N, 4C]), each
+// block's attention heads and the attention backward's copy of its output gradient. The GELU's
+// output is c_proj's bf16 input.
 void plan_bf16(GptCuda& g, int B, int Tn) {
     const GPT<float>& m = g.host;
     const long N = (long)B * Tn;
     const std::vector<std::array<long, 3>> layers = linear_layers(m);
-    const long logits = round16(N * m.V), fch = round16(N * 4L * m.C), dout = round16(N * 4L * m.C);
+    const bool g16 = grads16(g);
+    const long gy = round16(N * m.C), gqkv = round16(3 * N * m.C), gfch = round16(4 * N * m.C);
+    const long logits = round16(N * m.V), fch = round16(N * 4L * m.C);
+    const long dout = g16 ? gy + gqkv + gfch : round16(N * 4L * m.C);
     const long heads = round16(cuda::attention_heads16_size(B, Tn, m.C, m.H));
     const long dout_attn = round16(cuda::attention_dout16_size(B, Tn, m.C, m.H));
     const long y = round16(N * m.C), S = round16(N * m.n * m.C);
@@ -76,7 +86,15 @@ void plan_bf16(GptCuda& g, int B, int Tn) {
     g.dXa = key(g, at), at += S;
     g.dXb = key(g, at), at += S;
     g.logits = key(g, at), at += logits;
-    g.dout16 = at, at += dout;
+    if (g16) {
+        GPT<float>::BlockGrad& b = g.bgrad;
+        b.dy = key(g, at), at += gy;
+        b.dqkv = key(g, at), at += gqkv;
+        b.dfch = key(g, at), at += gfch;
+        g.dout16 = nullptr;
+    } else {
+        g.dout16 = at, at += dout;
+    }
     g.dout16_attn = at, at += dout_attn;
     g.heads16.clear();
     for (auto& b : g.b_act) {
@@ -148,8 +166,11 @@ void plan(GptCuda& g, int B, int Tn) {
         auto& b = g.bgrad;
         // bf16: the streams' gradients dXa, dXb are bf16 too (plan_bf16)
         g.dXa = g.bf16 ? nullptr : take(S), g.dXb = g.bf16 ? nullptr : take(S);
-        b.du = take(N * C), b.dy = take(N * C), b.dln = take(N * C);
-        b.dqkv = take(3 * N * C), b.datt = take(datt), b.datty = take(N * C), b.dfch = take(4 * N * C);
+        // bf16 without biases: dy, dqkv and dfch are bf16 (plan_bf16)
+        const bool g16 = grads16(g);
+        b.du = take(N * C), b.dy = g16 ? nullptr : take(N * C), b.dln = take(N * C);
+        b.dqkv = g16 ? nullptr : take(3 * N * C), b.datt = take(datt), b.datty = take(N * C);
+        b.dfch = g16 ? nullptr : take(4 * N * C);
         b.dfcg = take(4 * N * C), g.dhsum = take(N * C), g.dlnf = take(S);
     };
     for (auto [buf, layout] : {std::pair{&g.act, std::function<void()>(layout_act)},

@@ -45,19 +45,24 @@ GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_a
     const double act = (bf16 ? 0 : states) + 2 * L * (N * conn_cache_stride(site) + (bf16 ? 0 : N * C)) + u + L * per_block + S +
                        2 * N * n + (bf16 ? N * C + 3 * N * C : inputs) + (bf16 ? 0 : N * V) + N +
                        (double)conn_scratch_size(site, (int)std::fmin(N, 1e9));
-    // The backward's: the streams' gradient (two buffers; bf16 with bf16), then the blocks'.
-    const double gact = (bf16 ? 0 : 2 * S) + N * C * 3 + 3 * N * C + datt + N * C + 8 * N * C + N * C + S;
+    // The backward's: the streams' gradient (two buffers; bf16 with bf16), then the blocks' (du, dy,
+    // dln, dqkv, datt, datty, dfch, dfcg, dhsum, dlnf; with bf16 and no biases dy, dqkv and dfch
+    // are bf16, below).
+    const bool grads16 = bf16 && !cfg.bias;
+    const double gact = (bf16 ? 0 : 2 * S) + N * C * 3 + 3 * N * C + datt + N * C + 8 * N * C + N * C + S -
+                        (grads16 ? 8 * N * C : 0);
     g.activations = act + gact;
     // The bf16 values: the linear layers' weights (attention qkv and proj, MLP fc and proj, the tied
     // LM head) and inputs, the stream states and their gradients, the logits, each block's fch, each
-    // site's y, a block's widest output gradient (c_fc's), and the attention's heads: each block's
+    // site's y, dy, dqkv and dfch (grads16: 8 N C) or else a copy of the widest output gradient
+    // (c_fc's, 4 N C), and the attention's heads: each block's
     // q, k, v and one dO, T padded to 64 rows and the head size to 32, 64 or 128 channels
     // (ops/ops_cuda.h).
     const double hs = C / cfg.n_head, hs16 = hs <= 32 ? 32 : hs <= 64 ? 64 : 128;
     const double heads16 = (3 * L + 1) * B * cfg.n_head * std::ceil(T / 64.0) * 64 * hs16;
     if (bf16)
         g.bf16 = L * 12 * C * C + V * C + inputs + states + 2 * S + N * V + L * 4 * N * C + 2 * L * N * C +
-                 N * 4 * C + heads16;
+                 (grads16 ? 8 : 4) * N * C + heads16;
     return g;
 }
 

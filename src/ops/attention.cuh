@@ -18,4 +18,14 @@ inline int head_tile(int hs) { return hs <= 32 ? 32 : hs <= 64 ? 64 : 128; }
         }                                                                            \
     } while (0)
 
+// The same for kernels templated on their output's storage too: kernel<head_tile(hs), TO>.
+#define MHC_HEAD_DISPATCH_TO(kernel, TO, hs, grid, threads, ...)                      \
+    do {                                                                             \
+        switch (::mhc::cuda::head_tile(hs)) {                                        \
+            case 32: MHC_LAUNCH((kernel<32, TO>), grid, threads, __VA_ARGS__); break; \
+            case 64: MHC_LAUNCH((kernel<64, TO>), grid, threads, __VA_ARGS__); break; \
+            default: MHC_LAUNCH((kernel<128, TO>), grid, threads, __VA_ARGS__); break; \
+        }                                                                            \
+    } while (0)
+
 }  // namespace mhc::cuda

@@ -71,14 +71,15 @@ template <int HS> MHC_DEV void load_rows(FragA (&f)[HS / 16], const bf16* rows) 
 
 // Writes an accumulator (rows r0.., channels 16n..) times `scale` into dst: row t at dst + t·stride,
 // rows < Tn and channels < hs only. tile: the warp's [16, 16] fp32 scratch.
-MHC_DEV void write_tile(float* dst, long stride, const FragC& f, float* tile, int r0, int n, int Tn, int hs,
-                        float scale, int lane) {
+template <typename TO>
+MHC_DEV void write_tile(TO* dst, long stride, const FragC& f, float* tile, int r0, int n, int Tn, int hs, float scale,
+                        int lane) {
     __syncwarp();  // the tile's previous contents are read
     wmma::store_matrix_sync(tile, f, 16, wmma::mem_row_major);
     __syncwarp();
     for (int e = lane; e < 256; e += 32) {
         const int r = e / 16, c = 16 * n + e % 16;
-        if (r0 + r < Tn && c < hs) dst[(long)(r0 + r) * stride + c] = tile[e] * scale;
+        if (r0 + r < Tn && c < hs) put(dst[(long)(r0 + r) * stride + c], tile[e] * scale);
     }
 }
 
@@ -150,9 +151,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 // dK and dV. Block (x: keys 64x .., y: batch row and head); warp w owns keys k0 .. k0 + 15 and
 // takes the queries i >= k0 in tiles of 16, in increasing order. Lane l handles key k0 + l / 2 and
 // queries 8 (l % 2) .. + 7 of each tile's probabilities.
-template <int HS>
+template <int HS, typename TO>
 __global__ void __launch_bounds__(kWarps * 32)
-    k_attn16_backward_kv(float* dqkv, const float* lse, const float* D, Pack16 pk, float scale) {
+    k_attn16_backward_kv(TO* dqkv, const float* lse, const float* D, Pack16 pk, float scale) {
     constexpr int KK = HS / 16;
     alignas(32) __shared__ float St[kWarps][16][16], dPt[kWarps][16][16];
     alignas(32) __shared__ bf16 Pt[kWarps][16][16], dSt[kWarps][16][16];
@@ -194,7 +195,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
     }
     const int b = bh / pk.H, h = bh % pk.H;
-    float* dst = dqkv + ((long)b * Tn) * 3 * pk.C + (long)h * pk.hs;
+    TO* dst = dqkv + ((long)b * Tn) * 3 * pk.C + (long)h * pk.hs;
     for (int n = 0; n < KK; n++) {
         write_tile(dst + pk.C, 3L * pk.C, dk[n], &St[w][0][0], k0, n, Tn, pk.hs, scale, lane);
         write_tile(dst + 2 * pk.C, 3L * pk.C, dv[n], &St[w][0][0], k0, n, Tn, pk.hs, 1.0f, lane);
@@ -203,9 +204,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 // dQ. Block (x: queries 64x .., y: batch row and head); warp w owns queries q0 .. q0 + 15 and takes
 // the keys j <= q0 + 15 in tiles of 16, in increasing order.
-template <int HS>
+template <int HS, typename TO>
 __global__ void __launch_bounds__(kWarps * 32)
-    k_attn16_backward_q(float* dqkv, const float* lse, const float* D, Pack16 pk, float scale) {
+    k_attn16_backward_q(TO* dqkv, const float* lse, const float* D, Pack16 pk, float scale) {
     constexpr int KK = HS / 16;
     alignas(32) __shared__ float Sq[kWarps][16][16], dPq[kWarps][16][16];
     alignas(32) __shared__ bf16 dSq[kWarps][16][16];
@@ -241,7 +242,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
     }
     const int b = bh / pk.H, h = bh % pk.H;
-    float* dst = dqkv + ((long)b * Tn) * 3 * pk.C + (long)h * pk.hs;
+    TO* dst = dqkv + ((long)b * Tn) * 3 * pk.C + (long)h * pk.hs;
     for (int n = 0; n < KK; n++) write_tile(dst, 3L * pk.C, dq[n], &Sq[w][0][0], q0, n, Tn, pk.hs, scale, lane);
 }
 
@@ -272,11 +273,22 @@ void attn16_forward(TO* out, float* att, bf16* heads16, const float* qkv, int B,
     const float scale = (float)(1.0 / std::sqrt((double)pk.hs));
     const dim3 grid((unsigned)(pk.Tp / kRows), B * H);
     float *lse = att, *ocopy = att + (long)B * H * Tn;
-    switch (head_tile(pk.hs)) {  // MHC_HEAD_DISPATCH with the output's type
-        case 32: MHC_LAUNCH((k_attn16_forward<32, TO>), grid, kWarps * 32, out, lse, ocopy, pk, scale); break;
-        case 64: MHC_LAUNCH((k_attn16_forward<64, TO>), grid, kWarps * 32, out, lse, ocopy, pk, scale); break;
-        default: MHC_LAUNCH((k_attn16_forward<128, TO>), grid, kWarps * 32, out, lse, ocopy, pk, scale); break;
-    }
+    MHC_HEAD_DISPATCH_TO(k_attn16_forward, TO, pk.hs, grid, kWarps * 32, out, lse, ocopy, pk, scale);
+}
+
+template <typename TO>
+void attn16_backward(TO* dqkv, float* datt, bf16* dout16, const float* dout, const bf16* heads16, const float* att,
+                     int B, int Tn, int C, int H) {
+    require_head_size(C, H);
+    if (B <= 0 || Tn <= 0) return;
+    const Pack16 pk = packs(heads16, dout16, B, Tn, C, H);
+    pack_heads(pk.dout, dout, C, 0, pk, B);
+    const float* lse = att;
+    attention_rowdot(datt, dout, att + (long)B * H * Tn, B, Tn, C, H);
+    const float scale = (float)(1.0 / std::sqrt((double)pk.hs));
+    const dim3 grid((unsigned)(pk.Tp / kRows), B * H);
+    MHC_HEAD_DISPATCH_TO(k_attn16_backward_kv, TO, pk.hs, grid, kWarps * 32, dqkv, lse, datt, pk, scale);
+    MHC_HEAD_DISPATCH_TO(k_attn16_backward_q, TO, pk.hs, grid, kWarps * 32, dqkv, lse, datt, pk, scale);
 }
 }  // namespace
 
@@ -289,16 +301,11 @@ void attention_forward_bf16(bf16* out, float* att, bf16* heads16, const float* q
 
 void attention_backward_bf16(float* dqkv, float* datt, bf16* dout16, const float* dout, const bf16* heads16,
                              const float* att, int B, int Tn, int C, int H) {
-    require_head_size(C, H);
-    if (B <= 0 || Tn <= 0) return;
-    const Pack16 pk = packs(heads16, dout16, B, Tn, C, H);
-    pack_heads(pk.dout, dout, C, 0, pk, B);
-    const float* lse = att;
-    attention_rowdot(datt, dout, att + (long)B * H * Tn, B, Tn, C, H);
-    const float scale = (float)(1.0 / std::sqrt((double)pk.hs));
-    const dim3 grid((unsigned)(pk.Tp / kRows), B * H);
-    MHC_HEAD_DISPATCH(k_attn16_backward_kv, pk.hs, grid, kWarps * 32, dqkv, lse, datt, pk, scale);
-    MHC_HEAD_DISPATCH(k_attn16_backward_q, pk.hs, grid, kWarps * 32, dqkv, lse, datt, pk, scale);
+    attn16_backward(dqkv, datt, dout16, dout, heads16, att, B, Tn, C, H);
+}
+void attention_backward_bf16(bf16* dqkv, float* datt, bf16* dout16, const float* dout, const bf16* heads16,
+                             const float* att, int B, int Tn, int C, int H) {
+    attn16_backward(dqkv, datt, dout16, dout, heads16, att, B, Tn, C, H);
 }
 
 }  // namespace mhc::cuda

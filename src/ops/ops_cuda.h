@@ -82,6 +82,8 @@ void gelu_backward(float* din, const float* in, const float* dout, long N);
 // The same from and to bf16 (dtype bf16's MLP): out16 (=) from in16; din (=) from in16 and dout.
 void gelu_forward_bf16(bf16* out16, const bf16* in16, long N);
 void gelu_backward_from16(float* din, const bf16* in16, const float* dout, long N);
+// The same into bf16 (the next linear layer's output gradient, dtype bf16 without biases).
+void gelu_backward_from16(bf16* din16, const bf16* in16, const float* dout, long N);
 
 // Causal multi-head self-attention core: qkv [B, T, 3C], out [B, T, C] (=), as the CPU op, but the
 // T x T probabilities are never stored (flash style, attention.cu). att is the record the backward
@@ -103,6 +105,10 @@ void attention_forward_bf16(float* out, float* att, bf16* heads16, const float* 
 // for the backward either way): each value the fp32 one rounded once.
 void attention_forward_bf16(bf16* out, float* att, bf16* heads16, const float* qkv, int B, int Tn, int C, int H);
 void attention_backward_bf16(float* dqkv, float* datt, bf16* dout16, const float* dout, const bf16* heads16,
+                             const float* att, int B, int Tn, int C, int H);
+// The same with dqkv in bf16 (c_attn's output gradient, dtype bf16 without biases): each value the
+// fp32 one rounded once.
+void attention_backward_bf16(bf16* dqkv, float* datt, bf16* dout16, const float* dout, const bf16* heads16,
                              const float* att, int B, int Tn, int C, int H);
 long attention_heads16_size(int B, int Tn, int C, int H);
 long attention_dout16_size(int B, int Tn, int C, int H);
