@@ -133,9 +133,8 @@ __global__ void k_post_backward(SiteDev s, float* cache, const TX* X, const TY* 
     for (int t = 0; t < NS; t++) apost[t] = 0;
     for (int i = 0; i < NS * NS; i++) ares[i] = 0;
     for (int c = lane; c < C; c += 32) {
-        float gv[NS], xv[NS];
-        for (int t = 0; t < NS; t++) gv[t] = as_float(gt[t * C + c]), xv[t] = as_float(xt[t * C + c]);
-        const float yc = as_float(y[tok * C + c]);
+        float gv[NS];
+        for (int t = 0; t < NS; t++) gv[t] = as_float(gt[t * C + c]);
         float d = 0.0f;
         for (int t = 0; t < NS; t++) d += hpost[t] * gv[t];
         put(dy[tok * C + c], d);
@@ -144,7 +143,10 @@ __global__ void k_post_backward(SiteDev s, float* cache, const TX* X, const TY* 
             for (int t = 0; t < NS; t++) acc += hres[st * NS + t] * gv[t];
             put(dxt[st * C + c], acc);
         }
-        if (!dh) continue;
+        if (!dh) continue;  // residual: X and y are not read at all
+        float xv[NS];
+        for (int t = 0; t < NS; t++) xv[t] = as_float(xt[t * C + c]);
+        const float yc = as_float(y[tok * C + c]);
         for (int t = 0; t < NS; t++) {
             const double gd = gv[t];
             apost[t] += gd * (double)yc;
