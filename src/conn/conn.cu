@@ -499,7 +499,7 @@ void conn_pre_forward(const ConnSiteCuda& site, const float* params, const TX* X
     if (N <= 0) return;
     if (residual(s)) {
         each(N, ResidualCache{s, cache});
-        each((long)N * s.C, Widen<TX>{u, X});
+        if ((const void*)u != (const void*)X) each((long)N * s.C, Widen<TX>{u, X});  // else u is X itself
         return;
     }
     ConnScratch sc;

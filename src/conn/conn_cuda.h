@@ -45,6 +45,8 @@ long conn_scratch_size_cuda(const ConnSite& site, int N);
 
 // TX, TY: float or bf16 (every combination).
 // X [N,n,C] -> u [N,C] (overwritten); cache [N,stride] (overwritten); scratch: conn_scratch_size_cuda.
+// residual (n = 1): u may be X's own storage (the caller then reads u as X is stored, as the GPU
+// model does), and only the cache is written.
 // ss [N,n], when given: the sum of squares of each stream of X per token (conn_post_forward's, for
 // the site before), from which the norms come instead of another read of X.
 template <typename TX>

@@ -129,9 +129,12 @@ struct CudaOps {
     void layernorm_backward(float* din, float* dw, float* db, const float* dout, const float* in, const float* w,
                             const float* mean, const float* rstd, int N, int C) const {
         const cuda::PhaseScope scope(timer, kPhaseOther, "layernorm_backward");
-        // ln_f's: from bf16 streams, to their gradient in bf16
-        if (cuda::bf16* din16 = bf16.stored_like(din, in, "a LayerNorm's input gradient"))
-            return cuda::layernorm_backward(din16, dw, db, dout, bf16.stored(in), w, mean, rstd, N, C);
+        // ln_f's: from bf16 streams, to their gradient in bf16; a residual site's: from the bf16 stream
+        // (its u is the stream itself, gpt_cuda.cpp) to an fp32 du
+        cuda::bf16 *din16 = bf16.stored(din), *in16 = bf16.stored(in);
+        if (din16 && !in16) throw std::logic_error("CudaOps: a LayerNorm's bf16 input gradient from an fp32 input");
+        if (din16) return cuda::layernorm_backward(din16, dw, db, dout, in16, w, mean, rstd, N, C);
+        if (in16) return cuda::layernorm_backward(din, dw, db, dout, in16, w, mean, rstd, N, C);
         cuda::layernorm_backward(din, dw, db, dout, in, w, mean, rstd, N, C);
     }
     // bf16: an input stored in bf16 is the layer's bf16 input itself (the GELU wrote it there).

@@ -124,6 +124,8 @@ void plan(GptCuda& g, int B, int Tn) {
     const int L = m.L;
     long scratch = 0;
     for (const auto& s : m.sites) scratch = std::max(scratch, cuda::conn_scratch_size_cuda(s, (int)N));
+    const auto residual_site = [](const ConnSite& s) { return s.cfg.variant == Variant::residual; };
+    const bool all_residual = std::all_of(m.sites.begin(), m.sites.end(), residual_site);
     long used = 0;
     float* base = nullptr;
     auto take = [&](long count) {
@@ -133,16 +135,18 @@ void plan(GptCuda& g, int B, int Tn) {
     };
     auto layout_act = [&] {
         // With recompute, the stream states inside the blocks share one buffer, as do the sites' u.
-        // With bf16 the states are bf16 (plan_bf16).
+        // With bf16 the states are bf16 (plan_bf16). A residual site's u is its input stream itself
+        // (u = X, n = 1; set below, once the states have their places).
         g.X.assign(2 * L + 1, nullptr);
         const bool shared = m.recompute;
         float* mid = shared && !g.bf16 ? take(S) : nullptr;
-        float* u = shared ? take(N * C) : nullptr;
+        float* u = shared && !all_residual ? take(N * C) : nullptr;
         for (int k = 0; k <= 2 * L && !g.bf16; k++) g.X[k] = k % 2 && shared ? mid : take(S);
         g.s_act.assign(2 * L, {});
         for (int k = 0; k < 2 * L; k++) {
             float* cache = take(N * conn_cache_stride(m.sites[k]));
-            g.s_act[k] = {cache, shared ? u : take(N * C), g.bf16 ? nullptr : take(N * C)};  // bf16: y in plan_bf16
+            float* uk = residual_site(m.sites[k]) ? nullptr : shared ? u : take(N * C);
+            g.s_act[k] = {cache, uk, g.bf16 ? nullptr : take(N * C)};  // bf16: y in plan_bf16
         }
         // With bf16 the linear layers keep bf16 copies of their inputs: ln1, atty, ln2 and fcg are
         // those copies (plan_bf16), and hsum, the one fp32 input left, is read once, at once, so the
@@ -182,6 +186,8 @@ void plan(GptCuda& g, int B, int Tn) {
         layout();
     }
     if (g.bf16) plan_bf16(g, B, Tn);
+    for (int k = 0; k < 2 * L; k++)
+        if (residual_site(m.sites[k])) g.s_act[k].u = g.X[k];  // read as X is stored (CudaOps)
     g.inputs.resize(N);
     g.targets.resize(N);
     g.B = B, g.Tn = Tn, g.host.planned_recompute = g.host.recompute;

@@ -41,7 +41,7 @@ GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_a
     // The stream states and the sites' cache, u and y (the states and y in bf16 with bf16); with
     // recompute, the states inside the blocks share one buffer, and the sites' u another.
     const double states = recompute ? (L + 2) * S : (2 * L + 1) * S;
-    const double u = recompute ? N * C : 2 * L * N * C;
+    const double u = cc.variant == Variant::residual ? 0 : recompute ? N * C : 2 * L * N * C;  // residual: u is X
     const double act = (bf16 ? 0 : states) + 2 * L * (N * conn_cache_stride(site) + (bf16 ? 0 : N * C)) + u + L * per_block + S +
                        2 * N * n + (bf16 ? N * C + 3 * N * C : inputs) + (bf16 ? 0 : N * V) + N +
                        (double)conn_scratch_size(site, (int)std::fmin(N, 1e9));

@@ -32,8 +32,8 @@ __global__ void k_layernorm_forward(TO* out, float* mean, float* rstd, const TI*
 }
 
 // din = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w; one warp per row.
-template <typename TI>
-__global__ void k_layernorm_backward(TI* din, const float* dout, const TI* in, const float* w,
+template <typename TD, typename TI>
+__global__ void k_layernorm_backward(TD* din, const float* dout, const TI* in, const float* w,
                                      const float* mean, const float* rstd, int N, int C) {
     const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= N) return;
@@ -48,7 +48,7 @@ __global__ void k_layernorm_backward(TI* din, const float* dout, const TI* in, c
     }
     const float gmf = (float)(warp_sum(gm) / C), gxf = (float)(warp_sum(gx) / C);
     const float mu = mean[row], rs = rstd[row];
-    TI* d = din + (long)row * C;
+    TD* d = din + (long)row * C;
     for (int c = lane; c < C; c += 32) {
         const float xh = (as_float(x[c]) - mu) * rs;
         put(d[c], rs * (g[c] * w[c] - gmf - xh * gxf));
@@ -127,12 +127,12 @@ void layernorm_forward_of(TO* out, float* mean, float* rstd, const TI* in, const
                w, b, N, C);
 }
 
-template <typename TI>
-void layernorm_backward_of(TI* din, float* dw, float* db, const float* dout, const TI* in, const float* w,
+template <typename TD, typename TI>
+void layernorm_backward_of(TD* din, float* dw, float* db, const float* dout, const TI* in, const float* w,
                            const float* mean, const float* rstd, int N, int C) {
     if (N <= 0) return;
-    MHC_LAUNCH(k_layernorm_backward<TI>, (N + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, din, dout, in, w, mean,
-               rstd, N, C);
+    MHC_LAUNCH((k_layernorm_backward<TD, TI>), (N + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, din, dout, in, w,
+               mean, rstd, N, C);
     colsum(N, C, LnWeightTerm<TI>{dout, in, mean, rstd, C}, AddTo{dw});
     if (db) colsum(N, C, Entry{dout, C}, AddTo{db});
 }
@@ -160,6 +160,10 @@ void layernorm_backward(float* din, float* dw, float* db, const float* dout, con
     layernorm_backward_of(din, dw, db, dout, in, w, mean, rstd, N, C);
 }
 void layernorm_backward(bf16* din, float* dw, float* db, const float* dout, const bf16* in, const float* w,
+                        const float* mean, const float* rstd, int N, int C) {
+    layernorm_backward_of(din, dw, db, dout, in, w, mean, rstd, N, C);
+}
+void layernorm_backward(float* din, float* dw, float* db, const float* dout, const bf16* in, const float* w,
                         const float* mean, const float* rstd, int N, int C) {
     layernorm_backward_of(din, dw, db, dout, in, w, mean, rstd, N, C);
 }

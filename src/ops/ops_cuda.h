@@ -43,6 +43,9 @@ void layernorm_forward(float* out, float* mean, float* rstd, const bf16* in, con
                        int C);
 void layernorm_backward(bf16* din, float* dw, float* db, const float* dout, const bf16* in, const float* w,
                         const float* mean, const float* rstd, int N, int C);
+// From bf16 input to an fp32 din (a residual site's LayerNorm reading the bf16 stream itself).
+void layernorm_backward(float* din, float* dw, float* db, const float* dout, const bf16* in, const float* w,
+                        const float* mean, const float* rstd, int N, int C);
 // The forward into bf16 (dtype bf16: the next linear layer's bf16 input): each value the fp32
 // one rounded once, so the same bits as the fp32 output rounded afterwards.
 void layernorm_forward(bf16* out, float* mean, float* rstd, const float* in, const float* w, const float* b, int N,
