@@ -4,6 +4,7 @@
 // operations, so H_pre, H_res, H_post and the gradients of the pre-activations agree with the
 // CPU's to the last fp32 bit but for rare roundings.
 // A new variant of the family adds its H_res maths beside the others (forward and backward).
+#include "conn/coef.cuh"
 #include "conn/conn_cuda.h"
 #include "conn/mix_orth.cuh"
 #include "conn/parts.cuh"
@@ -14,9 +15,6 @@ namespace mhc::cuda::detail {
 namespace {
 
 constexpr int kTok = 128;  // tokens (threads) per block
-
-MHC_DEV double sigm(double x) { return 1.0 / (1.0 + exp(-x)); }
-MHC_DEV double store(double x) { return (double)(float)x; }  // what the fp32 cache holds of x
 
 // l_j = scale * f_j + static for the token's stored f values.
 MHC_DEV double preact(const SiteDev& s, const float* params, const float* f, int j) {
@@ -76,12 +74,6 @@ MHC_DEV double kron_entry(int K, const double* p, const double* q, int i, int j,
         else h *= same ? p[k] : q[k];
     }
     return h;
-}
-
-// Raw projection j of token tok (row j / prow of the token's rpt): as stored, or the sum of its
-// three parts' products.
-MHC_DEV float proj(const SiteDev& s, const Proj& P, long tok, int j) {
-    return P.parts ? parts_sum(P.P, tok * s.rpt + j / s.prow, j % s.prow, s.prow) : P.P[tok * s.W + j];
 }
 
 // With ss, the token's rs first: rs = sqrt(Dp) / max(||row||, 1e-12), ||row||² the sum of the row's
@@ -269,131 +261,19 @@ __global__ void k_coef_backward(SiteDev s, const float* params, const float* cac
     }
 }
 
-// ---- mhc-lite with a warp per token -------------------------------------------------------------
-// One thread per token leaves a token's work in one long chain of dependent double operations
-// (about 60 exponentials for n = 4: some 10 µs whatever N), with few warps to hide it. mhc-lite's
-// work spreads over lanes: a lane per column for f, H_pre, H_post and the permutation weights,
-// a lane per entry of H_res. The sums the CPU makes in k order (the softmax's z, dot in the
-// backward, H_res's entries) stay serial in k order, read across the warp by shuffles, so the
-// values are the one-thread kernels' (and the CPU's). Columns up to kLiteW (2n + K <= 64); wider
-// sites (K = 120 at n = 5) take the one-thread kernels.
-constexpr int kLiteW = 64, kLiteWarps = 8;
-
-bool lite_fast(const SiteDev& s) { return s.variant == (int)Variant::mhc_lite && s.W <= kLiteW && s.n * s.n <= 64; }
-
-// Each column's scale and static value (double) into shared memory, for the block's tokens.
-MHC_DEV void lite_tables(const SiteDev& s, const float* params, double* sc, double* st) {
-    for (int j = threadIdx.x; j < s.W; j += blockDim.x)
-        sc[j] = (double)params[s.col_scale[j]], st[j] = (double)params[s.col_static[j]];
-    __syncthreads();
-}
-
-// Σ_k v_k in k order, v_k held by lane k % 32 in v[k / 32] (every lane returns it).
-MHC_DEV double sum_in_k_order(const double (&v)[2], int K) {
-    double acc = 0;
-    for (int k = 0; k < K; k++) acc += __shfl_sync(0xffffffffu, v[k / 32], k % 32);
-    return acc;
-}
-
-__global__ void k_coef_forward_lite(SiteDev s, const float* params, Proj P, const double* ss, float* cache, int N) {
-    __shared__ double sc[kLiteW], st[kLiteW];
-    __shared__ float fs[kLiteWarps][kLiteW];
-    lite_tables(s, params, sc, st);
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, n = s.n;
-    const long tok = (long)blockIdx.x * kLiteWarps + w;
-    if (tok >= N) return;  // the whole warp
-    float* c = cache + tok * s.stride;
-    if (ss && lane == 0) {  // rs from the streams' sums of squares, as the one-thread kernel
-        double sum = 0;
-        for (int t = 0; t < n; t++) sum += ss[tok * n + t];
-        const double nrm = sqrt(sum);
-        c[s.c_rs] = (float)(sqrt((double)s.Dp) / (nrm > 1e-12 ? nrm : 1e-12));
-    }
-    __syncwarp();
-    const float rs = c[s.c_rs];
-    for (int j = lane; j < s.prow; j += 32) c[s.c_logit + j] = fs[w][j] = proj(s, P, tok, j) * rs;
-    __syncwarp();
-    const auto pre = [&](int j) { return sc[j] * (double)fs[w][j] + st[j]; };  // preact's value
-    if (lane < n) c[s.c_hpre + lane] = (float)sigm(pre(s.pre_col[lane]));
-    else if (lane < 2 * n) c[s.c_hpost + lane - n] = (float)(2.0 * sigm(pre(s.M1 + lane - n)));
-    // a = softmax(l) over the K permutations; lane k % 32 holds k's values in slot k / 32.
-    double l[2] = {-INFINITY, -INFINITY}, a[2] = {0, 0};
-    double m = -INFINITY;
-    for (int k = lane, q = 0; k < s.K; k += 32, q++) l[q] = pre(s.res_col[k]), m = l[q] > m ? l[q] : m;
-    for (int o = 16; o > 0; o >>= 1) {
-        const double v = __shfl_xor_sync(0xffffffffu, m, o);
-        m = v > m ? v : m;
-    }
-    double e[2] = {0, 0};
-    for (int k = lane, q = 0; k < s.K; k += 32, q++) e[q] = exp(l[q] - m);
-    const double z = sum_in_k_order(e, s.K);
-    for (int k = lane, q = 0; k < s.K; k += 32, q++) a[q] = exp(l[q] - m) / z, c[s.c_extra + k] = (float)a[q];
-    // H[i][π_k(i)] += a_k in k order: lane t (and t + 32) owns entry t = i·n + j.
-    double h[2] = {0, 0};
-    for (int k = 0; k < s.K; k++) {
-        const double ak = __shfl_sync(0xffffffffu, a[k / 32], k % 32);
-        const int* pk = s.perms + (long)k * n;
-        for (int t = lane, q = 0; t < n * n; t += 32, q++)
-            if (pk[t / n] == t % n) h[q] += ak;
-    }
-    for (int t = lane, q = 0; t < n * n; t += 32, q++) c[s.c_hres + t] = (float)h[q];
-}
-
-__global__ void k_coef_backward_lite(SiteDev s, const float* params, const float* cache, const double* dhpre_all,
-                                     float* Gall, float* dZ, bf16* parts, int N) {
-    __shared__ double sc[kLiteW], st[kLiteW];
-    lite_tables(s, params, sc, st);
-    const int lane = threadIdx.x & 31, n = s.n;
-    const long tok = (long)blockIdx.x * kLiteWarps + (threadIdx.x >> 5);
-    if (tok >= N) return;  // the whole warp
-    const float* c = cache + tok * s.stride;
-    const float* f = c + s.c_logit;
-    const float* dhres = c + s.c_dhres;
-    const float* extra = c + s.c_extra;
-    float* G = Gall + tok * s.W;
-    const auto pre = [&](int j) { return sc[j] * (double)f[j] + st[j]; };
-    if (lane < n) {
-        const double lp = pre(s.pre_col[lane]);
-        G[s.pre_col[lane]] = (float)(dhpre_all[tok * n + lane] * sigm(lp) * sigm(-lp));
-    } else if (lane < 2 * n) {
-        const int i = lane - n;
-        const double lq = pre(s.M1 + i);
-        G[s.M1 + i] = (float)((double)c[s.c_dhpost + i] * 2.0 * sigm(lq) * sigm(-lq));
-    }
-    // dL/da_k = Σ_i dH[i][π_k(i)] (i order), then the softmax backward with dot in k order.
-    double da[2] = {0, 0}, ad[2] = {0, 0};
-    for (int k = lane, q = 0; k < s.K; k += 32, q++) {
-        const int* pk = s.perms + (long)k * n;
-        for (int i = 0; i < n; i++) da[q] += (double)dhres[i * n + pk[i]];
-        ad[q] = (double)extra[k] * da[q];
-    }
-    const double dot = sum_in_k_order(ad, s.K);
-    for (int k = lane, q = 0; k < s.K; k += 32, q++) G[s.res_col[k]] = (float)((double)extra[k] * (da[q] - dot));
-    __syncwarp();  // G is the warp's, written above
-    for (int j = lane; j < s.W; j += 32) {  // the one-thread kernel's dZ (f' = 1, one row)
-        const long at = tok * s.W + j;
-        dZ[at] = G[j] * params[s.col_scale[j]] * 1.0f * c[s.c_rs];
-        if (parts) split3(dZ[at], at, s.prow, parts);
-    }
-}
-
 }  // namespace
 
 void coef_forward(const SiteDev& s, const float* params, Proj P, const double* ss, float* cache, int N) {
     if (N <= 0) return;
-    if (lite_fast(s))
-        MHC_LAUNCH(k_coef_forward_lite, (N + kLiteWarps - 1) / kLiteWarps, 32 * kLiteWarps, s, params, P, ss, cache,
-                   N);
-    else MHC_LAUNCH(k_coef_forward, (N + kTok - 1) / kTok, kTok, s, params, P, ss, cache, N);
+    if (coef_by_warps(s)) return coef_forward_warps(s, params, P, ss, cache, N);
+    MHC_LAUNCH(k_coef_forward, (N + kTok - 1) / kTok, kTok, s, params, P, ss, cache, N);
 }
 
 void coef_backward(const SiteDev& s, const float* params, const float* cache, const double* dhpre, float* G,
                    float* dZ, bf16* parts, double* trace, int N) {
     if (N <= 0) return;
-    if (lite_fast(s))
-        MHC_LAUNCH(k_coef_backward_lite, (N + kLiteWarps - 1) / kLiteWarps, 32 * kLiteWarps, s, params, cache, dhpre,
-                   G, dZ, parts, N);
-    else MHC_LAUNCH(k_coef_backward, (N + kTok - 1) / kTok, kTok, s, params, cache, dhpre, G, dZ, parts, trace, N);
+    if (coef_by_warps(s)) return coef_backward_warps(s, params, cache, dhpre, G, dZ, parts, trace, N);
+    MHC_LAUNCH(k_coef_backward, (N + kTok - 1) / kTok, kTok, s, params, cache, dhpre, G, dZ, parts, trace, N);
 }
 
 }  // namespace mhc::cuda::detail
