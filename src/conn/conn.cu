@@ -235,8 +235,8 @@ __global__ void k_pre_backward_x(SiteDev s, const float* cache, const TX* X, con
 
 // The same pass with E = dZ · Wfᵀ made in place instead of read (every variant but hc, whose rows
 // are single streams and whose f = tanh(...) does not give back v · Wf), so that E [N, n·C] is
-// never written. Block: kTileRows tokens × kTileCols values; each thread makes 8 of E's values
-// from dZ and Wf, staged in shared memory kTileJ columns at a time. The norm's term needs <v, e>
+// never written. Block: kTileRows tokens × kTileCols values; each thread finishes 8 of them, with
+// E's values from dz_wf_cores (fp32 streams) or dz_wf_tensor (bf16 streams). The norm's term needs <v, e>
 // for the whole row, which no block sees; but
 // <v, e> = Σ_j dZ_j (v · Wf)_j = Σ_j dZ_j f_j / rs (the cache's projections f = rs (v · Wf)), and
 // ||v||² = Dp / rs², so k = <v, e> / ||v||² = rs Σ_j dZ_j f_j / Dp per token, in double; 0 where the
