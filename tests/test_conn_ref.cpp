@@ -3,7 +3,11 @@
 // with the reference. Error measure per tensor: max |ours - ref| / max |ref| (normwise relative).
 // fp64 (T = R = double): <= 1e-10. fp32 (T = R = float): <= 1e-5, except where PyTorch's own fp32
 // run of the same case is itself above 1e-5 (a gradient summed with heavy cancellation, e.g. a
-// scale parameter's): there the bound is 2x PyTorch's fp32 error (f32err.* in the fixture).
+// scale parameter's): there the bound is 4x PyTorch's fp32 error (f32err.* in the fixture), as in
+// test_gpt_ref.cpp: such an error depends on the summation order, which the compiler's
+// vectorisation changes with the host (-march=native), so one fp32 sample only estimates it. On
+// an AVX-512 host (2026-12-01) jpmhc n = 5's pre_branch_scale (exact Cayley) came out 2.11e-5
+// against PyTorch's 9.28e-6, 2.3 times; on the AVX2 hosts before, within 2 times.
 // The fixtures' inputs are fp32-representable, so both precisions see the same numbers.
 #include <gtest/gtest.h>
 
@@ -93,13 +97,13 @@ template <typename Real> void check_fixture(const SafeTensors& st, double tol, i
         double bound = tol;
         if (std::is_same_v<Real, float>) {
             const double torch32 = st.at("f32err." + name).to_double()[0];
-            if (2 * torch32 > bound) bound = 2 * torch32, ++*relaxed;
+            if (4 * torch32 > bound) bound = 4 * torch32, ++*relaxed;
         }
         const double err = rel_err(ours, ref);
         EXPECT_LE(err, bound) << name;
         if (bound > tol)
             std::printf("  %s %s: error %.2e, PyTorch fp32 %.2e (bound %.2e)\n",
-                        st.metadata.at("variant").c_str(), name.c_str(), err, bound / 2, bound);
+                        st.metadata.at("variant").c_str(), name.c_str(), err, bound / 4, bound);
     };
     expect("u", to_d(run.u.data(), run.u.size()));
     expect("Xout", to_d(run.Xout.data(), run.Xout.size()));
@@ -137,7 +141,7 @@ TEST(Parity, Float32Within1e5) {
         check_fixture<float>(st, 1e-5, &relaxed);
         for (const auto& [name, t] : st.tensors) total += name.rfind("f32err.", 0) == 0;
     }
-    std::printf("%d of %d tensors within 1e-5; %d ill-conditioned ones within 2x PyTorch fp32\n",
+    std::printf("%d of %d tensors within 1e-5; %d ill-conditioned ones within 4x PyTorch fp32\n",
                 total - relaxed, total, relaxed);
     EXPECT_LE(relaxed * 20, total) << "the relaxed bound must stay the rare exception";
 }

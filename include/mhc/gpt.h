@@ -91,7 +91,8 @@ std::string nonfinite_tensor(const std::vector<ParamTensor>& params, const std::
 // its parameters (each also has a gradient and two AdamW moments) and the activations and their
 // gradients of one (B, T) forward and backward. Doubles, so an absurd config gives an absurd
 // number rather than an overflow. Throws std::invalid_argument when the config's sites do not build.
-// flash_attention: the GPU's attention, which keeps O(T) per query instead of the T x T probabilities.
+// gpu: the GPU's plan (model/gpt_cuda.h): its attention keeps O(T) per query instead of the T x T
+// probabilities, and a residual site's u is its input stream (no buffer of its own).
 struct GptMemory {
     double params = 0, activations = 0;  // fp32 values (the parameters: weights, gradients, 2 moments)
     double bf16 = 0;                     // bf16 values: dtype bf16's weight copies and activations
@@ -101,7 +102,7 @@ struct GptMemory {
 // branch input for all sites. bf16: the GPU's dtype bf16 plan (model/gpt_cuda.h), whose linear
 // layers keep bf16 copies of their inputs and share one fp32 input buffer, and whose stream states
 // and largest activations are bf16.
-GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_attention = false,
+GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool gpu = false,
                               bool recompute = false, bool bf16 = false);
 
 // Forward on inputs [B, T] (token ids < V, T <= block_size). With targets: returns the mean

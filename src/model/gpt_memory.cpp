@@ -7,7 +7,7 @@
 
 namespace mhc {
 
-GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_attention, bool recompute,
+GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool gpu, bool recompute,
                               bool bf16) {
     GptMemory g;
     const VariantInfo& info = variant_info(cfg.hyper_conn_type);
@@ -29,8 +29,8 @@ GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_a
     const double N = (double)B * T, S = N * n * C;
     // The attention's record and scratch: the probabilities [B, H, T, T] on the CPU; on the GPU the
     // log-sum-exp [B, H, T] and a copy of its output, and [B, H, T] (ops/ops_cuda.h).
-    const double att = flash_attention ? (double)B * cfg.n_head * T + N * C : (double)B * cfg.n_head * T * T;
-    const double datt = flash_attention ? (double)B * cfg.n_head * T : att;
+    const double att = gpu ? (double)B * cfg.n_head * T + N * C : (double)B * cfg.n_head * T * T;
+    const double datt = gpu ? (double)B * cfg.n_head * T : att;
     // The linear layers' fp32 inputs (ln1, atty, ln2, fcg and hsum): per block and at the head; with
     // bf16 each is its layer's bf16 copy (ln1, atty, ln2 and fcg written so) but hsum, which has one
     // buffer of N C beside its copy. qkv likewise:
@@ -41,7 +41,8 @@ GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool flash_a
     // The stream states and the sites' cache, u and y (the states and y in bf16 with bf16); with
     // recompute, the states inside the blocks share one buffer, and the sites' u another.
     const double states = recompute ? (L + 2) * S : (2 * L + 1) * S;
-    const double u = cc.variant == Variant::residual ? 0 : recompute ? N * C : 2 * L * N * C;  // residual: u is X
+    // (on the GPU a residual site's u is its stream)
+    const double u = gpu && cc.variant == Variant::residual ? 0 : recompute ? N * C : 2 * L * N * C;
     const double act = (bf16 ? 0 : states) + 2 * L * (N * conn_cache_stride(site) + (bf16 ? 0 : N * C)) + u + L * per_block + S +
                        2 * N * n + (bf16 ? N * C + 3 * N * C : inputs) + (bf16 ? 0 : N * V) + N +
                        (double)conn_scratch_size(site, (int)std::fmin(N, 1e9));
