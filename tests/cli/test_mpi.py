@@ -228,10 +228,16 @@ def test_nan_guard():
     gap = max([abs(l1[s] - l3[s]) for s in l1 if s not in (3, 4)] or [float("inf")]) if ok else float("inf")
     wgap = max_weight_gap(path("nan1", "ckpt_000008.safetensors"), path("nan3", "ckpt_000008.safetensors")) \
         if ok else float("inf")
+    # The weights within 5e-5: the two runs add the micro-batches' gradients in different orders, and
+    # Adam's normalised first steps move a weight whose gradient is fp32 noise by up to lr; OpenBLAS
+    # picks its kernels by the host at run time, so the gap depends on the host (1.12e-5 on an
+    # AVX-512 host in the sanitized build, 2026-12-01). An update applied on one rank only would move
+    # that shard's weights by an Adam step each, about the learning rate (up to 2e-3 here): far
+    # above this bound.
     check("an update that overflows on one rank's shard is skipped on both (%s), reported once each, then the "
           "same training as one process skipping those steps (losses %.2e, weights %.2e)" % (skipped, gap, wgap),
           skipped == [3, 4] and r3.stderr.count("non-finite update, update skipped") == 2 and gap <= 1e-5 and
-          wgap <= 1e-5, r3.stderr)
+          wgap <= 5e-5, r3.stderr)
     # max_nonfinite_steps in a row: every rank gives up at the same step; the state before is saved
     # and named in one line.
     hook = env(MHC_TEST_NONFINITE_STEPS="5,6,7")
