@@ -1,8 +1,9 @@
 // Per-token coefficient maths (SPEC §2) on the GPU, one thread per token, in double from the stored
-// fp32 values: the device twin of conn/coef.cpp and the mixers (mix_sinkhorn.cpp, mix_perm.cpp,
-// mix_kron.cpp here; mix_cayley.cpp and mix_quat.cpp in conn/mix_orth.cuh), with their order of
-// operations, so H_pre, H_res, H_post and the gradients of the pre-activations agree with the
-// CPU's to the last fp32 bit but for rare roundings.
+// fp32 values: the device twin of conn/coef.cpp and the mixers (mix_perm.cpp, mix_kron.cpp here;
+// mix_cayley.cpp and mix_quat.cpp in conn/mix_orth.cuh; mhc's mix_sinkhorn.cpp, and mhc-lite up to
+// 64 permutations, with a warp per token in conn/coef_warp.cu), with their order of operations, so
+// H_pre, H_res, H_post and the gradients of the pre-activations agree with the CPU's to the last
+// fp32 bit but for rare roundings.
 // A new variant of the family adds its H_res maths beside the others (forward and backward).
 #include "conn/coef.cuh"
 #include "conn/conn_cuda.h"
@@ -19,48 +20,6 @@ constexpr int kTok = 128;  // tokens (threads) per block
 // l_j = scale * f_j + static for the token's stored f values.
 MHC_DEV double preact(const SiteDev& s, const float* params, const float* f, int j) {
     return (double)params[s.col_scale[j]] * (double)f[j] + (double)params[s.col_static[j]];
-}
-
-// ---- mhc: log-domain Sinkhorn ------------------------------------------------------------------
-// Subtracts from each line of L its log-sum-exp (columns: outer 1, inner n; rows: outer n, inner 1).
-MHC_DEV void lse_normalise(double* L, int n, int outer, int inner) {
-    for (int a = 0; a < n; a++) {
-        double* l = L + a * outer;
-        double m = -INFINITY, z = 0;
-        for (int b = 0; b < n; b++) m = l[b * inner] > m ? l[b * inner] : m;
-        for (int b = 0; b < n; b++) z += exp(l[b * inner] - m);
-        const double lse = m + log(z);
-        for (int b = 0; b < n; b++) l[b * inner] -= lse;
-    }
-}
-// `iters` column-then-row normalisations; with a trace, L after each half step: value i of step k
-// at tr[(k·n² + i)·ts] (ts: the trace's token stride).
-MHC_DEV void sinkhorn_log(double* L, int n, int iters, double* tr, long ts) {
-    const int nn = n * n;
-    for (int it = 0; it < iters; it++) {
-        lse_normalise(L, n, 1, n);
-        if (tr)
-            for (int i = 0; i < nn; i++) tr[((long)(2 * it) * nn + i) * ts] = L[i];
-        lse_normalise(L, n, n, 1);
-        if (tr)
-            for (int i = 0; i < nn; i++) tr[((long)(2 * it + 1) * nn + i) * ts] = L[i];
-    }
-}
-// dL [n,n] in/out, from dL/dL_final to dL/dL_initial, through the recorded half steps.
-MHC_DEV void sinkhorn_log_backward(const double* tr, long ts, int n, int iters, double* dL) {
-    const int nn = n * n;
-    for (int step = 2 * iters - 1; step >= 0; step--) {
-        const double* Lo = tr + (long)step * nn * ts;
-        const bool rows = step % 2 == 1;
-        for (int a = 0; a < n; a++) {
-            double sum = 0;
-            for (int b = 0; b < n; b++) sum += dL[rows ? a * n + b : b * n + a];
-            for (int b = 0; b < n; b++) {
-                const int i = rows ? a * n + b : b * n + a;
-                dL[i] -= exp(Lo[(long)i * ts]) * sum;
-            }
-        }
-    }
 }
 
 // ---- kromhc: Kronecker factors -----------------------------------------------------------------
@@ -116,15 +75,7 @@ __global__ void k_coef_forward(SiteDev s, const float* params, Proj P, const dou
     float* extra = c + s.c_extra;
     double H[64];
     for (int i = 0; i < n * n; i++) H[i] = 0;
-    if (s.variant == (int)Variant::mhc) {
-        double L[64];
-        for (int i = 0; i < n * n; i++) {
-            L[i] = store(preact(s, params, f, s.res_col[i]));
-            extra[i] = (float)L[i];
-        }
-        sinkhorn_log(L, n, s.iters, nullptr, 0);
-        for (int i = 0; i < n * n; i++) H[i] = exp(L[i]);
-    } else if (s.variant == (int)Variant::mhc_lite) {
+    if (s.variant == (int)Variant::mhc_lite) {
         // a = softmax(l); H[i][π_k(i)] += a_k. exp(l_k - m) is recomputed where the CPU keeps it: the same bits.
         double m = -INFINITY, z = 0;
         for (int k = 0; k < s.K; k++) {
@@ -194,15 +145,7 @@ MHC_DEV void coef_backward_token(const SiteDev& s, const float* params, const fl
         G[s.M1 + i] = (float)((double)dhpost[i] * 2.0 * sigm(lq) * sigm(-lq));
     }
     const float* extra = c + s.c_extra;
-    if (s.variant == (int)Variant::mhc) {  // the exact gradient of the unrolled iterations
-        double L[64], dl[64];
-        for (int i = 0; i < n * n; i++) L[i] = (double)extra[i];
-        double* tr = trace + tok;
-        sinkhorn_log(L, n, s.iters, tr, N);
-        for (int i = 0; i < n * n; i++) dl[i] = (double)dhres[i] * exp(L[i]);
-        sinkhorn_log_backward(tr, N, n, s.iters, dl);
-        for (int i = 0; i < n * n; i++) G[s.res_col[i]] = (float)dl[i];
-    } else if (s.variant == (int)Variant::mhc_lite) {
+    if (s.variant == (int)Variant::mhc_lite) {
         // dL/da_k = Σ_i dH[i][π_k(i)], then the softmax backward (da_k recomputed: the same bits).
         double dot = 0;
         for (int k = 0; k < s.K; k++) {
@@ -266,6 +209,7 @@ __global__ void k_coef_backward(SiteDev s, const float* params, const float* cac
 void coef_forward(const SiteDev& s, const float* params, Proj P, const double* ss, float* cache, int N) {
     if (N <= 0) return;
     if (coef_by_warps(s)) return coef_forward_warps(s, params, P, ss, cache, N);
+    if (s.variant == (int)Variant::mhc) fail("coef_forward", "mhc's Sinkhorn needs n <= 8", __FILE__, __LINE__);
     MHC_LAUNCH(k_coef_forward, (N + kTok - 1) / kTok, kTok, s, params, P, ss, cache, N);
 }
 
@@ -273,6 +217,7 @@ void coef_backward(const SiteDev& s, const float* params, const float* cache, co
                    float* dZ, bf16* parts, double* trace, int N) {
     if (N <= 0) return;
     if (coef_by_warps(s)) return coef_backward_warps(s, params, cache, dhpre, G, dZ, parts, trace, N);
+    if (s.variant == (int)Variant::mhc) fail("coef_backward", "mhc's Sinkhorn needs n <= 8", __FILE__, __LINE__);
     MHC_LAUNCH(k_coef_backward, (N + kTok - 1) / kTok, kTok, s, params, cache, dhpre, G, dZ, parts, trace, N);
 }
 

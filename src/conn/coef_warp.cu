@@ -1,5 +1,6 @@
 // mhc-lite's and mhc's per-token coefficients with a warp per token (conn/coef.cuh). One thread per
-// token (conn/coef.cu) leaves a token's work in one long chain of dependent double operations: for
+// token (as conn/coef.cu does for the other variants) would leave a token's work in one long chain
+// of dependent double operations: for
 // mhc-lite at n = 4 about 60 exponentials, for mhc's 20 Sinkhorn iterations some 800, each a few
 // hundred cycles, so 10 to 100 µs a site whatever N, on few warps. Here the work spreads over the
 // lanes: a lane per column for f, H_pre, H_post and mhc-lite's permutation weights, a lane per entry
