@@ -1,12 +1,12 @@
 // mhc-lite's and mhc's per-token coefficients with a warp per token (conn/coef.cuh). One thread per
 // token (as conn/coef.cu does for the other variants) would leave a token's work in one long chain
-// of dependent double operations: for
-// mhc-lite at n = 4 about 60 exponentials, for mhc's 20 Sinkhorn iterations some 800, each a few
-// hundred cycles, so 10 to 100 µs a site whatever N, on few warps. Here the work spreads over the
-// lanes: a lane per column for f, H_pre, H_post and mhc-lite's permutation weights, a lane per entry
-// of the n × n matrices. Every sum the CPU makes in order (the softmax's z, the backward's dot,
-// H_res's entries, each Sinkhorn line's Σ exp) stays serial in that order, its terms read across
-// the warp by shuffles, so the values are the one-thread kernels' and the CPU's.
+// of dependent double operations: for mhc-lite at n = 4 about 60 exponentials, for mhc's 20
+// Sinkhorn iterations some 800, each a few hundred cycles, so 10 to 100 µs a site whatever N, on
+// few warps. Here the work spreads over the lanes: a lane per column for f, H_pre, H_post and
+// mhc-lite's permutation weights, a lane per entry of the n × n matrices. Every sum the CPU makes in
+// order (the softmax's z, the backward's dot, H_res's entries, each Sinkhorn line's Σ exp) stays
+// serial in that order, its terms read across the warp by shuffles, so the values are the
+// one-thread kernels' and the CPU's.
 #include "conn/coef.cuh"
 
 namespace mhc::cuda::detail {
