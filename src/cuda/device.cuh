@@ -104,6 +104,11 @@ template <typename G> __global__ void k_colsum_done(G done, int cols, int nchunk
     for (int c = 0; c < nchunks; c++) s += part[(long)c * cols + col];
     done(col, s);
 }
+// colsum's second stage on chunk sums a kernel made itself (part [nchunks, cols], each chunk's
+// kRowChunk rows added in order, as k_colsum_part does).
+template <typename G> void colsum_done(int cols, int nchunks, const double* part, const G& done) {
+    if (cols > 0 && nchunks > 0) MHC_LAUNCH(k_colsum_done<G>, nblocks(cols, 128), 128, done, cols, nchunks, part);
+}
 template <typename F, typename G> void colsum(int rows, int cols, const F& f, const G& done) {
     if (rows <= 0 || cols <= 0) return;
     const int nch = (rows + kRowChunk - 1) / kRowChunk;

@@ -1,5 +1,6 @@
 // LayerNorm, linear layers (cuBLAS) and exact GELU on the GPU: the CPU ops of ops/dense.cpp with
 // their order of operations (statistics and parameter-gradient sums in double, the rest in fp32).
+#include <algorithm>
 #include <type_traits>
 
 #include "cuda/device.cuh"
@@ -31,41 +32,7 @@ __global__ void k_layernorm_forward(TO* out, float* mean, float* rstd, const TI*
     if (lane == 0) mean[row] = mu, rstd[row] = rs;
 }
 
-// din = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w; one warp per row.
-template <typename TD, typename TI>
-__global__ void k_layernorm_backward(TD* din, const float* dout, const TI* in, const float* w,
-                                     const float* mean, const float* rstd, int N, int C) {
-    const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (row >= N) return;
-    const TI* x = in + (long)row * C;
-    const float* g = dout + (long)row * C;
-    const double md = mean[row], rd = rstd[row];
-    double gm = 0, gx = 0;
-    for (int c = lane; c < C; c += 32) {
-        const double xh = ((double)as_float(x[c]) - md) * rd;
-        gm += (double)g[c] * (double)w[c];
-        gx += (double)g[c] * (double)w[c] * xh;
-    }
-    const float gmf = (float)(warp_sum(gm) / C), gxf = (float)(warp_sum(gx) / C);
-    const float mu = mean[row], rs = rstd[row];
-    TD* d = din + (long)row * C;
-    for (int c = lane; c < C; c += 32) {
-        const float xh = (as_float(x[c]) - mu) * rs;
-        put(d[c], rs * (g[c] * w[c] - gmf - xh * gxf));
-    }
-}
-
 // colsum() terms and sinks.
-template <typename TI> struct LnWeightTerm {  // dw: dout * xhat, in double
-    const float* dout;
-    const TI* in;
-    const float *mean, *rstd;
-    int C;
-    MHC_DEV double operator()(int r, int c) const {
-        return (double)dout[(long)r * C + c] * ((double)as_float(in[(long)r * C + c]) - (double)mean[r]) *
-               (double)rstd[r];
-    }
-};
 struct Entry {  // a[r, c]
     const float* a;
     int C;
@@ -127,14 +94,62 @@ void layernorm_forward_of(TO* out, float* mean, float* rstd, const TI* in, const
                w, b, N, C);
 }
 
+// LayerNorm's backward, din = rstd (g - mean(g) - xhat mean(g xhat)) with g = dout w, with the sums
+// over rows of its weight's and bias's gradient terms (dout xhat in double, dout), in one pass over
+// dout and the input: block (x: up to 1024 columns, y: colsum's chunk of kRowChunk rows). Its warps
+// make each row's two means first (double, each lane's columns in order, then the warp's tree);
+// then each thread takes a column down the chunk's rows in order: din and the chunk's two sums,
+// which colsum_done adds in chunk order. Measured on the emulation when it replaced a row kernel
+// and two colsum passes (2026-12-01): the same bits in every CudaOps, CudaGpt and CudaBf16Model
+// check.
+template <typename TD, typename TI>
+__global__ void __launch_bounds__(1024) k_layernorm_backward_sums(TD* din, const float* dout, const TI* in, const float* w, const float* mean,
+                                          const float* rstd, int N, int C, double* part_w, double* part_b) {
+    __shared__ float gms[kRowChunk], gxs[kRowChunk];
+    const int r0 = blockIdx.y * kRowChunk, rows = imin(kRowChunk, N - r0);
+    const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    for (int rr = threadIdx.x >> 5; rr < rows; rr += warps) {
+        const long row = r0 + rr;
+        const TI* x = in + row * C;
+        const float* g = dout + row * C;
+        const double md = mean[row], rd = rstd[row];
+        double gm = 0, gx = 0;
+        for (int c = lane; c < C; c += 32) {
+            const double xh = ((double)as_float(x[c]) - md) * rd;
+            gm += (double)g[c] * (double)w[c];
+            gx += (double)g[c] * (double)w[c] * xh;
+        }
+        const float gmf = (float)(warp_sum(gm) / C), gxf = (float)(warp_sum(gx) / C);
+        if (lane == 0) gms[rr] = gmf, gxs[rr] = gxf;
+    }
+    __syncthreads();
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    const float wc = w[c];
+    double aw = 0, ab = 0;
+    for (int rr = 0; rr < rows; rr++) {
+        const long row = r0 + rr, at = row * C + c;
+        const float mu = mean[row], rs = rstd[row], g = dout[at], xv = as_float(in[at]);
+        const float xh = (xv - mu) * rs;
+        put(din[at], rs * (g * wc - gms[rr] - xh * gxs[rr]));
+        aw += (double)g * ((double)xv - (double)mean[row]) * (double)rstd[row];
+        ab += (double)g;
+    }
+    part_w[(long)blockIdx.y * C + c] = aw;
+    if (part_b) part_b[(long)blockIdx.y * C + c] = ab;
+}
+
 template <typename TD, typename TI>
 void layernorm_backward_of(TD* din, float* dw, float* db, const float* dout, const TI* in, const float* w,
                            const float* mean, const float* rstd, int N, int C) {
     if (N <= 0) return;
-    MHC_LAUNCH((k_layernorm_backward<TD, TI>), (N + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, din, dout, in, w,
-               mean, rstd, N, C);
-    colsum(N, C, LnWeightTerm<TI>{dout, in, mean, rstd, C}, AddTo{dw});
-    if (db) colsum(N, C, Entry{dout, C}, AddTo{db});
+    const int nch = (N + kRowChunk - 1) / kRowChunk, threads = std::min(1024, (C + 31) / 32 * 32);
+    if (nch > 65535) fail("layernorm_backward", "too many rows for one grid column", __FILE__, __LINE__);
+    double* part = workspace((size_t)2 * nch * C);
+    MHC_LAUNCH((k_layernorm_backward_sums<TD, TI>), dim3((unsigned)((C + threads - 1) / threads), (unsigned)nch),
+               threads, din, dout, in, w, mean, rstd, N, C, part, db ? part + (long)nch * C : nullptr);
+    colsum_done(C, nch, part, AddTo{dw});
+    if (db) colsum_done(C, nch, part + (long)nch * C, AddTo{db});
 }
 
 }  // namespace
