@@ -43,15 +43,7 @@ __global__ void k_coef_forward(SiteDev s, const float* params, Proj P, const dou
     const int n = s.n;
     float* c = cache + (long)tok * s.stride;
     if (ss)
-        for (int q = 0; q < s.rpt; q++) {
-            double sum = 0;
-            if (s.rpt == 1)
-                for (int t = 0; t < n; t++) sum += ss[(long)tok * n + t];
-            else
-                sum = ss[(long)tok * n + q];
-            const double nrm = sqrt(sum);
-            c[s.c_rs + q] = (float)(sqrt((double)s.Dp) / (nrm > 1e-12 ? nrm : 1e-12));
-        }
+        for (int q = 0; q < s.rpt; q++) c[s.c_rs + q] = row_rs_from_ss(s, ss, tok, q);
     float* f = c + s.c_logit;
     float* hpre = c + s.c_hpre;
     float* hres = c + s.c_hres;
@@ -195,13 +187,7 @@ __global__ void k_coef_backward(SiteDev s, const float* params, const float* cac
     coef_backward_token(s, params, cache, dhpre, Gall, trace, tok, N);
     const float* c = cache + (long)tok * s.stride;
     const float* G = Gall + (long)tok * s.W;
-    for (int j = 0; j < s.W; j++) {
-        const float f = c[s.c_logit + j];
-        const float d = s.variant == (int)Variant::hc ? 1.0f - f * f : 1.0f;
-        const long at = (long)tok * s.W + j;
-        dZ[at] = G[j] * params[s.col_scale[j]] * d * c[s.c_rs + j / s.prow];
-        if (parts) split3(dZ[at], at, s.prow, parts);
-    }
+    for (int j = 0; j < s.W; j++) proj_grad(s, params, c, G, tok, j, dZ, parts);
 }
 
 }  // namespace

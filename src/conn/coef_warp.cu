@@ -111,12 +111,7 @@ __global__ void k_coef_forward_warps(SiteDev s, const float* params, Proj P, con
     const long tok = (long)blockIdx.x * kWarpsPerBlock + w;
     if (tok >= N) return;  // the whole warp
     float* c = cache + tok * s.stride;
-    if (ss && lane == 0) {  // rs from the streams' sums of squares, as the one-thread kernel
-        double sum = 0;
-        for (int t = 0; t < n; t++) sum += ss[tok * n + t];
-        const double nrm = sqrt(sum);
-        c[s.c_rs] = (float)(sqrt((double)s.Dp) / (nrm > 1e-12 ? nrm : 1e-12));
-    }
+    if (ss && lane == 0) c[s.c_rs] = row_rs_from_ss(s, ss, tok, 0);
     __syncwarp();
     const float rs = c[s.c_rs];
     for (int j = lane; j < s.prow; j += 32) c[s.c_logit + j] = fs[w][j] = proj(s, P, tok, j) * rs;
@@ -191,11 +186,7 @@ __global__ void k_coef_backward_warps(SiteDev s, const float* params, const floa
         for_slots(lane, s.K, [&](int q, int k) { G[s.res_col[k]] = (float)((double)extra[k] * (da[q] - dot)); });
     }
     __syncwarp();  // G is the warp's, written above
-    for (int j = lane; j < s.W; j += 32) {  // the one-thread kernel's dZ (f' = 1, one row)
-        const long at = tok * s.W + j;
-        dZ[at] = G[j] * params[s.col_scale[j]] * 1.0f * c[s.c_rs];
-        if (parts) split3(dZ[at], at, s.prow, parts);
-    }
+    for (int j = lane; j < s.W; j += 32) proj_grad(s, params, c, G, tok, j, dZ, parts);
 }
 
 unsigned blocks(int N) { return (unsigned)((N + kWarpsPerBlock - 1) / kWarpsPerBlock); }

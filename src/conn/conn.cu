@@ -4,6 +4,7 @@
 // per-token coefficient maths in double, stream sums and products in fp32).
 #include <type_traits>
 
+#include "conn/coef.cuh"
 #include "conn/conn_cuda.h"
 #include "conn/parts.cuh"
 #include "cuda/device.cuh"
@@ -194,9 +195,7 @@ template <typename TX> __global__ void k_row_rs(SiteDev s, const TX* X, float* c
         ss += x * x;
     }
     ss = warp_sum(ss);
-    const double nrm = sqrt(ss);
-    if (lane == 0)
-        cache[(r / s.rpt) * s.stride + s.c_rs + r % s.rpt] = (float)(sqrt((double)s.Dp) / (nrm > 1e-12 ? nrm : 1e-12));
+    if (lane == 0) cache[(r / s.rpt) * s.stride + s.c_rs + r % s.rpt] = detail::row_rs(s, ss);
 }
 
 // The pre side's share of dX, per row, in one pass: dv += H_pre[s] du[tok, c] (the weighted sum's
@@ -351,7 +350,7 @@ __global__ void k_pre_backward_fused(SiteDev s, const float* cache, const TX* X,
         acc = warp_sum(acc);
         if (lane == 0) {
             const double rs = tok < N ? crow(s, cache, tok)[s.c_rs] : 0.0;
-            const bool clamped = rs >= (double)(float)(sqrt((double)s.Dp) / 1e-12);
+            const bool clamped = rs >= (double)detail::row_rs(s, 0.0);  // rs at its ceiling
             ks[rr] = clamped ? 0.0f : (float)(rs * acc / s.Dp);
         }
     }
