@@ -36,16 +36,18 @@ struct Scale {
     MHC_DEV void operator()(long i) const { g[i] = (float)((double)g[i] * coef); }
 };
 
-// g as clip_grad leaves it (the same expression, so the same bits), with the norm read on the
-// device: unchanged without a check, with clipping off, or when the loss or the norm is not finite
-// (the step is skipped then).
-MHC_DEV float clipped(float g, const StepCheck* chk, double max_norm) {
-    if (!chk || max_norm <= 0) return g;
+// clip_grad's coefficient with the norm read on the device, 1 where it leaves the gradients as
+// they are: without a check, with clipping off, or when the loss or the norm is not finite (the
+// step is skipped then). Read once per thread, not per value.
+MHC_DEV double clip_coef(const StepCheck* chk, double max_norm) {
+    if (!chk || max_norm <= 0) return 1.0;
     const double norm = sqrt(chk->sumsq);
-    if (!isfinite(chk->loss) || !isfinite(norm)) return g;
+    if (!isfinite(chk->loss) || !isfinite(norm)) return 1.0;
     const double coef = max_norm / (norm + 1e-6);
-    return coef < 1.0 ? (float)((double)g * coef) : g;
+    return coef < 1.0 ? coef : 1.0;
 }
+// g as clip_grad leaves it with that coefficient: the same expression, so the same bits.
+MHC_DEV float clipped(float g, double coef) { return coef < 1.0 ? (float)((double)g * coef) : g; }
 
 MHC_DEV bool clean(const StepCheck& c) { return isfinite(c.loss) && isfinite(c.sumsq) && c.bad == 0; }
 
@@ -79,15 +81,21 @@ struct AdamWUpdate {
     const StepCheck* chk = nullptr;  // set: g is clipped by its norm, and nothing is written unless it is clean
     double max_norm = 0;
     const double* bound = nullptr;  // AdamWCuda::bound, when allocated
+    // Element i's new weight and moments (nothing written; the moments zero where m, v are null: a
+    // first step's), with the gradient clipped by coef (clip_coef); r: its run.
+    MHC_DEV void next(long i, int r, double coef, float* pi, float* mi, float* vi) const {
+        const float gi = clipped(g[i], coef);
+        const float p1 = p[i] * (seg_decay[r] ? decay : 1.0f);
+        *mi = (m ? m[i] : 0.0f) * b1 + gi * (1.0f - b1);
+        *vi = (v ? v[i] : 0.0f) * b2 + gi * gi * (1.0f - b2);
+        const float denom = sqrtf(*vi) / bc2_sqrt + eps;
+        *pi = p1 - step_size * *mi / denom;
+    }
     // Writes element i; raises *mp, *mm, *mv to the magnitudes of its new weight and moments.
-    MHC_DEV void apply(long i, float* mp, float* mm, float* mv) const {
+    MHC_DEV void apply(long i, double coef, float* mp, float* mm, float* mv) const {
         const int r = run_of(seg_end, nseg, i);
-        const float gi = clipped(g[i], chk, max_norm);
-        float pi = p[i] * (seg_decay[r] ? decay : 1.0f);
-        const float mi = m[i] * b1 + gi * (1.0f - b1);
-        const float vi = v[i] * b2 + gi * gi * (1.0f - b2);
-        const float denom = sqrtf(vi) / bc2_sqrt + eps;
-        pi -= step_size * mi / denom;
+        float pi, mi, vi;
+        next(i, r, coef, &pi, &mi, &vi);
         p[i] = pi, m[i] = mi, v[i] = vi;
         if (seg_copy[r] != kNoCopy) copy[i + seg_copy[r]] = __float2bfloat16(pi);
         *mp = fmaxf(*mp, magnitude(pi)), *mm = fmaxf(*mm, magnitude(mi)), *mv = fmaxf(*mv, magnitude(vi));
@@ -100,8 +108,10 @@ __global__ void k_adamw_update(AdamWUpdate u, long count, float* part) {
     __shared__ float sh[32];
     const long b0 = blockIdx.x * kNormBlock, b1 = lmin(count, b0 + kNormBlock);
     float mp = 0, mm = 0, mv = 0;
-    if (!u.chk || clean(*u.chk))
-        for (long i = b0 + threadIdx.x; i < b1; i += blockDim.x) u.apply(i, &mp, &mm, &mv);
+    if (!u.chk || clean(*u.chk)) {
+        const double coef = clip_coef(u.chk, u.max_norm);
+        for (long i = b0 + threadIdx.x; i < b1; i += blockDim.x) u.apply(i, coef, &mp, &mm, &mv);
+    }
     mp = block_max(mp, sh), mm = block_max(mm, sh), mv = block_max(mv, sh);
     if (threadIdx.x == 0) part[3 * blockIdx.x] = mp, part[3 * blockIdx.x + 1] = mm, part[3 * blockIdx.x + 2] = mv;
 }
@@ -125,9 +135,7 @@ MHC_DEV bool provably_finite(const AdamWUpdate& u) {
     if (!u.chk || !u.bound || u.bound[3] != 1.0) return false;
     const double norm = sqrt(u.chk->sumsq);
     if (!isfinite(norm) || !isfinite(u.chk->loss)) return false;
-    double G = norm;
-    if (u.max_norm > 0 && u.max_norm / (norm + 1e-6) < 1.0) G = norm * (u.max_norm / (norm + 1e-6));
-    G *= 1.01;
+    const double G = 1.01 * norm * clip_coef(u.chk, u.max_norm);
     const double P = u.bound[0], M = u.m ? u.bound[1] : 0.0, V = u.v ? u.bound[2] : 0.0;
     const double b1 = u.b1, b2 = u.b2, dec = u.decay, lr = u.step_size, eps = u.eps;
     if (!(b2 >= 0 && b2 <= 1 && u.bc2_sqrt > 0 && eps > 0 && isfinite(b1) && isfinite(dec) && isfinite(lr)))
@@ -140,7 +148,7 @@ MHC_DEV bool provably_finite(const AdamWUpdate& u) {
            p1 <= lim;
 }
 
-// adamw_step_is_finite's per-element test: AdamWUpdate's expressions, nothing stored; block b
+// adamw_step_is_finite's per-element test: AdamWUpdate::next, nothing stored; block b
 // writes how many of its elements would become non-finite (summed in a fixed order, no atomics).
 // When the update is provably finite it reads nothing and counts none.
 __global__ void k_adamw_nonfinite(AdamWUpdate u, long count, double* part) {
@@ -150,15 +158,11 @@ __global__ void k_adamw_nonfinite(AdamWUpdate u, long count, double* part) {
         return;
     }
     const long b0 = blockIdx.x * kNormBlock, b1 = lmin(count, b0 + kNormBlock);
+    const double coef = clip_coef(u.chk, u.max_norm);
     double bad = 0;
     for (long i = b0 + threadIdx.x; i < b1; i += blockDim.x) {
-        const int r = run_of(u.seg_end, u.nseg, i);
-        const float gi = clipped(u.g[i], u.chk, u.max_norm);
-        float pi = u.p[i] * (u.seg_decay[r] ? u.decay : 1.0f);
-        const float mi = (u.m ? u.m[i] : 0.0f) * u.b1 + gi * (1.0f - u.b1);
-        const float vi = (u.v ? u.v[i] : 0.0f) * u.b2 + gi * gi * (1.0f - u.b2);
-        const float denom = sqrtf(vi) / u.bc2_sqrt + u.eps;
-        pi -= u.step_size * mi / denom;
+        float pi, mi, vi;
+        u.next(i, run_of(u.seg_end, u.nseg, i), coef, &pi, &mi, &vi);
         bad += !(isfinite(pi) && isfinite(mi) && isfinite(vi));
     }
     bad = block_sum(bad, sh);
