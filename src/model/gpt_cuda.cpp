@@ -148,21 +148,18 @@ void plan(GptCuda& g, int B, int Tn) {
             float* uk = residual_site(m.sites[k]) ? nullptr : shared ? u : take(N * C);
             g.s_act[k] = {cache, uk, g.bf16 ? nullptr : take(N * C)};  // bf16: y in plan_bf16
         }
-        // With bf16 the linear layers keep bf16 copies of their inputs: ln1, atty, ln2 and fcg are
-        // those copies (plan_bf16), and hsum, the one fp32 input left, is read once, at once, so the
-        // layers' fp32 inputs need one buffer. So does qkv (the attention keeps its bf16 heads). fch
-        // and the logits are bf16 only (plan_bf16).
-        float* mm_in = g.bf16 ? take(N * C) : nullptr;
+        // With bf16 the linear layers' inputs ln1, atty, ln2 and fcg are their bf16 copies, and fch
+        // and the logits bf16 only (plan_bf16); hsum stays fp32. qkv is one buffer for all blocks
+        // (the attention keeps its bf16 heads).
         float* qkv = g.bf16 ? take(3 * N * C) : nullptr;
-        auto input = [&](long count) { return g.bf16 ? mm_in : take(count); };
+        auto fp32 = [&](long count) { return g.bf16 ? nullptr : take(count); };
         g.b_act.assign(L, {});
         for (auto& b : g.b_act) {
-            b.ln1 = input(N * C), b.ln1_mean = take(N), b.ln1_rstd = take(N), b.qkv = g.bf16 ? qkv : take(3 * N * C);
-            b.att = take(att), b.atty = input(N * C), b.ln2 = input(N * C), b.ln2_mean = take(N);
-            b.ln2_rstd = take(N), b.fch = g.bf16 ? nullptr : take(4 * N * C);
-            b.fcg = g.bf16 ? nullptr : take(4 * N * C);
+            b.ln1 = fp32(N * C), b.ln1_mean = take(N), b.ln1_rstd = take(N), b.qkv = g.bf16 ? qkv : take(3 * N * C);
+            b.att = take(att), b.atty = fp32(N * C), b.ln2 = fp32(N * C), b.ln2_mean = take(N);
+            b.ln2_rstd = take(N), b.fch = fp32(4 * N * C), b.fcg = fp32(4 * N * C);
         }
-        g.lnf = take(S), g.lnf_mean = take(N * n), g.lnf_rstd = take(N * n), g.hsum = input(N * C);
+        g.lnf = take(S), g.lnf_mean = take(N * n), g.lnf_rstd = take(N * n), g.hsum = take(N * C);
         g.logits = g.bf16 ? nullptr : take(N * m.V), g.losses = take(N), g.scratch = take(scratch);
         g.stream_ss = (double*)take(2 * N * n);
     };
