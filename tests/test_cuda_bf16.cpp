@@ -131,9 +131,10 @@ TEST_F(CudaBf16Model, MemoryEstimateKnowsTheBf16Plan) {
         EXPECT_EQ(copies[0], 0.0) << type;
         EXPECT_EQ(f.bf16, 0.0) << type;
         EXPECT_NEAR(copies[1], h.bf16, 0.02 * h.bf16) << type << ": bf16 copies";
-        if (type == "none")  // whole (the sites' scratch, the GPU's own size, is the rest's difference):
+        if (type == "none") {  // whole (the sites' scratch, the GPU's own size, is the rest's difference):
             for (const bool bf16 : {false, true})  // a residual site's u is its stream (no buffer)
                 EXPECT_NEAR(act[bf16], (bf16 ? h : f).activations, 0.02 * act[bf16]) << type << " bf16 " << bf16;
+        }
     }
 }
 

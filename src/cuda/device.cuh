@@ -40,6 +40,25 @@ MHC_DEV void put(float& dst, float v) { dst = v; }
 MHC_DEV void put(bf16& dst, float v) { dst = __float2bfloat16(v); }
 MHC_DEV long lmin(long a, long b) { return a < b ? a : b; }
 
+// 16 bytes at p (16-byte aligned) as one vector access. (The emulation copies: a host compiler may
+// assume a uint4* never aliases the bf16 it points at.)
+MHC_DEV uint4 load16(const void* p) {
+#if MHC_CUDA_EMU
+    uint4 v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+#else
+    return *static_cast<const uint4*>(p);
+#endif
+}
+MHC_DEV void store16(void* p, const uint4& v) {
+#if MHC_CUDA_EMU
+    std::memcpy(p, &v, sizeof v);
+#else
+    *static_cast<uint4*>(p) = v;
+#endif
+}
+
 // Blocks for `count` items at `threads` per block (the grid-stride loops cover any excess).
 inline unsigned nblocks(long count, int threads = kThreads) {
     const long b = (count + threads - 1) / threads;

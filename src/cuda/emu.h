@@ -84,6 +84,11 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e);
 // Not yet recorded: cudaErrorInvalidResourceHandle, as CUDA.
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 
+// ---- vector types (vector_types.h): the one the kernels move 16 bytes at a time with ----------
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
+
 // ---- bfloat16 (cuda_bf16.h): the upper half of a float, rounded to nearest even ---------------
 struct __nv_bfloat16 {
     unsigned short bits;
