@@ -186,6 +186,41 @@ struct Gpu {
     }
 };
 
+// The fragment layout of cuda/mma.cuh (the PTX ISA's for mma.m16n8k16), on which the attention
+// kernels compute in registers: small integers, so that every product, sum and rounding is exact
+// and the products must equal the CPU's to the bit (a misplaced element gives another integer).
+TEST_F(CudaBf16Ops, MmaFragmentLayout) {
+    std::mt19937_64 rng(31);
+    std::uniform_int_distribution<int> small(-3, 3);
+    for (int rep = 0; rep < 4; rep++) {
+        VecD A(16 * 16), B(16 * 8), Bt(8 * 16), B2(16 * 8);
+        for (double& v : A) v = small(rng);
+        for (double& v : B) v = small(rng);
+        for (double& v : B2) v = small(rng);
+        for (int k = 0; k < 16; k++)
+            for (int n = 0; n < 8; n++) Bt[n * 16 + k] = B[k * 8 + n];
+        const auto product = [](const VecD& X, const VecD& Y, int inner) {  // [16, inner] · [inner, 8]
+            VecD P(16 * 8, 0.0);
+            for (int r = 0; r < 16; r++)
+                for (int n = 0; n < 8; n++)
+                    for (int k = 0; k < inner; k++) P[r * 8 + n] += X[r * inner + k] * Y[k * 8 + n];
+            return P;
+        };
+        const VecD AB = product(A, B, 16), AB2 = product(A, B2, 16);
+        VecD S(16 * 16);  // [A·B | A·B2]: integers of at most 144 in magnitude, exact in bf16
+        for (int r = 0; r < 16; r++)
+            for (int n = 0; n < 8; n++) S[r * 16 + n] = AB[r * 8 + n], S[r * 16 + 8 + n] = AB2[r * 8 + n];
+        const VecD SB = product(S, B, 16);
+        auto dA = to_dev(to_bf16(A)), dB = to_dev(to_bf16(B)), dBt = to_dev(to_bf16(Bt)), dB2 = to_dev(to_bf16(B2));
+        auto out = dev_nan(3 * 128);
+        cuda::mma_layout_products(out.data(), dA.data(), dB.data(), dBt.data(), dB2.data());
+        const VecF got = out.download();
+        EXPECT_EQ(VecF(got.begin(), got.begin() + 128), to_float(AB)) << "A·B, B loaded as rows (load_b)";
+        EXPECT_EQ(VecF(got.begin() + 128, got.begin() + 256), to_float(AB)) << "A·B, B from its transpose";
+        EXPECT_EQ(VecF(got.begin() + 256, got.end()), to_float(SB)) << "[A·B | A·B2] as an A fragment, times B";
+    }
+}
+
 // The attention: forward and backward, at awkward sizes: one token, three, past a tile of 16 and 32
 // keys and a block of 64 rows, head sizes from 4 to 128 through each padded size (32, 64, 128),
 // several heads and batch rows. The scratch starts as NaN too (every value the kernels read must be

@@ -150,4 +150,10 @@ namespace detail {
 cudaError_t probe_kernel();  // launches a one-thread kernel and waits for it (cuda/probe.cu)
 }
 
+// The tensor-core fragment layout the attention kernels assume (cuda/mma.cuh), as products: from
+// A [16, 16], B [16, 8], its transpose Bt [8, 16] and B2 [16, 8] (bf16, row-major, on the device),
+// one warp writes out [3][16][8]: A·B with B loaded as rows (load_b); A·B from Bt (load_b_rows);
+// [A·B | A·B2] rounded into an A fragment (a_from_d), times B.
+void mma_layout_products(float* out, const bf16* A, const bf16* B, const bf16* Bt, const bf16* B2);
+
 }  // namespace mhc::cuda

@@ -66,6 +66,7 @@ namespace {
 enum class State { run, wait_block, wait_warp, done };
 
 constexpr size_t kStack = MHC_EMU_ASAN ? (1u << 20) : (256u << 10);  // per fiber, allocated once
+constexpr int kWide = 4;  // 64-bit words a lane publishes per warp_gather
 
 struct Fiber {
     void* sp = nullptr;
@@ -83,6 +84,7 @@ struct Scheduler {
     // Two per thread: the values published at warp exchanges, alternately in each half, so one
     // barrier per exchange suffices (a lane cannot publish twice before all have read once).
     std::vector<uint64_t> slots;
+    std::vector<uint64_t> wide;  // warp_gather's slots: [2][threads][kWide]
     std::vector<unsigned char> parity;  // per thread: which half its next exchange uses
 #if MHC_EMU_ASAN
     void* fake_stack = nullptr;
@@ -233,6 +235,19 @@ uint64_t warp_exchange(uint64_t bits, int src_lane) {
     return S.slots[nt2 + base + src_lane];
 }
 
+void warp_gather(const uint64_t* mine, int words, uint64_t* all) {
+    if (S.cur < 0) die("warp shuffle outside a kernel");
+    if (words < 1 || words > kWide) die("warp_gather of " + std::to_string(words) + " words");
+    const int me = linear(S.fibers[S.cur].tid);
+    const int base = me - me % warpSize;
+    const int nt = (int)(blockDim.x * blockDim.y * blockDim.z);
+    if (base + warpSize > nt) die(std::string(S.kernel) + ": a warp-wide matrix product in a partial warp");
+    uint64_t* half = S.wide.data() + (size_t)nt * kWide * (S.parity[me] ^= 1);
+    std::memcpy(half + (size_t)me * kWide, mine, words * sizeof(uint64_t));
+    yield(State::wait_warp);  // every lane has published
+    for (int l = 0; l < warpSize; l++) std::memcpy(all + l * words, half + (size_t)(base + l) * kWide, words * 8);
+}
+
 void run(dim3 grid, dim3 block, const std::function<void()>& body, const char* name) {
     const unsigned long nt = (unsigned long)block.x * block.y * block.z;
     if (!grid.x || !grid.y || !grid.z || !nt || nt > 1024 || block.z > 64 || grid.y > 65535 || grid.z > 65535 ||
@@ -243,6 +258,7 @@ void run(dim3 grid, dim3 block, const std::function<void()>& body, const char* n
     if (S.cur >= 0) die(std::string("kernel ") + name + " launched from inside a kernel");
     if (S.fibers.size() < nt) S.fibers.resize(nt);
     S.slots.assign(2 * nt, 0);
+    S.wide.assign(2 * nt * kWide, 0);
     S.parity.assign(nt, 0);
     S.body = &body;
     S.kernel = name;
@@ -293,6 +309,36 @@ void wmma_mma(float (*d)[16], const float (*a)[16], const float (*b)[16], const 
             out[r][n] = s;
         }
     std::memcpy(d, out, sizeof out);
+}
+
+// mma.sync.m16n8k16 (cuda/mma.cuh): the warp's A and B fragments gathered, the tiles rebuilt from
+// the PTX ISA's layout, and the lane's four D elements computed: d += Σ_k a·b in fp32, k in order.
+void mma16816(float* d, const uint32_t* a, const uint32_t* b) {
+    const uint64_t mine[3] = {a[0] | (uint64_t)a[1] << 32, a[2] | (uint64_t)a[3] << 32, b[0] | (uint64_t)b[1] << 32};
+    uint64_t all[32][3];
+    warp_gather(mine, 3, &all[0][0]);
+    const auto half = [](uint64_t word, int i) {  // bf16 i (0..3) of a 64-bit word, as float
+        return __bfloat162float(__nv_bfloat16{(unsigned short)(word >> (16 * i))});
+    };
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; l++) {
+        const int g = l >> 2, t = l & 3;
+        for (int e = 0; e < 2; e++) {
+            A[g][2 * t + e] = half(all[l][0], e);          // a0
+            A[g + 8][2 * t + e] = half(all[l][0], 2 + e);  // a1
+            A[g][2 * t + 8 + e] = half(all[l][1], e);      // a2
+            A[g + 8][2 * t + 8 + e] = half(all[l][1], 2 + e);  // a3
+            B[2 * t + e][g] = half(all[l][2], e);          // b0
+            B[2 * t + 8 + e][g] = half(all[l][2], 2 + e);  // b1
+        }
+    }
+    const int lane = (int)emu_lane(), g = lane >> 2, t = lane & 3;
+    for (int e = 0; e < 4; e++) {
+        const int r = g + 8 * (e >> 1), n = 2 * t + (e & 1);
+        float acc = d[e];
+        for (int k = 0; k < 16; k++) acc += A[r][k] * B[k][n];
+        d[e] = acc;
+    }
 }
 
 void fault(const char* what) {

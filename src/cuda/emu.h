@@ -151,6 +151,10 @@ namespace mhc::emu {
 
 void syncthreads();                  // the block barrier
 uint64_t warp_exchange(uint64_t bits, int src_lane);  // every lane of the warp publishes, then reads src_lane's
+// Every lane of the warp publishes `words` (at most 4), then reads all 32 lanes' into all [32][words].
+void warp_gather(const uint64_t* mine, int words, uint64_t* all);
+// The tensor cores' mma.sync.m16n8k16 for bf16 operands (cuda/mma.cuh has the layout): d += a·b.
+void mma16816(float* d, const uint32_t* a, const uint32_t* b);
 
 // Runs body() once per thread of every block (the kernel with its arguments bound).
 void run(dim3 grid, dim3 block, const std::function<void()>& body, const char* name);

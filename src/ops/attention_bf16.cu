@@ -12,6 +12,7 @@
 #include <cmath>
 
 #include "cuda/device.cuh"
+#include "cuda/mma.cuh"
 #include "ops/attention.cuh"
 #include "ops/ops_cuda.h"
 
@@ -19,20 +20,12 @@ namespace mhc::cuda {
 
 namespace {
 
-using namespace nvcuda;
-using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major>;
-using FragAt = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::col_major>;  // from a column-major tile
-using FragBt = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;  // rows of a [.., ld] as columns
-using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major>;
-using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
-
 constexpr int kWarps = 4;           // warps per block, 16 rows each
 constexpr int kRows = 16 * kWarps;  // rows per block; T is padded to a multiple of it
 constexpr int kTile = 32;           // rows of the other side (keys, or queries) staged per step
-// Shared-memory row strides, padded so that the 8 rows a tensor-core load reads at once, and the 16
-// rows a column of the lanes' reads spans, fall in distinct banks (unpadded: 8- to 16-way conflicts).
-constexpr int kPad = 8;   // bf16 after each staged row of HS
-constexpr int kLdP = 24;  // bf16 per column of a [16 x 16] or [16 x 32] column-major P or dS tile
+// Staged rows are HS + kPad apart, so that the lanes' 32-bit fragment loads (8 rows, 4 lanes each)
+// fall in distinct banks (unpadded, 8 rows of 64 or 128 bf16 share their banks).
+constexpr int kPad = 8;
 
 long padded_rows(int Tn) { return (long)(Tn + kRows - 1) / kRows * kRows; }
 
@@ -61,8 +54,7 @@ struct PackHeads {
 // share into registers (16 bytes at a time), then stores it into rows HS + kPad apart. A block's
 // warps share each tile instead of each reading it from global memory alone. With kAhead, the next
 // tile's loads are issued before the current tile's products, so that they are in flight meanwhile;
-// not at HS = 128, where the registers it holds would push the kernels past 255 (spills, or half
-// the blocks per SM).
+// not at HS = 128, where the registers they hold would crowd the accumulators.
 template <int HS> struct TileLoad {
     static constexpr bool kAhead = HS <= 64;
     static constexpr int kVec = HS / 8, kPer = kTile * kVec / (kWarps * 32);
@@ -81,65 +73,77 @@ template <int HS> struct TileLoad {
     }
 };
 
-// S [ncols][16] (fp32, column-major: column c at S + 16c) = A · (rows 0 .. ncols - 1 of X)ᵀ over the
-// HS channels: A is 16 rows already loaded (of Q, K, V or dO), X a staged tile (row stride ldx).
-// Column-major, so that the lanes' reads down a column (lane l: row l / 2) hit distinct banks.
-template <int HS>
-MHC_DEV void scores(float* S, const FragA (&af)[HS / 16], const bf16* X, int ldx, int ncols) {
-    for (int n = 0; n < ncols / 16; n++) {
-        FragC s;
-        wmma::fill_fragment(s, 0.0f);
+// The warp's 16 rows of a packed head (from row r0, HS channels) as A fragments.
+template <int HS> MHC_DEV void load_rows(uint32_t (&a)[HS / 16][4], const bf16* rows, int g, int t) {
+    for (int kk = 0; kk < HS / 16; kk++) load_a(a[kk], rows + 16 * kk, HS, g, t);
+}
+// s[nt] = A · (rows 8nt .. 8nt + 7 of the staged X)ᵀ over the HS channels, for nt < NT.
+template <int HS, int NT>
+MHC_DEV void scores(float (&s)[NT][4], const uint32_t (&a)[HS / 16][4], const bf16* X, int g, int t) {
+    for (int nt = 0; nt < NT; nt++) {
+        for (int e = 0; e < 4; e++) s[nt][e] = 0;
         for (int kk = 0; kk < HS / 16; kk++) {
-            FragBt xf;
-            wmma::load_matrix_sync(xf, X + 16 * n * ldx + 16 * kk, ldx);
-            wmma::mma_sync(s, af[kk], xf, s);
+            uint32_t b[2];
+            load_b_rows(b, X + 8 * nt * (HS + kPad) + 16 * kk, HS + kPad, g, t);
+            mma16816(s[nt], a[kk], b);
         }
-        wmma::store_matrix_sync(S + 16 * 16 * n, s, 16, wmma::mem_col_major);
     }
 }
-
-template <int HS> MHC_DEV void load_rows(FragA (&f)[HS / 16], const bf16* rows) {
-    for (int kk = 0; kk < HS / 16; kk++) wmma::load_matrix_sync(f[kk], rows + 16 * kk, HS);
-}
-
-// Writes an accumulator (rows r0.., channels 16n..) times `scale` into dst: row t at dst + t·stride,
-// rows < Tn and channels < hs only. tile: the warp's [16, 16] fp32 scratch.
-template <typename TO>
-MHC_DEV void write_tile(TO* dst, long stride, const FragC& f, float* tile, int r0, int n, int Tn, int hs, float scale,
-                        int lane) {
-    __syncwarp();  // the tile's previous contents are read
-    wmma::store_matrix_sync(tile, f, 16, wmma::mem_row_major);
-    __syncwarp();
-    for (int e = lane; e < 256; e += 32) {
-        const int r = e / 16, c = 16 * n + e % 16;
-        if (r0 + r < Tn && c < hs) put(dst[(long)(r0 + r) * stride + c], tile[e] * scale);
+// acc[nc] += A · (16 staged rows of X, channels 8nc .. 8nc + 7) for every nc < HS / 8.
+template <int HS> MHC_DEV void accumulate(float (&acc)[HS / 8][4], const uint32_t (&a)[4], const bf16* X, int g, int t) {
+    for (int nc = 0; nc < HS / 8; nc++) {
+        uint32_t b[2];
+        load_b(b, X + 8 * nc, HS + kPad, g, t);
+        mma16816(acc[nc], a, b);
     }
 }
+// Rows r0 + g and r0 + g + 8 (those < Tn) of an accumulator [16 x HS] times `scale` into dst: row r
+// at dst + r·stride, channels < hs.
+template <int HS, typename TO>
+MHC_DEV void write_rows(TO* dst, long stride, const float (&acc)[HS / 8][4], int r0, int Tn, int hs, float scale,
+                        int g, int t) {
+    for (int h = 0; h < 2; h++) {
+        const int r = r0 + g + 8 * h;
+        if (r >= Tn) continue;
+        for (int nc = 0; nc < HS / 8; nc++)
+            for (int e = 0; e < 2; e++) {
+                const int c = 8 * nc + 2 * t + e;
+                if (c < hs) put(dst[(long)r * stride + c], acc[nc][2 * h + e] * scale);
+            }
+    }
+}
+// The max and the sum over the 4 lanes of a row (the same tree on each, so they agree).
+MHC_DEV float quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+MHC_DEV float quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
 
-// Block (x: rows 64x .., the longest first; y: batch row and head); warp w owns queries q0 .. q0 + 15,
-// lane l the query q0 + l / 2, half l % 2 of its keys (scores) and channels 16n + 8 (l % 2) .. + 7
-// of each 16 (output). The block stages K and V kTile keys at a time; a warp skips the tiles past
-// its last query (and a warp past T every tile) but joins every barrier.
+// Block (x: rows 64x .., the longest first; y: batch row and head); warp w owns queries
+// q0 .. q0 + 15, lane 4g + t the queries q0 + g and q0 + g + 8 (the mma layout: keys and channels
+// 2t, 2t + 1 of each 8). The block stages K and V kTile keys at a time; a warp skips the tiles past
+// its last query (a warp past T every tile) but joins every barrier. The scores, the softmax and
+// the output stay in registers.
 template <int HS, typename TO>
 __global__ void __launch_bounds__(kWarps * 32)
     k_attn16_forward(TO* out, float* lse, float* ocopy, Pack16 pk, float scale) {
-    constexpr int KK = HS / 16, LD = HS + kPad;
-    alignas(32) __shared__ bf16 Ks[kTile][LD], Vs[kTile][LD];
-    alignas(32) __shared__ float Ss[kWarps][kTile][16];   // scores, column-major: [key][query]
-    alignas(32) __shared__ bf16 Ps[kWarps][kTile][kLdP];  // probabilities, column-major
-    alignas(32) __shared__ float Os[kWarps][16][16];      // P·V's 16 channels n, column-major
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, bh = blockIdx.y, Tn = pk.Tn;
+    constexpr int KK = HS / 16, NC = HS / 8, NT = kTile / 8, LD = HS + kPad;
+    alignas(16) __shared__ bf16 Ks[kTile][LD], Vs[kTile][LD];
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int bh = blockIdx.y, Tn = pk.Tn;
     const int qb = (int)(gridDim.x - 1 - blockIdx.x) * kRows, q0 = qb + 16 * w;
-    const int r = lane >> 1, half = lane & 1, i = q0 + r;
     const bool active = q0 < Tn;  // the whole warp
     const long head = (long)bh * pk.Tp * HS;
     const bf16 *K = pk.k + head, *V = pk.v + head;
-    FragA qf[KK];
-    if (active) load_rows<HS>(qf, pk.q + head + (long)q0 * HS);
-    float m = -INFINITY, l = 0, o[KK][8];
-    for (int n = 0; n < KK; n++)
-        for (int c = 0; c < 8; c++) o[n][c] = 0;
-    // every tile below holds a key each row sees (j0 <= q0)
+    uint32_t qa[KK][4];
+    if (active) load_rows<HS>(qa, pk.q + head + (long)q0 * HS, g, t);
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0, 0}, o[NC][4];
+    for (int nc = 0; nc < NC; nc++)
+        for (int e = 0; e < 4; e++) o[nc][e] = 0;
+    // every tile below holds a key each row sees (j0 <= q0), so m is finite after the first
     const int last = imin(q0 + 15, Tn - 1), block_last = imin(qb + kRows - 1, Tn - 1);
     TileLoad<HS> kt, vt;
     if (kt.kAhead) kt.load(K), vt.load(V);
@@ -151,74 +155,65 @@ __global__ void __launch_bounds__(kWarps * 32)
         if (kt.kAhead && j0 + kTile <= block_last)
             kt.load(K + (long)(j0 + kTile) * HS), vt.load(V + (long)(j0 + kTile) * HS);
         if (!active || j0 > last) continue;
-        scores<HS>(&Ss[w][0][0], qf, &Ks[0][0], LD, kTile);
-        __syncwarp();
-        float s[16], mt = -INFINITY;
-        for (int c = 0; c < 16; c++) {
-            const int j = j0 + 16 * half + c;
-            s[c] = j <= i && j < Tn ? Ss[w][16 * half + c][r] * scale : -INFINITY;
-            mt = fmaxf(mt, s[c]);
-        }
-        const float mn = fmaxf(m, fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1)));
-        float psum = 0;
-        for (int c = 0; c < 16; c++) {
-            const float p = expf(s[c] - mn);
-            Ps[w][16 * half + c][r] = __float2bfloat16(p);
-            psum += p;
-        }
-        const float alpha = expf(m - mn);
-        l = l * alpha + (psum + __shfl_xor_sync(0xffffffffu, psum, 1));  // the same sum on both lanes
-        m = mn;
-        __syncwarp();
-        FragAt pf[kTile / 16];
-        for (int kk = 0; kk < kTile / 16; kk++) wmma::load_matrix_sync(pf[kk], &Ps[w][16 * kk][0], kLdP);
-        for (int n = 0; n < KK; n++) {
-            FragC pv;
-            wmma::fill_fragment(pv, 0.0f);
-            for (int kk = 0; kk < kTile / 16; kk++) {
-                FragB vf;
-                wmma::load_matrix_sync(vf, &Vs[16 * kk][16 * n], LD);
-                wmma::mma_sync(pv, pf[kk], vf, pv);
+        float s[NT][4], mt[2] = {-INFINITY, -INFINITY};
+        scores<HS, NT>(s, qa, &Ks[0][0], g, t);
+        for (int nt = 0; nt < NT; nt++)
+            for (int e = 0; e < 4; e++) {
+                const int i = q0 + g + 8 * (e >> 1), j = j0 + 8 * nt + 2 * t + (e & 1);
+                s[nt][e] = j <= i && j < Tn ? s[nt][e] * scale : -INFINITY;
+                mt[e >> 1] = fmaxf(mt[e >> 1], s[nt][e]);
             }
-            wmma::store_matrix_sync(&Os[w][0][0], pv, 16, wmma::mem_col_major);
-            __syncwarp();
-            for (int c = 0; c < 8; c++) o[n][c] = o[n][c] * alpha + Os[w][8 * half + c][r];
-            __syncwarp();  // Os is read before the next n overwrites it
+        float mn[2], alpha[2], psum[2] = {0, 0};
+        for (int h = 0; h < 2; h++) mn[h] = fmaxf(m[h], quad_max(mt[h])), alpha[h] = expf(m[h] - mn[h]);
+        for (int nt = 0; nt < NT; nt++)
+            for (int e = 0; e < 4; e++) {
+                s[nt][e] = expf(s[nt][e] - mn[e >> 1]);  // P, in place
+                psum[e >> 1] += s[nt][e];
+            }
+        for (int h = 0; h < 2; h++) l[h] = l[h] * alpha[h] + quad_sum(psum[h]), m[h] = mn[h];
+        for (int nc = 0; nc < NC; nc++)
+            for (int e = 0; e < 4; e++) o[nc][e] *= alpha[e >> 1];
+        for (int kb = 0; kb < NT / 2; kb++) {  // O += P · V, 16 keys at a time
+            uint32_t pa[4];
+            a_from_d(pa, s[2 * kb], s[2 * kb + 1]);
+            accumulate<HS>(o, pa, &Vs[16 * kb][0], g, t);
         }
     }
-    if (i >= Tn) return;
     const int b = bh / pk.H, h = bh % pk.H;
-    const long at = ((long)b * Tn + i) * pk.C + (long)h * pk.hs;
-    const float inv = 1.0f / l;
-    for (int n = 0; n < KK; n++)
-        for (int c = 0; c < 8; c++) {
-            const int ch = 16 * n + 8 * half + c;
-            if (ch < pk.hs) put(out[at + ch], ocopy[at + ch] = o[n][c] * inv);
-        }
-    if (half == 0) lse[(long)bh * Tn + i] = m + logf(l);
+    for (int r = 0; r < 2; r++) {
+        const int i = q0 + g + 8 * r;
+        if (i >= Tn) continue;
+        const long at = ((long)b * Tn + i) * pk.C + (long)h * pk.hs;
+        const float inv = 1.0f / l[r];
+        for (int nc = 0; nc < NC; nc++)
+            for (int e = 0; e < 2; e++) {
+                const int ch = 8 * nc + 2 * t + e;
+                if (ch < pk.hs) put(out[at + ch], ocopy[at + ch] = o[nc][2 * r + e] * inv);
+            }
+        if (t == 0) lse[(long)bh * Tn + i] = m[r] + logf(l[r]);
+    }
 }
 
-// dK and dV. Block (x: keys 64x .., y: batch row and head); warp w owns keys k0 .. k0 + 15 and
-// takes the queries i >= k0 in tiles of 16, in increasing order. Lane l handles key k0 + l / 2 and
-// queries 8 (l % 2) .. + 7 of each tile's probabilities. The block stages Q, dO and the queries'
-// log-sum-exp and D kTile queries at a time, from its first key on.
+// dK and dV. Block (x: keys 64x .., y: batch row and head); warp w owns keys k0 .. k0 + 15 (lane
+// 4g + t: keys k0 + g, k0 + g + 8) and takes the queries i >= k0 in tiles of 16, in increasing
+// order. The block stages Q, dO and the queries' log-sum-exp and D kTile queries at a time, from its
+// first key on. Sᵀ, dPᵀ, P and dS stay in registers.
 template <int HS, typename TO>
 __global__ void __launch_bounds__(kWarps * 32)
     k_attn16_backward_kv(TO* dqkv, const float* lse, const float* D, Pack16 pk, float scale) {
-    constexpr int KK = HS / 16, LD = HS + kPad;
-    alignas(32) __shared__ bf16 Qs[kTile][LD], Gs[kTile][LD];  // Q and dO
-    alignas(32) __shared__ float Ls[kTile], Dl[kTile];
-    alignas(32) __shared__ float St[kWarps][16][16], dPt[kWarps][16][16];  // Sᵀ, dPᵀ column-major: [query][key]
-    alignas(32) __shared__ bf16 Pt[kWarps][16][kLdP], dSt[kWarps][16][kLdP];
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, bh = blockIdx.y, Tn = pk.Tn;
-    const int kb = blockIdx.x * kRows, k0 = kb + 16 * w, r = lane >> 1, c0 = 8 * (lane & 1), j = k0 + r;
+    constexpr int KK = HS / 16, NC = HS / 8, LD = HS + kPad;
+    alignas(16) __shared__ bf16 Qs[kTile][LD], Gs[kTile][LD];  // Q and dO
+    __shared__ float Ls[kTile], Dl[kTile];
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int bh = blockIdx.y, Tn = pk.Tn, kb = blockIdx.x * kRows, k0 = kb + 16 * w;
     const bool active = k0 < Tn;  // the whole warp
     const long head = (long)bh * pk.Tp * HS;
     const bf16 *Q = pk.q + head, *dO = pk.dout + head;
-    FragA kf[KK], vf[KK];
-    if (active) load_rows<HS>(kf, pk.k + head + (long)k0 * HS), load_rows<HS>(vf, pk.v + head + (long)k0 * HS);
-    FragC dk[KK], dv[KK];
-    for (int n = 0; n < KK; n++) wmma::fill_fragment(dk[n], 0.0f), wmma::fill_fragment(dv[n], 0.0f);
+    uint32_t ka[KK][4], va[KK][4];
+    if (active) load_rows<HS>(ka, pk.k + head + (long)k0 * HS, g, t), load_rows<HS>(va, pk.v + head + (long)k0 * HS, g, t);
+    float dk[NC][4], dv[NC][4];
+    for (int nc = 0; nc < NC; nc++)
+        for (int e = 0; e < 4; e++) dk[nc][e] = dv[nc][e] = 0;
     TileLoad<HS> qt, gt;
     if (qt.kAhead) qt.load(Q + (long)kb * HS), gt.load(dO + (long)kb * HS);
     for (int i0 = kb; i0 < Tn; i0 += kTile) {
@@ -236,62 +231,57 @@ __global__ void __launch_bounds__(kWarps * 32)
         for (int sub = 0; sub < kTile / 16; sub++) {
             const int i1 = i0 + 16 * sub;
             if (i1 < k0 || i1 >= Tn) continue;
-            scores<HS>(&St[w][0][0], kf, &Qs[16 * sub][0], LD, 16);  // Sᵀ: keys x queries
-            scores<HS>(&dPt[w][0][0], vf, &Gs[16 * sub][0], LD, 16);  // dPᵀ = V·dOᵀ
-            __syncwarp();
-            for (int c = c0; c < c0 + 8; c++) {
-                const int i = i1 + c;
-                float p = 0, ds = 0;
-                if (i < Tn && i >= j) {
-                    p = expf(St[w][c][r] * scale - Ls[16 * sub + c]);
-                    ds = p * (dPt[w][c][r] - Dl[16 * sub + c]);
+            float st[2][4], dpt[2][4];
+            scores<HS, 2>(st, ka, &Qs[16 * sub][0], g, t);   // Sᵀ: keys x queries
+            scores<HS, 2>(dpt, va, &Gs[16 * sub][0], g, t);  // dPᵀ = V·dOᵀ
+            for (int nt = 0; nt < 2; nt++)
+                for (int e = 0; e < 4; e++) {
+                    const int j = k0 + g + 8 * (e >> 1), c = 16 * sub + 8 * nt + 2 * t + (e & 1), i = i0 + c;
+                    float p = 0, ds = 0;
+                    if (i < Tn && i >= j) {
+                        p = expf(st[nt][e] * scale - Ls[c]);
+                        ds = p * (dpt[nt][e] - Dl[c]);
+                    }
+                    st[nt][e] = p, dpt[nt][e] = ds;
                 }
-                Pt[w][c][r] = __float2bfloat16(p);
-                dSt[w][c][r] = __float2bfloat16(ds);
-            }
-            __syncwarp();
-            FragAt pf, dsf;
-            wmma::load_matrix_sync(pf, &Pt[w][0][0], kLdP);
-            wmma::load_matrix_sync(dsf, &dSt[w][0][0], kLdP);
-            for (int n = 0; n < KK; n++) {
-                FragB xf;
-                wmma::load_matrix_sync(xf, &Gs[16 * sub][16 * n], LD);
-                wmma::mma_sync(dv[n], pf, xf, dv[n]);  // dV += Pᵀ·dO
-                wmma::load_matrix_sync(xf, &Qs[16 * sub][16 * n], LD);
-                wmma::mma_sync(dk[n], dsf, xf, dk[n]);  // dK += dSᵀ·Q (times scale below)
-            }
+            uint32_t pa[4], dsa[4];
+            a_from_d(pa, st[0], st[1]);
+            a_from_d(dsa, dpt[0], dpt[1]);
+            accumulate<HS>(dv, pa, &Gs[16 * sub][0], g, t);   // dV += Pᵀ·dO
+            accumulate<HS>(dk, dsa, &Qs[16 * sub][0], g, t);  // dK += dSᵀ·Q (times scale below)
         }
     }
     if (!active) return;
     const int b = bh / pk.H, h = bh % pk.H;
     TO* dst = dqkv + ((long)b * Tn) * 3 * pk.C + (long)h * pk.hs;
-    for (int n = 0; n < KK; n++) {
-        write_tile(dst + pk.C, 3L * pk.C, dk[n], &St[w][0][0], k0, n, Tn, pk.hs, scale, lane);
-        write_tile(dst + 2 * pk.C, 3L * pk.C, dv[n], &St[w][0][0], k0, n, Tn, pk.hs, 1.0f, lane);
-    }
+    write_rows<HS>(dst + pk.C, 3L * pk.C, dk, k0, Tn, pk.hs, scale, g, t);
+    write_rows<HS>(dst + 2 * pk.C, 3L * pk.C, dv, k0, Tn, pk.hs, 1.0f, g, t);
 }
 
 // dQ. Block (x: queries 64x .., the longest first; y: batch row and head); warp w owns queries
 // q0 .. q0 + 15 and takes the keys j <= q0 + 15 in tiles of 16, in increasing order. The block
-// stages K and V kTile keys at a time.
+// stages K and V kTile keys at a time. S, dP and dS stay in registers.
 template <int HS, typename TO>
 __global__ void __launch_bounds__(kWarps * 32)
     k_attn16_backward_q(TO* dqkv, const float* lse, const float* D, Pack16 pk, float scale) {
-    constexpr int KK = HS / 16, LD = HS + kPad;
-    alignas(32) __shared__ bf16 Ks[kTile][LD], Vs[kTile][LD];
-    alignas(32) __shared__ float Sq[kWarps][16][16], dPq[kWarps][16][16];  // column-major: [key][query]
-    alignas(32) __shared__ bf16 dSq[kWarps][16][kLdP];
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, bh = blockIdx.y, Tn = pk.Tn;
+    constexpr int KK = HS / 16, NC = HS / 8, LD = HS + kPad;
+    alignas(16) __shared__ bf16 Ks[kTile][LD], Vs[kTile][LD];
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int bh = blockIdx.y, Tn = pk.Tn;
     const int qb = (int)(gridDim.x - 1 - blockIdx.x) * kRows, q0 = qb + 16 * w;
-    const int r = lane >> 1, c0 = 8 * (lane & 1), i = q0 + r;
     const bool active = q0 < Tn;  // the whole warp
     const long head = (long)bh * pk.Tp * HS;
     const bf16 *K = pk.k + head, *V = pk.v + head;
-    FragA qf[KK], dof[KK];
-    if (active) load_rows<HS>(qf, pk.q + head + (long)q0 * HS), load_rows<HS>(dof, pk.dout + head + (long)q0 * HS);
-    const float Li = i < Tn ? lse[(long)bh * Tn + i] : 0.0f, Di = i < Tn ? D[(long)bh * Tn + i] : 0.0f;
-    FragC dq[KK];
-    for (int n = 0; n < KK; n++) wmma::fill_fragment(dq[n], 0.0f);
+    uint32_t qa[KK][4], doa[KK][4];
+    if (active) load_rows<HS>(qa, pk.q + head + (long)q0 * HS, g, t), load_rows<HS>(doa, pk.dout + head + (long)q0 * HS, g, t);
+    float L[2], Dr[2];
+    for (int r = 0; r < 2; r++) {
+        const int i = q0 + g + 8 * r;
+        L[r] = i < Tn ? lse[(long)bh * Tn + i] : 0.0f, Dr[r] = i < Tn ? D[(long)bh * Tn + i] : 0.0f;
+    }
+    float dq[NC][4];
+    for (int nc = 0; nc < NC; nc++)
+        for (int e = 0; e < 4; e++) dq[nc][e] = 0;
     const int last = imin(q0 + 15, Tn - 1), block_last = imin(qb + kRows - 1, Tn - 1);
     TileLoad<HS> kt, vt;
     if (kt.kAhead) kt.load(K), vt.load(V);
@@ -306,29 +296,22 @@ __global__ void __launch_bounds__(kWarps * 32)
         for (int sub = 0; sub < kTile / 16; sub++) {
             const int j1 = j0 + 16 * sub;
             if (j1 > last) break;
-            scores<HS>(&Sq[w][0][0], qf, &Ks[16 * sub][0], LD, 16);
-            scores<HS>(&dPq[w][0][0], dof, &Vs[16 * sub][0], LD, 16);  // dP = dO·Vᵀ
-            __syncwarp();
-            for (int c = c0; c < c0 + 8; c++) {
-                const int jj = j1 + c;
-                float ds = 0;
-                if (i < Tn && jj <= i) ds = expf(Sq[w][c][r] * scale - Li) * (dPq[w][c][r] - Di);
-                dSq[w][c][r] = __float2bfloat16(ds);
-            }
-            __syncwarp();
-            FragAt dsf;
-            wmma::load_matrix_sync(dsf, &dSq[w][0][0], kLdP);
-            for (int n = 0; n < KK; n++) {
-                FragB kf;
-                wmma::load_matrix_sync(kf, &Ks[16 * sub][16 * n], LD);
-                wmma::mma_sync(dq[n], dsf, kf, dq[n]);  // dQ += dS·K (times scale below)
-            }
+            float s[2][4], dp[2][4];
+            scores<HS, 2>(s, qa, &Ks[16 * sub][0], g, t);
+            scores<HS, 2>(dp, doa, &Vs[16 * sub][0], g, t);  // dP = dO·Vᵀ
+            for (int nt = 0; nt < 2; nt++)
+                for (int e = 0; e < 4; e++) {
+                    const int r = e >> 1, i = q0 + g + 8 * r, j = j1 + 8 * nt + 2 * t + (e & 1);
+                    s[nt][e] = i < Tn && j <= i ? expf(s[nt][e] * scale - L[r]) * (dp[nt][e] - Dr[r]) : 0.0f;
+                }
+            uint32_t dsa[4];
+            a_from_d(dsa, s[0], s[1]);
+            accumulate<HS>(dq, dsa, &Ks[16 * sub][0], g, t);  // dQ += dS·K (times scale below)
         }
     }
     if (!active) return;
     const int b = bh / pk.H, h = bh % pk.H;
-    TO* dst = dqkv + ((long)b * Tn) * 3 * pk.C + (long)h * pk.hs;
-    for (int n = 0; n < KK; n++) write_tile(dst, 3L * pk.C, dq[n], &Sq[w][0][0], q0, n, Tn, pk.hs, scale, lane);
+    write_rows<HS>(dqkv + ((long)b * Tn) * 3 * pk.C + (long)h * pk.hs, 3L * pk.C, dq, q0, Tn, pk.hs, scale, g, t);
 }
 
 // One head's pack [B·H, Tp, HS] for each of q, k, v (in heads) and dO (null in the forward).
