@@ -40,22 +40,23 @@ MHC_DEV void put(float& dst, float v) { dst = v; }
 MHC_DEV void put(bf16& dst, float v) { dst = __float2bfloat16(v); }
 MHC_DEV long lmin(long a, long b) { return a < b ? a : b; }
 
-// 16 bytes at p (16-byte aligned) as one vector access. (The emulation copies: a host compiler may
-// assume a uint4* never aliases the bf16 it points at.)
-MHC_DEV uint4 load16(const void* p) {
+// The sizeof(T) bytes at p (aligned for T) as one access of T: 16 bf16 bytes as a uint4, a pair of
+// bf16 as a uint32_t. (The emulation copies: a host compiler may assume a T* never aliases the bf16
+// it points at.)
+template <typename T> MHC_DEV T load_as(const void* p) {
 #if MHC_CUDA_EMU
-    uint4 v;
+    T v;
     std::memcpy(&v, p, sizeof v);
     return v;
 #else
-    return *static_cast<const uint4*>(p);
+    return *static_cast<const T*>(p);
 #endif
 }
-MHC_DEV void store16(void* p, const uint4& v) {
+template <typename T> MHC_DEV void store_as(void* p, const T& v) {
 #if MHC_CUDA_EMU
     std::memcpy(p, &v, sizeof v);
 #else
-    *static_cast<uint4*>(p) = v;
+    *static_cast<T*>(p) = v;
 #endif
 }
 

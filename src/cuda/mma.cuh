@@ -27,15 +27,7 @@ MHC_DEV uint32_t pack_bf16(float lo, float hi) {
     return bf16_bits(__float2bfloat16(lo)) | bf16_bits(__float2bfloat16(hi)) << 16;
 }
 // The pair at p (4-byte aligned).
-MHC_DEV uint32_t load_pair(const bf16* p) {
-#if MHC_CUDA_EMU
-    uint32_t v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-#else
-    return *reinterpret_cast<const uint32_t*>(p);
-#endif
-}
+MHC_DEV uint32_t load_pair(const bf16* p) { return load_as<uint32_t>(p); }
 
 // d += a · b.
 MHC_DEV void mma16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {

@@ -1,7 +1,8 @@
 // Causal attention on the tensor cores (dtype bf16): the flash scheme of attention.cu with the two
-// products of each tile (scores Q·Kᵀ and P·V, and the backward's four) as warp matrix products of
-// bf16 operands with fp32 sums (wmma, 16 x 16 x 16 tiles). The softmax, its running max and sum,
-// the log-sum-exp and the outputs stay fp32; P and dS are rounded to bf16 to enter the products.
+// products of each tile (scores Q·Kᵀ and P·V, and the backward's) as warp matrix products of bf16
+// operands with fp32 sums (mma.sync.m16n8k16 through its documented layout, cuda/mma.cuh), whose
+// results the lanes compute on in registers. The softmax, its running max and sum, the
+// log-sum-exp and the outputs stay fp32; P and dS are rounded to bf16 to enter the products.
 // Q, K, V and dO are first packed as bf16, one [Tp, HS] matrix per (batch row, head): T rounded up
 // to 64 rows and the head size to HS in {32, 64, 128} with zeros, so that every tile is whole and
 // aligned (zero channels add nothing to a dot product; zero rows are masked or never written). The
@@ -50,26 +51,41 @@ struct PackHeads {
     }
 };
 
-// kTile rows of a packed head on their way to shared memory: every thread of the block loads its
-// share into registers (16 bytes at a time), then stores it into rows HS + kPad apart. A block's
-// warps share each tile instead of each reading it from global memory alone. With kAhead, the next
-// tile's loads are issued before the current tile's products, so that they are in flight meanwhile;
-// not at HS = 128, where the registers they hold would crowd the accumulators.
-template <int HS> struct TileLoad {
+// Two packed heads' rows j0 .. j0 + kTile - 1 (K and V, or Q and dO) on their way to shared
+// memory: every thread of the block loads its share into registers (16 bytes at a time), then
+// stores it into rows HS + kPad apart. A block's warps share each tile instead of each reading it
+// from global memory alone. With kAhead, the next tile's loads are issued before the current
+// tile's products, so that they are in flight meanwhile; not at HS = 128, where the registers they
+// hold would crowd the accumulators. Tiles start at rows <= last.
+template <int HS> struct TilePair {
     static constexpr bool kAhead = HS <= 64;
     static constexpr int kVec = HS / 8, kPer = kTile * kVec / (kWarps * 32);
-    uint4 v[kPer];
-    MHC_DEV void load(const bf16* src) {
+    const bf16 *x, *y;
+    int last;
+    uint4 vx[kPer], vy[kPer];
+    MHC_DEV TilePair(const bf16* x_, const bf16* y_, int first, int last_) : x(x_), y(y_), last(last_) {
+        if (kAhead) load(first);
+    }
+    MHC_DEV void load(int j0) {
         for (int k = 0; k < kPer; k++) {
             const int e = threadIdx.x + k * kWarps * 32;
-            v[k] = load16(src + (long)(e / kVec) * HS + 8 * (e % kVec));
+            const long at = (long)(j0 + e / kVec) * HS + 8 * (e % kVec);
+            vx[k] = load_as<uint4>(x + at), vy[k] = load_as<uint4>(y + at);
         }
     }
-    MHC_DEV void store(bf16* dst) const {
+    // The tile from row j0 into xs and ys, between two barriers (before: every warp is done with
+    // the previous tile; after: every share is stored); also() stages more of the tile's per-row
+    // values before the second.
+    template <typename F> MHC_DEV void stage(bf16* xs, bf16* ys, int j0, F also) {
+        __syncthreads();
+        if (!kAhead) load(j0);
         for (int k = 0; k < kPer; k++) {
-            const int e = threadIdx.x + k * kWarps * 32;
-            store16(dst + (e / kVec) * (HS + kPad) + 8 * (e % kVec), v[k]);
+            const int e = threadIdx.x + k * kWarps * 32, at = (e / kVec) * (HS + kPad) + 8 * (e % kVec);
+            store_as<uint4>(xs + at, vx[k]), store_as<uint4>(ys + at, vy[k]);
         }
+        also();
+        __syncthreads();
+        if (kAhead && j0 + kTile <= last) load(j0 + kTile);
     }
 };
 
@@ -145,15 +161,9 @@ __global__ void __launch_bounds__(kWarps * 32)
         for (int e = 0; e < 4; e++) o[nc][e] = 0;
     // every tile below holds a key each row sees (j0 <= q0), so m is finite after the first
     const int last = imin(q0 + 15, Tn - 1), block_last = imin(qb + kRows - 1, Tn - 1);
-    TileLoad<HS> kt, vt;
-    if (kt.kAhead) kt.load(K), vt.load(V);
+    TilePair<HS> kv(K, V, 0, block_last);
     for (int j0 = 0; j0 <= block_last; j0 += kTile) {
-        __syncthreads();  // every warp is done with the previous tile
-        if (!kt.kAhead) kt.load(K + (long)j0 * HS), vt.load(V + (long)j0 * HS);
-        kt.store(&Ks[0][0]), vt.store(&Vs[0][0]);
-        __syncthreads();
-        if (kt.kAhead && j0 + kTile <= block_last)
-            kt.load(K + (long)(j0 + kTile) * HS), vt.load(V + (long)(j0 + kTile) * HS);
+        kv.stage(&Ks[0][0], &Vs[0][0], j0, [] {});
         if (!active || j0 > last) continue;
         float s[NT][4], mt[2] = {-INFINITY, -INFINITY};
         scores<HS, NT>(s, qa, &Ks[0][0], g, t);
@@ -214,19 +224,15 @@ __global__ void __launch_bounds__(kWarps * 32)
     float dk[NC][4], dv[NC][4];
     for (int nc = 0; nc < NC; nc++)
         for (int e = 0; e < 4; e++) dk[nc][e] = dv[nc][e] = 0;
-    TileLoad<HS> qt, gt;
-    if (qt.kAhead) qt.load(Q + (long)kb * HS), gt.load(dO + (long)kb * HS);
+    TilePair<HS> qg(Q, dO, kb, Tn - 1);
     for (int i0 = kb; i0 < Tn; i0 += kTile) {
-        __syncthreads();
-        if (!qt.kAhead) qt.load(Q + (long)i0 * HS), gt.load(dO + (long)i0 * HS);
-        qt.store(&Qs[0][0]), gt.store(&Gs[0][0]);
-        if (threadIdx.x < kTile) {
-            const int i = i0 + threadIdx.x;
-            Ls[threadIdx.x] = i < Tn ? lse[(long)bh * Tn + i] : 0.0f;
-            Dl[threadIdx.x] = i < Tn ? D[(long)bh * Tn + i] : 0.0f;
-        }
-        __syncthreads();
-        if (qt.kAhead && i0 + kTile < Tn) qt.load(Q + (long)(i0 + kTile) * HS), gt.load(dO + (long)(i0 + kTile) * HS);
+        qg.stage(&Qs[0][0], &Gs[0][0], i0, [&] {
+            if (threadIdx.x < kTile) {
+                const int i = i0 + threadIdx.x;
+                Ls[threadIdx.x] = i < Tn ? lse[(long)bh * Tn + i] : 0.0f;
+                Dl[threadIdx.x] = i < Tn ? D[(long)bh * Tn + i] : 0.0f;
+            }
+        });
         if (!active) continue;
         for (int sub = 0; sub < kTile / 16; sub++) {
             const int i1 = i0 + 16 * sub;
@@ -283,15 +289,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int nc = 0; nc < NC; nc++)
         for (int e = 0; e < 4; e++) dq[nc][e] = 0;
     const int last = imin(q0 + 15, Tn - 1), block_last = imin(qb + kRows - 1, Tn - 1);
-    TileLoad<HS> kt, vt;
-    if (kt.kAhead) kt.load(K), vt.load(V);
+    TilePair<HS> kv(K, V, 0, block_last);
     for (int j0 = 0; j0 <= block_last; j0 += kTile) {
-        __syncthreads();
-        if (!kt.kAhead) kt.load(K + (long)j0 * HS), vt.load(V + (long)j0 * HS);
-        kt.store(&Ks[0][0]), vt.store(&Vs[0][0]);
-        __syncthreads();
-        if (kt.kAhead && j0 + kTile <= block_last)
-            kt.load(K + (long)(j0 + kTile) * HS), vt.load(V + (long)(j0 + kTile) * HS);
+        kv.stage(&Ks[0][0], &Vs[0][0], j0, [] {});
         if (!active) continue;
         for (int sub = 0; sub < kTile / 16; sub++) {
             const int j1 = j0 + 16 * sub;
