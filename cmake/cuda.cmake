@@ -32,7 +32,7 @@ message(STATUS "mhc: CUDA backend ${MHC_HAVE_CUDA} (MHC_CUDA=${MHC_CUDA})")
 file(GLOB_RECURSE MHC_CU_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/*.cu)
 file(GLOB_RECURSE MHC_CUDA_HOST_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/*_cuda.cpp
      ${PROJECT_SOURCE_DIR}/src/cuda/*.cpp)
-list(FILTER MHC_CUDA_HOST_SOURCES EXCLUDE REGEX "/src/cuda/emu\\.cpp$")
+list(FILTER MHC_CUDA_HOST_SOURCES EXCLUDE REGEX "/src/cuda/emu[a-z_]*\\.cpp$")
 
 if(MHC_HAVE_CUDA)
   add_library(mhc_cuda STATIC ${MHC_CU_SOURCES} ${MHC_CUDA_HOST_SOURCES})
@@ -56,7 +56,8 @@ option(MHC_CUDA_EMU "Build the CUDA sources against the CPU emulation (src/cuda/
 if(MHC_CUDA_EMU AND MHC_BUILD_TESTS)
   # Each .cu file compiled as C++ through a one-line wrapper (a source's language is per file, not
   # per target, and the same file is CUDA in mhc_cuda).
-  set(MHC_EMU_SOURCES ${PROJECT_SOURCE_DIR}/src/cuda/emu.cpp ${MHC_CUDA_HOST_SOURCES})
+  set(MHC_EMU_SOURCES ${PROJECT_SOURCE_DIR}/src/cuda/emu.cpp ${PROJECT_SOURCE_DIR}/src/cuda/emu_stream.cpp
+      ${MHC_CUDA_HOST_SOURCES})
   foreach(cu ${MHC_CU_SOURCES})
     file(RELATIVE_PATH rel ${PROJECT_SOURCE_DIR}/src ${cu})
     string(REPLACE "/" "_" name ${rel})

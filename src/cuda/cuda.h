@@ -67,12 +67,20 @@ void gemm_bf16_to16(bool ta, bool tb, int m, int n, int k, const bf16* A, int ld
 void gemm_batched(bool ta, bool tb, int m, int n, int k, float alpha, const float* A, int lda, long sA,
                   const float* B, int ldb, long sB, float beta, float* C, int ldc, long sC, int batch);
 
+// The stream every kernel, copy, fill, product and event of the engine is queued on: the calling
+// thread's default stream, which (unlike the legacy one) can be captured into a CUDA graph, and
+// which still waits for and is waited for by anything on the legacy stream.
+inline cudaStream_t stream() { return cudaStreamPerThread; }
+
 // `count` doubles of device scratch for the reductions' partial sums, valid until the next call.
 // Launches are ordered on the one stream, so consecutive users may share it; it only grows (after
 // a device synchronisation, so no kernel still reads the old one).
 double* workspace(size_t count);
 
-// Copies between host and device (count elements), checked.
+// Copies between host and device (count elements), checked, on stream(): to the device queued
+// (small ones through a ring of page-locked memory, so that they need not wait for the stream; the
+// engine's CUDA work comes from one thread), to the host waited for. Host copies refuse a stream
+// capture (a graph would replay them from wherever the source was).
 void copy_to_device(void* dst, const void* src, size_t bytes);
 void copy_to_host(void* dst, const void* src, size_t bytes);
 void copy_on_device(void* dst, const void* src, size_t bytes);
@@ -84,6 +92,9 @@ void synchronize();
 // workspace and the CUDA context are not in it.
 size_t device_bytes_now();
 size_t device_bytes_peak();
+// How many DeviceBuffers have been freed since the start (each reallocation frees): a CUDA graph
+// captured before the count last changed may name freed memory and must be captured again.
+long device_frees();
 namespace detail {
 void note_device_bytes(long long delta);  // DeviceBuffer's allocations (+) and frees (-)
 }

@@ -341,6 +341,8 @@ void mma16816(float* d, const uint32_t* a, const uint32_t* b) {
     }
 }
 
+void set_last_error(cudaError_t e) { g_last = e; }
+
 void fault(const char* what) {
     die(std::string(S.cur >= 0 ? S.kernel : "host") + ": " + what);
 }
@@ -362,6 +364,7 @@ constexpr size_t kDeviceMemory = (size_t)1 << 34;  // what the emulated device s
 }
 
 cudaError_t cudaMalloc(void** p, size_t bytes) {
+    if (!mhc::emu::allowed_outside_capture()) return mhc::emu::g_last = cudaErrorStreamCaptureUnsupported;
     if (bytes > kDeviceMemory) return mhc::emu::g_last = cudaErrorMemoryAllocation;
     void* q = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
     if (!q) return mhc::emu::g_last = cudaErrorMemoryAllocation;
@@ -371,6 +374,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
 }
 
 cudaError_t cudaFree(void* p) {
+    if (!mhc::emu::allowed_outside_capture()) return mhc::emu::g_last = cudaErrorStreamCaptureUnsupported;
     if (!p) return cudaSuccess;
     auto& m = mhc::emu::allocations();
     auto it = m.find((uintptr_t)p);
@@ -380,8 +384,8 @@ cudaError_t cudaFree(void* p) {
     return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
-    if (!bytes) return cudaSuccess;
+namespace mhc::emu {
+bool copy_ok(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
     const bool dd = is_device(dst, bytes), sd = is_device(src, bytes);
     bool ok = false;
     switch (kind) {
@@ -391,12 +395,20 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
         case cudaMemcpyDeviceToDevice: ok = dd && sd; break;
         case cudaMemcpyDefault: ok = true; break;
     }
-    if (!ok) return mhc::emu::g_last = cudaErrorInvalidMemcpyDirection;
+    return ok;
+}
+}  // namespace mhc::emu
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+    if (!mhc::emu::allowed_outside_capture()) return mhc::emu::g_last = cudaErrorStreamCaptureUnsupported;
+    if (!bytes) return cudaSuccess;
+    if (!mhc::emu::copy_ok(dst, src, bytes, kind)) return mhc::emu::g_last = cudaErrorInvalidMemcpyDirection;
     std::memmove(dst, src, bytes);
     return cudaSuccess;
 }
 
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
+    if (!mhc::emu::allowed_outside_capture()) return mhc::emu::g_last = cudaErrorStreamCaptureUnsupported;
     if (!bytes) return cudaSuccess;
     if (!is_device(p, bytes)) return mhc::emu::g_last = cudaErrorInvalidValue;
     std::memset(p, value, bytes);
@@ -409,7 +421,9 @@ cudaError_t cudaGetLastError() {
     return e;
 }
 cudaError_t cudaPeekAtLastError() { return mhc::emu::g_last; }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() {
+    return mhc::emu::allowed_outside_capture() ? cudaSuccess : mhc::emu::g_last = cudaErrorStreamCaptureUnsupported;
+}
 cudaError_t cudaGetDeviceCount(int* count) {
     *count = 1;
     return cudaSuccess;
@@ -432,29 +446,6 @@ cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
     *free = used < kDeviceMemory ? kDeviceMemory - used : 0;
     return cudaSuccess;
 }
-struct CUevent_st {
-    std::chrono::steady_clock::time_point t;
-    bool recorded = false;
-};
-cudaError_t cudaEventCreate(cudaEvent_t* e) {
-    *e = new CUevent_st;
-    return cudaSuccess;
-}
-cudaError_t cudaEventDestroy(cudaEvent_t e) {
-    delete e;
-    return cudaSuccess;
-}
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
-    e->t = std::chrono::steady_clock::now(), e->recorded = true;
-    return cudaSuccess;
-}
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-    if (!start->recorded || !end->recorded) return mhc::emu::g_last = cudaErrorInvalidResourceHandle;
-    *ms = std::chrono::duration<float, std::milli>(end->t - start->t).count();
-    return cudaSuccess;
-}
-
 const char* cudaGetErrorString(cudaError_t e) {
     switch (e) {
         case cudaSuccess: return "no error";
@@ -464,6 +455,9 @@ const char* cudaGetErrorString(cudaError_t e) {
         case cudaErrorInvalidDevicePointer: return "invalid device pointer";
         case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
         case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+        case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+        case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+        case cudaErrorStreamCaptureImplicit: return "operation would make the legacy stream depend on a capturing blocking stream";
         default: return "unknown error";
     }
 }
@@ -471,6 +465,7 @@ const char* cudaGetErrorString(cudaError_t e) {
 // ---- cuBLAS -------------------------------------------------------------------------------------
 struct cublasContext {
     cublasMath_t math = CUBLAS_DEFAULT_MATH;
+    cudaStream_t stream = nullptr;  // the legacy default stream until cublasSetStream
 };
 
 cublasStatus_t cublasCreate(cublasHandle_t* h) {
@@ -492,6 +487,15 @@ cublasStatus_t cublasSetPointerMode(cublasHandle_t h, cublasPointerMode_t mode) 
 }
 cublasStatus_t cublasSetAtomicsMode(cublasHandle_t h, cublasAtomicsMode_t) {
     return h ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+}
+cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t stream) {
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    h->stream = stream;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void* workspace, size_t bytes) {
+    if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    return bytes == 0 || is_device(workspace, bytes) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
 }
 const char* cublasGetStatusString(cublasStatus_t s) {
     switch (s) {
@@ -564,7 +568,11 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
         if ((m && n && k && (!is_device(Ab, 4 * extent(ar, ac, lda)) || !is_device(Bb, 4 * extent(br, bc, ldb)))) ||
             (m && n && !is_device(Cb, 4 * extent(m, n, ldc))))
             mhc::emu::die("cublas: a matrix outside device memory (host pointer, or ld/stride past the allocation)");
-        gemm1(ta, tb, m, n, k, *alpha, {Ab, false}, lda, {Bb, false}, ldb, *beta, Cb, false, ldc);
+        const float al = *alpha, be = *beta;  // read at the call (pointer mode host), as the library
+        if (!mhc::emu::enqueue(h->stream, [=] {
+                gemm1(ta, tb, m, n, k, al, {Ab, false}, lda, {Bb, false}, ldb, be, Cb, false, ldc);
+            }))
+            return CUBLAS_STATUS_EXECUTION_FAILED;
     }
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -587,8 +595,11 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
     if ((m && n && k && (!is_device(A, ea * extent(ar, ac, lda)) || !is_device(B, ea * extent(br, bc, ldb)))) ||
         (m && n && !is_device(C, ec * extent(m, n, ldc))))
         mhc::emu::die("cublas: a matrix outside device memory (host pointer, or ld past the allocation)");
-    gemm1(ta, tb, m, n, k, *(const float*)alpha, {A, Atype == CUDA_R_16BF}, lda, {B, Btype == CUDA_R_16BF}, ldb,
-          *(const float*)beta, C, Ctype == CUDA_R_16BF, ldc);
+    const float al = *(const float*)alpha, be = *(const float*)beta;
+    const Operand a{A, Atype == CUDA_R_16BF}, b{B, Btype == CUDA_R_16BF};
+    const bool c16 = Ctype == CUDA_R_16BF;
+    if (!mhc::emu::enqueue(h->stream, [=] { gemm1(ta, tb, m, n, k, al, a, lda, b, ldb, be, C, c16, ldc); }))
+        return CUBLAS_STATUS_EXECUTION_FAILED;
     return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -47,6 +47,9 @@ enum : int {
     cudaErrorInvalidDevicePointer = 17,
     cudaErrorInvalidMemcpyDirection = 21,
     cudaErrorInvalidResourceHandle = 400,
+    cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901,
+    cudaErrorStreamCaptureImplicit = 906,
 };
 enum cudaMemcpyKind {
     cudaMemcpyHostToHost = 0,
@@ -56,6 +59,9 @@ enum cudaMemcpyKind {
     cudaMemcpyDefault = 4,
 };
 typedef struct CUstream_st* cudaStream_t;
+// The one stream the engine queues its work on (cuda::stream()); the emulation runs each piece of
+// work when it is queued, so there is nothing else to a stream here but stream capture (below).
+#define cudaStreamPerThread ((cudaStream_t)0x2)
 struct cudaDeviceProp {
     char name[256];
     int major, minor, multiProcessorCount;
@@ -64,6 +70,9 @@ struct cudaDeviceProp {
 
 cudaError_t cudaMalloc(void** p, size_t bytes);
 template <typename T> cudaError_t cudaMalloc(T** p, size_t bytes) { return cudaMalloc((void**)p, bytes); }
+// Page-locked host memory: plain host memory here (refused during a capture, as an allocation).
+cudaError_t cudaMallocHost(void** p, size_t bytes);
+cudaError_t cudaFreeHost(void* p);
 cudaError_t cudaFree(void* p);
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
 cudaError_t cudaMemset(void* p, int value, size_t bytes);
@@ -75,6 +84,29 @@ cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
 cudaError_t cudaMemGetInfo(size_t* free, size_t* total);
 const char* cudaGetErrorString(cudaError_t e);
+// Stream-ordered copies and fills: checked and done at once, or recorded while the stream is
+// captured (a copy from or to host memory cannot be: cudaErrorStreamCaptureUnsupported).
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream = nullptr);
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream = nullptr);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+// Stream capture into a graph, as CUDA's global mode: between begin and end the launches, the
+// stream's async copies and fills and cuBLAS's products are recorded, not run; a call that would
+// wait for the device or allocate or free (cudaMemcpy, cudaMemset, the synchronisations, an event
+// record, cudaMalloc, cudaFree) or work queued on another stream fails with
+// cudaErrorStreamCaptureUnsupported / Implicit and invalidates the capture, so that its end fails
+// with cudaErrorStreamCaptureInvalidated. A launched graph runs what was recorded, with the
+// arguments as they were then.
+enum cudaStreamCaptureMode { cudaStreamCaptureModeGlobal = 0, cudaStreamCaptureModeThreadLocal = 1 };
+typedef struct CUgraph_st* cudaGraph_t;
+typedef struct CUgraphExec_st* cudaGraphExec_t;
+enum cudaStreamCaptureStatus { cudaStreamCaptureStatusNone = 0, cudaStreamCaptureStatusActive = 1 };
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status);
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
 // Events: a host clock read when recorded (the emulation runs every launch to its end at once).
 typedef struct CUevent_st* cudaEvent_t;
 cudaError_t cudaEventCreate(cudaEvent_t* e);
@@ -128,6 +160,8 @@ cublasStatus_t cublasDestroy(cublasHandle_t h);
 cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode);
 cublasStatus_t cublasSetPointerMode(cublasHandle_t h, cublasPointerMode_t mode);
 cublasStatus_t cublasSetAtomicsMode(cublasHandle_t h, cublasAtomicsMode_t mode);
+cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t stream);
+cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void* workspace, size_t bytes);
 const char* cublasGetStatusString(cublasStatus_t s);
 // cublasGemmEx for the types the engine uses: A and B fp32 or bf16, C fp32 or bf16, fp32 compute
 // (each product exact in fp32, fp32 accumulation, C rounded to its type).
@@ -159,11 +193,20 @@ void mma16816(float* d, const uint32_t* a, const uint32_t* b);
 // Runs body() once per thread of every block (the kernel with its arguments bound).
 void run(dim3 grid, dim3 block, const std::function<void()>& body, const char* name);
 
-// Arguments are converted to the kernel's parameter types once, at the launch, as CUDA does.
+// Device work queued on `stream`: run now, or recorded while the stream is captured (emu_stream.cpp);
+// false (and the capture invalidated) when it is queued on another stream during a capture.
+bool enqueue(cudaStream_t stream, std::function<void()> work);
+// A call that is not allowed while a stream is captured: false (and the capture invalidated) then.
+bool allowed_outside_capture();
+void set_last_error(cudaError_t e);  // what cudaGetLastError returns next
+
+// Arguments are converted to the kernel's parameter types once, at the launch, as CUDA does (and a
+// captured launch keeps them as they were then).
 template <typename... P, typename... A>
-void launch(const char* name, dim3 grid, dim3 block, void (*kernel)(P...), A&&... args) {
+void launch(const char* name, dim3 grid, dim3 block, cudaStream_t stream, void (*kernel)(P...), A&&... args) {
     std::tuple<P...> bound(std::forward<A>(args)...);
-    run(grid, block, [&] { std::apply(kernel, bound); }, name);
+    if (!enqueue(stream, [=] { run(grid, block, [&] { std::apply(kernel, bound); }, name); }))
+        set_last_error(cudaErrorStreamCaptureImplicit);
 }
 
 // Whether [p, p + bytes) lies inside one emulated device allocation.

@@ -18,7 +18,7 @@ cudaEvent_t PhaseTimer::event(size_t k) {
 
 void PhaseTimer::begin(Phase phase, const char* op) {
     if (used_ % 2) fail("PhaseTimer::begin", "an op's timing began inside another's", __FILE__, __LINE__);
-    MHC_CUDA_CHECK(cudaEventRecord(event(used_), nullptr));
+    MHC_CUDA_CHECK(cudaEventRecord(event(used_), stream()));
     phases_.resize(used_ / 2 + 1);
     ops_.resize(used_ / 2 + 1);
     phases_[used_ / 2] = phase;
@@ -28,7 +28,7 @@ void PhaseTimer::begin(Phase phase, const char* op) {
 
 void PhaseTimer::end() {
     if (used_ % 2 == 0) fail("PhaseTimer::end", "no op's timing had begun", __FILE__, __LINE__);
-    MHC_CUDA_CHECK(cudaEventRecord(event(used_), nullptr));
+    MHC_CUDA_CHECK(cudaEventRecord(event(used_), stream()));
     used_++;
 }
 
@@ -51,7 +51,7 @@ Event::~Event() {
 void Event::create() {
     if (!e_) MHC_CUDA_CHECK(cudaEventCreate(&e_));
 }
-void Event::record() { MHC_CUDA_CHECK(cudaEventRecord(e_, nullptr)); }
+void Event::record() { MHC_CUDA_CHECK(cudaEventRecord(e_, stream())); }
 double Event::seconds_to(const Event& end) const {
     MHC_CUDA_CHECK(cudaEventSynchronize(end.e_));
     float ms = 0;

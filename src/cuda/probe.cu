@@ -13,9 +13,9 @@ cudaError_t detail::probe_kernel() {
     cudaError_t e = cudaMalloc(&d, sizeof(int));
     if (e != cudaSuccess) return e;
 #if MHC_CUDA_EMU
-    ::mhc::emu::launch("k_probe", 1, 1, k_probe, d);
+    ::mhc::emu::launch("k_probe", 1, 1, stream(), k_probe, d);
 #else
-    k_probe<<<1, 1>>>(d);
+    k_probe<<<1, 1, 0, stream()>>>(d);
 #endif
     e = cudaGetLastError();
     int h = 0;

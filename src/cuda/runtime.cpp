@@ -1,6 +1,8 @@
 // The CUDA backend's runtime helpers (cuda/cuda.h).
 #include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -60,6 +62,8 @@ struct Blas {
     decltype(&cublasSetMathMode) set_math_mode = nullptr;
     decltype(&cublasSetPointerMode) set_pointer_mode = nullptr;
     decltype(&cublasSetAtomicsMode) set_atomics_mode = nullptr;
+    decltype(&cublasSetStream) set_stream = nullptr;
+    decltype(&cublasSetWorkspace) set_workspace = nullptr;
     decltype(&cublasGetStatusString) status_string = nullptr;
     decltype(&cublasSgemm) sgemm = nullptr;
     decltype(&cublasSgemmStridedBatched) sgemm_strided_batched = nullptr;
@@ -75,6 +79,7 @@ const Blas& blas() {
 #if MHC_CUDA_EMU
         t.create = cublasCreate, t.set_math_mode = cublasSetMathMode, t.set_pointer_mode = cublasSetPointerMode;
         t.set_atomics_mode = cublasSetAtomicsMode, t.status_string = cublasGetStatusString;
+        t.set_stream = cublasSetStream, t.set_workspace = cublasSetWorkspace;
         t.sgemm = cublasSgemm, t.sgemm_strided_batched = cublasSgemmStridedBatched, t.gemm_ex = cublasGemmEx;
 #else
         // The major version this was compiled against: the calls' ABI (the library's soname).
@@ -95,6 +100,8 @@ const Blas& blas() {
         MHC_BLAS_SYM(set_math_mode, cublasSetMathMode)
         MHC_BLAS_SYM(set_pointer_mode, cublasSetPointerMode)
         MHC_BLAS_SYM(set_atomics_mode, cublasSetAtomicsMode)
+        MHC_BLAS_SYM(set_stream, cublasSetStream)
+        MHC_BLAS_SYM(set_workspace, cublasSetWorkspace)
         MHC_BLAS_SYM(status_string, cublasGetStatusString)
         MHC_BLAS_SYM(sgemm, cublasSgemm)
         MHC_BLAS_SYM(sgemm_strided_batched, cublasSgemmStridedBatched)
@@ -133,7 +140,15 @@ cublasHandle_t make_handle(cublasMath_t math) {
     MHC_CUDA_CHECK(b.set_math_mode(h, math));
     MHC_CUDA_CHECK(b.set_pointer_mode(h, CUBLAS_POINTER_MODE_HOST));
     MHC_CUDA_CHECK(b.set_atomics_mode(h, CUBLAS_ATOMICS_NOT_ALLOWED));
-    return h;  // never destroyed: the driver releases it at exit
+    // On the engine's stream, with a workspace of its own: cuBLAS then never allocates inside a
+    // product, which a captured step (CUDA graphs) needs. 32 MiB, NVIDIA's advice for Hopper.
+    // Allocated apart from DeviceBuffer, like the handle's own memory (device_bytes_peak).
+    MHC_CUDA_CHECK(b.set_stream(h, stream()));
+    constexpr size_t kWorkspace = (size_t)32 << 20;
+    void* ws = nullptr;
+    MHC_CUDA_CHECK(cudaMalloc(&ws, kWorkspace));
+    MHC_CUDA_CHECK(b.set_workspace(h, ws, kWorkspace));
+    return h;  // never destroyed (nor its workspace): the driver releases them at exit
 }
 }  // namespace
 
@@ -180,15 +195,18 @@ void gemm_batched(bool ta, bool tb, int m, int n, int k, float alpha, const floa
 
 namespace {
 std::atomic<long long> bytes_now{0}, bytes_peak{0};
+std::atomic<long> frees{0};
 }  // namespace
 
 void detail::note_device_bytes(long long delta) {
+    if (delta < 0) frees++;
     const long long now = bytes_now += delta;
     long long peak = bytes_peak.load();
     while (now > peak && !bytes_peak.compare_exchange_weak(peak, now)) {}
 }
 size_t device_bytes_now() { return (size_t)bytes_now.load(); }
 size_t device_bytes_peak() { return (size_t)bytes_peak.load(); }
+long device_frees() { return frees.load(); }
 
 double* workspace(size_t count) {
     static DeviceBuffer<double> ws;
@@ -201,18 +219,72 @@ double* workspace(size_t count) {
     return ws.data();
 }
 
+namespace {
+// Small host-to-device copies (a batch, its embedding index, AdamW's numbers) go through page-locked
+// memory, from which CUDA copies without waiting for the stream (from pageable memory it may wait).
+// Each takes the next piece of the ring; a piece is used again only after the stream has been
+// waited for, by a download or a synchronisation, or here when the ring is full.
+struct Staging {
+    static constexpr size_t kBytes = (size_t)4 << 20, kLargest = kBytes / 4;
+    std::mutex mu;
+    char* base = nullptr;
+    bool tried = false;
+    size_t head = 0;
+};
+Staging& staging() {
+    static Staging s;
+    return s;
+}
+void staging_drained() {
+    Staging& s = staging();
+    std::lock_guard<std::mutex> lock(s.mu);
+    s.head = 0;
+}
+}  // namespace
+
+// Host to device: queued on the stream (the source may change once the call returns); device to
+// host: waits for the stream. Neither can be part of a CUDA graph: a copy from page-locked memory
+// would be captured reading that memory at every replay, so copies refuse a capture outright.
 void copy_to_device(void* dst, const void* src, size_t bytes) {
-    if (bytes) MHC_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+    if (!bytes) return;
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    MHC_CUDA_CHECK(cudaStreamIsCapturing(stream(), &capturing));
+    if (capturing != cudaStreamCaptureStatusNone)
+        fail("copy_to_device", "a copy from the host cannot be captured into a CUDA graph", __FILE__, __LINE__);
+    Staging& s = staging();
+    std::lock_guard<std::mutex> lock(s.mu);
+    if (!s.tried) {
+        s.tried = true;
+        if (cudaMallocHost((void**)&s.base, Staging::kBytes) != cudaSuccess) s.base = nullptr, (void)cudaGetLastError();
+    }
+    if (!s.base || bytes > Staging::kLargest) {
+        MHC_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
+        return;
+    }
+    if (s.head + bytes > Staging::kBytes) {
+        MHC_CUDA_CHECK(cudaDeviceSynchronize());  // every earlier piece has been copied
+        s.head = 0;
+    }
+    char* at = s.base + s.head;
+    std::memcpy(at, src, bytes);
+    s.head += (bytes + 255) / 256 * 256;
+    MHC_CUDA_CHECK(cudaMemcpyAsync(dst, at, bytes, cudaMemcpyHostToDevice, stream()));
 }
 void copy_to_host(void* dst, const void* src, size_t bytes) {
-    if (bytes) MHC_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+    if (!bytes) return;
+    MHC_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream()));
+    MHC_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    staging_drained();
 }
 void copy_on_device(void* dst, const void* src, size_t bytes) {
-    if (bytes) MHC_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+    if (bytes) MHC_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream()));
 }
 void fill_bytes(void* dst, int byte, size_t bytes) {
-    if (bytes) MHC_CUDA_CHECK(cudaMemset(dst, byte, bytes));
+    if (bytes) MHC_CUDA_CHECK(cudaMemsetAsync(dst, byte, bytes, stream()));
 }
-void synchronize() { MHC_CUDA_CHECK(cudaDeviceSynchronize()); }
+void synchronize() {
+    MHC_CUDA_CHECK(cudaDeviceSynchronize());
+    staging_drained();
+}
 
 }  // namespace mhc::cuda
