@@ -1,11 +1,12 @@
 // The CUDA backend's runtime (cuda/cuda.h): the device check (which needs no GPU), errors, device
-// buffers, row-major GEMMs through cuBLAS against the CPU's BLAS.
+// buffers, CUDA graphs, row-major GEMMs through cuBLAS against the CPU's BLAS.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 #include <stdexcept>
 
+#include "cuda/graph.h"
 #include "cuda_util.h"
 #include "ops/blas.h"
 
@@ -63,6 +64,48 @@ TEST_F(CudaRuntimeGpu, DeviceBufferRoundTripAndMove) {
     EXPECT_EQ(two[1], 5.0f);
     EXPECT_THROW(b.download(two, 2, 4), std::runtime_error);
     EXPECT_THROW(b.upload(two, 2, 4), std::runtime_error);
+}
+
+// A CUDA graph (cuda/graph.h) replays what it captured, reading the device memory of each launch
+// (the copy's source changed between launches), and is captured again when its key changes or a
+// buffer is freed; work that waits for the device or copies from the host cannot be captured:
+// run() says why, queues nothing, and leaves no error behind.
+TEST_F(CudaRuntimeGpu, GraphsReplayAndRecaptureAndRefuseWhatCannotBeCaptured) {
+    cuda::DeviceBuffer<float> a = test::to_dev(std::vector<float>{1, 2, 3, 4}), b(4);
+    int captures = 0;
+    const auto work = [&] {
+        captures++;
+        cuda::fill_bytes(b.data(), 0, 4 * sizeof(float));
+        cuda::copy_on_device(b.data() + 1, a.data(), 3 * sizeof(float));
+    };
+    cuda::Graph g;
+    std::string why;
+    ASSERT_TRUE(g.run({1, 2}, work, &why)) << why;
+    EXPECT_EQ(b.download(), (std::vector<float>{0, 1, 2, 3}));
+    a.upload(std::vector<float>{5, 6, 7, 8});
+    ASSERT_TRUE(g.run({1, 2}, work, &why)) << why;
+    EXPECT_EQ(captures, 1) << "the same key replays";
+    EXPECT_EQ(b.download(), (std::vector<float>{0, 5, 6, 7}));
+    ASSERT_TRUE(g.run({1, 3}, work, &why)) << why;
+    EXPECT_EQ(captures, 2) << "another key captures again";
+    { cuda::DeviceBuffer<float> freed(8); }
+    ASSERT_TRUE(g.run({1, 3}, work, &why)) << why;
+    EXPECT_EQ(captures, 3) << "a freed buffer captures again";
+    ASSERT_TRUE(g.run({1, 3}, work, &why)) << why;
+    EXPECT_EQ(captures, 3);
+
+    cuda::Graph refused;
+    std::vector<float> host(4, -1.0f);
+    EXPECT_FALSE(refused.run({1}, [&] { b.download(host.data(), 4); }, &why));
+    EXPECT_FALSE(why.empty());
+    EXPECT_EQ(why.find('\n'), std::string::npos) << why;
+    EXPECT_EQ(host, std::vector<float>(4, -1.0f)) << "nothing ran";
+    // A copy from the host neither (a graph would read the host memory again at each replay).
+    EXPECT_FALSE(refused.run({1}, [&] { b.upload(host.data(), 4); }, &why));
+    EXPECT_NE(why.find("copy_to_device"), std::string::npos) << why;
+    EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+    cuda::copy_on_device(b.data(), a.data(), 4 * sizeof(float));  // the stream works as before
+    EXPECT_EQ(b.download(), (std::vector<float>{5, 6, 7, 8}));
 }
 
 // Every transposition, awkward sizes, a leading dimension larger than the width, beta 0 over NaN

@@ -138,8 +138,9 @@ TEST_F(CudaOptim, CheckedStepClipsInlineAndWritesTheBf16Copies) {
         cuda::adamw_step(ref, dp.data(), dg.data(), ts, 1e-2, 0.9, 0.95, 0.1);
         chk.fill_bytes(0);
         cuda::grad_sumsq_into(dh.data(), off, chk.data());
-        cuda::adamw_nonfinite_into(fused, dq.data(), dh.data(), ts, 1e-2, 0.9, 0.95, 0.1, chk.data(), 1.0);
-        cuda::adamw_step_checked(fused, dq.data(), dh.data(), ts, 1e-2, 0.9, 0.95, 0.1, chk.data(), 1.0);
+        cuda::adamw_prepare(fused, ts, 1e-2, 0.9, 0.95, 0.1, 1.0);
+        cuda::adamw_nonfinite_into(fused, dq.data(), dh.data(), chk.data());
+        cuda::adamw_step_checked(fused, dq.data(), dh.data(), chk.data());
         fused.step++;
         const std::string when = ", step " + std::to_string(step);
         EXPECT_EQ(chk.download()[0].bad, 0.0) << when;
@@ -162,7 +163,8 @@ TEST_F(CudaOptim, CheckedStepClipsInlineAndWritesTheBf16Copies) {
     bad.loss = NAN;
     chk.upload(&bad, 1);
     cuda::grad_sumsq_into(dh.data(), off, chk.data());
-    cuda::adamw_step_checked(fused, dq.data(), dh.data(), ts, 1e-2, 0.9, 0.95, 0.1, chk.data(), 1.0);
+    cuda::adamw_prepare(fused, ts, 1e-2, 0.9, 0.95, 0.1, 1.0);
+    cuda::adamw_step_checked(fused, dq.data(), dh.data(), chk.data());
     EXPECT_EQ(dq.download(), w);
     EXPECT_EQ(fused.m.download(), m);
     EXPECT_EQ(std::memcmp(test::from_bf16(copy).data(), c.data(), c.size() * sizeof(float)), 0) << "copies";
@@ -174,7 +176,8 @@ TEST_F(CudaOptim, CheckedStepClipsInlineAndWritesTheBf16Copies) {
         auto d = to_dev(g);
         chk.fill_bytes(0);
         cuda::grad_sumsq_into(d.data(), off, chk.data());
-        cuda::adamw_nonfinite_into(fused, dq.data(), d.data(), ts, lr, 0.9, 0.95, 0.1, chk.data(), max_norm);
+        cuda::adamw_prepare(fused, ts, lr, 0.9, 0.95, 0.1, max_norm);
+        cuda::adamw_nonfinite_into(fused, dq.data(), d.data(), chk.data());
         return chk.download()[0].bad;
     };
     std::vector<float> nanw = w;
@@ -189,7 +192,7 @@ TEST_F(CudaOptim, CheckedStepClipsInlineAndWritesTheBf16Copies) {
     EXPECT_EQ(check_bad(gr, 1e-2, 1.0), 1.0) << "the NaN weight, once the bound is forgotten";
     dq.upload(w);
     EXPECT_EQ(check_bad(huge, 1e-2, 1.0), 0.0) << "clipped, the same gradients are finite";
-    cuda::adamw_step_checked(fused, dq.data(), dh.data(), ts, 1e-2, 0.9, 0.95, 0.1, chk.data(), 1.0);  // bound again
+    cuda::adamw_step_checked(fused, dq.data(), dh.data(), chk.data());  // bound again (prepared as the last check)
     dq.upload(nanw);
     EXPECT_EQ(check_bad(gr, 1e-2, 1.0), 0.0) << "an update makes the bound hold again";
     // Copies that overlap, or reach past the parameters, are refused.
@@ -338,24 +341,36 @@ TEST_F(CudaDeterminism, TwoRunsAreBitIdentical) {
 
 class CudaEngineStep : public test::CudaTest {};
 
+// Two copies of one small mhc_lite model and their optimizers, a config of two micro-batches and
+// random tokens: two ways of stepping, side by side.
+struct Twins {
+    TrainConfig tc = train_config();
+    TokenData data;
+    GPT<float> m1, m2;
+    AdamW<float> a1, a2;
+    Twins(uint64_t data_seed, uint64_t init_seed) {
+        tc.batch_size = 2, tc.gradient_accumulation_steps = 2;
+        tc.model = model_config("mhc_lite", 4);
+        tc.model.block_size = 17;
+        data.vocab_size = tc.model.vocab_size;
+        std::mt19937_64 rng(data_seed);
+        for (int i = 0; i < 2000; i++) data.tokens.push_back((uint32_t)(rng() % data.vocab_size));
+        gpt_build(m1, tc.model), gpt_build(m2, tc.model);
+        gpt_init(m1, init_seed), gpt_init(m2, init_seed);
+    }
+};
+
 // The GPU engine's step (every decision on the device, one wait) against Engine::step's default
 // (the same calls, each decision on the host), from the same model on the same batches: the same
 // bits in every loss, norm and weight, and the same skipped steps: a forced non-finite gradient
 // (the NaN guard's test hook) and a learning rate that overflows the update. Two micro-batches.
 TEST_F(CudaEngineStep, DeviceDecisionsEqualTheHostsBitForBit) {
     cuda_engine_register();
-    TrainConfig tc = train_config();
-    tc.batch_size = 2, tc.gradient_accumulation_steps = 2;
-    tc.model = model_config("mhc_lite", 4);
-    tc.model.block_size = 17;
-    TokenData data;
-    data.vocab_size = tc.model.vocab_size;
-    std::mt19937_64 rng(41);
-    for (int i = 0; i < 2000; i++) data.tokens.push_back((uint32_t)(rng() % data.vocab_size));
-    GPT<float> m1, m2;
-    gpt_build(m1, tc.model), gpt_build(m2, tc.model);
-    gpt_init(m1, 5), gpt_init(m2, 5);
-    AdamW<float> a1, a2;
+    Twins t(41, 5);
+    const TrainConfig& tc = t.tc;
+    const TokenData& data = t.data;
+    GPT<float>&m1 = t.m1, &m2 = t.m2;
+    AdamW<float>&a1 = t.a1, &a2 = t.a2;
     auto dev = engine_make("cuda", m1, a1), host = engine_make("cuda", m2, a2);
     Batcher b1(data, tc.batch_size, tc.model.block_size, Order::random, 3),
         b2(data, tc.batch_size, tc.model.block_size, Order::random, 3);
@@ -383,6 +398,59 @@ TEST_F(CudaEngineStep, DeviceDecisionsEqualTheHostsBitForBit) {
     EXPECT_EQ(std::memcmp(m1.param.data(), m2.param.data(), m1.param.size() * sizeof(float)), 0) << "weights";
     EXPECT_EQ(a1.m, a2.m);
     EXPECT_EQ(a1.v, a2.v);
+}
+
+// cuda_graphs (cuda/graph.h): the engine's step replayed from graphs against the same engine
+// without them, from the same model on the same batches, fp32 and bf16: the same bits in every
+// loss, norm, weight and moment, through a changing learning rate, two micro-batches, a forced
+// non-finite gradient, an update that overflows, and evaluations between steps, one of them of
+// another batch shape (its activations are planned anew, so the graphs are captured again), and
+// the graphs did run: every step after the first is three launches (two micro-batches, the update).
+TEST_F(CudaEngineStep, GraphsGiveTheSameBits) {
+    cuda_engine_register();
+    for (const bool bf16 : {false, true}) {
+        Twins t(43, 6);
+        const TrainConfig& tc = t.tc;
+        const TokenData& data = t.data;
+        GPT<float>&m1 = t.m1, &m2 = t.m2;
+        AdamW<float>&a1 = t.a1, &a2 = t.a2;
+        EngineOptions direct, graphs;
+        direct.bf16 = graphs.bf16 = bf16;
+        graphs.cuda_graphs = true;
+        auto plain = engine_make("cuda", m1, a1, direct), replayed = engine_make("cuda", m2, a2, graphs);
+        Batcher b1(data, tc.batch_size, tc.model.block_size, Order::random, 3),
+            b2(data, tc.batch_size, tc.model.block_size, Order::random, 3);
+        std::vector<int32_t> in((size_t)tc.batch_size * tc.model.block_size), tg(in.size());
+        const std::string what = bf16 ? "bf16" : "fp32";
+        testing::internal::CaptureStderr();
+        for (int s = 0; s < 8; s++) {
+            const double lr = s == 4 ? 1e39 : lr_at(tc, s);
+            const bool force = s == 2;
+            const StepStats p = plain->step(b1, tc, lr, in.data(), tg.data(), force);
+            const StepStats r = replayed->step(b2, tc, lr, in.data(), tg.data(), force);
+            EXPECT_EQ(p.finite, s != 2 && s != 4) << what << ", step " << s;
+            EXPECT_EQ(std::string(p.nonfinite), std::string(r.nonfinite)) << what << ", step " << s;
+            EXPECT_EQ(std::memcmp(&p.loss, &r.loss, sizeof(double)), 0) << what << " loss, step " << s;
+            if (!force) {
+                EXPECT_EQ(std::memcmp(&p.grad_norm, &r.grad_norm, sizeof(double)), 0) << what << " norm, step " << s;
+            }
+            if (s == 3 || s == 5) {  // an evaluation: the training shape, then a shape of its own
+                const int B = s == 3 ? tc.batch_size : 1, T = s == 3 ? tc.model.block_size : 5;
+                const double e1 = plain->forward(in.data(), tg.data(), B, T), e2 = replayed->forward(in.data(), tg.data(), B, T);
+                EXPECT_EQ(std::memcmp(&e1, &e2, sizeof(double)), 0) << what << " evaluation after step " << s;
+            }
+        }
+        const std::string err = testing::internal::GetCapturedStderr();
+        EXPECT_EQ(err, "") << what;
+        EXPECT_EQ(plain->graph_replays(), 0);
+        EXPECT_EQ(replayed->graph_replays(), 3 * 7) << what;
+        plain->to_host(), replayed->to_host();
+        EXPECT_EQ(a1.step, 6) << what;  // eight steps, two skipped
+        EXPECT_EQ(a2.step, 6) << what;
+        EXPECT_EQ(std::memcmp(m1.param.data(), m2.param.data(), m1.param.size() * sizeof(float)), 0) << what << " weights";
+        EXPECT_EQ(a1.m, a2.m) << what;
+        EXPECT_EQ(a1.v, a2.v) << what;
+    }
 }
 
 }  // namespace

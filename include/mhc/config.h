@@ -54,6 +54,7 @@ struct TrainConfig {
     std::string device = "cpu";                 // where the model runs: cpu, cuda (a build with CUDA, a GPU)
     bool recompute = false;                     // keep fewer activations, make the connections' again in the backward
     std::string dtype = "fp32";                 // the linear layers' products: fp32, or bf16 (fp32 sums; device cuda)
+    bool cuda_graphs = false;                   // replay each training step's GPU work as CUDA graphs (device cuda)
 };
 
 // Parses a TOML config. Every key must be one of the field names above, at the top level.

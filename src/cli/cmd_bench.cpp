@@ -116,6 +116,9 @@ void print_table(const nlohmann::json& doc, const TrainConfig& cfg, const std::s
     std::printf("%d timed steps after %d warm-up steps per variant, each variant in its own process, %d threads, "
                 "device %s, dtype %s%s\n", doc["steps"].get<int>(), doc["warmup"].get<int>(), doc["threads"].get<int>(),
                 cfg.device.c_str(), cfg.dtype.c_str(), cfg.recompute ? ", recompute" : "");
+    if (cfg.cuda_graphs)  // a graph cannot hold the ops' CUDA events: their time is all in "other"
+        std::printf("cuda_graphs: each step replayed from CUDA graphs; the ops are not timed (phases: "
+                    "the optimizer, the rest in other)\n");
     const auto& sh = doc["sgemm_shape"];
     std::printf("sgemm peak: %.1f GFLOP/s (%s, %d x %d x %d, best of its repetitions)\n",
                 doc["sgemm_peak_gflops"].get<double>(), cfg.device == "cpu" ? "OpenBLAS" : "cuBLAS fp32, TF32 off",
@@ -253,7 +256,7 @@ Runner add_bench(CLI::App& app) {
         config.erase("hyper_conn_type");  // one per result
         config["batch_size"] = cfg.batch_size;
         config["gradient_accumulation_steps"] = cfg.gradient_accumulation_steps;
-        config["dtype"] = cfg.dtype, config["recompute"] = cfg.recompute;
+        config["dtype"] = cfg.dtype, config["recompute"] = cfg.recompute, config["cuda_graphs"] = cfg.cuda_graphs;
         nlohmann::json doc = {{"threads", threads}, {"device", cfg.device}, {"sgemm_peak_gflops", peak_gflops},
                               {"sgemm_shape", peak["shape"]}, {"steps", o->steps}, {"warmup", o->warmup},
                               {"config", config}, {"data", o->data.empty() ? "random tokens" : o->data},

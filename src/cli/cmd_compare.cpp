@@ -69,13 +69,13 @@ struct Run {
 };
 
 // The keys where a run's own config.toml differs from the requested config ("" if none).
-// vocab_size 0 means "from the data", which the run directory has resolved. The device and
-// recompute are no difference: they change where and how a run computes, not its results, and a
-// run continues with whichever is asked for now. dtype is one: bf16 products change the arithmetic.
+// vocab_size 0 means "from the data", which the run directory has resolved. The device,
+// recompute and cuda_graphs are no difference: they change where and how a run computes, not its
+// results, and a run continues with whichever is asked for now. dtype is one: bf16 products change the arithmetic.
 std::string config_difference(const TrainConfig& want, const TrainConfig& have) {
     nlohmann::json a = config_to_json(want), b = config_to_json(have);
     if (a.value("vocab_size", 0) == 0 && b.contains("vocab_size")) a["vocab_size"] = b["vocab_size"];
-    for (const char* key : {"device", "recompute"}) a.erase(key), b.erase(key);
+    for (const char* key : {"device", "recompute", "cuda_graphs"}) a.erase(key), b.erase(key);
     return config_json_difference(b, a, "in the run", "requested", 3);
 }
 

@@ -56,7 +56,7 @@ const Field kFields[] = {
     MHC_TRAIN(checkpoint_interval), MHC_TRAIN(diag_interval), MHC_TRAIN(keep_checkpoints),
     MHC_TRAIN(max_nonfinite_steps),
     MHC_TRAIN(seed), MHC_TRAIN(data_order), MHC_TRAIN(train_split), MHC_TRAIN(device),
-    MHC_TRAIN(recompute), MHC_TRAIN(dtype),
+    MHC_TRAIN(recompute), MHC_TRAIN(dtype), MHC_TRAIN(cuda_graphs),
 };
 #undef MHC_MODEL
 #undef MHC_TRAIN

@@ -114,6 +114,7 @@ void config_finalize(TrainConfig& c) {
     check(c.dtype == "fp32" || c.dtype == "bf16", "dtype '" + c.dtype + "' is unknown (expected fp32 or bf16)");
     check(c.dtype == "fp32" || c.device == "cuda",
           "dtype bf16 needs device cuda (the CPU engine computes in fp32: --set dtype=fp32)");
+    check(!c.cuda_graphs || c.device == "cuda", "cuda_graphs needs device cuda (--set cuda_graphs=false)");
 }
 
 }  // namespace mhc

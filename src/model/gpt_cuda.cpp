@@ -233,9 +233,7 @@ void gpt_cuda_download_params(const GptCuda& g, float* params) { g.param.downloa
 void gpt_cuda_download_grads(const GptCuda& g, float* grads) { g.grad.download(grads, g.grad.size()); }
 void gpt_cuda_zero_grad(GptCuda& g) { g.grad.fill_bytes(0); }
 
-namespace {
-// gpt_cuda_forward up to the logits (with targets: uploaded, for the loss and the backward).
-void forward_logits(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn) {
+void gpt_cuda_stage(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn) {
     const GPT<float>& m = g.host;
     if (B < 1 || Tn < 1 || Tn > m.Tmax)
         throw std::invalid_argument("batch " + std::to_string(B) + " x " + std::to_string(Tn) +
@@ -249,6 +247,13 @@ void forward_logits(GptCuda& g, const int32_t* inputs, const int32_t* targets, i
     cuda::encoder_index_build(g.enc, inputs, N);
     g.have_targets = targets != nullptr;
     if (targets) g.targets.upload(targets, N);
+}
+
+namespace {
+// gpt_cuda_forward up to the logits, from the staged batch: kernels and products only.
+void forward_logits(GptCuda& g) {
+    const GPT<float>& m = g.host;
+    const int B = g.B, Tn = g.Tn, N = B * Tn;
     const float* P = g.param.data();
     detail::StreamNorms norms{g.stream_ss};
     const detail::CudaOps ops = ops_of(g, &norms);
@@ -264,7 +269,8 @@ void forward_logits(GptCuda& g, const int32_t* inputs, const int32_t* targets, i
 }  // namespace
 
 double gpt_cuda_forward(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn) {
-    forward_logits(g, inputs, targets, B, Tn);
+    gpt_cuda_stage(g, inputs, targets, B, Tn);
+    forward_logits(g);
     g.logits_grad_scale.reset();
     if (!targets) return g.loss = std::numeric_limits<double>::quiet_NaN();
     return g.loss = ops_of(g).crossentropy_forward(g.logits, g.losses, g.targets.data(), B * Tn, g.host.V);
@@ -273,12 +279,25 @@ double gpt_cuda_forward(GptCuda& g, const int32_t* inputs, const int32_t* target
 void gpt_cuda_forward_into(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn, double* loss_acc,
                            double div, double backward_scale) {
     if (!targets) throw std::logic_error("gpt_cuda_forward_into needs targets");
-    forward_logits(g, inputs, targets, B, Tn);
+    gpt_cuda_stage(g, inputs, targets, B, Tn);
+    gpt_cuda_forward_staged(g, loss_acc, div, backward_scale);
+}
+
+void gpt_cuda_forward_staged(GptCuda& g, double* loss_acc, double div, double backward_scale) {
+    if (!g.have_targets) throw std::logic_error("gpt_cuda_forward_staged needs a batch staged with targets");
+    const int B = g.B, Tn = g.Tn;
+    forward_logits(g);
     g.loss = std::numeric_limits<double>::quiet_NaN();  // on the device, in *loss_acc
     // The logits' gradient for gpt_cuda_backward(backward_scale), as it would compute it (scale / N).
     ops_of(g).crossentropy_forward_into(g.logits, g.losses, g.targets.data(), B * Tn, g.host.V, loss_acc, div,
                                         backward_scale / (B * Tn));
     g.logits_grad_scale = backward_scale;
+}
+
+void gpt_cuda_mark_replayed(GptCuda& g, double backward_scale) {
+    g.loss = std::numeric_limits<double>::quiet_NaN();
+    g.logits_grad_scale = backward_scale;
+    g.have_targets = false;
 }
 
 void gpt_cuda_backward(GptCuda& g, double scale) {

@@ -99,6 +99,15 @@ double gpt_cuda_forward(GptCuda& g, const int32_t* inputs, const int32_t* target
 // (another scale there is a std::logic_error). gpt_cuda_logits then returns that gradient.
 void gpt_cuda_forward_into(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn, double* loss_acc,
                            double div, double backward_scale);
+// gpt_cuda_forward_into in its two halves: the host's (the checks, the activations planned for
+// (B, T), the batch and its embedding index uploaded: queued, no wait), then the device's (kernels
+// and products only, nothing read back or allocated, the same pointers and sizes every time for
+// one plan), which a CUDA graph can capture and replay after each later batch's staging.
+void gpt_cuda_stage(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn);
+void gpt_cuda_forward_staged(GptCuda& g, double* loss_acc, double div, double backward_scale);
+// After a CUDA graph replayed the device work of gpt_cuda_forward_staged then gpt_cuda_backward
+// with this scale: the host's record of the pass, as they would have left it.
+void gpt_cuda_mark_replayed(GptCuda& g, double backward_scale);
 // As gpt_backward: grad += d(scale * loss) / d(param).
 void gpt_cuda_backward(GptCuda& g, double scale = 1.0);
 void gpt_cuda_zero_grad(GptCuda& g);

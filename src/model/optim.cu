@@ -77,19 +77,20 @@ struct AdamWUpdate {
     const long* seg_copy;
     bf16* copy;
     int nseg;
-    float decay, b1, b2, step_size, bc2_sqrt, eps;
+    const AdamWCuda::Scalars* scalars;  // the step's numbers on the device (adamw_prepare)
     const StepCheck* chk = nullptr;  // set: g is clipped by its norm, and nothing is written unless it is clean
-    double max_norm = 0;
     const double* bound = nullptr;  // AdamWCuda::bound, when allocated
+    AdamWCuda::Scalars s{};  // *scalars, once a kernel has loaded them (first thing it does)
+    MHC_DEV void load() { s = *scalars; }
     // Element i's new weight and moments (nothing written; the moments zero where m, v are null: a
     // first step's), with the gradient clipped by coef (clip_coef); r: its run.
     MHC_DEV void next(long i, int r, double coef, float* pi, float* mi, float* vi) const {
         const float gi = clipped(g[i], coef);
-        const float p1 = p[i] * (seg_decay[r] ? decay : 1.0f);
-        *mi = (m ? m[i] : 0.0f) * b1 + gi * (1.0f - b1);
-        *vi = (v ? v[i] : 0.0f) * b2 + gi * gi * (1.0f - b2);
-        const float denom = sqrtf(*vi) / bc2_sqrt + eps;
-        *pi = p1 - step_size * *mi / denom;
+        const float p1 = p[i] * (seg_decay[r] ? s.decay : 1.0f);
+        *mi = (m ? m[i] : 0.0f) * s.b1 + gi * (1.0f - s.b1);
+        *vi = (v ? v[i] : 0.0f) * s.b2 + gi * gi * (1.0f - s.b2);
+        const float denom = sqrtf(*vi) / s.bc2_sqrt + s.eps;
+        *pi = p1 - s.step_size * *mi / denom;
     }
     // Writes element i; raises *mp, *mm, *mv to the magnitudes of its new weight and moments.
     MHC_DEV void apply(long i, double coef, float* mp, float* mm, float* mv) const {
@@ -106,10 +107,11 @@ struct AdamWUpdate {
 // the maxima of |p|, |m| and v after it into part[3b .. 3b + 2] (exact in any order).
 __global__ void k_adamw_update(AdamWUpdate u, long count, float* part) {
     __shared__ float sh[32];
+    u.load();
     const long b0 = blockIdx.x * kNormBlock, b1 = lmin(count, b0 + kNormBlock);
     float mp = 0, mm = 0, mv = 0;
     if (!u.chk || clean(*u.chk)) {
-        const double coef = clip_coef(u.chk, u.max_norm);
+        const double coef = clip_coef(u.chk, u.s.max_norm);
         for (long i = b0 + threadIdx.x; i < b1; i += blockDim.x) u.apply(i, coef, &mp, &mm, &mv);
     }
     mp = block_max(mp, sh), mm = block_max(mm, sh), mv = block_max(mv, sh);
@@ -135,10 +137,10 @@ MHC_DEV bool provably_finite(const AdamWUpdate& u) {
     if (!u.chk || !u.bound || u.bound[3] != 1.0) return false;
     const double norm = sqrt(u.chk->sumsq);
     if (!isfinite(norm) || !isfinite(u.chk->loss)) return false;
-    const double G = 1.01 * norm * clip_coef(u.chk, u.max_norm);
+    const double G = 1.01 * norm * clip_coef(u.chk, u.s.max_norm);
     const double P = u.bound[0], M = u.m ? u.bound[1] : 0.0, V = u.v ? u.bound[2] : 0.0;
-    const double b1 = u.b1, b2 = u.b2, dec = u.decay, lr = u.step_size, eps = u.eps;
-    if (!(b2 >= 0 && b2 <= 1 && u.bc2_sqrt > 0 && eps > 0 && isfinite(b1) && isfinite(dec) && isfinite(lr)))
+    const double b1 = u.s.b1, b2 = u.s.b2, dec = u.s.decay, lr = u.s.step_size, eps = u.s.eps;
+    if (!(b2 >= 0 && b2 <= 1 && u.s.bc2_sqrt > 0 && eps > 0 && isfinite(b1) && isfinite(dec) && isfinite(lr)))
         return false;
     constexpr double lim = 1e30;
     const double m1 = 1.01 * (fabs(b1) * M + fabs(1.0 - b1) * G);
@@ -153,12 +155,13 @@ MHC_DEV bool provably_finite(const AdamWUpdate& u) {
 // When the update is provably finite it reads nothing and counts none.
 __global__ void k_adamw_nonfinite(AdamWUpdate u, long count, double* part) {
     __shared__ double sh[32];
+    u.load();
     if (provably_finite(u)) {  // the same answer in every thread of the block
         if (threadIdx.x == 0) part[blockIdx.x] = 0;
         return;
     }
     const long b0 = blockIdx.x * kNormBlock, b1 = lmin(count, b0 + kNormBlock);
-    const double coef = clip_coef(u.chk, u.max_norm);
+    const double coef = clip_coef(u.chk, u.s.max_norm);
     double bad = 0;
     for (long i = b0 + threadIdx.x; i < b1; i += blockDim.x) {
         float pi, mi, vi;
@@ -238,13 +241,11 @@ void clip_grad(float* g, long count, double norm, double max_norm) {
 }
 
 namespace {
-// The update of step `step` (bias corrections from it), on the moments when they exist (fresh:
-// the first step's zero moments, read as null by the finiteness check).
-AdamWUpdate update_of(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors,
-                      double lr, double beta1, double beta2, double weight_decay, long step, bool fresh) {
-    upload_segments(st, tensors);
-    const double bc1 = 1.0 - std::pow(beta1, (double)step);
-    const double bc2_sqrt = std::sqrt(1.0 - std::pow(beta2, (double)step));
+long count_of(const std::vector<ParamTensor>& tensors) { return tensors.back().offset + tensors.back().size; }
+
+// The update that adamw_prepare set up, on the moments when they exist (fresh: the first step's
+// zero moments, read as null by the finiteness check).
+AdamWUpdate update_of(AdamWCuda& st, float* param, const float* grad, bool fresh) {
     return AdamWUpdate{param,
                        fresh ? nullptr : st.m.data(),
                        fresh ? nullptr : st.v.data(),
@@ -254,31 +255,24 @@ AdamWUpdate update_of(AdamWCuda& st, float* param, const float* grad, const std:
                        st.seg_copy.data(),
                        st.copy_base,
                        (int)st.seg_end.size(),
-                       (float)(1.0 - lr * weight_decay),
-                       (float)beta1,
-                       (float)beta2,
-                       (float)(lr / bc1),
-                       (float)bc2_sqrt,
-                       1e-8f,
+                       st.scalars.data(),
                        nullptr,
-                       0.0,
                        st.bound.empty() ? nullptr : st.bound.data()};
 }
+bool fresh(const AdamWCuda& st) { return (long)st.m.size() != st.count; }
 
-long count_of(const std::vector<ParamTensor>& tensors) { return tensors.back().offset + tensors.back().size; }
-
-void ensure_moments(AdamWCuda& st, long count) {
-    if ((long)st.m.size() == count) return;
-    st.m.resize(count), st.v.resize(count);
+void ensure_moments(AdamWCuda& st) {
+    if (!fresh(st)) return;
+    st.m.resize(st.count), st.v.resize(st.count);
     st.m.fill_bytes(0), st.v.fill_bytes(0);
     adamw_forget_bound(st);
 }
 
 // The update of every value in blocks, then the bound on the new weights and moments.
-void update(AdamWCuda& st, const AdamWUpdate& u, long count) {
-    const long nb = (count + kNormBlock - 1) / kNormBlock;
+void update(AdamWCuda& st, const AdamWUpdate& u) {
+    const long nb = (st.count + kNormBlock - 1) / kNormBlock;
     float* part = (float*)workspace((size_t)(3 * nb + 1) / 2);
-    MHC_LAUNCH(k_adamw_update, (unsigned)nb, kThreads, u, count, part);
+    MHC_LAUNCH(k_adamw_update, (unsigned)nb, kThreads, u, st.count, part);
     MHC_LAUNCH(k_adamw_bound, 1, 32, part, nb, u.chk, st.bound.data());
 }
 
@@ -291,51 +285,58 @@ void nonfinite_count(const AdamWUpdate& u, long count, double* out) {
 }
 }  // namespace
 
-void adamw_step(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors, double lr,
-                double beta1, double beta2, double weight_decay) {
-    if (tensors.empty()) return;
-    const long count = count_of(tensors);
-    ensure_moments(st, count);
-    const AdamWUpdate u = update_of(st, param, grad, tensors, lr, beta1, beta2, weight_decay, st.step + 1, false);
-    st.step++;
-    update(st, u, count);
+void adamw_prepare(AdamWCuda& st, const std::vector<ParamTensor>& tensors, double lr, double beta1, double beta2,
+                   double weight_decay, double max_norm) {
+    st.count = tensors.empty() ? 0 : count_of(tensors);
+    if (!st.count) return;
+    upload_segments(st, tensors);
+    if (st.bound.empty()) adamw_forget_bound(st);
+    const double step = (double)(st.step + 1);
+    const AdamWCuda::Scalars s{(float)(1.0 - lr * weight_decay),
+                               (float)beta1,
+                               (float)beta2,
+                               (float)(lr / (1.0 - std::pow(beta1, step))),
+                               (float)std::sqrt(1.0 - std::pow(beta2, step)),
+                               1e-8f,
+                               max_norm};
+    st.scalars.resize(1);
+    st.scalars.upload(&s, 1);  // queued; CUDA stages the host value at the call
 }
 
-void adamw_step_checked(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors,
-                        double lr, double beta1, double beta2, double weight_decay, const StepCheck* chk,
-                        double max_norm) {
-    if (tensors.empty()) return;
-    const long count = count_of(tensors);
-    ensure_moments(st, count);  // zero moments are what a first step reads, applied or not
-    AdamWUpdate u = update_of(st, param, grad, tensors, lr, beta1, beta2, weight_decay, st.step + 1, false);
-    u.chk = chk, u.max_norm = max_norm;
-    update(st, u, count);
+void adamw_step(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors, double lr,
+                double beta1, double beta2, double weight_decay) {
+    adamw_prepare(st, tensors, lr, beta1, beta2, weight_decay, 0.0);
+    if (!st.count) return;
+    ensure_moments(st);
+    const AdamWUpdate u = update_of(st, param, grad, false);
+    st.step++;
+    update(st, u);
+}
+
+void adamw_step_checked(AdamWCuda& st, float* param, const float* grad, const StepCheck* chk) {
+    if (!st.count) return;
+    ensure_moments(st);  // zero moments are what a first step reads, applied or not
+    AdamWUpdate u = update_of(st, param, grad, false);
+    u.chk = chk;
+    update(st, u);
 }
 
 bool adamw_step_is_finite(AdamWCuda& st, const float* param, const float* grad, const std::vector<ParamTensor>& tensors,
                           double lr, double beta1, double beta2, double weight_decay) {
-    if (tensors.empty()) return true;
-    const long count = count_of(tensors);
-    const bool fresh = (long)st.m.size() != count;  // the first step starts from zero moments
+    adamw_prepare(st, tensors, lr, beta1, beta2, weight_decay, 0.0);
+    if (!st.count) return true;
     static DeviceBuffer<double> out(1);
-    nonfinite_count(update_of(st, const_cast<float*>(param), grad, tensors, lr, beta1, beta2, weight_decay,
-                              st.step + 1, fresh),
-                    count, out.data());
+    nonfinite_count(update_of(st, const_cast<float*>(param), grad, fresh(st)), st.count, out.data());
     double bad = 0;
     out.download(&bad, 1);
     return bad == 0;
 }
 
-void adamw_nonfinite_into(AdamWCuda& st, const float* param, const float* grad, const std::vector<ParamTensor>& tensors,
-                          double lr, double beta1, double beta2, double weight_decay, StepCheck* chk,
-                          double max_norm) {
-    if (tensors.empty()) return fill_bytes(&chk->bad, 0, sizeof(double));
-    const long count = count_of(tensors);
-    const bool fresh = (long)st.m.size() != count;
-    AdamWUpdate u = update_of(st, const_cast<float*>(param), grad, tensors, lr, beta1, beta2, weight_decay,
-                              st.step + 1, fresh);
-    u.chk = chk, u.max_norm = max_norm;
-    nonfinite_count(u, count, &chk->bad);
+void adamw_nonfinite_into(AdamWCuda& st, const float* param, const float* grad, StepCheck* chk) {
+    if (!st.count) return fill_bytes(&chk->bad, 0, sizeof(double));
+    AdamWUpdate u = update_of(st, const_cast<float*>(param), grad, fresh(st));
+    u.chk = chk;
+    nonfinite_count(u, st.count, &chk->bad);
 }
 
 void adamw_download(const AdamWCuda& st, AdamW<float>& out) {

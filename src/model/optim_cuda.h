@@ -38,6 +38,15 @@ struct AdamWCuda {
     // the moments otherwise must call adamw_forget_bound (adamw_upload does; the engine writes the
     // weights only through the updates).
     DeviceBuffer<double> bound;
+    // The update's numbers for its step (adamw_prepare: decay, the moments' rates, the step size with
+    // its bias correction, ...), read by the kernels from the device, so that a step captured once
+    // in a CUDA graph (train/engine_cuda.cpp) updates with each later step's learning rate and count.
+    struct Scalars {
+        float decay, b1, b2, step_size, bc2_sqrt, eps;
+        double max_norm;  // clipping's (0: none)
+    };
+    DeviceBuffer<Scalars> scalars;
+    long count = 0;  // the values adamw_prepare's tensors cover
 };
 
 // The bound no longer holds (queued on the stream).
@@ -70,16 +79,17 @@ void grad_sumsq_into(const float* g, long count, StepCheck* chk);
 // The next two read the gradients as clip_grad with the norm sqrt(chk->sumsq) and max_norm would
 // leave them (the same expression per value, so the same bits; max_norm 0: unclipped), without
 // writing them: one pass over the gradients fewer than clipping them first.
-// adamw_step_is_finite's count of non-finite values into chk->bad, for the step st.step + 1: zero
-// without reading a value when st.bound proves the step finite.
-void adamw_nonfinite_into(AdamWCuda& st, const float* param, const float* grad, const std::vector<ParamTensor>& tensors,
-                          double lr, double beta1, double beta2, double weight_decay, StepCheck* chk,
-                          double max_norm);
-// adamw_step as step st.step + 1, applied only where chk is clean (then the bf16 copies too);
-// st.step is not advanced (the caller does, after reading chk).
-void adamw_step_checked(AdamWCuda& st, float* param, const float* grad, const std::vector<ParamTensor>& tensors,
-                        double lr, double beta1, double beta2, double weight_decay, const StepCheck* chk,
-                        double max_norm);
+// adamw_prepare sets them up for the step st.step + 1 (the numbers uploaded, queued, no wait); the
+// two after it launch kernels only, which read those numbers on the device (a first step's zero
+// moments are made by adamw_step_checked, when there are none).
+void adamw_prepare(AdamWCuda& st, const std::vector<ParamTensor>& tensors, double lr, double beta1, double beta2,
+                   double weight_decay, double max_norm);
+// adamw_step_is_finite's count of non-finite values into chk->bad: zero without reading a value
+// when st.bound proves the step finite.
+void adamw_nonfinite_into(AdamWCuda& st, const float* param, const float* grad, StepCheck* chk);
+// adamw_step, applied only where chk is clean (then the bf16 copies too); st.step is not advanced
+// (the caller does, after reading chk).
+void adamw_step_checked(AdamWCuda& st, float* param, const float* grad, const StepCheck* chk);
 
 // The state to and from the CPU's AdamW (checkpoints): the moments and the step count.
 void adamw_download(const AdamWCuda& st, AdamW<float>& out);

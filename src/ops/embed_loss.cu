@@ -33,12 +33,14 @@ template <typename TG> MHC_DEV float stream_total(const TG* dX, long bt, int n, 
     return acc;
 }
 
-// grid (distinct ids, channel blocks): dwte[id, c] += each of its positions' gradient, in order.
+// grid (the index's N, channel blocks): block u, for the batch's u-th distinct id, dwte[id, c] += each of its
+// positions' gradient, in order; nothing past the last id (its range empty). The grid does not
+// depend on the batch's ids, so that a captured step (CUDA graphs) serves every batch.
 template <typename TG>
 __global__ void k_encoder_backward_wte(float* dwte, const TG* dX, const int32_t* tok, const int32_t* start,
                                        const int32_t* pos, int n, int C) {
     const int u = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
-    if (c >= C) return;
+    if (c >= C || start[u] == start[u + 1]) return;
     float* de = dwte + (long)tok[u] * C + c;
     float acc = *de;
     for (int k = start[u]; k < start[u + 1]; k++) acc += stream_total(dX, pos[k], n, C, c);
@@ -173,8 +175,9 @@ void encoder_index_build(EncoderIndex& ix, const int32_t* idx, int N) {
     std::stable_sort(pos.begin(), pos.end(), [&](int32_t a, int32_t b) { return idx[a] < idx[b]; });
     for (int k = 0; k < N; k++)
         if (k == 0 || idx[pos[k]] != idx[pos[k - 1]]) tok.push_back(idx[pos[k]]), start.push_back(k);
-    start.push_back(N);
     ix.ntok = (int)tok.size();
+    start.resize(N + 1, N);  // the ranges past the last id are empty
+    tok.resize(N, 0);
     if ((int)ix.pos.size() != N) ix.tok.resize(N), ix.start.resize(N + 1), ix.pos.resize(N);  // once per batch size
     ix.tok.upload(tok.data(), tok.size());
     ix.start.upload(start.data(), start.size());
@@ -186,7 +189,7 @@ template <typename TG>
 void encoder_backward_of(float* dwte, float* dwpe, const TG* dX, const EncoderIndex& ix, int B, int Tn, int C, int n) {
     if (B <= 0 || Tn <= 0 || ix.ntok == 0) return;
     const unsigned cb = (unsigned)((C + kChan - 1) / kChan);
-    MHC_LAUNCH(k_encoder_backward_wte<TG>, dim3(ix.ntok, cb), kChan, dwte, dX, ix.tok.data(), ix.start.data(),
+    MHC_LAUNCH(k_encoder_backward_wte<TG>, dim3((unsigned)ix.pos.size(), cb), kChan, dwte, dX, ix.tok.data(), ix.start.data(),
                ix.pos.data(), n, C);
     MHC_LAUNCH(k_encoder_backward_wpe<TG>, dim3(Tn, cb), kChan, dwpe, dX, B, Tn, n, C);
 }

@@ -21,8 +21,8 @@ void encoder_forward(bf16* X, const int32_t* idx, const float* wte, const float*
 // its positions in increasing order, as the CPU does, without atomics.
 struct EncoderIndex {
     int ntok = 0;                    // distinct token ids in the batch
-    DeviceBuffer<int32_t> tok;       // [ntok] the ids, increasing (allocated for N)
-    DeviceBuffer<int32_t> start;     // [ntok + 1] where each id's positions begin in pos (N + 1)
+    DeviceBuffer<int32_t> tok;       // [N] the ids, increasing (ntok of them, then zeros)
+    DeviceBuffer<int32_t> start;     // [N + 1] where each id's positions begin in pos (then N: empty)
     DeviceBuffer<int32_t> pos;       // [N] positions b*T + t, grouped by id, increasing within an id
 };
 void encoder_index_build(EncoderIndex& ix, const int32_t* idx_host, int N);

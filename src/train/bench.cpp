@@ -83,7 +83,8 @@ BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::str
     double optimizer_s = 0;
     for (int step = 0; step < warmup + steps; step++) {
         const bool timed = step >= warmup;
-        e->set_phases(timed ? &model_phases : nullptr);
+        // The ops' CUDA events cannot be inside a graph: with cuda_graphs the ops are not timed.
+        e->set_phases(timed && !cfg.cuda_graphs ? &model_phases : nullptr);
         // One step of train_run's loop, without its logging and checkpoints (it ends when the
         // device has finished its work).
         const auto t0 = Clock::now();

@@ -88,12 +88,14 @@ void engine_require(const std::string& device) {
     if (device != "cpu") usable(device);
 }
 
-EngineOptions engine_options(const TrainConfig& cfg) { return {cfg.dtype == "bf16"}; }
+EngineOptions engine_options(const TrainConfig& cfg) { return {cfg.dtype == "bf16", cfg.cuda_graphs}; }
 
 std::unique_ptr<Engine> engine_make(const std::string& device, GPT<float>& m, AdamW<float>& adam,
                                     const EngineOptions& opt) {
     if (device == "cpu" && opt.bf16)
         throw std::invalid_argument("dtype bf16 needs device cuda (the CPU engine computes in fp32: --set dtype=fp32)");
+    if (device == "cpu" && opt.cuda_graphs)
+        throw std::invalid_argument("cuda_graphs needs device cuda (--set cuda_graphs=false)");
     if (device == "cpu") return std::make_unique<CpuEngine>(m, adam);
     return usable(device).make(m, adam, opt);
 }

@@ -53,6 +53,8 @@ public:
     virtual double device_peak_bytes() { return -1; }
     // Phase timers for mhc bench (GPT::phases); a device without them leaves everything in "other".
     virtual void set_phases(PhaseTimes*) {}
+    // How many CUDA graph launches the training steps have made (cuda_graphs); 0 elsewhere.
+    virtual long graph_replays() const { return 0; }
     // generate() of mhc/sample.h on the device (its own KV cache).
     virtual std::vector<int32_t> generate(const std::vector<int32_t>& prompt, int max_new_tokens, double temperature,
                                           int top_k, uint64_t seed, const std::function<void(int32_t)>& on_token) = 0;
@@ -61,6 +63,7 @@ public:
 // How an engine computes: the config keys that change its arithmetic but not the model.
 struct EngineOptions {
     bool bf16 = false;  // dtype bf16: the linear layers' products in bf16 with fp32 sums (a GPU only)
+    bool cuda_graphs = false;  // Engine::step's device work captured as CUDA graphs and replayed (a GPU only)
 };
 EngineOptions engine_options(const TrainConfig& cfg);
 

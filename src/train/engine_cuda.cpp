@@ -5,12 +5,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <stdexcept>
 #include <type_traits>
 
 #include "cuda/cuda.h"
+#include "cuda/graph.h"
 #include "cuda/phase_timer.h"
 #include "mhc/sample.h"
 #include "model/gpt_cuda.h"
@@ -23,7 +25,8 @@ namespace {
 
 class CudaEngine final : public Engine {
 public:
-    CudaEngine(GPT<float>& m, AdamW<float>& adam, const EngineOptions& opt) : m_(m), adam_(adam) {
+    CudaEngine(GPT<float>& m, AdamW<float>& adam, const EngineOptions& opt)
+        : m_(m), adam_(adam), graphs_(opt.cuda_graphs) {
         gpt_cuda_build(g_, m, opt.bf16);
         std::vector<cuda::AdamWCuda::Copy> copies;  // the update writes the bf16 weights itself
         for (const auto& l : g_.lin16) copies.push_back({l.w_off, l.count, l.w16});
@@ -40,29 +43,43 @@ public:
     // the host waits once, at the end, for the three numbers. The same arithmetic per value as the
     // default (the check and the update read each gradient as the clipping would leave it, and
     // the update writes the bf16 weights), so the same bits. The optimizer's time comes from two CUDA events.
+    // With cuda_graphs, each micro-batch's forward and backward is one graph and the update
+    // another (cuda/graph.h), from the second step on (the first makes what the step allocates
+    // once) and while no op is timed; the batch, its embedding index and AdamW's numbers are
+    // uploaded before each launch, so a replay computes what the direct calls would: the same bits.
     StepStats step(Batcher& batches, const TrainConfig& cfg, double lr, int32_t* in, int32_t* tg,
                    bool force_nonfinite) override {
         const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
         if (chk_.empty()) chk_.resize(1), opt_begin_.create(), opt_end_.create();
         cuda::StepCheck* chk = chk_.data();
+        const bool graphs = graphs_ && steps_ > 0 && !phases_;
         StepStats st;
         st.lr = lr;
         chk_.fill_bytes(0);
         gpt_cuda_zero_grad(g_);
+        const double scale = 1.0 / accum;
         for (int micro = 0; micro < accum; micro++) {
             batches.next(in, tg);
-            gpt_cuda_forward_into(g_, in, tg, B, T, &chk->loss, accum, 1.0 / accum);
-            gpt_cuda_backward(g_, 1.0 / accum);
+            gpt_cuda_stage(g_, in, tg, B, T);
+            const auto pass = [&] {
+                gpt_cuda_forward_staged(g_, &chk->loss, accum, scale);
+                gpt_cuda_backward(g_, scale);
+            };
+            if (graphs && replay(pass_graph_, {B, T, accum}, pass)) gpt_cuda_mark_replayed(g_, scale);
+            else pass();
         }
         if (force_nonfinite) poison_grad();
         opt_begin_.record();
         const long n = count();
-        cuda::grad_sumsq_into(g_.grad.data(), n, chk);
-        cuda::adamw_nonfinite_into(st_, g_.param.data(), g_.grad.data(), g_.host.params, lr, cfg.beta1, cfg.beta2,
-                                   cfg.weight_decay, chk, cfg.grad_clip);
-        cuda::adamw_step_checked(st_, g_.param.data(), g_.grad.data(), g_.host.params, lr, cfg.beta1, cfg.beta2,
-                                 cfg.weight_decay, chk, cfg.grad_clip);
+        cuda::adamw_prepare(st_, g_.host.params, lr, cfg.beta1, cfg.beta2, cfg.weight_decay, cfg.grad_clip);
+        const auto update = [&] {
+            cuda::grad_sumsq_into(g_.grad.data(), n, chk);
+            cuda::adamw_nonfinite_into(st_, g_.param.data(), g_.grad.data(), chk);
+            cuda::adamw_step_checked(st_, g_.param.data(), g_.grad.data(), chk);
+        };
+        if (!(graphs && replay(update_graph_, {n}, update))) update();
         opt_end_.record();
+        steps_++;
         cuda::StepCheck c;
         chk_.download(&c, 1);  // the one wait
         st.loss = force_nonfinite ? NAN : c.loss;
@@ -119,8 +136,20 @@ public:
             [&] { kv_.pos = 0; }, prompt, max_new, temperature, top_k, seed, on_token);
     }
 
+    long graph_replays() const override { return replays_; }
+
 private:
     long count() const { return (long)g_.grad.size(); }
+    // Runs work through its graph; false (and graphs off for good, with one line on stderr) when it
+    // cannot be captured: the step then runs it directly.
+    bool replay(cuda::Graph& graph, std::vector<long> key, const std::function<void()>& work) {
+        std::string why;
+        if (graph.run(std::move(key), work, &why)) return ++replays_, true;
+        std::fprintf(stderr, "mhc: cuda_graphs off for this run: the step could not be captured (%s)\n", why.c_str());
+        graphs_ = false;
+        pass_graph_.reset(), update_graph_.reset();
+        return false;
+    }
     GPT<float>& m_;
     AdamW<float>& adam_;
     GptCuda g_;
@@ -131,6 +160,10 @@ private:
     PhaseTimes* phases_ = nullptr;
     cuda::DeviceBuffer<cuda::StepCheck> chk_;
     cuda::Event opt_begin_, opt_end_;
+    bool graphs_;      // cuda_graphs, until a capture fails
+    long steps_ = 0;   // step() calls so far
+    long replays_ = 0; // graph launches so far
+    cuda::Graph pass_graph_, update_graph_;
 };
 
 template <typename T> T to(float x) {

@@ -154,6 +154,20 @@ def test_repeatable():
         if r.returncode == 0:
             check("%s with recompute = true: bit-identical losses and validation losses" % base,
                   losses(base) == losses(base + "_recompute"), (losses(base), losses(base + "_recompute")))
+    # CUDA graphs replay the same work: the same bits, and no capture refused on the way (evaluations,
+    # diagnostics and checkpoints between the steps); the CPU refuses the key in one line.
+    r = train(EMU, "gpu_mhc_lite_graphs", "--device", "cuda", "--set", "hyper_conn_type=mhc_lite",
+              "--set", "cuda_graphs=true")
+    check("cuda_graphs = true: trains, nothing refused", r.returncode == 0 and "cuda_graphs off" not in r.stderr,
+          r.stderr)
+    if r.returncode == 0:
+        check("cuda_graphs = true: bit-identical losses and validation losses",
+              losses("gpu_mhc_lite") == losses("gpu_mhc_lite_graphs"), (losses("gpu_mhc_lite"), losses("gpu_mhc_lite_graphs")))
+        same = open(os.path.join(TMP, "gpu_mhc_lite", "ckpt_000006.safetensors"), "rb").read() == \
+            open(os.path.join(TMP, "gpu_mhc_lite_graphs", "ckpt_000006.safetensors"), "rb").read()
+        check("... and a byte-identical final checkpoint", same)
+    ok, detail = one_line_error(train(EMU, "graphs_cpu", "--set", "cuda_graphs=true"), "cuda_graphs needs device cuda")
+    check("cuda_graphs = true on the CPU is refused in one line", ok, detail)
 
 
 def test_bf16():
