@@ -18,7 +18,8 @@
 #                                  1. mhc_tests' GPU suites (*Cuda*), 2. tests/cli/test_device.py with the
 #                                  packed mhc on the GPU, 3. mhc bench --device cuda (every variant, the
 #                                  mHC-lite authors' model, 10 steps; then mhc_lite with recompute, and
-#                                  none and mhc_lite in dtype bf16, without and with cuda_graphs), 4. the default model 300 steps on
+#                                  none and mhc_lite in dtype bf16, mhc_lite in bf16 untimed and with
+#                                  cuda_graphs), 4. the default model 300 steps on
 #                                  the fortunes corpus in fp32 and in bf16 (validation losses within 1%,
 #                                  bf16's mixing matrices doubly stochastic to 1e-6); writes their logs
 #                                  and JSON into DIR ($OUT if set, else gpu_check_out/) and prints the
@@ -29,8 +30,8 @@
 #                                  THERE, after the check: the speed issue's GPT-2-small benchmark,
 #                                  bench/side_by_side.py --device cuda (mhc in dtype bf16 and the
 #                                  PyTorch reference in bf16 autocast; none, hc, mhc, mhc_lite, kromhc)
-#                                  and mhc_lite with recompute and with cuda_graphs, then mhc's time per op and step for
-#                                  each variant; about 3 minutes, 9 at most.
+#                                  and mhc_lite with recompute, untimed and with cuda_graphs, then mhc's time per op and step for
+#                                  each variant; about 3 minutes, 10 at most.
 # Exit status: 0 when every GPU test ran and passed, test_device.py passed, the benches ran and the
 # bf16 run met its bounds.
 set -uo pipefail
@@ -141,12 +142,14 @@ if [ "$mode" = gpt2 ]; then
   rc=$?
   timeout 120 gpu_pack/bin/mhc bench --device cuda --variants mhc_lite --steps 5 --warmup 2 "${gpt2[@]}" \
     --set dtype=bf16 --set recompute=true --json > "$out/gpt2_recompute.log" 2>&1 || rc=$?
-  timeout 120 gpu_pack/bin/mhc bench --device cuda --variants mhc_lite --steps 5 --warmup 2 "${gpt2[@]}" \
+  timeout 45 gpu_pack/bin/mhc bench --device cuda --variants mhc_lite --steps 5 --warmup 2 "${gpt2[@]}" \
+    --set dtype=bf16 --no-op-times --json > "$out/gpt2_untimed.log" 2>&1 || rc=$?
+  timeout 45 gpu_pack/bin/mhc bench --device cuda --variants mhc_lite --steps 5 --warmup 2 "${gpt2[@]}" \
     --set dtype=bf16 --set cuda_graphs=true --json > "$out/gpt2_graphs.log" 2>&1 || rc=$?
   python3 - "$out" <<'EOF'
 import json, sys
 out = sys.argv[1]
-for name, log in (("recompute", "gpt2_recompute"), ("cuda_graphs", "gpt2_graphs")):
+for name, log in (("recompute", "gpt2_recompute"), ("no op timing", "gpt2_untimed"), ("cuda_graphs", "gpt2_graphs")):
     try:
         r = json.loads(open("%s/%s.log" % (out, log)).read().strip().splitlines()[-1])["results"][0]
         print("mhc_lite with %s: %.0f tok/s, step %.1f ms, peak GPU memory %.0f MB, MFU16 %.1f%%" % (
@@ -169,13 +172,13 @@ fi
 
 # 1. Every GPU test of mhc_tests.
 s=$(date +%s)
-timeout 150 gpu_pack/bin/mhc_tests --gtest_filter='*Cuda*' --gtest_output="json:$out/gpu_tests.json" \
+timeout 130 gpu_pack/bin/mhc_tests --gtest_filter='*Cuda*' --gtest_output="json:$out/gpu_tests.json" \
   >"$out/gpu_tests.log" 2>&1
 rc_tests=$?
 t_tests=$(( $(date +%s) - s ))
 # 2. --device cuda end to end: the packed mhc is both the CPU's and the GPU's program here.
 s=$(date +%s)
-timeout 80 python3 tests/cli/test_device.py gpu_pack/bin/mhc gpu_pack/bin/mhc >"$out/device_test.log" 2>&1
+timeout 70 python3 tests/cli/test_device.py gpu_pack/bin/mhc gpu_pack/bin/mhc >"$out/device_test.log" 2>&1
 rc_device=$?
 t_device=$(( $(date +%s) - s ))
 # 3. A short bench on the GPU: every variant, the mHC-lite authors' model (mhc bench's default).
@@ -188,12 +191,14 @@ timeout 20 gpu_pack/bin/mhc bench --device cuda --variants mhc_lite --steps 5 --
 # none and mhc_lite again in dtype bf16 (products and attention on the tensor cores, bf16 activations).
 timeout 25 gpu_pack/bin/mhc bench --device cuda --variants none,mhc_lite --steps 5 --warmup 2 --set dtype=bf16 \
   --json >"$out/bench_bf16.log" 2>&1 || rc_bench=$?
-# The same with cuda_graphs: whether replaying each step as CUDA graphs pays (the rows above also
-# record a CUDA event around each op for the phases, which a graph cannot hold).
-timeout 25 gpu_pack/bin/mhc bench --device cuda --variants none,mhc_lite --steps 5 --warmup 2 --set dtype=bf16 \
+# Whether replaying each step as CUDA graphs pays: mhc_lite in bf16 untimed (no CUDA event around
+# each op, which a graph cannot hold), without and with cuda_graphs.
+timeout 15 gpu_pack/bin/mhc bench --device cuda --variants mhc_lite --steps 5 --warmup 2 --set dtype=bf16 \
+  --no-op-times --json >"$out/bench_untimed.log" 2>&1 || rc_bench=$?
+timeout 15 gpu_pack/bin/mhc bench --device cuda --variants mhc_lite --steps 5 --warmup 2 --set dtype=bf16 \
   --set cuda_graphs=true --json >"$out/bench_graphs.log" 2>&1 || rc_bench=$?
 t_bench=$(( $(date +%s) - s ))
-for b in bench bench_recompute bench_bf16 bench_graphs; do tail -n 1 "$out/$b.log" > "$out/$b.json"; done
+for b in bench bench_recompute bench_bf16 bench_untimed bench_graphs; do tail -n 1 "$out/$b.log" > "$out/$b.json"; done
 # 4. bf16 numerics: the default model 300 steps on the fortunes corpus, in fp32 and in bf16.
 s=$(date +%s)
 rc_bf16=0
@@ -262,7 +267,7 @@ try:
           " ".join("%8s" % p[:8] for p in b["results"][0]["phases_s"])))
     rows = b["results"]
     for extra, names in (("recompute", ["+recomp"]), ("bf16", ["none16", "lite16"]),
-                         ("graphs", ["none16g", "lite16g"])):
+                         ("untimed", ["lite16u"]), ("graphs", ["lite16g"])):
         try:
             got = json.load(open(out + "/bench_%s.json" % extra))["results"]
             rows = rows + [dict(r, variant=name) for r, name in zip(got, names)]

@@ -48,8 +48,10 @@ struct BenchResult {
 // `warmup` untimed then `steps` timed training steps: the same work as a step of `mhc train`
 // (zero_grad, forward + backward per micro-batch, gradient norm, clipping, AdamW at the schedule's
 // learning rate). Batches come from the token file `data` in random order, or without one from
-// seeded random tokens. Throws std::invalid_argument / std::runtime_error on bad input.
-BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::string& data);
+// seeded random tokens. time_ops: the model's ops timed per phase (on a GPU a CUDA event around
+// each op; never with cuda_graphs, whose graphs cannot hold them), else only the optimizer is, the
+// rest of the step is "other". Throws std::invalid_argument / std::runtime_error on bad input.
+BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::string& data, bool time_ops = true);
 
 // The schema's per-variant keys (docs: `mhc bench --json`), without mfu and peak_rss_mb.
 nlohmann::json bench_result_to_json(const BenchResult& r);

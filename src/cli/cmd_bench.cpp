@@ -91,7 +91,7 @@ int child_main(const std::string& arg) {
             const char* crash = std::getenv("MHC_TEST_BENCH_ABORT");
             if (crash && p.at("config").at("hyper_conn_type") == crash) std::abort();
             const BenchResult r = bench_variant(config_from_json(p.at("config")), p.at("steps"), p.at("warmup"),
-                                                p.at("data"));
+                                                p.at("data"), p.value("time_ops", true));
             j = bench_result_to_json(r);
             j["peak_rss_mb"] = sys::peak_rss_mb();
         }
@@ -116,9 +116,9 @@ void print_table(const nlohmann::json& doc, const TrainConfig& cfg, const std::s
     std::printf("%d timed steps after %d warm-up steps per variant, each variant in its own process, %d threads, "
                 "device %s, dtype %s%s\n", doc["steps"].get<int>(), doc["warmup"].get<int>(), doc["threads"].get<int>(),
                 cfg.device.c_str(), cfg.dtype.c_str(), cfg.recompute ? ", recompute" : "");
-    if (cfg.cuda_graphs)  // a graph cannot hold the ops' CUDA events: their time is all in "other"
-        std::printf("cuda_graphs: each step replayed from CUDA graphs; the ops are not timed (phases: "
-                    "the optimizer, the rest in other)\n");
+    if (!doc["ops_timed"].get<bool>())  // a graph cannot hold the ops' CUDA events either
+        std::printf("%sthe ops are not timed (phases: the optimizer, the rest in other)\n",
+                    cfg.cuda_graphs ? "cuda_graphs: each step replayed from CUDA graphs; " : "--no-op-times: ");
     const auto& sh = doc["sgemm_shape"];
     std::printf("sgemm peak: %.1f GFLOP/s (%s, %d x %d x %d, best of its repetitions)\n",
                 doc["sgemm_peak_gflops"].get<double>(), cfg.device == "cpu" ? "OpenBLAS" : "cuBLAS fp32, TF32 off",
@@ -179,7 +179,7 @@ Runner add_bench(CLI::App& app) {
         std::string config, variants = variant_keys_csv(), data, child, device;
         std::vector<std::string> sets;
         int steps = 10, warmup = 2, threads = 0;
-        bool json = false, ops = false;
+        bool json = false, ops = false, no_op_times = false;
     };
     auto o = std::make_shared<Opts>();
     app.add_option("--config", o->config, "TOML config (default: the mHC-lite authors' model: 6 layers, 6 heads, "
@@ -194,6 +194,9 @@ Runner add_bench(CLI::App& app) {
     app.add_option("--data", o->data, "Token or text file the batches come from (default: seeded random tokens)");
     add_device_option(app, o->device, true);
     app.add_flag("--ops", o->ops, "Also print the time per op and step (which op the phases' time goes to)");
+    app.add_flag("--no-op-times", o->no_op_times,
+                 "Do not time the model's ops (on a GPU: no CUDA event around each op; the phases are then the "
+                 "optimizer's and other), as with cuda_graphs: the step as training runs it");
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
     app.add_option("--child", o->child, "internal: one measurement in this process")->group("");
     app.footer(std::string("Each variant runs in its own process; tok/s and MFU use the median step time.\n") +
@@ -241,7 +244,8 @@ Runner add_bench(CLI::App& app) {
         for (size_t i = 0; i < variants.size(); i++) {
             progress("bench: " + variants[i] + " (" + std::to_string(i + 1) + "/" + std::to_string(variants.size()) + ")");
             nlohmann::json r = run_child({{"mode", "variant"}, {"config", config_to_json(vcfg[i])}, {"steps", o->steps},
-                                          {"warmup", o->warmup}, {"data", o->data}},
+                                          {"warmup", o->warmup}, {"data", o->data},
+                                          {"time_ops", !o->no_op_times}},
                                          threads, "variant " + variants[i]);
             r["mfu"] = r["model_gflop_per_step"].get<double>() / r["step_s_median"].get<double>() / peak_gflops;
             if (gpu)
@@ -260,6 +264,7 @@ Runner add_bench(CLI::App& app) {
         nlohmann::json doc = {{"threads", threads}, {"device", cfg.device}, {"sgemm_peak_gflops", peak_gflops},
                               {"sgemm_shape", peak["shape"]}, {"steps", o->steps}, {"warmup", o->warmup},
                               {"config", config}, {"data", o->data.empty() ? "random tokens" : o->data},
+                              {"ops_timed", !o->no_op_times && !cfg.cuda_graphs},
                               {"flops_note", kBenchFlopsNote}, {"results", results}};
         if (gpu) doc["bf16_peak_gflops"] = peak16["gflops"], doc["bf16_shape"] = peak16["shape"];
         print_table(doc, cfg, o->data.empty() ? "random tokens" : o->data);

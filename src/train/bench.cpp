@@ -57,7 +57,7 @@ double model_flops_per_step(const ModelConfig& m, long tokens) {
            6.0 * m.n_layer * (double)m.n_embd * m.block_size * tokens;
 }
 
-BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::string& data) {
+BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::string& data, bool time_ops) {
     config_finalize(cfg);
     if (steps < 1) throw std::invalid_argument("steps must be >= 1, got " + std::to_string(steps));
     if (warmup < 0) throw std::invalid_argument("warmup must be >= 0, got " + std::to_string(warmup));
@@ -83,8 +83,7 @@ BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::str
     double optimizer_s = 0;
     for (int step = 0; step < warmup + steps; step++) {
         const bool timed = step >= warmup;
-        // The ops' CUDA events cannot be inside a graph: with cuda_graphs the ops are not timed.
-        e->set_phases(timed && !cfg.cuda_graphs ? &model_phases : nullptr);
+        e->set_phases(timed && time_ops && !cfg.cuda_graphs ? &model_phases : nullptr);
         // One step of train_run's loop, without its logging and checkpoints (it ends when the
         // device has finished its work).
         const auto t0 = Clock::now();

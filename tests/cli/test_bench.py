@@ -107,6 +107,14 @@ def test_options():
           r.returncode == 0 and at >= 0 and lines[at + 1].split() == ["op", "none", "mhc_lite"]
           and all(len(v) == 2 for v in rows.values()) and "matmul_forward" in rows
           and float(rows.get("conn_pre_forward", ["0", "0"])[1]) > 0, r.stdout + r.stderr)
+    r = run(*TINY, *FAST, "--variants", "mhc_lite", "--no-op-times", "--json")
+    d = last_json(r)
+    x = (d.get("results") or [{}])[0]
+    ph = x.get("phases_s", {})
+    check("--no-op-times: no op timed, so only the optimizer's phase and other, which is the rest of the step",
+          r.returncode == 0 and d.get("ops_timed") is False and not x.get("ops_s")
+          and all(ph.get(p, 1) == 0 for p in ("matmul", "attention", "connections")) and ph.get("other", 0) > 0
+          and "the ops are not timed" in r.stdout, r.stdout + r.stderr)
     r = run("--help")
     check("--help gives the FLOP formula", r.returncode == 0 and "6*P_matmul*tokens" in r.stdout, r.stdout)
 
