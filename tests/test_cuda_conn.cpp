@@ -313,6 +313,50 @@ TEST_P(CudaConn, SiteForwardBackwardMatchesCpu) {
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaConn, testing::ValuesIn(conn_cases()),
                          [](const testing::TestParamInfo<ConnCase>& i) { return i.param.name; });
 
+class CudaConnDiag : public test::CudaTest {};
+
+// The streams' per-token products for SPEC §6's stream similarity (conn/diag.cu) against the CPU's
+// stream_gram, fp32 and bf16 streams, n 1 to 8, C 1, 33 and 100, 1, 3 and 65 tokens, the output
+// NaN-poisoned: every product within 1e-12 of the CPU's relative to the norms (another summation
+// order), the matrix symmetric to the bit, and the similarity from it within 1e-12 of the CPU's.
+TEST_F(CudaConnDiag, StreamGramMatchesCpu) {
+    std::mt19937_64 rng(71);
+    for (const bool bf16 : {false, true})
+        for (const int n : {1, 2, 3, 4, 8})
+            for (const int C : {1, 33, 100})
+                for (const int N : {1, 3, 65}) {
+                    std::vector<double> X = test::normal_vec<double>((size_t)N * n * C, rng);
+                    if (bf16) X = test::bf16_rounded(X);
+                    const std::vector<float> Xf = to_float(X);
+                    std::vector<double> want((size_t)N * n * n);
+                    stream_gram(Xf.data(), N, n, C, want.data());
+                    auto G = dev_nan<double>(want.size());
+                    if (bf16) {
+                        auto d = to_dev(test::to_bf16(X));
+                        cuda::stream_gram(d.data(), N, n, C, G.data());
+                    } else {
+                        auto d = to_dev(Xf);
+                        cuda::stream_gram(d.data(), N, n, C, G.data());
+                    }
+                    const std::vector<double> got = G.download();
+                    const std::string where = std::string(bf16 ? "bf16" : "fp32") + " n " + std::to_string(n) +
+                                              " C " + std::to_string(C) + " N " + std::to_string(N);
+                    for (int tok = 0; tok < N; tok++)
+                        for (int s = 0; s < n; s++)
+                            for (int t = 0; t < n; t++) {
+                                const size_t at = ((size_t)tok * n + s) * n + t, d = ((size_t)tok * n + s) * n + s,
+                                             e = ((size_t)tok * n + t) * n + t;
+                                ASSERT_NEAR(got[at], want[at], 1e-12 * std::sqrt(want[d] * want[e]))
+                                    << where << " token " << tok << " (" << s << ", " << t << ")";
+                                ASSERT_EQ(got[at], got[((size_t)tok * n + t) * n + s]) << where;
+                            }
+                    const double sg = stream_similarity_of_gram(got.data(), N, n),
+                                 sc = stream_similarity(Xf.data(), N, n, C);
+                    if (n < 2) EXPECT_TRUE(std::isnan(sg)) << where;
+                    else EXPECT_NEAR(sg, sc, 1e-12) << where;
+                }
+}
+
 // Runs everywhere: the GPU scratch of a site covers its pieces, grows with N, is 0 for residual.
 TEST(CudaConnLayout, ScratchSizes) {
     for (const Variant v : {Variant::residual, Variant::hc, Variant::mhc, Variant::mhc_lite, Variant::kromhc,

@@ -141,7 +141,11 @@ template <typename R> double orth_error(const R* H, int n);
 void singular_values(const double* A, int n, double* sv);
 // Stream similarity of X [N,n,C]: the mean over the N tokens of the mean pairwise cosine similarity
 // of the n stream vectors X_s (a zero vector's similarity is 0). NaN for n < 2 (no pairs) or N = 0.
+// It is stream_similarity_of_gram of stream_gram's products (the GPU makes those on the device).
 template <typename T> double stream_similarity(const T* X, int N, int n, int C);
+// X [N,n,C] -> G [N,n,n] (overwritten): each token's ⟨X_s, X_t⟩, in double, c in order.
+template <typename T> void stream_gram(const T* X, int N, int n, int C, double* G);
+double stream_similarity_of_gram(const double* G, int N, int n);
 
 struct Stat { double mean = 0, max = 0; };
 

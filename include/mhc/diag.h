@@ -1,6 +1,8 @@
 // mhc/diag.h — SPEC §6 diagnostics of a whole model, as logged by `mhc train` (metrics.jsonl
 // "diag") and printed by `mhc info`.
 #pragma once
+#include <vector>
+
 #include <nlohmann/json.hpp>
 
 #include "mhc/gpt.h"
@@ -19,7 +21,10 @@ namespace mhc {
 // depth_* are of the composite map A_k ⋯ A_1 up to and including site k: its gains and its two
 // largest singular values σ_1, σ_2. stream_similarity is of the streams after site k (mean over
 // tokens of the mean pairwise cosine similarity). Reads the model only: no parameter, activation
-// or random state changes. Throws std::logic_error before a forward.
-template <typename T> nlohmann::json gpt_diagnostics(const GPT<T>& m);
+// or random state changes. Throws std::logic_error before a forward. similarity, when given: each
+// site's stream similarity as its caller made it (the GPU, from products made on the device), and
+// the stream states are not read.
+template <typename T>
+nlohmann::json gpt_diagnostics(const GPT<T>& m, const std::vector<double>* similarity = nullptr);
 
 }  // namespace mhc

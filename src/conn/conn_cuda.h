@@ -75,6 +75,11 @@ void conn_pre_backward(const ConnSiteCuda& s, const float* params, const float* 
                        const float* du, TX* dX, float* dparams, float* scratch, int N,
                        const TX* dXout = nullptr);
 
+// mhc/conn.h's stream_gram on the device: X [N,n,C] -> G [N,n,n] (overwritten), each product in
+// double (the lanes' strided shares added in a fixed tree: the same bits every run, not the CPU's
+// order). conn/diag.cu.
+template <typename TX> void stream_gram(const TX* X, int N, int n, int C, double* G);
+
 namespace detail {
 
 // The pieces of a site's scratch for N tokens (each 256-byte aligned when base is). Returns the

@@ -91,28 +91,40 @@ void singular_values(const double* A, int n, double* sv) {
     std::sort(sv, sv + n, [](double a, double b) { return a > b; });
 }
 
-template <typename T> double stream_similarity(const T* X, int N, int n, int C) {
-    if (n < 2 || N < 1) return NAN;
-    double total = 0;
-    std::vector<double> norm(n);
+template <typename T> void stream_gram(const T* X, int N, int n, int C, double* G) {
     for (int tok = 0; tok < N; tok++) {
         const T* x = X + (size_t)tok * n * C;
-        for (int s = 0; s < n; s++) {
-            double acc = 0;
-            for (int c = 0; c < C; c++) acc += (double)x[s * C + c] * (double)x[s * C + c];
-            norm[s] = std::sqrt(acc);
-        }
+        double* g = G + (size_t)tok * n * n;
+        for (int s = 0; s < n; s++)
+            for (int t = s; t < n; t++) {
+                double dot = 0;
+                for (int c = 0; c < C; c++) dot += (double)x[s * C + c] * (double)x[t * C + c];
+                g[s * n + t] = g[t * n + s] = dot;
+            }
+    }
+}
+
+double stream_similarity_of_gram(const double* G, int N, int n) {
+    if (n < 2 || N < 1) return NAN;
+    double total = 0;
+    for (int tok = 0; tok < N; tok++) {
+        const double* g = G + (size_t)tok * n * n;
         double sum = 0;
         for (int s = 0; s < n; s++)
             for (int t = s + 1; t < n; t++) {
-                double dot = 0;
-                for (int c = 0; c < C; c++) dot += (double)x[s * C + c] * (double)x[t * C + c];
-                const double den = norm[s] * norm[t];
-                sum += den > 0 ? dot / den : 0.0;
+                const double den = std::sqrt(g[s * n + s]) * std::sqrt(g[t * n + t]);
+                sum += den > 0 ? g[s * n + t] / den : 0.0;
             }
         total += sum / (n * (n - 1) / 2);
     }
     return total / N;
+}
+
+template <typename T> double stream_similarity(const T* X, int N, int n, int C) {
+    if (n < 2 || N < 1) return NAN;
+    std::vector<double> G((size_t)N * n * n);
+    stream_gram(X, N, n, C, G.data());
+    return stream_similarity_of_gram(G.data(), N, n);
 }
 
 namespace {
@@ -216,6 +228,7 @@ CompositeGain::Spectrum CompositeGain::spectrum() const {
     template Gain map_gain_of_hres<R>(const R*, int);                             \
     template double orth_error<R>(const R*, int);                                 \
     template double stream_similarity<R>(const R*, int, int, int);                \
+    template void stream_gram<R>(const R*, int, int, int, double*);               \
     template SiteDiag conn_site_diagnostics<R>(const ConnSite&, const R*, int);   \
     template void CompositeGain::push<R>(const ConnSite&, const R*);
 MHC_DIAG_INST(float)

@@ -355,26 +355,33 @@ std::vector<float> gpt_cuda_site_cache(const GptCuda& g, int k) {
 
 nlohmann::json gpt_cuda_diagnostics(const GptCuda& g) {
     if (g.B * g.Tn <= 0) throw std::logic_error("gpt_cuda_diagnostics: the model has not run a forward yet");
-    // A CPU model with the layout and, on the host, what a forward leaves that diagnostics read:
-    // the shape, every site's cache and the stream states (no weights, no other activations). With
-    // recompute the states inside the blocks are made again here, by the op that made them.
+    // A CPU model with the layout and, on the host, what a forward leaves that diagnostics read: the
+    // shape and every site's cache (no weights, no activations). The stream similarity after each
+    // site comes from the streams' per-token products, made on the device (n² doubles a token come
+    // down, not n·C stream values). With recompute the states inside the blocks are made again
+    // here first, by the op that made them.
     GPT<float> view = g.host;
     view.B = g.B, view.Tn = g.Tn, view.recompute = false;
-    const int N = g.B * g.Tn;
-    const size_t S = (size_t)N * view.n * view.C;
-    std::vector<std::vector<float>> caches, streams(g.X.size());
+    const int N = g.B * g.Tn, n = view.n;
+    std::vector<std::vector<float>> caches;
     for (int k = 0; k < (int)g.host.sites.size(); k++) caches.push_back(gpt_cuda_site_cache(g, k));
     view.s_act.assign(caches.size(), {});
     for (size_t k = 0; k < caches.size(); k++) view.s_act[k].cache = caches[k].data();
-    view.X.assign(g.X.size(), nullptr);
-    for (size_t k = 0; k < g.X.size(); k++) {
-        if (g.host.recompute && k % 2)
-            ops_of(g).conn_post_forward(g.host.sites[k - 1], g.s_act[k - 1].cache, g.X[k - 1], g.s_act[k - 1].y,
-                                        g.X[k], N);
-        streams[k] = download_activation(g, g.X[k], S);
-        view.X[k] = streams[k].data();
+    std::vector<double> similarity(g.host.sites.size(), std::numeric_limits<double>::quiet_NaN());
+    if (n > 1) {
+        cuda::DeviceBuffer<double> gram((size_t)N * n * n);
+        std::vector<double> host(gram.size());
+        for (size_t k = 1; k < g.X.size(); k++) {  // the state after site k - 1
+            if (g.host.recompute && k % 2)
+                ops_of(g).conn_post_forward(g.host.sites[k - 1], g.s_act[k - 1].cache, g.X[k - 1], g.s_act[k - 1].y,
+                                            g.X[k], N);
+            if (const cuda::bf16* x16 = ops_of(g).bf16.stored(g.X[k])) cuda::stream_gram(x16, N, n, view.C, gram.data());
+            else cuda::stream_gram(g.X[k], N, n, view.C, gram.data());
+            gram.download(host.data(), host.size());
+            similarity[k - 1] = stream_similarity_of_gram(host.data(), N, n);
+        }
     }
-    return gpt_diagnostics(view);
+    return gpt_diagnostics(view, &similarity);
 }
 
 }  // namespace mhc

@@ -19,7 +19,7 @@ template <typename T> const T* streams_after(const GPT<T>& m, int k, std::vector
 }
 }  // namespace
 
-template <typename T> nlohmann::json gpt_diagnostics(const GPT<T>& m) {
+template <typename T> nlohmann::json gpt_diagnostics(const GPT<T>& m, const std::vector<double>* similarity) {
     const int N = m.B * m.Tn;
     if (N <= 0 || m.s_act.size() != m.sites.size())
         throw std::logic_error("gpt_diagnostics: the model has not run a forward yet");
@@ -44,7 +44,8 @@ template <typename T> nlohmann::json gpt_diagnostics(const GPT<T>& m) {
         if (m.n > 1) {  // a single stream has no second singular value and no pairs of streams
             s["depth_sigma2_mean"] = sp.s2.mean;
             s["depth_sigma2_max"] = sp.s2.max;
-            s["stream_similarity"] = stream_similarity(streams_after(m, k, mid), N, m.n, m.C);
+            s["stream_similarity"] = similarity ? similarity->at(k)
+                                                : stream_similarity(streams_after(m, k, mid), N, m.n, m.C);
         }
         if (d.has_nu) {
             s["log_inv_nu_mean"] = d.log_inv_nu.mean;
@@ -56,7 +57,7 @@ template <typename T> nlohmann::json gpt_diagnostics(const GPT<T>& m) {
     return {{"tokens", N}, {"sites", std::move(sites)}};
 }
 
-template nlohmann::json gpt_diagnostics<float>(const GPT<float>&);
-template nlohmann::json gpt_diagnostics<double>(const GPT<double>&);
+template nlohmann::json gpt_diagnostics<float>(const GPT<float>&, const std::vector<double>*);
+template nlohmann::json gpt_diagnostics<double>(const GPT<double>&, const std::vector<double>*);
 
 }  // namespace mhc
