@@ -466,6 +466,7 @@ const char* cudaGetErrorString(cudaError_t e) {
 struct cublasContext {
     cublasMath_t math = CUBLAS_DEFAULT_MATH;
     cudaStream_t stream = nullptr;  // the legacy default stream until cublasSetStream
+    void* workspace = nullptr;      // cublasSetWorkspace's, held as the library holds it
 };
 
 cublasStatus_t cublasCreate(cublasHandle_t* h) {
@@ -495,7 +496,9 @@ cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t stream) {
 }
 cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void* workspace, size_t bytes) {
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
-    return bytes == 0 || is_device(workspace, bytes) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+    if (bytes && !is_device(workspace, bytes)) return CUBLAS_STATUS_INVALID_VALUE;
+    h->workspace = workspace;
+    return CUBLAS_STATUS_SUCCESS;
 }
 const char* cublasGetStatusString(cublasStatus_t s) {
     switch (s) {
