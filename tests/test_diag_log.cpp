@@ -2,6 +2,7 @@
 // whose H_res are set by hand through the parameters. The expected values are computed here with
 // small independent code (no call to the library's ds_error / gains / CompositeGain).
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -436,6 +437,23 @@ TEST(DiagLog, PerTokenMeanAndMaxWithDynamicCoefficients) {
 }
 
 // The diagnostics read the model only, and survive a backward (dH lives in its own cache slots).
+// The tokens' values are made in parallel and added in token order: one thread or several, the
+// same bits in every statistic (mhc's log(1/ν) included), over enough tokens to split.
+TEST(DiagLog, SameBitsOnAnyNumberOfThreads) {
+    for (const char* type : {"mhc", "mhc_lite", "jpmhc"}) {
+        GPT<float> m;
+        test::make_perturbed(m, config(type, 4), 23);
+        const int threads = omp_get_max_threads();
+        omp_set_num_threads(1);
+        const nlohmann::json one = forward_and_diag(m, 37, 3);
+        omp_set_num_threads(4);
+        const nlohmann::json four = gpt_diagnostics(m);
+        omp_set_num_threads(threads);
+        EXPECT_EQ(one, four) << type;
+        EXPECT_EQ(one["tokens"], 3 * 37);
+    }
+}
+
 TEST(DiagLog, ReadOnlyAndUnchangedByBackward) {
     GPT<float> m;
     test::make_perturbed(m, config("mhc", 4), 19);

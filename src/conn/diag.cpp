@@ -1,7 +1,10 @@
 // Diagnostics of SPEC §6: DS error, orthogonality error, gains of the map A = H_resᵀ, composite
 // gain and spectrum through depth, stream similarity, and mhc's log(1/ν) statistics. All in double.
+// The tokens are independent: their values are made in parallel (OpenMP), then added in token
+// order, so the results are the same bits on any number of threads.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "mhc/conn.h"
 
@@ -92,6 +95,7 @@ void singular_values(const double* A, int n, double* sv) {
 }
 
 template <typename T> void stream_gram(const T* X, int N, int n, int C, double* G) {
+#pragma omp parallel for schedule(static)
     for (int tok = 0; tok < N; tok++) {
         const T* x = X + (size_t)tok * n * C;
         double* g = G + (size_t)tok * n * n;
@@ -141,20 +145,23 @@ template <typename R> SiteDiag conn_site_diagnostics(const ConnSite& s, const R*
     Acc ds, orth, fwd, bwd, nu;
     long above = 0;
     const bool want_nu = variant_info(s.cfg.variant).log_inv_nu;
+    std::vector<double> v((size_t)std::max(N, 0) * 5);  // per token: ds, orth, fwd, bwd, log(1/ν)
+#pragma omp parallel for schedule(static)
     for (int tok = 0; tok < N; tok++) {
         const R* H = cache_hres(s, cache, tok);
-        ds.add(ds_error(H, n).value());
-        orth.add(orth_error(H, n));
+        double* t = &v[(size_t)tok * 5];
         const Gain g = map_gain_of_hres(H, n);
-        fwd.add(g.fwd);
-        bwd.add(g.bwd);
+        t[0] = ds_error(H, n).value(), t[1] = orth_error(H, n), t[2] = g.fwd, t[3] = g.bwd;
         if (want_nu) {  // the pre-Sinkhorn logits, as the mixer cached them
             const R* L = cache + (long)tok * s.stride + s.c_extra;
             const auto [lo, hi] = std::minmax_element(L, L + s.n_extra);
-            const double v = (double)*hi - (double)*lo;
-            nu.add(v);
-            above += v > 30;
+            t[4] = (double)*hi - (double)*lo;
         }
+    }
+    for (int tok = 0; tok < N; tok++) {
+        const double* t = &v[(size_t)tok * 5];
+        ds.add(t[0]), orth.add(t[1]), fwd.add(t[2]), bwd.add(t[3]);
+        if (want_nu) nu.add(t[4]), above += t[4] > 30;
     }
     SiteDiag d;
     d.ds = ds.stat();
@@ -178,8 +185,9 @@ void CompositeGain::reset(int N_, int n_) {
 }
 
 template <typename R> void CompositeGain::push(const ConnSite& s, const R* cache) {
-    double tmp[64];
+#pragma omp parallel for schedule(static)
     for (int tok = 0; tok < N; tok++) {
+        double tmp[64];
         const R* H = cache_hres(s, cache, tok);
         double* Ac = &A[(size_t)tok * n * n];
         // new = Hᵀ · A_prev: new[i][j] = sum_k H[k][i] A_prev[k][j]
@@ -195,17 +203,20 @@ template <typename R> void CompositeGain::push(const ConnSite& s, const R* cache
 
 // Over tokens: max abs row sum (rows = true) or max abs column sum of each composite map.
 static Stat composite_stat(const std::vector<double>& A, int N, int n, bool rows) {
-    Acc a;
+    std::vector<double> g((size_t)std::max(N, 0));
+#pragma omp parallel for schedule(static)
     for (int tok = 0; tok < N; tok++) {
         const double* Ac = &A[(size_t)tok * n * n];
-        double g = 0;
+        double m = 0;
         for (int i = 0; i < n; i++) {
             double sum = 0;
             for (int j = 0; j < n; j++) sum += std::fabs(rows ? Ac[i * n + j] : Ac[j * n + i]);
-            g = std::max(g, sum);
+            m = std::max(m, sum);
         }
-        a.add(g);
+        g[tok] = m;
     }
+    Acc a;
+    for (const double x : g) a.add(x);
     return a.stat();
 }
 
@@ -213,13 +224,15 @@ Stat CompositeGain::fwd() const { return composite_stat(A, N, n, true); }
 Stat CompositeGain::bwd() const { return composite_stat(A, N, n, false); }
 
 CompositeGain::Spectrum CompositeGain::spectrum() const {
-    Acc s1, s2;
-    double sv[8];
+    std::vector<double> top((size_t)std::max(N, 0) * 2);  // per token: σ_1, σ_2
+#pragma omp parallel for schedule(static)
     for (int tok = 0; tok < N; tok++) {
+        double sv[8];
         singular_values(&A[(size_t)tok * n * n], n, sv);
-        s1.add(sv[0]);
-        s2.add(n > 1 ? sv[1] : 0.0);
+        top[2 * (size_t)tok] = sv[0], top[2 * (size_t)tok + 1] = n > 1 ? sv[1] : 0.0;
     }
+    Acc s1, s2;
+    for (int tok = 0; tok < N; tok++) s1.add(top[2 * (size_t)tok]), s2.add(top[2 * (size_t)tok + 1]);
     return {s1.stat(), s2.stat()};
 }
 
