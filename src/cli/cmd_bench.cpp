@@ -119,6 +119,9 @@ void print_table(const nlohmann::json& doc, const TrainConfig& cfg, const std::s
     if (!doc["ops_timed"].get<bool>())  // a graph cannot hold the ops' CUDA events either
         std::printf("%sthe ops are not timed (phases: the optimizer, the rest in other)\n",
                     cfg.cuda_graphs ? "cuda_graphs: each step replayed from CUDA graphs; " : "--no-op-times: ");
+    if (cfg.cuda_graphs && doc["warmup"].get<int>() < 2)  // step 1 runs direct, step 2 captures
+        std::printf("cuda_graphs: the first step runs without graphs and the second captures them: timed "
+                    "steps among those are not replays (--warmup 2 or more)\n");
     const auto& sh = doc["sgemm_shape"];
     std::printf("sgemm peak: %.1f GFLOP/s (%s, %d x %d x %d, best of its repetitions)\n",
                 doc["sgemm_peak_gflops"].get<double>(), cfg.device == "cpu" ? "OpenBLAS" : "cuBLAS fp32, TF32 off",
