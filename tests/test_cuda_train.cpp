@@ -3,6 +3,7 @@
 // determinism (two GPU runs give bit-identical losses, gradients and weights).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -451,6 +452,34 @@ TEST_F(CudaEngineStep, GraphsGiveTheSameBits) {
         EXPECT_EQ(a1.m, a2.m) << what;
         EXPECT_EQ(a1.v, a2.v) << what;
     }
+}
+
+// A capture that CUDA refuses (the test hook puts a wait in it): one line on stderr, graphs off for
+// the rest of the run, every step run directly, so the same bits as an engine without graphs.
+TEST_F(CudaEngineStep, RefusedCaptureRunsWithoutGraphs) {
+    cuda_engine_register();
+    Twins t(47, 7);
+    EngineOptions graphs;
+    graphs.cuda_graphs = true;
+    auto plain = engine_make("cuda", t.m1, t.a1), refused = engine_make("cuda", t.m2, t.a2, graphs);
+    Batcher b1(t.data, t.tc.batch_size, t.tc.model.block_size, Order::random, 3),
+        b2(t.data, t.tc.batch_size, t.tc.model.block_size, Order::random, 3);
+    std::vector<int32_t> in((size_t)t.tc.batch_size * t.tc.model.block_size), tg(in.size());
+    setenv("MHC_TEST_REFUSE_CAPTURE", "1", 1);
+    testing::internal::CaptureStderr();
+    for (int s = 0; s < 4; s++) {
+        const StepStats p = plain->step(b1, t.tc, lr_at(t.tc, s), in.data(), tg.data(), false);
+        const StepStats r = refused->step(b2, t.tc, lr_at(t.tc, s), in.data(), tg.data(), false);
+        EXPECT_EQ(std::memcmp(&p.loss, &r.loss, sizeof(double)), 0) << "loss, step " << s;
+        EXPECT_EQ(std::memcmp(&p.grad_norm, &r.grad_norm, sizeof(double)), 0) << "norm, step " << s;
+    }
+    const std::string err = testing::internal::GetCapturedStderr();
+    unsetenv("MHC_TEST_REFUSE_CAPTURE");
+    EXPECT_EQ(err.rfind("mhc: cuda_graphs off for this run: ", 0), 0u) << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    EXPECT_EQ(refused->graph_replays(), 0);
+    plain->to_host(), refused->to_host();
+    EXPECT_EQ(std::memcmp(t.m1.param.data(), t.m2.param.data(), t.m1.param.size() * sizeof(float)), 0) << "weights";
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -52,7 +53,8 @@ public:
         const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
         if (chk_.empty()) chk_.resize(1), opt_begin_.create(), opt_end_.create();
         cuda::StepCheck* chk = chk_.data();
-        const bool graphs = graphs_ && steps_ > 0 && !phases_;
+        // graphs_ itself is read at each use: a refused capture turns it off within the step.
+        const bool may_replay = steps_ > 0 && !phases_;
         StepStats st;
         st.lr = lr;
         chk_.fill_bytes(0);
@@ -65,7 +67,7 @@ public:
                 gpt_cuda_forward_staged(g_, &chk->loss, accum, scale);
                 gpt_cuda_backward(g_, scale);
             };
-            if (graphs && replay(pass_graph_, {B, T, accum}, pass)) gpt_cuda_mark_replayed(g_, scale);
+            if (graphs_ && may_replay && replay(pass_graph_, {B, T, accum}, pass)) gpt_cuda_mark_replayed(g_, scale);
             else pass();
         }
         if (force_nonfinite) poison_grad();
@@ -77,7 +79,7 @@ public:
             cuda::adamw_nonfinite_into(st_, g_.param.data(), g_.grad.data(), chk);
             cuda::adamw_step_checked(st_, g_.param.data(), g_.grad.data(), chk);
         };
-        if (!(graphs && replay(update_graph_, {n}, update))) update();
+        if (!(graphs_ && may_replay && replay(update_graph_, {n}, update))) update();
         opt_end_.record();
         steps_++;
         cuda::StepCheck c;
@@ -144,7 +146,14 @@ private:
     // cannot be captured: the step then runs it directly.
     bool replay(cuda::Graph& graph, std::vector<long> key, const std::function<void()>& work) {
         std::string why;
-        if (graph.run(std::move(key), work, &why)) return ++replays_, true;
+        // Test hook (CudaEngineStep.RefusedCaptureRunsWithoutGraphs): a wait inside the capture,
+        // which CUDA refuses, as a call the engine's step must not make would be.
+        const bool refuse = std::getenv("MHC_TEST_REFUSE_CAPTURE") != nullptr;
+        const auto waits = [&] {
+            cuda::synchronize();
+            work();
+        };
+        if (graph.run(std::move(key), refuse ? std::function<void()>(waits) : work, &why)) return ++replays_, true;
         std::fprintf(stderr, "mhc: cuda_graphs off for this run: the step could not be captured (%s)\n", why.c_str());
         graphs_ = false;
         pass_graph_.reset(), update_graph_.reset();
