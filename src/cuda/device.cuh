@@ -12,13 +12,13 @@
 #if MHC_CUDA_EMU
 #define MHC_LAUNCH(kernel, grid, block, ...)                                                   \
     do {                                                                                       \
-        ::mhc::emu::launch(#kernel, (grid), (block), ::mhc::cuda::stream(), kernel, __VA_ARGS__);                     \
+        ::mhc::emu::launch(#kernel, (grid), (block), ::mhc::cuda::stream(), kernel, __VA_ARGS__); \
         ::mhc::cuda::check(cudaGetLastError(), "launch of " #kernel, __FILE__, __LINE__);      \
     } while (0)
 #else
 #define MHC_LAUNCH(kernel, grid, block, ...)                                                   \
     do {                                                                                       \
-        kernel<<<(grid), (block), 0, ::mhc::cuda::stream()>>>(__VA_ARGS__);                                          \
+        kernel<<<(grid), (block), 0, ::mhc::cuda::stream()>>>(__VA_ARGS__);                    \
         ::mhc::cuda::check(cudaGetLastError(), "launch of " #kernel, __FILE__, __LINE__);      \
     } while (0)
 #endif

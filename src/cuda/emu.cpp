@@ -364,7 +364,7 @@ constexpr size_t kDeviceMemory = (size_t)1 << 34;  // what the emulated device s
 }
 
 cudaError_t cudaMalloc(void** p, size_t bytes) {
-    if (!mhc::emu::allowed_outside_capture()) return mhc::emu::g_last = cudaErrorStreamCaptureUnsupported;
+    if (const cudaError_t e = mhc::emu::outside_capture()) return e;
     if (bytes > kDeviceMemory) return mhc::emu::g_last = cudaErrorMemoryAllocation;
     void* q = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
     if (!q) return mhc::emu::g_last = cudaErrorMemoryAllocation;
@@ -374,7 +374,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
 }
 
 cudaError_t cudaFree(void* p) {
-    if (!mhc::emu::allowed_outside_capture()) return mhc::emu::g_last = cudaErrorStreamCaptureUnsupported;
+    if (const cudaError_t e = mhc::emu::outside_capture()) return e;
     if (!p) return cudaSuccess;
     auto& m = mhc::emu::allocations();
     auto it = m.find((uintptr_t)p);
@@ -400,7 +400,7 @@ bool copy_ok(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
 }  // namespace mhc::emu
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
-    if (!mhc::emu::allowed_outside_capture()) return mhc::emu::g_last = cudaErrorStreamCaptureUnsupported;
+    if (const cudaError_t e = mhc::emu::outside_capture()) return e;
     if (!bytes) return cudaSuccess;
     if (!mhc::emu::copy_ok(dst, src, bytes, kind)) return mhc::emu::g_last = cudaErrorInvalidMemcpyDirection;
     std::memmove(dst, src, bytes);
@@ -408,7 +408,7 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
 }
 
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
-    if (!mhc::emu::allowed_outside_capture()) return mhc::emu::g_last = cudaErrorStreamCaptureUnsupported;
+    if (const cudaError_t e = mhc::emu::outside_capture()) return e;
     if (!bytes) return cudaSuccess;
     if (!is_device(p, bytes)) return mhc::emu::g_last = cudaErrorInvalidValue;
     std::memset(p, value, bytes);
@@ -422,7 +422,7 @@ cudaError_t cudaGetLastError() {
 }
 cudaError_t cudaPeekAtLastError() { return mhc::emu::g_last; }
 cudaError_t cudaDeviceSynchronize() {
-    return mhc::emu::allowed_outside_capture() ? cudaSuccess : mhc::emu::g_last = cudaErrorStreamCaptureUnsupported;
+    return mhc::emu::outside_capture();
 }
 cudaError_t cudaGetDeviceCount(int* count) {
     *count = 1;

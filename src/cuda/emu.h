@@ -196,8 +196,9 @@ void run(dim3 grid, dim3 block, const std::function<void()>& body, const char* n
 // Device work queued on `stream`: run now, or recorded while the stream is captured (emu_stream.cpp);
 // false (and the capture invalidated) when it is queued on another stream during a capture.
 bool enqueue(cudaStream_t stream, std::function<void()> work);
-// A call that is not allowed while a stream is captured: false (and the capture invalidated) then.
-bool allowed_outside_capture();
+// What a call that CUDA refuses while a stream is captured answers: cudaSuccess outside a capture,
+// else cudaErrorStreamCaptureUnsupported (also cudaGetLastError's next), the capture invalidated.
+cudaError_t outside_capture();
 void set_last_error(cudaError_t e);  // what cudaGetLastError returns next
 
 // Arguments are converted to the kernel's parameter types once, at the launch, as CUDA does (and a

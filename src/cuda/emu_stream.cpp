@@ -50,12 +50,6 @@ bool enqueue(cudaStream_t stream, std::function<void()> work) {
     return !c.invalidated;
 }
 
-bool allowed_outside_capture() {
-    if (!capture().active) return true;
-    invalidate();
-    return false;
-}
-
 }  // namespace mhc::emu
 
 using mhc::emu::is_device;
@@ -67,6 +61,12 @@ cudaError_t failed(cudaError_t e) {  // what the call returns, and cudaGetLastEr
 }
 cudaError_t refused() { return failed(cudaErrorStreamCaptureUnsupported); }
 }  // namespace
+
+cudaError_t mhc::emu::outside_capture() {
+    if (!capture().active) return cudaSuccess;
+    invalidate();
+    return refused();
+}
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
     if (!bytes) return cudaSuccess;
@@ -89,7 +89,7 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t strea
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t) {
-    return mhc::emu::allowed_outside_capture() ? cudaSuccess : refused();
+    return mhc::emu::outside_capture();
 }
 
 cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
@@ -99,12 +99,12 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* 
 }
 
 cudaError_t cudaMallocHost(void** p, size_t bytes) {
-    if (!mhc::emu::allowed_outside_capture()) return refused();
+    if (const cudaError_t e = mhc::emu::outside_capture()) return e;
     *p = std::malloc(bytes);
     return *p || !bytes ? cudaSuccess : failed(cudaErrorMemoryAllocation);
 }
 cudaError_t cudaFreeHost(void* p) {
-    if (!mhc::emu::allowed_outside_capture()) return refused();
+    if (const cudaError_t e = mhc::emu::outside_capture()) return e;
     std::free(p);
     return cudaSuccess;
 }
@@ -169,12 +169,12 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 // CUDA records an event inside a capture as a graph node that cannot be timed: refused here, so
 // that the engine's timing stays out of its graphs.
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
-    if (!mhc::emu::allowed_outside_capture()) return refused();
+    if (const cudaError_t e = mhc::emu::outside_capture()) return e;
     e->t = std::chrono::steady_clock::now(), e->recorded = true;
     return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t) {
-    return mhc::emu::allowed_outside_capture() ? cudaSuccess : refused();
+    return mhc::emu::outside_capture();
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
     if (!start->recorded || !end->recorded) {
