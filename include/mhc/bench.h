@@ -42,6 +42,7 @@ struct BenchResult {
     double untimed_s = 0;                    // that part of "other": the step minus every phase timer
     double model_gflop_per_step = 0;
     double device_peak_mb = -1;              // a GPU's peak memory of the engine (MiB); -1 on the CPU
+    bool ops_timed = true;                   // bench_variant's time_ops, unless cuda_graphs ruled it out
 };
 
 // Builds and initialises cfg's model on cfg.device (cfg is finalized here; vocab_size must be set) and runs

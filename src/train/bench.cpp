@@ -81,9 +81,10 @@ BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::str
     r.model_gflop_per_step = model_flops_per_step(cfg.model, r.tokens_per_step) * 1e-9;
     PhaseTimes model_phases;
     double optimizer_s = 0;
+    r.ops_timed = time_ops && !cfg.cuda_graphs;  // a graph cannot hold the ops' CUDA events
     for (int step = 0; step < warmup + steps; step++) {
         const bool timed = step >= warmup;
-        e->set_phases(timed && time_ops && !cfg.cuda_graphs ? &model_phases : nullptr);
+        e->set_phases(timed && r.ops_timed ? &model_phases : nullptr);
         // One step of train_run's loop, without its logging and checkpoints (it ends when the
         // device has finished its work).
         const auto t0 = Clock::now();
@@ -119,7 +120,7 @@ nlohmann::json bench_result_to_json(const BenchResult& r) {
     return {{"variant", r.variant}, {"params", r.params}, {"tokens_per_step", r.tokens_per_step},
             {"step_s_median", r.step_s_median}, {"step_s_min", r.step_s_min}, {"step_s_mean", r.step_s_mean},
             {"step_s", r.step_s}, {"tokens_per_s", r.tokens_per_s}, {"phases_s", phases}, {"ops_s", r.ops_s},
-            {"untimed_s", r.untimed_s},
+            {"untimed_s", r.untimed_s}, {"ops_timed", r.ops_timed},
             {"model_gflop_per_step", r.model_gflop_per_step},
             {"device_peak_mb", r.device_peak_mb < 0 ? nlohmann::json() : nlohmann::json(r.device_peak_mb)}};
 }
