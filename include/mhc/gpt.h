@@ -105,6 +105,10 @@ struct GptMemory {
 GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool gpu = false,
                               bool recompute = false, bool bf16 = false);
 
+// Throws std::invalid_argument (one line) unless inputs (and targets, if given) [B, T] are a batch
+// this model takes: 1 <= T <= block_size, B >= 1, every id in 0..vocab_size-1. Both engines' check.
+void gpt_check_batch(int V, int Tmax, const int32_t* inputs, const int32_t* targets, int B, int Tn);
+
 // Forward on inputs [B, T] (token ids < V, T <= block_size). With targets: returns the mean
 // cross-entropy and keeps what the backward needs. Without: fills m.logits [B*T, V], returns NaN.
 template <typename T>

@@ -71,15 +71,20 @@ template <typename T> void plan(GPT<T>& m, int B, int Tn) {
 
 }  // namespace
 
+void gpt_check_batch(int V, int Tmax, const int32_t* inputs, const int32_t* targets, int B, int Tn) {
+    if (B < 1 || Tn < 1 || Tn > Tmax)
+        throw std::invalid_argument("batch " + std::to_string(B) + " x " + std::to_string(Tn) +
+                                    " does not fit block_size " + std::to_string(Tmax));
+    const long N = (long)B * Tn;
+    for (long i = 0; i < N; i++)
+        if (inputs[i] < 0 || inputs[i] >= V || (targets && (targets[i] < 0 || targets[i] >= V)))
+            throw std::invalid_argument("token id out of range 0.." + std::to_string(V - 1));
+}
+
 template <typename T>
 double gpt_forward(GPT<T>& m, const int32_t* inputs, const int32_t* targets, int B, int Tn) {
-    if (B < 1 || Tn < 1 || Tn > m.Tmax)
-        throw std::invalid_argument("batch " + std::to_string(B) + " x " + std::to_string(Tn) +
-                                    " does not fit block_size " + std::to_string(m.Tmax));
+    gpt_check_batch(m.V, m.Tmax, inputs, targets, B, Tn);
     const int N = B * Tn;
-    for (int i = 0; i < N; i++)
-        if (inputs[i] < 0 || inputs[i] >= m.V || (targets && (targets[i] < 0 || targets[i] >= m.V)))
-            throw std::invalid_argument("token id out of range 0.." + std::to_string(m.V - 1));
     plan(m, B, Tn);
     std::copy(inputs, inputs + N, m.inputs.begin());
     m.have_targets = targets != nullptr;

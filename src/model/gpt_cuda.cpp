@@ -235,13 +235,8 @@ void gpt_cuda_zero_grad(GptCuda& g) { g.grad.fill_bytes(0); }
 
 void gpt_cuda_stage(GptCuda& g, const int32_t* inputs, const int32_t* targets, int B, int Tn) {
     const GPT<float>& m = g.host;
-    if (B < 1 || Tn < 1 || Tn > m.Tmax)
-        throw std::invalid_argument("batch " + std::to_string(B) + " x " + std::to_string(Tn) +
-                                    " does not fit block_size " + std::to_string(m.Tmax));
+    gpt_check_batch(m.V, m.Tmax, inputs, targets, B, Tn);
     const int N = B * Tn;
-    for (int i = 0; i < N; i++)
-        if (inputs[i] < 0 || inputs[i] >= m.V || (targets && (targets[i] < 0 || targets[i] >= m.V)))
-            throw std::invalid_argument("token id out of range 0.." + std::to_string(m.V - 1));
     plan(g, B, Tn);
     g.inputs.upload(inputs, N);
     cuda::encoder_index_build(g.enc, inputs, N);
