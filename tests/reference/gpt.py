@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hyper_conn import HyperConnection, all_permutations  # noqa: E402
+from hyper_conn import HyperConnection  # noqa: E402
 
 HYPER_CONN_TYPES = ("none", "hc", "mhc", "mhc_lite", "kromhc", "jpmhc", "ohc")
 # GPTConfig type -> hyper_conn.py variant name

@@ -1,11 +1,19 @@
 """What the reference self-checks share: the check decorator that counts and reports, close(),
-and the final summary. Used by test_reference_selfcheck.py (the connections) and
-test_reference_selfcheck_gpt.py (the GPT model, its fixtures and ckpt_loss.py)."""
+the final summary, and functional_call from wherever this torch version keeps it. Used by
+test_reference_selfcheck.py (the connections) and test_reference_selfcheck_gpt.py (the GPT model,
+its fixtures and ckpt_loss.py)."""
 
 import sys
 import traceback
 
 import torch
+
+try:
+    from torch.func import functional_call  # torch >= 2.0
+except ImportError:  # torch 1.13
+    from torch.nn.utils.stateless import functional_call
+
+__all__ = ["F64", "RESULTS", "check", "close", "finish", "functional_call"]
 
 F64 = torch.float64
 RESULTS = {"passed": 0, "failed": 0}

@@ -23,12 +23,7 @@ import hyper_conn as hc  # noqa: E402
 from hyper_conn import HyperConnection, sinkhorn  # noqa: E402
 import make_conn_fixtures as mk  # noqa: E402
 from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
-from selfcheck_harness import F64, check, close, finish  # noqa: E402
-
-try:
-    from torch.func import functional_call  # torch >= 2.0
-except ImportError:  # torch 1.13
-    from torch.nn.utils.stateless import functional_call
+from selfcheck_harness import F64, check, close, finish, functional_call  # noqa: E402
 
 
 def offdiag(M):
