@@ -57,6 +57,7 @@ if(MHC_CUDA_EMU AND MHC_BUILD_TESTS)
   # Each .cu file compiled as C++ through a one-line wrapper (a source's language is per file, not
   # per target, and the same file is CUDA in mhc_cuda).
   set(MHC_EMU_SOURCES ${PROJECT_SOURCE_DIR}/src/cuda/emu.cpp ${PROJECT_SOURCE_DIR}/src/cuda/emu_stream.cpp
+      ${PROJECT_SOURCE_DIR}/src/cuda/emu_cublas.cpp
       ${MHC_CUDA_HOST_SOURCES})
   foreach(cu ${MHC_CU_SOURCES})
     file(RELATIVE_PATH rel ${PROJECT_SOURCE_DIR}/src ${cu})
