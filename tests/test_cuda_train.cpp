@@ -407,52 +407,53 @@ TEST_F(CudaEngineStep, DeviceDecisionsEqualTheHostsBitForBit) {
 // non-finite gradient, an update that overflows, and evaluations between steps, one of them of
 // another batch shape (its activations are planned anew, so the graphs are captured again), and
 // the graphs did run: every step after the first is three launches (two micro-batches, the update).
-TEST_F(CudaEngineStep, GraphsGiveTheSameBits) {
+// Two tests, so that the sanitized suite can leave out the bf16 one (scripts/test_sanitized.sh).
+void graphs_give_the_same_bits(bool bf16) {
     cuda_engine_register();
-    for (const bool bf16 : {false, true}) {
-        Twins t(43, 6);
-        const TrainConfig& tc = t.tc;
-        const TokenData& data = t.data;
-        GPT<float>&m1 = t.m1, &m2 = t.m2;
-        AdamW<float>&a1 = t.a1, &a2 = t.a2;
-        EngineOptions direct, graphs;
-        direct.bf16 = graphs.bf16 = bf16;
-        graphs.cuda_graphs = true;
-        auto plain = engine_make("cuda", m1, a1, direct), replayed = engine_make("cuda", m2, a2, graphs);
-        Batcher b1(data, tc.batch_size, tc.model.block_size, Order::random, 3),
-            b2(data, tc.batch_size, tc.model.block_size, Order::random, 3);
-        std::vector<int32_t> in((size_t)tc.batch_size * tc.model.block_size), tg(in.size());
-        const std::string what = bf16 ? "bf16" : "fp32";
-        testing::internal::CaptureStderr();
-        for (int s = 0; s < 8; s++) {
-            const double lr = s == 4 ? 1e39 : lr_at(tc, s);
-            const bool force = s == 2;
-            const StepStats p = plain->step(b1, tc, lr, in.data(), tg.data(), force);
-            const StepStats r = replayed->step(b2, tc, lr, in.data(), tg.data(), force);
-            EXPECT_EQ(p.finite, s != 2 && s != 4) << what << ", step " << s;
-            EXPECT_EQ(std::string(p.nonfinite), std::string(r.nonfinite)) << what << ", step " << s;
-            EXPECT_EQ(std::memcmp(&p.loss, &r.loss, sizeof(double)), 0) << what << " loss, step " << s;
-            if (!force) {
-                EXPECT_EQ(std::memcmp(&p.grad_norm, &r.grad_norm, sizeof(double)), 0) << what << " norm, step " << s;
-            }
-            if (s == 3 || s == 5) {  // an evaluation: the training shape, then a shape of its own
-                const int B = s == 3 ? tc.batch_size : 1, T = s == 3 ? tc.model.block_size : 5;
-                const double e1 = plain->forward(in.data(), tg.data(), B, T), e2 = replayed->forward(in.data(), tg.data(), B, T);
-                EXPECT_EQ(std::memcmp(&e1, &e2, sizeof(double)), 0) << what << " evaluation after step " << s;
-            }
+    Twins t(43, 6);
+    const TrainConfig& tc = t.tc;
+    const TokenData& data = t.data;
+    GPT<float>&m1 = t.m1, &m2 = t.m2;
+    AdamW<float>&a1 = t.a1, &a2 = t.a2;
+    EngineOptions direct, graphs;
+    direct.bf16 = graphs.bf16 = bf16;
+    graphs.cuda_graphs = true;
+    auto plain = engine_make("cuda", m1, a1, direct), replayed = engine_make("cuda", m2, a2, graphs);
+    Batcher b1(data, tc.batch_size, tc.model.block_size, Order::random, 3),
+        b2(data, tc.batch_size, tc.model.block_size, Order::random, 3);
+    std::vector<int32_t> in((size_t)tc.batch_size * tc.model.block_size), tg(in.size());
+    const std::string what = bf16 ? "bf16" : "fp32";
+    testing::internal::CaptureStderr();
+    for (int s = 0; s < 8; s++) {
+        const double lr = s == 4 ? 1e39 : lr_at(tc, s);
+        const bool force = s == 2;
+        const StepStats p = plain->step(b1, tc, lr, in.data(), tg.data(), force);
+        const StepStats r = replayed->step(b2, tc, lr, in.data(), tg.data(), force);
+        EXPECT_EQ(p.finite, s != 2 && s != 4) << what << ", step " << s;
+        EXPECT_EQ(std::string(p.nonfinite), std::string(r.nonfinite)) << what << ", step " << s;
+        EXPECT_EQ(std::memcmp(&p.loss, &r.loss, sizeof(double)), 0) << what << " loss, step " << s;
+        if (!force) {
+            EXPECT_EQ(std::memcmp(&p.grad_norm, &r.grad_norm, sizeof(double)), 0) << what << " norm, step " << s;
         }
-        const std::string err = testing::internal::GetCapturedStderr();
-        EXPECT_EQ(err, "") << what;
-        EXPECT_EQ(plain->graph_replays(), 0);
-        EXPECT_EQ(replayed->graph_replays(), 3 * 7) << what;
-        plain->to_host(), replayed->to_host();
-        EXPECT_EQ(a1.step, 6) << what;  // eight steps, two skipped
-        EXPECT_EQ(a2.step, 6) << what;
-        EXPECT_EQ(std::memcmp(m1.param.data(), m2.param.data(), m1.param.size() * sizeof(float)), 0) << what << " weights";
-        EXPECT_EQ(a1.m, a2.m) << what;
-        EXPECT_EQ(a1.v, a2.v) << what;
+        if (s == 3 || s == 5) {  // an evaluation: the training shape, then a shape of its own
+            const int B = s == 3 ? tc.batch_size : 1, T = s == 3 ? tc.model.block_size : 5;
+            const double e1 = plain->forward(in.data(), tg.data(), B, T), e2 = replayed->forward(in.data(), tg.data(), B, T);
+            EXPECT_EQ(std::memcmp(&e1, &e2, sizeof(double)), 0) << what << " evaluation after step " << s;
+        }
     }
+    const std::string err = testing::internal::GetCapturedStderr();
+    EXPECT_EQ(err, "") << what;
+    EXPECT_EQ(plain->graph_replays(), 0);
+    EXPECT_EQ(replayed->graph_replays(), 3 * 7) << what;
+    plain->to_host(), replayed->to_host();
+    EXPECT_EQ(a1.step, 6) << what;  // eight steps, two skipped
+    EXPECT_EQ(a2.step, 6) << what;
+    EXPECT_EQ(std::memcmp(m1.param.data(), m2.param.data(), m1.param.size() * sizeof(float)), 0) << what << " weights";
+    EXPECT_EQ(a1.m, a2.m) << what;
+    EXPECT_EQ(a1.v, a2.v) << what;
 }
+TEST_F(CudaEngineStep, GraphsGiveTheSameBits) { graphs_give_the_same_bits(false); }
+TEST_F(CudaEngineStep, GraphsGiveTheSameBitsInBf16) { graphs_give_the_same_bits(true); }
 
 // A capture that CUDA refuses (the test hook puts a wait in it): one line on stderr, graphs off for
 // the rest of the run, every step run directly, so the same bits as an engine without graphs.
