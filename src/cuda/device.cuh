@@ -42,9 +42,15 @@ MHC_DEV long lmin(long a, long b) { return a < b ? a : b; }
 
 // The sizeof(T) bytes at p (aligned for T) as one access of T: 16 bf16 bytes as a uint4, a pair of
 // bf16 as a uint32_t. (The emulation copies: a host compiler may assume a T* never aliases the bf16
-// it points at.)
+// it points at. It refuses an address that is not a multiple of sizeof(T), as the GPU does.)
+#if MHC_CUDA_EMU
+inline void check_aligned(const void* p, size_t bytes) {
+    if ((uintptr_t)p % bytes) ::mhc::emu::fault("a vector load or store at an address not aligned to its size");
+}
+#endif
 template <typename T> MHC_DEV T load_as(const void* p) {
 #if MHC_CUDA_EMU
+    check_aligned(p, sizeof(T));
     T v;
     std::memcpy(&v, p, sizeof v);
     return v;
@@ -54,6 +60,7 @@ template <typename T> MHC_DEV T load_as(const void* p) {
 }
 template <typename T> MHC_DEV void store_as(void* p, const T& v) {
 #if MHC_CUDA_EMU
+    check_aligned(p, sizeof(T));
     std::memcpy(p, &v, sizeof v);
 #else
     *static_cast<T*>(p) = v;

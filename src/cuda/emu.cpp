@@ -209,6 +209,16 @@ void run_block(int nt) {
 
 cudaError_t g_last = cudaSuccess;
 
+// The kernels' shared memory: every __shared__ array is in this section (cuda/emu.h), whose bounds
+// the linker provides. NaN bytes (every bit set) before every block, because on a GPU a block's
+// shared memory holds whatever was there before: a kernel that reads a value it has not written
+// (a ragged last tile, a row past T) then computes on NaN, or indexes with -1, and fails its test.
+extern "C" char __start_mhc_emu_shared[] __attribute__((weak));
+extern "C" char __stop_mhc_emu_shared[] __attribute__((weak));
+void poison_shared() {
+    if (__start_mhc_emu_shared) std::memset(__start_mhc_emu_shared, 0xFF, __stop_mhc_emu_shared - __start_mhc_emu_shared);
+}
+
 // Device allocations: start -> size.
 std::map<uintptr_t, size_t>& allocations() {
     static std::map<uintptr_t, size_t> m;
@@ -271,6 +281,7 @@ void run(dim3 grid, dim3 block, const std::function<void()>& body, const char* n
         for (unsigned yi = 0; yi < grid.y; yi++)
             for (unsigned xi = 0; xi < grid.x; xi++) {
                 blockIdx = rev ? uint3{grid.x - 1 - xi, grid.y - 1 - yi, grid.z - 1 - zi} : uint3{xi, yi, zi};
+                poison_shared();
                 run_block((int)nt);
             }
     S.cur = -1;

@@ -3,7 +3,9 @@
 // emu.* tests). It checks what the hardware would refuse or leave undefined instead of tolerating
 // it: launch shapes, host pointers handed to cuBLAS or to a device-side copy, a warp shuffle or
 // __syncthreads that not every thread of the warp / block reaches (a deadlock on the GPU, or
-// undefined), cuBLAS's argument checks. Each emulated thread is a fiber: the threads of one block
+// undefined), misaligned vector and tile accesses, shared memory read before the block wrote it
+// (NaN bytes at every block's start), cuBLAS's argument checks. tests/test_emu_checks.cpp plants
+// each hazard and checks that it is caught. Each emulated thread is a fiber: the threads of one block
 // run in turn on the calling thread, switching only at barriers, blocks one after the other.
 // Not emulated: concurrency between blocks, memory ordering, speed. One host thread at a time.
 #pragma once
@@ -34,8 +36,11 @@ constexpr int warpSize = 32;
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-// One block runs at a time, so a function-local static is the block's shared memory.
-#define __shared__ static
+// One block runs at a time, so a function-local static is the block's shared memory. They all sit
+// in one section, which the emulation fills with NaN bytes before every block (emu.cpp): on a GPU a
+// block's shared memory starts undefined, so a value read before the block wrote it poisons the
+// result here instead of passing with what an earlier block left.
+#define __shared__ static __attribute__((section("mhc_emu_shared")))
 
 // ---- runtime API -------------------------------------------------------------------------------
 typedef int cudaError_t;
