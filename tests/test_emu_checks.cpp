@@ -1,7 +1,8 @@
 // The CPU emulation of CUDA (src/cuda/emu.h) is the oracle's stage for every GPU test on a machine
 // without a GPU, so what it promises to catch is tested here, each hazard planted on purpose: a
 // missing barrier between warps or lanes (wrong values in one order of the emulation or the other),
-// shared memory read before the block wrote it (NaN, as a GPU's leftover bits may be), a block that
+// shared memory read before the block wrote it and device memory that nothing wrote (NaN, as a
+// GPU's leftover bits may be), a block that
 // reads what another block of the launch writes (the two orders disagree), and what the hardware
 // refuses (a barrier or shuffle not every thread reaches, misaligned vector and tile accesses,
 // impossible launch shapes). Built into mhc_tests_emu only: on a GPU these would be real bugs.
@@ -132,6 +133,13 @@ TEST_F(CudaEmu, SharedMemoryStartsUndefinedInEveryBlock) {
         EXPECT_EQ(v[0], 1.0f);
         EXPECT_TRUE(std::isnan(v[1])) << v[1];
         EXPECT_TRUE(std::isnan(v[2])) << v[2];
+    }
+}
+
+TEST_F(CudaEmu, DeviceMemoryStartsUndefined) {
+    for (size_t n : {1, 1000, 1 << 20}) {  // small and large (the host's fresh pages are zeros)
+        const std::vector<float> v = cuda::DeviceBuffer<float>(n).download();
+        EXPECT_TRUE(std::isnan(v.front()) && std::isnan(v.back())) << n << ": " << v.front() << " " << v.back();
     }
 }
 

@@ -379,6 +379,10 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
     if (bytes > kDeviceMemory) return mhc::emu::g_last = cudaErrorMemoryAllocation;
     void* q = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
     if (!q) return mhc::emu::g_last = cudaErrorMemoryAllocation;
+    // cudaMalloc's memory holds whatever was there (often zeros on a fresh GPU, not after reuse):
+    // NaN bytes here, so that a kernel reading what nothing wrote (a sum into a buffer never
+    // zeroed) fails its test rather than passing on the host's zero pages.
+    std::memset(q, 0xFF, bytes);
     mhc::emu::allocations()[(uintptr_t)q] = bytes;
     *p = q;
     return cudaSuccess;
