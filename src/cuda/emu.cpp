@@ -14,6 +14,7 @@
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define MHC_EMU_ASAN 1
 #else
@@ -377,8 +378,14 @@ constexpr size_t kDeviceMemory = (size_t)1 << 34;  // what the emulated device s
 cudaError_t cudaMalloc(void** p, size_t bytes) {
     if (const cudaError_t e = mhc::emu::outside_capture()) return e;
     if (bytes > kDeviceMemory) return mhc::emu::g_last = cudaErrorMemoryAllocation;
-    void* q = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
+    const size_t padded = (bytes + 255) / 256 * 256 + 256;
+    void* q = std::aligned_alloc(256, padded);
     if (!q) return mhc::emu::g_last = cudaErrorMemoryAllocation;
+#if MHC_EMU_ASAN
+    // An access past the end, even into the padding, is an AddressSanitizer report (as it is
+    // compute-sanitizer's on a GPU).
+    ASAN_POISON_MEMORY_REGION((char*)q + bytes, padded - bytes);
+#endif
     // cudaMalloc's memory holds whatever was there (often zeros on a fresh GPU, not after reuse):
     // NaN bytes here, so that a kernel reading what nothing wrote (a sum into a buffer never
     // zeroed) fails its test rather than passing on the host's zero pages.
@@ -394,6 +401,9 @@ cudaError_t cudaFree(void* p) {
     auto& m = mhc::emu::allocations();
     auto it = m.find((uintptr_t)p);
     if (it == m.end()) return mhc::emu::g_last = cudaErrorInvalidDevicePointer;
+#if MHC_EMU_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(p, (it->second + 255) / 256 * 256 + 256);
+#endif
     m.erase(it);
     std::free(p);
     return cudaSuccess;
