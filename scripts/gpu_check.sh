@@ -152,8 +152,9 @@ out = sys.argv[1]
 for name, log in (("recompute", "gpt2_recompute"), ("no op timing", "gpt2_untimed"), ("cuda_graphs", "gpt2_graphs")):
     try:
         r = json.loads(open("%s/%s.log" % (out, log)).read().strip().splitlines()[-1])["results"][0]
-        print("mhc_lite with %s: %.0f tok/s, step %.1f ms, peak GPU memory %.0f MB, MFU16 %.1f%%" % (
-            name, r["tokens_per_s"], 1e3 * r["step_s_median"], r["device_peak_mb"], 100 * r.get("mfu_bf16", 0)))
+        print("mhc_lite with %s: %.0f tok/s, step %.1f ms, peak GPU memory %.0f MB (device in use %.0f MB), "
+              "MFU16 %.1f%%" % (name, r["tokens_per_s"], 1e3 * r["step_s_median"], r["device_peak_mb"],
+                                r.get("device_used_mb") or -1, 100 * r.get("mfu_bf16", 0)))
     except (OSError, ValueError, KeyError, IndexError):
         print("mhc_lite with %s: no result (%s/%s.log)" % (name, out, log))
 # Where the step goes, op by op (mhc bench's ops_s), for each variant of the side-by-side run.
@@ -263,7 +264,7 @@ try:
           "GFLOP/s (MFU16 against the latter):" % (
         b["device"], b["config"]["batch_size"], b["config"]["block_size"], b["config"]["n_layer"],
         b["config"]["n_embd"], b["sgemm_peak_gflops"], b["bf16_peak_gflops"]))
-    print("  %-9s %9s %8s %6s %6s %7s  ms per step: %s" % ("variant", "tok/s", "step ms", "MFU", "MFU16", "GPU MB",
+    print("  %-9s %9s %8s %6s %6s %7s %7s  ms per step: %s" % ("variant", "tok/s", "step ms", "MFU", "MFU16", "GPU MB", "dev MB",
           " ".join("%8s" % p[:8] for p in b["results"][0]["phases_s"])))
     rows = b["results"]
     for extra, names in (("recompute", ["+recomp"]), ("bf16", ["none16", "lite16"]),
@@ -276,8 +277,9 @@ try:
             print("  (%s: no result; %s/bench_%s.log)" % (" and ".join(names), out, extra))
             ok = False
     for r in rows:
-        print("  %-9s %9.0f %8.1f %5.1f%% %5.1f%% %7.1f  %s%s" % (r["variant"], r["tokens_per_s"],
-              1e3 * r["step_s_median"], 100 * r["mfu"], 100 * r["mfu_bf16"], r["device_peak_mb"], " " * len("ms per step: "),
+        print("  %-9s %9.0f %8.1f %5.1f%% %5.1f%% %7.1f %7.0f  %s%s" % (r["variant"], r["tokens_per_s"],
+              1e3 * r["step_s_median"], 100 * r["mfu"], 100 * r["mfu_bf16"], r["device_peak_mb"],
+              r.get("device_used_mb") or -1, " " * len("ms per step: "),
               " ".join("%8.2f" % (1e3 * v) for v in r["phases_s"].values())))
 except (OSError, ValueError, KeyError) as e:
     print("mhc bench --device cuda: no result (exit %s; %s/bench.log)" % (rc_bench, out))

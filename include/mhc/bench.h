@@ -42,6 +42,7 @@ struct BenchResult {
     double untimed_s = 0;                    // that part of "other": the step minus every phase timer
     double model_gflop_per_step = 0;
     double device_peak_mb = -1;              // a GPU's peak memory of the engine (MiB); -1 on the CPU
+    double device_used_mb = -1;              // the GPU's memory in use after the steps, all of it (MiB)
     bool ops_timed = true;                   // bench_variant's time_ops, unless cuda_graphs ruled it out
 };
 

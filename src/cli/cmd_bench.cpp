@@ -133,24 +133,28 @@ void print_table(const nlohmann::json& doc, const TrainConfig& cfg, const std::s
         std::printf("bf16 peak: %.1f GFLOP/s (cuBLAS bf16 x bf16, fp32 sums, %d x %d x %d): MFU16 is against it\n",
                     doc["bf16_peak_gflops"].get<double>(), bs[0].get<int>(), bs[1].get<int>(), bs[2].get<int>());
     }
-    std::printf("\n%-9s %10s %9s %9s %9s %6s%s %8s | %6s %6s %6s %6s %6s  (%% of step)\n", "variant", "params",
-                "tok/s", "step ms", "min ms", "MFU", gpu ? "  MFU16" : "", gpu ? "GPU MB" : "RSS MB", "matmul", "attn",
-                "conn", "optim", "other");
+    std::printf("\n%-9s %10s %9s %9s %9s %6s%s %8s%s | %6s %6s %6s %6s %6s  (%% of step)\n", "variant", "params",
+                "tok/s", "step ms", "min ms", "MFU", gpu ? "  MFU16" : "", gpu ? "GPU MB" : "RSS MB",
+                gpu ? "   dev MB" : "", "matmul", "attn", "conn", "optim", "other");
     for (const auto& r : doc["results"]) {
         const auto& ph = r["phases_s"];
         double sum = 0;
         for (const auto& [k, v] : ph.items()) sum += v.get<double>();
         auto pct = [&](const char* k) { return sum > 0 ? 100.0 * ph[k].get<double>() / sum : 0.0; };
-        char mfu16[16] = "";
-        if (gpu) std::snprintf(mfu16, sizeof mfu16, " %5.1f%%", 100.0 * r["mfu_bf16"].get<double>());
-        std::printf("%-9s %10ld %9.0f %9.1f %9.1f %5.1f%%%s %8.1f | %6.1f %6.1f %6.1f %6.1f %6.1f\n",
+        char mfu16[16] = "", used[16] = "";
+        if (gpu) {
+            std::snprintf(mfu16, sizeof mfu16, " %5.1f%%", 100.0 * r["mfu_bf16"].get<double>());
+            std::snprintf(used, sizeof used, " %8.0f", r["device_used_mb"].get<double>());
+        }
+        std::printf("%-9s %10ld %9.0f %9.1f %9.1f %5.1f%%%s %8.1f%s | %6.1f %6.1f %6.1f %6.1f %6.1f\n",
                     r["variant"].get<std::string>().c_str(), r["params"].get<long>(), r["tokens_per_s"].get<double>(),
                     1e3 * r["step_s_median"].get<double>(), 1e3 * r["step_s_min"].get<double>(),
-                    100.0 * r["mfu"].get<double>(), mfu16, r[gpu ? "device_peak_mb" : "peak_rss_mb"].get<double>(), pct("matmul"),
-                    pct("attention"), pct("connections"), pct("optimizer"), pct("other"));
+                    100.0 * r["mfu"].get<double>(), mfu16, r[gpu ? "device_peak_mb" : "peak_rss_mb"].get<double>(), used,
+                    pct("matmul"), pct("attention"), pct("connections"), pct("optimizer"), pct("other"));
     }
     std::printf("\nstep ms: median (tok/s and MFU use it); phases: mean per step; %s\n%s\n",
-                gpu ? "GPU MB: the engine's peak device memory (its buffers; not cuBLAS's workspace or the CUDA context)"
+                gpu ? "GPU MB: the engine's peak device memory (its buffers); dev MB: the device's memory in use after "
+                      "the steps (total less free: also the CUDA context, cuBLAS's workspace, the kernels' local memory)"
                     : "RSS: the variant's process peak",
                 kBenchFlopsNote);
 }

@@ -98,6 +98,8 @@ BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::str
     e->set_phases(nullptr);
     const double peak = e->device_peak_bytes();
     r.device_peak_mb = peak < 0 ? -1 : peak / (1024.0 * 1024.0);
+    const double used = e->device_used_bytes();  // after the steps, every buffer still held
+    r.device_used_mb = used < 0 ? -1 : used / (1024.0 * 1024.0);
 
     double total = 0, timed_sum = 0;
     for (double s : r.step_s) total += s;
@@ -122,7 +124,8 @@ nlohmann::json bench_result_to_json(const BenchResult& r) {
             {"step_s", r.step_s}, {"tokens_per_s", r.tokens_per_s}, {"phases_s", phases}, {"ops_s", r.ops_s},
             {"untimed_s", r.untimed_s}, {"ops_timed", r.ops_timed},
             {"model_gflop_per_step", r.model_gflop_per_step},
-            {"device_peak_mb", r.device_peak_mb < 0 ? nlohmann::json() : nlohmann::json(r.device_peak_mb)}};
+            {"device_peak_mb", r.device_peak_mb < 0 ? nlohmann::json() : nlohmann::json(r.device_peak_mb)},
+            {"device_used_mb", r.device_used_mb < 0 ? nlohmann::json() : nlohmann::json(r.device_used_mb)}};
 }
 
 SgemmPeak gemm_peak_over(const std::vector<std::vector<int>>& shapes, int min_reps, const GemmMaker& make) {

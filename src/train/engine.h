@@ -51,6 +51,10 @@ public:
     // The most device memory the engine has held at once, in bytes (mhc bench); -1: not measured
     // (the CPU, whose process peak RSS bench reports instead).
     virtual double device_peak_bytes() { return -1; }
+    // Device memory in use now, the whole device's (total less free): besides the engine's buffers,
+    // the CUDA context, cuBLAS's workspace and the local memory the driver reserves for the kernels'
+    // stack frames (and any other process's); -1 on the CPU.
+    virtual double device_used_bytes() { return -1; }
     // Phase timers for mhc bench (GPT::phases); a device without them leaves everything in "other".
     virtual void set_phases(PhaseTimes*) {}
     // How many CUDA graph launches the training steps have made (cuda_graphs); 0 elsewhere.

@@ -118,6 +118,11 @@ public:
         g_.timer = p ? &timer_ : nullptr;
     }
     double device_peak_bytes() override { return (double)cuda::device_bytes_peak(); }
+    double device_used_bytes() override {
+        size_t free = 0, total = 0;
+        MHC_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+        return (double)(total - free);
+    }
     const float* logits() override {
         logits_ = gpt_cuda_logits(g_);
         return logits_.data();

@@ -243,6 +243,8 @@ def test_sample_info_bench():
     check("bench --device cuda: each variant's peak GPU memory, more for mhc_lite's 4 streams than for none's 1",
           len(res) == 3 and all((x.get("device_peak_mb") or 0) > 0 for x in res)
           and res[1]["device_peak_mb"] > res[0]["device_peak_mb"] and "GPU MB" in r.stdout, res)
+    check("bench --device cuda: each variant's device memory in use after its steps (cudaMemGetInfo)",
+          len(res) == 3 and all((x.get("device_used_mb") or 0) > 0 for x in res) and "dev MB" in r.stdout, res)
     # Activation recompute: less GPU memory for the same model (2 blocks: one stream state fewer).
     peaks = []
     for rc in ("false", "true"):
