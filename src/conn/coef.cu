@@ -35,8 +35,15 @@ MHC_DEV double kron_entry(int K, const double* p, const double* q, int i, int j,
     return h;
 }
 
+// Each kernel comes twice: with the orthogonal mixers (jpmhc, ohc) and without. Their n × n double
+// matrices (the Cayley transform's elimination and its unrolled backward) make a stack frame of
+// some KB per thread, for which the driver reserves local memory for every thread the device can
+// hold (docs/GPU.md, "Kernel resources"): the other variants should not pay for it.
+bool orthogonal(const SiteDev& s) { return s.variant == (int)Variant::jpmhc || s.variant == (int)Variant::ohc; }
+
 // With ss, the token's rs first: rs = sqrt(Dp) / max(||row||, 1e-12), ||row||² the sum of the row's
 // streams' sums of squares (a row is all n streams, or one for hc).
+template <bool kOrth>
 __global__ void k_coef_forward(SiteDev s, const float* params, Proj P, const double* ss, float* cache, int N) {
     const int tok = blockIdx.x * kTok + threadIdx.x;
     if (tok >= N) return;
@@ -81,6 +88,16 @@ __global__ void k_coef_forward(SiteDev s, const float* params, Proj P, const dou
             const int* pk = s.perms + (long)k * n;
             for (int i = 0; i < n; i++) H[i * n + pk[i]] += a;
         }
+    } else if constexpr (!kOrth) {  // kromhc (jpmhc and ohc run the other instantiation)
+        double d[3], p2[3], q2[3];
+        for (int k = 0; k < s.K; k++) {
+            d[k] = store(preact(s, params, f, s.res_col[2 * k]) - preact(s, params, f, s.res_col[2 * k + 1]));
+            extra[k] = (float)d[k];
+            p2[k] = sigm(d[k]), q2[k] = sigm(-d[k]);
+        }
+        bool unused;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) H[i * n + j] = kron_entry(s.K, p2, q2, i, j, -1, &unused);
     } else if (s.variant == (int)Variant::jpmhc) {  // extra: w_ij = M[i][j] − M[j][i], i < j
         double w[28];
         int k = 0;
@@ -97,21 +114,12 @@ __global__ void k_coef_forward(SiteDev s, const float* params, Proj P, const dou
             extra[k] = (float)l[k];
         }
         quat_forward(l, H);
-    } else {  // kromhc
-        double d[3], p2[3], q2[3];
-        for (int k = 0; k < s.K; k++) {
-            d[k] = store(preact(s, params, f, s.res_col[2 * k]) - preact(s, params, f, s.res_col[2 * k + 1]));
-            extra[k] = (float)d[k];
-            p2[k] = sigm(d[k]), q2[k] = sigm(-d[k]);
-        }
-        bool unused;
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < n; j++) H[i * n + j] = kron_entry(s.K, p2, q2, i, j, -1, &unused);
     }
     for (int i = 0; i < n * n; i++) hres[i] = (float)H[i];
 }
 
 // G of token tok (a device function so that its variants may return early).
+template <bool kOrth>
 MHC_DEV void coef_backward_token(const SiteDev& s, const float* params, const float* cache, const double* dhpre_all,
                                  float* Gall, double* trace, int tok, int N) {
     const int n = s.n;
@@ -152,7 +160,7 @@ MHC_DEV void coef_backward_token(const SiteDev& s, const float* params, const fl
             for (int i = 0; i < n; i++) da += (double)dhres[i * n + pk[i]];
             G[s.res_col[k]] = (float)((double)extra[k] * (da - dot));
         }
-    } else if (s.variant == (int)Variant::jpmhc || s.variant == (int)Variant::ohc) {
+    } else if constexpr (kOrth) {  // jpmhc, ohc
         double x[28], dH[64], dl[64];
         for (int k = 0; k < s.n_extra; k++) x[k] = (double)extra[k];
         for (int i = 0; i < n * n; i++) dH[i] = (double)dhres[i];
@@ -180,11 +188,12 @@ MHC_DEV void coef_backward_token(const SiteDev& s, const float* params, const fl
 
 // G, then the projections' gradients dZ = G · scale · f' · rs (f' = 1 - f² for hc's tanh, else 1)
 // from the stored G, and with parts their three-part split.
+template <bool kOrth>
 __global__ void k_coef_backward(SiteDev s, const float* params, const float* cache, const double* dhpre,
                                 float* Gall, float* dZ, bf16* parts, double* trace, int N) {
     const int tok = blockIdx.x * kTok + threadIdx.x;
     if (tok >= N) return;
-    coef_backward_token(s, params, cache, dhpre, Gall, trace, tok, N);
+    coef_backward_token<kOrth>(s, params, cache, dhpre, Gall, trace, tok, N);
     const float* c = cache + (long)tok * s.stride;
     const float* G = Gall + (long)tok * s.W;
     for (int j = 0; j < s.W; j++) proj_grad(s, params, c, G, tok, j, dZ, parts);
@@ -196,7 +205,9 @@ void coef_forward(const SiteDev& s, const float* params, Proj P, const double* s
     if (N <= 0) return;
     if (coef_by_warps(s)) return coef_forward_warps(s, params, P, ss, cache, N);
     if (s.variant == (int)Variant::mhc) fail("coef_forward", "mhc's Sinkhorn needs n <= 8", __FILE__, __LINE__);
-    MHC_LAUNCH(k_coef_forward, (N + kTok - 1) / kTok, kTok, s, params, P, ss, cache, N);
+    const unsigned blocks = (N + kTok - 1) / kTok;
+    if (orthogonal(s)) MHC_LAUNCH(k_coef_forward<true>, blocks, kTok, s, params, P, ss, cache, N);
+    else MHC_LAUNCH(k_coef_forward<false>, blocks, kTok, s, params, P, ss, cache, N);
 }
 
 void coef_backward(const SiteDev& s, const float* params, const float* cache, const double* dhpre, float* G,
@@ -204,7 +215,9 @@ void coef_backward(const SiteDev& s, const float* params, const float* cache, co
     if (N <= 0) return;
     if (coef_by_warps(s)) return coef_backward_warps(s, params, cache, dhpre, G, dZ, parts, trace, N);
     if (s.variant == (int)Variant::mhc) fail("coef_backward", "mhc's Sinkhorn needs n <= 8", __FILE__, __LINE__);
-    MHC_LAUNCH(k_coef_backward, (N + kTok - 1) / kTok, kTok, s, params, cache, dhpre, G, dZ, parts, trace, N);
+    const unsigned blocks = (N + kTok - 1) / kTok;
+    if (orthogonal(s)) MHC_LAUNCH(k_coef_backward<true>, blocks, kTok, s, params, cache, dhpre, G, dZ, parts, trace, N);
+    else MHC_LAUNCH(k_coef_backward<false>, blocks, kTok, s, params, cache, dhpre, G, dZ, parts, trace, N);
 }
 
 }  // namespace mhc::cuda::detail
