@@ -3,9 +3,10 @@
 // missing barrier between warps or lanes (wrong values in one order of the emulation or the other),
 // shared memory read before the block wrote it and device memory that nothing wrote (NaN, as a
 // GPU's leftover bits may be), a block that
-// reads what another block of the launch writes (the two orders disagree), and what the hardware
+// reads what another block of the launch writes (the two orders disagree), what the hardware
 // refuses (a barrier or shuffle not every thread reaches, misaligned vector and tile accesses,
-// impossible launch shapes). Built into mhc_tests_emu only: on a GPU these would be real bugs.
+// impossible launch shapes), and, instrumented, an access past a buffer's end. Built into
+// mhc_tests_emu only: on a GPU these would be real bugs.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -16,6 +17,11 @@
 
 #include "cuda/device.cuh"
 #include "cuda_util.h"
+#include "ops/ops_cuda.h"
+
+// Defined when AddressSanitizer is linked in (scripts/test_sanitized.sh's build, whose library and
+// emulated kernels are instrumented; this file itself is not).
+extern "C" void __asan_init() __attribute__((weak));
 
 using namespace mhc;
 using mhc::cuda::bf16;
@@ -202,6 +208,15 @@ TEST_F(CudaEmuDeathTest, MisalignedTileStops) {
                  "CUDA emulation: k_wmma_tile: wmma: a tile pointer not aligned to 32 bytes");
     EXPECT_DEATH(MHC_LAUNCH(k_wmma_tile, 1, 32, out.data(), in.data(), 20u),
                  "CUDA emulation: k_wmma_tile: wmma: a leading dimension that is not whole 16-byte rows");
+}
+
+TEST_F(CudaEmuDeathTest, AccessPastABufferIsAnAddressSanitizerReport) {
+    if (!&__asan_init) GTEST_SKIP() << "needs the sanitizer build (scripts/test_sanitized.sh)";
+    cuda::DeviceBuffer<float> in(100), out(101);
+    in.fill_bytes(0);
+    cuda::gelu_forward(out.data(), in.data(), 100);  // in bounds
+    // One value past the end of `in`: inside the allocation's alignment padding, poisoned.
+    EXPECT_DEATH(cuda::gelu_forward(out.data(), in.data(), 101), "AddressSanitizer: use-after-poison");
 }
 
 }  // namespace
