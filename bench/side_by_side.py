@@ -211,6 +211,10 @@ def render(mdoc, tdoc, rows, d):
              % (fmt_ratio(dm["mhc_lite_over_residual_step"]), fmt_ratio(dt["mhc_lite_over_residual_step"])))
     L.append("- mhc-lite %s / residual %s: mhc %s, PyTorch %s"
              % (mem_name, mem_name, fmt_ratio(dm["mhc_lite_over_residual_rss"]), fmt_ratio(dt["mhc_lite_over_residual_rss"])))
+    used = [(r["variant"], (r["mhc"] or {}).get("device_used_mb")) for r in rows]
+    if gpu and any(mb for _, mb in used):  # mhc bench's dev MB: what the process holds on the device
+        L.append("- mhc's device memory in use after the steps (CUDA context, cuBLAS workspace and the "
+                 "kernels' local memory included): " + ", ".join("%s %s" % (v, fmt(mb, "%.0f", " MB")) for v, mb in used))
     L.append("- mhc step vs mhc-lite step (positive: mhc slower): mhc %s, PyTorch %s"
              % (fmt_margin(dm["mhc_over_mhc_lite_step"]), fmt_margin(dt["mhc_over_mhc_lite_step"])))
     if gpu and mdoc.get("bf16_peak_gflops"):

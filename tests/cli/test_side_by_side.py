@@ -94,7 +94,7 @@ def test_gpu_table_from_fake_json():
     mdoc, tdoc = fake_docs()
     mdoc = dict(mdoc, device="cuda")
     for r, mb in zip(mdoc["results"], (100.0, 130.0, 140.0)):
-        r["device_peak_mb"] = mb
+        r["device_peak_mb"], r["device_used_mb"] = mb, mb + 600.0
     tdoc = dict(tdoc, device="cuda", dtype="bf16")
     for r, mb in zip(tdoc["results"], (200.0, 500.0, 520.0)):
         r["device_peak_mb"], r["attention"] = mb, "sdpa"
@@ -109,6 +109,9 @@ def test_gpu_table_from_fake_json():
           and "| mhc_lite | 3413 | 512 | 6.67× | 50.0% | 130 MB | 500 MB |" in md, md)
     check("GPU: mhc-lite / residual memory ratio from GPU memory",
           "mhc-lite peak GPU memory / residual peak GPU memory: mhc 1.30×, PyTorch 2.50×" in md, md)
+    check("GPU: mhc's device memory in use (dev MB) per variant",
+          "- mhc's device memory in use after the steps (CUDA context, cuBLAS workspace and the kernels' local "
+          "memory included): none 700 MB, mhc_lite 730 MB, mhc 740 MB" in md, md)
     mdoc16 = dict(mdoc, config=dict(mdoc["config"], dtype="bf16"), bf16_peak_gflops=1000.0)
     for r, mfu in zip(mdoc16["results"], (0.4, 0.35, 0.3)):
         r["mfu_bf16"] = mfu
