@@ -373,12 +373,14 @@ using mhc::emu::is_device;
 
 namespace {
 constexpr size_t kDeviceMemory = (size_t)1 << 34;  // what the emulated device says it has (16 GiB)
-}
+// What an allocation of `bytes` takes: whole 256-byte blocks (cudaMalloc's alignment), and one more.
+size_t padded_size(size_t bytes) { return (bytes + 255) / 256 * 256 + 256; }
+}  // namespace
 
 cudaError_t cudaMalloc(void** p, size_t bytes) {
     if (const cudaError_t e = mhc::emu::outside_capture()) return e;
     if (bytes > kDeviceMemory) return mhc::emu::g_last = cudaErrorMemoryAllocation;
-    const size_t padded = (bytes + 255) / 256 * 256 + 256;
+    const size_t padded = padded_size(bytes);
     void* q = std::aligned_alloc(256, padded);
     if (!q) return mhc::emu::g_last = cudaErrorMemoryAllocation;
 #if MHC_EMU_ASAN
@@ -402,7 +404,7 @@ cudaError_t cudaFree(void* p) {
     auto it = m.find((uintptr_t)p);
     if (it == m.end()) return mhc::emu::g_last = cudaErrorInvalidDevicePointer;
 #if MHC_EMU_ASAN
-    ASAN_UNPOISON_MEMORY_REGION(p, (it->second + 255) / 256 * 256 + 256);
+    ASAN_UNPOISON_MEMORY_REGION(p, padded_size(it->second));
 #endif
     m.erase(it);
     std::free(p);
