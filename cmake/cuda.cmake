@@ -68,6 +68,15 @@ if(MHC_CUDA_EMU AND MHC_BUILD_TESTS)
   endforeach()
   add_library(mhc_cuda_emu STATIC ${MHC_EMU_SOURCES})
   target_include_directories(mhc_cuda_emu PRIVATE ${PROJECT_SOURCE_DIR}/src)
+  # A kernel's local variables start as a byte pattern (0xFE: about -1.7e38 as a float, -5.4e303
+  # as a double), not as whatever the host stack held: a value read before it is written, garbage on
+  # a GPU, then ruins the result here too. PUBLIC: the emulation's tests plant such a read.
+  include(CheckCXXCompilerFlag)
+  check_cxx_compiler_flag(-ftrivial-auto-var-init=pattern MHC_HAVE_AUTO_VAR_INIT)
+  if(MHC_HAVE_AUTO_VAR_INIT)
+    target_compile_options(mhc_cuda_emu PUBLIC -ftrivial-auto-var-init=pattern)
+    target_compile_definitions(mhc_cuda_emu PUBLIC MHC_EMU_PATTERN_INIT=1)
+  endif()
   target_compile_definitions(mhc_cuda_emu PUBLIC MHC_CUDA_EMU=1)
   target_link_libraries(mhc_cuda_emu PUBLIC mhc_core)
 endif()

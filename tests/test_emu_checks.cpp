@@ -2,7 +2,7 @@
 // without a GPU, so what it promises to catch is tested here, each hazard planted on purpose: a
 // missing barrier between warps or lanes (wrong values in one order of the emulation or the other),
 // shared memory read before the block wrote it and device memory that nothing wrote (NaN, as a
-// GPU's leftover bits may be), a block that
+// GPU's leftover bits may be), local arrays read where nothing wrote (a byte pattern), a block that
 // reads what another block of the launch writes (the two orders disagree), what the hardware
 // refuses (a barrier or shuffle not every thread reaches, misaligned vector and tile accesses,
 // impossible launch shapes), and, instrumented, an access past a buffer's end. Built into
@@ -10,7 +10,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -90,6 +92,14 @@ __global__ void k_wmma_tile(float* out, const bf16* p, unsigned ld) {
     out[threadIdx.x] = 0.0f;
 }
 
+// Element `at` of a local array whose first `n` elements are written (as a kernel's n x n matrix
+// in an array sized for n = 8).
+__global__ void k_unwritten_local(float* out, int n, int at) {
+    float v[64];
+    for (int i = 0; i < n; i++) v[i] = 1.0f;
+    out[threadIdx.x] = v[at];
+}
+
 __global__ void k_fill(float* out, int n) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] = 2.0f;
@@ -147,6 +157,22 @@ TEST_F(CudaEmu, DeviceMemoryStartsUndefined) {
         const std::vector<float> v = cuda::DeviceBuffer<float>(n).download();
         EXPECT_TRUE(std::isnan(v.front()) && std::isnan(v.back())) << n << ": " << v.front() << " " << v.back();
     }
+}
+
+TEST_F(CudaEmu, LocalArraysStartAsAPattern) {
+#if !MHC_EMU_PATTERN_INIT
+    GTEST_SKIP() << "the compiler has no -ftrivial-auto-var-init=pattern (GCC 12 has)";
+#endif
+    auto out = test::dev_nan(32);
+    MHC_LAUNCH(k_unwritten_local, 1, 32, out.data(), 16, 20);
+    // Every byte 0xFE (GCC's -ftrivial-auto-var-init=pattern, cmake/cuda.cmake), not the host
+    // stack's leftovers, which are often a plausible value. (Only where the value stays in memory:
+    // a scalar the optimiser keeps in a register may still be folded.)
+    const std::vector<float> v = out.download();
+    uint32_t bits;
+    std::memcpy(&bits, &v[0], 4);
+    EXPECT_EQ(bits, 0xFEFEFEFEu) << v[0];
+    for (int l = 1; l < 32; l++) EXPECT_EQ(std::memcmp(&v[l], &v[0], 4), 0) << l;
 }
 
 TEST_F(CudaEmu, TheTwoOrdersRunTheBlocksOppositeWays) {

@@ -4,8 +4,8 @@
 // it: launch shapes, host pointers handed to cuBLAS or to a device-side copy, a warp shuffle or
 // __syncthreads that not every thread of the warp / block reaches (a deadlock on the GPU, or
 // undefined), misaligned vector and tile accesses, shared memory read before the block wrote it
-// (NaN bytes at every block's start) and device memory nothing wrote (NaN bytes from cudaMalloc),
-// cuBLAS's argument checks. tests/test_emu_checks.cpp plants each hazard and checks that it is
+// (NaN bytes at every block's start), device memory nothing wrote (NaN bytes from cudaMalloc) and
+// local arrays (a 0xFE byte pattern, cmake/cuda.cmake), cuBLAS's argument checks. tests/test_emu_checks.cpp plants each hazard and checks that it is
 // caught. Each emulated thread is a fiber: the threads of one block run in turn on the calling
 // thread, switching only at barriers, blocks one after the other.
 // Not emulated: concurrency between blocks, memory ordering, speed. One host thread at a time.
