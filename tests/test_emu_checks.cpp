@@ -11,10 +11,10 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/device.cuh"
@@ -30,10 +30,7 @@ using mhc::cuda::bf16;
 
 namespace {
 
-bool reverse_order() {
-    const char* e = std::getenv("MHC_EMU_ORDER");
-    return e && std::string(e) == "reverse";
-}
+using mhc::emu::reverse_order;
 
 // Two warps: thread t writes s[t], then reads the other warp's s[63 - t]; the barrier between is
 // optional.

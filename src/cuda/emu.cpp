@@ -146,15 +146,6 @@ void resume(int i) {
 #endif
 }
 
-// MHC_EMU_ORDER=reverse (read once): run_block's other order.
-bool reverse_order() {
-    static const bool rev = [] {
-        const char* e = std::getenv("MHC_EMU_ORDER");
-        return e && std::string(e) == "reverse";
-    }();
-    return rev;
-}
-
 int linear(const uint3& t) { return (int)(t.x + blockDim.x * (t.y + blockDim.y * t.z)); }
 
 void run_block(int nt) {
@@ -227,6 +218,14 @@ std::map<uintptr_t, size_t>& allocations() {
 }
 
 }  // namespace
+
+bool reverse_order() {
+    static const bool rev = [] {
+        const char* e = std::getenv("MHC_EMU_ORDER");
+        return e && std::string(e) == "reverse";
+    }();
+    return rev;
+}
 
 void syncthreads() {
     if (S.cur < 0) die("__syncthreads() outside a kernel");

@@ -189,6 +189,8 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
 // ---- device side: barriers, shuffles, launches -------------------------------------------------
 namespace mhc::emu {
 
+// MHC_EMU_ORDER=reverse (read once): blocks, warps and lanes between barriers run last first.
+bool reverse_order();
 void syncthreads();                  // the block barrier
 uint64_t warp_exchange(uint64_t bits, int src_lane);  // every lane of the warp publishes, then reads src_lane's
 // Every lane of the warp publishes `words` (at most 4), then reads all 32 lanes' into all [32][words].

@@ -11,6 +11,7 @@
 #include <memory>
 #include <stdexcept>
 #include <type_traits>
+#include <utility>
 
 #include "cuda/cuda.h"
 #include "cuda/graph.h"
@@ -23,6 +24,13 @@
 namespace mhc {
 
 namespace {
+
+// The device's free and total memory (cudaMemGetInfo).
+std::pair<double, double> device_memory() {
+    size_t free = 0, total = 0;
+    MHC_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    return {(double)free, (double)total};
+}
 
 class CudaEngine final : public Engine {
 public:
@@ -119,9 +127,8 @@ public:
     }
     double device_peak_bytes() override { return (double)cuda::device_bytes_peak(); }
     double device_used_bytes() override {
-        size_t free = 0, total = 0;
-        MHC_CUDA_CHECK(cudaMemGetInfo(&free, &total));
-        return (double)(total - free);
+        const auto [free, total] = device_memory();
+        return total - free;
     }
     const float* logits() override {
         logits_ = gpt_cuda_logits(g_);
@@ -224,11 +231,7 @@ template <typename T> SgemmPeak gemm_peak(const std::vector<std::vector<int>>& s
     });
 }
 
-double free_bytes() {
-    size_t free = 0, total = 0;
-    MHC_CUDA_CHECK(cudaMemGetInfo(&free, &total));
-    return (double)free;
-}
+double free_bytes() { return device_memory().first; }
 
 }  // namespace
 
