@@ -387,4 +387,35 @@ TEST(CudaConnLayout, ScratchSizes) {
     }
 }
 
+// Which kernels have a stack frame worth a reserve (cuda.h: reserve_stack): on a GPU, ptxas's frames
+// (scripts/kernel_resources.sh): jpmhc's and ohc's one-thread kernels past the driver's first 1 KB,
+// hc's and kromhc's under it, none for residual and the warp kernels of mhc-lite at n = 4. The
+// emulation cannot know a host function's frame: it reports MHC_EMU_STACK_BYTES for every kernel,
+// so there only residual's 0 (no coefficient kernel) and the knob's passage are checked.
+class CudaConnStack : public test::CudaTest {};
+
+TEST_F(CudaConnStack, FramesOfTheCoefficientKernels) {
+    auto frame = [](Variant v, int n) {
+        ConnConfig c;
+        c.variant = v, c.n = n, c.C = 16;
+        return cuda::conn_stack_bytes_cuda(conn_site_make(c));
+    };
+    EXPECT_EQ(frame(Variant::residual, 1), 0u);
+#if MHC_CUDA_EMU
+    ASSERT_EQ(setenv("MHC_EMU_STACK_BYTES", "5344", 1), 0);
+    EXPECT_EQ(frame(Variant::jpmhc, 4), 5344u);
+    EXPECT_EQ(frame(Variant::mhc_lite, 4), 5344u);
+    EXPECT_EQ(frame(Variant::residual, 1), 0u);
+    unsetenv("MHC_EMU_STACK_BYTES");
+    EXPECT_EQ(frame(Variant::jpmhc, 4), 0u);
+#else
+    EXPECT_GT(frame(Variant::jpmhc, 4), 1024u);
+    EXPECT_GT(frame(Variant::ohc, 4), 1024u);
+    EXPECT_LE(frame(Variant::hc, 4), 1024u);
+    EXPECT_LE(frame(Variant::kromhc, 4), 1024u);
+    EXPECT_EQ(frame(Variant::mhc_lite, 4), 0u);
+    EXPECT_EQ(frame(Variant::mhc, 4), 0u);
+#endif
+}
+
 }  // namespace

@@ -174,6 +174,29 @@ TEST_F(CudaGptApi, ParametersRoundTripAndBadInputIsRefused) {
     EXPECT_NEAR(loss, gpt_cuda_forward(g, ok.data(), ok.data(), 2, 65) / 2, 1e-12) << "the loss on the device, / 2";
 }
 
+// Building the model reserves its kernels' largest stack frame (cuda.h: reserve_stack), so that no
+// launch inside a step has to grow the reserve. The emulation's kernels report MHC_EMU_STACK_BYTES
+// as their frame: set past the current limit there, so that the build must raise it.
+TEST_F(CudaGptApi, BuildReservesTheKernelsStackFrames) {
+    const size_t before = cuda::stack_limit();
+#if MHC_CUDA_EMU
+    ASSERT_EQ(setenv("MHC_EMU_STACK_BYTES", std::to_string(before + 3000).c_str(), 1), 0);
+#endif
+    GPT<float> m;
+    test::make_perturbed(m, gpu_test_config({"jpmhc", "jpmhc", 4}), 3);
+    const size_t frame = cuda::conn_stack_bytes_cuda(m.sites[0]);
+    {
+        GptCuda g;
+        gpt_cuda_build(g, m);
+        EXPECT_GE(cuda::stack_limit(), frame);
+    }
+#if MHC_CUDA_EMU
+    EXPECT_EQ(frame, before + 3000);
+    unsetenv("MHC_EMU_STACK_BYTES");
+#endif
+    ASSERT_EQ(cudaDeviceSetLimit(cudaLimitStackSize, before), cudaSuccess);
+}
+
 // Activation recompute on the GPU: the same loss, gradient bits and diagnostics as keeping every
 // activation, over two steps, in a smaller activation buffer.
 TEST_F(CudaGptApi, RecomputeGivesTheSameBitsInLessMemory) {

@@ -50,6 +50,36 @@ TEST_F(CudaRuntimeGpu, ErrorsAreOneLineNamingTheCall) {
     EXPECT_EQ(ok.download(), std::vector<float>(16, 0.0f));
 }
 
+// The stack frames' reserve (cuda.h) is taken from the free memory when asked, not at a later
+// launch; a request beyond the device is one line and leaves it working. The limit is put back.
+TEST_F(CudaRuntimeGpu, StackReserveIsTakenAtOnceOrRefusedInOneLine) {
+    const size_t before = cuda::stack_limit();
+    size_t free0 = 0, free1 = 0, total = 0;
+    ASSERT_EQ(cudaMemGetInfo(&free0, &total), cudaSuccess);
+    cuda::reserve_stack(before / 2);  // never lowers it
+    EXPECT_EQ(cuda::stack_limit(), before);
+    cuda::reserve_stack(before + 4096);
+    const size_t now = cuda::stack_limit();
+    EXPECT_GE(now, before + 4096);
+    ASSERT_EQ(cudaMemGetInfo(&free1, &total), cudaSuccess);
+    const double grown = cuda::stack_reserve_bytes(now) - cuda::stack_reserve_bytes(before);
+    EXPECT_GE((double)free0 - (double)free1, 0.9 * grown) << "free " << free0 << " -> " << free1;
+    try {
+        cuda::reserve_stack((size_t)(2.0 * free1 / cuda::stack_reserve_bytes(1)) + 1);
+        FAIL() << "a stack reserve of twice the free memory succeeded";
+    } catch (const std::runtime_error& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("stack frames cannot be reserved"), std::string::npos) << what;
+        EXPECT_NE(what.find("cudaDeviceSetLimit"), std::string::npos) << what;
+        EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+    }
+    EXPECT_EQ(cuda::stack_limit(), now);
+    ASSERT_EQ(cudaDeviceSetLimit(cudaLimitStackSize, before), cudaSuccess);
+    cuda::DeviceBuffer<float> ok(16);  // the device still works
+    ok.fill_bytes(0);
+    EXPECT_EQ(ok.download(), std::vector<float>(16, 0.0f));
+}
+
 TEST_F(CudaRuntimeGpu, DeviceBufferRoundTripAndMove) {
     std::vector<float> v = {1, 2, 3, 4, 5};
     cuda::DeviceBuffer<float> a = test::to_dev(v);

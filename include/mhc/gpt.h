@@ -77,6 +77,10 @@ template <typename T> struct GPT {
 template <typename T>
 void gpt_build(GPT<T>& m, const ModelConfig& cfg, const std::vector<std::vector<int>>* site_perms = nullptr);
 
+// Site k's connection config in a model of this config (variant, n, width, mixer settings, stream r,
+// permutation seed), its permutations still to be drawn. Every site has the same sizes.
+ConnConfig gpt_site_config(const ModelConfig& cfg, int k);
+
 // SPEC §3 initialisation with a seeded, platform-independent normal generator.
 template <typename T> void gpt_init(GPT<T>& m, uint64_t seed);
 

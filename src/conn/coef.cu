@@ -5,6 +5,8 @@
 // H_pre, H_res, H_post and the gradients of the pre-activations agree with the CPU's to the last
 // fp32 bit but for rare roundings.
 // A new variant of the family adds its H_res maths beside the others (forward and backward).
+#include <algorithm>
+
 #include "conn/coef.cuh"
 #include "conn/conn_cuda.h"
 #include "conn/mix_orth.cuh"
@@ -218,6 +220,20 @@ void coef_backward(const SiteDev& s, const float* params, const float* cache, co
     const unsigned blocks = (N + kTok - 1) / kTok;
     if (orthogonal(s)) MHC_LAUNCH(k_coef_backward<true>, blocks, kTok, s, params, cache, dhpre, G, dZ, parts, trace, N);
     else MHC_LAUNCH(k_coef_backward<false>, blocks, kTok, s, params, cache, dhpre, G, dZ, parts, trace, N);
+}
+
+size_t coef_stack_bytes(const SiteDev& s) {
+    if (s.variant == (int)Variant::residual) return 0;
+    if (coef_by_warps(s)) return coef_stack_bytes_warps();
+    cudaFuncAttributes a{}, b{};
+    if (orthogonal(s)) {
+        MHC_CUDA_CHECK(cudaFuncGetAttributes(&a, k_coef_forward<true>));
+        MHC_CUDA_CHECK(cudaFuncGetAttributes(&b, k_coef_backward<true>));
+    } else {
+        MHC_CUDA_CHECK(cudaFuncGetAttributes(&a, k_coef_forward<false>));
+        MHC_CUDA_CHECK(cudaFuncGetAttributes(&b, k_coef_backward<false>));
+    }
+    return std::max(a.localSizeBytes, b.localSizeBytes);
 }
 
 }  // namespace mhc::cuda::detail

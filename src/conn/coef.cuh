@@ -52,5 +52,6 @@ bool coef_by_warps(const SiteDev& s);
 void coef_forward_warps(const SiteDev& s, const float* params, Proj P, const double* ss, float* cache, int N);
 void coef_backward_warps(const SiteDev& s, const float* params, const float* cache, const double* dhpre, float* G,
                          float* dZ, bf16* parts, double* trace, int N);
+size_t coef_stack_bytes_warps();  // the larger stack frame of those two kernels
 
 }  // namespace mhc::cuda::detail

@@ -209,4 +209,11 @@ void coef_backward_warps(const SiteDev& s, const float* params, const float* cac
                N);
 }
 
+size_t coef_stack_bytes_warps() {
+    cudaFuncAttributes a{}, b{};
+    MHC_CUDA_CHECK(cudaFuncGetAttributes(&a, k_coef_forward_warps));
+    MHC_CUDA_CHECK(cudaFuncGetAttributes(&b, k_coef_backward_warps));
+    return a.localSizeBytes > b.localSizeBytes ? a.localSizeBytes : b.localSizeBytes;
+}
+
 }  // namespace mhc::cuda::detail

@@ -42,6 +42,11 @@ ConnSiteCuda conn_site_cuda(const ConnSite& site);
 // Floats of device scratch conn_pre_forward / conn_pre_backward need for N tokens (the GPU works on
 // all tokens at once, so unlike conn_scratch_size it grows with N). 0 for residual.
 long conn_scratch_size_cuda(const ConnSite& site, int N);
+// The largest stack frame (localSizeBytes, bytes a thread) of the kernels the site launches, which
+// the driver reserves for every thread the device holds (cuda.h: reserve_stack). Only the
+// one-thread-per-token coefficient kernels have frames past the first 1 KB the driver reserves
+// (scripts/kernel_resources.sh fails should another kernel grow one).
+size_t conn_stack_bytes_cuda(const ConnSite& site);
 
 // TX, TY: float or bf16 (every combination).
 // X [N,n,C] -> u [N,C] (overwritten); cache [N,stride] (overwritten); scratch: conn_scratch_size_cuda.
@@ -118,6 +123,8 @@ void coef_forward(const SiteDev& s, const float* params, Proj P, const double* s
 // dZ [N*rpt, prow] (overwritten); parts given: dZ's three parts [N*rpt, parts_ld(prow)] too.
 void coef_backward(const SiteDev& s, const float* params, const float* cache, const double* dhpre, float* G,
                    float* dZ, bf16* parts, double* trace, int N);
+// The largest stack frame of the kernels those two launch for s (conn_stack_bytes_cuda).
+size_t coef_stack_bytes(const SiteDev& s);
 
 }  // namespace detail
 

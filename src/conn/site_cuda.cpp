@@ -70,13 +70,21 @@ long detail::conn_scratch_layout(const SiteDev& s, int N, float* base, ConnScrat
     return used;
 }
 
-long conn_scratch_size_cuda(const ConnSite& site, int N) {
-    // The layout needs only the sizes: a SiteDev without device tables will do.
+namespace {
+// The scratch layout and the choice of kernels need only the sizes: a SiteDev without device tables.
+SiteDev sizes_only(const ConnSite& site) {
     SiteDev g{};
     g.variant = (int)site.cfg.variant;
-    g.n = site.n, g.rpt = site.rpt, g.Dp = site.Dp, g.prow = site.prow, g.W = site.rpt * site.prow;
+    g.n = site.n, g.rpt = site.rpt, g.Dp = site.Dp, g.prow = site.prow, g.W = site.rpt * site.prow, g.K = site.K;
     g.iters = mixer_iters(site);
-    return detail::conn_scratch_layout(g, N, nullptr, nullptr);
+    return g;
 }
+}  // namespace
+
+long conn_scratch_size_cuda(const ConnSite& site, int N) {
+    return detail::conn_scratch_layout(sizes_only(site), N, nullptr, nullptr);
+}
+
+size_t conn_stack_bytes_cuda(const ConnSite& site) { return detail::coef_stack_bytes(sizes_only(site)); }
 
 }  // namespace mhc::cuda

@@ -95,6 +95,20 @@ size_t device_bytes_peak();
 // How many DeviceBuffers have been freed since the start (each reallocation frees): a CUDA graph
 // captured before the count last changed may name freed memory and must be captured again.
 long device_frees();
+
+// Local memory for the kernels' stack frames, outside the DeviceBuffers: the driver reserves
+// cudaLimitStackSize bytes for every thread the device can hold at once (threads per
+// multiprocessor × multiprocessors), and raises the limit for good when a kernel with a larger
+// frame is first launched (ptxas's frames: scripts/kernel_resources.sh).
+size_t stack_limit();                           // bytes a thread now
+double stack_reserve_bytes(size_t per_thread);  // the reserve at that limit
+// Raises the limit to `per_thread` now if it is below, so that the reserve is taken before the
+// engine allocates (and out of the free memory a check then reads), never in the middle of a step,
+// where it would wait for the device. One line (std::runtime_error) when the device lacks the memory.
+void reserve_stack(size_t per_thread);
+// Device memory the cuBLAS handles not made yet will allocate for their workspaces (32 MiB each):
+// the fp32 handle, and with bf16 the tensor-core one.
+size_t blas_workspace_to_come(bool bf16);
 namespace detail {
 void note_device_bytes(long long delta);  // DeviceBuffer's allocations (+) and frees (-)
 }

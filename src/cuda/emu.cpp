@@ -372,13 +372,21 @@ using mhc::emu::is_device;
 
 namespace {
 constexpr size_t kDeviceMemory = (size_t)1 << 34;  // what the emulated device says it has (16 GiB)
+constexpr int kDeviceThreads = 2048;               // the threads it holds at once (one multiprocessor)
+size_t g_stack = 1024;                             // cudaLimitStackSize, bytes a thread
+// What the allocations and the stack reserve take of the device.
+size_t device_used() {
+    size_t used = g_stack * kDeviceThreads;
+    for (const auto& a : mhc::emu::allocations()) used += a.second;
+    return used;
+}
 // What an allocation of `bytes` takes: whole 256-byte blocks (cudaMalloc's alignment), and one more.
 size_t padded_size(size_t bytes) { return (bytes + 255) / 256 * 256 + 256; }
 }  // namespace
 
 cudaError_t cudaMalloc(void** p, size_t bytes) {
     if (const cudaError_t e = mhc::emu::outside_capture()) return e;
-    if (bytes > kDeviceMemory) return mhc::emu::g_last = cudaErrorMemoryAllocation;
+    if (bytes > kDeviceMemory - std::min(device_used(), kDeviceMemory)) return mhc::emu::g_last = cudaErrorMemoryAllocation;
     const size_t padded = padded_size(bytes);
     void* q = std::aligned_alloc(256, padded);
     if (!q) return mhc::emu::g_last = cudaErrorMemoryAllocation;
@@ -462,14 +470,35 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
     prop->major = 9;
     prop->minor = 0;
     prop->multiProcessorCount = 1;
+    prop->maxThreadsPerMultiProcessor = kDeviceThreads;
     prop->totalGlobalMem = kDeviceMemory;
     return cudaSuccess;
 }
 cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
-    size_t used = 0;
-    for (const auto& a : mhc::emu::allocations()) used += a.second;
+    const size_t used = device_used();
     *total = kDeviceMemory;
     *free = used < kDeviceMemory ? kDeviceMemory - used : 0;
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceGetLimit(size_t* value, cudaLimit limit) {
+    if (limit != cudaLimitStackSize || !value) return mhc::emu::g_last = cudaErrorInvalidValue;
+    *value = g_stack;
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceSetLimit(cudaLimit limit, size_t value) {
+    if (const cudaError_t e = mhc::emu::outside_capture()) return e;
+    if (limit != cudaLimitStackSize) return mhc::emu::g_last = cudaErrorInvalidValue;
+    const size_t others = device_used() - g_stack * kDeviceThreads;
+    if (value > (kDeviceMemory - std::min(others, kDeviceMemory)) / kDeviceThreads)
+        return mhc::emu::g_last = cudaErrorMemoryAllocation;
+    g_stack = value;
+    return cudaSuccess;
+}
+cudaError_t emu_func_attributes(cudaFuncAttributes* attr) {
+    if (!attr) return mhc::emu::g_last = cudaErrorInvalidValue;
+    const char* e = std::getenv("MHC_EMU_STACK_BYTES");
+    *attr = cudaFuncAttributes{};
+    attr->localSizeBytes = e ? std::strtoull(e, nullptr, 10) : 0;
     return cudaSuccess;
 }
 const char* cudaGetErrorString(cudaError_t e) {

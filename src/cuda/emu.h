@@ -5,7 +5,8 @@
 // __syncthreads that not every thread of the warp / block reaches (a deadlock on the GPU, or
 // undefined), misaligned vector and tile accesses, shared memory read before the block wrote it
 // (NaN bytes at every block's start), device memory nothing wrote (NaN bytes from cudaMalloc) and
-// local arrays (a 0xFE byte pattern, cmake/cuda.cmake), cuBLAS's argument checks. tests/test_emu_checks.cpp plants each hazard and checks that it is
+// local arrays (a 0xFE byte pattern, cmake/cuda.cmake), cuBLAS's argument checks, an allocation
+// or a stack reserve past the device's free memory. tests/test_emu_checks.cpp plants each hazard and checks that it is
 // caught. Each emulated thread is a fiber: the threads of one block run in turn on the calling
 // thread, switching only at barriers, blocks one after the other.
 // Not emulated: concurrency between blocks, memory ordering, speed. One host thread at a time.
@@ -70,9 +71,25 @@ typedef struct CUstream_st* cudaStream_t;
 #define cudaStreamPerThread ((cudaStream_t)0x2)
 struct cudaDeviceProp {
     char name[256];
-    int major, minor, multiProcessorCount;
+    int major, minor, multiProcessorCount, maxThreadsPerMultiProcessor;
     size_t totalGlobalMem;
 };
+// The emulated device holds 2,048 threads on its one multiprocessor, and reserves local memory for
+// the kernels' stack frames as a GPU's driver does: cudaLimitStackSize bytes (1 KB at first) for
+// each of them, out of its free memory; raising the limit past what is free fails.
+enum cudaLimit { cudaLimitStackSize = 0 };
+cudaError_t cudaDeviceGetLimit(size_t* value, cudaLimit limit);
+cudaError_t cudaDeviceSetLimit(cudaLimit limit, size_t value);
+// A kernel's resources as ptxas assigned them. An emulated kernel is a host function, whose frame
+// the emulation cannot know: every kernel reports MHC_EMU_STACK_BYTES (a test's knob, read at each
+// call; 0 when unset) as its stack frame (localSizeBytes), and nothing else.
+struct cudaFuncAttributes {
+    size_t localSizeBytes;
+};
+cudaError_t emu_func_attributes(cudaFuncAttributes* attr);
+template <typename F> cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, F* kernel) {
+    return kernel ? emu_func_attributes(attr) : cudaErrorInvalidValue;
+}
 
 cudaError_t cudaMalloc(void** p, size_t bytes);
 template <typename T> cudaError_t cudaMalloc(T** p, size_t bytes) { return cudaMalloc((void**)p, bytes); }

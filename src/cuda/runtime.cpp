@@ -1,6 +1,7 @@
 // The CUDA backend's runtime helpers (cuda/cuda.h).
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
@@ -133,6 +134,9 @@ const char* cublas_status_string(cublasStatus_t s) {
 }
 
 namespace {
+constexpr size_t kWorkspace = (size_t)32 << 20;  // each handle's
+std::atomic<bool> made_fp32{false}, made_bf16{false};
+
 cublasHandle_t make_handle(cublasMath_t math) {
     const Blas& b = blas();
     cublasHandle_t h = nullptr;
@@ -144,10 +148,10 @@ cublasHandle_t make_handle(cublasMath_t math) {
     // product, which a captured step (CUDA graphs) needs. 32 MiB, NVIDIA's advice for Hopper.
     // Allocated apart from DeviceBuffer, like the handle's own memory (device_bytes_peak).
     MHC_CUDA_CHECK(b.set_stream(h, stream()));
-    constexpr size_t kWorkspace = (size_t)32 << 20;
     void* ws = nullptr;
     MHC_CUDA_CHECK(cudaMalloc(&ws, kWorkspace));
     MHC_CUDA_CHECK(b.set_workspace(h, ws, kWorkspace));
+    (math == CUBLAS_PEDANTIC_MATH ? made_fp32 : made_bf16) = true;
     return h;  // never destroyed (nor its workspace): the driver releases them at exit
 }
 }  // namespace
@@ -207,6 +211,34 @@ void detail::note_device_bytes(long long delta) {
 size_t device_bytes_now() { return (size_t)bytes_now.load(); }
 size_t device_bytes_peak() { return (size_t)bytes_peak.load(); }
 long device_frees() { return frees.load(); }
+
+size_t blas_workspace_to_come(bool bf16) { return (made_fp32 ? 0 : kWorkspace) + (bf16 && !made_bf16 ? kWorkspace : 0); }
+
+size_t stack_limit() {
+    size_t v = 0;
+    MHC_CUDA_CHECK(cudaDeviceGetLimit(&v, cudaLimitStackSize));
+    return v;
+}
+double stack_reserve_bytes(size_t per_thread) {
+    static const double threads = [] {
+        cudaDeviceProp p;
+        MHC_CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
+        return (double)p.maxThreadsPerMultiProcessor * p.multiProcessorCount;
+    }();
+    return (double)per_thread * threads;
+}
+void reserve_stack(size_t per_thread) {
+    if (per_thread <= stack_limit()) return;
+    const cudaError_t e = cudaDeviceSetLimit(cudaLimitStackSize, per_thread);
+    if (e == cudaSuccess) return;
+    (void)cudaGetLastError();
+    char msg[256];
+    std::snprintf(msg, sizeof msg,
+                  "the kernels' stack frames cannot be reserved on the GPU: %zu bytes for each thread it holds, "
+                  "%.3g GiB (cudaDeviceSetLimit: %s)",
+                  per_thread, stack_reserve_bytes(per_thread) / (1024.0 * 1024 * 1024), cudaGetErrorString(e));
+    throw std::runtime_error(msg);
+}
 
 double* workspace(size_t count) {
     static DeviceBuffer<double> ws;

@@ -204,7 +204,14 @@ void gpt_cuda_build(GptCuda& g, const GPT<float>& m, bool bf16) {
     g.host.param.clear(), g.host.grad.clear();  // the device holds them
     g.host.param.shrink_to_fit(), g.host.grad.shrink_to_fit();
     g.host.recompute = m.recompute;
-    for (const auto& s : g.host.sites) g.dsites.push_back(cuda::conn_site_cuda(s));
+    // The driver's local memory for the kernels' stack frames, reserved now rather than at the first
+    // launch of the largest, inside a step.
+    size_t frame = 0;
+    for (const auto& s : g.host.sites) {
+        g.dsites.push_back(cuda::conn_site_cuda(s));
+        frame = std::max(frame, cuda::conn_stack_bytes_cuda(s));
+    }
+    cuda::reserve_stack(frame);
     g.param.upload(m.param);
     g.grad.resize(m.param.size());
     g.grad.fill_bytes(0);

@@ -23,6 +23,20 @@ std::string nonfinite_tensor(const std::vector<ParamTensor>& params, const std::
     return "";
 }
 
+ConnConfig gpt_site_config(const ModelConfig& cfg, int k) {
+    ConnConfig cc;
+    cc.variant = cfg.hyper_conn_type;
+    // A single stream needs no n; any other fixed n (ohc: 4) is the site's to check.
+    cc.n = variant_info(cc.variant).fixed_n == 1 ? 1 : cfg.hyper_conn_n;
+    cc.C = cfg.n_embd;
+    cc.site_index = k;
+    cc.sinkhorn_iters = cfg.sinkhorn_iters;
+    cc.cayley_iters = cfg.cayley_iters;
+    cc.perm_subset = cfg.hyper_conn_perm_subset;
+    cc.perm_seed = cfg.hyper_conn_perm_seed + (uint64_t)k;  // each site draws its own subset
+    return cc;
+}
+
 template <typename T>
 void gpt_build(GPT<T>& m, const ModelConfig& cfg, const std::vector<std::vector<int>>* site_perms) {
     auto bad = [](const std::string& what) { throw std::invalid_argument(what); };
@@ -35,19 +49,10 @@ void gpt_build(GPT<T>& m, const ModelConfig& cfg, const std::vector<std::vector<
     m.cfg = cfg;
     m.L = cfg.n_layer, m.C = cfg.n_embd, m.H = cfg.n_head, m.V = cfg.vocab_size, m.Tmax = cfg.block_size;
     m.variant = cfg.hyper_conn_type;
-    // A single stream needs no n; any other fixed n (ohc: 4) is the site's to check.
-    m.n = variant_info(m.variant).fixed_n == 1 ? 1 : cfg.hyper_conn_n;
+    m.n = gpt_site_config(cfg, 0).n;
     if (site_perms && (int)site_perms->size() != 2 * m.L) bad("need one permutation list per site");
     for (int k = 0; k < 2 * m.L; k++) {
-        ConnConfig cc;
-        cc.variant = m.variant;
-        cc.n = m.n;
-        cc.C = m.C;
-        cc.site_index = k;
-        cc.sinkhorn_iters = cfg.sinkhorn_iters;
-        cc.cayley_iters = cfg.cayley_iters;
-        cc.perm_subset = cfg.hyper_conn_perm_subset;
-        cc.perm_seed = cfg.hyper_conn_perm_seed + (uint64_t)k;  // each site draws its own subset
+        ConnConfig cc = gpt_site_config(cfg, k);
         if (site_perms) cc.perms = (*site_perms)[k];
         m.sites.push_back(conn_site_make(cc));
     }

@@ -10,16 +10,8 @@ namespace mhc {
 GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool gpu, bool recompute,
                               bool bf16) {
     GptMemory g;
-    const VariantInfo& info = variant_info(cfg.hyper_conn_type);
-    const double n = info.fixed_n == 1 ? 1 : cfg.hyper_conn_n;
-    ConnConfig cc;  // every site has the same sizes; only its stream r and permutation seed differ
-    cc.variant = cfg.hyper_conn_type;
-    cc.n = (int)n;
-    cc.C = cfg.n_embd;
-    cc.sinkhorn_iters = cfg.sinkhorn_iters;
-    cc.cayley_iters = cfg.cayley_iters;
-    cc.perm_subset = cfg.hyper_conn_perm_subset;
-    cc.perm_seed = cfg.hyper_conn_perm_seed;
+    const ConnConfig cc = gpt_site_config(cfg, 0);  // every site has the same sizes
+    const double n = cc.n;
     const ConnSite site = conn_site_make(cc);  // small: its parameter layout, not its parameters
     // In double: an absurd config must give an absurd number, not an overflowed one.
     const double C = cfg.n_embd, L = cfg.n_layer, V = cfg.vocab_size, bias = cfg.bias ? 1 : 0;

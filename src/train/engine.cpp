@@ -110,9 +110,9 @@ SgemmPeak engine_bf16_peak(const std::string& device, const std::vector<std::vec
     return usable(device).bf16_peak(shapes);
 }
 
-double engine_free_bytes(const std::string& device) {
-    if (device == "cpu") return -1;
-    return usable(device).free_bytes();
+DeviceRoom engine_room(const std::string& device, const ModelConfig& model, bool bf16) {
+    if (device == "cpu") return {};
+    return usable(device).room(model, bf16);
 }
 
 }  // namespace mhc

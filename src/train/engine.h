@@ -71,6 +71,15 @@ struct EngineOptions {
 };
 EngineOptions engine_options(const TrainConfig& cfg);
 
+// What a device can give a model's buffers: its free memory once the device's own costs for that
+// model are met (CUDA: the local memory for the kernels' stack frames, which it reserves then, and
+// the workspaces of the cuBLAS handles not made yet). free < 0: unknown.
+struct DeviceRoom {
+    double free = -1;
+    double stack = 0;  // bytes reserved for the stack frames, beyond what was before
+    double blas = 0;   // bytes set aside for cuBLAS
+};
+
 // A device besides the CPU, as its backend registers it.
 struct EngineBackend {
     std::string device;                     // its --device name
@@ -78,7 +87,7 @@ struct EngineBackend {
     std::unique_ptr<Engine> (*make)(GPT<float>& m, AdamW<float>& adam, const EngineOptions& opt);
     SgemmPeak (*sgemm_peak)(const std::vector<std::vector<int>>& shapes);  // for mhc bench's MFU
     SgemmPeak (*bf16_peak)(const std::vector<std::vector<int>>& shapes);   // bf16 products, fp32 sums
-    double (*free_bytes)();                 // device memory free now (-1: unknown)
+    DeviceRoom (*room)(const ModelConfig& model, bool bf16);  // engine_room's
 };
 void engine_register(const EngineBackend& backend);
 
@@ -97,8 +106,9 @@ SgemmPeak engine_sgemm_peak(const std::string& device, const std::vector<std::ve
 // The bf16 matrix-product peak of the device (bf16 operands, fp32 accumulation): the yardstick of
 // mixed-precision training. {} (0 GFLOP/s) for the CPU, which has none worth the name.
 SgemmPeak engine_bf16_peak(const std::string& device, const std::vector<std::vector<int>>& shapes);
-// The device's free memory in bytes; -1 when unknown (the CPU: the process's limit is checked instead).
-double engine_free_bytes(const std::string& device);
+// The device memory the buffers of a model (a finalized config) may take on `device`, its fixed
+// costs met first (DeviceRoom); free -1 for the CPU, whose process limit is checked instead.
+DeviceRoom engine_room(const std::string& device, const ModelConfig& model, bool bf16);
 
 // The NaN guard's verdict on a step whose loss and gradient norm are in st (every engine's step):
 // whether the loss and the norm are finite, and with update_finite (whether the update came out

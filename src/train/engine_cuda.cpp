@@ -231,12 +231,20 @@ template <typename T> SgemmPeak gemm_peak(const std::vector<std::vector<int>>& s
     });
 }
 
-double free_bytes() { return device_memory().first; }
+// The stack reserve for the model's coefficient kernels is made here, so that the free memory read
+// next is what the engine's buffers will find (the engine makes it again, a no-op then).
+DeviceRoom room(const ModelConfig& model, bool bf16) {
+    const size_t before = cuda::stack_limit();
+    cuda::reserve_stack(cuda::conn_stack_bytes_cuda(conn_site_make(gpt_site_config(model, 0))));
+    const double stack = cuda::stack_reserve_bytes(cuda::stack_limit()) - cuda::stack_reserve_bytes(before);
+    const double blas = (double)cuda::blas_workspace_to_come(bf16);
+    return {std::max(0.0, device_memory().first - blas), stack, blas};
+}
 
 }  // namespace
 
 void cuda_engine_register() {
-    engine_register({"cuda", unusable, make, gemm_peak<float>, gemm_peak<cuda::bf16>, free_bytes});
+    engine_register({"cuda", unusable, make, gemm_peak<float>, gemm_peak<cuda::bf16>, room});
 }
 
 }  // namespace mhc

@@ -23,7 +23,17 @@ void require_memory_for(const TrainConfig& cfg) {
         gpt_memory_estimate(cfg.model, B, T, cfg.device != "cpu", cfg.recompute, cfg.dtype == "bf16");
     // On a GPU what counts is its free memory (the host keeps only the weights and the AdamW state).
     std::string what = "free memory on the " + cfg.device + " device";
-    const double limit = cfg.device == "cpu" ? sys::memory_limit_bytes(what) : engine_free_bytes(cfg.device);
+    double limit = -1;
+    if (cfg.device == "cpu") {
+        limit = sys::memory_limit_bytes(what);
+    } else {
+        const DeviceRoom r = engine_room(cfg.device, cfg.model, cfg.dtype == "bf16");
+        limit = r.free;
+        std::string set_aside;
+        if (r.stack > 0) set_aside = fmt_bytes(r.stack) + " reserved for the kernels' stack frames";
+        if (r.blas > 0) set_aside += (set_aside.empty() ? "" : " and ") + fmt_bytes(r.blas) + " for cuBLAS's workspaces";
+        if (!set_aside.empty()) what += " (after " + set_aside + ")";
+    }
     if (limit < 0 || g.bytes() <= limit) return;
     char params[32];
     std::snprintf(params, sizeof params, "%.3g", g.params);

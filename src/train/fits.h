@@ -12,7 +12,9 @@ namespace mhc {
 std::string fmt_bytes(double bytes);
 
 // Throws std::runtime_error when gpt_memory_estimate for cfg (finalized, vocab_size set) exceeds
-// what this process may use (sys::memory_limit_bytes), or on a GPU (cfg.device) its free memory. The message gives the estimate and its parts.
+// what this process may use (sys::memory_limit_bytes), or on a GPU (cfg.device) its free memory
+// once the device's own costs for the model are met (engine_room: on CUDA the stack frames' reserve,
+// made then, and cuBLAS's workspaces). The message gives the estimate and its parts.
 void require_memory_for(const TrainConfig& cfg);
 
 }  // namespace mhc

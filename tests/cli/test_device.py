@@ -9,7 +9,8 @@ CUDA (src/cuda/emu.h), so `--device cuda` runs the GPU code end to end without a
 (scripts/gpu_check.sh) both are the real mhc. --refusals-only: only the checks that need no GPU path
 (a build without CUDA, or a machine without a GPU, refuses --device cuda in one line). Checks: every
 variant trains on the (emulated) GPU to the CPU's losses; a GPU checkpoint evaluates on the CPU to the
-GPU's loss; the same GPU run twice is bit-identical; a run resumes across devices; sample, info, bench and compare take --device; without a
+GPU's loss; the same GPU run twice is bit-identical; a run resumes across devices; sample, info, bench and compare take --device; the
+kernels' stack reserve is in the memory check and in bench's device memory (emulated); without a
 usable GPU (or without CUDA in the build) --device cuda is one line and a non-zero exit. Prints one
 line per check and a last line `N passed, M failed`; exits non-zero on any failure.
 """
@@ -255,6 +256,35 @@ def test_sample_info_bench():
     check("bench --device cuda: recompute = true lowers mhc_lite's peak GPU memory", 0 < peaks[1] < peaks[0], peaks)
 
 
+def test_stack_reserve():
+    """The driver's local memory for the kernels' stack frames counts in the memory check and is taken
+    when the engine is built. Emulation only: its kernels report MHC_EMU_STACK_BYTES as their frame, on
+    a device of 16 GiB and 2,048 threads (src/cuda/emu.h); a GPU's frames are ptxas's."""
+    if os.path.basename(EMU) != "mhc_emu":
+        return
+    def with_frames(frame, *args):
+        env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="passive", MHC_EMU_STACK_BYTES=str(frame))
+        return subprocess.run([EMU, *args], capture_output=True, text=True, env=env, cwd=TMP)
+    jp = ("train", "--config", "tiny.toml", "--data", "data.txt", "--device", "cuda", "--quiet",
+          "--set", "hyper_conn_type=jpmhc")
+    r = with_frames(16 << 20, *jp, "--out", "stack_none")  # 32 GiB of stack
+    ok, detail = one_line_error(r, "stack frames cannot be reserved", "cudaDeviceSetLimit")
+    check("train --device cuda whose kernels' stack frames exceed the device: one line, no run directory",
+          ok and r.returncode == 1 and not os.path.exists(os.path.join(TMP, "stack_none")), detail)
+    big = ("--set", "batch_size=8", "--set", "block_size=1024", "--set", "n_embd=512", "--set", "n_head=8",
+           "--set", "n_layer=4")
+    r = with_frames(7 << 20, *jp, *big, "--out", "stack_big")  # 14 GiB of stack, 2 GiB left; the model needs 2.5
+    ok, detail = one_line_error(r, "needs about", "reserved for the kernels' stack frames")
+    check("... a model that fits the device but not beside that reserve: the memory check's line names it",
+          ok and not os.path.exists(os.path.join(TMP, "stack_big")), detail)
+    d = last_json(with_frames(4 << 20, "bench", "--device", "cuda", "--variants", "none,ohc", "--steps", "1",
+                              "--warmup", "0", "--set", "n_layer=1", "--set", "n_embd=16", "--set", "n_head=2",
+                              "--set", "block_size=16", "--set", "batch_size=2", "--json"))
+    used = [x.get("device_used_mb") or 0 for x in d.get("results", [])]
+    check("bench --device cuda: ohc's engine reserves its kernels' stack (8 GiB here, in dev MB), none's nothing",
+          len(used) == 2 and used[0] < 1024 and 8192 <= used[1] < 8192 + 1024, used)
+
+
 def test_compare():
     args = ["compare", "--config", "tiny.toml", "--data", "data.txt", "--variants", "none,ohc", "--out", "cmp", "--json"]
     g = run(EMU, *args, "--device", "cuda", "--set", "max_iters=3")
@@ -274,7 +304,7 @@ def test_compare():
 def main():
     setup()
     tests = (test_no_gpu_is_one_line, test_bad_device, test_variants_train_alike, test_repeatable, test_bf16,
-             test_resume_across_devices, test_mpi_refused, test_sample_info_bench, test_compare)
+             test_resume_across_devices, test_mpi_refused, test_sample_info_bench, test_stack_reserve, test_compare)
     finish(*(tests[:1] if REFUSALS_ONLY else tests))
 
 
