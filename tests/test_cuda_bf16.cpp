@@ -101,8 +101,7 @@ TEST_F(CudaBf16Model, ModelStaysWithinBf16OfFp32) {
 // What dtype bf16 changes in the GPU's buffers, against what it changes in gpt_memory_estimate:
 // fewer fp32 activations (the linear layers' inputs share one buffer) and the bf16 copies, each
 // within 2% (the GPU rounds every piece up to 256 bytes); every bf16 weight and input copy starts
-// on a 256-byte boundary. For the residual model, whose sites have no scratch, the whole fp32
-// activations too.
+// on a 256-byte boundary; and the whole fp32 activations, given the GPU's connection scratch.
 TEST_F(CudaBf16Model, MemoryEstimateKnowsTheBf16Plan) {
     for (const std::string type : {"none", "mhc_lite"}) {
         ModelConfig c = bf16_test_config(type, type == "none" ? 1 : 4, false);
@@ -123,18 +122,17 @@ TEST_F(CudaBf16Model, MemoryEstimateKnowsTheBf16Plan) {
             EXPECT_EQ(g.lin16.size(), (size_t)(bf16 ? 4 * g.host.L + 1 : 0)) << type;
             copies[bf16] = (double)(g.act16.size() + g.param16.size());
         }
-        const GptMemory f = gpt_memory_estimate(c, B, Tn, true, false, false),
-                        h = gpt_memory_estimate(c, B, Tn, true, false, true);
+        const double scratch = (double)cuda::conn_scratch_size_cuda(m.sites[0], B * Tn);
+        const GptMemory f = gpt_memory_estimate(c, B, Tn, true, false, false, scratch),
+                        h = gpt_memory_estimate(c, B, Tn, true, false, true, scratch);
         const double saved = f.activations - h.activations;
         EXPECT_GT(saved, 0.0) << type;
         EXPECT_NEAR(act[0] - act[1], saved, 0.02 * saved) << type << ": fp32 activations saved";
         EXPECT_EQ(copies[0], 0.0) << type;
         EXPECT_EQ(f.bf16, 0.0) << type;
         EXPECT_NEAR(copies[1], h.bf16, 0.02 * h.bf16) << type << ": bf16 copies";
-        if (type == "none") {  // whole (the sites' scratch, the GPU's own size, is the rest's difference):
-            for (const bool bf16 : {false, true})  // a residual site's u is its stream (no buffer)
-                EXPECT_NEAR(act[bf16], (bf16 ? h : f).activations, 0.02 * act[bf16]) << type << " bf16 " << bf16;
-        }
+        for (const bool bf16 : {false, true})
+            EXPECT_NEAR(act[bf16], (bf16 ? h : f).activations, 0.02 * act[bf16]) << type << " bf16 " << bf16;
     }
 }
 

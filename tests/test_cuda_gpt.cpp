@@ -174,6 +174,28 @@ TEST_F(CudaGptApi, ParametersRoundTripAndBadInputIsRefused) {
     EXPECT_NEAR(loss, gpt_cuda_forward(g, ok.data(), ok.data(), 2, 65) / 2, 1e-12) << "the loss on the device, / 2";
 }
 
+// The memory check's estimate (gpt_memory_estimate with the GPU's connection scratch, as
+// train/fits.cpp asks it) is the GPU's plan: its activations and their gradients within 2% (pieces
+// rounded up to 256 bytes) for every variant, keeping every activation or recomputing.
+TEST_F(CudaGptApi, MemoryEstimateIsThePlan) {
+    const int B = 2, Tn = 65;
+    for (const ModelCase& mc : model_cases()) {
+        GPT<float> m;
+        test::make_perturbed(m, gpu_test_config(mc), 3);
+        for (const bool rc : {false, true}) {
+            m.recompute = rc;
+            GptCuda g;
+            gpt_cuda_build(g, m);
+            std::vector<int32_t> in(B * Tn, 5);
+            gpt_cuda_forward(g, in.data(), in.data(), B, Tn);
+            const double act = (double)(g.act.size() + g.gact.size());
+            const double scratch = (double)cuda::conn_scratch_size_cuda(m.sites[0], B * Tn);
+            const GptMemory e = gpt_memory_estimate(m.cfg, B, Tn, true, rc, false, scratch);
+            EXPECT_NEAR(act, e.activations, 0.02 * act) << mc.name << " recompute " << rc;
+        }
+    }
+}
+
 // Building the model reserves its kernels' largest stack frame (cuda.h: reserve_stack), so that no
 // launch inside a step has to grow the reserve. The emulation's kernels report MHC_EMU_STACK_BYTES
 // as their frame: set past the current limit there, so that the build must raise it.

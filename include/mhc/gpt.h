@@ -105,9 +105,11 @@ struct GptMemory {
 // recompute: GPT::recompute's plan, which keeps one stream state per block instead of two and one
 // branch input for all sites. bf16: the GPU's dtype bf16 plan (model/gpt_cuda.h), whose linear
 // layers keep bf16 copies of their inputs and share one fp32 input buffer, and whose stream states
-// and largest activations are bf16.
+// and largest activations are bf16. conn_scratch: the floats of the sites' shared scratch for the
+// B x T tokens when the device's plan has its own (the GPU's grows with the tokens: its backend's
+// conn_scratch_size_cuda, engine_conn_scratch); below 0, the CPU's (conn_scratch_size).
 GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool gpu = false,
-                              bool recompute = false, bool bf16 = false);
+                              bool recompute = false, bool bf16 = false, double conn_scratch = -1);
 
 // Throws std::invalid_argument (one line) unless inputs (and targets, if given) [B, T] are a batch
 // this model takes: 1 <= T <= block_size, B >= 1, every id in 0..vocab_size-1. Both engines' check.

@@ -8,7 +8,7 @@
 namespace mhc {
 
 GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool gpu, bool recompute,
-                              bool bf16) {
+                              bool bf16, double conn_scratch) {
     GptMemory g;
     const ConnConfig cc = gpt_site_config(cfg, 0);  // every site has the same sizes
     const double n = cc.n;
@@ -37,7 +37,7 @@ GptMemory gpt_memory_estimate(const ModelConfig& cfg, int B, int T, bool gpu, bo
     const double u = gpu && cc.variant == Variant::residual ? 0 : recompute ? N * C : 2 * L * N * C;
     const double act = (bf16 ? 0 : states) + 2 * L * (N * conn_cache_stride(site) + (bf16 ? 0 : N * C)) + u + L * per_block + S +
                        2 * N * n + (bf16 ? N * C + 3 * N * C : inputs) + (bf16 ? 0 : N * V) + N +
-                       (double)conn_scratch_size(site, (int)std::fmin(N, 1e9));
+                       (conn_scratch >= 0 ? conn_scratch : (double)conn_scratch_size(site, (int)std::fmin(N, 1e9)));
     // The backward's: the streams' gradient (two buffers; bf16 with bf16), then the blocks' (du, dy,
     // dln, dqkv, datt, datty, dfch, dfcg, dhsum, dlnf; with bf16 and no biases dy, dqkv and dfch
     // are bf16, below).

@@ -115,4 +115,9 @@ DeviceRoom engine_room(const std::string& device, const ModelConfig& model, bool
     return usable(device).room(model, bf16);
 }
 
+double engine_conn_scratch(const std::string& device, const ModelConfig& model, long tokens) {
+    if (device == "cpu") return -1;
+    return usable(device).conn_scratch(model, tokens);
+}
+
 }  // namespace mhc

@@ -88,6 +88,7 @@ struct EngineBackend {
     SgemmPeak (*sgemm_peak)(const std::vector<std::vector<int>>& shapes);  // for mhc bench's MFU
     SgemmPeak (*bf16_peak)(const std::vector<std::vector<int>>& shapes);   // bf16 products, fp32 sums
     DeviceRoom (*room)(const ModelConfig& model, bool bf16);  // engine_room's
+    double (*conn_scratch)(const ModelConfig& model, long tokens);  // engine_conn_scratch's
 };
 void engine_register(const EngineBackend& backend);
 
@@ -109,6 +110,9 @@ SgemmPeak engine_bf16_peak(const std::string& device, const std::vector<std::vec
 // The device memory the buffers of a model (a finalized config) may take on `device`, its fixed
 // costs met first (DeviceRoom); free -1 for the CPU, whose process limit is checked instead.
 DeviceRoom engine_room(const std::string& device, const ModelConfig& model, bool bf16);
+// The floats of connection scratch the device's plan takes for a pass over `tokens` tokens, for
+// gpt_memory_estimate; -1 for the CPU (its own, which does not grow with the tokens).
+double engine_conn_scratch(const std::string& device, const ModelConfig& model, long tokens);
 
 // The NaN guard's verdict on a step whose loss and gradient norm are in st (every engine's step):
 // whether the loss and the norm are finite, and with update_finite (whether the update came out

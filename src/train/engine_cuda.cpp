@@ -241,10 +241,16 @@ DeviceRoom room(const ModelConfig& model, bool bf16) {
     return {std::max(0.0, device_memory().first - blas), stack, blas};
 }
 
+// Every site has the same sizes (gpt_site_config); the model plans one scratch for all (gpt_cuda.cpp).
+double conn_scratch(const ModelConfig& model, long tokens) {
+    const int N = (int)std::min(tokens, 1000000000L);  // an absurd batch stays absurd, not overflowed
+    return (double)cuda::conn_scratch_size_cuda(conn_site_make(gpt_site_config(model, 0)), N);
+}
+
 }  // namespace
 
 void cuda_engine_register() {
-    engine_register({"cuda", unusable, make, gemm_peak<float>, gemm_peak<cuda::bf16>, room});
+    engine_register({"cuda", unusable, make, gemm_peak<float>, gemm_peak<cuda::bf16>, room, conn_scratch});
 }
 
 }  // namespace mhc
