@@ -13,6 +13,7 @@
 #include "mhc/train.h"
 #include "ops/blas.h"
 #include "train/engine.h"
+#include "train/fits.h"
 
 namespace mhc {
 
@@ -62,6 +63,9 @@ BenchResult bench_variant(TrainConfig cfg, int steps, int warmup, const std::str
     if (steps < 1) throw std::invalid_argument("steps must be >= 1, got " + std::to_string(steps));
     if (warmup < 0) throw std::invalid_argument("warmup must be >= 0, got " + std::to_string(warmup));
     if (cfg.model.vocab_size <= 0) throw std::invalid_argument("vocab_size is not set");
+    // Its steps are training's: the same check, so that a model too big for the device is the
+    // estimate's one line before anything is allocated, not an allocation failing midway.
+    require_memory_for(cfg);
     const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
     const TokenData tokens = data.empty() ? random_tokens(cfg.model.vocab_size, 16L * B * (T + 1), cfg.seed)
                                           : load_tokens(data, DataFormat::automatic, cfg.model.vocab_size);

@@ -133,6 +133,8 @@ def test_bad_input():
         ("data shorter than one window", ["--data", small], "small.txt"),
         ("unknown config key", ["--set", "n_embed=32"], "n_embed"),
         ("impossible config for one variant", ["--variants", "kromhc", "--set", "hyper_conn_n=3"], "kromhc"),
+        ("a model no machine holds", ["--set", "n_layer=2000", "--set", "n_embd=8192", "--set", "n_head=8"],
+         "needs about"),
     ]
     for name, args, fragment in cases:
         r = run(*TINY, *args)  # each is refused before anything runs

@@ -254,6 +254,12 @@ def test_sample_info_bench():
                           "--set", "batch_size=2", "--set", "recompute=" + rc, "--json"))
         peaks.append((d.get("results") or [{}])[0].get("device_peak_mb") or 0)
     check("bench --device cuda: recompute = true lowers mhc_lite's peak GPU memory", 0 < peaks[1] < peaks[0], peaks)
+    # A model no GPU holds (1.6e12 parameters): the memory check's line, as train gives it, not an
+    # allocation failing midway.
+    r = run(EMU, "bench", "--device", "cuda", "--variants", "mhc_lite", "--steps", "1", "--warmup", "0",
+            "--set", "n_layer=2000", "--set", "n_embd=8192", "--set", "n_head=64")
+    ok, detail = one_line_error(r, "variant mhc_lite", "needs about", "free memory on the cuda device")
+    check("bench --device cuda of a model the device cannot hold: the memory check's one line", ok, detail)
 
 
 def test_stack_reserve():
