@@ -4,7 +4,7 @@
 # frame first. Needs nvcc, no GPU. Exits 1 if a kernel spills registers, or if one outside the
 # coefficient kernels (whose frames the engine reserves) has a stack frame over 1 KB.
 #
-#   scripts/kernel_resources.sh [file.cu ...]    (default: every src/**/*.cu; about 3.5 min on 2 cores)
+#   scripts/kernel_resources.sh [file.cu ...]    (default: every src/**/*.cu; 95 s on 2 idle cores, up to 3.5 min on busy ones; a phase of CI)
 #
 # Why it matters on a GPU (docs/GPU.md, "Kernel resources"): a kernel with a stack frame makes the
 # driver reserve that many bytes of local memory for every thread the device can hold at once,
