@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <stdexcept>
 
@@ -42,6 +43,14 @@ TEST_F(CudaRuntimeGpu, ErrorsAreOneLineNamingTheCall) {
         const std::string what = e.what();
         EXPECT_NE(what.find("cudaMalloc"), std::string::npos) << what;
         EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+        // out of memory: the sizes that say why, the request's and the device's
+        EXPECT_NE(what.find("out of memory on the GPU"), std::string::npos) << what;
+        EXPECT_NE(what.find("4.19e+06 GiB more were asked for"), std::string::npos) << what;
+        size_t free = 0, total = 0;
+        ASSERT_EQ(cudaMemGetInfo(&free, &total), cudaSuccess);
+        char of[64];
+        std::snprintf(of, sizeof of, " of %.3g GiB, ", total / (1024.0 * 1024 * 1024));
+        EXPECT_NE(what.find(of), std::string::npos) << what << " (the device's total, " << of << ")";
     }
     std::string why;
     EXPECT_TRUE(cuda_available(&why)) << "a failed call must not poison later ones";

@@ -111,6 +111,9 @@ void reserve_stack(size_t per_thread);
 size_t blas_workspace_to_come(bool bf16);
 namespace detail {
 void note_device_bytes(long long delta);  // DeviceBuffer's allocations (+) and frees (-)
+// A failed cudaMalloc of `bytes`, one line: out of memory with the sizes that say why (the device's
+// free and total memory, what the engine's buffers hold), else the runtime's error.
+[[noreturn]] void allocation_failed(size_t bytes, cudaError_t e, const char* file, int line);
 }
 
 // A device allocation of `size()` elements; move-only, freed on destruction.
@@ -133,7 +136,8 @@ public:
         release();
         if (!n) return;
         void* p = nullptr;
-        MHC_CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
+        if (const cudaError_t e = cudaMalloc(&p, n * sizeof(T)))
+            detail::allocation_failed(n * sizeof(T), e, __FILE__, __LINE__);
         p_ = (T*)p, n_ = n;
         detail::note_device_bytes((long long)(n * sizeof(T)));
     }

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cuda/cuda.h"
+#include "sys/process.h"
 
 #if !MHC_CUDA_EMU
 #include <dlfcn.h>
@@ -208,6 +209,16 @@ void detail::note_device_bytes(long long delta) {
     long long peak = bytes_peak.load();
     while (now > peak && !bytes_peak.compare_exchange_weak(peak, now)) {}
 }
+void detail::allocation_failed(size_t bytes, cudaError_t e, const char* file, int line) {
+    (void)cudaGetLastError();  // not sticky: the device goes on working
+    size_t free = 0, total = 0;
+    if (e != cudaErrorMemoryAllocation || cudaMemGetInfo(&free, &total) != cudaSuccess)
+        fail("cudaMalloc", cudaGetErrorString(e), file, line);
+    throw std::runtime_error("out of memory on the GPU (cudaMalloc): " + sys::fmt_bytes((double)bytes) +
+                             " more were asked for, " + sys::fmt_bytes((double)free) + " free of " +
+                             sys::fmt_bytes((double)total) + ", " + sys::fmt_bytes((double)bytes_now.load()) +
+                             " held by the engine's buffers (a smaller model or batch needs less)");
+}
 size_t device_bytes_now() { return (size_t)bytes_now.load(); }
 size_t device_bytes_peak() { return (size_t)bytes_peak.load(); }
 long device_frees() { return frees.load(); }
@@ -232,12 +243,9 @@ void reserve_stack(size_t per_thread) {
     const cudaError_t e = cudaDeviceSetLimit(cudaLimitStackSize, per_thread);
     if (e == cudaSuccess) return;
     (void)cudaGetLastError();
-    char msg[256];
-    std::snprintf(msg, sizeof msg,
-                  "the kernels' stack frames cannot be reserved on the GPU: %zu bytes for each thread it holds, "
-                  "%.3g GiB (cudaDeviceSetLimit: %s)",
-                  per_thread, stack_reserve_bytes(per_thread) / (1024.0 * 1024 * 1024), cudaGetErrorString(e));
-    throw std::runtime_error(msg);
+    throw std::runtime_error("the kernels' stack frames cannot be reserved on the GPU: " + std::to_string(per_thread) +
+                             " bytes for each thread it holds, " + sys::fmt_bytes(stack_reserve_bytes(per_thread)) +
+                             " (cudaDeviceSetLimit: " + cudaGetErrorString(e) + ")");
 }
 
 double* workspace(size_t count) {

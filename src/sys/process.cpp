@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <cstdlib>
 #include <stdexcept>
@@ -128,6 +129,14 @@ double peak_rss_mb() {
     struct rusage ru {};
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss / 1024.0;  // KiB on Linux
+}
+
+std::string fmt_bytes(double bytes) {
+    char buf[64];
+    if (bytes >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.3g GiB", bytes / (1024.0 * 1024 * 1024));
+    else if (bytes >= 1024.0 * 1024) std::snprintf(buf, sizeof buf, "%.0f MiB", bytes / (1024.0 * 1024));
+    else std::snprintf(buf, sizeof buf, "%.0f KiB", bytes / 1024.0);
+    return buf;
 }
 
 double memory_limit_bytes(std::string& what) {

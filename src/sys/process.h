@@ -48,6 +48,9 @@ double peak_rss_mb();
 // -1 when none is known.
 double memory_limit_bytes(std::string& what);
 
+// "1.5 GiB", "812 MiB", "12 KiB": a size in bytes, for messages about memory.
+std::string fmt_bytes(double bytes);
+
 template <typename F> int finish_child(Child& c, F&& on_line) {
     std::string buf;
     while (read_some(c.out_fd, buf)) {

@@ -10,13 +10,6 @@
 
 namespace mhc {
 
-std::string fmt_bytes(double bytes) {
-    char buf[64];
-    if (bytes >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.3g GiB", bytes / (1024.0 * 1024 * 1024));
-    else std::snprintf(buf, sizeof buf, "%.0f MiB", bytes / (1024.0 * 1024));
-    return buf;
-}
-
 void require_memory_for(const TrainConfig& cfg) {
     const int B = cfg.batch_size, T = cfg.model.block_size;
     const bool gpu = cfg.device != "cpu";
@@ -31,19 +24,19 @@ void require_memory_for(const TrainConfig& cfg) {
         const DeviceRoom r = engine_room(cfg.device, cfg.model, cfg.dtype == "bf16");
         limit = r.free;
         std::string set_aside;
-        if (r.stack > 0) set_aside = fmt_bytes(r.stack) + " reserved for the kernels' stack frames";
-        if (r.blas > 0) set_aside += (set_aside.empty() ? "" : " and ") + fmt_bytes(r.blas) + " for cuBLAS's workspaces";
+        if (r.stack > 0) set_aside = sys::fmt_bytes(r.stack) + " reserved for the kernels' stack frames";
+        if (r.blas > 0) set_aside += (set_aside.empty() ? "" : " and ") + sys::fmt_bytes(r.blas) + " for cuBLAS's workspaces";
         if (!set_aside.empty()) what += " (after " + set_aside + ")";
     }
     if (limit < 0 || g.bytes() <= limit) return;
     char params[32];
     std::snprintf(params, sizeof params, "%.3g", g.params);
-    throw std::runtime_error("the model needs about " + fmt_bytes(g.bytes()) + " to train (" + params +
-                             " parameters: weights, gradients and AdamW moments " + fmt_bytes(16 * g.params) +
+    throw std::runtime_error("the model needs about " + sys::fmt_bytes(g.bytes()) + " to train (" + params +
+                             " parameters: weights, gradients and AdamW moments " + sys::fmt_bytes(16 * g.params) +
                              "; activations of a batch of " + std::to_string(B) + " x " + std::to_string(T) + " " +
-                             fmt_bytes(4 * g.activations) +
-                             (g.bf16 > 0 ? "; bf16 copies " + fmt_bytes(2 * g.bf16) : "") + "), more than the " +
-                             fmt_bytes(limit) + " of " + what +
+                             sys::fmt_bytes(4 * g.activations) +
+                             (g.bf16 > 0 ? "; bf16 copies " + sys::fmt_bytes(2 * g.bf16) : "") + "), more than the " +
+                             sys::fmt_bytes(limit) + " of " + what +
                              ": make it smaller (n_layer, n_embd, vocab_size, block_size, batch_size)");
 }
 

@@ -8,9 +8,6 @@
 
 namespace mhc {
 
-// "1.5 GiB", "812 MiB": a size in bytes, for messages.
-std::string fmt_bytes(double bytes);
-
 // Throws std::runtime_error when gpt_memory_estimate for cfg (finalized, vocab_size set) exceeds
 // what this process may use (sys::memory_limit_bytes), or on a GPU (cfg.device) its free memory
 // once the device's own costs for the model are met (engine_room: on CUDA the stack frames' reserve,
