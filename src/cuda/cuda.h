@@ -111,8 +111,9 @@ void reserve_stack(size_t per_thread);
 size_t blas_workspace_to_come(bool bf16);
 namespace detail {
 void note_device_bytes(long long delta);  // DeviceBuffer's allocations (+) and frees (-)
-// A failed cudaMalloc of `bytes`, one line: out of memory with the sizes that say why (the device's
-// free and total memory, what the engine's buffers hold), else the runtime's error.
+// A failed cudaMalloc of `bytes` (a DeviceBuffer's, a cuBLAS workspace), one line: out of memory
+// with the sizes that say why (the device's free and total memory, what the engine's buffers
+// hold), else the runtime's error.
 [[noreturn]] void allocation_failed(size_t bytes, cudaError_t e, const char* file, int line);
 }
 

@@ -150,7 +150,7 @@ cublasHandle_t make_handle(cublasMath_t math) {
     // Allocated apart from DeviceBuffer, like the handle's own memory (device_bytes_peak).
     MHC_CUDA_CHECK(b.set_stream(h, stream()));
     void* ws = nullptr;
-    MHC_CUDA_CHECK(cudaMalloc(&ws, kWorkspace));
+    if (const cudaError_t e = cudaMalloc(&ws, kWorkspace)) detail::allocation_failed(kWorkspace, e, __FILE__, __LINE__);
     MHC_CUDA_CHECK(b.set_workspace(h, ws, kWorkspace));
     (math == CUBLAS_PEDANTIC_MATH ? made_fp32 : made_bf16) = true;
     return h;  // never destroyed (nor its workspace): the driver releases them at exit

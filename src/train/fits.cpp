@@ -12,9 +12,8 @@ namespace mhc {
 
 void require_memory_for(const TrainConfig& cfg) {
     const int B = cfg.batch_size, T = cfg.model.block_size;
-    const bool gpu = cfg.device != "cpu";
-    const GptMemory g = gpt_memory_estimate(cfg.model, B, T, gpu, cfg.recompute, cfg.dtype == "bf16",
-                                            gpu ? engine_conn_scratch(cfg.device, cfg.model, (long)B * T) : -1);
+    const GptMemory g = gpt_memory_estimate(cfg.model, B, T, cfg.device != "cpu", cfg.recompute, cfg.dtype == "bf16",
+                                            engine_conn_scratch(cfg.device, cfg.model, (long)B * T));
     // On a GPU what counts is its free memory (the host keeps only the weights and the AdamW state).
     std::string what = "free memory on the " + cfg.device + " device";
     double limit = -1;
