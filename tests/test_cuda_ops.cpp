@@ -294,6 +294,34 @@ TEST_F(CudaOps, AttentionRefusesLargeHeads) {
                  std::invalid_argument);
 }
 
+// More heads in a batch (B · H = 65,536) than a grid's y takes: the kernels launch as one row of
+// blocks (flat_grid, as LayerNorm's backward, colsum and the connections' fused backward do for
+// their row chunks), and every head is still its own. 9 s on the emulation: left out of the
+// reverse order and of the sanitized build, which run AttentionForwardBackward's kernels.
+TEST_F(CudaOps, AttentionTakesMoreThan65535Heads) {
+    std::mt19937_64 rng(16);
+    const int B = 8192, Tn = 2, H = 8, C = 32;
+    const std::string at = shape({{"B", B}, {"T", Tn}, {"C", C}, {"H", H}});
+    const size_t natt = (size_t)B * H * Tn * Tn;
+    const VecD qkv = test::normal_vec<double>((size_t)B * Tn * 3 * C, rng, 1.5);
+    VecD outd((size_t)B * Tn * C), attd(natt, 0.0);
+    VecF outf(outd.size()), attf(natt, 0.0f);
+    attention_forward(outd.data(), attd.data(), qkv.data(), B, Tn, C, H);
+    attention_forward(outf.data(), attf.data(), to_float(qkv).data(), B, Tn, C, H);
+    auto dqkv_in = to_dev(to_float(qkv)), dout = dev_nan(outd.size()),
+         drec = dev_nan(cuda::attention_record_size(B, Tn, C, H));
+    cuda::attention_forward(dout.data(), drec.data(), dqkv_in.data(), B, Tn, C, H);
+    check("attention out " + at, dout.download(), outf, outd);
+    const VecD G = test::normal_vec<double>(outd.size(), rng);
+    VecD dqkvd(qkv.size()), dattd(natt, 0.0);
+    VecF dqkvf(qkv.size()), dattf(natt, 0.0f);
+    attention_backward(dqkvd.data(), dattd.data(), G.data(), qkv.data(), attd.data(), B, Tn, C, H);
+    attention_backward(dqkvf.data(), dattf.data(), to_float(G).data(), to_float(qkv).data(), attf.data(), B, Tn, C, H);
+    auto dG = to_dev(to_float(G)), d_dqkv = dev_nan(qkv.size()), d_datt = dev_nan(cuda::attention_scratch_size(B, Tn, H));
+    cuda::attention_backward(d_dqkv.data(), d_datt.data(), dG.data(), dqkv_in.data(), drec.data(), B, Tn, C, H);
+    check("attention dqkv " + at, d_dqkv.download(), dqkvf, dqkvd);
+}
+
 // The KV-cache step: positions fed one by one (up to a full cache of 65, one past a block of 64),
 // each new query against the cached keys; the cache rows, the output and the probabilities.
 TEST_F(CudaOps, AttentionCachedForward) {

@@ -335,10 +335,11 @@ __global__ void k_pre_backward_fused(SiteDev s, const float* cache, const TX* X,
                                      const float* Wf, TX* dX, const TX* dXout, int N) {
     __shared__ float ks[kTileRows];
     const int tid = threadIdx.x, col = tid % kTileCols, r0 = tid / kTileCols;  // rows r0, r0 + 4, ...
-    // x: the value chunks, so that the blocks of a token tile run together (dXout's other streams
-    // are then still in L2)
-    const long tok0 = (long)blockIdx.y * kTileRows;
-    const long i0 = (long)blockIdx.x * kTileCols;
+    // A flat_grid of value chunks × token tiles: the blocks of a token tile run together (dXout's
+    // other streams are then still in L2)
+    const int nx = (s.Dp + kTileCols - 1) / kTileCols;
+    const long tok0 = (long)block_y(nx) * kTileRows;
+    const long i0 = (long)block_x(nx) * kTileCols;
     const int lane = tid & 31, warp = tid >> 5;
     for (int rr = warp; rr < kTileRows; rr += kThreads / 32) {  // k of each token, one warp each
         const long tok = tok0 + rr;
@@ -552,10 +553,8 @@ void conn_pre_backward(const ConnSiteCuda& site, const float* params, const floa
     each((long)s.Dp * s.prow, FoldGain{s, params, sc.Wf});
     const detail::Proj D = weight_sums(s, sc, X, Nr);  // Xᵀ dZ
     if (s.variant != (int)Variant::hc) {  // dX with dZ Wfᵀ made in place
-        const long tiles = (N + kTileRows - 1) / kTileRows;
-        if (tiles > 65535) fail("conn_pre_backward", "more than 2,097,120 tokens in one pass", __FILE__, __LINE__);
-        const dim3 grid((unsigned)((s.Dp + kTileCols - 1) / kTileCols), (unsigned)tiles);
-        MHC_LAUNCH(k_pre_backward_fused<TX>, grid, kThreads, s, cache, X, du, sc.PZ, sc.Wf, dX, dXout, N);
+        const long chunks = (s.Dp + kTileCols - 1) / kTileCols, tiles = (N + kTileRows - 1) / kTileRows;
+        MHC_LAUNCH(k_pre_backward_fused<TX>, flat_grid(chunks, tiles, "conn_pre_backward"), kThreads, s, cache, X, du, sc.PZ, sc.Wf, dX, dXout, N);
     } else {  // hc (k_pre_backward_fused)
         gemm(false, true, (int)Nr, s.Dp, s.prow, 1.0f, sc.PZ, s.prow, sc.Wf, s.prow, 0.0f, sc.E, s.Dp);  // dZ Wfᵀ
         MHC_LAUNCH(k_pre_backward_x<TX>, warp_blocks(Nr), kThreads, s, cache, X, du, sc.E, dX, dXout, Nr);

@@ -73,6 +73,16 @@ inline unsigned nblocks(long count, int threads = kThreads) {
     return (unsigned)(b < 1 ? 1 : b > (1L << 20) ? (1L << 20) : b);
 }
 
+// A grid of nx × ny blocks launched as one row of nx · ny (a grid's y takes 65,535 blocks, its x
+// 2^31 − 1: B · H heads or N / 64 row chunks pass 65,535 at batches a GPU holds), in the 2-D
+// grid's order: block (x, y) is number y · nx + x, found again by block_x and block_y.
+inline unsigned flat_grid(long nx, long ny, const char* op) {
+    if (nx * ny > 2147483647L) fail(op, "more blocks than one grid takes (2^31 - 1)", __FILE__, __LINE__);
+    return (unsigned)(nx * ny);
+}
+MHC_DEV int block_x(int nx) { return (int)(blockIdx.x % (unsigned)nx); }
+MHC_DEV int block_y(int nx) { return (int)(blockIdx.x / (unsigned)nx); }
+
 // Sum over the 32 lanes of a warp, the same tree on every lane (so every lane gets the same bits).
 MHC_DEV double warp_sum(double v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -115,9 +125,10 @@ template <typename F> void each(long count, const F& f) {
 
 // Sums over rows per column, deterministic: rows in chunks of kRowChunk, each chunk's rows added in
 // order, then the chunks in order (all in double). f(row, col) -> double gives the terms;
-// done(col, sum) receives each column's sum. Needs rows / kRowChunk < 65536 chunks.
+// done(col, sum) receives each column's sum.
 template <typename F> __global__ void k_colsum_part(F f, int rows, int cols, double* part) {
-    const int col = blockIdx.x * blockDim.x + threadIdx.x, chunk = blockIdx.y;
+    const int nx = (cols + blockDim.x - 1) / blockDim.x;  // a flat_grid of column blocks × chunks
+    const int col = block_x(nx) * blockDim.x + threadIdx.x, chunk = block_y(nx);
     if (col >= cols) return;
     const int r1 = imin(rows, (chunk + 1) * kRowChunk);
     double acc = 0;
@@ -139,9 +150,8 @@ template <typename G> void colsum_done(int cols, int nchunks, const double* part
 template <typename F, typename G> void colsum(int rows, int cols, const F& f, const G& done) {
     if (rows <= 0 || cols <= 0) return;
     const int nch = (rows + kRowChunk - 1) / kRowChunk;
-    if (nch > 65535) fail("colsum", "too many rows for one grid column", __FILE__, __LINE__);
     double* part = workspace((size_t)nch * cols);
-    MHC_LAUNCH(k_colsum_part<F>, dim3((cols + 127) / 128, nch), 128, f, rows, cols, part);
+    MHC_LAUNCH(k_colsum_part<F>, flat_grid((cols + 127) / 128, nch, "colsum"), 128, f, rows, cols, part);
     MHC_LAUNCH(k_colsum_done<G>, nblocks(cols, 128), 128, done, cols, nch, part);
 }
 

@@ -66,8 +66,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     k_flash_forward(float* out, float* lse, float* ocopy, Heads q, float scale) {
     constexpr int PER = HS / 32;
     __shared__ float Ks[kTile][HS + 1], Vs[kTile][HS + 1], Qw[kWarps][HS];
-    const int b = blockIdx.y / q.H, h = blockIdx.y % q.H, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int ib = blockIdx.x * kWarps, i = ib + w, hs = q.hs;
+    const int nq = (q.Tn + kWarps - 1) / kWarps, bh = block_y(nq);  // a flat_grid of nq × B·H
+    const int b = bh / q.H, h = bh % q.H, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int ib = block_x(nq) * kWarps, i = ib + w, hs = q.hs;
     const Rows Q = q.rows(b, h, 0), K = q.rows(b, h, 1), V = q.rows(b, h, 2);
     Q.load_row(Qw[w], i, lane);
     float m = -INFINITY, l = 0, o[PER];
@@ -103,7 +104,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         const int c = lane + 32 * k;
         if (c < hs) dst[c] = cp[c] = o[k] * inv;
     }
-    if (lane == 0) lse[(long)blockIdx.y * q.Tn + i] = m + logf(l);
+    if (lane == 0) lse[(long)bh * q.Tn + i] = m + logf(l);
 }
 
 // D[b,h,i] = Σ_c dO[b,i,h,c] · O[b,i,h,c], one warp per row (b, h, i).
@@ -128,8 +129,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     constexpr int PER = HS / 32;
     __shared__ float Qs[kTile][HS + 1], dOs[kTile][HS + 1], Kw[kWarps][HS], Vw[kWarps][HS];
     __shared__ float Ls[kTile], Ds[kTile];
-    const int b = blockIdx.y / q.H, h = blockIdx.y % q.H, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int jb = blockIdx.x * kWarps, j = jb + w, hs = q.hs;
+    const int nk = (q.Tn + kWarps - 1) / kWarps, bh = block_y(nk);  // a flat_grid of nk × B·H
+    const int b = bh / q.H, h = bh % q.H, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int jb = block_x(nk) * kWarps, j = jb + w, hs = q.hs;
     const Rows Q = q.rows(b, h, 0), dO = q.rows_of(dout, b, h);
     q.rows(b, h, 1).load_row(Kw[w], j, lane);
     q.rows(b, h, 2).load_row(Vw[w], j, lane);
@@ -141,8 +143,8 @@ __global__ void __launch_bounds__(kWarps * 32)
         load_tile<HS>(dOs, dO, i0);
         if (threadIdx.x < kTile) {
             const int t = i0 + threadIdx.x;
-            Ls[threadIdx.x] = t < q.Tn ? lse[(long)blockIdx.y * q.Tn + t] : 0.0f;
-            Ds[threadIdx.x] = t < q.Tn ? D[(long)blockIdx.y * q.Tn + t] : 0.0f;
+            Ls[threadIdx.x] = t < q.Tn ? lse[(long)bh * q.Tn + t] : 0.0f;
+            Ds[threadIdx.x] = t < q.Tn ? D[(long)bh * q.Tn + t] : 0.0f;
         }
         __syncthreads();
         if (j >= q.Tn) continue;  // the whole warp
@@ -176,13 +178,14 @@ __global__ void __launch_bounds__(kWarps * 32)
     k_flash_backward_q(float* dqkv, const float* dout, const float* lse, const float* D, Heads q, float scale) {
     constexpr int PER = HS / 32;
     __shared__ float Ks[kTile][HS + 1], Vs[kTile][HS + 1], Qw[kWarps][HS], dOw[kWarps][HS];
-    const int b = blockIdx.y / q.H, h = blockIdx.y % q.H, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int ib = blockIdx.x * kWarps, i = ib + w, hs = q.hs;
+    const int nq = (q.Tn + kWarps - 1) / kWarps, bh = block_y(nq);  // a flat_grid of nq × B·H
+    const int b = bh / q.H, h = bh % q.H, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int ib = block_x(nq) * kWarps, i = ib + w, hs = q.hs;
     const Rows K = q.rows(b, h, 1), V = q.rows(b, h, 2);
     q.rows(b, h, 0).load_row(Qw[w], i, lane);
     q.rows_of(dout, b, h).load_row(dOw[w], i, lane);
-    const float Li = i < q.Tn ? lse[(long)blockIdx.y * q.Tn + i] : 0.0f;
-    const float Di = i < q.Tn ? D[(long)blockIdx.y * q.Tn + i] : 0.0f;
+    const float Li = i < q.Tn ? lse[(long)bh * q.Tn + i] : 0.0f;
+    const float Di = i < q.Tn ? D[(long)bh * q.Tn + i] : 0.0f;
     float dq[PER];
     for (int k = 0; k < PER; k++) dq[k] = 0;
     const int last = imin(ib + kWarps, q.Tn) - 1;
@@ -261,7 +264,7 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int Tn, 
     if (B <= 0 || Tn <= 0) return;
     const int hs = C / H;
     const float scale = (float)(1.0 / std::sqrt((double)hs));
-    const dim3 grid((Tn + kWarps - 1) / kWarps, B * H);
+    const unsigned grid = flat_grid((Tn + kWarps - 1) / kWarps, (long)B * H, "attention");
     float *lse = att, *ocopy = att + (long)B * H * Tn;
     MHC_HEAD_DISPATCH(k_flash_forward, hs, grid, kWarps * 32, out, lse, ocopy, Heads{qkv, Tn, C, H, hs}, scale);
 }
@@ -275,7 +278,7 @@ void attention_backward(float* dqkv, float* datt, const float* dout, const float
     const float *lse = att, *ocopy = att + (long)B * H * Tn;
     float* D = datt;
     attention_rowdot(D, dout, ocopy, B, Tn, C, H);
-    const dim3 grid((Tn + kWarps - 1) / kWarps, B * H);
+    const unsigned grid = flat_grid((Tn + kWarps - 1) / kWarps, (long)B * H, "attention");
     const Heads heads{qkv, Tn, C, H, hs};
     MHC_HEAD_DISPATCH(k_flash_backward_kv, hs, grid, kWarps * 32, dqkv, dout, lse, D, heads, scale);
     MHC_HEAD_DISPATCH(k_flash_backward_q, hs, grid, kWarps * 32, dqkv, dout, lse, D, heads, scale);

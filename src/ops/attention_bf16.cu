@@ -149,8 +149,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     constexpr int KK = HS / 16, NC = HS / 8, NT = kTile / 8, LD = HS + kPad;
     alignas(16) __shared__ bf16 Ks[kTile][LD], Vs[kTile][LD];
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int bh = blockIdx.y, Tn = pk.Tn;
-    const int qb = (int)(gridDim.x - 1 - blockIdx.x) * kRows, q0 = qb + 16 * w;
+    const int nq = pk.Tp / kRows, bh = block_y(nq), Tn = pk.Tn;  // a flat_grid of nq × B·H
+    const int qb = (nq - 1 - block_x(nq)) * kRows, q0 = qb + 16 * w;
     const bool active = q0 < Tn;  // the whole warp
     const long head = (long)bh * pk.Tp * HS;
     const bf16 *K = pk.k + head, *V = pk.v + head;
@@ -215,7 +215,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     alignas(16) __shared__ bf16 Qs[kTile][LD], Gs[kTile][LD];  // Q and dO
     __shared__ float Ls[kTile], Dl[kTile];
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int bh = blockIdx.y, Tn = pk.Tn, kb = blockIdx.x * kRows, k0 = kb + 16 * w;
+    const int nk = pk.Tp / kRows, bh = block_y(nk), Tn = pk.Tn;  // a flat_grid of nk × B·H
+    const int kb = block_x(nk) * kRows, k0 = kb + 16 * w;
     const bool active = k0 < Tn;  // the whole warp
     const long head = (long)bh * pk.Tp * HS;
     const bf16 *Q = pk.q + head, *dO = pk.dout + head;
@@ -273,8 +274,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     constexpr int KK = HS / 16, NC = HS / 8, LD = HS + kPad;
     alignas(16) __shared__ bf16 Ks[kTile][LD], Vs[kTile][LD];
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int bh = blockIdx.y, Tn = pk.Tn;
-    const int qb = (int)(gridDim.x - 1 - blockIdx.x) * kRows, q0 = qb + 16 * w;
+    const int nq = pk.Tp / kRows, bh = block_y(nq), Tn = pk.Tn;  // a flat_grid of nq × B·H
+    const int qb = (nq - 1 - block_x(nq)) * kRows, q0 = qb + 16 * w;
     const bool active = q0 < Tn;  // the whole warp
     const long head = (long)bh * pk.Tp * HS;
     const bf16 *K = pk.k + head, *V = pk.v + head;
@@ -339,7 +340,7 @@ void attn16_forward(TO* out, float* att, bf16* heads16, const float* qkv, int B,
     const Pack16 pk = packs(heads16, nullptr, B, Tn, C, H);
     for (int part = 0; part < 3; part++) pack_heads(heads16 + part * pack_size(B, Tn, C, H), qkv, 3 * C, part, pk, B);
     const float scale = (float)(1.0 / std::sqrt((double)pk.hs));
-    const dim3 grid((unsigned)(pk.Tp / kRows), B * H);
+    const unsigned grid = flat_grid(pk.Tp / kRows, (long)B * H, "attention");
     float *lse = att, *ocopy = att + (long)B * H * Tn;
     MHC_HEAD_DISPATCH_TO(k_attn16_forward, TO, pk.hs, grid, kWarps * 32, out, lse, ocopy, pk, scale);
 }
@@ -354,7 +355,7 @@ void attn16_backward(TO* dqkv, float* datt, bf16* dout16, const float* dout, con
     const float* lse = att;
     attention_rowdot(datt, dout, att + (long)B * H * Tn, B, Tn, C, H);
     const float scale = (float)(1.0 / std::sqrt((double)pk.hs));
-    const dim3 grid((unsigned)(pk.Tp / kRows), B * H);
+    const unsigned grid = flat_grid(pk.Tp / kRows, (long)B * H, "attention");
     MHC_HEAD_DISPATCH_TO(k_attn16_backward_kv, TO, pk.hs, grid, kWarps * 32, dqkv, lse, datt, pk, scale);
     MHC_HEAD_DISPATCH_TO(k_attn16_backward_q, TO, pk.hs, grid, kWarps * 32, dqkv, lse, datt, pk, scale);
 }

@@ -106,7 +106,8 @@ template <typename TD, typename TI>
 __global__ void __launch_bounds__(1024) k_layernorm_backward_sums(TD* din, const float* dout, const TI* in, const float* w, const float* mean,
                                           const float* rstd, int N, int C, double* part_w, double* part_b) {
     __shared__ float gms[kRowChunk], gxs[kRowChunk];
-    const int r0 = blockIdx.y * kRowChunk, rows = imin(kRowChunk, N - r0);
+    const int nx = (C + blockDim.x - 1) / blockDim.x, chunk = block_y(nx);  // a flat_grid
+    const int r0 = chunk * kRowChunk, rows = imin(kRowChunk, N - r0);
     const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
     for (int rr = threadIdx.x >> 5; rr < rows; rr += warps) {
         const long row = r0 + rr;
@@ -123,7 +124,7 @@ __global__ void __launch_bounds__(1024) k_layernorm_backward_sums(TD* din, const
         if (lane == 0) gms[rr] = gmf, gxs[rr] = gxf;
     }
     __syncthreads();
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    const int c = block_x(nx) * blockDim.x + threadIdx.x;
     if (c >= C) return;
     const float wc = w[c];
     double aw = 0, ab = 0;
@@ -135,8 +136,8 @@ __global__ void __launch_bounds__(1024) k_layernorm_backward_sums(TD* din, const
         aw += (double)g * ((double)xv - (double)mean[row]) * (double)rstd[row];
         ab += (double)g;
     }
-    part_w[(long)blockIdx.y * C + c] = aw;
-    if (part_b) part_b[(long)blockIdx.y * C + c] = ab;
+    part_w[(long)chunk * C + c] = aw;
+    if (part_b) part_b[(long)chunk * C + c] = ab;
 }
 
 template <typename TD, typename TI>
@@ -144,9 +145,8 @@ void layernorm_backward_of(TD* din, float* dw, float* db, const float* dout, con
                            const float* mean, const float* rstd, int N, int C) {
     if (N <= 0) return;
     const int nch = (N + kRowChunk - 1) / kRowChunk, threads = std::min(1024, (C + 31) / 32 * 32);
-    if (nch > 65535) fail("layernorm_backward", "too many rows for one grid column", __FILE__, __LINE__);
     double* part = workspace((size_t)2 * nch * C);
-    MHC_LAUNCH((k_layernorm_backward_sums<TD, TI>), dim3((unsigned)((C + threads - 1) / threads), (unsigned)nch),
+    MHC_LAUNCH((k_layernorm_backward_sums<TD, TI>), flat_grid((C + threads - 1) / threads, nch, "layernorm_backward"),
                threads, din, dout, in, w, mean, rstd, N, C, part, db ? part + (long)nch * C : nullptr);
     colsum_done(C, nch, part, AddTo{dw});
     if (db) colsum_done(C, nch, part + (long)nch * C, AddTo{db});
