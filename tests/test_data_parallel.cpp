@@ -101,6 +101,42 @@ TEST(CommSingle, OneRankCollectivesKeepTheData) {
     EXPECT_TRUE(c->report_failure());
 }
 
+// MPI's int counts: the shards' parts go in units of up to 2^14 values, so a model of billions of
+// parameters gathers (with int counts of values it failed at about 2.3e9 parameters on 16 ranks).
+TEST(CommGatherUnits, WholeBlocksInUnitsTheLastPartsRemainderApart) {
+    const long B = 16384;
+    GatherUnits g = comm_gather_units({3 * B, 5 * B, 2 * B + 7});
+    EXPECT_EQ(g.unit, B);
+    EXPECT_EQ(g.counts, (std::vector<int>{3, 5, 2}));
+    EXPECT_EQ(g.displs, (std::vector<int>{0, 3, 8}));
+    EXPECT_EQ(g.tail, 7);
+    g = comm_gather_units({0, 0, 100});  // a model smaller than a block: the last rank owns it all
+    EXPECT_EQ(g.unit, B);
+    EXPECT_EQ(g.counts, (std::vector<int>{0, 0, 0}));
+    EXPECT_EQ(g.tail, 100);
+    g = comm_gather_units({6, 10, 7});  // parts of any size: the largest power of two dividing them
+    EXPECT_EQ(g.unit, 2);
+    EXPECT_EQ(g.counts, (std::vector<int>{3, 5, 3}));
+    EXPECT_EQ(g.displs, (std::vector<int>{0, 3, 8}));
+    EXPECT_EQ(g.tail, 1);
+    // 3 billion parameters on 8 ranks (their shards as data_parallel.cpp bounds them).
+    const long P = 3'000'000'000L, nb = (P + B - 1) / B;
+    std::vector<long> counts;
+    for (int q = 0; q < 8; q++) counts.push_back(std::min(P, (q + 1) * nb / 8 * B) - std::min(P, q * nb / 8 * B));
+    g = comm_gather_units(counts);
+    EXPECT_EQ(g.unit, B);
+    long values = g.tail;
+    for (int c : g.counts) values += c * g.unit;
+    EXPECT_EQ(values, P);
+    EXPECT_EQ(g.displs.back() * g.unit, P - counts.back());
+    try {
+        comm_gather_units({(1L << 31) + 1, 1});
+        ADD_FAILURE() << "2^31 + 1 single values were accepted";
+    } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "a gather of parts of 2147483649 values in units of 1: more than MPI's 2^31 - 1 units");
+    }
+}
+
 TEST(CommSingle, NoLauncherNoMpi) {
     if (comm_launched_by_mpi()) GTEST_SKIP() << "running under an MPI launcher";
     EXPECT_STREQ(comm_world().backend(), "single");

@@ -68,6 +68,18 @@ long comm_max(Comm& c, long x);
 // every rank's is empty. For a verdict all ranks must share and rank 0 reports.
 std::string comm_first_message(Comm& c, const std::string& mine);
 
+// MPI's counts and displacements are int, so a gather of parts (counts[r] values of rank r, laid
+// end to end) goes in units of `unit` values: the largest power of two up to 2^14 that divides
+// every part but the last (data parallelism's shards are whole runs of 16,384-value blocks, so
+// 2^31 units are 3.5e13 values), with the last part's remainder under one unit, `tail` values,
+// sent apart. counts and displs are in units. Throws std::runtime_error (one line) when a count
+// or displacement passes 2^31 - 1 units.
+struct GatherUnits {
+    long unit = 1, tail = 0;
+    std::vector<int> counts, displs;
+};
+GatherUnits comm_gather_units(const std::vector<long>& counts);
+
 // Runs a command's body on this rank of comm_world(): finish() after it returns; if it throws,
 // report_failure(), then either rethrow (this rank prints the error) or exit(1) quietly.
 int comm_main(const std::function<int(Comm&)>& body);

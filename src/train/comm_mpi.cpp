@@ -37,7 +37,7 @@ namespace mhc {
 
 namespace {
 
-constexpr int kTagData = 1, kTagFail = 2;
+constexpr int kTagData = 1, kTagFail = 2, kTagTail = 3;
 constexpr long kChunk = 1L << 30;  // MPI counts are int: longer transfers go in pieces
 
 using Clock = std::chrono::steady_clock;
@@ -57,18 +57,12 @@ bool process_alive(int pid) {
            (stat[paren + 2] != 'Z' && stat[paren + 2] != 'X');
 }
 
-std::vector<int> int_counts(const std::vector<long>& counts, std::vector<int>& displs) {
-    std::vector<int> c(counts.size());
-    displs.assign(counts.size(), 0);
-    long at = 0;
-    for (size_t r = 0; r < counts.size(); r++) {
-        if (counts[r] > INT_MAX || at > INT_MAX)
-            throw std::runtime_error("a shard of more than 2^31 values: too large for one MPI transfer");
-        c[r] = (int)counts[r];
-        displs[r] = (int)at;
-        at += counts[r];
-    }
-    return c;
+// MPI_Type_contiguous of `unit` floats, committed (MPI_Type_free when done).
+MPI_Datatype unit_type(long unit) {
+    MPI_Datatype t;
+    MPI_Type_contiguous((int)unit, MPI_FLOAT, &t);
+    MPI_Type_commit(&t);
+    return t;
 }
 
 struct MpiComm final : Comm {
@@ -130,20 +124,35 @@ struct MpiComm final : Comm {
         }
         wait(r);
     }
+    // In units (comm_gather_units), then the last rank's tail.
     void allgatherv(float* x, const std::vector<long>& counts) override {
-        std::vector<int> displs;
-        const std::vector<int> c = int_counts(counts, displs);
+        const GatherUnits g = comm_gather_units(counts);
+        MPI_Datatype t = unit_type(g.unit);
         std::vector<MPI_Request> r(1);
-        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, c.data(), displs.data(), MPI_FLOAT, MPI_COMM_WORLD,
+        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, g.counts.data(), g.displs.data(), t, MPI_COMM_WORLD,
                         &r[0]);
         wait(r);
+        MPI_Type_free(&t);
+        if (g.tail) broadcast(x + total(counts) - g.tail, g.tail, size - 1);
     }
     void gatherv(const float* mine, float* all, const std::vector<long>& counts, int root) override {
-        std::vector<int> displs;
-        const std::vector<int> c = int_counts(counts, displs);
+        const GatherUnits g = comm_gather_units(counts);
+        MPI_Datatype t = unit_type(g.unit);
         std::vector<MPI_Request> r(1);
-        MPI_Igatherv(mine, c[rank], MPI_FLOAT, all, c.data(), displs.data(), MPI_FLOAT, root, MPI_COMM_WORLD,
-                     &r[0]);
+        MPI_Igatherv(mine, g.counts[rank], t, all, g.counts.data(), g.displs.data(), t, root, MPI_COMM_WORLD, &r[0]);
+        wait(r);
+        MPI_Type_free(&t);
+        const int last = size - 1;
+        if (!g.tail || (rank != last && rank != root)) return;
+        const float* from = mine + counts[last] - g.tail;
+        float* to = all + total(counts) - g.tail;
+        if (rank == last && rank == root) {
+            std::copy(from, from + g.tail, to);
+            return;
+        }
+        r.emplace_back();  // under 2^14 values: one message, with a tag of its own
+        if (rank == last) MPI_Isend(from, (int)g.tail, MPI_FLOAT, root, kTagTail, MPI_COMM_WORLD, &r[0]);
+        else MPI_Irecv(to, (int)g.tail, MPI_FLOAT, last, kTagTail, MPI_COMM_WORLD, &r[0]);
         wait(r);
     }
     void allgather(const void* mine, void* all, long bytes) override {
@@ -189,6 +198,11 @@ struct MpiComm final : Comm {
         int flag = 0;
         if (fail_req != MPI_REQUEST_NULL) MPI_Test(&fail_req, &flag, MPI_STATUS_IGNORE);
         return flag != 0;
+    }
+    static long total(const std::vector<long>& counts) {
+        long n = 0;
+        for (long c : counts) n += c;
+        return n;
     }
     void repost_notice() { MPI_Irecv(&fail_from, 1, MPI_INT, MPI_ANY_SOURCE, kTagFail, MPI_COMM_WORLD, &fail_req); }
 

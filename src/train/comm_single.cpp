@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -49,6 +50,25 @@ Comm& comm_world() {
     // Never destroyed: MPI_Finalize belongs to the success path (finish), not to exit.
     static Comm* world = (comm_launched_by_mpi() ? comm_mpi_open() : comm_single_open()).release();
     return *world;
+}
+
+GatherUnits comm_gather_units(const std::vector<long>& counts) {
+    GatherUnits g;
+    g.unit = 1L << 14;
+    for (size_t r = 0; r + 1 < counts.size(); r++)
+        while (counts[r] % g.unit) g.unit /= 2;
+    g.tail = counts.empty() ? 0 : counts.back() % g.unit;
+    long at = 0;
+    for (long c : counts) {
+        const long units = c / g.unit;
+        if (units > INT_MAX || at > INT_MAX)
+            throw std::runtime_error("a gather of parts of " + std::to_string(c) + " values in units of " +
+                                     std::to_string(g.unit) + ": more than MPI's 2^31 - 1 units");
+        g.counts.push_back((int)units);
+        g.displs.push_back((int)at);
+        at += units;
+    }
+    return g;
 }
 
 bool comm_any(Comm& c, bool flag) {
