@@ -127,6 +127,8 @@ TEST(RunDir, PruneKeepsTheNewestAndLatest) {
         sys::write_file_atomic(base + ".optim.safetensors", "o");
     }
     sys::write_file_atomic(dir + "/ckpt_30.safetensors", "not ours: the name is not zero-padded to six digits");
+    sys::write_file_atomic(dir + "/ckpt_0000040.safetensors", "not ours: padded past six digits");
+    sys::write_file_atomic(dir + "/ckpt_00005x.safetensors", "not ours: not a number");
     sys::write_file_atomic(dir + "/notes.txt", "");
     EXPECT_EQ(run_dir::list_checkpoints(dir),
               (std::vector<std::string>{dir + "/ckpt_000001.safetensors", dir + "/ckpt_000002.safetensors",
@@ -138,11 +140,33 @@ TEST(RunDir, PruneKeepsTheNewestAndLatest) {
     EXPECT_EQ(names_in(dir), (std::set<std::string>{"ckpt_000002.safetensors", "ckpt_000002.optim.safetensors",
                                                     "ckpt_000010.safetensors", "ckpt_000010.optim.safetensors",
                                                     "ckpt_000020.safetensors", "ckpt_000020.optim.safetensors",
-                                                    "ckpt_30.safetensors", "notes.txt", "latest"}));
+                                                    "ckpt_30.safetensors", "ckpt_0000040.safetensors",
+                                                    "ckpt_00005x.safetensors", "notes.txt", "latest"}));
     run_dir::write_latest(dir, 20);
     run_dir::prune_checkpoints(dir, 1);
     EXPECT_EQ(run_dir::list_checkpoints(dir), std::vector<std::string>{dir + "/ckpt_000020.safetensors"});
     EXPECT_TRUE(fs::exists(dir + "/ckpt_000020.optim.safetensors"));
+}
+
+// Past step 999,999 the names have seven digits: still checkpoints, in step order (not name order,
+// where ckpt_1000000 sorts before ckpt_999999), pruned like the others.
+TEST(RunDir, CheckpointsPastAMillionStepsAreListedInStepOrder) {
+    const std::string dir = fresh_dir("run_dir", "million");
+    for (long s : {999'998L, 1'000'000L, 999'999L, 12'000'000L}) {
+        const std::string base = dir + "/" + run_dir::checkpoint_name(s);
+        sys::write_file_atomic(base + ".safetensors", "m");
+        sys::write_file_atomic(base + ".optim.safetensors", "o");
+    }
+    EXPECT_EQ(run_dir::checkpoint_name(1'000'000), "ckpt_1000000");
+    EXPECT_EQ(run_dir::list_checkpoints(dir),
+              (std::vector<std::string>{dir + "/ckpt_999998.safetensors", dir + "/ckpt_999999.safetensors",
+                                        dir + "/ckpt_1000000.safetensors", dir + "/ckpt_12000000.safetensors"}));
+    run_dir::write_latest(dir, 12'000'000);
+    EXPECT_EQ(run_dir::latest_step(dir), 12'000'000);
+    run_dir::prune_checkpoints(dir, 2);
+    EXPECT_EQ(names_in(dir), (std::set<std::string>{"ckpt_1000000.safetensors", "ckpt_1000000.optim.safetensors",
+                                                    "ckpt_12000000.safetensors", "ckpt_12000000.optim.safetensors",
+                                                    "latest"}));
 }
 
 TEST(RunDir, StaleTemporariesAreRemoved) {

@@ -29,7 +29,7 @@ TokenData random_tokens(int vocab, long count, uint64_t seed) {
     d.vocab_size = vocab;
     d.tokens.resize(count);
     SplitMix64 rng(seed);
-    for (auto& t : d.tokens) t = (uint16_t)(rng.next() % (uint64_t)vocab);
+    for (auto& t : d.tokens) t = (uint32_t)(rng.next() % (uint64_t)vocab);
     return d;
 }
 

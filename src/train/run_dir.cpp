@@ -257,11 +257,26 @@ void load_checkpoint_file(const std::string& ck, GPT<float>& m, AdamW<float>& op
     }
 }
 
+namespace {
+// The step of a model file's path as checkpoint_name writes it (ckpt_NNNNNN.safetensors: six digits
+// at least, seven from step 1,000,000 on), else -1.
+long model_file_step(const std::string& path) {
+    const std::string f = std::filesystem::path(path).filename().string(), ext = ".safetensors";
+    if (f.rfind("ckpt_", 0) != 0 || f.size() <= 5 + ext.size() || f.compare(f.size() - ext.size(), ext.size(), ext))
+        return -1;
+    const std::string digits = f.substr(5, f.size() - 5 - ext.size());
+    if (digits.size() > 18 || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
+    const long step = std::stol(digits);
+    return checkpoint_name(step) + ext == f ? step : -1;
+}
+}  // namespace
+
 std::string load_newest_intact(const std::string& dir, const std::string& before, GPT<float>& m,
                                AdamW<float>& opt, ResumeState& rs) {
     const std::vector<std::string> all = list_checkpoints(dir);
+    const long limit = before.empty() ? -1 : model_file_step(before);  // -1: `latest` named no checkpoint
     for (auto it = all.rbegin(); it != all.rend(); ++it) {
-        if (!before.empty() && *it >= before) continue;  // zero-padded names: name order is step order
+        if (limit >= 0 && model_file_step(*it) >= limit) continue;
         try {
             load_checkpoint_file(*it, m, opt, rs);
             return *it;
@@ -286,14 +301,13 @@ TrainConfig checkpoint_train_config(const std::string& dir) {
 }
 
 std::vector<std::string> list_checkpoints(const std::string& dir) {
-    std::vector<std::string> models;  // ckpt_NNNNNN.safetensors, zero-padded: name order is step order
-    for (const auto& e : std::filesystem::directory_iterator(dir)) {
-        const std::string f = e.path().filename().string();
-        if (f.rfind("ckpt_", 0) == 0 && f.size() == 23 && f.compare(11, 12, ".safetensors") == 0)
-            models.push_back(e.path().string());
-    }
+    std::vector<std::pair<long, std::string>> models;  // in step order, not name order (seven digits)
+    for (const auto& e : std::filesystem::directory_iterator(dir))
+        if (const long step = model_file_step(e.path().string()); step >= 0) models.emplace_back(step, e.path().string());
     std::sort(models.begin(), models.end());
-    return models;
+    std::vector<std::string> paths;
+    for (auto& m : models) paths.push_back(std::move(m.second));
+    return paths;
 }
 
 void prune_checkpoints(const std::string& dir, int keep) {

@@ -114,7 +114,8 @@ std::string load_newest_intact(const std::string& dir, const std::string& before
 // was trained with), for a run directory that lost its config.toml. Throws when it cannot be read.
 TrainConfig checkpoint_train_config(const std::string& dir);
 
-// The model files ckpt_NNNNNN.safetensors of a run directory, oldest first.
+// The model files ckpt_NNNNNN.safetensors of a run directory (six digits, seven past step 999,999),
+// oldest step first.
 std::vector<std::string> list_checkpoints(const std::string& dir);
 // Deletes all but the newest `keep` checkpoints (model and optimizer files); the one `latest`
 // names is never deleted.
