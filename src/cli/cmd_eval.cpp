@@ -7,6 +7,7 @@
 #include "mhc/tokenizer.h"
 #include "mhc/train.h"
 #include "train/engine.h"
+#include "train/fits.h"
 #include "train/run_dir.h"
 
 namespace mhc::cli {
@@ -107,6 +108,7 @@ Runner add_eval(CLI::App& app) {
         if (T > m.Tmax)
             throw std::invalid_argument("--seq " + std::to_string(T) + " exceeds the model's block_size " +
                                         std::to_string(m.Tmax));
+        require_memory_to_run(m.cfg, o->device, o->batch, T, "evaluate");
         if (split_opt->count() && o->split == "all")
             throw std::invalid_argument("--train-split needs --split train or --split val");
         TokenData data = load_tokens(o->data, data_format_from_string(o->format), m.V);

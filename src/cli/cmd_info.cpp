@@ -6,6 +6,7 @@
 #include "mhc/data.h"
 #include "mhc/diag.h"
 #include "train/engine.h"
+#include "train/fits.h"
 
 namespace mhc::cli {
 
@@ -30,6 +31,7 @@ Runner add_info(CLI::App& app) {
         const std::string ckpt = load_checkpoint(o->ckpt, m);
         const int B = o->batch, T = o->seq ? o->seq : m.Tmax;
         if (T > m.Tmax) throw std::invalid_argument("--seq exceeds the model's block_size " + std::to_string(m.Tmax));
+        require_memory_to_run(m.cfg, o->device, B, T, "run the diagnostics");
         std::vector<int32_t> in((size_t)B * T), tg(in.size());
         if (!o->data.empty()) {
             const TokenData d = load_tokens(o->data, data_format_from_string(o->format), m.V);

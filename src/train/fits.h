@@ -13,5 +13,9 @@ namespace mhc {
 // once the device's own costs for the model are met (engine_room: on CUDA the stack frames' reserve,
 // made then, and cuBLAS's workspaces). The message gives the estimate and its parts.
 void require_memory_for(const TrainConfig& cfg);
+// The same for a forward of a batch of B x T tokens on `device` in fp32 (eval, info): the engine's
+// weights and gradients (both allocated) and the activations, no optimizer state; `use` names
+// what the batch is for ("evaluate") in the message.
+void require_memory_to_run(const ModelConfig& model, const std::string& device, int B, int T, const char* use);
 
 }  // namespace mhc

@@ -223,9 +223,10 @@ def test_sample_info_bench():
     check("info --device cuda: the CPU's diagnostics (1e-5)", ok, (ic, ig))
     if os.path.basename(EMU) == "mhc_emu":  # a batch past the emulation's 16 GiB (a GPU's is larger)
         r = run(EMU, "eval", "--ckpt", ckpt, "--data", "data.txt", "--device", "cuda", "--batch", "2000000")
-        ok, detail = one_line_error(r, "out of memory on the GPU", "more were asked for", "free of 16 GiB",
-                                    "smaller model or batch")
-        check("eval --device cuda of a batch the device cannot hold: one line with the sizes", ok, detail)
+        ok, detail = one_line_error(r, "a batch of 2000000 x", "needs about", "to evaluate",
+                                    "free memory on the cuda device", "a smaller --batch")
+        check("eval --device cuda of a batch the device cannot hold: refused from the estimate, in one line", ok,
+              detail)
     r = run(EMU, "bench", "--device", "cuda", "--variants", "none,mhc_lite,ohc", "--steps", "2", "--warmup", "1",
             "--set", "n_layer=1", "--set", "n_embd=16", "--set", "n_head=2", "--set", "block_size=16",
             "--set", "batch_size=2", "--json")

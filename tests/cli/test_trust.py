@@ -309,6 +309,13 @@ def test_messages():
             "--batch", "0")
     ok, msg = one_line_error(r, "--batch", "must be >= 1, got 0")
     check("a numeric range is worded in one short line (no 310-digit bound)", ok and len(msg) < 200, msg)
+    # A batch past the machine's memory: refused from the estimate, before the tokens or the engine
+    # take any (without it only an allocation that fails outright was caught; one the kernel grants
+    # on overcommit but cannot back ends in its OOM killer, with no message).
+    for sub, more, use in (("eval", ["--data", path("corpus.txt")], "to evaluate"), ("info", [], "diagnostics")):
+        r = run(sub, "--ckpt", out, "--batch", "100000000", *more)
+        check("%s with a batch past the machine's memory: one line with the estimate" % sub,
+              one_line_error(r, "a batch of 100000000 x", "needs about", use, "a smaller --batch")[0], r.stderr)
     r = run("sample", "--ckpt", out, "--temperature", "-1")
     check("... --temperature -1 too", one_line_error(r, "--temperature", ">= 0")[0] and len(r.stderr) < 200,
           r.stderr)
