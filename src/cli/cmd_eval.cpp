@@ -108,9 +108,9 @@ Runner add_eval(CLI::App& app) {
         if (T > m.Tmax)
             throw std::invalid_argument("--seq " + std::to_string(T) + " exceeds the model's block_size " +
                                         std::to_string(m.Tmax));
-        require_memory_to_run(m.cfg, o->device, o->batch, T, "evaluate");
         if (split_opt->count() && o->split == "all")
             throw std::invalid_argument("--train-split needs --split train or --split val");
+        require_memory_to_run(m.cfg, o->device, o->batch, T, "evaluate");
         TokenData data = load_tokens(o->data, data_format_from_string(o->format), m.V);
         std::string part = "all of it";
         if (o->split != "all") {

@@ -144,15 +144,16 @@ struct MpiComm final : Comm {
         MPI_Type_free(&t);
         const int last = size - 1;
         if (!g.tail || (rank != last && rank != root)) return;
-        const float* from = mine + counts[last] - g.tail;
-        float* to = all + total(counts) - g.tail;
+        // Each pointer is made only on the rank whose buffer holds that tail (no pointer past a buffer).
         if (rank == last && rank == root) {
-            std::copy(from, from + g.tail, to);
+            std::copy(mine + counts[last] - g.tail, mine + counts[last], all + total(counts) - g.tail);
             return;
         }
         r.emplace_back();  // under 2^14 values: one message, with a tag of its own
-        if (rank == last) MPI_Isend(from, (int)g.tail, MPI_FLOAT, root, kTagTail, MPI_COMM_WORLD, &r[0]);
-        else MPI_Irecv(to, (int)g.tail, MPI_FLOAT, last, kTagTail, MPI_COMM_WORLD, &r[0]);
+        if (rank == last)
+            MPI_Isend(mine + counts[last] - g.tail, (int)g.tail, MPI_FLOAT, root, kTagTail, MPI_COMM_WORLD, &r[0]);
+        else
+            MPI_Irecv(all + total(counts) - g.tail, (int)g.tail, MPI_FLOAT, last, kTagTail, MPI_COMM_WORLD, &r[0]);
         wait(r);
     }
     void allgather(const void* mine, void* all, long bytes) override {
