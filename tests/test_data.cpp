@@ -147,6 +147,30 @@ TEST(DataLoad, LlmcErrors) {
                       "token 51000 at position 1 is >= vocab_size 50304");
 }
 
+// An llm.c shard's header counts at most 2^31 - 1 tokens: the writer refuses the write that would
+// pass it, before taking any of its tokens (the check reads n only), not at the end of a corpus of
+// hours; the refused file never appears. Below the limit a shard reads back.
+TEST(TokenWriter, LlmcShardRefusesPastItsHeaderAtOnce) {
+    const std::string path = tmpdir() + "/writer.bin";
+    fs::remove(path);
+    const std::vector<uint32_t> toks = {5, 0, 65535, 7};
+    {
+        TokenWriter w(path, 2, true);
+        w.write(toks.data(), toks.size());
+        w.finish();
+    }
+    EXPECT_EQ(load_tokens(path, DataFormat::llmc, 65536).tokens, toks);
+    fs::remove(path);
+    {
+        TokenWriter w(path, 2, true);
+        w.write(toks.data(), toks.size());
+        expect_error<std::runtime_error>([&] { w.write(toks.data(), (size_t)1 << 31); },
+                                         "more than 2147483647 tokens do not fit an llm.c shard");
+        EXPECT_EQ(w.count(), 4);
+    }
+    EXPECT_FALSE(fs::exists(path));
+}
+
 TEST(DataLoad, VocabularyArguments) {
     const std::string path = write_file("v.txt", "hello");
     expect_error<std::invalid_argument>([&] { load_tokens(path, DataFormat::text, 300); },
@@ -180,6 +204,24 @@ TEST(DataSplit, NinetyTen) {
     EXPECT_THROW(split_tokens(all, 0.0), std::invalid_argument);
     expect_error<std::invalid_argument>([] { split_tokens(iota_data(1), 0.9); }, "empty part");  // int(0.9) = 0
     EXPECT_EQ(split_tokens(iota_data(5), 0.99).second.tokens.size(), 1u);  // int(4.95) = 4
+}
+
+// Splitting a dataset given up (train and eval --split): the training part keeps its memory, so
+// the split copies only the validation tokens; the parts are the same as a copying split's.
+TEST(DataSplit, MovedDataKeepsItsMemoryForTheTrainingPart) {
+    TokenData all = iota_data(1000);
+    const auto [train_copy, val_copy] = split_tokens(all);
+    const uint32_t* memory = all.tokens.data();
+    auto [train, val] = split_tokens(std::move(all));
+    EXPECT_EQ(train.tokens.data(), memory);
+    EXPECT_EQ(train.tokens, train_copy.tokens);
+    EXPECT_EQ(val.tokens, val_copy.tokens);
+    EXPECT_EQ(train.path, val.path);
+    EXPECT_EQ(val.format, DataFormat::u16);
+    EXPECT_EQ(train.vocab_size, 65536);
+    TokenData one = iota_data(1);
+    EXPECT_THROW(split_tokens(std::move(one), 0.9), std::invalid_argument);
+    EXPECT_EQ(one.tokens.size(), 1u);  // refused before anything moved
 }
 
 TEST(DataBatcher, RejectsTooLittleData) {

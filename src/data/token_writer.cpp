@@ -30,7 +30,17 @@ void TokenWriter::flush() {
     buf_.clear();
 }
 
+namespace {
+[[noreturn]] void too_many_for_llmc(const std::string& path, const std::string& count) {
+    throw std::runtime_error(path + ": " + count + " tokens do not fit an llm.c shard (its header counts at most "
+                             "2^31-1): use the bin format");
+}
+}  // namespace
+
 void TokenWriter::write(const uint32_t* t, size_t n) {
+    // Refused as soon as the count passes an llm.c header's, not after the rest of the corpus.
+    if (llmc_ && count_ + (int64_t)n > std::numeric_limits<int32_t>::max())
+        too_many_for_llmc(path_, "more than 2147483647");
     const uint32_t max = width_ == 2 ? 0xFFFF : 0xFFFFFFFF;
     for (size_t i = 0; i < n; i++) {
         if (t[i] > max) throw std::runtime_error(path_ + ": token " + std::to_string(t[i]) + " does not fit 16 bits");
@@ -43,9 +53,7 @@ void TokenWriter::write(const uint32_t* t, size_t n) {
 void TokenWriter::finish() {
     flush();
     if (llmc_) {
-        if (count_ > std::numeric_limits<int32_t>::max())
-            throw std::runtime_error(path_ + ": " + std::to_string(count_) + " tokens do not fit an llm.c shard "
-                                     "(its header counts at most 2^31-1): use the bin format");
+        if (count_ > std::numeric_limits<int32_t>::max()) too_many_for_llmc(path_, std::to_string(count_));
         std::string h;
         put_le(h, width_ == 2 ? 20240520u : 20240801u, 4);  // magic
         put_le(h, width_ == 2 ? 1u : 7u, 4);                // version

@@ -251,6 +251,10 @@ TokenData load_tokens_from_memory(std::string_view bytes, const std::string& nam
 }
 
 std::pair<TokenData, TokenData> split_tokens(const TokenData& all, double frac) {
+    return split_tokens(TokenData(all), frac);
+}
+
+std::pair<TokenData, TokenData> split_tokens(TokenData&& all, double frac) {
     if (!(frac > 0.0 && frac < 1.0))
         throw std::invalid_argument(all.path + ": split fraction " + std::to_string(frac) +
                                     " is not strictly between 0 and 1");
@@ -261,14 +265,13 @@ std::pair<TokenData, TokenData> split_tokens(const TokenData& all, double frac) 
         throw std::invalid_argument(all.path + ": splitting " + std::to_string(n) + " tokens at " +
                                     std::to_string(frac) + " leaves an empty part");
     std::pair<TokenData, TokenData> r;
-    for (TokenData* p : {&r.first, &r.second}) {
-        p->path = all.path;
-        p->format = all.format;
-        p->vocab_size = all.vocab_size;
-        p->tokenizer = all.tokenizer;
-    }
-    r.first.tokens.assign(all.tokens.begin(), all.tokens.begin() + cut);
+    r.second.path = all.path;
+    r.second.format = all.format;
+    r.second.vocab_size = all.vocab_size;
+    r.second.tokenizer = all.tokenizer;
     r.second.tokens.assign(all.tokens.begin() + cut, all.tokens.end());
+    all.tokens.resize(cut);  // no shrink_to_fit: that would copy the training part after all
+    r.first = std::move(all);
     return r;
 }
 
