@@ -95,6 +95,9 @@ void tokenizer_check_vocab(const Tokenizer& tok, int model_vocab);
 // SentencePiece training (src/tok/spm_train.cpp). Lines come from `next_line`, which returns
 // false at the end. The model is lossless on any text: identity normalisation, no whitespace
 // removal, no dummy prefix, byte fallback, no BOS/EOS. Returns the serialized .model.
+// SentencePiece trains on lines of at most this many bytes (its max_sentence_length, set so):
+// longer ones are left out of training (prepare counts and reports them), not cut.
+constexpr size_t kSpmMaxLine = 4192;
 struct SpmTrainOptions {
     std::string model_type = "bpe";  // or "unigram"
     int vocab_size = 4096;

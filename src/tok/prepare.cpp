@@ -92,8 +92,9 @@ struct Progress {
     }
 };
 
-// Lines of the first `limit` bytes of the inputs, for SentencePiece's trainer. Lines longer than
-// 64 KiB are skipped (the trainer drops lines past 4192 bytes anyway); empty lines too.
+// Lines of the first `limit` bytes of the inputs, for SentencePiece's trainer. Empty lines are
+// skipped, and lines past kSpmMaxLine bytes, which the trainer would drop, are skipped and counted
+// (too_long); past 64 KiB a line's bytes are not even kept.
 struct LineSource {
     static constexpr size_t kMaxLine = 64 << 10;
     const std::vector<Input>& inputs;
@@ -103,7 +104,7 @@ struct LineSource {
     std::string buf;
     size_t pos = 0;
     bool eof = false, skipping = false;
-    long lines = 0;
+    long lines = 0, too_long = 0;
 
     LineSource(const std::vector<Input>& in, int64_t lim) : inputs(in), limit(lim) {}
 
@@ -134,9 +135,10 @@ struct LineSource {
             line.assign(buf, pos, end - pos);
             consumed += (int64_t)(end - pos) + (nl != std::string::npos);
             pos = nl == std::string::npos ? end : nl + 1;
-            const bool skip = skipping || line.empty() || line.size() > kMaxLine;
+            const bool long_line = skipping || line.size() > kSpmMaxLine;
             skipping = false;
-            if (skip) continue;
+            too_long += long_line;
+            if (long_line || line.empty()) continue;
             lines++;
             return true;
         }
@@ -199,11 +201,25 @@ PrepareResult prepare_run(const PrepareOptions& opt) {
         log("prepare: training a SentencePiece " + so.model_type + " model of " + std::to_string(so.vocab_size) +
             " tokens on the training part (" + human_bytes((double)split_at) + ")");
         const auto ts = std::chrono::steady_clock::now();
-        tok_bytes = spm_train(so, [&](std::string& l) { return lines.next(l); });
-        char took[96];
+        try {
+            tok_bytes = spm_train(so, [&](std::string& l) { return lines.next(l); });
+        } catch (const std::runtime_error&) {
+            if (lines.lines == 0 && lines.too_long > 0)  // the trainer's own words would not say why
+                throw std::runtime_error("SentencePiece found no line to train on: the training part's " +
+                                         std::to_string(lines.too_long) + " lines are all longer than " +
+                                         std::to_string(kSpmMaxLine) + " bytes (it trains on lines: break the text "
+                                         "into shorter ones)");
+            throw;
+        }
+        char took[200];
         std::snprintf(took, sizeof took, "prepare: trained on %ld lines in %.1f s", lines.lines,
                       std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count());
         log(took);
+        if (lines.too_long > 0) {  // always said, not only on a terminal: the model saw less text
+            std::snprintf(took, sizeof took, "mhc prepare: %ld of %ld lines are longer than %zu bytes and were left "
+                          "out of SentencePiece's training", lines.too_long, lines.too_long + lines.lines, kSpmMaxLine);
+            std::fprintf(stderr, "%s\n", took);
+        }
         tok_name = "tokenizer.model";
         tok = tokenizer_load_bytes((fs::path(opt.out_dir) / tok_name).string(), tok_bytes);  // written at the end
     } else if (opt.tokenizer == "bytes") {

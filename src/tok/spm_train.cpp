@@ -50,6 +50,7 @@ std::string spm_train(const SpmTrainOptions& opt, const std::function<bool(std::
         {"eos_id", "-1"},
         {"pad_id", "-1"},
         {"input_sentence_size", std::to_string(opt.max_sentences)},
+        {"max_sentence_length", std::to_string(kSpmMaxLine)},
         {"shuffle_input_sentence", "true"},
         {"num_threads", std::to_string(opt.threads)},
         {"minloglevel", "1"},  // its progress log is long; mhc prints its own line

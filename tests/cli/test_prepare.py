@@ -6,6 +6,8 @@
 - SentencePiece: prepare's ids on all 43 fortune files equal what Debian's `spm_encode` prints for
   the same model and text (line by line, then the newline's byte piece); the streaming cuts change
   nothing (the same output read 1 kB at a time).
+- SentencePiece training leaves out lines past its 4,192 bytes and says how many; with none left it
+  stops with one line.
 - tokenizer.json: the hand-written fixture tests/tokenizers/tiny_bpe.json gives the ids worked out
   by hand; unsupported or malformed files, and every other bad input, give one line and no file.
 - uint32: a vocabulary past 65,536 ids makes uint32 files (raw and llm.c LLaMA-3 shards) that
@@ -278,6 +280,9 @@ def test_bad_input():
     with open(path("prepared_before", "train.bin"), "wb") as f:
         f.write(b"keep")
     small = path("small.txt")
+    long_line = " ".join("word%d" % i for i in range(700))  # 5,380 bytes: past SentencePiece's 4,192
+    with open(path("long_lines.txt"), "w") as f:
+        f.write((long_line + "\n") * 30)
     cases = [
         ("missing input", [path("nope.txt"), "--out", path("bad1")], "nope.txt"),
         ("an input directory", [TMP, "--out", path("bad2")], "not a regular file"),
@@ -295,6 +300,9 @@ def test_bad_input():
         ("a vocabulary the text cannot fill", [small, "--out", path("bad11"), "--tokenizer", "spm-unigram",
                                                "--vocab-size", "5000"], "SentencePiece training failed"),
         ("an output directory with earlier output", [small, "--out", path("prepared_before")], "never overwrites"),
+        ("only lines longer than SentencePiece trains on", [path("long_lines.txt"), "--out", path("bad12"),
+                                                            "--tokenizer", "spm-bpe", "--vocab-size", "300"],
+         "27 lines are all longer than 4192 bytes"),  # the training part's 90%
     ]
     for name, args, fragment in cases:
         r = run("prepare", *args)
@@ -303,6 +311,22 @@ def test_bad_input():
         clean = no_output(out)[0] if out != path("prepared_before") else \
             open(path("prepared_before", "train.bin"), "rb").read() == b"keep"
         check("prepare bad input: %s -> one-line error, no file left" % name, ok and fragment in msg and clean, msg)
+
+
+def test_long_lines_said():
+    # Lines past SentencePiece's 4,192 bytes are left out of its training: said on stderr with their
+    # count (one document per line would otherwise train on the short documents alone, silently).
+    long_line = " ".join("word%d" % i for i in range(700))
+    with open(path("mixed_lines.txt"), "w") as f:
+        for i in range(400):
+            f.write("the %d quick brown foxes jump over %d lazy dogs\n" % (i, i % 7))
+            if i % 100 == 0:
+                f.write(long_line + "\n")
+    r = run("prepare", path("mixed_lines.txt"), "--out", path("mixed"), "--tokenizer", "spm-bpe", "--vocab-size", "300",
+            "--val-fraction", "0")
+    err = stderr_text(r)
+    check("prepare with some lines past 4192 bytes: trains, and says how many were left out",
+          r.returncode == 0 and "4 of 404 lines are longer than 4192 bytes and were left out" in err, err)
 
 
 def test_help():
@@ -316,4 +340,4 @@ if __name__ == "__main__":
         print("needs Debian's fortunes and sentencepiece packages (scripts/setup.sh installs them)")
         sys.exit(1)
     finish(test_help, test_sentencepiece_equals_spm_encode, test_tokenizer_json, test_bytes_and_llmc, test_uint32,
-           test_run_tokenizer, test_bad_input)
+           test_run_tokenizer, test_bad_input, test_long_lines_said)
