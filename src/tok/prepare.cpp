@@ -173,6 +173,7 @@ PrepareResult prepare_run(const PrepareOptions& opt) {
     for (const std::string& p : opt.inputs) {
         struct stat st;
         if (::stat(p.c_str(), &st) != 0) throw std::runtime_error(p + ": cannot open: " + std::strerror(errno));
+        if (S_ISDIR(st.st_mode)) throw std::runtime_error(p + ": is a directory (give the text files in it)");
         if (!S_ISREG(st.st_mode)) throw std::runtime_error(p + ": not a regular file");
         if (::access(p.c_str(), R_OK) != 0) throw std::runtime_error(p + ": cannot open: " + std::strerror(errno));
         inputs.push_back({p, (int64_t)st.st_size});

@@ -285,7 +285,8 @@ def test_bad_input():
         f.write((long_line + "\n") * 30)
     cases = [
         ("missing input", [path("nope.txt"), "--out", path("bad1")], "nope.txt"),
-        ("an input directory", [TMP, "--out", path("bad2")], "not a regular file"),
+        ("an input directory", [TMP, "--out", path("bad2")], "is a directory (give the text files in it)"),
+        ("an input that is not a regular file", ["/dev/null", "--out", path("bad2b")], "not a regular file"),
         ("empty input", [path("empty.txt"), "--out", path("bad3")], "0 bytes"),
         ("spm without --vocab-size", [small, "--out", path("bad4"), "--tokenizer", "spm-bpe"], "--vocab-size"),
         ("--vocab-size with bytes", [small, "--out", path("bad5"), "--vocab-size", "100"], "--vocab-size"),
