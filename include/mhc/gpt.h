@@ -100,7 +100,10 @@ std::string nonfinite_tensor(const std::vector<ParamTensor>& params, const std::
 struct GptMemory {
     double params = 0, activations = 0;  // fp32 values (the parameters: weights, gradients, 2 moments)
     double bf16 = 0;                     // bf16 values: dtype bf16's weight copies and activations
-    double bytes() const { return 4.0 * (4 * params + activations) + 2.0 * bf16; }
+    double bytes() const { return 4.0 * (4 * params + activations) + 2.0 * bf16; }  // training
+    // A forward of the batch without training (eval, info; fp32): weights and gradients (both
+    // allocated), no optimizer moments.
+    double run_bytes() const { return 4.0 * (2 * params + activations); }
 };
 // recompute: GPT::recompute's plan, which keeps one stream state per block instead of two and one
 // branch input for all sites. bf16: the GPU's dtype bf16 plan (model/gpt_cuda.h), whose linear

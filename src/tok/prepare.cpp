@@ -212,15 +212,13 @@ PrepareResult prepare_run(const PrepareOptions& opt) {
                                          "into shorter ones)");
             throw;
         }
-        char took[200];
+        char took[96];
         std::snprintf(took, sizeof took, "prepare: trained on %ld lines in %.1f s", lines.lines,
                       std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count());
         log(took);
-        if (lines.too_long > 0) {  // always said, not only on a terminal: the model saw less text
-            std::snprintf(took, sizeof took, "mhc prepare: %ld of %ld lines are longer than %zu bytes and were left "
-                          "out of SentencePiece's training", lines.too_long, lines.too_long + lines.lines, kSpmMaxLine);
-            std::fprintf(stderr, "%s\n", took);
-        }
+        if (lines.too_long > 0)  // always said, not only on a terminal: the model saw less text
+            std::fprintf(stderr, "mhc prepare: %ld of %ld lines are longer than %zu bytes and were left out of "
+                         "SentencePiece's training\n", lines.too_long, lines.too_long + lines.lines, kSpmMaxLine);
         tok_name = "tokenizer.model";
         tok = tokenizer_load_bytes((fs::path(opt.out_dir) / tok_name).string(), tok_bytes);  // written at the end
     } else if (opt.tokenizer == "bytes") {

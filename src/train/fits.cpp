@@ -52,7 +52,7 @@ void require_memory_for(const TrainConfig& cfg) {
 void require_memory_to_run(const ModelConfig& model, const std::string& device, int B, int T, const char* use) {
     const GptMemory g = gpt_memory_estimate(model, B, T, device != "cpu", false, false,
                                             engine_conn_scratch(device, model, (long)B * T));
-    const double bytes = 4 * (2 * g.params + g.activations);
+    const double bytes = g.run_bytes();
     std::string what;
     const double limit = room_for(model, device, false, &what);
     if (limit < 0 || bytes <= limit) return;
