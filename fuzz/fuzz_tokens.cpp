@@ -24,15 +24,15 @@ void one(std::string_view bytes, const char* name, DataFormat fmt, int vocab) {
         return;
     }
     if (d.tokens.empty() || d.format == DataFormat::automatic) __builtin_trap();
-    for (uint32_t t : d.tokens)
-        if (t >= (uint32_t)d.vocab_size) __builtin_trap();  // out-of-range ids must be refused, never kept
+    if (d.tokens.find_at_least((uint32_t)d.vocab_size) >= 0)
+        __builtin_trap();  // out-of-range ids must be refused, never kept
     try {
         const auto [train, val] = split_tokens(d, 0.9);
         if (train.tokens.size() + val.tokens.size() != d.tokens.size()) __builtin_trap();
     } catch (const std::exception&) {
     }
     // Windows no longer than the data, so both orders get to run; the windows must stay inside.
-    const int T = (int)std::min<size_t>(d.tokens.size() - 1, 7), B = 3;
+    const int T = (int)std::min<int64_t>(d.tokens.size() - 1, 7), B = 3;
     for (Order order : {Order::random, Order::sequential}) {
         try {
             Batcher b(d, B, T, order, bytes.size());

@@ -184,7 +184,9 @@ struct EngineRun {
         data.vocab_size = tc.model.vocab_size;
         std::mt19937_64 rng(17);
         // A learnable stream: a cycle of 13 tokens, one step in eight off by one.
-        for (int i = 0; i < 4000; i++) data.tokens.push_back((uint32_t)((i * 7 + (rng() % 8 == 0)) % 13));
+        std::vector<uint32_t> ids;
+        for (int i = 0; i < 4000; i++) ids.push_back((uint32_t)((i * 7 + (rng() % 8 == 0)) % 13));
+        data.tokens = Tokens(std::move(ids));
         gpt_build(m, tc.model);
         gpt_init(m, 5);
         e = engine_make("cuda", m, adam, {bf16});

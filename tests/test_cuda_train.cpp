@@ -355,7 +355,9 @@ struct Twins {
         tc.model.block_size = 17;
         data.vocab_size = tc.model.vocab_size;
         std::mt19937_64 rng(data_seed);
-        for (int i = 0; i < 2000; i++) data.tokens.push_back((uint32_t)(rng() % data.vocab_size));
+        std::vector<uint32_t> ids;
+        for (int i = 0; i < 2000; i++) ids.push_back((uint32_t)(rng() % data.vocab_size));
+        data.tokens = Tokens(std::move(ids));
         gpt_build(m1, tc.model), gpt_build(m2, tc.model);
         gpt_init(m1, init_seed), gpt_init(m2, init_seed);
     }

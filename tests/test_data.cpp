@@ -56,9 +56,9 @@ void expect_load_error(const std::string& path, const std::string& fragment,
 
 // Tokens 0, 1, ..., n-1: every window shows its start in its first input.
 TokenData iota_data(int n) {
-    TokenData d{"iota", DataFormat::u16, 65536, std::vector<uint32_t>(n), {}};
-    for (int i = 0; i < n; i++) d.tokens[i] = (uint32_t)i;
-    return d;
+    std::vector<uint32_t> ids((size_t)n);
+    for (int i = 0; i < n; i++) ids[i] = (uint32_t)i;
+    return {"iota", DataFormat::u16, 65536, Tokens(std::move(ids)), {}};
 }
 
 TEST(DataLoad, FormatNames) {
@@ -81,8 +81,8 @@ TEST(DataLoad, TextBytesIncludingNonAscii) {
     EXPECT_EQ(d.format, DataFormat::text);
     EXPECT_EQ(d.vocab_size, 256);
     EXPECT_EQ(d.path, path);
-    EXPECT_EQ(d.tokens, (std::vector<uint32_t>{'h', 0xC3, 0xA9, '\n', 0, 0xFF, '!'}));
-    EXPECT_EQ(load_tokens(path, DataFormat::text, 256).tokens, d.tokens);
+    EXPECT_EQ(d.tokens.to_vector(), (std::vector<uint32_t>{'h', 0xC3, 0xA9, '\n', 0, 0xFF, '!'}));
+    EXPECT_EQ(load_tokens(path, DataFormat::text, 256).tokens.to_vector(), d.tokens.to_vector());
 }
 
 TEST(DataLoad, RawUint16) {
@@ -91,7 +91,7 @@ TEST(DataLoad, RawUint16) {
     const TokenData d = load_tokens(path, DataFormat::automatic, 65536);
     EXPECT_EQ(d.format, DataFormat::u16);
     EXPECT_EQ(d.vocab_size, 65536);
-    EXPECT_EQ(d.tokens, widen(v));
+    EXPECT_EQ(d.tokens.to_vector(), widen(v));
     // The default vocabulary is GPT-2's padded 50304, so 65535 is out of range there.
     expect_load_error(path, "token 65535 at position 5 is >= vocab_size 50304");
     // Small vocabularies are checked too; the first offender is the one reported.
@@ -104,8 +104,8 @@ TEST(DataLoad, LlmcShard) {
     const TokenData d = load_tokens(path);
     EXPECT_EQ(d.format, DataFormat::llmc);
     EXPECT_EQ(d.vocab_size, 50304);
-    EXPECT_EQ(d.tokens, widen(v));
-    EXPECT_EQ(load_tokens(path, DataFormat::llmc).tokens, widen(v));
+    EXPECT_EQ(d.tokens.to_vector(), widen(v));
+    EXPECT_EQ(load_tokens(path, DataFormat::llmc).tokens.to_vector(), widen(v));
 }
 
 TEST(DataLoad, AutomaticDetection) {
@@ -114,13 +114,13 @@ TEST(DataLoad, AutomaticDetection) {
     EXPECT_EQ(load_tokens(write_file("noext", pairs)).format, DataFormat::u16);
     EXPECT_EQ(load_tokens(write_file("a.txt", pairs)).format, DataFormat::text);
     EXPECT_EQ(load_tokens(write_file("a.md", pairs)).format, DataFormat::text);
-    EXPECT_EQ(load_tokens(write_file("a.txt", pairs)).tokens.size(), 8u);
-    EXPECT_EQ(load_tokens(write_file("a.bin", pairs)).tokens.size(), 4u);
+    EXPECT_EQ(load_tokens(write_file("a.txt", pairs)).tokens.size(), 8);
+    EXPECT_EQ(load_tokens(write_file("a.bin", pairs)).tokens.size(), 4);
     // The magic wins over the name.
     EXPECT_EQ(load_tokens(write_file("shard.txt", llmc_bytes({9, 8}))).format, DataFormat::llmc);
-    EXPECT_EQ(load_tokens(write_file("shard", llmc_bytes({9, 8}))).tokens, (std::vector<uint32_t>{9, 8}));
+    EXPECT_EQ(load_tokens(write_file("shard", llmc_bytes({9, 8}))).tokens.to_vector(), (std::vector<uint32_t>{9, 8}));
     // An explicit format overrides detection.
-    EXPECT_EQ(load_tokens(write_file("b.bin", "abcd"), DataFormat::text).tokens.size(), 4u);
+    EXPECT_EQ(load_tokens(write_file("b.bin", "abcd"), DataFormat::text).tokens.size(), 4);
 }
 
 TEST(DataLoad, FileErrors) {
@@ -159,7 +159,7 @@ TEST(TokenWriter, LlmcShardRefusesPastItsHeaderAtOnce) {
         w.write(toks.data(), toks.size());
         w.finish();
     }
-    EXPECT_EQ(load_tokens(path, DataFormat::llmc, 65536).tokens, toks);
+    EXPECT_EQ(load_tokens(path, DataFormat::llmc, 65536).tokens.to_vector(), toks);
     fs::remove(path);
     {
         TokenWriter w(path, 2, true);
@@ -184,44 +184,108 @@ TEST(DataLoad, VocabularyArguments) {
 TEST(DataSplit, NinetyTen) {
     TokenData all = iota_data(1000);
     auto [train, val] = split_tokens(all);
-    ASSERT_EQ(train.tokens.size(), 900u);
-    ASSERT_EQ(val.tokens.size(), 100u);
-    EXPECT_EQ(train.tokens.front(), 0);
-    EXPECT_EQ(train.tokens.back(), 899);
-    EXPECT_EQ(val.tokens.front(), 900);
-    EXPECT_EQ(val.tokens.back(), 999);
+    ASSERT_EQ(train.tokens.size(), 900);
+    ASSERT_EQ(val.tokens.size(), 100);
+    EXPECT_EQ(train.tokens[0], 0);
+    EXPECT_EQ(train.tokens[train.tokens.size() - 1], 899);
+    EXPECT_EQ(val.tokens[0], 900);
+    EXPECT_EQ(val.tokens[val.tokens.size() - 1], 999);
     EXPECT_EQ(val.vocab_size, 65536);
     EXPECT_EQ(val.format, DataFormat::u16);
     // int(n * frac), as nanoGPT computes it: 1001 * 0.9 = 900.9 -> 900.
     auto [t2, v2] = split_tokens(iota_data(1001));
-    EXPECT_EQ(t2.tokens.size(), 900u);
-    EXPECT_EQ(v2.tokens.size(), 101u);
-    EXPECT_EQ(v2.tokens.front(), 900);
+    EXPECT_EQ(t2.tokens.size(), 900);
+    EXPECT_EQ(v2.tokens.size(), 101);
+    EXPECT_EQ(v2.tokens[0], 900);
     auto [t3, v3] = split_tokens(all, 0.25);
-    EXPECT_EQ(t3.tokens.size(), 250u);
-    EXPECT_EQ(v3.tokens.front(), 250);
+    EXPECT_EQ(t3.tokens.size(), 250);
+    EXPECT_EQ(v3.tokens[0], 250);
     EXPECT_THROW(split_tokens(all, 1.0), std::invalid_argument);
     EXPECT_THROW(split_tokens(all, 0.0), std::invalid_argument);
     expect_error<std::invalid_argument>([] { split_tokens(iota_data(1), 0.9); }, "empty part");  // int(0.9) = 0
-    EXPECT_EQ(split_tokens(iota_data(5), 0.99).second.tokens.size(), 1u);  // int(4.95) = 4
+    EXPECT_EQ(split_tokens(iota_data(5), 0.99).second.tokens.size(), 1);  // int(4.95) = 4
 }
 
-// Splitting a dataset given up (train and eval --split): the training part keeps its memory, so
-// the split copies only the validation tokens; the parts are the same as a copying split's.
-TEST(DataSplit, MovedDataKeepsItsMemoryForTheTrainingPart) {
-    TokenData all = iota_data(1000);
-    const auto [train_copy, val_copy] = split_tokens(all);
-    const uint32_t* memory = all.tokens.data();
-    auto [train, val] = split_tokens(std::move(all));
-    EXPECT_EQ(train.tokens.data(), memory);
-    EXPECT_EQ(train.tokens, train_copy.tokens);
-    EXPECT_EQ(val.tokens, val_copy.tokens);
+// A split copies nothing: both parts are views of the whole's storage, which lives on while
+// either part does.
+TEST(DataSplit, PartsShareTheWholesStorage) {
+    auto [train, val] = split_tokens(iota_data(1000));
+    EXPECT_EQ(val.tokens.data(), (const char*)train.tokens.data() + 900 * train.tokens.width());
+    EXPECT_EQ(train.tokens.to_vector(), iota_data(900).tokens.to_vector());
+    EXPECT_EQ(val.tokens[99], 999);
     EXPECT_EQ(train.path, val.path);
     EXPECT_EQ(val.format, DataFormat::u16);
     EXPECT_EQ(train.vocab_size, 65536);
-    TokenData one = iota_data(1);
-    EXPECT_THROW(split_tokens(std::move(one), 0.9), std::invalid_argument);
-    EXPECT_EQ(one.tokens.size(), 1u);  // refused before anything moved
+    const std::string path = write_file("split.bin", u16_bytes({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+    auto [t, v] = split_tokens(load_tokens(path));
+    EXPECT_TRUE(t.tokens.mapped() && v.tokens.mapped());
+    EXPECT_EQ(v.tokens.to_vector(), (std::vector<uint32_t>{10}));
+}
+
+// Token files are mapped and kept at their width (1 byte for text, 2 for uint16, 4 for uint32),
+// an llm.c shard's tokens seen after its header; bytes from memory are owned, at the same widths.
+TEST(DataLoad, FilesAreMappedAtTheirWidth) {
+    struct Case {
+        std::string name, bytes;
+        int width;
+        std::vector<uint32_t> ids;
+    };
+    const std::vector<Case> cases = {
+        {"w.txt", "ab\xff", 1, {'a', 'b', 0xff}},
+        {"w.bin", u16_bytes({7, 50000}), 2, {7, 50000}},
+        {"w_shard.bin", llmc_bytes({3, 4, 5}), 2, {3, 4, 5}},
+    };
+    for (const Case& c : cases) {
+        const TokenData d = load_tokens(write_file(c.name, c.bytes));
+        EXPECT_TRUE(d.tokens.mapped()) << c.name;
+        EXPECT_EQ(d.tokens.width(), c.width) << c.name;
+        EXPECT_EQ(d.tokens.to_vector(), c.ids) << c.name;
+        const TokenData m = load_tokens_from_memory(c.bytes, c.name);
+        EXPECT_FALSE(m.tokens.mapped()) << c.name;
+        EXPECT_EQ(m.tokens.width(), c.width) << c.name;
+        EXPECT_EQ(m.tokens.to_vector(), c.ids) << c.name;
+    }
+    const TokenData u32 = load_tokens(write_file("w.tok", std::string("\x01\x00\x01\x00", 4)), DataFormat::u32, 70000);
+    EXPECT_EQ(u32.tokens.width(), 4);
+    EXPECT_EQ(u32.tokens.to_vector(), (std::vector<uint32_t>{65537}));
+    // A Batcher keeps the storage alive after the data it was made from is gone.
+    Batcher b(load_tokens(write_file("gone.bin", u16_bytes({1, 2, 3, 4, 5}))), 1, 4, Order::sequential, 0);
+    std::vector<int32_t> in(4), tg(4);
+    b.next(in.data(), tg.data());
+    EXPECT_EQ(tg, (std::vector<int32_t>{2, 3, 4, 5}));
+}
+
+// A mapped file rewritten in place after it was validated: an id past the vocabulary is an error
+// naming the file when a batch would carry it, never an index past the embedding table.
+TEST(DataBatcher, FileRewrittenInPlaceWithIdsPastTheVocabularyIsAnError) {
+    const std::string path = write_file("rewritten.bin", u16_bytes({1, 2, 3, 4, 5, 6, 7, 8}));
+    const TokenData d = load_tokens(path, DataFormat::u16, 100);
+    Batcher b(d, 2, 3, Order::sequential, 0);
+    std::vector<int32_t> in(6), tg(6);
+    b.next(in.data(), tg.data());
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);  // the same inode, no truncation
+    f.seekp(2 * 6);
+    f.write(u16_bytes({60000}).data(), 2);
+    f.close();
+    b.restore({0, 0});
+    expect_error<std::runtime_error>([&] { b.next(in.data(), tg.data()); },
+                                     path + ": token 60000 at position 6 is >= vocab_size 100: the file changed on disk");
+}
+
+// A mapped file shortened on disk: the next read of the lost part ends the process with one line
+// naming the file and exit code 1 (not a bare "Bus error").
+TEST(DataLoadDeathTest, FileShortenedWhileMappedIsNamed) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    const std::string path = write_file("shortened.bin", u16_bytes(std::vector<uint16_t>(8192, 3)));
+    EXPECT_EXIT(
+        {
+            const TokenData d = load_tokens(path);
+            if (::truncate(path.c_str(), 0) != 0) std::_Exit(3);
+            volatile uint32_t x = d.tokens[8000];
+            (void)x;
+            std::_Exit(2);
+        },
+        ::testing::ExitedWithCode(1), "shortened.bin: the file was shortened on disk while this process read it");
 }
 
 TEST(DataBatcher, RejectsTooLittleData) {
@@ -365,7 +429,7 @@ TEST(DataLoad, RawUint32AndLlama3Shards) {
     const std::string raw = write_file("big.tok", u32_bytes(v));
     const TokenData d = load_tokens(raw, DataFormat::u32, 128256);
     EXPECT_EQ(d.format, DataFormat::u32);
-    EXPECT_EQ(d.tokens, v);
+    EXPECT_EQ(d.tokens.to_vector(), v);
     expect_error<std::invalid_argument>([&] { load_tokens(raw, DataFormat::u32); }, "no default vocabulary");
     expect_load_error(write_file("odd32.tok", "abcdef"), "not a multiple of 4", DataFormat::u32, 100);
     std::string shard;
@@ -377,7 +441,7 @@ TEST(DataLoad, RawUint32AndLlama3Shards) {
     const TokenData s = load_tokens(path);
     EXPECT_EQ(s.format, DataFormat::llmc);
     EXPECT_EQ(s.vocab_size, 128256);  // LLaMA-3's vocabulary by default
-    EXPECT_EQ(s.tokens, v);
+    EXPECT_EQ(s.tokens.to_vector(), v);
     expect_load_error(path, "token 65536 at position 2 is >= vocab_size 65536", DataFormat::automatic, 65536);
     std::string v2 = shard;
     v2[4] = 2;  // magic 20240801 with version 2
@@ -400,7 +464,7 @@ TEST(DataLoad, SidecarGivesWidthVocabularyAndTokenizer) {
     const TokenData d = load_tokens(dir + "/train.bin");
     EXPECT_EQ(d.format, DataFormat::u32);
     EXPECT_EQ(d.vocab_size, 70001);
-    EXPECT_EQ(d.tokens, v);
+    EXPECT_EQ(d.tokens.to_vector(), v);
     EXPECT_EQ(d.tokenizer.kind, "hf_bpe");
     EXPECT_EQ(d.tokenizer.file, dir + "/tokenizer.json");  // resolved against the sidecar's directory
     // A file the sidecar does not list is read as before (uint16, GPT-2's vocabulary).

@@ -155,7 +155,9 @@ TEST(DataParallelOneRank, IsTodaysStepExactly) {
     config_finalize(cfg);
     TokenData data;
     data.vocab_size = cfg.model.vocab_size;
-    for (int32_t t : tokens(400, data.vocab_size, 3)) data.tokens.push_back((uint16_t)t);
+    std::vector<uint16_t> ids;
+    for (int32_t t : tokens(400, data.vocab_size, 3)) ids.push_back((uint16_t)t);
+    data.tokens = Tokens(std::move(ids));
     GPT<float> a, b;
     gpt_build(a, cfg.model);
     gpt_init(a, 5);

@@ -114,7 +114,9 @@ TEST(ValSet, SameWindowsAtEveryEvaluation) {
     TokenData d;
     d.path = "mem";
     d.vocab_size = 11;
-    for (int i = 0; i < 500; i++) d.tokens.push_back((uint16_t)((i * 7) % 11));
+    std::vector<uint16_t> ids;
+    for (int i = 0; i < 500; i++) ids.push_back((uint16_t)((i * 7) % 11));
+    d.tokens = Tokens(std::move(ids));
     TrainConfig cfg;
     cfg.model = test::tiny_config("mhc_lite", false, 8);
     cfg.batch_size = 2;

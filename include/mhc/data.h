@@ -1,6 +1,6 @@
 // mhc/data.h — training data: token files and the batches drawn from them.
 //
-// Four file formats, all loaded whole into memory as uint32 tokens:
+// Four file formats, held at the width they are stored in (Tokens below):
 //   text  bytes of any file, one token per byte (vocabulary 256), for character-level runs;
 //   u16   raw little-endian uint16 tokens, as nanoGPT's prepare.py writes train.bin / val.bin;
 //   u32   raw little-endian uint32 tokens (vocabularies of more than 65,536 tokens);
@@ -9,6 +9,8 @@
 //         uint16 tokens (GPT-2), magic 20240801 version 7 uint32 tokens (llm.c's LLaMA-3 shards).
 // A raw .bin does not say its width; `mhc prepare` writes a JSON sidecar, meta.json, beside its
 // files (TokenMeta below), and automatic detection reads the width and vocabulary from it.
+// A token file is mapped into memory, not read: its pages are the page cache's, shared by every
+// process that maps it, and a dataset larger than the machine's memory can still be trained on.
 // Loading validates everything (sizes, header, every token < vocab_size) and throws
 // std::runtime_error with a one-line message naming the file and the problem; bad arguments
 // (unknown names, a vocabulary that does not fit the format) throw std::invalid_argument.
@@ -46,11 +48,46 @@ struct TokenizerRef {
 std::string tokenizer_ref_to_json(const TokenizerRef& r);
 TokenizerRef tokenizer_ref_from_json(const std::string& text);
 
+// Token ids 1 (text bytes), 2 or 4 bytes wide, as their file holds them: a mapped file (see above)
+// or memory the object owns. Copies and slices share the storage, which lives as long as one of
+// them does.
+class Tokens {
+  public:
+    Tokens() = default;
+    explicit Tokens(std::vector<uint32_t> ids);  // owned, 4 bytes each
+    explicit Tokens(std::vector<uint16_t> ids);  // owned, 2 bytes each
+    explicit Tokens(std::vector<uint8_t> ids);   // owned, 1 byte each
+    // n ids of `width` bytes at data, kept alive by owner (mapped: whether owner is a file mapping).
+    Tokens(std::shared_ptr<const void> owner, const void* data, int64_t n, int width, bool mapped);
+
+    int64_t size() const { return size_; }
+    bool empty() const { return size_ == 0; }
+    int width() const { return width_; }
+    bool mapped() const { return mapped_; }
+    const void* data() const { return data_; }
+    uint32_t operator[](int64_t i) const {
+        return width_ == 2 ? ((const uint16_t*)data_)[i]
+               : width_ == 4 ? ((const uint32_t*)data_)[i]
+                             : ((const uint8_t*)data_)[i];
+    }
+    Tokens slice(int64_t begin, int64_t end) const;  // ids [begin, end), the same storage
+    std::vector<uint32_t> to_vector() const;         // a widened copy
+    // The index of the first id >= limit, or -1 if there is none.
+    int64_t find_at_least(uint32_t limit) const;
+
+  private:
+    std::shared_ptr<const void> owner_;
+    const void* data_ = nullptr;
+    int64_t size_ = 0;
+    int width_ = 4;
+    bool mapped_ = false;
+};
+
 struct TokenData {
     std::string path;                       // the file read, for messages
     DataFormat format = DataFormat::text;   // as resolved by load_tokens (never automatic)
     int vocab_size = 0;                     // every token is < vocab_size
-    std::vector<uint32_t> tokens;
+    Tokens tokens;
     // The tokenizer that made the tokens, when known: bytes for text data, or what the sidecar
     // names (its file as a full path). Empty otherwise.
     TokenizerRef tokenizer;
@@ -72,12 +109,10 @@ TokenData load_tokens_from_memory(std::string_view bytes, const std::string& nam
                                   DataFormat fmt = DataFormat::automatic, int vocab_size = 0);
 
 // Train = the first floor(frac * len) tokens, validation = the rest (nanoGPT splits 90/10 this way).
-// Both keep the path, format, vocabulary and tokenizer of `all`. Throws std::invalid_argument unless
+// Both keep the path, format, vocabulary and tokenizer of `all`, and share its storage (nothing is
+// copied). Throws std::invalid_argument unless
 // 0 < frac < 1 and both parts are non-empty.
 std::pair<TokenData, TokenData> split_tokens(const TokenData& all, double frac = 0.9);
-// The same, the training part keeping all's memory (only the validation part is copied): a split
-// of a whole dataset then peaks at about 1 + (1 - frac) times its tokens, not 2.
-std::pair<TokenData, TokenData> split_tokens(TokenData&& all, double frac = 0.9);
 
 // The sidecar `mhc prepare` writes as DIR/meta.json beside the token files it makes:
 //   {"format": "mhc-tokens-1", "dtype": "uint16" | "uint32", "container": "bin" | "llmc",
@@ -147,12 +182,13 @@ struct BatcherState {
 class Batcher {
   public:
     // Windows of T+1 tokens: inputs = tokens[s .. s+T), targets = tokens[s+1 .. s+T+1).
-    // Keeps a pointer to data.tokens: `data` must outlive the Batcher (temporaries are refused).
+    // Shares data.tokens' storage (the Batcher may outlive `data`).
     // Throws std::invalid_argument if B < 1, T < 1 or the data holds fewer than T+1 tokens.
     Batcher(const TokenData& data, int B, int T, Order order, uint64_t seed);
-    Batcher(TokenData&&, int, int, Order, uint64_t) = delete;
 
-    // Fills inputs[B*T] and targets[B*T] (row-major [B][T]). Allocates nothing.
+    // Fills inputs[B*T] and targets[B*T] (row-major [B][T]). Allocates nothing. A token >=
+    // data.vocab_size (a mapped file rewritten in place after it was validated) is a
+    // std::runtime_error naming the file, never an id passed on to index the embeddings.
     // random: each row's start is uniform in [0, len-T-1], from a splitmix64 generator (the same
     //   sequence on every platform and compiler).
     // sequential: window j starts at j*T, so the target of one window is the first input of the
@@ -169,7 +205,10 @@ class Batcher {
     Order order() const { return order_; }
 
   private:
-    const uint32_t* tok_;
+    void copy_window(int64_t s, int32_t* in, int32_t* tg) const;
+    Tokens tok_;
+    std::string path_;
+    uint32_t vocab_;
     int64_t len_;
     int B_, T_;
     Order order_;

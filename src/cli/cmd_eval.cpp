@@ -116,10 +116,10 @@ Runner add_eval(CLI::App& app) {
         if (o->split != "all") {
             std::string source = "--train-split";
             const double frac = split_opt->count() ? o->train_split : default_train_split(ckpt, source);
-            auto halves = split_tokens(std::move(data), frac);
+            auto halves = split_tokens(data, frac);
             data = o->split == "train" ? std::move(halves.first) : std::move(halves.second);
             char buf[160];
-            std::snprintf(buf, sizeof buf, "%s part (%zu tokens; %s %g)", o->split.c_str(), data.tokens.size(),
+            std::snprintf(buf, sizeof buf, "%s part (%lld tokens; %s %g)", o->split.c_str(), (long long)data.tokens.size(),
                           source.c_str(), frac);
             part = buf;
         }

@@ -18,10 +18,11 @@ uint64_t uniform_below(SplitMix64& rng, uint64_t n) {
     return x % n;
 }
 
-void copy_window(const uint32_t* tok, int64_t s, int T, int32_t* in, int32_t* tg) {
+template <class Id>
+void copy_ids(const Id* tok, int64_t s, int T, int32_t* in, int32_t* tg) {
     for (int t = 0; t < T; t++) {
-        in[t] = tok[s + t];
-        tg[t] = tok[s + t + 1];
+        in[t] = (int32_t)tok[s + t];
+        tg[t] = (int32_t)tok[s + t + 1];
     }
 }
 
@@ -36,7 +37,8 @@ Order order_from_string(const std::string& s) {
 const char* order_name(Order o) { return o == Order::random ? "random" : "sequential"; }
 
 Batcher::Batcher(const TokenData& data, int B, int T, Order order, uint64_t seed)
-    : tok_(data.tokens.data()), len_((int64_t)data.tokens.size()), B_(B), T_(T), order_(order) {
+    : tok_(data.tokens), path_(data.path), vocab_((uint32_t)data.vocab_size), len_(data.tokens.size()), B_(B), T_(T),
+      order_(order) {
     if (B < 1 || T < 1)
         throw std::invalid_argument(data.path + ": batch size B = " + std::to_string(B) +
                                     " and window T = " + std::to_string(T) + " must both be >= 1");
@@ -47,6 +49,23 @@ Batcher::Batcher(const TokenData& data, int B, int T, Order order, uint64_t seed
     st_.next = 0;
 }
 
+void Batcher::copy_window(int64_t s, int32_t* in, int32_t* tg) const {
+    const void* p = tok_.data();
+    switch (tok_.width()) {
+        case 1: copy_ids((const uint8_t*)p, s, T_, in, tg); break;
+        case 2: copy_ids((const uint16_t*)p, s, T_, in, tg); break;
+        default: copy_ids((const uint32_t*)p, s, T_, in, tg); break;
+    }
+    // The file was validated when loaded; a mapped one rewritten in place since may not be.
+    for (int t = 0; t <= T_; t++) {
+        const uint32_t id = (uint32_t)(t < T_ ? in[t] : tg[T_ - 1]);
+        if (id >= vocab_)
+            throw std::runtime_error(path_ + ": token " + std::to_string(id) + " at position " + std::to_string(s + t) +
+                                     " is >= vocab_size " + std::to_string(vocab_) +
+                                     ": the file changed on disk after it was loaded");
+    }
+}
+
 void Batcher::next(int32_t* inputs, int32_t* targets) {
     if (order_ == Order::random) {
         // Starts 0 .. len-T-1: the last one's target window ends exactly at the last token.
@@ -55,7 +74,7 @@ void Batcher::next(int32_t* inputs, int32_t* targets) {
         SplitMix64 rng(st_.rng);
         for (int b = 0; b < B_; b++) {
             const int64_t s = (int64_t)uniform_below(rng, nstarts);
-            copy_window(tok_, s, T_, inputs + (size_t)b * T_, targets + (size_t)b * T_);
+            copy_window(s, inputs + (size_t)b * T_, targets + (size_t)b * T_);
         }
         st_.rng = rng.state;
         st_.next++;
@@ -64,7 +83,7 @@ void Batcher::next(int32_t* inputs, int32_t* targets) {
     const int64_t W = num_windows();
     int64_t w = st_.next;
     for (int b = 0; b < B_; b++) {
-        copy_window(tok_, w * T_, T_, inputs + (size_t)b * T_, targets + (size_t)b * T_);
+        copy_window(w * T_, inputs + (size_t)b * T_, targets + (size_t)b * T_);
         w = (w + 1 == W) ? 0 : w + 1;
     }
     st_.next = w;

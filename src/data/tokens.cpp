@@ -7,6 +7,7 @@
 
 #include "mhc/data.h"
 #include "sys/file.h"
+#include "sys/mapped_file.h"
 
 namespace mhc {
 
@@ -30,6 +31,8 @@ struct Source {
     std::string path;
     int64_t size = 0;
     virtual void read_at(int64_t off, void* dst, int64_t n) const = 0;
+    // The whole source mapped, or null when it is read instead.
+    virtual std::shared_ptr<const sys::MappedFile> map() const { return nullptr; }
     virtual ~Source() = default;
 };
 
@@ -53,6 +56,10 @@ struct File : Source {
         size = f.size;
     }
     void read_at(int64_t off, void* dst, int64_t n) const override { f.read_at(off, dst, n); }
+    // The files are little-endian: a big-endian host reads them, swapping each token.
+    std::shared_ptr<const sys::MappedFile> map() const override {
+        return std::endian::native == std::endian::little ? sys::map_file(f) : nullptr;
+    }
 };
 
 // The files are little-endian; on a big-endian host swap after reading.
@@ -84,51 +91,42 @@ DataFormat detect(const Source& f, const TokenMeta* meta) {
     return meta && meta->dtype == "uint32" ? DataFormat::u32 : DataFormat::u16;
 }
 
-void read_text(const Source& f, std::vector<uint32_t>& out) {
-    out.resize((size_t)f.size);
-    // In 1 MiB pieces, so a large file never needs a second whole-file byte buffer.
-    std::vector<uint8_t> buf((size_t)std::min<int64_t>(f.size, 1 << 20));
-    for (int64_t off = 0; off < f.size; off += (int64_t)buf.size()) {
-        const int64_t n = std::min<int64_t>((int64_t)buf.size(), f.size - off);
-        f.read_at(off, buf.data(), n);
-        for (int64_t i = 0; i < n; i++) out[(size_t)(off + i)] = buf[i];
-    }
+Tokens read_text(const Source& f, const std::shared_ptr<const sys::MappedFile>& m) {
+    if (m) return Tokens(m, m->data, f.size, 1, true);
+    std::vector<uint8_t> out((size_t)f.size);
+    f.read_at(0, out.data(), f.size);
+    return Tokens(std::move(out));
 }
 
-// `count` little-endian tokens of `width` bytes at offset `off`, widened to uint32, read in 1 MiB
-// pieces so the narrow copy never needs a whole-file buffer of its own.
-void read_raw(const Source& f, int64_t off, int64_t count, int width, std::vector<uint32_t>& out) {
-    out.resize((size_t)count);
-    if (width == 4) {
-        f.read_at(off, out.data(), 4 * count);
-        from_little_endian(out.data(), count);
-        return;
-    }
-    std::vector<uint16_t> buf((size_t)std::min<int64_t>(count, 1 << 19));
-    for (int64_t i = 0; i < count; i += (int64_t)buf.size()) {
-        const int64_t n = std::min<int64_t>((int64_t)buf.size(), count - i);
-        f.read_at(off + 2 * i, buf.data(), 2 * n);
-        from_little_endian(buf.data(), n);
-        std::copy(buf.begin(), buf.begin() + n, out.begin() + i);
-    }
+// `count` little-endian tokens of `width` bytes at offset `off`: in the mapping, or read.
+template <class Id>
+Tokens read_ids(const Source& f, int64_t off, int64_t count) {
+    std::vector<Id> out((size_t)count);
+    f.read_at(off, out.data(), (int64_t)sizeof(Id) * count);
+    from_little_endian(out.data(), count);
+    return Tokens(std::move(out));
+}
+Tokens read_raw(const Source& f, const std::shared_ptr<const sys::MappedFile>& m, int64_t off, int64_t count,
+                int width) {
+    if (m) return Tokens(m, m->data + off, count, width, true);  // off 0 or 1024: aligned for any width
+    return width == 4 ? read_ids<uint32_t>(f, off, count) : read_ids<uint16_t>(f, off, count);
 }
 
-void read_u16(const Source& f, std::vector<uint32_t>& out) {
+Tokens read_u16(const Source& f, const std::shared_ptr<const sys::MappedFile>& m) {
     if (f.size % 2 != 0)
         bad(f.path, "odd byte count " + std::to_string(f.size) +
                         ": raw uint16 data has two bytes per token");
-    read_raw(f, 0, f.size / 2, 2, out);
+    return read_raw(f, m, 0, f.size / 2, 2);
 }
 
-void read_u32(const Source& f, std::vector<uint32_t>& out) {
+Tokens read_u32(const Source& f, const std::shared_ptr<const sys::MappedFile>& m) {
     if (f.size % 4 != 0)
         bad(f.path, "byte count " + std::to_string(f.size) +
                         " is not a multiple of 4: raw uint32 data has four bytes per token");
-    read_raw(f, 0, f.size / 4, 4, out);
+    return read_raw(f, m, 0, f.size / 4, 4);
 }
 
-// Returns the token width of the shard (2 or 4 bytes).
-int read_llmc(const Source& f, std::vector<uint32_t>& out) {
+Tokens read_llmc(const Source& f, const std::shared_ptr<const sys::MappedFile>& m) {
     if (f.size < kLlmcHeaderBytes)
         bad(f.path, "truncated llm.c shard: " + std::to_string(f.size) +
                         " bytes, shorter than its 1024-byte header");
@@ -154,11 +152,57 @@ int read_llmc(const Source& f, std::vector<uint32_t>& out) {
         bad(f.path, "llm.c header token count " + std::to_string(count) + " needs " +
                         std::to_string(want) + " bytes after the header, the file has " +
                         std::to_string(have) + " (trailing data)");
-    read_raw(f, kLlmcHeaderBytes, count, width, out);
-    return width;
+    return read_raw(f, m, kLlmcHeaderBytes, count, width);
 }
 
 }  // namespace
+
+Tokens::Tokens(std::vector<uint32_t> ids) {
+    auto v = std::make_shared<const std::vector<uint32_t>>(std::move(ids));
+    *this = Tokens(v, v->data(), (int64_t)v->size(), 4, false);
+}
+Tokens::Tokens(std::vector<uint16_t> ids) {
+    auto v = std::make_shared<const std::vector<uint16_t>>(std::move(ids));
+    *this = Tokens(v, v->data(), (int64_t)v->size(), 2, false);
+}
+Tokens::Tokens(std::vector<uint8_t> ids) {
+    auto v = std::make_shared<const std::vector<uint8_t>>(std::move(ids));
+    *this = Tokens(v, v->data(), (int64_t)v->size(), 1, false);
+}
+Tokens::Tokens(std::shared_ptr<const void> owner, const void* data, int64_t n, int width, bool mapped)
+    : owner_(std::move(owner)), data_(data), size_(n), width_(width), mapped_(mapped) {
+    if (width != 1 && width != 2 && width != 4) throw std::invalid_argument("token width " + std::to_string(width));
+}
+
+Tokens Tokens::slice(int64_t begin, int64_t end) const {
+    if (begin < 0 || end < begin || end > size_)
+        throw std::out_of_range("tokens [" + std::to_string(begin) + ", " + std::to_string(end) + ") of " +
+                                std::to_string(size_));
+    return Tokens(owner_, (const char*)data_ + begin * width_, end - begin, width_, mapped_);
+}
+
+std::vector<uint32_t> Tokens::to_vector() const {
+    std::vector<uint32_t> v((size_t)size_);
+    for (int64_t i = 0; i < size_; i++) v[(size_t)i] = (*this)[i];
+    return v;
+}
+
+namespace {
+template <class Id>
+int64_t first_at_least(const Id* p, int64_t n, uint32_t limit) {
+    for (int64_t i = 0; i < n; i++)
+        if (p[i] >= limit) return i;
+    return -1;
+}
+}  // namespace
+
+int64_t Tokens::find_at_least(uint32_t limit) const {
+    switch (width_) {
+        case 1: return first_at_least((const uint8_t*)data_, size_, limit);
+        case 2: return first_at_least((const uint16_t*)data_, size_, limit);
+        default: return first_at_least((const uint32_t*)data_, size_, limit);
+    }
+}
 
 DataFormat data_format_from_string(const std::string& s) {
     if (s == "auto") return DataFormat::automatic;
@@ -201,13 +245,14 @@ TokenData load(const Source& f, DataFormat fmt, int vocab_size, const TokenMeta*
         (meta->dtype == "uint32") != (d.format == DataFormat::u32))
         throw std::invalid_argument(path + ": its meta.json gives dtype " + meta->dtype + ", not the " +
                                     data_format_name(d.format) + " of the format asked for");
-    int width = 2;
+    const auto m = f.map();
     switch (d.format) {
-        case DataFormat::text: read_text(f, d.tokens); break;
-        case DataFormat::u16: read_u16(f, d.tokens); break;
-        case DataFormat::u32: read_u32(f, d.tokens), width = 4; break;
-        default: width = read_llmc(f, d.tokens); break;
+        case DataFormat::text: d.tokens = read_text(f, m); break;
+        case DataFormat::u16: d.tokens = read_u16(f, m); break;
+        case DataFormat::u32: d.tokens = read_u32(f, m); break;
+        default: d.tokens = read_llmc(f, m); break;
     }
+    const int width = d.tokens.width();
     if (d.format == DataFormat::text) {
         d.tokenizer = {"bytes", "", 256, ""};
     } else if (meta) {
@@ -223,12 +268,15 @@ TokenData load(const Source& f, DataFormat fmt, int vocab_size, const TokenMeta*
                                     "(or prepare the data with mhc prepare, whose meta.json gives it)");
     if (d.vocab_size == 0) d.vocab_size = width == 4 ? kLlama3Vocab : kGpt2Vocab;
     if (d.tokens.empty()) bad(path, "holds no tokens");
-    // Out-of-range ids would index past the embedding table; report the first, never wrap.
-    for (size_t i = 0; i < d.tokens.size(); i++)
-        if (d.tokens[i] >= (uint32_t)d.vocab_size)
-            bad(path, "token " + std::to_string(d.tokens[i]) + " at position " + std::to_string(i) +
-                          " is >= vocab_size " + std::to_string(d.vocab_size) + " (" +
-                          data_format_name(d.format) + " data)");
+    // Out-of-range ids would index past the embedding table; report the first, never wrap. (Ids
+    // of a width below the vocabulary's need no look: 256 bytes for text, 65,536 for uint16.)
+    if (width < 4 && (int64_t)d.vocab_size >= (1ll << (8 * width))) return d;
+    if (m) sys::mapped_advise_sequential(*m, true);
+    const int64_t i = d.tokens.find_at_least((uint32_t)d.vocab_size);
+    if (m) sys::mapped_advise_sequential(*m, false);
+    if (i >= 0)
+        bad(path, "token " + std::to_string(d.tokens[i]) + " at position " + std::to_string(i) + " is >= vocab_size " +
+                      std::to_string(d.vocab_size) + " (" + data_format_name(d.format) + " data)");
     return d;
 }
 
@@ -251,27 +299,18 @@ TokenData load_tokens_from_memory(std::string_view bytes, const std::string& nam
 }
 
 std::pair<TokenData, TokenData> split_tokens(const TokenData& all, double frac) {
-    return split_tokens(TokenData(all), frac);
-}
-
-std::pair<TokenData, TokenData> split_tokens(TokenData&& all, double frac) {
     if (!(frac > 0.0 && frac < 1.0))
         throw std::invalid_argument(all.path + ": split fraction " + std::to_string(frac) +
                                     " is not strictly between 0 and 1");
-    const int64_t n = (int64_t)all.tokens.size();
+    const int64_t n = all.tokens.size();
     // The same double product and truncation as nanoGPT's int(n * 0.9), so the boundary matches.
     const int64_t cut = (int64_t)((double)n * frac);
     if (cut <= 0 || cut >= n)
         throw std::invalid_argument(all.path + ": splitting " + std::to_string(n) + " tokens at " +
                                     std::to_string(frac) + " leaves an empty part");
-    std::pair<TokenData, TokenData> r;
-    r.second.path = all.path;
-    r.second.format = all.format;
-    r.second.vocab_size = all.vocab_size;
-    r.second.tokenizer = all.tokenizer;
-    r.second.tokens.assign(all.tokens.begin() + cut, all.tokens.end());
-    all.tokens.resize(cut);  // no shrink_to_fit: that would copy the training part after all
-    r.first = std::move(all);
+    std::pair<TokenData, TokenData> r{all, all};
+    r.first.tokens = all.tokens.slice(0, cut);
+    r.second.tokens = all.tokens.slice(cut, n);
     return r;
 }
 

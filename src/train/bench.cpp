@@ -27,9 +27,10 @@ TokenData random_tokens(int vocab, long count, uint64_t seed) {
     TokenData d;
     d.path = "random tokens";
     d.vocab_size = vocab;
-    d.tokens.resize(count);
+    std::vector<uint32_t> ids((size_t)count);
     SplitMix64 rng(seed);
-    for (auto& t : d.tokens) t = (uint32_t)(rng.next() % (uint64_t)vocab);
+    for (auto& t : ids) t = (uint32_t)(rng.next() % (uint64_t)vocab);
+    d.tokens = Tokens(std::move(ids));
     return d;
 }
 

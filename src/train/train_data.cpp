@@ -47,7 +47,7 @@ TrainData load_train_data(const TrainOptions& opt, const TrainConfig& cfg) {
                                         " (both guessed from the file names): give --format, or files of one format");
         val_phrase = std::to_string(d.val.tokens.size()) + " validation tokens in " + opt.val_data;
     } else {
-        std::tie(d.train, d.val) = split_tokens(std::move(d.train), cfg.train_split);
+        std::tie(d.train, d.val) = split_tokens(d.train, cfg.train_split);
         val_phrase = std::to_string(d.val.tokens.size()) + " validation tokens (the last " +
                      percent(1 - cfg.train_split) + ", train_split " + percent(cfg.train_split) + ")";
     }
