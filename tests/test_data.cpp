@@ -7,7 +7,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "error_util.h"
 #include "file_util.h"
+#include "token_bytes.h"
 #include "mhc/data.h"
 
 using namespace mhc;
@@ -19,35 +21,8 @@ std::string tmpdir() { return scratch_dir("data"); }
 
 std::string write_file(const std::string& name, const std::string& bytes) { return scratch_file("data", name, bytes); }
 
-// Little-endian encodings, written byte by byte so the files are the same on any host.
-void put32(std::string& s, int32_t v) {
-    for (int i = 0; i < 4; i++) s += (char)(((uint32_t)v >> (8 * i)) & 255);
-}
-std::string u16_bytes(const std::vector<uint16_t>& v) {
-    std::string s;
-    for (uint16_t x : v) s += (char)(x & 255), s += (char)(x >> 8);
-    return s;
-}
-std::string llmc_bytes(const std::vector<uint16_t>& v, int32_t magic = 20240520, int32_t version = 1,
-                       int64_t count = INT64_MIN) {
-    std::string s;
-    put32(s, magic);
-    put32(s, version);
-    put32(s, count == INT64_MIN ? (int32_t)v.size() : (int32_t)count);
-    s.resize(1024, '\0');
-    return s + u16_bytes(v);
-}
-
 std::vector<uint32_t> widen(const std::vector<uint16_t>& v) { return {v.begin(), v.end()}; }
 
-template <typename E, typename F> void expect_error(F&& f, const std::string& fragment) {
-    try {
-        f();
-        ADD_FAILURE() << "no error, expected one containing: " << fragment;
-    } catch (const E& e) {
-        EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-    }
-}
 void expect_load_error(const std::string& path, const std::string& fragment,
                        DataFormat fmt = DataFormat::automatic, int vocab = 0) {
     expect_error<std::runtime_error>([&] { load_tokens(path, fmt, vocab); }, fragment);
@@ -222,72 +197,6 @@ TEST(DataSplit, PartsShareTheWholesStorage) {
     EXPECT_EQ(v.tokens.to_vector(), (std::vector<uint32_t>{10}));
 }
 
-// Token files are mapped and kept at their width (1 byte for text, 2 for uint16, 4 for uint32),
-// an llm.c shard's tokens seen after its header; bytes from memory are owned, at the same widths.
-TEST(DataLoad, FilesAreMappedAtTheirWidth) {
-    struct Case {
-        std::string name, bytes;
-        int width;
-        std::vector<uint32_t> ids;
-    };
-    const std::vector<Case> cases = {
-        {"w.txt", "ab\xff", 1, {'a', 'b', 0xff}},
-        {"w.bin", u16_bytes({7, 50000}), 2, {7, 50000}},
-        {"w_shard.bin", llmc_bytes({3, 4, 5}), 2, {3, 4, 5}},
-    };
-    for (const Case& c : cases) {
-        const TokenData d = load_tokens(write_file(c.name, c.bytes));
-        EXPECT_TRUE(d.tokens.mapped()) << c.name;
-        EXPECT_EQ(d.tokens.width(), c.width) << c.name;
-        EXPECT_EQ(d.tokens.to_vector(), c.ids) << c.name;
-        const TokenData m = load_tokens_from_memory(c.bytes, c.name);
-        EXPECT_FALSE(m.tokens.mapped()) << c.name;
-        EXPECT_EQ(m.tokens.width(), c.width) << c.name;
-        EXPECT_EQ(m.tokens.to_vector(), c.ids) << c.name;
-    }
-    const TokenData u32 = load_tokens(write_file("w.tok", std::string("\x01\x00\x01\x00", 4)), DataFormat::u32, 70000);
-    EXPECT_EQ(u32.tokens.width(), 4);
-    EXPECT_EQ(u32.tokens.to_vector(), (std::vector<uint32_t>{65537}));
-    // A Batcher keeps the storage alive after the data it was made from is gone.
-    Batcher b(load_tokens(write_file("gone.bin", u16_bytes({1, 2, 3, 4, 5}))), 1, 4, Order::sequential, 0);
-    std::vector<int32_t> in(4), tg(4);
-    b.next(in.data(), tg.data());
-    EXPECT_EQ(tg, (std::vector<int32_t>{2, 3, 4, 5}));
-}
-
-// A mapped file rewritten in place after it was validated: an id past the vocabulary is an error
-// naming the file when a batch would carry it, never an index past the embedding table.
-TEST(DataBatcher, FileRewrittenInPlaceWithIdsPastTheVocabularyIsAnError) {
-    const std::string path = write_file("rewritten.bin", u16_bytes({1, 2, 3, 4, 5, 6, 7, 8}));
-    const TokenData d = load_tokens(path, DataFormat::u16, 100);
-    Batcher b(d, 2, 3, Order::sequential, 0);
-    std::vector<int32_t> in(6), tg(6);
-    b.next(in.data(), tg.data());
-    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);  // the same inode, no truncation
-    f.seekp(2 * 6);
-    f.write(u16_bytes({60000}).data(), 2);
-    f.close();
-    b.restore({0, 0});
-    expect_error<std::runtime_error>([&] { b.next(in.data(), tg.data()); },
-                                     path + ": token 60000 at position 6 is >= vocab_size 100: the file changed on disk");
-}
-
-// A mapped file shortened on disk: the next read of the lost part ends the process with one line
-// naming the file and exit code 1 (not a bare "Bus error").
-TEST(DataLoadDeathTest, FileShortenedWhileMappedIsNamed) {
-    GTEST_FLAG_SET(death_test_style, "threadsafe");
-    const std::string path = write_file("shortened.bin", u16_bytes(std::vector<uint16_t>(8192, 3)));
-    EXPECT_EXIT(
-        {
-            const TokenData d = load_tokens(path);
-            if (::truncate(path.c_str(), 0) != 0) std::_Exit(3);
-            volatile uint32_t x = d.tokens[8000];
-            (void)x;
-            std::_Exit(2);
-        },
-        ::testing::ExitedWithCode(1), "shortened.bin: the file was shortened on disk while this process read it");
-}
-
 TEST(DataBatcher, RejectsTooLittleData) {
     TokenData d = iota_data(100);
     expect_error<std::invalid_argument>([&] { Batcher(d, 4, 256, Order::random, 1); },
@@ -418,11 +327,6 @@ TEST(DataBatcher, StateRestoreContinuesExactly) {
 
 // uint32 tokens: raw u32 files, llm.c's LLaMA-3 shards (magic 20240801, version 7), and a raw .bin
 // recognised as uint32 through the meta.json sidecar that mhc prepare writes beside it.
-std::string u32_bytes(const std::vector<uint32_t>& v) {
-    std::string s;
-    for (uint32_t x : v) put32(s, (int32_t)x);
-    return s;
-}
 
 TEST(DataLoad, RawUint32AndLlama3Shards) {
     const std::vector<uint32_t> v = {0, 65535, 65536, 128255, 7};

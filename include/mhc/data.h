@@ -48,9 +48,9 @@ struct TokenizerRef {
 std::string tokenizer_ref_to_json(const TokenizerRef& r);
 TokenizerRef tokenizer_ref_from_json(const std::string& text);
 
-// Token ids 1 (text bytes), 2 or 4 bytes wide, as their file holds them: a mapped file (see above)
-// or memory the object owns. Copies and slices share the storage, which lives as long as one of
-// them does.
+// Token ids 1 (text bytes), 2 or 4 bytes wide, as their files hold them: one stream made of
+// segments (one per file), each a mapped file (see above) or memory the object owns. Copies and
+// slices share the storage, which lives as long as one of them does.
 class Tokens {
   public:
     Tokens() = default;
@@ -59,32 +59,39 @@ class Tokens {
     explicit Tokens(std::vector<uint8_t> ids);   // owned, 1 byte each
     // n ids of `width` bytes at data, kept alive by owner (mapped: whether owner is a file mapping).
     Tokens(std::shared_ptr<const void> owner, const void* data, int64_t n, int width, bool mapped);
+    // The parts one after another, as one stream (no copy). Throws std::invalid_argument if their
+    // widths differ.
+    static Tokens concat(const std::vector<Tokens>& parts);
 
     int64_t size() const { return size_; }
     bool empty() const { return size_ == 0; }
     int width() const { return width_; }
-    bool mapped() const { return mapped_; }
-    const void* data() const { return data_; }
-    uint32_t operator[](int64_t i) const {
-        return width_ == 2 ? ((const uint16_t*)data_)[i]
-               : width_ == 4 ? ((const uint32_t*)data_)[i]
-                             : ((const uint8_t*)data_)[i];
-    }
+    bool mapped() const { return mapped_; }           // every segment a file mapping
+    int segments() const { return (int)segs_.size(); }
+    const void* data() const;                         // the first segment's ids (null when empty)
+    uint32_t operator[](int64_t i) const;
+    // ids [begin, begin + n) into out, across segments; 0 <= begin, begin + n <= size().
+    void copy(int64_t begin, int64_t n, int32_t* out) const;
     Tokens slice(int64_t begin, int64_t end) const;  // ids [begin, end), the same storage
     std::vector<uint32_t> to_vector() const;         // a widened copy
     // The index of the first id >= limit, or -1 if there is none.
     int64_t find_at_least(uint32_t limit) const;
 
   private:
-    std::shared_ptr<const void> owner_;
-    const void* data_ = nullptr;
+    struct Segment {
+        std::shared_ptr<const void> owner;
+        const unsigned char* data;
+        int64_t start, size;  // start: the index of its first id in the stream
+    };
+    size_t segment_of(int64_t i) const;  // the segment holding id i
+    std::vector<Segment> segs_;
     int64_t size_ = 0;
     int width_ = 4;
     bool mapped_ = false;
 };
 
 struct TokenData {
-    std::string path;                       // the file read, for messages
+    std::string path;                       // the file read (the pattern, for several), for messages
     DataFormat format = DataFormat::text;   // as resolved by load_tokens (never automatic)
     int vocab_size = 0;                     // every token is < vocab_size
     Tokens tokens;
@@ -93,15 +100,22 @@ struct TokenData {
     TokenizerRef tokenizer;
 };
 
-// Loads a whole file. automatic: an llm.c shard if the file starts with one of the two int32
-// magics; otherwise raw tokens if the file name ends in .bin or has no extension (uint32 when a
+// The files a data argument names: the path itself when it exists or holds no glob character
+// (* ? [), else the files its glob pattern matches (llm.c's shards: "dir/fineweb_train_*.bin"), in
+// byte order of their names. A pattern that matches nothing is a std::runtime_error.
+std::vector<std::string> data_files(const std::string& spec);
+
+// Loads the files `spec` names (data_files) as one stream, in that order, each whole and mapped;
+// they must read as one format, width and vocabulary (the first file's) and name no two
+// tokenizers. Windows may span two files, as they span two documents inside one. For one file:
+// automatic: an llm.c shard if the file starts with one of the two int32 magics; otherwise raw tokens if the file name ends in .bin or has no extension (uint32 when a
 // sidecar lists the file with dtype uint32, else uint16), else text.
 // vocab_size 0 means the sidecar's vocabulary if there is one, else the format's default: 256 for
 // text, 50304 (GPT-2's padded vocabulary) for u16 and version-1 shards, 128256 (LLaMA-3's) for
 // version-7 shards; raw u32 has no default. Text takes no other vocabulary than 256. The first
 // token >= vocab_size is an error that gives its value and position; tokens are never wrapped or
 // clipped.
-TokenData load_tokens(const std::string& path, DataFormat fmt = DataFormat::automatic,
+TokenData load_tokens(const std::string& spec, DataFormat fmt = DataFormat::automatic,
                       int vocab_size = 0);
 // The same loader on a whole file already in memory (embedders, the fuzz targets). `name` stands
 // for the path: in messages, in the result, and for automatic's extension rule.

@@ -152,7 +152,18 @@ int run(int argc, char** argv) {
     app.failure_message([](const CLI::App* a, const CLI::Error& e) {
         std::string where = "mhc";
         for (const CLI::App* sub : a->get_subcommands()) where += " " + sub->get_name();
-        return where + ": error: " + e.what() + " (see " + where + " --help)\n";
+        // An unquoted pattern reaches us as many file names: say so rather than only "not expected".
+        // (CLI11's ExtrasError: "The following argument(s) ...: A B", named for the app, not its type.)
+        std::string hint;
+        const std::string what = e.what();
+        if (what.rfind("The following argument", 0) == 0 && what.find(": ") != std::string::npos) {
+            std::istringstream extras(what.substr(what.find(": ") + 2));
+            for (std::string x; hint.empty() && extras >> x;)
+                if (std::error_code ec; std::filesystem::is_regular_file(x, ec))
+                    hint = "; a file pattern left unquoted reaches mhc as many files: quote it, as in "
+                           "--data 'dir/train_*.bin'";
+        }
+        return where + ": error: " + e.what() + hint + " (see " + where + " --help)\n";
     });
     app.set_version_flag("--version", "mhc 0.1");
     std::map<CLI::App*, mhc::cli::Runner> runners;

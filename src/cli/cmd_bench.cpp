@@ -198,7 +198,8 @@ Runner add_bench(CLI::App& app) {
     app.add_option("--warmup", o->warmup, "Untimed steps before them (>= 0)")->capture_default_str();
     app.add_option("--threads", o->threads, "OpenMP threads for every measurement (0: OpenMP's default, " +
                    std::to_string(omp_get_max_threads()) + " here)")->check(at_least(0));
-    app.add_option("--data", o->data, "Token or text file the batches come from (default: seeded random tokens)");
+    app.add_option("--data", o->data, "Token or text file (or quoted pattern) the batches come from "
+                   "(default: seeded random tokens)");
     add_device_option(app, o->device, true);
     app.add_flag("--ops", o->ops, "Also print the time per op and step (which op the phases' time goes to)");
     app.add_flag("--no-op-times", o->no_op_times,

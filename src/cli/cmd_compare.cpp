@@ -247,8 +247,11 @@ std::string run_data_difference(const Opts& o, Run& r, const nlohmann::json& wan
 std::vector<Run> plan_runs(const Opts& o, const std::vector<std::string>& vlist, const std::vector<uint64_t>& slist) {
     if (o.config.empty()) throw std::invalid_argument("--config is required (unless --report-only)");
     if (o.data.empty()) throw std::invalid_argument("--data is required (unless --report-only)");
-    for (const std::string* f : {&o.config, &o.data, &o.val_data})
-        if (!f->empty() && !fs::is_regular_file(*f)) throw std::runtime_error(*f + ": no such file");
+    if (!fs::is_regular_file(o.config)) throw std::runtime_error(o.config + ": no such file");
+    for (const std::string* spec : {&o.data, &o.val_data})
+        if (!spec->empty())
+            for (const std::string& f : data_files(*spec))  // a pattern that matches nothing is refused here
+                if (!fs::is_regular_file(f)) throw std::runtime_error(f + ": no such file");
     for (const std::string& s : o.sets) {
         const std::string key = s.substr(0, s.find('='));
         if (key == "hyper_conn_type" || key == "seed")
@@ -363,8 +366,8 @@ Runner add_compare(CLI::App& app) {
     auto o = std::make_shared<Opts>();
     app.add_option("--config", o->config, "TOML config shared by every run (required, except with --report-only)");
     app.add_option("--data", o->data, "Training data, as for mhc train (required, except with --report-only)");
-    app.add_option("--val-data", o->val_data, "Validation data (default: the part of --data after train_split, "
-                   "its last 10% by default)");
+    app.add_option("--val-data", o->val_data, "Validation data, a file or a quoted pattern (default: the part of "
+                   "--data after train_split, its last 10% by default)");
     add_format_option(app, o->format);
     CLI::Option* variants = app.add_option("--variants", o->variants, "Comma-separated hyper_conn_type values, the "
                                            "table's row order (default: " + variant_keys_csv() + ")");

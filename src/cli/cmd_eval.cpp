@@ -77,7 +77,7 @@ Runner add_eval(CLI::App& app) {
     };
     auto o = std::make_shared<Opts>();
     add_ckpt_option(app, o->ckpt);
-    app.add_option("--data", o->data, "Data file")->required();
+    app.add_option("--data", o->data, "Data file, or a quoted pattern of files read as one stream")->required();
     add_format_option(app, o->format);
     app.add_option("--split", o->split, "Which part of --data: all, or train / val as mhc train splits a file "
                    "without --val-data (the first train_split of it trains, the rest validates)")

@@ -18,8 +18,8 @@ Runner add_info(CLI::App& app) {
     };
     auto o = std::make_shared<Opts>();
     add_ckpt_option(app, o->ckpt);
-    app.add_option("--data", o->data, "Tokens for the diagnostics: the first windows of this file "
-                   "(default: random tokens, seed 0)");
+    app.add_option("--data", o->data, "Tokens for the diagnostics: the first windows of this file or "
+                   "quoted pattern (default: random tokens, seed 0)");
     add_format_option(app, o->format);
     app.add_option("--batch", o->batch, "Sequences for the diagnostics")->check(at_least(1));
     app.add_option("--seq", o->seq, "Sequence length (0: block_size)")->check(at_least(0));

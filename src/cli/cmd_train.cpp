@@ -40,10 +40,11 @@ Runner add_train(CLI::App& app) {
                    "or with --resume the run's own config.toml (or, if that is gone, its checkpoint's)")
         ->check(CLI::ExistingFile);
     app.add_option("--set", o->sets, "Override one config key: --set key=value (repeatable)")->default_str("");
-    app.add_option("--data", o->t.data, "Training data: .txt (bytes), nanoGPT uint16 .bin, or llm.c shard")
+    app.add_option("--data", o->t.data, "Training data: .txt (bytes), nanoGPT uint16 .bin, or llm.c shard; a quoted "
+                   "pattern ('dir/train_*.bin') reads its files in name order as one stream")
         ->required();
-    app.add_option("--val-data", o->t.val_data, "Validation data (default: the part of --data after train_split, "
-                   "its last 10% by default)");
+    app.add_option("--val-data", o->t.val_data, "Validation data, a file or a quoted pattern (default: the part of "
+                   "--data after train_split, its last 10% by default)");
     add_format_option(app, o->format);
     add_device_option(app, o->device, true);
     app.add_option("--tokenizer", o->t.tokenizer, "The run's tokenizer (SentencePiece .model, tokenizer.json, llm.c's "

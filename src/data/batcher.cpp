@@ -18,14 +18,6 @@ uint64_t uniform_below(SplitMix64& rng, uint64_t n) {
     return x % n;
 }
 
-template <class Id>
-void copy_ids(const Id* tok, int64_t s, int T, int32_t* in, int32_t* tg) {
-    for (int t = 0; t < T; t++) {
-        in[t] = (int32_t)tok[s + t];
-        tg[t] = (int32_t)tok[s + t + 1];
-    }
-}
-
 }  // namespace
 
 Order order_from_string(const std::string& s) {
@@ -50,12 +42,8 @@ Batcher::Batcher(const TokenData& data, int B, int T, Order order, uint64_t seed
 }
 
 void Batcher::copy_window(int64_t s, int32_t* in, int32_t* tg) const {
-    const void* p = tok_.data();
-    switch (tok_.width()) {
-        case 1: copy_ids((const uint8_t*)p, s, T_, in, tg); break;
-        case 2: copy_ids((const uint16_t*)p, s, T_, in, tg); break;
-        default: copy_ids((const uint32_t*)p, s, T_, in, tg); break;
-    }
+    tok_.copy(s, T_, in);
+    tok_.copy(s + 1, T_, tg);
     // The file was validated when loaded; a mapped one rewritten in place since may not be.
     for (int t = 0; t <= T_; t++) {
         const uint32_t id = (uint32_t)(t < T_ ? in[t] : tg[T_ - 1]);

@@ -1,4 +1,6 @@
 // Token files: format detection, loading and validation (text bytes, raw uint16/uint32, llm.c shards).
+#include <glob.h>
+
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -157,53 +159,6 @@ Tokens read_llmc(const Source& f, const std::shared_ptr<const sys::MappedFile>& 
 
 }  // namespace
 
-Tokens::Tokens(std::vector<uint32_t> ids) {
-    auto v = std::make_shared<const std::vector<uint32_t>>(std::move(ids));
-    *this = Tokens(v, v->data(), (int64_t)v->size(), 4, false);
-}
-Tokens::Tokens(std::vector<uint16_t> ids) {
-    auto v = std::make_shared<const std::vector<uint16_t>>(std::move(ids));
-    *this = Tokens(v, v->data(), (int64_t)v->size(), 2, false);
-}
-Tokens::Tokens(std::vector<uint8_t> ids) {
-    auto v = std::make_shared<const std::vector<uint8_t>>(std::move(ids));
-    *this = Tokens(v, v->data(), (int64_t)v->size(), 1, false);
-}
-Tokens::Tokens(std::shared_ptr<const void> owner, const void* data, int64_t n, int width, bool mapped)
-    : owner_(std::move(owner)), data_(data), size_(n), width_(width), mapped_(mapped) {
-    if (width != 1 && width != 2 && width != 4) throw std::invalid_argument("token width " + std::to_string(width));
-}
-
-Tokens Tokens::slice(int64_t begin, int64_t end) const {
-    if (begin < 0 || end < begin || end > size_)
-        throw std::out_of_range("tokens [" + std::to_string(begin) + ", " + std::to_string(end) + ") of " +
-                                std::to_string(size_));
-    return Tokens(owner_, (const char*)data_ + begin * width_, end - begin, width_, mapped_);
-}
-
-std::vector<uint32_t> Tokens::to_vector() const {
-    std::vector<uint32_t> v((size_t)size_);
-    for (int64_t i = 0; i < size_; i++) v[(size_t)i] = (*this)[i];
-    return v;
-}
-
-namespace {
-template <class Id>
-int64_t first_at_least(const Id* p, int64_t n, uint32_t limit) {
-    for (int64_t i = 0; i < n; i++)
-        if (p[i] >= limit) return i;
-    return -1;
-}
-}  // namespace
-
-int64_t Tokens::find_at_least(uint32_t limit) const {
-    switch (width_) {
-        case 1: return first_at_least((const uint8_t*)data_, size_, limit);
-        case 2: return first_at_least((const uint16_t*)data_, size_, limit);
-        default: return first_at_least((const uint32_t*)data_, size_, limit);
-    }
-}
-
 DataFormat data_format_from_string(const std::string& s) {
     if (s == "auto") return DataFormat::automatic;
     if (s == "text") return DataFormat::text;
@@ -282,14 +237,58 @@ TokenData load(const Source& f, DataFormat fmt, int vocab_size, const TokenMeta*
 
 }  // namespace
 
-TokenData load_tokens(const std::string& path, DataFormat fmt, int vocab_size) {
+std::vector<std::string> data_files(const std::string& spec) {
+    std::error_code ec;
+    if (spec.find_first_of("*?[") == std::string::npos || std::filesystem::exists(spec, ec)) return {spec};
+    glob_t g{};
+    const int rc = ::glob(spec.c_str(), 0, nullptr, &g);
+    std::vector<std::string> files(g.gl_pathv, g.gl_pathv + (rc == 0 ? g.gl_pathc : 0));
+    ::globfree(&g);
+    if (rc == GLOB_NOMATCH) throw std::runtime_error(spec + ": no file matches this pattern");
+    if (rc != 0) throw std::runtime_error(spec + ": cannot expand this pattern (a directory could not be read)");
+    std::sort(files.begin(), files.end());  // byte order, whatever the locale
+    return files;
+}
+
+TokenData load_tokens(const std::string& spec, DataFormat fmt, int vocab_size) {
     // Check the arguments before touching the file: a wrong vocabulary is the caller's mistake
     // whatever the file holds. (Text's vocabulary is checked once the format is known.)
-    check_vocab_argument(path, vocab_size);
-    const File f(path);
-    TokenMeta meta;
-    const bool has_meta = token_meta_find(path, meta);
-    return load(f, fmt, vocab_size, has_meta ? &meta : nullptr);
+    check_vocab_argument(spec, vocab_size);
+    const std::vector<std::string> files = data_files(spec);
+    // Each later file must read as the first one's format (checked before its vocabulary, which
+    // is the first file's) to join its stream.
+    auto one = [&](const std::string& path, int vocab, const TokenData* first) {
+        const File f(path);
+        TokenMeta meta;
+        const bool has_meta = token_meta_find(path, meta);
+        const DataFormat resolved = fmt == DataFormat::automatic ? detect(f, has_meta ? &meta : nullptr) : fmt;
+        if (first && resolved != first->format)
+            throw std::invalid_argument(path + " reads as " + data_format_name(resolved) + " but " + files[0] +
+                                        " as " + data_format_name(first->format) +
+                                        ": the files of one data argument are of one format (give --format, or "
+                                        "a pattern matching only those files)");
+        return load(f, resolved, vocab, has_meta ? &meta : nullptr);
+    };
+    TokenData all = one(files[0], vocab_size, nullptr);
+    std::vector<Tokens> parts{all.tokens};
+    for (size_t i = 1; i < files.size(); i++) {
+        const TokenData d = one(files[i], all.vocab_size, &all);
+        const std::string both = " (" + files[0] + " and " + files[i] + " of " + spec + ")";
+        if (d.tokens.width() != all.tokens.width())
+            throw std::invalid_argument("tokens of " + std::to_string(d.tokens.width()) + " and " +
+                                        std::to_string(all.tokens.width()) + " bytes cannot make one stream" + both);
+        if (d.tokenizer.kind != all.tokenizer.kind || d.tokenizer.crc32 != all.tokenizer.crc32)
+            throw std::invalid_argument("the files were made by two tokenizers" + both + ": " +
+                                        (all.tokenizer.empty() ? "none named" : all.tokenizer.kind + " " + all.tokenizer.crc32) +
+                                        " and " +
+                                        (d.tokenizer.empty() ? "none named" : d.tokenizer.kind + " " + d.tokenizer.crc32));
+        parts.push_back(d.tokens);
+    }
+    if (files.size() > 1) {
+        all.path = spec;
+        all.tokens = Tokens::concat(parts);
+    }
+    return all;
 }
 
 TokenData load_tokens_from_memory(std::string_view bytes, const std::string& name, DataFormat fmt,

@@ -18,9 +18,28 @@ std::string format_phrase(DataFormat asked, const TokenData& d) {
     return std::string(data_format_name(d.format)) + " (" + how + ")";
 }
 
-nlohmann::json file_identity(const std::string& path) {
-    const sys::Fingerprint fp = sys::file_fingerprint(path);
-    return {{"path", path}, {"bytes", fp.bytes}, {"hash", fp.hash}};
+// A file's fingerprint; for a pattern's files, their total size and a CRC-32 of their fingerprints
+// in order, so that a file changed, added, removed or renamed out of order is other data.
+nlohmann::json file_identity(const std::string& spec) {
+    const std::vector<std::string> files = data_files(spec);
+    if (files.size() == 1) {
+        const sys::Fingerprint fp = sys::file_fingerprint(files[0]);
+        return {{"path", spec}, {"bytes", fp.bytes}, {"hash", fp.hash}};
+    }
+    int64_t bytes = 0;
+    sys::Crc32 crc;
+    for (const std::string& f : files) {
+        const sys::Fingerprint fp = sys::file_fingerprint(f);
+        const std::string line = std::to_string(fp.bytes) + " " + fp.hash + "\n";
+        crc.add(line.data(), line.size());
+        bytes += fp.bytes;
+    }
+    return {{"path", spec}, {"files", files.size()}, {"bytes", bytes}, {"hash", "files-" + crc.name()}};
+}
+
+// "PATH" for one file, "PATTERN (N files)" for several.
+std::string data_phrase(const std::string& spec, const TokenData& d) {
+    return d.tokens.segments() > 1 ? spec + " (" + std::to_string(d.tokens.segments()) + " files)" : spec;
 }
 
 std::string percent(double frac) {
@@ -38,6 +57,7 @@ nlohmann::json data_identity(const std::string& data, const std::string& val_dat
 TrainData load_train_data(const TrainOptions& opt, const TrainConfig& cfg) {
     TrainData d;
     d.train = load_tokens(opt.data, opt.format, cfg.model.vocab_size);
+    const std::string train_phrase = data_phrase(opt.data, d.train);  // before a split cuts a file off
     std::string val_phrase;
     if (!opt.val_data.empty()) {
         d.val = load_tokens(opt.val_data, opt.format, d.train.vocab_size);
@@ -45,13 +65,13 @@ TrainData load_train_data(const TrainOptions& opt, const TrainConfig& cfg) {
             throw std::invalid_argument("--data " + opt.data + " reads as " + data_format_name(d.train.format) +
                                         " but --val-data " + opt.val_data + " as " + data_format_name(d.val.format) +
                                         " (both guessed from the file names): give --format, or files of one format");
-        val_phrase = std::to_string(d.val.tokens.size()) + " validation tokens in " + opt.val_data;
+        val_phrase = std::to_string(d.val.tokens.size()) + " validation tokens in " + data_phrase(opt.val_data, d.val);
     } else {
         std::tie(d.train, d.val) = split_tokens(d.train, cfg.train_split);
         val_phrase = std::to_string(d.val.tokens.size()) + " validation tokens (the last " +
                      percent(1 - cfg.train_split) + ", train_split " + percent(cfg.train_split) + ")";
     }
-    d.header = "data: " + opt.data + ": " + format_phrase(opt.format, d.train) + ", vocab " +
+    d.header = "data: " + train_phrase + ": " + format_phrase(opt.format, d.train) + ", vocab " +
                std::to_string(d.train.vocab_size) + "; " + std::to_string(d.train.tokens.size()) +
                " training tokens, " + val_phrase;
     d.record = data_identity(opt.data, opt.val_data);

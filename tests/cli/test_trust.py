@@ -6,8 +6,8 @@
 One writer per run directory (two trainers started at the same instant, a lock released by
 SIGKILL, two compares on one --out), the NaN guard (a diverging run names a state that evaluates
 and resumes), non-finite models refused by eval/info/sample, the fixed validation set, the newest
-intact checkpoint after a corrupt one, wall-clock time in metrics.jsonl, data identity in compare,
-and the one-line messages. Prints one line per check and a last line `N passed, M failed`; exits
+intact checkpoint after a corrupt one, wall-clock time in metrics.jsonl, data identity in compare
+(and of a pattern of llm.c shards), and the one-line messages. Prints one line per check and a last line `N passed, M failed`; exits
 non-zero on any failure.
 """
 import json
@@ -386,6 +386,52 @@ def test_compare_data_identity():
           one_line_error(r, "trained on other data")[0], r.stderr)
 
 
+def llmc_shard(tokens):
+    """An llm.c GPT-2 shard (magic 20240520, version 1) of uint16 tokens."""
+    return struct.pack("<3i", 20240520, 1, len(tokens)) + bytes(1012) + struct.pack("<%dH" % len(tokens), *tokens)
+
+
+def test_shards_by_pattern():
+    d = path("shards")
+    os.makedirs(d)
+    text = open(path("corpus.txt"), "rb").read()
+    third = len(text) // 3
+    for i in range(3):
+        with open(os.path.join(d, "train_%06d.bin" % i), "wb") as f:
+            f.write(llmc_shard(list(text[i * third:(i + 1) * third])))
+    pattern = os.path.join(d, "train_*.bin")
+    out = path("shards_run")
+    small = ["--set", "vocab_size=256", "--set", "max_iters=4", "--set", "eval_interval=2"]
+    r = run("train", "--data", pattern, "--out", out, *TINY, *small)
+    check("train reads a quoted pattern of llm.c shards as one stream, the header naming the count",
+          r.returncode == 0 and ("data: %s (3 files): llmc" % pattern) in r.stdout + r.stderr, r.stdout + r.stderr)
+    rec = json.load(open(os.path.join(out, "data.json"))) if r.returncode == 0 else {}
+    check("data.json records the pattern, its file count, total size and a hash over the files",
+          rec.get("train", {}).get("path") == pattern and rec["train"].get("files") == 3 and
+          rec["train"].get("bytes") == sum(os.path.getsize(os.path.join(d, n)) for n in os.listdir(d)) and
+          rec["train"].get("hash", "").startswith("files-crc32:"), rec)
+    r = run("eval", "--ckpt", out, "--data", pattern, "--json")
+    check("eval takes the pattern", r.returncode == 0 and last_json(r).get("loss", 0) > 0, r.stderr)
+    r = run("train", "--data", pattern, "--out", out, "--resume", "--set", "max_iters=6", "--quiet")
+    check("a run on a pattern resumes on the same files", r.returncode == 0 and latest(out) == "ckpt_000006", r.stderr)
+    with open(os.path.join(d, "train_000001.bin"), "r+b") as f:
+        f.seek(1024)
+        f.write(b"\x00\x00")
+    r = run("train", "--data", pattern, "--out", out, "--resume", "--set", "max_iters=8", "--quiet")
+    check("one shard changed: the resume is refused as other data",
+          one_line_error(r, "trained on other data", pattern)[0], r.stderr)
+    shards = sorted(os.path.join(d, n) for n in os.listdir(d))
+    r = run("train", "--data", *shards, "--out", path("unquoted_run"))
+    check("a pattern the shell expanded (many files after --data) is one line saying to quote it",
+          one_line_error(r, "not expected", "quote it, as in --data 'dir/train_*.bin'")[0] and
+          not os.path.exists(path("unquoted_run")), r.stderr)
+    for cmd in (["train", "--out", path("none_run")], ["eval", "--ckpt", out],
+                ["compare", "--config", path("tiny2.toml"), "--out", path("none_cmp")]):
+        r = run(*cmd, "--data", os.path.join(d, "val_*.bin"))
+        check("%s: a pattern that matches nothing is one line naming it" % cmd[0],
+              one_line_error(r, os.path.join(d, "val_*.bin") + ": no file matches this pattern")[0], r.stderr)
+
+
 def write_corpus():
     with open(path("corpus.txt"), "wb") as f:
         f.write(b"".join(b"line %d: the quick brown fox jumps over the lazy dog.\n" % i for i in range(600)))
@@ -394,4 +440,5 @@ def write_corpus():
 if __name__ == "__main__":
     finish(write_corpus, test_two_trainers_at_the_same_instant, test_lock_released_by_sigkill,
            test_two_compares_on_one_out, test_nan_guard, test_nonfinite_model_refused, test_validation_is_fixed,
-           test_corrupt_newest_checkpoint, test_time_in_metrics, test_messages, test_compare_data_identity)
+           test_corrupt_newest_checkpoint, test_time_in_metrics, test_messages, test_compare_data_identity,
+           test_shards_by_pattern)
