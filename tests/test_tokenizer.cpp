@@ -63,7 +63,7 @@ TEST(TokenizerBytes, EncodeDecode) {
     const std::string s("h\xC3\xA9\n\0\xFF", 6);
     EXPECT_EQ(enc(t, s), (V{'h', 0xC3, 0xA9, '\n', 0, 0xFF}));
     EXPECT_EQ(tokenizer_decode(t, enc(t, s)), s);
-    EXPECT_EQ(tokenizer_piece_bytes(t, 65), 1);
+    EXPECT_EQ(tokenizer_piece_bytes(t, '\n', 65), 1);
     EXPECT_THROW(tokenizer_decode(t, V{256}), std::out_of_range);
 }
 
@@ -141,6 +141,16 @@ TEST(TokenizerSpm, DummyPrefixModelsDecodeLineByLine) {
     std::string ref;
     ASSERT_TRUE(sp.Decode(ids, &ref).ok());
     EXPECT_EQ(tokenizer_decode(t, V(ids.begin(), ids.end())), ref);  // SentencePiece's own decoding
+    // Bits per byte counts what decoding gives: each id's bytes after the one before it add up to
+    // the decoded text after the first id (the dummy space dropped at every line start).
+    const V all = enc(t, s + s);
+    int64_t sum = 0, dropped = 0;
+    for (size_t i = 1; i < all.size(); i++) {
+        sum += tokenizer_piece_bytes(t, all[i - 1], all[i]);
+        dropped += (int64_t)t.pieces[all[i]].size() - tokenizer_piece_bytes(t, all[i - 1], all[i]);
+    }
+    EXPECT_EQ(sum, (int64_t)(tokenizer_decode(t, all).size() - tokenizer_decode(t, V{all[0]}).size()));
+    EXPECT_EQ(dropped, 5);  // the line starts after the first: 6 lines in all
 }
 
 TEST(TokenizerSpm, TrainingErrors) {

@@ -73,8 +73,9 @@ struct DecodeState {
 void tokenizer_decode_one(const Tokenizer& tok, int64_t id, DecodeState& st, std::string& out);
 std::string tokenizer_decode(const Tokenizer& tok, const std::vector<uint32_t>& ids);
 std::string tokenizer_decode(const Tokenizer& tok, const std::vector<int32_t>& ids);
-// Text bytes of one id, as decoding gives them (for bits per byte).
-int64_t tokenizer_piece_bytes(const Tokenizer& tok, int64_t id);
+// Text bytes of id as decoding gives them right after prev (for bits per byte): SentencePiece's
+// line rule drops a dummy prefix's space after a piece that ends a line. Ids as decode_one's.
+int64_t tokenizer_piece_bytes(const Tokenizer& tok, int64_t prev, int64_t id);
 
 // True when text may be cut at byte p (0 < p < text.size()) and the two sides encoded apart give
 // the ids of the whole: bytes anywhere; SentencePiece after a newline; byte-level BPE before a

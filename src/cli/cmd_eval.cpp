@@ -49,18 +49,13 @@ bool model_tokenizer(const std::string& ckpt, const SafeTensors& raw, const std:
 
 // The text bytes of the evaluated targets (the same K batches drawn again), for bits per byte:
 // the summed loss over them in bits, comparable across tokenizers.
-long target_text_bytes(const Tokenizer& tok, const TokenData& data, int B, int T, Order order, uint64_t seed, int K,
-                       int V) {
-    std::vector<int64_t> piece_bytes((size_t)V, -1);
+long target_text_bytes(const Tokenizer& tok, const TokenData& data, int B, int T, Order order, uint64_t seed, int K) {
     Batcher again(data, B, T, order, seed);
     std::vector<int32_t> in((size_t)B * T), tg(in.size());
     long bytes = 0;
     for (int k = 0; k < K; k++) {
         again.next(in.data(), tg.data());
-        for (int32_t t : tg) {
-            if (piece_bytes[t] < 0) piece_bytes[t] = tokenizer_piece_bytes(tok, t);
-            bytes += piece_bytes[t];
-        }
+        for (size_t i = 0; i < tg.size(); i++) bytes += tokenizer_piece_bytes(tok, in[i], tg[i]);  // in[i]: the id before
     }
     return bytes;
 }
@@ -152,7 +147,7 @@ Runner add_eval(CLI::App& app) {
         std::string msg = line;
         Tokenizer tok;
         if (model_tokenizer(ckpt, raw, o->tokenizer, m.V, data, tok)) {
-            const long bytes = target_text_bytes(tok, data, o->batch, T, order, o->seed, K, m.V);
+            const long bytes = target_text_bytes(tok, data, o->batch, T, order, o->seed, K);
             const double bpb = bytes > 0 ? loss * (double)tokens / (double)bytes / std::log(2.0) : NAN;
             std::snprintf(line, sizeof line, ", %ld text bytes: %.4f bits per byte (%s)", bytes, bpb,
                           tokenizer_kind_name(tok.kind));

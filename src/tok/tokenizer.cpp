@@ -144,10 +144,13 @@ std::string tokenizer_decode(const Tokenizer& t, const std::vector<int32_t>& ids
     return out;
 }
 
-int64_t tokenizer_piece_bytes(const Tokenizer& t, int64_t id) {
+int64_t tokenizer_piece_bytes(const Tokenizer& t, int64_t prev, int64_t id) {
+    // The state decoding holds after prev (an empty piece leaves it as it was: taken as mid-line).
     std::string s;
     DecodeState st;
     st.line_start = false;
+    tokenizer_decode_one(t, prev, st, s);
+    s.clear();
     tokenizer_decode_one(t, id, st, s);
     return (int64_t)s.size();
 }
