@@ -2,8 +2,11 @@
 // (concatenation, slices, copies across boundaries), data given as a glob pattern over several
 // files (llm.c's shards), and files changed on disk under a run.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -85,7 +88,37 @@ TEST(DataLoadDeathTest, FileShortenedWhileMappedIsNamed) {
             (void)x;
             std::_Exit(2);
         },
-        ::testing::ExitedWithCode(1), "shortened.bin: the file was shortened on disk while this process read it");
+        ::testing::ExitedWithCode(1), "shortened.bin: the file was shortened on disk \\(or could not be read\\) while this process read it");
+}
+
+// A SIGBUS that is not a fault in a mapping still ends the process once the handler is in place
+// (the previous handler's or the default action), whoever sent it.
+TEST(DataLoadDeathTest, OtherSigbusStillEndsTheProcess) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    const std::string path = write_file("mapped.bin", u16_bytes({1, 2, 3}));
+    EXPECT_EXIT(
+        {
+            const TokenData d = load_tokens(path);
+            ::raise(SIGBUS);
+            std::_Exit(0);
+        },
+        [](int status) { return !(WIFEXITED(status) && WEXITSTATUS(status) == 0); }, "");
+}
+
+// Every id a batch carries is checked against the data's vocabulary, so data must have one.
+TEST(DataBatcher, DataWithoutAVocabularyIsRefused) {
+    TokenData d{"hand-made", DataFormat::u16, 0, Tokens(std::vector<uint16_t>{1, 2, 3, 4}), {}};
+    expect_error<std::invalid_argument>([&] { Batcher(d, 1, 2, Order::random, 0); },
+                                        "hand-made: vocab_size 0 (the data's vocabulary must be set");
+    d.vocab_size = 4;  // owned data with an id past it: refused at the batch, with no word of a file
+    Batcher b(d, 1, 3, Order::sequential, 0);
+    std::vector<int32_t> in(3), tg(3);
+    expect_error<std::runtime_error>([&] { b.next(in.data(), tg.data()); }, "hand-made: token 4 at position 3 is >= vocab_size 4");
+    try {
+        b.next(in.data(), tg.data());
+    } catch (const std::runtime_error& e) {
+        EXPECT_EQ(std::string(e.what()).find("changed on disk"), std::string::npos) << e.what();
+    }
 }
 
 // A stream of owned segments against the same ids in one vector: every copy, slice and search
@@ -128,7 +161,12 @@ TEST(TokensStream, SegmentsReadAsOneStream) {
             const auto first = std::find_if(all.begin(), all.end(), [&](uint32_t v) { return v >= limit; });
             EXPECT_EQ(t.find_at_least(limit), first - all.begin());
         }
-        EXPECT_EQ(t.find_at_least(UINT32_MAX), std::find(all.begin(), all.end(), UINT32_MAX) == all.end() ? -1 : 0);
+        EXPECT_EQ(t.find_at_least(*std::max_element(all.begin(), all.end()) + 1), -1);
+        // Moved from, a stream is empty (as a vector is), whatever it held.
+        Tokens from = t, to = std::move(from);
+        EXPECT_TRUE(from.empty() && from.segments() == 0 && to.size() == n);
+        from = std::move(to);
+        EXPECT_TRUE(to.empty() && from.to_vector() == all);
     }
     expect_error<std::invalid_argument>([] { Tokens::concat({Tokens(std::vector<uint8_t>{1}), Tokens(std::vector<uint16_t>{2})}); },
                                         "tokens of 1 and 2 bytes cannot make one stream");
@@ -189,7 +227,7 @@ TEST(DataPattern, FilesThatCannotMakeOneStreamAreRefused) {
     std::string v7;
     put32(v7, 20240801), put32(v7, 7), put32(v7, 2);
     v7.resize(1024, '\0');
-    put("b_1.bin", v7 + u32_bytes({3, 4}));
+    put("b_1.bin", v7 + u32_bytes({3, 100000}));  // an id past b_0's vocabulary: the width is said first
     expect_error<std::invalid_argument>([&] { load_tokens(dir + "/b_*.bin"); }, "tokens of 4 and 2 bytes cannot make one stream");
     put("c_0.bin", u16_bytes({1, 2}));
     put("c_1.bin", u16_bytes({60000}));
@@ -210,7 +248,9 @@ TEST(DataPattern, FilesThatCannotMakeOneStreamAreRefused) {
         std::ofstream(dir + "/" + sub + "/meta.json") << token_meta_json(m);
     }
     expect_error<std::invalid_argument>([&] { load_tokens(dir + "/t*/train.bin"); },
-                                        "the files were made by two tokenizers");
+                                        dir + "/t1/train.bin was made by sentencepiece crc32:00000002, " + dir +
+                                            "/t0/train.bin was made by sentencepiece crc32:00000001: the files of " +
+                                            dir + "/t*/train.bin must come from one tokenizer");
 }
 
 }  // namespace

@@ -59,6 +59,10 @@ class Tokens {
     explicit Tokens(std::vector<uint8_t> ids);   // owned, 1 byte each
     // n ids of `width` bytes at data, kept alive by owner (mapped: whether owner is a file mapping).
     Tokens(std::shared_ptr<const void> owner, const void* data, int64_t n, int width, bool mapped);
+    Tokens(const Tokens&) = default;
+    Tokens& operator=(const Tokens&) = default;
+    Tokens(Tokens&& o) noexcept;  // leaves o empty, as a moved-from vector is
+    Tokens& operator=(Tokens&& o) noexcept;
     // The parts one after another, as one stream (no copy). Throws std::invalid_argument if their
     // widths differ.
     static Tokens concat(const std::vector<Tokens>& parts);
@@ -105,11 +109,12 @@ struct TokenData {
 // byte order of their names. A pattern that matches nothing is a std::runtime_error.
 std::vector<std::string> data_files(const std::string& spec);
 
-// Loads the files `spec` names (data_files) as one stream, in that order, each whole and mapped;
-// they must read as one format, width and vocabulary (the first file's) and name no two
-// tokenizers. Windows may span two files, as they span two documents inside one. For one file:
-// automatic: an llm.c shard if the file starts with one of the two int32 magics; otherwise raw tokens if the file name ends in .bin or has no extension (uint32 when a
-// sidecar lists the file with dtype uint32, else uint16), else text.
+// Loads the files `spec` names (data_files) as one stream, in that order, each whole (mapped where
+// it can be: regular files on a little-endian host, else read); they must read as one format,
+// width and vocabulary (the first file's) and come from one tokenizer. Windows may span two files,
+// as they span two documents inside one. For each file, automatic: an llm.c shard if the file
+// starts with one of the two int32 magics; otherwise raw tokens if the file name ends in .bin or
+// has no extension (uint32 when a sidecar lists the file with dtype uint32, else uint16), else text.
 // vocab_size 0 means the sidecar's vocabulary if there is one, else the format's default: 256 for
 // text, 50304 (GPT-2's padded vocabulary) for u16 and version-1 shards, 128256 (LLaMA-3's) for
 // version-7 shards; raw u32 has no default. Text takes no other vocabulary than 256. The first
@@ -197,12 +202,14 @@ class Batcher {
   public:
     // Windows of T+1 tokens: inputs = tokens[s .. s+T), targets = tokens[s+1 .. s+T+1).
     // Shares data.tokens' storage (the Batcher may outlive `data`).
-    // Throws std::invalid_argument if B < 1, T < 1 or the data holds fewer than T+1 tokens.
+    // Throws std::invalid_argument if B < 1, T < 1, data.vocab_size < 1 or the data holds fewer
+    // than T+1 tokens.
     Batcher(const TokenData& data, int B, int T, Order order, uint64_t seed);
 
     // Fills inputs[B*T] and targets[B*T] (row-major [B][T]). Allocates nothing. A token >=
     // data.vocab_size (a mapped file rewritten in place after it was validated) is a
-    // std::runtime_error naming the file, never an id passed on to index the embeddings.
+    // std::runtime_error naming the file and the id's position in the data, never an id passed on
+    // to index the embeddings.
     // random: each row's start is uniform in [0, len-T-1], from a splitmix64 generator (the same
     //   sequence on every platform and compiler).
     // sequential: window j starts at j*T, so the target of one window is the first input of the

@@ -1,4 +1,5 @@
 // Batches of (input, target) windows drawn from a token array, randomly or sequentially.
+#include <algorithm>
 #include <stdexcept>
 
 #include "mhc/data.h"
@@ -34,6 +35,9 @@ Batcher::Batcher(const TokenData& data, int B, int T, Order order, uint64_t seed
     if (B < 1 || T < 1)
         throw std::invalid_argument(data.path + ": batch size B = " + std::to_string(B) +
                                     " and window T = " + std::to_string(T) + " must both be >= 1");
+    if (data.vocab_size < 1)
+        throw std::invalid_argument(data.path + ": vocab_size " + std::to_string(data.vocab_size) +
+                                    " (the data's vocabulary must be set: every id is checked against it)");
     if (len_ < (int64_t)T + 1)
         throw std::invalid_argument(data.path + ": " + std::to_string(len_) +
                                     " tokens, fewer than one window of T+1 = " + std::to_string(T + 1));
@@ -42,15 +46,17 @@ Batcher::Batcher(const TokenData& data, int B, int T, Order order, uint64_t seed
 }
 
 void Batcher::copy_window(int64_t s, int32_t* in, int32_t* tg) const {
+    // Each of the T+1 ids read once, so the check below sees every id the batch carries.
     tok_.copy(s, T_, in);
-    tok_.copy(s + 1, T_, tg);
+    std::copy(in + 1, in + T_, tg);
+    tok_.copy(s + T_, 1, tg + T_ - 1);
     // The file was validated when loaded; a mapped one rewritten in place since may not be.
     for (int t = 0; t <= T_; t++) {
         const uint32_t id = (uint32_t)(t < T_ ? in[t] : tg[T_ - 1]);
         if (id >= vocab_)
             throw std::runtime_error(path_ + ": token " + std::to_string(id) + " at position " + std::to_string(s + t) +
                                      " is >= vocab_size " + std::to_string(vocab_) +
-                                     ": the file changed on disk after it was loaded");
+                                     (tok_.mapped() ? ": the file changed on disk after it was loaded" : ""));
     }
 }
 

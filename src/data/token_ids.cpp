@@ -1,6 +1,7 @@
 // Tokens: a stream of token ids at their stored width, in segments (mapped files or owned memory).
 #include <algorithm>
 #include <stdexcept>
+#include <utility>
 
 #include "mhc/data.h"
 
@@ -46,6 +47,22 @@ Tokens::Tokens(std::shared_ptr<const void> owner, const void* data, int64_t n, i
     : size_(n), width_(width), mapped_(mapped) {
     if (width != 1 && width != 2 && width != 4) throw std::invalid_argument("token width " + std::to_string(width));
     if (n > 0) segs_.push_back({std::move(owner), (const unsigned char*)data, 0, n});
+}
+
+Tokens::Tokens(Tokens&& o) noexcept
+    : segs_(std::move(o.segs_)), size_(std::exchange(o.size_, 0)), width_(o.width_), mapped_(std::exchange(o.mapped_, false)) {
+    o.segs_.clear();
+}
+
+Tokens& Tokens::operator=(Tokens&& o) noexcept {
+    if (this != &o) {
+        segs_ = std::move(o.segs_);
+        o.segs_.clear();
+        size_ = std::exchange(o.size_, 0);
+        width_ = o.width_;
+        mapped_ = std::exchange(o.mapped_, false);
+    }
+    return *this;
 }
 
 Tokens Tokens::concat(const std::vector<Tokens>& parts) {

@@ -79,15 +79,16 @@ int32_t le_int32(const uint8_t* b) {
     return (int32_t)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
 }
 
-bool starts_with_llmc_magic(const Source& f) {
-    if (f.size < 4) return false;
+// 2 or 4 bytes per token as an llm.c shard's magic says; 0 when it has none (reading it says why).
+int llmc_width(const Source& f) {
+    if (f.size < 4) return 0;
     uint8_t b[4];
     f.read_at(0, b, 4);
-    return le_int32(b) == kLlmcMagic || le_int32(b) == kLlmc32Magic;
+    return le_int32(b) == kLlmcMagic ? 2 : le_int32(b) == kLlmc32Magic ? 4 : 0;
 }
 
 DataFormat detect(const Source& f, const TokenMeta* meta) {
-    if (starts_with_llmc_magic(f)) return DataFormat::llmc;
+    if (llmc_width(f) != 0) return DataFormat::llmc;
     const std::string ext = std::filesystem::path(f.path).extension().string();
     if (!(ext.empty() || ext == ".bin")) return DataFormat::text;
     return meta && meta->dtype == "uint32" ? DataFormat::u32 : DataFormat::u16;
@@ -241,11 +242,14 @@ std::vector<std::string> data_files(const std::string& spec) {
     std::error_code ec;
     if (spec.find_first_of("*?[") == std::string::npos || std::filesystem::exists(spec, ec)) return {spec};
     glob_t g{};
-    const int rc = ::glob(spec.c_str(), 0, nullptr, &g);
+    // GLOB_ERR: a directory that cannot be read stops the expansion rather than losing its files.
+    const int rc = ::glob(spec.c_str(), GLOB_ERR, nullptr, &g);
     std::vector<std::string> files(g.gl_pathv, g.gl_pathv + (rc == 0 ? g.gl_pathc : 0));
     ::globfree(&g);
     if (rc == GLOB_NOMATCH) throw std::runtime_error(spec + ": no file matches this pattern");
-    if (rc != 0) throw std::runtime_error(spec + ": cannot expand this pattern (a directory could not be read)");
+    if (rc == GLOB_ABORTED)
+        throw std::runtime_error(spec + ": cannot expand this pattern: a directory on its way cannot be read");
+    if (rc != 0) throw std::runtime_error(spec + ": cannot expand this pattern: out of memory");
     std::sort(files.begin(), files.end());  // byte order, whatever the locale
     return files;
 }
@@ -267,21 +271,24 @@ TokenData load_tokens(const std::string& spec, DataFormat fmt, int vocab_size) {
                                         " as " + data_format_name(first->format) +
                                         ": the files of one data argument are of one format (give --format, or "
                                         "a pattern matching only those files)");
+        // Shards of two widths (llm.c's GPT-2 and LLaMA-3 kinds), said before any id is checked.
+        const int width = resolved == DataFormat::llmc ? llmc_width(f) : resolved == DataFormat::u32 ? 4 : 2;
+        if (first && resolved != DataFormat::text && width != 0 && width != first->tokens.width())
+            throw std::invalid_argument("tokens of " + std::to_string(width) + " and " +
+                                        std::to_string(first->tokens.width()) + " bytes cannot make one stream (" +
+                                        files[0] + " and " + path + " of " + spec + ")");
         return load(f, resolved, vocab, has_meta ? &meta : nullptr);
     };
     TokenData all = one(files[0], vocab_size, nullptr);
     std::vector<Tokens> parts{all.tokens};
     for (size_t i = 1; i < files.size(); i++) {
         const TokenData d = one(files[i], all.vocab_size, &all);
-        const std::string both = " (" + files[0] + " and " + files[i] + " of " + spec + ")";
-        if (d.tokens.width() != all.tokens.width())
-            throw std::invalid_argument("tokens of " + std::to_string(d.tokens.width()) + " and " +
-                                        std::to_string(all.tokens.width()) + " bytes cannot make one stream" + both);
+        auto named = [](const TokenizerRef& t) {
+            return t.empty() ? std::string("names no tokenizer (no meta.json lists it)") : "was made by " + t.kind + " " + t.crc32;
+        };
         if (d.tokenizer.kind != all.tokenizer.kind || d.tokenizer.crc32 != all.tokenizer.crc32)
-            throw std::invalid_argument("the files were made by two tokenizers" + both + ": " +
-                                        (all.tokenizer.empty() ? "none named" : all.tokenizer.kind + " " + all.tokenizer.crc32) +
-                                        " and " +
-                                        (d.tokenizer.empty() ? "none named" : d.tokenizer.kind + " " + d.tokenizer.crc32));
+            throw std::invalid_argument(files[i] + " " + named(d.tokenizer) + ", " + files[0] + " " + named(all.tokenizer) +
+                                        ": the files of " + spec + " must come from one tokenizer");
         parts.push_back(d.tokens);
     }
     if (files.size() > 1) {

@@ -96,9 +96,10 @@ std::string crc32_of(std::string_view bytes) {
     return c.name();
 }
 
-Fingerprint file_fingerprint(const std::string& path) {
+Fingerprint file_fingerprint(const std::string& path, int64_t whole_up_to, int pieces) {
     const File f(path);
-    constexpr int64_t kWhole = 256ll << 20, kPiece = 1 << 20, kPieces = 64;
+    constexpr int64_t kPiece = 1 << 20;
+    const int64_t kWhole = std::max(whole_up_to, kPiece), kPieces = std::max(pieces, 2);
     Fingerprint fp;
     fp.bytes = f.size;
     std::vector<unsigned char> buf((size_t)std::min<int64_t>(f.size, kPiece));

@@ -39,13 +39,14 @@ struct Crc32 {
 std::string crc32_of(std::string_view bytes);  // Crc32 of bytes in memory, named
 
 // A cheap identity of a file's content, to tell whether two runs saw the same data: its size and
-// a CRC-32 (zlib) of its bytes, "crc32:XXXXXXXX" over the whole file up to 256 MiB, beyond that
-// "crc32-sampled:XXXXXXXX" over 64 evenly spaced 1 MiB pieces. Throws as File does.
+// a CRC-32 (zlib) of its bytes, "crc32:XXXXXXXX" over the whole file up to whole_up_to bytes (256
+// MiB; at least 1 MiB), beyond that "crc32-sampled:XXXXXXXX" over `pieces` (64; at least 2) evenly
+// spaced 1 MiB pieces, the first and the last included. Throws as File does.
 struct Fingerprint {
     int64_t bytes = 0;
     std::string hash;
 };
-Fingerprint file_fingerprint(const std::string& path);
+Fingerprint file_fingerprint(const std::string& path, int64_t whole_up_to = 256ll << 20, int pieces = 64);
 
 // Writes the pieces, one after another, to PATH.tmp.<pid>, fsyncs it, renames it over path and
 // fsyncs the directory: readers see the old file or the new one, never a mix, even after a crash.

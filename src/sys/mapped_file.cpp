@@ -1,4 +1,5 @@
 // Read-only file mappings and the SIGBUS handler that names a mapped file shortened on disk.
+// The handler calls only write, _exit, signal and raise (async-signal-safe) and reads atomics.
 #include "sys/mapped_file.h"
 
 #include <signal.h>
@@ -6,7 +7,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstring>
 #include <mutex>
 
 #include "sys/file.h"
@@ -15,20 +15,23 @@ namespace mhc::sys {
 
 namespace {
 
-// The live mappings, for the handler: a fixed table it can read without locks or allocation.
-// A slot is claimed by setting its end last and released by clearing its end first, so the
-// handler never pairs one mapping's start with another's end.
+// The live mappings, for the handler: a fixed table it can read without locks or allocation (the
+// path is the MappedFile's own string, alive while it is mapped). A slot is claimed by setting its
+// end last and released by clearing its end first, so a handler that sees an end sees its start
+// and path (only a fault in a mapping being unmapped, itself a use after unmap, could mix two).
 struct Slot {
     std::atomic<uintptr_t> begin{0}, end{0};
-    char path[1024] = {};
+    std::atomic<const char*> path{nullptr};
 };
-constexpr int kSlots = 64;
+constexpr int kSlots = 4096;  // llm.c's FineWeb-10B is 103 shards; mappings past this go unnamed
 Slot g_slots[kSlots];
 std::mutex g_slots_mutex;  // between threads that map and unmap (never taken by the handler)
 struct sigaction g_old_bus;
 
 void put(const char* s) {
-    for (size_t n = std::strlen(s); n > 0;) {
+    size_t n = 0;
+    while (s[n]) n++;  // no strlen: the handler keeps to what is async-signal-safe
+    while (n > 0) {
         const ssize_t w = ::write(2, s, n);
         if (w <= 0) return;
         s += w, n -= (size_t)w;
@@ -38,22 +41,26 @@ void put(const char* s) {
 void on_sigbus(int sig, siginfo_t* si, void* ctx) {
     const uintptr_t a = (uintptr_t)si->si_addr;
     for (Slot& s : g_slots) {
+        if (si->si_code <= 0) break;  // sent (kill, raise, sigqueue): si_addr means nothing
         const uintptr_t e = s.end.load(std::memory_order_acquire);
         if (e != 0 && a >= s.begin.load(std::memory_order_relaxed) && a < e) {
             put("mhc: error: ");
-            put(s.path);
-            put(": the file was shortened on disk while this process read it from memory (it must not change "
-                "while a run uses it)\n");
+            put(s.path.load(std::memory_order_relaxed));
+            put(": the file was shortened on disk (or could not be read) while this process read it from memory "
+                "(it must not change while a run uses it)\n");
             ::_exit(1);
         }
     }
-    // Not ours: the previous handler's, or the default action, takes the fault when it recurs.
+    // Not ours: the previous handler's.
     if (g_old_bus.sa_flags & SA_SIGINFO) {
         if (g_old_bus.sa_sigaction) return g_old_bus.sa_sigaction(sig, si, ctx);
     } else if (g_old_bus.sa_handler != SIG_DFL && g_old_bus.sa_handler != SIG_IGN) {
         return g_old_bus.sa_handler(sig);
     }
-    signal(SIGBUS, SIG_DFL);  // returning re-runs the faulting access, which now ends the process
+    // The default action ends the process: at once for a signal sent (kill -BUS), which would
+    // otherwise be lost, and for a fault, which returning would only run again.
+    signal(SIGBUS, SIG_DFL);
+    raise(SIGBUS);
 }
 
 void install_handler() {
@@ -72,9 +79,7 @@ void claim(const void* begin, int64_t size, const std::string& path) {
     std::lock_guard lock(g_slots_mutex);
     for (Slot& s : g_slots) {
         if (s.end.load(std::memory_order_relaxed) != 0) continue;
-        const size_t n = std::min(path.size(), sizeof s.path - 1);
-        std::memcpy(s.path, path.data(), n);
-        s.path[n] = '\0';
+        s.path.store(path.c_str(), std::memory_order_relaxed);
         s.begin.store((uintptr_t)begin, std::memory_order_relaxed);
         s.end.store((uintptr_t)begin + (uintptr_t)size, std::memory_order_release);
         return;
@@ -107,7 +112,7 @@ std::shared_ptr<const MappedFile> map_file(const File& f) {
     m->path = f.path;
     m->data = (const unsigned char*)p;
     m->size = f.size;
-    claim(p, f.size, f.path);
+    claim(p, f.size, m->path);  // m->path: the string the slot points to lives as long as the mapping
     return m;
 }
 

@@ -23,8 +23,9 @@ struct MappedFile {
 // Maps the whole of f (a regular file of at least one byte), or returns null where it cannot be
 // mapped (the caller then reads it). A mapped file that another program shortens would kill the
 // process with SIGBUS at the next read of the lost part; a SIGBUS handler, installed with the
-// first mapping, turns a fault inside a mapping into one line naming the file and exit code 1,
-// and hands any other fault to the handler that was there before.
+// first mapping, turns a fault inside one of the first 4096 live mappings into one line naming
+// the file and exit code 1, and hands any other SIGBUS to the handler that was there before (or
+// to the default action, which ends the process).
 std::shared_ptr<const MappedFile> map_file(const File& f);
 
 // Hints the kernel to read ahead (a scan from start to end) or not (reads of scattered windows).

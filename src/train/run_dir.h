@@ -45,8 +45,10 @@ Writer take(const std::string& dir);
 
 // ---- data.json: what the run was trained on ----
 // {"train": FILE, "val": FILE or null (the held-out part of train), "format": "text"|"u16"|"llmc"},
-// FILE = {"path", "bytes", "hash"} (sys::file_fingerprint). Two runs saw the same data when
-// the files' sizes and hashes agree, and the formats where both records have one.
+// FILE = {"path", "bytes", "hash"} (sys::file_fingerprint); for a pattern of N files also
+// "files": N, with their total bytes and a hash over their fingerprints (train_data.cpp). Two runs
+// saw the same data when the files' sizes and hashes agree, and the formats where both records
+// have one.
 void write_data_record(const std::string& dir, const nlohmann::json& rec);
 nlohmann::json read_data_record(const std::string& dir);  // null when there is none (older runs)
 // "" when a and b describe the same data; else what differs, in words ("train file a.txt

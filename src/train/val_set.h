@@ -16,7 +16,8 @@ struct ValSet {
 };
 
 // The set for a run's config: random windows from a generator seeded with seed ^ 0x5A5A5A5A.
-// `val` must outlive the set. Throws as Batcher does (too few tokens for one window).
+// The set shares `val`'s tokens (it may outlive `val`). Throws as Batcher does (too few tokens for
+// one window).
 ValSet val_set_make(const TokenData& val, const TrainConfig& cfg);
 
 // The mean loss of the model over the whole set.
