@@ -15,6 +15,7 @@
 #include "file_util.h"
 #include "token_bytes.h"
 #include "mhc/data.h"
+#include "sys/file.h"
 
 using namespace mhc;
 namespace fs = std::filesystem;
@@ -119,6 +120,22 @@ TEST(DataBatcher, DataWithoutAVocabularyIsRefused) {
     } catch (const std::runtime_error& e) {
         EXPECT_EQ(std::string(e.what()).find("changed on disk"), std::string::npos) << e.what();
     }
+}
+
+// A compressed file the name makes text (corpus.txt.gz) is refused, never trained on as its
+// compressed bytes; --format text takes the bytes as asked. The magic numbers, one by one.
+TEST(DataLoad, CompressedFilesAreNotTakenForText) {
+    const std::string gz = write_file("corpus.txt.gz", std::string("\x1f\x8b\x08\x00\x00\x00\x00\x00", 8));
+    expect_error<std::runtime_error>([&] { load_tokens(gz); },
+                                     gz + ": is gzip-compressed, not text: decompress it first (or give --format text");
+    EXPECT_EQ(load_tokens(gz, DataFormat::text).tokens.size(), 8);
+    EXPECT_STREQ(sys::compression_of(std::string_view("\xfd" "7zXZ\0rest", 10)), "xz");
+    EXPECT_STREQ(sys::compression_of("\x28\xb5\x2f\xfd..."), "zstd");
+    EXPECT_STREQ(sys::compression_of("BZh91AY&SY"), "bzip2");
+    EXPECT_STREQ(sys::compression_of("PK\x03\x04..."), "zip");
+    EXPECT_STREQ(sys::compression_of("BZh is not bzip2 without its level"), "");
+    EXPECT_STREQ(sys::compression_of("plain text"), "");
+    EXPECT_STREQ(sys::compression_of("\x1f"), "");  // too short to say
 }
 
 // A stream of owned segments against the same ids in one vector: every copy, slice and search

@@ -277,6 +277,11 @@ TokenData load_tokens(const std::string& spec, DataFormat fmt, int vocab_size) {
             throw std::invalid_argument("tokens of " + std::to_string(width) + " and " +
                                         std::to_string(first->tokens.width()) + " bytes cannot make one stream (" +
                                         files[0] + " and " + path + " of " + spec + ")");
+        // A guess of text for a compressed file (corpus.txt.gz) would train on its compressed bytes.
+        if (fmt == DataFormat::automatic && resolved == DataFormat::text && f.size > 0)
+            if (const std::string kind = sys::compression_of(f.f); !kind.empty())
+                throw std::runtime_error(path + ": is " + kind + "-compressed, not text: decompress it first (or give "
+                                         "--format text to take its bytes as they are)");
         return load(f, resolved, vocab, has_meta ? &meta : nullptr);
     };
     TokenData all = one(files[0], vocab_size, nullptr);

@@ -90,6 +90,23 @@ std::string Crc32::name() const {
     return std::string("crc32:") + hex;
 }
 
+const char* compression_of(std::string_view h) {
+    auto starts = [&](std::string_view magic) { return h.substr(0, magic.size()) == magic; };
+    if (starts("\x1f\x8b")) return "gzip";
+    if (starts(std::string_view("\xfd" "7zXZ\0", 6))) return "xz";
+    if (starts("\x28\xb5\x2f\xfd")) return "zstd";
+    if (starts("BZh") && h.size() > 3 && h[3] >= '1' && h[3] <= '9') return "bzip2";
+    if (starts("PK\x03\x04")) return "zip";
+    return "";
+}
+
+const char* compression_of(const File& f) {
+    char head[6];
+    const int64_t n = std::min<int64_t>(f.size, sizeof head);
+    f.read_at(0, head, n);
+    return compression_of(std::string_view(head, (size_t)n));
+}
+
 std::string crc32_of(std::string_view bytes) {
     Crc32 c;
     c.add(bytes.data(), bytes.size());

@@ -38,6 +38,13 @@ struct Crc32 {
 };
 std::string crc32_of(std::string_view bytes);  // Crc32 of bytes in memory, named
 
+// The compressed format a file's first bytes announce: "gzip", "xz", "zstd", "bzip2" or "zip" by
+// their magic numbers; "" for anything else. Text and token files must not be read as they are
+// when they are one of these (their bytes would become tokens).
+const char* compression_of(std::string_view head);
+// The same for a file's first bytes (File reads them; a shorter file is judged on what it has).
+const char* compression_of(const File& f);
+
 // A cheap identity of a file's content, to tell whether two runs saw the same data: its size and
 // a CRC-32 (zlib) of its bytes, "crc32:XXXXXXXX" over the whole file up to whole_up_to bytes (256
 // MiB; at least 1 MiB), beyond that "crc32-sampled:XXXXXXXX" over `pieces` (64; at least 2) evenly

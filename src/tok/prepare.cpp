@@ -174,8 +174,12 @@ PrepareResult prepare_run(const PrepareOptions& opt) {
         struct stat st;
         if (::stat(p.c_str(), &st) != 0) throw std::runtime_error(p + ": cannot open: " + std::strerror(errno));
         if (S_ISDIR(st.st_mode)) throw std::runtime_error(p + ": is a directory (give the text files in it)");
-        if (!S_ISREG(st.st_mode)) throw std::runtime_error(p + ": not a regular file");
+        if (!S_ISREG(st.st_mode))
+            throw std::runtime_error(p + ": not a regular file (a pipe or a device: prepare needs each input's size "
+                                         "before it starts, for the split by bytes; save the stream to a file first)");
         if (::access(p.c_str(), R_OK) != 0) throw std::runtime_error(p + ": cannot open: " + std::strerror(errno));
+        if (const std::string kind = sys::compression_of(sys::File(p)); !kind.empty())
+            throw std::runtime_error(p + ": is " + kind + "-compressed: decompress it first (prepare reads text)");
         inputs.push_back({p, (int64_t)st.st_size});
         total += st.st_size;
     }

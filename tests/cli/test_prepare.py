@@ -17,6 +17,7 @@
   or absent tokenizers and out-of-vocabulary ids are one-line errors.
 Prints one line per check and a last line `N passed, M failed`; exits non-zero on any failure.
 """
+import gzip
 import json
 import math
 import os
@@ -280,13 +281,18 @@ def test_bad_input():
     with open(path("prepared_before", "train.bin"), "wb") as f:
         f.write(b"keep")
     small = path("small.txt")
+    with gzip.open(path("corpus.txt.gz"), "wb") as f:
+        f.write(b"some text that was compressed\n" * 10)
     long_line = " ".join("word%d" % i for i in range(700))  # 5,380 bytes: past SentencePiece's 4,192
     with open(path("long_lines.txt"), "w") as f:
         f.write((long_line + "\n") * 30)
     cases = [
         ("missing input", [path("nope.txt"), "--out", path("bad1")], "nope.txt"),
         ("an input directory", [TMP, "--out", path("bad2")], "is a directory (give the text files in it)"),
-        ("an input that is not a regular file", ["/dev/null", "--out", path("bad2b")], "not a regular file"),
+        ("an input that is not a regular file", ["/dev/null", "--out", path("bad2b")],
+         "not a regular file (a pipe or a device: prepare needs each input's size before it starts"),
+        ("a gzip-compressed input", [path("corpus.txt.gz"), "--out", path("bad2c")],
+         "corpus.txt.gz: is gzip-compressed: decompress it first"),
         ("empty input", [path("empty.txt"), "--out", path("bad3")], "0 bytes"),
         ("spm without --vocab-size", [small, "--out", path("bad4"), "--tokenizer", "spm-bpe"], "--vocab-size"),
         ("--vocab-size with bytes", [small, "--out", path("bad5"), "--vocab-size", "100"], "--vocab-size"),
