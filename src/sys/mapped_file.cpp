@@ -23,7 +23,7 @@ struct Slot {
     std::atomic<uintptr_t> begin{0}, end{0};
     std::atomic<const char*> path{nullptr};
 };
-constexpr int kSlots = 4096;  // llm.c's FineWeb-10B is 103 shards; mappings past this go unnamed
+constexpr int kSlots = 4096;  // patterns of thousands of shards; mappings past this go unnamed
 Slot g_slots[kSlots];
 std::mutex g_slots_mutex;  // between threads that map and unmap (never taken by the handler)
 struct sigaction g_old_bus;
