@@ -220,7 +220,7 @@ class Batcher {
     // Throws std::invalid_argument if a sequential state's window is out of range.
     void restore(const BatcherState& s);
 
-    int64_t num_windows() const { return (len_ - 1) / T_; }  // sequential windows that fit
+    int64_t num_windows() const { return (tok_.size() - 1) / T_; }  // sequential windows that fit
     int B() const { return B_; }
     int T() const { return T_; }
     Order order() const { return order_; }
@@ -230,7 +230,6 @@ class Batcher {
     Tokens tok_;
     std::string path_;
     uint32_t vocab_;
-    int64_t len_;
     int B_, T_;
     Order order_;
     BatcherState st_;

@@ -30,16 +30,15 @@ Order order_from_string(const std::string& s) {
 const char* order_name(Order o) { return o == Order::random ? "random" : "sequential"; }
 
 Batcher::Batcher(const TokenData& data, int B, int T, Order order, uint64_t seed)
-    : tok_(data.tokens), path_(data.path), vocab_((uint32_t)data.vocab_size), len_(data.tokens.size()), B_(B), T_(T),
-      order_(order) {
+    : tok_(data.tokens), path_(data.path), vocab_((uint32_t)data.vocab_size), B_(B), T_(T), order_(order) {
     if (B < 1 || T < 1)
         throw std::invalid_argument(data.path + ": batch size B = " + std::to_string(B) +
                                     " and window T = " + std::to_string(T) + " must both be >= 1");
     if (data.vocab_size < 1)
         throw std::invalid_argument(data.path + ": vocab_size " + std::to_string(data.vocab_size) +
                                     " (the data's vocabulary must be set: every id is checked against it)");
-    if (len_ < (int64_t)T + 1)
-        throw std::invalid_argument(data.path + ": " + std::to_string(len_) +
+    if (tok_.size() < (int64_t)T + 1)
+        throw std::invalid_argument(data.path + ": " + std::to_string(tok_.size()) +
                                     " tokens, fewer than one window of T+1 = " + std::to_string(T + 1));
     st_.rng = seed;
     st_.next = 0;
@@ -64,7 +63,7 @@ void Batcher::next(int32_t* inputs, int32_t* targets) {
     if (order_ == Order::random) {
         // Starts 0 .. len-T-1: the last one's target window ends exactly at the last token.
         // The generator's whole state is st_.rng, so a checkpoint holds it as one integer.
-        const uint64_t nstarts = (uint64_t)(len_ - T_);
+        const uint64_t nstarts = (uint64_t)(tok_.size() - T_);
         SplitMix64 rng(st_.rng);
         for (int b = 0; b < B_; b++) {
             const int64_t s = (int64_t)uniform_below(rng, nstarts);

@@ -271,12 +271,13 @@ TokenData load_tokens(const std::string& spec, DataFormat fmt, int vocab_size) {
                                         " as " + data_format_name(first->format) +
                                         ": the files of one data argument are of one format (give --format, or "
                                         "a pattern matching only those files)");
-        // Shards of two widths (llm.c's GPT-2 and LLaMA-3 kinds), said before any id is checked.
-        const int width = resolved == DataFormat::llmc ? llmc_width(f) : resolved == DataFormat::u32 ? 4 : 2;
-        if (first && resolved != DataFormat::text && width != 0 && width != first->tokens.width())
-            throw std::invalid_argument("tokens of " + std::to_string(width) + " and " +
-                                        std::to_string(first->tokens.width()) + " bytes cannot make one stream (" +
-                                        files[0] + " and " + path + " of " + spec + ")");
+        // One format is one width but for llm.c's shards (GPT-2's uint16, LLaMA-3's uint32): their
+        // widths are compared before any id is checked against the first shard's vocabulary.
+        if (first && resolved == DataFormat::llmc)
+            if (const int width = llmc_width(f); width != 0 && width != first->tokens.width())
+                throw std::invalid_argument("tokens of " + std::to_string(width) + " and " +
+                                            std::to_string(first->tokens.width()) + " bytes cannot make one stream (" +
+                                            files[0] + " and " + path + " of " + spec + ")");
         // A guess of text for a compressed file (corpus.txt.gz) would train on its compressed bytes.
         if (fmt == DataFormat::automatic && resolved == DataFormat::text && f.size > 0)
             if (const std::string kind = sys::compression_of(f.f); !kind.empty())

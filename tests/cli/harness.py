@@ -1,5 +1,6 @@
 """What every CLI test script shares: the binary under test, a scratch directory, the counted checks,
-the one-line-error rule, metrics.jsonl read back, and the run of the tests with the summary line.
+the one-line-error rule, metrics.jsonl read back, llm.c shards written, and the run of the tests
+with the summary line.
 
 A script is run as `python3 tests/cli/test_NAME.py path/to/mhc` (CTest does so); it imports this
 module by name, from its own directory.
@@ -7,6 +8,7 @@ module by name, from its own directory.
 import json
 import os
 import shutil
+import struct
 import sys
 import tempfile
 import time
@@ -25,6 +27,12 @@ def check(name, cond, detail=""):
 
 def path(*names):
     return os.path.join(TMP, *names)
+
+
+def llmc_shard(tokens):
+    """The bytes of an llm.c GPT-2 shard (magic 20240520, version 1, the count, in a 1024-byte
+    header) holding `tokens` as uint16."""
+    return struct.pack("<3i", 20240520, 1, len(tokens)) + bytes(1012) + struct.pack("<%dH" % len(tokens), *tokens)
 
 
 def metrics(run_dir):

@@ -11,7 +11,7 @@ import os
 import struct
 import subprocess
 
-from harness import MHC, check, path, metrics, one_line_error, finish
+from harness import MHC, check, path, metrics, one_line_error, finish, llmc_shard
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REF = os.path.join(HERE, "..", "reference", "ckpt_loss.py")
@@ -35,9 +35,8 @@ def write_corpus():
     toks = list(text[:20000])
     with open(path("tokens.bin"), "wb") as f:  # nanoGPT uint16
         f.write(struct.pack("<%dH" % len(toks), *toks))
-    header = struct.pack("<256i", *([20240520, 1, len(toks)] + [0] * 253))
-    with open(path("shard.bin"), "wb") as f:  # llm.c shard
-        f.write(header + struct.pack("<%dH" % len(toks), *toks))
+    with open(path("shard.bin"), "wb") as f:
+        f.write(llmc_shard(toks))
 
 
 def test_resume_is_bit_identical():

@@ -17,7 +17,7 @@ import struct
 import subprocess
 import time
 
-from harness import last_json, MHC, check, path, metrics, one_line_error, stderr_lines, finish
+from harness import last_json, MHC, check, path, metrics, one_line_error, stderr_lines, finish, llmc_shard
 
 TINY = ["--set", "n_layer=2", "--set", "n_head=2", "--set", "n_embd=32", "--set", "block_size=16",
         "--set", "batch_size=4", "--set", "warmup_iters=2", "--set", "eval_iters=2", "--set", "log_interval=1",
@@ -384,11 +384,6 @@ def test_compare_data_identity():
             "--set", "max_iters=6")
     check("mhc train --resume on other data than the run's is refused too",
           one_line_error(r, "trained on other data")[0], r.stderr)
-
-
-def llmc_shard(tokens):
-    """An llm.c GPT-2 shard (magic 20240520, version 1) of uint16 tokens."""
-    return struct.pack("<3i", 20240520, 1, len(tokens)) + bytes(1012) + struct.pack("<%dH" % len(tokens), *tokens)
 
 
 def test_shards_by_pattern():
