@@ -7,6 +7,7 @@
 #include <sentencepiece_trainer.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -63,7 +64,9 @@ TEST(TokenizerBytes, EncodeDecode) {
     const std::string s("h\xC3\xA9\n\0\xFF", 6);
     EXPECT_EQ(enc(t, s), (V{'h', 0xC3, 0xA9, '\n', 0, 0xFF}));
     EXPECT_EQ(tokenizer_decode(t, enc(t, s)), s);
-    EXPECT_EQ(tokenizer_piece_bytes(t, '\n', 65), 1);
+    DecodeState st;
+    EXPECT_EQ(tokenizer_text_bytes(t, '\n', st), 1);
+    EXPECT_EQ(tokenizer_text_bytes(t, 65, st), 1);
     EXPECT_THROW(tokenizer_decode(t, V{256}), std::out_of_range);
 }
 
@@ -141,16 +144,32 @@ TEST(TokenizerSpm, DummyPrefixModelsDecodeLineByLine) {
     std::string ref;
     ASSERT_TRUE(sp.Decode(ids, &ref).ok());
     EXPECT_EQ(tokenizer_decode(t, V(ids.begin(), ids.end())), ref);  // SentencePiece's own decoding
-    // Bits per byte counts what decoding gives: each id's bytes after the one before it add up to
-    // the decoded text after the first id (the dummy space dropped at every line start).
+    // Bits per byte counts what decoding gives: each id's text bytes, decoding along the ids, add
+    // up to the decoded text (the dummy space dropped at every line start).
     const V all = enc(t, s + s);
+    DecodeState st;
     int64_t sum = 0, dropped = 0;
-    for (size_t i = 1; i < all.size(); i++) {
-        sum += tokenizer_piece_bytes(t, all[i - 1], all[i]);
-        dropped += (int64_t)t.pieces[all[i]].size() - tokenizer_piece_bytes(t, all[i - 1], all[i]);
+    for (uint32_t id : all) {
+        const int64_t n = tokenizer_text_bytes(t, id, st);
+        sum += n;
+        dropped += (int64_t)t.pieces[id].size() - n;
     }
-    EXPECT_EQ(sum, (int64_t)(tokenizer_decode(t, all).size() - tokenizer_decode(t, V{all[0]}).size()));
-    EXPECT_EQ(dropped, 5);  // the line starts after the first: 6 lines in all
+    EXPECT_EQ(sum, (int64_t)tokenizer_decode(t, all).size());
+    EXPECT_EQ(dropped, 6);  // 6 lines
+
+    // A control id (</s> between documents) has no text, and the next document's dummy space is not
+    // text either: "round" + </s> + "hello" decodes to "roundhello", 10 text bytes.
+    const int eos = sp.eos_id();
+    ASSERT_TRUE(eos >= 0 && t.special[(size_t)eos]);
+    V docs = enc(t, "round");
+    docs.push_back((uint32_t)eos);
+    for (uint32_t id : enc(t, "hello")) docs.push_back(id);
+    EXPECT_EQ(tokenizer_decode(t, docs), "roundhello");
+    DecodeState st2;
+    sum = 0;
+    for (uint32_t id : docs) sum += tokenizer_text_bytes(t, id, st2);
+    EXPECT_EQ(sum, 10);
+    EXPECT_EQ(tokenizer_text_bytes(t, (uint32_t)eos, st2), 0);
 }
 
 TEST(TokenizerSpm, TrainingErrors) {
@@ -191,6 +210,11 @@ TEST(TokenizerLlmc, DecodesOnly) {
     EXPECT_EQ(t.vocab_size, 5);
     EXPECT_FALSE(t.can_encode);
     EXPECT_EQ(tokenizer_decode(t, V{0, 1, 2, 3, 4}), "a b\xC3\xA9<|endoftext|>");
+    // The end-of-text id of the header (here the last) is written out but is no text.
+    DecodeState st;
+    EXPECT_EQ(tokenizer_text_bytes(t, 1, st), 2);
+    EXPECT_EQ(tokenizer_text_bytes(t, 4, st), 0);
+    EXPECT_EQ(std::count(t.special.begin(), t.special.end(), 1), 1);
     try {
         enc(t, "a");
         ADD_FAILURE();
@@ -198,6 +222,12 @@ TEST(TokenizerLlmc, DecodesOnly) {
         EXPECT_NE(std::string(e.what()).find("decodes only"), std::string::npos) << e.what();
     }
     EXPECT_EQ(tokenizer_load(write_file("v1.bin", llmc_tokenizer({"x", "y"}, 1))).vocab_size, 2);
+    // Version 1 has no end-of-text field: GPT-2's 50256, as llm.c takes it.
+    std::vector<std::string> gpt2(50257, "x");
+    gpt2[50256] = "<|endoftext|>";
+    const Tokenizer v1 = tokenizer_load(write_file("v1_gpt2.bin", llmc_tokenizer(gpt2, 1)));
+    EXPECT_TRUE(v1.special[50256]);
+    EXPECT_EQ(std::count(v1.special.begin(), v1.special.end(), 1), 1);
 }
 
 void expect_load_error(const std::string& bytes, const std::string& fragment) {

@@ -144,6 +144,16 @@ TEST(TokenizerBpe, AddedTokensFirst) {
     EXPECT_EQ(enc(t, "<|endoftext|> the"), (V{269, 258}));
     EXPECT_EQ(enc(t, "<|endoftext|"), (V{60, 124, 101, 110, 100, 111, 102, 116, 101, 120, 116, 124}));
     EXPECT_EQ(tokenizer_decode(t, V{97, 269}), "a<|endoftext|>");
+    // Marked "special" in the file: written out, but no text for bits per byte.
+    DecodeState st;
+    EXPECT_EQ(tokenizer_text_bytes(t, 97, st), 1);
+    EXPECT_EQ(tokenizer_text_bytes(t, 269, st), 0);
+    EXPECT_EQ(tokenizer_text_bytes(t, 258, st), 4);  // " the" after it: no dummy space to drop
+    // An added token not marked special is text like any other.
+    nlohmann::json j = fixture_json();
+    j["added_tokens"][0]["special"] = false;
+    const Tokenizer plain = tokenizer_load(write_json("not_special.json", j));
+    EXPECT_EQ(tokenizer_text_bytes(plain, 269, st), 13);
 }
 
 TEST(TokenizerBpe, OptionsAddPrefixSpaceAndIgnoreMerges) {

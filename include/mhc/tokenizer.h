@@ -46,6 +46,10 @@ struct Tokenizer {
     // The bytes each id decodes to ("" for ids it has no text for: controls, holes in the ids).
     std::vector<std::string> pieces;
     std::vector<uint8_t> has_piece;   // 1 where the id exists (holes in a tokenizer.json are 0)
+    // 1 where the id marks a document's bounds, not text: SentencePiece's controls (<s>, </s>),
+    // a tokenizer.json's added tokens marked "special", llm.c's end-of-text. Decoded as written,
+    // but no text bytes (bits per byte), and what follows starts a document (a line start).
+    std::vector<uint8_t> special;
     // SentencePiece models that add a dummy "▁" in front of each line: decoding drops one space at
     // the start of each line, as SentencePiece's decoder does at the start of its text.
     bool strip_line_space = false;
@@ -66,16 +70,17 @@ void tokenizer_copy_file(const Tokenizer& tok, const std::string& dst);
 void tokenizer_encode(const Tokenizer& tok, std::string_view text, std::vector<uint32_t>& out);
 // Decoding in steps keeps the little state SentencePiece's line rule needs.
 struct DecodeState {
-    bool line_start = true;
+    bool line_start = true;  // after a newline or a special id, or at the start
 };
 // Appends the bytes of one id. An id outside [0, vocab_size) or a hole is a std::out_of_range
 // naming the id and the vocabulary.
 void tokenizer_decode_one(const Tokenizer& tok, int64_t id, DecodeState& st, std::string& out);
 std::string tokenizer_decode(const Tokenizer& tok, const std::vector<uint32_t>& ids);
 std::string tokenizer_decode(const Tokenizer& tok, const std::vector<int32_t>& ids);
-// Text bytes of id as decoding gives them right after prev (for bits per byte): SentencePiece's
-// line rule drops a dummy prefix's space after a piece that ends a line. Ids as decode_one's.
-int64_t tokenizer_piece_bytes(const Tokenizer& tok, int64_t prev, int64_t id);
+// The text bytes id adds when decoded in state st, which it advances (for bits per byte): 0 for a
+// special id; SentencePiece's line rule drops a dummy prefix's space at a line start. Ids as
+// decode_one's.
+int64_t tokenizer_text_bytes(const Tokenizer& tok, int64_t id, DecodeState& st);
 
 // True when text may be cut at byte p (0 < p < text.size()) and the two sides encoded apart give
 // the ids of the whole: bytes anywhere; SentencePiece after a newline; byte-level BPE before a

@@ -55,7 +55,15 @@ long target_text_bytes(const Tokenizer& tok, const TokenData& data, int B, int T
     long bytes = 0;
     for (int k = 0; k < K; k++) {
         again.next(in.data(), tg.data());
-        for (size_t i = 0; i < tg.size(); i++) bytes += tokenizer_piece_bytes(tok, in[i], tg[i]);  // in[i]: the id before
+        for (int b = 0; b < B; b++) {
+            // A window's targets are its inputs moved by one: decoding runs along it once. What came
+            // before its first id is unknown: taken as mid-line.
+            DecodeState st;
+            st.line_start = false;
+            std::string first;
+            tokenizer_decode_one(tok, in[(size_t)b * T], st, first);
+            for (int t = 0; t < T; t++) bytes += tokenizer_text_bytes(tok, tg[(size_t)b * T + t], st);
+        }
     }
     return bytes;
 }

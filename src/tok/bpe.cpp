@@ -25,6 +25,7 @@ namespace mhc {
 struct AddedToken {
     std::string content;
     uint32_t id;
+    bool special;  // "special": true (end-of-text and the like): no text bytes
 };
 
 struct BpeModel {
@@ -291,7 +292,7 @@ Tokenizer bpe_load(const std::string& path, std::string_view text) {
             for (const char* flag : {"single_word", "lstrip", "rstrip"})
                 if (at.value(flag, false)) unsupported("added token '" + content + "' has " + flag);
             if (content.empty() || id < 0 || id > kMaxId) fail(path, "malformed tokenizer.json: added token '" + content + "' with id " + std::to_string(id));
-            m->added.push_back({content, (uint32_t)id});
+            m->added.push_back({content, (uint32_t)id, at.value("special", false)});
             max_id = std::max(max_id, id);
         }
         std::stable_sort(m->added.begin(), m->added.end(), [](const AddedToken& x, const AddedToken& y) { return x.content.size() > y.content.size(); });
@@ -330,7 +331,8 @@ Tokenizer bpe_load(const std::string& path, std::string_view text) {
             t.pieces[id] = bytes;
             t.has_piece[id] = !bytes.empty();
         }
-        for (const AddedToken& a : m->added) t.pieces[a.id] = a.content, t.has_piece[a.id] = 1;  // decoded as written
+        t.special.assign((size_t)t.vocab_size, 0);
+        for (const AddedToken& a : m->added) t.pieces[a.id] = a.content, t.has_piece[a.id] = 1, t.special[a.id] = a.special;  // decoded as written
         for (const auto& [id, tok] : by_id)
             if (!t.has_piece[id]) fail(path, "not a byte-level vocabulary: token " + std::to_string(id) + " '" + tok + "' has characters outside the byte-to-unicode alphabet");
         t.bpe = m;

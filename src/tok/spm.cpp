@@ -91,8 +91,12 @@ Tokenizer spm_load(const std::string& path, std::string_view bytes) {
     t.vocab_size = n;
     t.pieces.resize((size_t)n);
     t.has_piece.assign((size_t)n, 1);
+    t.special.assign((size_t)n, 0);
     for (int id = 0; id < n; id++) {
-        if (m->sp.IsControl(id)) continue;  // <s>, </s>: no text
+        if (m->sp.IsControl(id)) {  // <s>, </s>: no text
+            t.special[id] = 1;
+            continue;
+        }
         if (m->sp.IsUnknown(id)) t.pieces[id] = kUnkSurface;
         else if (m->sp.IsByte(id)) t.pieces[id] = std::string(1, (char)std::stoi(m->sp.IdToPiece(id).substr(3, 2), nullptr, 16));
         else t.pieces[id] = replace_all(m->sp.IdToPiece(id), kSpace, " ");

@@ -37,7 +37,8 @@ uint32_t le32(const std::string& s, size_t off) {
 }
 
 // llm.c's GPT-2 tokenizer: 256 uint32 of header ([0] magic, [1] version 1 or 2, [2] vocabulary,
-// [3] end-of-text id in version 2), then per token a uint8 length (> 0) and that many bytes.
+// [3] end-of-text id in version 2; version 1's is GPT-2's 50256, as llm.c assumes), then per
+// token a uint8 length (> 0) and that many bytes.
 Tokenizer llmc_load(const std::string& path, const std::string& s) {
     if (s.size() < 1024) fail(path, "truncated llm.c tokenizer: " + std::to_string(s.size()) + " bytes, shorter than its 1024-byte header");
     const uint32_t version = le32(s, 4), vocab = le32(s, 8);
@@ -65,6 +66,9 @@ Tokenizer llmc_load(const std::string& path, const std::string& s) {
         off += len;
     }
     if (off != s.size()) fail(path, std::to_string(s.size() - off) + " bytes of trailing data after the llm.c tokenizer's " + std::to_string(vocab) + " tokens");
+    t.special.assign(vocab, 0);
+    const uint32_t eot = version == 2 ? le32(s, 12) : 50256;
+    if (eot < vocab) t.special[eot] = 1;
     return t;
 }
 
@@ -92,6 +96,7 @@ Tokenizer tokenizer_bytes() {
     Tokenizer t;
     t.pieces.resize(256);
     t.has_piece.assign(256, 1);
+    t.special.assign(256, 0);
     for (int b = 0; b < 256; b++) t.pieces[b] = std::string(1, (char)b);
     return t;
 }
@@ -124,6 +129,11 @@ void tokenizer_decode_one(const Tokenizer& t, int64_t id, DecodeState& st, std::
         throw std::out_of_range("token id " + std::to_string(id) + " is not in the vocabulary of the tokenizer " +
                                 (t.path.empty() ? std::string("bytes") : t.path) + " (" + std::to_string(t.vocab_size) + " ids)");
     const std::string& p = t.pieces[(size_t)id];
+    if (t.special[(size_t)id]) {
+        out += p;
+        st.line_start = true;  // a document starts after it
+        return;
+    }
     if (p.empty()) return;
     const bool strip = t.strip_line_space && st.line_start && p[0] == ' ';
     out.append(p, strip ? 1 : 0, std::string::npos);
@@ -144,15 +154,10 @@ std::string tokenizer_decode(const Tokenizer& t, const std::vector<int32_t>& ids
     return out;
 }
 
-int64_t tokenizer_piece_bytes(const Tokenizer& t, int64_t prev, int64_t id) {
-    // The state decoding holds after prev (an empty piece leaves it as it was: taken as mid-line).
+int64_t tokenizer_text_bytes(const Tokenizer& t, int64_t id, DecodeState& st) {
     std::string s;
-    DecodeState st;
-    st.line_start = false;
-    tokenizer_decode_one(t, prev, st, s);
-    s.clear();
     tokenizer_decode_one(t, id, st, s);
-    return (int64_t)s.size();
+    return t.special[(size_t)id] ? 0 : (int64_t)s.size();
 }
 
 bool tokenizer_cut_ok(const Tokenizer& t, std::string_view text, size_t p) {

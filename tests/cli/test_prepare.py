@@ -68,6 +68,20 @@ def piece_bytes(piece):
     return len(piece.replace("\u2581", " ").encode("utf-8"))
 
 
+def bpe_piece_texts(j):
+    """The bytes each id of a byte-level tokenizer.json stands for: GPT-2's byte alphabet maps the
+    printable bytes (33-126, 161-172, 174-255) to themselves and the others, in order, to U+0100
+    onwards; added tokens as written."""
+    keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    char_of = {b: chr(b) for b in keep}
+    for k, b in enumerate(b for b in range(256) if b not in char_of):
+        char_of[b] = chr(256 + k)
+    byte_of = {c: b for b, c in char_of.items()}
+    text = {i: bytes(byte_of[c] for c in tok) for tok, i in j["model"]["vocab"].items()}
+    text.update({a["id"]: a["content"].encode("utf-8") for a in j["added_tokens"]})
+    return text
+
+
 def no_output(d):
     left = [f for f in os.listdir(d) if f in ("train.bin", "val.bin", "meta.json") or ".tmp." in f] \
         if os.path.isdir(d) else []
@@ -134,6 +148,26 @@ def test_tokenizer_json():
                 env={"MHC_TEST_PREPARE_CHUNK": chunk})
         outs.append([open(path("bpe_big%d" % i, n), "rb").read() for n in ("train.bin", "val.bin")] if r.returncode == 0 else i)
     check("tokenizer.json: 777-byte reads give the same files as one read", outs[0] == outs[1])
+
+    # Bits per byte of text with end-of-text tokens: the special token is predicted (its loss
+    # counts) but is no text (0 bytes); every other target's bytes through GPT-2's byte alphabet.
+    with open(path("docs.txt"), "w", encoding="utf-8") as f:
+        f.write("".join("document %d: naïve café<|endoftext|>" % i for i in range(40)))
+    r = run("prepare", path("docs.txt"), "--out", path("bpe_docs"), "--tokenizer", FIXTURE, "--val-fraction", "0")
+    r = r if r.returncode else run("train", "--data", path("bpe_big0", "train.bin"), *TINY, "--set", "max_iters=2",
+                                   "--out", path("run_bpe"), "--quiet")
+    ev = last_json(run("eval", "--ckpt", path("run_bpe"), "--data", path("bpe_docs", "train.bin"), "--order", "sequential",
+                       "--batch", "4", "--seq", "16", "--batches", "5", "--json"))
+    val = tokens_of(path("bpe_docs", "train.bin"))
+    targets = [val[w * 16 + 1 + t] for w in range(20) for t in range(16)]
+    j = json.load(open(FIXTURE, encoding="utf-8"))
+    text = bpe_piece_texts(j)
+    special = {a["id"] for a in j["added_tokens"] if a.get("special")}
+    nbytes = sum(0 if t in special else len(text[t]) for t in targets)
+    check("eval on tokens with <|endoftext|>: bits per byte leaves the special token's 13 bytes out",
+          r.returncode == 0 and 269 in targets and ev.get("bytes") == nbytes and
+          abs(ev.get("bits_per_byte", 0) - ev.get("loss", 0) * ev.get("tokens", 0) / nbytes / math.log(2)) < 1e-9,
+          (ev, nbytes, targets.count(269), stderr_text(r)))
 
 
 def test_bytes_and_llmc():
