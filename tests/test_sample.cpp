@@ -17,6 +17,15 @@ namespace {
 
 ModelConfig small(const std::string& type, bool bias = false) { return test::tiny_config(type, bias, 8); }
 
+Sampling S(double temperature, int top_k, uint64_t seed = 1, double top_p = 1) {
+    Sampling s;
+    s.temperature = temperature;
+    s.top_k = top_k;
+    s.seed = seed;
+    s.top_p = top_p;
+    return s;
+}
+
 template <typename T> void make(GPT<T>& m, const ModelConfig& c, uint64_t seed = 5) {
     test::make_perturbed(m, c, seed);
 }
@@ -96,7 +105,7 @@ TEST(SampleGenerate, GreedyEqualsFullForwardArgmax) {
         GPT<float> m;
         make(m, small(type));
         const std::vector<int32_t> prompt = {3, 1, 4};
-        const auto got = generate(m, prompt, 5, 0.0, 0, 1);
+        const auto got = generate(m, prompt, 5, S(0.0, 0, 1));
         EXPECT_EQ(got, greedy_reference(m, prompt, 5)) << type;
     }
 }
@@ -105,21 +114,21 @@ TEST(SampleGenerate, GreedyPastBlockSizeRestartsFromHalfTheContext) {
     GPT<double> m;
     make(m, small("mhc_lite"));
     const std::vector<int32_t> prompt = {2, 7, 1};
-    const auto got = generate(m, prompt, 30, 0.0, 0, 1);
+    const auto got = generate(m, prompt, 30, S(0.0, 0, 1));
     ASSERT_EQ(got.size(), 30u);
     EXPECT_EQ(got, greedy_reference(m, prompt, 30));
     // A prompt longer than block_size keeps its last block_size tokens.
     std::vector<int32_t> longp(20);
     for (int i = 0; i < 20; i++) longp[i] = (i * 5 + 2) % 11;
     const std::vector<int32_t> tail(longp.end() - 8, longp.end());
-    EXPECT_EQ(generate(m, longp, 12, 0.0, 0, 1), greedy_reference(m, tail, 12));
+    EXPECT_EQ(generate(m, longp, 12, S(0.0, 0, 1)), greedy_reference(m, tail, 12));
 }
 
 TEST(SampleGenerate, SampledPastBlockSizeWorks) {
     GPT<float> m;
     make(m, small("mhc"));
     int calls = 0;
-    const auto got = generate(m, {1}, 50, 1.0, 0, 9, [&](int32_t t) {
+    const auto got = generate(m, {1}, 50, S(1.0, 0, 9), [&](int32_t t) {
         EXPECT_GE(t, 0);
         EXPECT_LT(t, 11);
         calls++;
@@ -132,12 +141,12 @@ TEST(SampleGenerate, SeededAndDeterministic) {
     GPT<float> m;
     make(m, small("mhc_lite"));
     const std::vector<int32_t> prompt = {5};
-    const auto a = generate(m, prompt, 24, 2.0, 0, 42);
-    EXPECT_EQ(a, generate(m, prompt, 24, 2.0, 0, 42));
-    EXPECT_NE(a, generate(m, prompt, 24, 2.0, 0, 43));
+    const auto a = generate(m, prompt, 24, S(2.0, 0, 42));
+    EXPECT_EQ(a, generate(m, prompt, 24, S(2.0, 0, 42)));
+    EXPECT_NE(a, generate(m, prompt, 24, S(2.0, 0, 43)));
     // on_token streams exactly the returned tokens, in order
     std::vector<int32_t> streamed;
-    generate(m, prompt, 24, 2.0, 0, 42, [&](int32_t t) { streamed.push_back(t); });
+    generate(m, prompt, 24, S(2.0, 0, 42), [&](int32_t t) { streamed.push_back(t); });
     EXPECT_EQ(streamed, a);
 }
 
@@ -145,14 +154,14 @@ TEST(SampleGenerate, TopKOneIsGreedy) {
     GPT<float> m;
     make(m, small("kromhc"));
     const std::vector<int32_t> prompt = {0, 9};
-    EXPECT_EQ(generate(m, prompt, 20, 1.5, 1, 3), generate(m, prompt, 20, 0.0, 0, 3));
+    EXPECT_EQ(generate(m, prompt, 20, S(1.5, 1, 3)), generate(m, prompt, 20, S(0.0, 0, 3)));
 }
 
 TEST(SampleGenerate, TopKThreeStaysAmongTheThreeLargest) {
     GPT<float> m;
     make(m, small("hc"));
     std::vector<int32_t> seq = {4, 4};
-    const auto got = generate(m, seq, 6, 5.0, 3, 11);  // a high temperature: all 3 get drawn
+    const auto got = generate(m, seq, 6, S(5.0, 3, 11));  // a high temperature: all 3 get drawn
     for (int32_t tok : got) {
         std::vector<float> l = full_last(m, seq);
         std::vector<float> sorted = l;
@@ -169,7 +178,7 @@ TEST(SampleCache, OnePositionPerToken) {
     KVCache<float> kv;
     const std::vector<int32_t> prompt = {1, 2, 3};
     int i = 0;
-    generate(m, kv, prompt, 5, 1.0, 0, 7, [&](int32_t) {
+    generate(m, kv, prompt, 5, S(1.0, 0, 7), [&](int32_t) {
         EXPECT_EQ(kv.positions_processed, 3 + i) << "token " << i;  // the prompt, then one per token
         i++;
     });
@@ -188,7 +197,7 @@ TEST(SampleCache, OnePositionPerToken) {
             EXPECT_EQ(same, t != pos) << "layer " << l << " position " << t;
         }
     // Past block_size: after the prompt, each restart re-feeds block_size/2 = 4 positions.
-    generate(m, kv, prompt, 20, 1.0, 0, 7);
+    generate(m, kv, prompt, 20, S(1.0, 0, 7));
     long want = 3, p = 3;
     for (int j = 1; j < 20; j++) {
         if (p < 8) want += 1, p += 1;
@@ -204,7 +213,7 @@ TEST(SampleCache, ModelActivationsUntouched) {
     gpt_forward(m, in.data(), tg.data(), 1, 4);
     const std::vector<float> act = m.act;
     const double loss = m.loss;
-    generate(m, {3}, 10, 1.0, 0, 1);
+    generate(m, {3}, 10, S(1.0, 0, 1));
     EXPECT_EQ(m.act, act);
     EXPECT_EQ(m.loss, loss);
     EXPECT_TRUE(m.have_targets);  // a backward of the training step can still follow
@@ -230,21 +239,21 @@ TEST(SampleCache, Errors) {
 TEST(SampleGenerate, InvalidArguments) {
     GPT<float> m;
     make(m, small("mhc_lite"));
-    EXPECT_THROW(generate(m, {}, 3, 1.0, 0, 1), std::invalid_argument);
-    EXPECT_THROW(generate(m, {1, 11}, 3, 1.0, 0, 1), std::invalid_argument);
-    EXPECT_THROW(generate(m, {-2}, 3, 1.0, 0, 1), std::invalid_argument);
-    EXPECT_THROW(generate(m, {1}, 3, -0.5, 0, 1), std::invalid_argument);
-    EXPECT_THROW(generate(m, {1}, 3, std::nan(""), 0, 1), std::invalid_argument);
-    EXPECT_THROW(generate(m, {1}, 3, INFINITY, 0, 1), std::invalid_argument);
-    EXPECT_THROW(generate(m, {1}, 3, 1.0, -1, 1), std::invalid_argument);
-    EXPECT_THROW(generate(m, {1}, -1, 1.0, 0, 1), std::invalid_argument);
+    EXPECT_THROW(generate(m, {}, 3, S(1.0, 0, 1)), std::invalid_argument);
+    EXPECT_THROW(generate(m, {1, 11}, 3, S(1.0, 0, 1)), std::invalid_argument);
+    EXPECT_THROW(generate(m, {-2}, 3, S(1.0, 0, 1)), std::invalid_argument);
+    EXPECT_THROW(generate(m, {1}, 3, S(-0.5, 0, 1)), std::invalid_argument);
+    EXPECT_THROW(generate(m, {1}, 3, S(std::nan(""), 0, 1)), std::invalid_argument);
+    EXPECT_THROW(generate(m, {1}, 3, S(INFINITY, 0, 1)), std::invalid_argument);
+    EXPECT_THROW(generate(m, {1}, 3, S(1.0, -1, 1)), std::invalid_argument);
+    EXPECT_THROW(generate(m, {1}, -1, S(1.0, 0, 1)), std::invalid_argument);
     try {
-        generate(m, {1, 11}, 3, 1.0, 0, 1);
+        generate(m, {1, 11}, 3, S(1.0, 0, 1));
     } catch (const std::invalid_argument& e) {
         EXPECT_NE(std::string(e.what()).find("prompt token 11 out of range 0..10"), std::string::npos) << e.what();
     }
-    EXPECT_TRUE(generate(m, {1}, 0, 1.0, 0, 1).empty());
-    EXPECT_EQ(generate(m, {1}, 4, 0.0, 100, 1).size(), 4u);  // top_k >= V: no limit
+    EXPECT_TRUE(generate(m, {1}, 0, S(1.0, 0, 1)).empty());
+    EXPECT_EQ(generate(m, {1}, 4, S(0.0, 100, 1)).size(), 4u);  // top_k >= V: no limit
 }
 
 TEST(SampleSampler, SplitMix64KnownValues) {
@@ -269,25 +278,87 @@ TEST(SampleSampler, FrequenciesFollowSoftmax) {
     std::vector<int32_t> work;
     std::vector<int> count(5, 0);
     const int draws = 40000;
-    for (int i = 0; i < draws; i++) count[sample_token(logits.data(), 5, temp, 0, rng, work)]++;
+    for (int i = 0; i < draws; i++) count[sample_token(logits.data(), 5, S(temp, 0), rng, work)]++;
     for (int i = 0; i < 5; i++) EXPECT_NEAR((double)count[i] / draws, p[i] / z, 0.01) << "token " << i;
     // top_k = 2 renormalises over tokens 2 and 1 only
     std::fill(count.begin(), count.end(), 0);
-    for (int i = 0; i < draws; i++) count[sample_token(logits.data(), 5, temp, 2, rng, work)]++;
+    for (int i = 0; i < draws; i++) count[sample_token(logits.data(), 5, S(temp, 2), rng, work)]++;
     EXPECT_EQ(count[0] + count[3] + count[4], 0);
     EXPECT_NEAR((double)count[2] / draws, p[2] / (p[1] + p[2]), 0.01);
+}
+
+// Nucleus sampling, computed here from the probabilities: the fewest most likely tokens whose
+// probabilities reach top_p, renormalised; alone and after top_k.
+TEST(SampleSampler, TopPKeepsTheNucleus) {
+    const std::vector<float> logits = {0.0f, 1.0f, 2.0f, 0.5f, -1.0f};
+    const double temp = 1.5;
+    auto expect_draws = [&](int top_k, double top_p) {
+        std::vector<int> order = {0, 1, 2, 3, 4};
+        std::sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
+        const int K = top_k > 0 ? top_k : 5;
+        std::vector<double> p(5, 0.0);
+        double z = 0;
+        for (int i = 0; i < K; i++) z += p[order[i]] = std::exp(logits[order[i]] / temp);
+        std::vector<double> want(5, 0.0);
+        double kept = 0;
+        for (int i = 0; i < K && kept < top_p * z; i++) kept += want[order[i]] = p[order[i]];
+        for (double& w : want) w /= kept;
+        SplitMix64 rng(5);
+        std::vector<int32_t> work;
+        std::vector<int> count(5, 0);
+        const int draws = 40000;
+        for (int i = 0; i < draws; i++) count[sample_token(logits.data(), 5, S(temp, top_k, 1, top_p), rng, work)]++;
+        for (int i = 0; i < 5; i++) {
+            if (want[i] == 0) {
+                EXPECT_EQ(count[i], 0) << "token " << i << " top_k " << top_k << " top_p " << top_p;
+            }
+            EXPECT_NEAR((double)count[i] / draws, want[i], 0.01) << "token " << i << " top_k " << top_k << " top_p " << top_p;
+        }
+        return std::count_if(want.begin(), want.end(), [](double w) { return w > 0; });
+    };
+    EXPECT_EQ(expect_draws(0, 0.7), 3);   // 0.44 + 0.23 < 0.7 <= + 0.16: tokens 2, 1, 3
+    EXPECT_EQ(expect_draws(0, 0.4), 1);   // the most likely alone reaches it: greedy
+    EXPECT_EQ(expect_draws(0, 1.0), 5);
+    EXPECT_EQ(expect_draws(2, 0.9), 2);   // top_k first, then the nucleus of what is left
+    EXPECT_EQ(expect_draws(3, 0.6), 2);
+    // Out of range.
+    SplitMix64 rng(1);
+    std::vector<int32_t> work;
+    for (double bad : {0.0, -0.5, 1.5, (double)NAN})
+        EXPECT_THROW(sample_token(logits.data(), 5, S(temp, 0, 1, bad), rng, work), std::invalid_argument) << bad;
+}
+
+TEST(SampleGenerate, StopsAfterAStopToken) {
+    GPT<float> m;
+    make(m, small("mhc_lite"));
+    const std::vector<int32_t> prompt = {3, 1, 4};
+    const auto ref = greedy_reference(m, prompt, 10);
+    // The first token of the greedy run not seen before it: the run must end right after it.
+    size_t j = 1;
+    while (j < ref.size() && std::find(ref.begin(), ref.begin() + (long)j, ref[j]) != ref.begin() + (long)j) j++;
+    ASSERT_LT(j, ref.size());
+    int32_t absent = 0;  // 10 tokens cannot cover a vocabulary of 11
+    while (std::find(ref.begin(), ref.end(), absent) != ref.end()) absent++;
+    Sampling s = S(0.0, 0);
+    s.stop = {absent, ref[j]};
+    int calls = 0;
+    const auto got = generate(m, prompt, 10, s, [&](int32_t) { calls++; });
+    EXPECT_EQ(got, std::vector<int32_t>(ref.begin(), ref.begin() + (long)j + 1));
+    EXPECT_EQ(calls, (int)j + 1);
+    s.stop = {11};
+    EXPECT_THROW(generate(m, prompt, 10, s), std::invalid_argument);  // outside the vocabulary
 }
 
 TEST(SampleSampler, TiesGoToTheLowerId) {
     const std::vector<double> flat(6, 0.25);
     SplitMix64 rng(1);
     std::vector<int32_t> work;
-    EXPECT_EQ(sample_token(flat.data(), 6, 0.0, 0, rng, work), 0);
-    for (int i = 0; i < 200; i++) EXPECT_LT(sample_token(flat.data(), 6, 1.0, 2, rng, work), 2);
+    EXPECT_EQ(sample_token(flat.data(), 6, S(0.0, 0), rng, work), 0);
+    for (int i = 0; i < 200; i++) EXPECT_LT(sample_token(flat.data(), 6, S(1.0, 2), rng, work), 2);
     const std::vector<double> bad = {0.0, NAN, 1.0};
-    EXPECT_THROW(sample_token(bad.data(), 3, 1.0, 0, rng, work), std::runtime_error);
+    EXPECT_THROW(sample_token(bad.data(), 3, S(1.0, 0), rng, work), std::runtime_error);
     const std::vector<double> peaked = {0.0, 3.0, 2.9};
-    for (int i = 0; i < 50; i++) EXPECT_EQ(sample_token(peaked.data(), 3, 1e-300, 0, rng, work), 1);
+    for (int i = 0; i < 50; i++) EXPECT_EQ(sample_token(peaked.data(), 3, S(1e-300, 0), rng, work), 1);
 }
 
 }  // namespace

@@ -57,36 +57,46 @@ template <typename T> void kv_cache_reset(KVCache<T>& kv);
 // outside [0, V) or a cache made for another model shape, std::length_error when the cache is full.
 template <typename T> const T* gpt_forward_token(const GPT<T>& m, KVCache<T>& kv, int32_t token);
 
-// Chooses a token from logits [V]. temperature 0: argmax (ties: lower id). Otherwise a draw from
-// softmax(logits / temperature), restricted to the top_k largest logits when 0 < top_k < V (ties:
-// lower id). `work` is scratch, grown on first use. Throws std::runtime_error on a non-finite logit.
-template <typename T>
-int32_t sample_token(const T* logits, int V, double temperature, int top_k, SplitMix64& rng,
-                     std::vector<int32_t>& work);
+// How each token is chosen. Temperature 0 is greedy: the largest logit (ties: lower id), the rest
+// unused. Otherwise a draw from softmax(logits / temperature) over the candidates: the top_k largest
+// logits when 0 < top_k < V (ties: lower id), then, when top_p < 1, the fewest of those, most likely
+// first, whose probabilities add up to at least top_p (nucleus sampling; at least one).
+struct Sampling {
+    double temperature = 0.8;   // >= 0, finite
+    int top_k = 40;             // >= 0 (0: all)
+    double top_p = 1.0;         // in (0, 1]
+    uint64_t seed = 1;          // of the draws (generate); sample_token takes a generator instead
+    std::vector<int32_t> stop;  // generate() ends after one of these ids (it is returned): end of text
+};
 
-// Feeds the prompt and returns max_new_tokens new tokens (the prompt is not included), calling
-// on_token with each one as soon as it is chosen. A prompt longer than block_size keeps its last
-// block_size tokens. Throws std::invalid_argument for an empty prompt, a prompt token outside
-// [0, V), temperature < 0 (or not finite), top_k < 0, max_new_tokens < 0.
+// Chooses a token from logits [V] as s says (its seed and stop unused). `work` is scratch, grown on
+// first use. Throws std::invalid_argument for options out of range, std::runtime_error on a
+// non-finite logit.
+template <typename T>
+int32_t sample_token(const T* logits, int V, const Sampling& s, SplitMix64& rng, std::vector<int32_t>& work);
+
+// Feeds the prompt and returns up to max_new_tokens new tokens (the prompt is not included; fewer
+// when a stop id comes first), calling on_token with each one as soon as it is chosen. A prompt
+// longer than block_size keeps its last block_size tokens. Throws std::invalid_argument for an
+// empty prompt, a prompt or stop token outside [0, V), sampling options out of range (above),
+// max_new_tokens < 0.
 template <typename T>
 std::vector<int32_t> generate(const GPT<T>& m, const std::vector<int32_t>& prompt, int max_new_tokens,
-                              double temperature, int top_k, uint64_t seed,
-                              const std::function<void(int32_t)>& on_token = {});
+                              const Sampling& s, const std::function<void(int32_t)>& on_token = {});
 // The same with a caller-owned cache (reset first; sized for m if it is not), to reuse its
 // buffers across calls or to read its counters afterwards.
 template <typename T>
 std::vector<int32_t> generate(const GPT<T>& m, KVCache<T>& kv, const std::vector<int32_t>& prompt,
-                              int max_new_tokens, double temperature, int top_k, uint64_t seed,
-                              const std::function<void(int32_t)>& on_token = {});
+                              int max_new_tokens, const Sampling& s, const std::function<void(int32_t)>& on_token = {});
 
 // generate()'s loop over any incremental forward (the GPU's too): feed(token) feeds one position
 // and returns the logits [V] of the next token (host memory, valid until the next call); reset()
 // empties the cache, which holds `capacity` positions (block_size). The same checks, prompt
-// handling, sliding restart and draws as generate().
+// handling, sliding restart, draws and stops as generate().
 template <typename T>
 std::vector<int32_t> generate_with(int V, int capacity, const std::function<const T*(int32_t)>& feed,
                                    const std::function<void()>& reset, const std::vector<int32_t>& prompt,
-                                   int max_new_tokens, double temperature, int top_k, uint64_t seed,
+                                   int max_new_tokens, const Sampling& s,
                                    const std::function<void(int32_t)>& on_token = {});
 
 }  // namespace mhc

@@ -129,6 +129,20 @@ CLI::Validator non_negative_number() {
         "NUMBER>=0");
 }
 
+CLI::Validator positive_fraction() {
+    return CLI::Validator(
+        [](std::string& in) -> std::string {
+            try {
+                size_t used = 0;
+                const double v = std::stod(in, &used);
+                if (used == in.size() && v > 0 && v <= 1) return "";
+            } catch (const std::exception&) {
+            }
+            return "must be a number in (0, 1], got '" + in + "'";
+        },
+        "(0,1]");
+}
+
 // The whole program but its devices (main.cpp): the subcommands, then the one that was asked for.
 int run(int argc, char** argv) {
     // OpenMP threads wait for the next parallel region by spinning. Forever (active) takes the

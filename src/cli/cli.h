@@ -51,6 +51,7 @@ void add_device_option(CLI::App& app, std::string& device, bool config_default);
 // contradiction ("0 not in range 0.000000 to 1797...").
 CLI::Validator at_least(long min);       // an integer >= min
 CLI::Validator non_negative_number();    // a finite number >= 0
+CLI::Validator positive_fraction();      // a number in (0, 1]
 
 // The command line (app.cpp): parses argv and runs the subcommand; the exit status.
 int run(int argc, char** argv);

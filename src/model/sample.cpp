@@ -87,18 +87,18 @@ template <typename T> const T* gpt_forward_token(const GPT<T>& m, KVCache<T>& kv
 }
 
 namespace {
-void check_sampling(double temperature, int top_k) {
-    if (!(temperature >= 0) || !std::isfinite(temperature))
-        throw std::invalid_argument("temperature must be a finite number >= 0, got " +
-                                    std::to_string(temperature));
-    if (top_k < 0) throw std::invalid_argument("top_k must be >= 0 (0: no limit), got " + std::to_string(top_k));
+void check_sampling(const Sampling& s) {
+    if (!(s.temperature >= 0) || !std::isfinite(s.temperature))
+        throw std::invalid_argument("temperature must be a finite number >= 0, got " + std::to_string(s.temperature));
+    if (s.top_k < 0) throw std::invalid_argument("top_k must be >= 0 (0: no limit), got " + std::to_string(s.top_k));
+    if (!(s.top_p > 0 && s.top_p <= 1))
+        throw std::invalid_argument("top_p must be in (0, 1] (1: no limit), got " + std::to_string(s.top_p));
 }
 }  // namespace
 
 template <typename T>
-int32_t sample_token(const T* logits, int V, double temperature, int top_k, SplitMix64& rng,
-                     std::vector<int32_t>& work) {
-    check_sampling(temperature, top_k);
+int32_t sample_token(const T* logits, int V, const Sampling& s, SplitMix64& rng, std::vector<int32_t>& work) {
+    check_sampling(s);
     if (V < 1) throw std::invalid_argument("sample_token: vocabulary size must be >= 1");
     for (int i = 0; i < V; i++)
         if (!std::isfinite((double)logits[i]))
@@ -107,16 +107,19 @@ int32_t sample_token(const T* logits, int V, double temperature, int top_k, Spli
     // A strict total order (larger logit first, then lower id): the candidate set never depends on
     // the sorting algorithm, so the draws are the same with every standard library.
     auto before = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-    if (temperature == 0) {
+    if (s.temperature == 0) {
         int32_t best = 0;
         for (int32_t i = 1; i < V; i++)
             if (before(i, best)) best = i;
         return best;
     }
-    const int K = top_k > 0 && top_k < V ? top_k : V;
+    int K = s.top_k > 0 && s.top_k < V ? s.top_k : V;
     work.resize(V);
     std::iota(work.begin(), work.end(), 0);
-    if (K < V) {
+    if (s.top_p < 1) {
+        // The nucleus needs the candidates most likely first; that order is also a fixed one to sum in.
+        std::partial_sort(work.begin(), work.begin() + K, work.end(), before);
+    } else if (K < V) {
         std::nth_element(work.begin(), work.begin() + (K - 1), work.end(), before);
         std::sort(work.begin(), work.begin() + K);  // candidates by id: a fixed summation order
     }
@@ -124,9 +127,17 @@ int32_t sample_token(const T* logits, int V, double temperature, int top_k, Spli
     for (int i = 0; i < K; i++) mx = std::max(mx, (double)logits[work[i]]);
     // Weights exp((l - max) / temperature) in double: the largest is 1, tiny temperatures underflow
     // the others to 0 (greedy in the limit) instead of overflowing.
-    auto weight = [&](int i) { return std::exp(((double)logits[work[i]] - mx) / temperature); };
+    auto weight = [&](int i) { return std::exp(((double)logits[work[i]] - mx) / s.temperature); };
     double z = 0;
     for (int i = 0; i < K; i++) z += weight(i);
+    if (s.top_p < 1) {  // the first candidate weighs 1 and top_p > 0: at least one is kept
+        const double target = s.top_p * z;
+        double acc = 0;
+        int keep = 0;
+        while (keep < K && acc < target) acc += weight(keep++);
+        K = keep;
+        z = acc;
+    }
     const double r = rng.uniform() * z;
     double acc = 0;
     int32_t last = work[0];
@@ -143,14 +154,18 @@ int32_t sample_token(const T* logits, int V, double temperature, int top_k, Spli
 template <typename T>
 std::vector<int32_t> generate_with(int V, int capacity, const std::function<const T*(int32_t)>& feed,
                                    const std::function<void()>& reset, const std::vector<int32_t>& prompt,
-                                   int max_new_tokens, double temperature, int top_k, uint64_t seed,
+                                   int max_new_tokens, const Sampling& s,
                                    const std::function<void(int32_t)>& on_token) {
     if (prompt.empty()) throw std::invalid_argument("generate: the prompt is empty (give at least one token)");
     for (int32_t t : prompt)
         if (t < 0 || t >= V)
             throw std::invalid_argument("generate: prompt token " + std::to_string(t) +
                                         " out of range 0.." + std::to_string(V - 1));
-    check_sampling(temperature, top_k);
+    for (int32_t t : s.stop)
+        if (t < 0 || t >= V)
+            throw std::invalid_argument("generate: stop token " + std::to_string(t) + " out of range 0.." +
+                                        std::to_string(V - 1));
+    check_sampling(s);
     if (max_new_tokens < 0)
         throw std::invalid_argument("max_new_tokens must be >= 0, got " + std::to_string(max_new_tokens));
     reset();
@@ -166,14 +181,15 @@ std::vector<int32_t> generate_with(int V, int capacity, const std::function<cons
     const T* logits = nullptr;
     for (int32_t t : ctx) logits = feed(t);
     size_t fed = ctx.size();  // positions in the cache
-    SplitMix64 rng(seed);
+    SplitMix64 rng(s.seed);
     std::vector<int32_t> work;
     work.reserve(V);
     for (int i = 0; i < max_new_tokens; i++) {
-        const int32_t tok = sample_token(logits, V, temperature, top_k, rng, work);
+        const int32_t tok = sample_token(logits, V, s, rng, work);
         out.push_back(tok);
         if (on_token) on_token(tok);
         if (i + 1 == max_new_tokens) break;  // the last token's logits are never needed
+        if (std::find(s.stop.begin(), s.stop.end(), tok) != s.stop.end()) break;
         ctx.push_back(tok);
         if (fed < Tmax) {
             logits = feed(tok);
@@ -192,37 +208,32 @@ std::vector<int32_t> generate_with(int V, int capacity, const std::function<cons
 
 template <typename T>
 std::vector<int32_t> generate(const GPT<T>& m, KVCache<T>& kv, const std::vector<int32_t>& prompt,
-                              int max_new_tokens, double temperature, int top_k, uint64_t seed,
-                              const std::function<void(int32_t)>& on_token) {
+                              int max_new_tokens, const Sampling& s, const std::function<void(int32_t)>& on_token) {
     if (!fits(kv, m)) kv_cache_init(kv, m);
     return generate_with<T>(
         m.V, m.Tmax, [&](int32_t t) { return gpt_forward_token(m, kv, t); }, [&] { kv_cache_reset(kv); }, prompt,
-        max_new_tokens, temperature, top_k, seed, on_token);
+        max_new_tokens, s, on_token);
 }
 
 template <typename T>
 std::vector<int32_t> generate(const GPT<T>& m, const std::vector<int32_t>& prompt, int max_new_tokens,
-                              double temperature, int top_k, uint64_t seed,
-                              const std::function<void(int32_t)>& on_token) {
+                              const Sampling& s, const std::function<void(int32_t)>& on_token) {
     KVCache<T> kv;
-    return generate(m, kv, prompt, max_new_tokens, temperature, top_k, seed, on_token);
+    return generate(m, kv, prompt, max_new_tokens, s, on_token);
 }
 
 #define MHC_SAMPLE_INST(T)                                                                        \
     template void kv_cache_init<T>(KVCache<T>&, const GPT<T>&);                                   \
     template void kv_cache_reset<T>(KVCache<T>&);                                                 \
     template const T* gpt_forward_token<T>(const GPT<T>&, KVCache<T>&, int32_t);                  \
-    template int32_t sample_token<T>(const T*, int, double, int, SplitMix64&, std::vector<int32_t>&); \
+    template int32_t sample_token<T>(const T*, int, const Sampling&, SplitMix64&, std::vector<int32_t>&); \
     template std::vector<int32_t> generate<T>(const GPT<T>&, KVCache<T>&, const std::vector<int32_t>&, \
-                                              int, double, int, uint64_t,                          \
-                                              const std::function<void(int32_t)>&);                \
+                                              int, const Sampling&, const std::function<void(int32_t)>&); \
     template std::vector<int32_t> generate<T>(const GPT<T>&, const std::vector<int32_t>&, int,     \
-                                              double, int, uint64_t,                               \
-                                              const std::function<void(int32_t)>&);                \
+                                              const Sampling&, const std::function<void(int32_t)>&); \
     template std::vector<int32_t> generate_with<T>(int, int, const std::function<const T*(int32_t)>&, \
                                                    const std::function<void()>&, const std::vector<int32_t>&, \
-                                                   int, double, int, uint64_t,                     \
-                                                   const std::function<void(int32_t)>&);
+                                                   int, const Sampling&, const std::function<void(int32_t)>&);
 MHC_SAMPLE_INST(float)
 MHC_SAMPLE_INST(double)
 

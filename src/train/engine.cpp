@@ -35,9 +35,9 @@ public:
     nlohmann::json diagnostics() override { return gpt_diagnostics(m_); }
     void to_host() override {}
     void set_phases(PhaseTimes* p) override { m_.phases = p; }
-    std::vector<int32_t> generate(const std::vector<int32_t>& prompt, int max_new, double temperature, int top_k,
-                                  uint64_t seed, const std::function<void(int32_t)>& on_token) override {
-        return mhc::generate(m_, prompt, max_new, temperature, top_k, seed, on_token);
+    std::vector<int32_t> generate(const std::vector<int32_t>& prompt, int max_new, const Sampling& s,
+                                  const std::function<void(int32_t)>& on_token) override {
+        return mhc::generate(m_, prompt, max_new, s, on_token);
     }
 
 private:

@@ -16,6 +16,7 @@
 #include "mhc/bench.h"
 #include "mhc/gpt.h"
 #include "mhc/optim.h"
+#include "mhc/sample.h"
 #include "mhc/train.h"
 
 namespace mhc {
@@ -60,8 +61,8 @@ public:
     // How many CUDA graph launches the training steps have made (cuda_graphs); 0 elsewhere.
     virtual long graph_replays() const { return 0; }
     // generate() of mhc/sample.h on the device (its own KV cache).
-    virtual std::vector<int32_t> generate(const std::vector<int32_t>& prompt, int max_new_tokens, double temperature,
-                                          int top_k, uint64_t seed, const std::function<void(int32_t)>& on_token) = 0;
+    virtual std::vector<int32_t> generate(const std::vector<int32_t>& prompt, int max_new_tokens, const Sampling& s,
+                                          const std::function<void(int32_t)>& on_token) = 0;
 };
 
 // How an engine computes: the config keys that change its arithmetic but not the model.

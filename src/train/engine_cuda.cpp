@@ -142,12 +142,12 @@ public:
         if (!st_.m.empty() && st_.step > 0) cuda::adamw_download(st_, adam_);
         adam_.step = st_.step;
     }
-    std::vector<int32_t> generate(const std::vector<int32_t>& prompt, int max_new, double temperature, int top_k,
-                                  uint64_t seed, const std::function<void(int32_t)>& on_token) override {
+    std::vector<int32_t> generate(const std::vector<int32_t>& prompt, int max_new, const Sampling& s,
+                                  const std::function<void(int32_t)>& on_token) override {
         if (kv_.buf.empty()) kv_cache_cuda_init(kv_, g_);
         return generate_with<float>(
             g_.host.V, g_.host.Tmax, [&](int32_t t) { return gpt_cuda_forward_token(g_, kv_, t); },
-            [&] { kv_.pos = 0; }, prompt, max_new, temperature, top_k, seed, on_token);
+            [&] { kv_.pos = 0; }, prompt, max_new, s, on_token);
     }
 
     long graph_replays() const override { return replays_; }

@@ -11,7 +11,7 @@ import os
 import struct
 import subprocess
 
-from harness import MHC, check, path, metrics, one_line_error, finish, llmc_shard
+from harness import MHC, check, path, metrics, one_line_error, finish, llmc_shard, last_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REF = os.path.join(HERE, "..", "reference", "ckpt_loss.py")
@@ -161,6 +161,26 @@ def test_sample():
     r = run("sample", "--ckpt", ck, "--prompt", "ab", "--max-new-tokens", "5", "--temperature", "0")
     check("sample streams the prompt and the text to stdout", r.returncode == 0 and r.stdout.startswith("ab"),
           r.stderr)
+    # --num-samples: sample i is the run of seed --seed + i alone; the text lists them under headers.
+    many = last_json(run("sample", "--ckpt", ck, "--prompt", "The ", "--max-new-tokens", "40", "--seed", "1",
+                         "--num-samples", "3", "--json"))
+    got = [x.get("tokens") for x in many.get("samples", [])]
+    check("sample --num-samples 3: seeds 1, 2, 3, each as sampled alone",
+          len(got) == 3 and got[0] == outs[0].get("tokens") and got[1] == outs[2].get("tokens") and got[2] != got[1] and
+          [x.get("seed") for x in many["samples"]] == [1, 2, 3], str(many)[:300])
+    r = run("sample", "--ckpt", ck, "--prompt", "The ", "--max-new-tokens", "10", "--num-samples", "2")
+    check("sample --num-samples 2 as text: a header before each sample",
+          r.returncode == 0 and r.stdout.count("--- sample ") == 2 and "--- sample 2 of 2 (seed 2) ---" in r.stdout, r.stdout)
+    # --top-p: a tiny nucleus is greedy; the full one is plain sampling.
+    greedy = last_json(run("sample", "--ckpt", ck, "--prompt", "The ", "--max-new-tokens", "40", "--temperature", "0",
+                           "--json"))
+    tiny_p = last_json(run("sample", "--ckpt", ck, "--prompt", "The ", "--max-new-tokens", "40", "--top-p", "1e-9",
+                           "--json"))
+    full_p = last_json(run("sample", "--ckpt", ck, "--prompt", "The ", "--max-new-tokens", "40", "--seed", "1",
+                           "--top-p", "1", "--json"))
+    check("sample --top-p: 1e-9 keeps the most likely token only (greedy), 1 changes nothing",
+          greedy.get("tokens") and tiny_p.get("tokens") == greedy.get("tokens") and
+          full_p.get("tokens") == outs[0].get("tokens") and full_p.get("finish_reason") == "length", (greedy, tiny_p))
     v64 = path("v64/ckpt_000002.safetensors")
     r = run("sample", "--ckpt", v64, "--prompt-tokens", "1,2,3", "--max-new-tokens", "8", "--json")
     res = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {}
@@ -169,7 +189,10 @@ def test_sample():
     for name, args, fragment in (
             ("text prompt for a non-byte model", ["--ckpt", v64, "--prompt", "hi"], "--prompt-tokens"),
             ("malformed --prompt-tokens", ["--ckpt", v64, "--prompt-tokens", "1,x"], "'x'"),
-            ("prompt token beyond the vocabulary", ["--ckpt", v64, "--prompt-tokens", "64"], "64")):
+            ("prompt token beyond the vocabulary", ["--ckpt", v64, "--prompt-tokens", "64"], "64"),
+            ("--top-p 0", ["--ckpt", ck, "--top-p", "0"], "(0, 1]"),
+            ("--top-p 1.5", ["--ckpt", ck, "--top-p", "1.5"], "(0, 1]"),
+            ("--num-samples 0", ["--ckpt", ck, "--num-samples", "0"], ">= 1")):
         r = run("sample", *args)
         ok, msg = one_line_error(r)
         check("sample bad input: %s -> one-line error" % name, ok and fragment in msg, msg)

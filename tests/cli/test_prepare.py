@@ -168,6 +168,19 @@ def test_tokenizer_json():
           r.returncode == 0 and 269 in targets and ev.get("bytes") == nbytes and
           abs(ev.get("bits_per_byte", 0) - ev.get("loss", 0) * ev.get("tokens", 0) / nbytes / math.log(2)) < 1e-9,
           (ev, nbytes, targets.count(269), stderr_text(r)))
+    # A sample ends at the end-of-text token, printed as written; --ignore-eos goes on. Near-uniform
+    # draws (temperature 100, all tokens) over 271 ids: 2000 tokens without 269 has odds of 6e-4.
+    hot = ["--ckpt", path("run_bpe"), "--prompt", "the", "--max-new-tokens", "2000", "--temperature", "100",
+           "--top-k", "0", "--seed", "4"]
+    res = last_json(run("sample", *hot, "--json"))
+    toks = res.get("tokens", [])
+    check("sample ends at <|endoftext|>: the last token, and the only one", res.get("finish_reason") == "stop" and
+          toks and toks[-1] == 269 and 269 not in toks[:-1] and res.get("text", "").endswith("<|endoftext|>"), str(res)[:300])
+    r = run("sample", *hot)
+    check("as text: the sample's end is printed", r.returncode == 0 and r.stdout.endswith(b"<|endoftext|>\n"), r.stdout[-100:])
+    res = last_json(run("sample", *hot, "--ignore-eos", "--json"))
+    check("sample --ignore-eos: all 2000 tokens, past <|endoftext|>", res.get("finish_reason") == "length" and
+          len(res.get("tokens", [])) == 2000 and res["tokens"][:len(toks)] == toks, str(res)[:300])
 
 
 def test_bytes_and_llmc():
