@@ -115,32 +115,29 @@ CLI::Validator at_least(long min) {
         "INT>=" + std::to_string(min));
 }
 
-CLI::Validator non_negative_number() {
+namespace {
+// A validator of a number: `ok` says whether a parsed value is allowed, `what` names what is.
+CLI::Validator number_where(bool (*ok)(double), const std::string& what, const std::string& name) {
     return CLI::Validator(
-        [](std::string& in) -> std::string {
+        [ok, what](std::string& in) -> std::string {
             try {
                 size_t used = 0;
                 const double v = std::stod(in, &used);
-                if (used == in.size() && std::isfinite(v) && v >= 0) return "";
+                if (used == in.size() && ok(v)) return "";
             } catch (const std::exception&) {
             }
-            return "must be a finite number >= 0, got '" + in + "'";
+            return "must be " + what + ", got '" + in + "'";
         },
-        "NUMBER>=0");
+        name);
+}
+}  // namespace
+
+CLI::Validator non_negative_number() {
+    return number_where([](double v) { return std::isfinite(v) && v >= 0; }, "a finite number >= 0", "NUMBER>=0");
 }
 
 CLI::Validator positive_fraction() {
-    return CLI::Validator(
-        [](std::string& in) -> std::string {
-            try {
-                size_t used = 0;
-                const double v = std::stod(in, &used);
-                if (used == in.size() && v > 0 && v <= 1) return "";
-            } catch (const std::exception&) {
-            }
-            return "must be a number in (0, 1], got '" + in + "'";
-        },
-        "(0,1]");
+    return number_where([](double v) { return v > 0 && v <= 1; }, "a number in (0, 1]", "(0,1]");
 }
 
 // The whole program but its devices (main.cpp): the subcommands, then the one that was asked for.
