@@ -33,7 +33,7 @@ void expect_load_error(const std::string& path, const std::string& fragment,
 TokenData iota_data(int n) {
     std::vector<uint32_t> ids((size_t)n);
     for (int i = 0; i < n; i++) ids[i] = (uint32_t)i;
-    return {"iota", DataFormat::u16, 65536, Tokens(std::move(ids)), {}};
+    return {"iota", DataFormat::u16, 65536, Tokens(std::move(ids)), {}, {}};
 }
 
 TEST(DataLoad, FormatNames) {

@@ -108,7 +108,7 @@ TEST(DataLoadDeathTest, OtherSigbusStillEndsTheProcess) {
 
 // Every id a batch carries is checked against the data's vocabulary, so data must have one.
 TEST(DataBatcher, DataWithoutAVocabularyIsRefused) {
-    TokenData d{"hand-made", DataFormat::u16, 0, Tokens(std::vector<uint16_t>{1, 2, 3, 4}), {}};
+    TokenData d{"hand-made", DataFormat::u16, 0, Tokens(std::vector<uint16_t>{1, 2, 3, 4}), {}, {}};
     expect_error<std::invalid_argument>([&] { Batcher(d, 1, 2, Order::random, 0); },
                                         "hand-made: vocab_size 0 (the data's vocabulary must be set");
     d.vocab_size = 4;  // owned data with an id past it: refused at the batch, with no word of a file
@@ -203,6 +203,7 @@ TEST(DataPattern, ShardsReadInNameOrderAsOneStream) {
                                                             dir + "/train_000002.bin"}));
     const TokenData d = load_tokens(pattern);
     EXPECT_EQ(d.path, pattern);
+    EXPECT_EQ(d.files, data_files(pattern));  // what was read, for the run's data identity
     EXPECT_EQ(d.format, DataFormat::llmc);
     EXPECT_EQ(d.vocab_size, 50304);
     EXPECT_EQ(d.tokens.segments(), 3);

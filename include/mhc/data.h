@@ -102,6 +102,7 @@ struct TokenData {
     // The tokenizer that made the tokens, when known: bytes for text data, or what the sidecar
     // names (its file as a full path). Empty otherwise.
     TokenizerRef tokenizer;
+    std::vector<std::string> files;         // the files read, in order (load_tokens: data_files(path))
 };
 
 // The files a data argument names: the path itself when it exists or holds no glob character

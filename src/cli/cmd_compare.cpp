@@ -248,17 +248,21 @@ std::vector<Run> plan_runs(const Opts& o, const std::vector<std::string>& vlist,
     if (o.config.empty()) throw std::invalid_argument("--config is required (unless --report-only)");
     if (o.data.empty()) throw std::invalid_argument("--data is required (unless --report-only)");
     if (!fs::is_regular_file(o.config)) throw std::runtime_error(o.config + ": no such file");
-    for (const std::string* spec : {&o.data, &o.val_data})
-        if (!spec->empty())
-            for (const std::string& f : data_files(*spec))  // a pattern that matches nothing is refused here
-                if (!fs::is_regular_file(f)) throw std::runtime_error(f + ": no such file");
+    std::vector<std::string> files[2];
+    for (int i = 0; i < 2; i++) {
+        const std::string& spec = i == 0 ? o.data : o.val_data;
+        if (spec.empty()) continue;
+        files[i] = data_files(spec);  // a pattern that matches nothing is refused here
+        for (const std::string& f : files[i])
+            if (!fs::is_regular_file(f)) throw std::runtime_error(f + ": no such file");
+    }
     for (const std::string& s : o.sets) {
         const std::string key = s.substr(0, s.find('='));
         if (key == "hyper_conn_type" || key == "seed")
             throw std::invalid_argument("--set " + key + ": compare sets it per run (use --variants / --seeds)");
     }
     const TrainConfig base = config_from_toml_file(o.config);
-    const nlohmann::json want_data = data_identity(o.data, o.val_data);
+    const nlohmann::json want_data = data_identity(o.data, files[0], o.val_data, files[1]);
     std::vector<Run> runs;
     for (const auto& v : vlist)
         for (uint64_t s : slist) {

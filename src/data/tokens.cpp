@@ -286,6 +286,7 @@ TokenData load_tokens(const std::string& spec, DataFormat fmt, int vocab_size) {
         return load(f, resolved, vocab, has_meta ? &meta : nullptr);
     };
     TokenData all = one(files[0], vocab_size, nullptr);
+    all.files = files;  // as globbed once: the run's data identity is of these very files
     std::vector<Tokens> parts{all.tokens};
     for (size_t i = 1; i < files.size(); i++) {
         const TokenData d = one(files[i], all.vocab_size, &all);

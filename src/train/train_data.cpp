@@ -23,8 +23,7 @@ std::string format_phrase(DataFormat asked, const TokenData& d) {
 // N files share one file's budget: each is read whole up to 256/N MiB (at least 1 MiB), else
 // sampled in 64/N pieces of 1 MiB (at least 2: its first and last), so a hundred shards cost
 // about what one large file does.
-nlohmann::json file_identity(const std::string& spec) {
-    const std::vector<std::string> files = data_files(spec);
+nlohmann::json file_identity(const std::string& spec, const std::vector<std::string>& files) {
     if (files.size() == 1) {
         const sys::Fingerprint fp = sys::file_fingerprint(files[0]);
         return {{"path", spec}, {"bytes", fp.bytes}, {"hash", fp.hash}};
@@ -54,14 +53,16 @@ std::string percent(double frac) {
 
 }  // namespace
 
-nlohmann::json data_identity(const std::string& data, const std::string& val_data) {
-    return {{"train", file_identity(data)}, {"val", val_data.empty() ? nlohmann::json() : file_identity(val_data)}};
+nlohmann::json data_identity(const std::string& data, const std::vector<std::string>& data_files,
+                             const std::string& val_data, const std::vector<std::string>& val_files) {
+    return {{"train", file_identity(data, data_files)},
+            {"val", val_data.empty() ? nlohmann::json() : file_identity(val_data, val_files)}};
 }
 
 TrainData load_train_data(const TrainOptions& opt, const TrainConfig& cfg) {
     TrainData d;
     d.train = load_tokens(opt.data, opt.format, cfg.model.vocab_size);
-    const std::string train_phrase = data_phrase(opt.data, d.train);  // before a split cuts a file off
+    const std::vector<std::string> train_files = d.train.files;    const std::string train_phrase = data_phrase(opt.data, d.train);  // before a split cuts a file off
     std::string val_phrase;
     if (!opt.val_data.empty()) {
         d.val = load_tokens(opt.val_data, opt.format, d.train.vocab_size);
@@ -78,7 +79,7 @@ TrainData load_train_data(const TrainOptions& opt, const TrainConfig& cfg) {
     d.header = "data: " + train_phrase + ": " + format_phrase(opt.format, d.train) + ", vocab " +
                std::to_string(d.train.vocab_size) + "; " + std::to_string(d.train.tokens.size()) +
                " training tokens, " + val_phrase;
-    d.record = data_identity(opt.data, opt.val_data);
+    d.record = data_identity(opt.data, train_files, opt.val_data, d.val.files);
     d.record["format"] = data_format_name(d.train.format);
     return d;
 }

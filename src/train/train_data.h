@@ -24,7 +24,9 @@ struct TrainData {
 TrainData load_train_data(const TrainOptions& opt, const TrainConfig& cfg);
 
 // {"train": FILE, "val": FILE or null} for data.json, from the files alone (no format): what
-// `mhc compare` checks a run directory's record against before reusing the run.
-nlohmann::json data_identity(const std::string& data, const std::string& val_data);
+// `mhc compare` checks a run directory's record against before reusing the run. The files are
+// the arguments' data_files, globbed by the caller once for everything it does with them.
+nlohmann::json data_identity(const std::string& data, const std::vector<std::string>& data_files,
+                             const std::string& val_data, const std::vector<std::string>& val_files);
 
 }  // namespace mhc
