@@ -231,6 +231,8 @@ TEST(ConfigValidate, EveryProblemNamesItsKey) {
         {[](C c) { c.log_interval = 0; }, {"log_interval"}},
         {[](C c) { c.checkpoint_interval = -1; }, {"checkpoint_interval"}},
         {[](C c) { c.diag_interval = -1; }, {"diag_interval"}},
+        {[](C c) { c.sample_interval = -1; }, {"sample_interval"}},
+        {[](C c) { c.sample_tokens = 0; }, {"sample_tokens"}},
         {[](C c) { c.model.hyper_conn_n = 0; }, {"hyper_conn_n"}},
         {[](C c) { c.model.hyper_conn_n = 9; }, {"hyper_conn_n"}},
         {[](C c) { c.model.hyper_conn_type = mhc::Variant::residual, c.model.hyper_conn_n = 2, c.model.hyper_conn_n_set = true; },
@@ -311,7 +313,7 @@ TrainConfig unusual() {
     c.warmup_iters = 11, c.lr_decay_iters = 13, c.max_iters = 17, c.weight_decay = 0.0;
     c.beta1 = 0.123456789012345678, c.beta2 = 1.0 / 3.0, c.grad_clip = 2.0;
     c.eval_interval = 19, c.eval_iters = 23, c.log_interval = 29, c.checkpoint_interval = 31;
-    c.diag_interval = 37;
+    c.diag_interval = 37, c.sample_interval = 41, c.sample_tokens = 43;
     c.seed = 9007199254740993ull, c.data_order = "se\"qu\\en\ttial\n", c.train_split = 0.75;
     return c;
 }

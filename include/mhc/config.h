@@ -46,6 +46,8 @@ struct TrainConfig {
     double weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, grad_clip = 1.0 /* 0: no clipping */;
     int eval_interval = 250, eval_iters = 20, log_interval = 10, checkpoint_interval = 0 /* 0: = eval_interval */;
     int diag_interval = 10;        // steps between SPEC §6 connection diagnostics in metrics.jsonl (0: never)
+    int sample_interval = 0;       // steps between samples of the model printed and logged (0: never)
+    int sample_tokens = 64;        // tokens in each of those samples, at most
     int keep_checkpoints = 3;      // checkpoints kept in the run directory (the newest ones)
     int max_nonfinite_steps = 5;   // consecutive steps with a non-finite loss or gradient before the run stops
     uint64_t seed = 1337;

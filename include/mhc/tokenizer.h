@@ -131,9 +131,11 @@ int utf8_char_length(const unsigned char* s, size_t n);
 // gpt2_tokenizer.bin (bytes needs no file), and returns the checkpoint metadata entry naming it
 // ({"tokenizer": JSON of its TokenizerRef}); empty when there is none. `given` is --tokenizer
 // (a file or "bytes"), else the data's own tokenizer is used. Checks the vocabulary against the
-// model's; on resume, a different tokenizer than the run's is an error.
+// model's; on resume, a different tokenizer than the run's is an error. The tokenizer itself goes
+// to *out when there is one and out is given (the samples of a run).
 std::map<std::string, std::string> run_tokenizer_attach(const std::string& run_dir, const std::string& given,
-                                                        const TokenizerRef& data_tokenizer, int model_vocab);
+                                                        const TokenizerRef& data_tokenizer, int model_vocab,
+                                                        Tokenizer* out = nullptr);
 // Sampling and evaluation: `given` (--tokenizer) if set, else the one the checkpoint's metadata
 // names (its file beside the checkpoint, CRC-checked), else bytes for a 256-token model. Returns
 // false when there is none; a named but missing, changed or mismatched one is an error.

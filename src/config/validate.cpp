@@ -78,6 +78,9 @@ void config_finalize(TrainConfig& c) {
     at_least_1(c.checkpoint_interval, "checkpoint_interval");
     check(c.diag_interval >= 0,
           "diag_interval must be >= 0 (0: no diagnostics), got " + std::to_string(c.diag_interval));
+    check(c.sample_interval >= 0,
+          "sample_interval must be >= 0 (0: no samples), got " + std::to_string(c.sample_interval));
+    at_least_1(c.sample_tokens, "sample_tokens");
     at_least_1(c.keep_checkpoints, "keep_checkpoints");
     at_least_1(c.max_nonfinite_steps, "max_nonfinite_steps");
 

@@ -44,7 +44,8 @@ Tokenizer load_ref(const TokenizerRef& ref, const std::string& dir, const std::s
 }  // namespace
 
 std::map<std::string, std::string> run_tokenizer_attach(const std::string& dir, const std::string& given,
-                                                        const TokenizerRef& data_tokenizer, int model_vocab) {
+                                                        const TokenizerRef& data_tokenizer, int model_vocab,
+                                                        Tokenizer* out) {
     Tokenizer tok;
     if (!given.empty()) {
         tok = load_given(given);
@@ -81,6 +82,7 @@ std::map<std::string, std::string> run_tokenizer_attach(const std::string& dir, 
             tokenizer_copy_file(tok, dst);
         }
     }
+    if (out) *out = tok;
     return {{"tokenizer", tokenizer_ref_to_json(ref)}};
 }
 

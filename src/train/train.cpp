@@ -28,6 +28,7 @@
 #include "train/guard.h"
 #include "train/resume.h"
 #include "train/run_dir.h"
+#include "train/run_sample.h"
 #include "train/train_data.h"
 #include "train/val_set.h"
 
@@ -157,6 +158,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     // on rank 0 reaches the others in their next wait (comm.h): one line, every rank stops.
     std::optional<run_dir::Writer> writer;
     std::map<std::string, std::string> tokenizer_meta;
+    std::optional<Tokenizer> tokenizer;  // the run's, when it has one (its samples' text)
     if (root) {
         writer.emplace(run_dir::take(opt.out_dir));
         const bool has_run = !run_dir::latest_checkpoint(opt.out_dir).empty();
@@ -167,7 +169,9 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
                                      "choose another --out");
         // The run's tokenizer (mhc/tokenizer.h): checked against the model, copied into the run,
         // named in every checkpoint.
-        tokenizer_meta = run_tokenizer_attach(opt.out_dir, opt.tokenizer, data.train.tokenizer, cfg.model.vocab_size);
+        Tokenizer tok;
+        tokenizer_meta = run_tokenizer_attach(opt.out_dir, opt.tokenizer, data.train.tokenizer, cfg.model.vocab_size, &tok);
+        if (!tokenizer_meta.empty()) tokenizer = std::move(tok);
     }
 
     GPT<float> m;
@@ -275,9 +279,15 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         const bool diag_now = cfg.diag_interval > 0 && (done % cfg.diag_interval == 0 || last);
         if (diag_now) rec["diag"] = engine->diagnostics();  // this rank's last micro-batch
         if (eval_now) rec["val_loss"] = res.final_val_loss = dp_val_set_loss(dp, m, vs);
+        // A sample reads the model only (its own cache and generator): resumption stays exact.
+        const bool sample_now = root && cfg.sample_interval > 0 && (done % cfg.sample_interval == 0 || last);
+        if (sample_now)
+            rec["sample"] = run_sample(*engine, tokenizer ? &*tokenizer : nullptr, m.V, cfg.sample_tokens,
+                                       cfg.seed + (uint64_t)done);
         rec["peak_rss_mb"] = sys::peak_rss_mb();
         rec["time_s"] = run_time();
-        if (root && (done % cfg.log_interval == 0 || eval_now || diag_now || done == 1 || !finite)) log->append(rec);
+        if (root && (done % cfg.log_interval == 0 || eval_now || diag_now || sample_now || done == 1 || !finite))
+            log->append(rec);
         if (!opt.quiet && finite) {
             std::vector<double> recent(step_times.end() - std::min<size_t>(step_times.size(), 20), step_times.end());
             std::nth_element(recent.begin(), recent.begin() + recent.size() / 2, recent.end());
@@ -287,9 +297,10 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
             std::snprintf(line, sizeof line, "step %ld/%d  loss %.4f%s  lr %.2e  %.0f tok/s  ETA %s", done,
                           cfg.max_iters, loss, val, lr, tokens_per_step / med,
                           fmt_eta(med * (cfg.max_iters - done)).c_str());
-            if (opt.progress) std::fprintf(stderr, "\r%-100s%s", line, eval_now || last ? "\n" : "");
+            if (opt.progress) std::fprintf(stderr, "\r%-100s%s", line, eval_now || last || sample_now ? "\n" : "");
             else if (done % cfg.log_interval == 0 || eval_now || done == 1) std::fprintf(stderr, "%s\n", line);
         }
+        if (!opt.quiet && sample_now) std::fprintf(stderr, "%s\n", run_sample_lines(done, rec["sample"]).c_str());
         const bool give_up = nonfinite_in_a_row >= cfg.max_nonfinite_steps;
         const bool stop = comm_any(comm, g_stop != 0);  // every rank stops at the same step
         if (done % cfg.checkpoint_interval == 0 || last || stop || give_up) res.checkpoint = save(done);

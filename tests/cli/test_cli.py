@@ -41,10 +41,15 @@ def write_corpus():
 
 def test_resume_is_bit_identical():
     # Both runs pin lr_decay_iters, so the schedule of the first half matches the straight run's.
+    # Samples every 3 steps, which read the model only: the runs must not notice them.
     common = ["--data", path("corpus.txt"), *TINY, "--set", "lr_decay_iters=20", "--set", "checkpoint_interval=5",
-              "--set", "gradient_accumulation_steps=2", "--quiet"]
+              "--set", "gradient_accumulation_steps=2", "--quiet", "--set", "sample_interval=3", "--set", "sample_tokens=12"]
     r = run("train", *common, "--set", "max_iters=20", "--out", path("straight"))
     check("train 20 steps straight", r.returncode == 0, r.stderr)
+    r = run("train", *common, "--set", "max_iters=20", "--set", "sample_interval=0", "--out", path("no_samples"))
+    check("the same without samples: the same losses", r.returncode == 0 and
+          [(m["step"], m["loss"]) for m in metrics(path("no_samples"))] ==
+          [(m["step"], m["loss"]) for m in metrics(path("straight"))], r.stderr)
     r = run("train", *common, "--set", "max_iters=10", "--out", path("split"))
     check("train the first 10 steps", r.returncode == 0, r.stderr)
     r = run("train", "--data", path("corpus.txt"), "--out", path("split"), "--resume", "--set", "max_iters=20",
@@ -54,6 +59,12 @@ def test_resume_is_bit_identical():
     a, b = metrics(path("straight")), metrics(path("split"))
     check("resumed losses identical to an uninterrupted run", len(a) == 20 and key(a) == key(b),
           "%s\nvs\n%s" % (key(a)[-3:], key(b)[-3:]))
+    sa = {m["step"]: m["sample"] for m in a if "sample" in m}
+    sb = {m["step"]: m["sample"] for m in b if "sample" in m}
+    check("samples at steps 3, 6, .. 18 and the last; the resumed run's the same (and one where it stopped)",
+          sorted(sa) == [3, 6, 9, 12, 15, 18, 20] and sorted(sb) == sorted(list(sa) + [10]) and
+          all(sb[k] == sa[k] for k in sa) and all(0 < len(s["tokens"]) <= 12 and "text" in s for s in sa.values()),
+          "%s\nvs\n%s" % (sa, sb))
     with open(path("straight/ckpt_000020.safetensors"), "rb") as f1, \
             open(path("split/ckpt_000020.safetensors"), "rb") as f2:
         check("resumed final weights bit-identical", f1.read() == f2.read())
@@ -181,6 +192,16 @@ def test_sample():
     check("sample --top-p: 1e-9 keeps the most likely token only (greedy), 1 changes nothing",
           greedy.get("tokens") and tiny_p.get("tokens") == greedy.get("tokens") and
           full_p.get("tokens") == outs[0].get("tokens") and full_p.get("finish_reason") == "length", (greedy, tiny_p))
+    # Samples while training: text for a model with a tokenizer (bytes here), ids for one without.
+    for data, extra, name, want in ((path("corpus.txt"), [], "train_samples_text", "text"),
+                                    (path("small.bin"), ["--set", "vocab_size=64", "--set", "train_split=0.5"],
+                                     "train_samples_ids", "ids")):
+        r = run("train", "--data", data, *TINY, *extra, "--set", "max_iters=2", "--set", "sample_interval=1",
+                "--set", "sample_tokens=16", "--out", path(name))
+        ss = [m.get("sample", {}) for m in metrics(path(name))] if r.returncode == 0 else []
+        check("train with sample_interval=1 (%s): a sample at each step, in metrics and on stderr" % want,
+              len(ss) == 2 and all(0 < len(s.get("tokens", [])) <= 16 and ("text" in s) == (want == "text") for s in ss)
+              and "sample at step 1:\n" in r.stderr and "sample at step 2:\n" in r.stderr, (ss, r.stderr[-300:]))
     v64 = path("v64/ckpt_000002.safetensors")
     r = run("sample", "--ckpt", v64, "--prompt-tokens", "1,2,3", "--max-new-tokens", "8", "--json")
     res = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {}

@@ -45,14 +45,13 @@ def run(exe, *args):
     return subprocess.run([exe, *args], capture_output=True, text=True, env=env, cwd=TMP)
 
 
-def losses(run_dir):
-    out = {}
+def metrics_of(run_dir):
     with open(os.path.join(TMP, run_dir, "metrics.jsonl")) as f:
-        for line in f:
-            rec = json.loads(line)
-            if "loss" in rec:
-                out[rec["step"]] = (rec["loss"], rec.get("val_loss"))
-    return out
+        return [json.loads(line) for line in f]
+
+
+def losses(run_dir):
+    return {rec["step"]: (rec["loss"], rec.get("val_loss")) for rec in metrics_of(run_dir) if "loss" in rec}
 
 
 def close(a, b, tol):
@@ -156,11 +155,15 @@ def test_repeatable():
             check("%s with recompute = true: bit-identical losses and validation losses" % base,
                   losses(base) == losses(base + "_recompute"), (losses(base), losses(base + "_recompute")))
     # CUDA graphs replay the same work: the same bits, and no capture refused on the way (evaluations,
-    # diagnostics and checkpoints between the steps); the CPU refuses the key in one line.
+    # diagnostics, samples of the model and checkpoints between the steps); the CPU refuses the key
+    # in one line.
     r = train(EMU, "gpu_mhc_lite_graphs", "--device", "cuda", "--set", "hyper_conn_type=mhc_lite",
-              "--set", "cuda_graphs=true")
+              "--set", "cuda_graphs=true", "--set", "sample_interval=2", "--set", "sample_tokens=8")
     check("cuda_graphs = true: trains, nothing refused", r.returncode == 0 and "cuda_graphs off" not in r.stderr,
           r.stderr)
+    samples = [m["sample"] for m in metrics_of("gpu_mhc_lite_graphs") if "sample" in m] if r.returncode == 0 else []
+    check("samples of the model on the GPU at steps 2, 4, 6", len(samples) == 3 and
+          all(0 < len(s.get("tokens", [])) <= 8 and "text" in s for s in samples), samples)
     if r.returncode == 0:
         check("cuda_graphs = true: bit-identical losses and validation losses",
               losses("gpu_mhc_lite") == losses("gpu_mhc_lite_graphs"), (losses("gpu_mhc_lite"), losses("gpu_mhc_lite_graphs")))

@@ -127,13 +127,17 @@ def test_two_ranks_equal_one():
     # 2 ranks x 2, and 1 x 2 against 2 x 1.
     for variant, accum in (("mhc_lite", 4), ("hc", 2)):
         common = ["--set", "hyper_conn_type=" + variant, "--set", "gradient_accumulation_steps=%d" % accum,
-                  "--set", "max_iters=30"]
+                  "--set", "max_iters=30", "--set", "sample_interval=%d" % (10 if variant == "mhc_lite" else 0)]
         one, two = path("eq1_" + variant), path("eq2_" + variant)
         r1, r2 = train(1, one, *common), train(2, two, *common)
         check("%s: 1 rank x %d and 2 ranks x %d micro-batches train 30 steps" % (variant, accum, accum // 2),
               r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr)
         if r1.returncode or r2.returncode:
             continue
+        if variant == "mhc_lite":  # rank 0 samples while the other waits at the next step
+            with open(path(two, "metrics.jsonl")) as f:
+                steps = [m["step"] for m in map(json.loads, f) if "tokens" in m.get("sample", {})]
+            check("2 ranks: rank 0's samples of the model at steps 10, 20, 30", steps == [10, 20, 30], steps)
         gap = max_loss_gap(one, two)
         check("%s: the same losses for 30 steps within 1e-5 (max gap %.2e)" % (variant, gap), gap <= 1e-5)
         wgap = max_weight_gap(path(one, "ckpt_000030.safetensors"), path(two, "ckpt_000030.safetensors"))
