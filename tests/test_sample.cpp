@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 #include <stdexcept>
+#include <tuple>
 
 #include "gpt_util.h"
 #include "mhc/sample.h"
@@ -347,6 +348,32 @@ TEST(SampleGenerate, StopsAfterAStopToken) {
     EXPECT_EQ(calls, (int)j + 1);
     s.stop = {11};
     EXPECT_THROW(generate(m, prompt, 10, s), std::invalid_argument);  // outside the vocabulary
+}
+
+// Ids a tokenizer cannot decode (a padded vocabulary) are never drawn, however likely.
+TEST(SampleSampler, OnlyAllowedIdsAreDrawn) {
+    const std::vector<float> logits = {0.0f, 1.0f, 5.0f, 0.5f, 9.0f};
+    Sampling s = S(0.0, 0);
+    s.allowed = {1, 1, 0, 1, 0};
+    SplitMix64 rng(3);
+    std::vector<int32_t> work;
+    EXPECT_EQ(sample_token(logits.data(), 5, s, rng, work), 1);  // greedy: the best allowed
+    for (auto [temp, k, p] : {std::tuple{1.0, 0, 1.0}, {5.0, 2, 1.0}, {5.0, 0, 0.9}}) {
+        s.temperature = temp, s.top_k = k, s.top_p = p;
+        std::vector<int> count(5, 0);
+        for (int i = 0; i < 3000; i++) count[sample_token(logits.data(), 5, s, rng, work)]++;
+        EXPECT_EQ(count[2] + count[4], 0) << temp << " " << k << " " << p;
+        EXPECT_GT(count[1], 0);
+        if (k != 2) {
+            EXPECT_GT(count[0] * count[3], 0);
+        } else {
+            EXPECT_EQ(count[0], 0);  // the top 2 of the allowed: 1 and 3
+        }
+    }
+    s.allowed = {1, 1, 1};  // another vocabulary's
+    EXPECT_THROW(sample_token(logits.data(), 5, s, rng, work), std::invalid_argument);
+    s.allowed.assign(5, 0);
+    EXPECT_THROW(sample_token(logits.data(), 5, s, rng, work), std::invalid_argument);
 }
 
 TEST(SampleSampler, TiesGoToTheLowerId) {

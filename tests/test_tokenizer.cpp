@@ -161,6 +161,8 @@ TEST(TokenizerSpm, DummyPrefixModelsDecodeLineByLine) {
     // text either: "round" + </s> + "hello" decodes to "roundhello", 10 text bytes.
     const int eos = sp.eos_id();
     ASSERT_TRUE(eos >= 0 && t.special[(size_t)eos]);
+    EXPECT_EQ(t.doc_start, sp.bos_id());  // <s>
+    EXPECT_TRUE(t.special[(size_t)sp.bos_id()]);
     V docs = enc(t, "round");
     docs.push_back((uint32_t)eos);
     for (uint32_t id : enc(t, "hello")) docs.push_back(id);
@@ -215,6 +217,7 @@ TEST(TokenizerLlmc, DecodesOnly) {
     EXPECT_EQ(tokenizer_text_bytes(t, 1, st), 2);
     EXPECT_EQ(tokenizer_text_bytes(t, 4, st), 0);
     EXPECT_EQ(std::count(t.special.begin(), t.special.end(), 1), 1);
+    EXPECT_EQ(t.doc_start, 4);  // llm.c's data puts it before each document
     try {
         enc(t, "a");
         ADD_FAILURE();

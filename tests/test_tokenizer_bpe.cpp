@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -154,6 +155,15 @@ TEST(TokenizerBpe, AddedTokensFirst) {
     j["added_tokens"][0]["special"] = false;
     const Tokenizer plain = tokenizer_load(write_json("not_special.json", j));
     EXPECT_EQ(tokenizer_text_bytes(plain, 269, st), 13);
+    // Sampling with it: a document starts at <|endoftext|>, which ends one too; a model padded to
+    // 384 ids draws only the 271 the tokenizer decodes.
+    EXPECT_EQ(t.doc_start, 269);
+    EXPECT_EQ(plain.doc_start, -1);  // not special: just text
+    EXPECT_EQ(tokenizer_special_ids(t, 384), (std::vector<int32_t>{269}));
+    const std::vector<uint8_t> ok = tokenizer_decodable(t, 384);
+    ASSERT_EQ(ok.size(), 384u);
+    EXPECT_EQ(std::count(ok.begin(), ok.end(), 1), 271);
+    EXPECT_EQ(std::count(ok.begin(), ok.begin() + 271, 1), 271);
 }
 
 TEST(TokenizerBpe, OptionsAddPrefixSpaceAndIgnoreMerges) {

@@ -67,11 +67,14 @@ struct Sampling {
     double top_p = 1.0;         // in (0, 1]
     uint64_t seed = 1;          // of the draws (generate); sample_token takes a generator instead
     std::vector<int32_t> stop;  // generate() ends after one of these ids (it is returned): end of text
+    // Empty: every id may be drawn. Else V flags, 1 where an id may be: those the tokenizer can
+    // decode (a model padded past its tokenizer's vocabulary never writes the padding).
+    std::vector<uint8_t> allowed;
 };
 
-// Chooses a token from logits [V] as s says (its seed and stop unused). `work` is scratch, grown on
-// first use. Throws std::invalid_argument for options out of range, std::runtime_error on a
-// non-finite logit.
+// Chooses a token from logits [V] as s says (its seed and stop unused), among s.allowed's ids.
+// `work` is scratch, grown on first use. Throws std::invalid_argument for options out of range (an
+// `allowed` of another size than V, or allowing nothing), std::runtime_error on a non-finite logit.
 template <typename T>
 int32_t sample_token(const T* logits, int V, const Sampling& s, SplitMix64& rng, std::vector<int32_t>& work);
 

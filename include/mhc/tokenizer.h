@@ -50,6 +50,10 @@ struct Tokenizer {
     // a tokenizer.json's added tokens marked "special", llm.c's end-of-text. Decoded as written,
     // but no text bytes (bits per byte), and what follows starts a document (a line start).
     std::vector<uint8_t> special;
+    // The id a document starts with, where the tokenizer has one: llm.c's end of text (its data
+    // puts one before each document), SentencePiece's <s>, a tokenizer.json's <|endoftext|>,
+    // <|begin_of_text|>, <|startoftext|> or <s> (the first of those it has, marked special); -1.
+    int doc_start = -1;
     // SentencePiece models that add a dummy "▁" in front of each line: decoding drops one space at
     // the start of each line, as SentencePiece's decoder does at the start of its text.
     bool strip_line_space = false;
@@ -81,6 +85,12 @@ std::string tokenizer_decode(const Tokenizer& tok, const std::vector<int32_t>& i
 // special id; SentencePiece's line rule drops a dummy prefix's space at a line start. Ids as
 // decode_one's.
 int64_t tokenizer_text_bytes(const Tokenizer& tok, int64_t id, DecodeState& st);
+
+// For sampling a model of V ids with this tokenizer: V flags, 1 for the ids it can decode (not
+// the ids past its vocabulary that pad the model's, nor holes).
+std::vector<uint8_t> tokenizer_decodable(const Tokenizer& tok, int V);
+// Its special ids below V, in order (where a sample ends: the end of a document).
+std::vector<int32_t> tokenizer_special_ids(const Tokenizer& tok, int V);
 
 // True when text may be cut at byte p (0 < p < text.size()) and the two sides encoded apart give
 // the ids of the whole: bytes anywhere; SentencePiece after a newline; byte-level BPE before a

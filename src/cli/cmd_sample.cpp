@@ -82,9 +82,10 @@ Runner add_sample(CLI::App& app) {
         sampling.temperature = o->temperature;
         sampling.top_k = o->top_k;
         sampling.top_p = o->top_p;
-        if (text && !o->ignore_eos)  // a document ends at a special token: so does a sample
-            for (int id = 0; id < tok.vocab_size && id < m.V; id++)
-                if (tok.special[(size_t)id]) sampling.stop.push_back(id);
+        if (text) {
+            sampling.allowed = tokenizer_decodable(tok, m.V);  // never GPT-2's padding, 50257..50303
+            if (!o->ignore_eos) sampling.stop = tokenizer_special_ids(tok, m.V);  // a document ends there
+        }
         AdamW<float> no_optimizer;
         auto engine = engine_make(o->device, m, no_optimizer);
         auto put = [](const std::string& s) { std::fwrite(s.data(), 1, s.size(), stdout); };

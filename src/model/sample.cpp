@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -100,6 +99,10 @@ template <typename T>
 int32_t sample_token(const T* logits, int V, const Sampling& s, SplitMix64& rng, std::vector<int32_t>& work) {
     check_sampling(s);
     if (V < 1) throw std::invalid_argument("sample_token: vocabulary size must be >= 1");
+    if (!s.allowed.empty() && s.allowed.size() != (size_t)V)
+        throw std::invalid_argument("sampling: " + std::to_string(s.allowed.size()) + " allowed flags for a vocabulary of " +
+                                    std::to_string(V));
+    auto ok = [&](int32_t i) { return s.allowed.empty() || s.allowed[(size_t)i] != 0; };
     for (int i = 0; i < V; i++)
         if (!std::isfinite((double)logits[i]))
             throw std::runtime_error("sampling: the model produced a non-finite logit (token " +
@@ -107,19 +110,22 @@ int32_t sample_token(const T* logits, int V, const Sampling& s, SplitMix64& rng,
     // A strict total order (larger logit first, then lower id): the candidate set never depends on
     // the sorting algorithm, so the draws are the same with every standard library.
     auto before = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+    work.clear();  // the candidates, by id
+    for (int32_t i = 0; i < V; i++)
+        if (ok(i)) work.push_back(i);
+    const int n = (int)work.size();
+    if (n == 0) throw std::invalid_argument("sampling: no token id is allowed");
     if (s.temperature == 0) {
-        int32_t best = 0;
-        for (int32_t i = 1; i < V; i++)
+        int32_t best = work[0];
+        for (int32_t i : work)
             if (before(i, best)) best = i;
         return best;
     }
-    int K = s.top_k > 0 && s.top_k < V ? s.top_k : V;
-    work.resize(V);
-    std::iota(work.begin(), work.end(), 0);
+    int K = s.top_k > 0 && s.top_k < n ? s.top_k : n;
     if (s.top_p < 1) {
         // The nucleus needs the candidates most likely first; that order is also a fixed one to sum in.
         std::partial_sort(work.begin(), work.begin() + K, work.end(), before);
-    } else if (K < V) {
+    } else if (K < n) {
         std::nth_element(work.begin(), work.begin() + (K - 1), work.end(), before);
         std::sort(work.begin(), work.begin() + K);  // candidates by id: a fixed summation order
     }
@@ -166,6 +172,9 @@ std::vector<int32_t> generate_with(int V, int capacity, const std::function<cons
             throw std::invalid_argument("generate: stop token " + std::to_string(t) + " out of range 0.." +
                                         std::to_string(V - 1));
     check_sampling(s);
+    if (!s.allowed.empty() && s.allowed.size() != (size_t)V)
+        throw std::invalid_argument("generate: " + std::to_string(s.allowed.size()) +
+                                    " allowed flags for a vocabulary of " + std::to_string(V));
     if (max_new_tokens < 0)
         throw std::invalid_argument("max_new_tokens must be >= 0, got " + std::to_string(max_new_tokens));
     reset();

@@ -333,6 +333,11 @@ Tokenizer bpe_load(const std::string& path, std::string_view text) {
         }
         t.special.assign((size_t)t.vocab_size, 0);
         for (const AddedToken& a : m->added) t.pieces[a.id] = a.content, t.has_piece[a.id] = 1, t.special[a.id] = a.special;  // decoded as written
+        for (const char* start : {"<|endoftext|>", "<|begin_of_text|>", "<|startoftext|>", "<s>"}) {
+            for (const AddedToken& a : m->added)
+                if (a.special && a.content == start) t.doc_start = (int)a.id;
+            if (t.doc_start >= 0) break;
+        }
         for (const auto& [id, tok] : by_id)
             if (!t.has_piece[id]) fail(path, "not a byte-level vocabulary: token " + std::to_string(id) + " '" + tok + "' has characters outside the byte-to-unicode alphabet");
         t.bpe = m;

@@ -105,6 +105,7 @@ Tokenizer spm_load(const std::string& path, std::string_view bytes) {
     // its decoder drops that space again, which mhc does at the start of each line.
     std::vector<std::string> probe;
     if (m->sp.Encode("a", &probe).ok() && !probe.empty() && probe[0].rfind(kSpace, 0) == 0) t.strip_line_space = true;
+    if (const int bos = m->sp.bos_id(); bos >= 0 && bos < n && m->sp.IsControl(bos)) t.doc_start = bos;
     t.spm = m;
     return t;
 }

@@ -68,7 +68,7 @@ Tokenizer llmc_load(const std::string& path, const std::string& s) {
     if (off != s.size()) fail(path, std::to_string(s.size() - off) + " bytes of trailing data after the llm.c tokenizer's " + std::to_string(vocab) + " tokens");
     t.special.assign(vocab, 0);
     const uint32_t eot = version == 2 ? le32(s, 12) : 50256;
-    if (eot < vocab) t.special[eot] = 1;
+    if (eot < vocab) t.special[eot] = 1, t.doc_start = (int)eot;
     return t;
 }
 
@@ -125,7 +125,7 @@ void tokenizer_encode(const Tokenizer& t, std::string_view text, std::vector<uin
 }
 
 void tokenizer_decode_one(const Tokenizer& t, int64_t id, DecodeState& st, std::string& out) {
-    if (id < 0 || id >= t.vocab_size || !t.has_piece[(size_t)id])
+    if (id < 0 || id >= t.vocab_size || (size_t)id >= t.has_piece.size() || !t.has_piece[(size_t)id])
         throw std::out_of_range("token id " + std::to_string(id) + " is not in the vocabulary of the tokenizer " +
                                 (t.path.empty() ? std::string("bytes") : t.path) + " (" + std::to_string(t.vocab_size) + " ids)");
     const std::string& p = t.pieces[(size_t)id];
@@ -158,6 +158,19 @@ int64_t tokenizer_text_bytes(const Tokenizer& t, int64_t id, DecodeState& st) {
     std::string s;
     tokenizer_decode_one(t, id, st, s);
     return t.special[(size_t)id] ? 0 : (int64_t)s.size();
+}
+
+std::vector<uint8_t> tokenizer_decodable(const Tokenizer& t, int V) {
+    std::vector<uint8_t> ok((size_t)std::max(V, 0), 0);
+    for (int id = 0; id < V && id < t.vocab_size && (size_t)id < t.has_piece.size(); id++) ok[(size_t)id] = t.has_piece[(size_t)id];
+    return ok;
+}
+
+std::vector<int32_t> tokenizer_special_ids(const Tokenizer& t, int V) {
+    std::vector<int32_t> ids;
+    for (int id = 0; id < V && (size_t)id < t.special.size(); id++)
+        if (t.special[(size_t)id]) ids.push_back(id);
+    return ids;
 }
 
 bool tokenizer_cut_ok(const Tokenizer& t, std::string_view text, size_t p) {

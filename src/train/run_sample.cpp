@@ -13,10 +13,10 @@ nlohmann::json run_sample(Engine& e, const Tokenizer* tok, int V, int count, uin
     s.seed = seed;
     std::vector<int32_t> prompt;
     if (tok) {
-        for (int id = 0; id < tok->vocab_size && id < V; id++)
-            if (tok->special[(size_t)id]) s.stop.push_back(id);
-        if (!s.stop.empty()) {
-            prompt = {s.stop[0]};
+        s.allowed = tokenizer_decodable(*tok, V);
+        s.stop = tokenizer_special_ids(*tok, V);
+        if (tok->doc_start >= 0 && tok->doc_start < V) {
+            prompt = {tok->doc_start};
         } else if (tok->can_encode) {
             std::vector<uint32_t> ids;
             tokenizer_encode(*tok, "\n", ids);
@@ -24,18 +24,17 @@ nlohmann::json run_sample(Engine& e, const Tokenizer* tok, int V, int count, uin
         }
     }
     if (prompt.empty()) prompt = {0};
-    std::vector<int32_t> out;
-    try {
-        out = e.generate(prompt, count, s, {});
-    } catch (const std::runtime_error& err) {  // non-finite logits of finite weights: said, not fatal
+    try {  // non-finite logits of finite weights, a device out of memory: said, never fatal
+        const std::vector<int32_t> out = e.generate(prompt, count, s, {});
+        nlohmann::json j = {{"tokens", out}};
+        if (tok) {
+            Utf8Stream u;
+            j["text"] = u.push(tokenizer_decode(*tok, out)) + u.finish();
+        }
+        return j;
+    } catch (const std::exception& err) {
         return {{"error", err.what()}};
     }
-    nlohmann::json j = {{"tokens", out}};
-    if (tok) {
-        Utf8Stream u;
-        j["text"] = u.push(tokenizer_decode(*tok, out)) + u.finish();
-    }
-    return j;
 }
 
 std::string run_sample_lines(long step, const nlohmann::json& sample) {

@@ -62,7 +62,8 @@ nlohmann::json data_identity(const std::string& data, const std::vector<std::str
 TrainData load_train_data(const TrainOptions& opt, const TrainConfig& cfg) {
     TrainData d;
     d.train = load_tokens(opt.data, opt.format, cfg.model.vocab_size);
-    const std::vector<std::string> train_files = d.train.files;    const std::string train_phrase = data_phrase(opt.data, d.train);  // before a split cuts a file off
+    const std::vector<std::string> train_files = d.train.files;
+    const std::string train_phrase = data_phrase(opt.data, d.train);  // before a split cuts a file off
     std::string val_phrase;
     if (!opt.val_data.empty()) {
         d.val = load_tokens(opt.val_data, opt.format, d.train.vocab_size);

@@ -26,7 +26,7 @@ import struct
 import subprocess
 import sys
 
-from harness import MHC, TMP, check, last_json, path, one_line_error, stderr_text, finish
+from harness import MHC, TMP, check, last_json, metrics, path, one_line_error, stderr_text, finish
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "..", "tokenizers", "tiny_bpe.json")
@@ -181,6 +181,18 @@ def test_tokenizer_json():
     res = last_json(run("sample", *hot, "--ignore-eos", "--json"))
     check("sample --ignore-eos: all 2000 tokens, past <|endoftext|>", res.get("finish_reason") == "length" and
           len(res.get("tokens", [])) == 2000 and res["tokens"][:len(toks)] == toks, str(res)[:300])
+    # A model padded past its tokenizer (271 ids to 384, as GPT-2's 50257 to 50304) never writes the
+    # padding: not when sampled, not in the samples of its training (which start at <|endoftext|>).
+    r = run("train", "--data", path("bpe_docs", "train.bin"), *TINY, "--set", "max_iters=2", "--set", "vocab_size=384",
+            "--set", "sample_interval=1", "--set", "sample_tokens=300", "--set", "train_split=0.5",
+            "--out", path("run_bpe_padded"), "--quiet")
+    samples = [m.get("sample", {}) for m in metrics(path("run_bpe_padded"))] if r.returncode == 0 else []
+    check("training a padded model: its samples use the tokenizer's 271 ids only", len(samples) == 2 and
+          all("text" in s and s["tokens"] and max(s["tokens"]) < 271 for s in samples), (samples, stderr_text(r)))
+    res = last_json(run("sample", "--ckpt", path("run_bpe_padded"), "--prompt", "the", "--max-new-tokens", "2000",
+                        "--temperature", "100", "--top-k", "0", "--ignore-eos", "--json"))
+    check("sampling a padded model (2000 near-uniform draws): the tokenizer's 271 ids only",
+          len(res.get("tokens", [])) == 2000 and max(res["tokens"]) < 271, str(res)[:300])
 
 
 def test_bytes_and_llmc():
