@@ -34,6 +34,9 @@ struct SafeTensors {
 };
 
 SafeTensors safetensors_read(const std::string& path);
+// The same checks of the header and the file's size, but no tensor is read: metadata, names,
+// dtypes and shapes (each StTensor's data empty).
+SafeTensors safetensors_read_header(const std::string& path);
 
 // The same reader on a whole file already in memory (embedders, the fuzz targets); `name` stands
 // for the path in messages and in the result's `path`.

@@ -22,6 +22,7 @@ struct TrainOptions {
     DataFormat format = DataFormat::automatic;
     bool resume = false;
     bool resume_from_intact = false;  // with resume: when the newest checkpoint is corrupt, take the newest intact one
+    std::string init_from;  // --init-from: a checkpoint (or run directory) whose weights start a new run
     bool progress = true;   // a live progress line (else plain log lines), chosen by the CLI
     bool quiet = false;     // no per-step output at all
 };

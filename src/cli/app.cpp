@@ -54,23 +54,6 @@ std::vector<std::string> parse_variant_list(const std::string& list) {
     return out;
 }
 
-std::string load_checkpoint(const std::string& path, GPT<float>& m, SafeTensors* raw) {
-    std::string file = path;
-    std::error_code ec;
-    if (std::filesystem::is_directory(path, ec)) {  // a run directory: the checkpoint `latest` names
-        file = run_dir::latest_checkpoint(path);
-        if (file.empty())
-            throw std::runtime_error(path + " is a directory without a checkpoint (no 'latest'): give a run "
-                                     "directory or a .safetensors file");
-    }
-    checkpoint_load(file, m, raw);
-    const std::string bad = nonfinite_tensor(m.params, m.param);
-    if (!bad.empty())
-        throw std::runtime_error(file + ": tensor '" + bad + "' holds NaN or inf: the model is unusable "
-                                 "(its run diverged; take an earlier checkpoint)");
-    return file;
-}
-
 void add_format_option(CLI::App& app, std::string& format) {
     app.add_option("--format", format, "Data format: auto, text, u16, u32, llmc")
         ->check(CLI::IsMember({"auto", "text", "u16", "u32", "llmc"}))

@@ -30,12 +30,6 @@ std::vector<std::string> split_list(const std::string& list);
 // Prints the result object as one line of JSON on stdout (the last line a --json command prints).
 void print_json(const nlohmann::json& j);
 
-// Loads a checkpoint file into a model, with the path named in any error. `path` may be a run
-// directory: its latest checkpoint. Returns the file loaded. A model whose weights hold NaN or inf
-// is refused (one line naming the tensor): nothing it computes would mean anything. With raw, the
-// file's tensors and metadata are kept there too (e.g. for the tokenizer it names).
-std::string load_checkpoint(const std::string& path, GPT<float>& m, SafeTensors* raw = nullptr);
-
 // --format for the commands that read token files: auto, text, u16, u32, llmc.
 void add_format_option(CLI::App& app, std::string& format);
 

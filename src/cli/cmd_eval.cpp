@@ -105,7 +105,7 @@ Runner add_eval(CLI::App& app) {
         engine_require(o->device);
         GPT<float> m;
         SafeTensors raw;
-        const std::string ckpt = load_checkpoint(o->ckpt, m, &raw);
+        const std::string ckpt = run_dir::load_model(o->ckpt, m, &raw);
         raw.tensors.clear();  // only the metadata is needed from here on
         const int T = o->seq ? o->seq : m.Tmax;
         if (T > m.Tmax)

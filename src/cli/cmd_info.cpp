@@ -3,6 +3,7 @@
 #include <random>
 
 #include "cli/cli.h"
+#include "train/run_dir.h"
 #include "mhc/data.h"
 #include "mhc/diag.h"
 #include "train/engine.h"
@@ -28,7 +29,7 @@ Runner add_info(CLI::App& app) {
     return [o] {
         engine_require(o->device);
         GPT<float> m;
-        const std::string ckpt = load_checkpoint(o->ckpt, m);
+        const std::string ckpt = run_dir::load_model(o->ckpt, m);
         const int B = o->batch, T = o->seq ? o->seq : m.Tmax;
         if (T > m.Tmax) throw std::invalid_argument("--seq exceeds the model's block_size " + std::to_string(m.Tmax));
         require_memory_to_run(m.cfg, o->device, B, T, "run the diagnostics");

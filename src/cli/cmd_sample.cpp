@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "cli/cli.h"
+#include "train/run_dir.h"
 #include "mhc/checkpoint.h"
 #include "mhc/sample.h"
 #include "mhc/tokenizer.h"
@@ -46,7 +47,7 @@ Runner add_sample(CLI::App& app) {
         engine_require(o->device);
         GPT<float> m;
         SafeTensors raw;
-        const std::string ckpt = load_checkpoint(o->ckpt, m, &raw);
+        const std::string ckpt = run_dir::load_model(o->ckpt, m, &raw);
         raw.tensors.clear();  // only the metadata is needed from here on
         Tokenizer tok;
         const bool text = tokenizer_for_checkpoint(ckpt, raw.metadata, o->tokenizer, m.V, tok);

@@ -37,7 +37,8 @@ Runner add_train(CLI::App& app) {
     };
     auto o = std::make_shared<Opts>();
     app.add_option("--config", o->config, "TOML config (nanoGPT key names); default: built-in defaults, "
-                   "or with --resume the run's own config.toml (or, if that is gone, its checkpoint's)")
+                   "with --resume the run's own config.toml (or, if that is gone, its checkpoint's), with --init-from "
+                   "the checkpoint's model keys and the built-in training keys")
         ->check(CLI::ExistingFile);
     app.add_option("--set", o->sets, "Override one config key: --set key=value (repeatable)")->default_str("");
     app.add_option("--data", o->t.data, "Training data: .txt (bytes), nanoGPT uint16 .bin, or llm.c shard; a quoted "
@@ -50,9 +51,14 @@ Runner add_train(CLI::App& app) {
     app.add_option("--tokenizer", o->t.tokenizer, "The run's tokenizer (SentencePiece .model, tokenizer.json, llm.c's "
                    "gpt2_tokenizer.bin, or bytes); default: the one in the data's meta.json (bytes for text)");
     app.add_option("--out", o->t.out_dir, "Run directory (config, metrics.jsonl, checkpoints)")->required();
-    app.add_flag("--resume", o->t.resume, "Continue the run in --out from its latest checkpoint");
-    app.add_flag("--resume-from-intact", o->t.resume_from_intact, "--resume, and when the latest checkpoint is "
-                 "corrupt, from the newest intact one (said on stderr)");
+    CLI::Option* resume = app.add_flag("--resume", o->t.resume, "Continue the run in --out from its latest checkpoint");
+    CLI::Option* intact = app.add_flag("--resume-from-intact", o->t.resume_from_intact, "--resume, and when the "
+                                       "latest checkpoint is corrupt, from the newest intact one (said on stderr)");
+    app.add_option("--init-from", o->t.init_from, "Start a new run in --out from the weights of this checkpoint (or run "
+                   "directory's latest): fine-tuning, on other data or with another schedule; the optimizer, step and "
+                   "data positions start afresh, the model keys are the checkpoint's")
+        ->excludes(resume)
+        ->excludes(intact);
     app.add_flag("--quiet", o->t.quiet, "No per-step output");
     app.add_flag("--json", o->json, "Print the result as one JSON object on the last line");
     // Under mpirun every rank runs this; comm_main makes one line of an error that several ranks hit.
@@ -62,6 +68,7 @@ Runner add_train(CLI::App& app) {
         t.resume = t.resume || t.resume_from_intact;
         if (!o->config.empty()) cfg = config_from_toml_file(o->config);
         else if (t.resume) cfg = resume_config(t.out_dir, comm.rank == 0);
+        else if (!t.init_from.empty()) cfg.model = run_dir::checkpoint_model(t.init_from);
         for (const auto& s : o->sets) config_apply_override(cfg, s);
         if (!o->device.empty()) cfg.device = o->device;  // e.g. a run resumed on the other device
         t.format = data_format_from_string(o->format);

@@ -123,7 +123,7 @@ struct FileSource : Source {
     void read(uint64_t off, void* dst, uint64_t n) const override { f.read_at((int64_t)off, dst, (int64_t)n); }
 };
 
-SafeTensors parse(const Source& src, const std::string& path) {
+SafeTensors parse(const Source& src, const std::string& path, bool with_data = true) {
     const uint64_t fsize = src.size;
     if (fsize < 8) bad(path, "not a safetensors file (shorter than its 8-byte header length)");
     uint8_t lenb[8];
@@ -201,6 +201,7 @@ SafeTensors parse(const Source& src, const std::string& path) {
     std::sort(ranges.begin(), ranges.end());
     for (size_t i = 1; i < ranges.size(); i++)
         if (ranges[i].first < ranges[i - 1].second) bad(path, "tensors overlap in the data region");
+    if (!with_data) return st;
     for (auto& [name, r] : todo) {
         StTensor& t = st.tensors[name];
         t.data.resize(r.second - r.first);
@@ -212,6 +213,8 @@ SafeTensors parse(const Source& src, const std::string& path) {
 }  // namespace
 
 SafeTensors safetensors_read(const std::string& path) { return parse(FileSource(path), path); }
+
+SafeTensors safetensors_read_header(const std::string& path) { return parse(FileSource(path), path, false); }
 
 SafeTensors safetensors_parse(std::string_view bytes, const std::string& name) {
     return parse(MemorySource(bytes), name);

@@ -117,6 +117,37 @@ std::string latest_checkpoint(const std::string& dir) {
     return name.empty() ? "" : dir + "/" + name + ".safetensors";
 }
 
+std::string model_file(const std::string& path) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(path, ec)) return path;
+    const std::string file = latest_checkpoint(path);  // a run directory: the checkpoint `latest` names
+    if (file.empty())
+        throw std::runtime_error(path + " is a directory without a checkpoint (no 'latest'): give a run "
+                                 "directory or a .safetensors file");
+    return file;
+}
+
+ModelConfig checkpoint_model(const std::string& path) {
+    const SafeTensors st = safetensors_read_header(model_file(path));
+    auto it = st.metadata.find("config");
+    if (it == st.metadata.end()) throw std::runtime_error(st.path + ": not an mhc checkpoint (no 'config' in the metadata)");
+    try {
+        return model_config_from_json(nlohmann::json::parse(it->second));
+    } catch (const std::exception& e) {
+        throw std::runtime_error(st.path + ": bad model config in the metadata: " + e.what());
+    }
+}
+
+std::string load_model(const std::string& path, GPT<float>& m, SafeTensors* raw) {
+    const std::string file = model_file(path);
+    checkpoint_load(file, m, raw);
+    const std::string bad = nonfinite_tensor(m.params, m.param);
+    if (!bad.empty())
+        throw std::runtime_error(file + ": tensor '" + bad + "' holds NaN or inf: the model is unusable "
+                                 "(its run diverged; take an earlier checkpoint)");
+    return file;
+}
+
 long latest_step(const std::string& dir) {
     const std::string name = read_latest(dir);
     if (name.rfind("ckpt_", 0) != 0) return -1;

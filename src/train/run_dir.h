@@ -20,6 +20,7 @@
 #include "mhc/data.h"
 #include "mhc/gpt.h"
 #include "mhc/optim.h"
+#include "mhc/safetensors.h"
 #include "sys/lock.h"
 
 namespace mhc::run_dir {
@@ -104,6 +105,16 @@ struct ResumeState {
 std::string save_checkpoint(const std::string& dir, const GPT<float>& m, const AdamW<float>& opt,
                             const ResumeState& rs, const std::string& train_config_json,
                             const std::map<std::string, std::string>& extra_meta = {});
+// Loads a checkpoint's model (eval, sample, info, train --init-from), with the path named in any
+// error. `path` may be a run directory: its latest checkpoint. Returns the file loaded. A model
+// whose weights hold NaN or inf is refused (one line naming the tensor): nothing it computes would
+// mean anything. With raw, the file's tensors and metadata are kept there too (the tokenizer it
+// names).
+std::string load_model(const std::string& path, GPT<float>& m, SafeTensors* raw = nullptr);
+// The checkpoint file `path` stands for: itself, or a run directory's latest.
+std::string model_file(const std::string& path);
+// A checkpoint's model config, from its header alone (no weights read).
+ModelConfig checkpoint_model(const std::string& path);
 // Loads the checkpoint `latest` names (model, optimizer, positions) into m, opt and rs.
 void load_checkpoint(const std::string& dir, GPT<float>& m, AdamW<float>& opt, ResumeState& rs);
 // The same for one checkpoint, by its model file's path.

@@ -18,6 +18,7 @@
 
 #include "mhc/checkpoint.h"
 #include "mhc/diag.h"
+#include "mhc/safetensors.h"
 #include "mhc/tokenizer.h"
 #include "mhc/train.h"
 #include "sys/process.h"
@@ -26,6 +27,7 @@
 #include "train/engine.h"
 #include "train/fits.h"
 #include "train/guard.h"
+#include "train/init_from.h"
 #include "train/resume.h"
 #include "train/run_dir.h"
 #include "train/run_sample.h"
@@ -142,6 +144,12 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     // Data. Without a validation file the training file is split (train_split, nanoGPT's 90%).
     // Everything that can refuse the run does so before the run directory is touched.
     engine_require(cfg.device);
+    if (!opt.init_from.empty() && opt.resume)
+        throw std::invalid_argument("--init-from starts a new run from a checkpoint's weights; --resume continues "
+                                    "the run in --out: give one of them");
+    // A model started from a checkpoint has its vocabulary: the data is checked against it.
+    if (!opt.init_from.empty() && cfg.model.vocab_size == 0)
+        cfg.model.vocab_size = run_dir::checkpoint_model(opt.init_from).vocab_size;
     const TrainData data = load_train_data(opt, cfg);
     if (cfg.model.vocab_size == 0) cfg.model.vocab_size = data.train.vocab_size;
     require_memory_for(cfg);
@@ -151,13 +159,16 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
     const int B = cfg.batch_size, T = cfg.model.block_size, accum = cfg.gradient_accumulation_steps;
     Batcher tb(data.train, B, T, order_from_string(cfg.data_order), cfg.seed);
     const ValSet vs = val_set_make(data.val, cfg);
+    GPT<float> m;
+    std::optional<InitFrom> init;
+    if (!opt.init_from.empty()) init = init_from_load(opt, cfg, data.train, m);
 
     // One writer per run directory, from here to the end of the process (the kernel releases the
     // lock however it ends), so the checks below see no other trainer's half-written state. Under
     // mpirun that is rank 0; the others never write there, and read it only to resume. A refusal
     // on rank 0 reaches the others in their next wait (comm.h): one line, every rank stops.
     std::optional<run_dir::Writer> writer;
-    std::map<std::string, std::string> tokenizer_meta;
+    std::map<std::string, std::string> ckpt_meta;  // the run's tokenizer, the weights it started from
     std::optional<Tokenizer> tokenizer;  // the run's, when it has one (its samples' text)
     if (root) {
         writer.emplace(run_dir::take(opt.out_dir));
@@ -170,17 +181,23 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         // The run's tokenizer (mhc/tokenizer.h): checked against the model, copied into the run,
         // named in every checkpoint.
         Tokenizer tok;
-        tokenizer_meta = run_tokenizer_attach(opt.out_dir, opt.tokenizer, data.train.tokenizer, cfg.model.vocab_size, &tok);
-        if (!tokenizer_meta.empty()) tokenizer = std::move(tok);
+        ckpt_meta = run_tokenizer_attach(opt.out_dir, init ? init->tokenizer : opt.tokenizer, data.train.tokenizer,
+                                              cfg.model.vocab_size, &tok);
+        if (!ckpt_meta.empty()) tokenizer = std::move(tok);
+        // Every checkpoint of the run names the weights it started from.
+        if (init) ckpt_meta["init_from"] = nlohmann::json{{"file", init->file}, {"checksum", init->checksum}}.dump();
     }
 
-    GPT<float> m;
     AdamW<float> adam;
     run_dir::ResumeState rs;
     if (opt.resume) {
         // Rank 0 chooses the checkpoint (an older intact one with --resume-from-intact, pointing
         // `latest` at it) and checks its model and data; then the others load that same file.
         if (root) resume_run(opt, cfg, data.record, m, adam, rs);
+        if (root) {  // a run started from other weights goes on naming them
+            const SafeTensors head = safetensors_read_header(run_dir::latest_checkpoint(opt.out_dir));
+            if (auto it = head.metadata.find("init_from"); it != head.metadata.end()) ckpt_meta["init_from"] = it->second;
+        }
         const long start = comm_max(comm, root ? rs.step : -1);
         if (!root)
             run_dir::load_checkpoint_file(opt.out_dir + "/" + run_dir::checkpoint_name(start) + ".safetensors", m,
@@ -188,8 +205,12 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         tb.restore(rs.train);
         if (root) run_dir::truncate_metrics(opt.out_dir, rs.step);
     } else {
-        gpt_build(m, cfg.model);
-        gpt_init(m, cfg.seed);
+        if (init) {
+            if (root && !opt.quiet) std::fprintf(stderr, "mhc train: starting from the weights of %s\n", init->file.c_str());
+        } else {
+            gpt_build(m, cfg.model);
+            gpt_init(m, cfg.seed);
+        }
         if (root) run_dir::start_metrics(opt.out_dir);
         if (root) run_dir::write_data_record(opt.out_dir, data.record);
     }
@@ -230,7 +251,7 @@ TrainResult train_run(TrainConfig cfg, const TrainOptions& opt) {
         const AdamW<float>& whole = dp_whole_optimizer(dp, gathered);  // sharded: gathered to rank 0
         std::string path;
         if (root) {
-            path = run_dir::save_checkpoint(opt.out_dir, m, whole, rs, cfg_json, tokenizer_meta);
+            path = run_dir::save_checkpoint(opt.out_dir, m, whole, rs, cfg_json, ckpt_meta);
             run_dir::prune_checkpoints(opt.out_dir, cfg.keep_checkpoints);
         }
         // No rank goes on (or stops on an error of its own) before the checkpoint is on disk; a

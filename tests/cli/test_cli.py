@@ -37,6 +37,9 @@ def write_corpus():
         f.write(struct.pack("<%dH" % len(toks), *toks))
     with open(path("shard.bin"), "wb") as f:
         f.write(llmc_shard(toks))
+    other = b"".join(b"%d bottles of beer on the wall, %d bottles of beer; take one down.\n" % (i, i) for i in range(300))
+    with open(path("other.txt"), "wb") as f:  # a second corpus, to fine-tune on
+        f.write(other)
 
 
 def test_resume_is_bit_identical():
@@ -272,6 +275,52 @@ def test_every_variant():
     check("no run directory left behind by the refused runs", not os.path.exists(path("bad_orth")))
 
 
+def ckpt_meta(ck):
+    with open(ck, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return json.loads(f.read(n)).get("__metadata__", {})
+
+
+def test_init_from():
+    # A new run from the weights of test_resume_is_bit_identical's 20-step run, on other text.
+    base = path("straight")
+    ev = lambda ck: last_json(run("eval", "--ckpt", ck, "--data", path("other.txt"), "--order", "sequential",
+                                  "--batch", "4", "--seq", "16", "--batches", "10", "--json")).get("loss")
+    # At a learning rate of 1e-30 no weight can move: the new run's model is the checkpoint's.
+    r = run("train", "--data", path("other.txt"), "--init-from", base, *TINY, "--set", "max_iters=2",
+            "--set", "learning_rate=1e-30", "--set", "min_lr=0", "--set", "warmup_iters=1", "--out", path("ft_still"))
+    check("train --init-from a run directory (the same model keys given): starts from its weights, says so",
+          r.returncode == 0 and "starting from the weights of %s/ckpt_000020.safetensors" % base in r.stderr, r.stderr)
+    loss_base, loss_still = ev(base), ev(path("ft_still"))
+    check("... its model is the checkpoint's: the same loss on the other text (%r, %r)" % (loss_base, loss_still),
+          loss_base is not None and loss_base == loss_still)
+    meta = ckpt_meta(path("ft_still", "ckpt_000002.safetensors"))
+    check("... and its checkpoints name the weights it started from", json.loads(meta.get("init_from", "{}")).get("file")
+          == base + "/ckpt_000020.safetensors" and json.loads(meta["init_from"]).get("checksum", "").startswith("crc32:"), meta)
+    # Fine-tuning proper, without a config (the model keys are the checkpoint's), then resumed.
+    r = run("train", "--data", path("other.txt"), "--init-from", path("straight", "ckpt_000020.safetensors"),
+            "--set", "max_iters=4", "--set", "warmup_iters=1", "--set", "batch_size=8", "--set", "eval_interval=4",
+            "--set", "eval_iters=2", "--out", path("ft"), "--quiet")
+    r2 = run("train", "--data", path("other.txt"), "--out", path("ft"), "--resume", "--set", "max_iters=8", "--quiet")
+    check("fine-tune 4 steps on the other text, resume to 8: its loss there falls (%r -> %r)" % (loss_base, ev(path("ft"))),
+          r.returncode == 0 and r2.returncode == 0 and ev(path("ft")) < loss_base and
+          "init_from" in ckpt_meta(path("ft", "ckpt_000008.safetensors")), r.stderr + r2.stderr)
+    with open(path("ft", "config.toml")) as f:
+        check("... its config.toml holds the checkpoint's model", "n_embd = 32" in f.read())
+    for name, args, fragment in (
+            ("a model key that differs", ["--set", "n_embd=64"], "n_embd 32 in the checkpoint, 64 in the config"),
+            ("with --resume", ["--resume"], "--init-from"),
+            ("a checkpoint that is not there", ["--set", "max_iters=2"], "nowhere"),
+            ("a directory without a checkpoint", ["--set", "max_iters=2"], "without a checkpoint")):
+        os.makedirs(path("empty_dir"), exist_ok=True)
+        src = {"a checkpoint that is not there": path("nowhere.safetensors"),
+               "a directory without a checkpoint": path("empty_dir")}.get(name, base)
+        r = run("train", "--data", path("other.txt"), "--init-from", src, "--out", path("ft_bad"), *args)
+        ok, msg = one_line_error(r)
+        check("--init-from, %s: one-line error, no run directory" % name,
+              ok and fragment in msg and not os.path.exists(path("ft_bad")), msg)
+
+
 def test_help():
     for sub in ("train", "eval", "sample", "info"):
         r = run(sub, "--help")
@@ -280,4 +329,4 @@ def test_help():
 
 if __name__ == "__main__":
     finish(write_corpus, test_resume_is_bit_identical, test_formats_and_eval_against_reference, test_bad_input,
-           test_sample, test_every_variant, test_help)
+           test_sample, test_init_from, test_every_variant, test_help)

@@ -135,6 +135,16 @@ def test_resume_across_devices():
     check("CPU then GPU: likewise", close([b[s][0] for s in steps], [c[s][0] for s in steps], 1e-4), (b, c))
     with open(os.path.join(TMP, "cg", "config.toml")) as f:
         check("the resumed run's config.toml names its new device", 'device = "cuda"' in f.read())
+    # A new run from the CPU run's weights (--init-from) on each device: the same losses.
+    more = ["--init-from", "cc", "--set", "max_iters=3", "--set", "lr_decay_iters=3", "--set", "warmup_iters=1"]
+    r = [train(EMU, "from_cc_gpu", "--device", "cuda", *more), train(EMU, "from_cc_cpu", *more)]
+    check("--init-from a CPU run, on the GPU and on the CPU: both train", all(x.returncode == 0 for x in r),
+          [x.stderr for x in r])
+    if all(x.returncode == 0 for x in r):
+        g, c = losses("from_cc_gpu"), losses("from_cc_cpu")
+        check("... to the same losses (1e-4), below the first of a run from scratch",
+              close([g[s][0] for s in sorted(c)], [c[s][0] for s in sorted(c)], 1e-4) and len(c) == 3 and
+              c[1][0] < losses("cc")[1][0], (g, c))
 
 
 def test_repeatable():

@@ -290,6 +290,20 @@ def test_run_tokenizer():
     check("eval: bits per byte = loss x tokens / bytes / ln 2, bytes from the pieces",
           ev.get("bytes") == nbytes and abs(ev.get("bits_per_byte", 0) - bpb) < 1e-9, (ev, nbytes, bpb))
 
+    # --init-from: data in another tokenizer's ids is refused; raw ids (no meta.json) go on with the
+    # checkpoint's tokenizer, which the new run keeps.
+    r = run("train", "--data", path("bpe_docs", "train.bin"), "--init-from", ck, "--out", path("ft_other_tok"))
+    ok, msg = one_line_error(r)
+    check("train --init-from a SentencePiece model on tokenizer.json data: one line naming both",
+          ok and "sentencepiece" in msg and "hf_bpe" in msg and not os.path.exists(path("ft_other_tok")), msg)
+    os.makedirs(path("raw_ids"), exist_ok=True)
+    shutil.copy(os.path.join(data, "train.bin"), path("raw_ids", "ids.bin"))
+    r = run("train", "--data", path("raw_ids", "ids.bin"), "--init-from", ck, "--set", "max_iters=2",
+            "--set", "warmup_iters=1", "--set", "eval_iters=2", "--out", path("ft_raw"), "--quiet")
+    check("train --init-from on raw ids: the run keeps the checkpoint's tokenizer.model",
+          r.returncode == 0 and open(path("ft_raw", "tokenizer.model"), "rb").read() == open(model, "rb").read(),
+          stderr_text(r))
+
     # Errors: one line, naming the problem.
     r = run("sample", "--ckpt", ck, "--prompt-tokens", "1,1000")
     ok, msg = one_line_error(r)

@@ -217,7 +217,8 @@ def test_nonfinite_model_refused():
     for name, c in (("NaN weights", nan_ck), ("weights that overflow", big_ck)):
         for args in (["eval", "--ckpt", c, "--data", path("corpus.txt"), "--batches", "2"],
                      ["eval", "--ckpt", c, "--data", path("corpus.txt"), "--batches", "2", "--json"],
-                     ["info", "--ckpt", c], ["sample", "--ckpt", c, "--max-new-tokens", "4", "--json"]):
+                     ["info", "--ckpt", c], ["sample", "--ckpt", c, "--max-new-tokens", "4", "--json"],
+                     ["train", "--data", path("corpus.txt"), "--init-from", c, "--out", path("from_bad")]):
             r = run(*args)
             ok, msg = one_line_error(r, c)
             check("%s: %s exits non-zero with one line naming the checkpoint" % (name, " ".join(args[:1] + args[-1:])),
