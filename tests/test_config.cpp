@@ -95,6 +95,18 @@ TEST(ConfigFiles, MissingFileNamesThePath) {
     }
 }
 
+// A file read over a base (train --init-from: the checkpoint's model) changes only the keys it has.
+TEST(ConfigFiles, KeysLeftOutKeepTheBase) {
+    TrainConfig base;
+    base.model.n_layer = 7, base.model.n_embd = 96, base.max_iters = 11;
+    const TrainConfig c = mhc::config_from_toml_string("max_iters = 3\nn_embd = 64\n", "ft.toml", base);
+    EXPECT_EQ(c.model.n_layer, 7);
+    EXPECT_EQ(c.model.n_embd, 64);
+    EXPECT_EQ(c.max_iters, 3);
+    EXPECT_EQ(mhc::config_from_toml_string("", "empty.toml", base).model.n_layer, 7);
+    EXPECT_EQ(mhc::config_from_toml_string("", "empty.toml").model.n_layer, TrainConfig().model.n_layer);
+}
+
 TEST(ConfigOverride, EveryTypeAndBothStringSpellings) {
     TrainConfig c;
     mhc::config_apply_override(c, "n_layer=7");

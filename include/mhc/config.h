@@ -62,9 +62,11 @@ struct TrainConfig {
 // Parses a TOML config. Every key must be one of the field names above, at the top level.
 // Errors: unknown key (with a suggestion when one is close: "unknown config key 'n_embed' (did you
 // mean 'n_embd'?)"), wrong type (integers are accepted where a number is expected), TOML syntax
-// error; each message starts with "<file>:<line>:". The result is not finalized.
-TrainConfig config_from_toml_file(const std::string& path);
-TrainConfig config_from_toml_string(const std::string& text, const std::string& source_name);
+// error; each message starts with "<file>:<line>:". The result is not finalized. The keys the
+// file leaves out keep base's values (the built-in defaults, or e.g. a checkpoint's model).
+TrainConfig config_from_toml_file(const std::string& path, const TrainConfig& base = TrainConfig());
+TrainConfig config_from_toml_string(const std::string& text, const std::string& source_name,
+                                    const TrainConfig& base = TrainConfig());
 
 // Applies one `key=value` override. The value is read as a TOML value, so strings may be bare or
 // quoted (hyper_conn_type=mhc, hyper_conn_type="mhc"), booleans are true/false. Same errors as above.

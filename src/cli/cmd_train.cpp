@@ -37,8 +37,8 @@ Runner add_train(CLI::App& app) {
     };
     auto o = std::make_shared<Opts>();
     app.add_option("--config", o->config, "TOML config (nanoGPT key names); default: built-in defaults, "
-                   "with --resume the run's own config.toml (or, if that is gone, its checkpoint's), with --init-from "
-                   "the checkpoint's model keys and the built-in training keys")
+                   "with --resume the run's own config.toml (or, if that is gone, its checkpoint's); with --init-from "
+                   "the model keys it leaves out are the checkpoint's")
         ->check(CLI::ExistingFile);
     app.add_option("--set", o->sets, "Override one config key: --set key=value (repeatable)")->default_str("");
     app.add_option("--data", o->t.data, "Training data: .txt (bytes), nanoGPT uint16 .bin, or llm.c shard; a quoted "
@@ -66,9 +66,11 @@ Runner add_train(CLI::App& app) {
         TrainConfig cfg;
         TrainOptions t = o->t;
         t.resume = t.resume || t.resume_from_intact;
-        if (!o->config.empty()) cfg = config_from_toml_file(o->config);
+        // From a checkpoint's weights: its model keys, unless the config or a --set says otherwise
+        // (then refused, naming the key).
+        if (!t.init_from.empty()) cfg.model = run_dir::checkpoint_model(t.init_from);
+        if (!o->config.empty()) cfg = config_from_toml_file(o->config, cfg);
         else if (t.resume) cfg = resume_config(t.out_dir, comm.rank == 0);
-        else if (!t.init_from.empty()) cfg.model = run_dir::checkpoint_model(t.init_from);
         for (const auto& s : o->sets) config_apply_override(cfg, s);
         if (!o->device.empty()) cfg.device = o->device;  // e.g. a run resumed on the other device
         t.format = data_format_from_string(o->format);

@@ -270,9 +270,9 @@ std::string toml_quote(const std::string& s) {
 
 }  // namespace
 
-TrainConfig config_from_toml_string(const std::string& text, const std::string& source_name) {
+TrainConfig config_from_toml_string(const std::string& text, const std::string& source_name, const TrainConfig& base) {
     const toml::table tbl = parse_toml(text, source_name);
-    TrainConfig cfg;
+    TrainConfig cfg = base;
     for (const auto& [k, node] : tbl) {
         const std::string key(k.str()), where = location(source_name, k.source());
         if (node.is_table() && !std::any_of(std::begin(kFields), std::end(kFields),
@@ -284,13 +284,13 @@ TrainConfig config_from_toml_string(const std::string& text, const std::string& 
     return cfg;
 }
 
-TrainConfig config_from_toml_file(const std::string& path) {
+TrainConfig config_from_toml_file(const std::string& path, const TrainConfig& base) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw std::runtime_error("cannot open config file '" + path + "'");
     std::stringstream ss;
     ss << in.rdbuf();
     if (in.bad()) throw std::runtime_error("cannot read config file '" + path + "'");
-    return config_from_toml_string(ss.str(), path);
+    return config_from_toml_string(ss.str(), path, base);
 }
 
 void config_apply_override(TrainConfig& cfg, const std::string& key_equals_value) {

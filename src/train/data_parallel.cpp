@@ -86,7 +86,7 @@ void dp_check_run(Comm& comm, const TrainConfig& cfg, const TrainOptions& opt, c
     // checksums, and how they were read), the options, the binary.
     std::string run = config_to_json(cfg).dump() + "\n" + data.record.dump() + "\n" + data.header + "\n" +
                       opt.out_dir + "\n" + opt.tokenizer + (opt.resume ? " resume" : "") +
-                      (opt.resume_from_intact ? " from-intact" : "");
+                      (opt.resume_from_intact ? " from-intact" : "") + "\n" + opt.init_from;
     const char* hook = std::getenv("MHC_TEST_PERTURB_CONFIG_RANK");
     if (hook && std::atoi(hook) == comm.rank) run += " perturbed";
     const sys::Fingerprint exe = sys::file_fingerprint("/proc/self/exe");

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <stdexcept>
 #include <vector>
 
@@ -15,13 +16,20 @@ namespace mhc {
 
 namespace {
 std::string named(const TokenizerRef& r) { return r.kind + (r.crc32.empty() ? "" : " " + r.crc32); }
+
+// Whether two tokenizers give every id the same text, whatever their files (GPT-2's tokenizer.json
+// and llm.c's gpt2_tokenizer.bin do).
+bool same_text(const Tokenizer& a, const Tokenizer& b) {
+    return a.vocab_size == b.vocab_size && a.pieces == b.pieces && a.has_piece == b.has_piece &&
+           a.special == b.special && a.strip_line_space == b.strip_line_space;
+}
 }  // namespace
 
 InitFrom init_from_load(const TrainOptions& opt, const TrainConfig& cfg, const TokenData& train, GPT<float>& m) {
     const TokenizerRef& data_tokenizer = train.tokenizer;
     InitFrom init;
     SafeTensors raw;
-    init.file = run_dir::load_model(opt.init_from, m, &raw);
+    init.file = std::filesystem::absolute(run_dir::load_model(opt.init_from, m, &raw)).lexically_normal().string();
     raw.tensors.clear();
     if (auto it = raw.metadata.find("checksum"); it != raw.metadata.end()) init.checksum = it->second;
     const std::string diff = config_json_difference(model_config_to_json(m.cfg), model_config_to_json(cfg.model),
@@ -45,10 +53,21 @@ InitFrom init_from_load(const TrainOptions& opt, const TrainConfig& cfg, const T
         init.tokenizer = tok.kind == TokenizerKind::bytes ? "bytes" : tok.path;
     }
     if (!had.empty() && !now.empty() &&
-        (had.kind != now.kind || (!had.crc32.empty() && !now.crc32.empty() && had.crc32 != now.crc32)))
-        throw std::runtime_error("--init-from " + init.file + " was trained with the tokenizer " + named(had) +
-                                 ", this run's is " + named(now) +
-                                 ": the same ids would stand for other text (prepare the data with the checkpoint's tokenizer)");
+        (had.kind != now.kind || (!had.crc32.empty() && !now.crc32.empty() && had.crc32 != now.crc32))) {
+        // Other files can still be one vocabulary: compared id by id when both can be read.
+        bool same = false;
+        try {
+            Tokenizer a;
+            tokenizer_for_checkpoint(init.file, raw.metadata, "", m.V, a);
+            const std::string b_file = !opt.tokenizer.empty() ? opt.tokenizer : now.kind == "bytes" ? "bytes" : now.file;
+            same = same_text(a, b_file == "bytes" ? tokenizer_bytes() : tokenizer_load(b_file));
+        } catch (const std::exception&) {
+        }
+        if (!same)
+            throw std::runtime_error("--init-from " + init.file + " was trained with the tokenizer " + named(had) +
+                                     ", this run's is " + named(now) + ": the same ids would stand for other text "
+                                     "(prepare the data with the checkpoint's tokenizer)");
+    }
     // A few positions through the KV cache (little memory whatever the batch): overflowing outputs
     // show at once; later ones meet the training's NaN guard.
     {

@@ -55,6 +55,16 @@ def wait_for_step(out, step, proc, limit=600):
     return False
 
 
+def ckpt_metadata(ck):
+    """A checkpoint's safetensors metadata ({} when it cannot be read)."""
+    try:
+        with open(ck, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            return json.loads(f.read(n)).get("__metadata__", {})
+    except (OSError, ValueError, struct.error):
+        return {}
+
+
 def last_json(r):
     """The JSON object on the last line of a successful run's stdout, text or bytes ({} when the run
     failed or printed none, so a check on its fields fails)."""

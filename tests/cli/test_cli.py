@@ -11,7 +11,7 @@ import os
 import struct
 import subprocess
 
-from harness import MHC, check, path, metrics, one_line_error, finish, llmc_shard, last_json
+from harness import MHC, check, ckpt_metadata, path, metrics, one_line_error, finish, llmc_shard, last_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REF = os.path.join(HERE, "..", "reference", "ckpt_loss.py")
@@ -275,12 +275,6 @@ def test_every_variant():
     check("no run directory left behind by the refused runs", not os.path.exists(path("bad_orth")))
 
 
-def ckpt_meta(ck):
-    with open(ck, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        return json.loads(f.read(n)).get("__metadata__", {})
-
-
 def test_init_from():
     # A new run from the weights of test_resume_is_bit_identical's 20-step run, on other text.
     base = path("straight")
@@ -294,7 +288,7 @@ def test_init_from():
     loss_base, loss_still = ev(base), ev(path("ft_still"))
     check("... its model is the checkpoint's: the same loss on the other text (%r, %r)" % (loss_base, loss_still),
           loss_base is not None and loss_base == loss_still)
-    meta = ckpt_meta(path("ft_still", "ckpt_000002.safetensors"))
+    meta = ckpt_metadata(path("ft_still", "ckpt_000002.safetensors"))
     check("... and its checkpoints name the weights it started from", json.loads(meta.get("init_from", "{}")).get("file")
           == base + "/ckpt_000020.safetensors" and json.loads(meta["init_from"]).get("checksum", "").startswith("crc32:"), meta)
     # Fine-tuning proper, without a config (the model keys are the checkpoint's), then resumed.
@@ -303,8 +297,24 @@ def test_init_from():
             "--set", "eval_iters=2", "--out", path("ft"), "--quiet")
     r2 = run("train", "--data", path("other.txt"), "--out", path("ft"), "--resume", "--set", "max_iters=8", "--quiet")
     check("fine-tune 4 steps on the other text, resume to 8: its loss there falls (%r -> %r)" % (loss_base, ev(path("ft"))),
-          r.returncode == 0 and r2.returncode == 0 and ev(path("ft")) < loss_base and
-          "init_from" in ckpt_meta(path("ft", "ckpt_000008.safetensors")), r.stderr + r2.stderr)
+          r.returncode == 0 and r2.returncode == 0 and ev(path("ft")) < loss_base, r.stderr + r2.stderr)
+    check("... the resumed run's checkpoints name the same start",
+          ckpt_metadata(path("ft", "ckpt_000008.safetensors")).get("init_from") == meta.get("init_from"),
+          (ckpt_metadata(path("ft", "ckpt_000008.safetensors")).get("init_from"), meta.get("init_from")))
+    # A fine-tuning config that leaves the model out: the checkpoint's; one that sets a model key
+    # other than the checkpoint's is refused naming it.
+    with open(path("finetune.toml"), "w") as f:
+        f.write("max_iters = 2\nwarmup_iters = 1\nbatch_size = 4\neval_interval = 2\neval_iters = 2\n")
+    with open(path("finetune_wide.toml"), "w") as f:
+        f.write("max_iters = 2\nwarmup_iters = 1\nn_embd = 64\n")
+    r = run("train", "--config", path("finetune.toml"), "--data", path("other.txt"), "--init-from", base,
+            "--out", path("ft_cfg"), "--quiet")
+    check("--init-from with a --config of training keys only: the model is the checkpoint's", r.returncode == 0, r.stderr)
+    r = run("train", "--config", path("finetune_wide.toml"), "--data", path("other.txt"), "--init-from", base,
+            "--out", path("ft_cfg_wide"))
+    ok, msg = one_line_error(r)
+    check("--init-from with a --config setting n_embd = 64: refused naming it",
+          ok and "n_embd 32 in the checkpoint, 64 in the config" in msg and not os.path.exists(path("ft_cfg_wide")), msg)
     with open(path("ft", "config.toml")) as f:
         check("... its config.toml holds the checkpoint's model", "n_embd = 32" in f.read())
     for name, args, fragment in (

@@ -26,7 +26,7 @@ import struct
 import subprocess
 import sys
 
-from harness import MHC, TMP, check, last_json, metrics, path, one_line_error, stderr_text, finish
+from harness import MHC, TMP, check, ckpt_metadata, last_json, metrics, path, one_line_error, stderr_text, finish
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "..", "tokenizers", "tiny_bpe.json")
@@ -257,9 +257,7 @@ def test_run_tokenizer():
     ck = path("run_spm", "ckpt_000004.safetensors")
     check("train on SentencePiece data: the run holds tokenizer.model", r.returncode == 0 and
           open(path("run_spm", "tokenizer.model"), "rb").read() == open(model, "rb").read(), stderr_text(r))
-    with open(ck, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        meta = json.loads(f.read(n))["__metadata__"]
+    meta = ckpt_metadata(ck)
     tok = json.loads(meta.get("tokenizer", "{}"))
     check("the checkpoint's metadata names it", tok.get("kind") == "sentencepiece" and tok.get("file") == "tokenizer.model"
           and tok.get("vocab_size") == 1000, meta)
@@ -300,9 +298,27 @@ def test_run_tokenizer():
     shutil.copy(os.path.join(data, "train.bin"), path("raw_ids", "ids.bin"))
     r = run("train", "--data", path("raw_ids", "ids.bin"), "--init-from", ck, "--set", "max_iters=2",
             "--set", "warmup_iters=1", "--set", "eval_iters=2", "--out", path("ft_raw"), "--quiet")
-    check("train --init-from on raw ids: the run keeps the checkpoint's tokenizer.model",
-          r.returncode == 0 and open(path("ft_raw", "tokenizer.model"), "rb").read() == open(model, "rb").read(),
-          stderr_text(r))
+    check("train --init-from on raw ids: the run keeps the checkpoint's tokenizer.model, and names it",
+          r.returncode == 0 and open(path("ft_raw", "tokenizer.model"), "rb").read() == open(model, "rb").read() and
+          json.loads(ckpt_metadata(path("ft_raw", "ckpt_000002.safetensors")).get("tokenizer", "{}")).get("kind")
+          == "sentencepiece", stderr_text(r))
+    # Two files of one vocabulary (an llm.c table written here with the fixture's pieces, and the
+    # fixture): a model trained with one fine-tunes on data made with the other.
+    j = json.load(open(FIXTURE, encoding="utf-8"))
+    pieces = bpe_piece_texts(j)
+    table = struct.pack("<256I", *([20240328, 2, len(pieces), 269] + [0] * 252))
+    table += b"".join(bytes([len(pieces[i])]) + pieces[i] for i in range(len(pieces)))
+    os.makedirs(path("llmc_tok"), exist_ok=True)
+    with open(path("llmc_tok", "gpt2_tokenizer.bin"), "wb") as f:
+        f.write(table)
+    shutil.copy(path("bpe_docs", "train.bin"), path("llmc_tok", "ids.bin"))  # raw ids, no meta.json
+    r = run("train", "--data", path("llmc_tok", "ids.bin"), "--tokenizer", path("llmc_tok", "gpt2_tokenizer.bin"),
+            *TINY, "--set", "vocab_size=271", "--set", "max_iters=2", "--out", path("run_llmc_tok"), "--quiet")
+    r2 = run("train", "--data", path("bpe_docs", "train.bin"), "--init-from", path("run_llmc_tok"), "--set", "max_iters=2",
+             "--set", "warmup_iters=1", "--set", "eval_iters=2", "--set", "train_split=0.5", "--out", path("ft_same_vocab"),
+             "--quiet")
+    check("--init-from a model of llm.c's table on data made with the tokenizer.json of the same pieces: trains",
+          r.returncode == 0 and r2.returncode == 0, stderr_text(r) + stderr_text(r2))
 
     # Errors: one line, naming the problem.
     r = run("sample", "--ckpt", ck, "--prompt-tokens", "1,1000")
