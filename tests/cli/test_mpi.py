@@ -162,6 +162,18 @@ def test_two_ranks_equal_one():
               b1 > 0 and abs(b2 - b1 / 2) <= 16384 * 8 and b2 < 0.6 * b1 and last_json(r2).get("world_size") == 2)
 
 
+def test_init_from_on_two_ranks():
+    # A new run from test_two_ranks_equal_one's 1-rank checkpoint: every rank loads it and checks it;
+    # 2 ranks train on from it as 1 process does.
+    more = ["--init-from", path("eq1_mhc_lite"), "--set", "hyper_conn_type=mhc_lite", "--set", "max_iters=6",
+            "--set", "gradient_accumulation_steps=2", "--set", "warmup_iters=1"]
+    r1, r2 = train(1, path("from1"), *more), train(2, path("from2"), *more)
+    check("--init-from on 1 and 2 ranks: both train", r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr)
+    if r1.returncode == 0 and r2.returncode == 0:
+        gap = max_loss_gap(path("from1"), path("from2"))
+        check("... to the same losses within 1e-5 (max gap %.2e)" % gap, gap <= 1e-5)
+
+
 def test_resume_on_one_and_two_ranks():
     common = ["--set", "gradient_accumulation_steps=2", "--set", "lr_decay_iters=20", "--set", "checkpoint_interval=5"]
     r = train(2, path("straight"), *common, "--set", "max_iters=20")
@@ -388,6 +400,6 @@ if __name__ == "__main__":
     with open(path("corpus.txt"), "wb") as f:
         f.write(b"".join(b"line %d: the quick brown fox jumps over the lazy dog.\n" % i for i in range(3000)))
     # In order: later tests resume the runs of earlier ones.
-    finish(test_two_ranks_equal_one, test_resume_on_one_and_two_ranks, test_resume_from_intact,
+    finish(test_two_ranks_equal_one, test_init_from_on_two_ranks, test_resume_on_one_and_two_ranks, test_resume_from_intact,
            test_other_data_refused, test_one_writer, test_nan_guard, test_diverging_run, test_killed_rank,
            test_ctrl_c, test_bad_input)
