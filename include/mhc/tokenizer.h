@@ -65,6 +65,8 @@ Tokenizer tokenizer_bytes();
 // Reads a tokenizer file, its kind told by its contents: llm.c's magic 20240328, a JSON object
 // (tokenizer.json), else a SentencePiece model.
 Tokenizer tokenizer_load(const std::string& path);
+// A --tokenizer argument: "bytes", else a file as tokenizer_load reads it.
+Tokenizer tokenizer_load_given(const std::string& file_or_bytes);
 // The same from the file's bytes in memory; `name` stands for the path (messages, Tokenizer::path).
 Tokenizer tokenizer_load_bytes(const std::string& name, std::string_view bytes);
 // Copies the tokenizer's file to `dst` atomically (temporary file, fsync, rename).
@@ -81,6 +83,8 @@ struct DecodeState {
 void tokenizer_decode_one(const Tokenizer& tok, int64_t id, DecodeState& st, std::string& out);
 std::string tokenizer_decode(const Tokenizer& tok, const std::vector<uint32_t>& ids);
 std::string tokenizer_decode(const Tokenizer& tok, const std::vector<int32_t>& ids);
+// The same made valid UTF-8 (Utf8Stream's replacements): what a sample's JSON "text" holds.
+std::string tokenizer_decode_utf8(const Tokenizer& tok, const std::vector<int32_t>& ids);
 // The text bytes id adds when decoded in state st, which it advances (for bits per byte): 0 for a
 // special id; SentencePiece's line rule drops a dummy prefix's space at a line start. Ids as
 // decode_one's.

@@ -130,10 +130,7 @@ Runner add_sample(CLI::App& app) {
                 continue;
             }
             nlohmann::json j = {{"seed", sampling.seed}, {"tokens", out}, {"finish_reason", stopped ? "stop" : "length"}};
-            if (text) {
-                Utf8Stream u;
-                j["text"] = u.push(tokenizer_decode(tok, out)) + u.finish();
-            }
+            if (text) j["text"] = tokenizer_decode_utf8(tok, out);
             samples.push_back(j);
         }
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -111,6 +111,10 @@ Tokenizer tokenizer_load_bytes(const std::string& path, std::string_view bytes) 
     return tok::spm_load(path, s);
 }
 
+Tokenizer tokenizer_load_given(const std::string& given) {
+    return given == "bytes" ? tokenizer_bytes() : tokenizer_load(given);
+}
+
 void tokenizer_encode(const Tokenizer& t, std::string_view text, std::vector<uint32_t>& out) {
     switch (t.kind) {
         case TokenizerKind::bytes:
@@ -152,6 +156,11 @@ std::string tokenizer_decode(const Tokenizer& t, const std::vector<int32_t>& ids
     DecodeState st;
     for (int32_t id : ids) tokenizer_decode_one(t, id, st, out);
     return out;
+}
+
+std::string tokenizer_decode_utf8(const Tokenizer& t, const std::vector<int32_t>& ids) {
+    Utf8Stream u;
+    return u.push(tokenizer_decode(t, ids)) + u.finish();
 }
 
 int64_t tokenizer_text_bytes(const Tokenizer& t, int64_t id, DecodeState& st) {

@@ -44,7 +44,7 @@ InitFrom init_from_load(const TrainOptions& opt, const TrainConfig& cfg, const T
     TokenizerRef now;  // what this run's data is in
     init.tokenizer = opt.tokenizer;
     if (!opt.tokenizer.empty()) {
-        now = tokenizer_ref(opt.tokenizer == "bytes" ? tokenizer_bytes() : tokenizer_load(opt.tokenizer), "");
+        now = tokenizer_ref(tokenizer_load_given(opt.tokenizer), "");
     } else if (!data_tokenizer.empty()) {
         now = data_tokenizer;
     } else if (!had.empty()) {  // raw ids: the checkpoint's tokenizer goes on with them
@@ -59,8 +59,9 @@ InitFrom init_from_load(const TrainOptions& opt, const TrainConfig& cfg, const T
         try {
             Tokenizer a;
             tokenizer_for_checkpoint(init.file, raw.metadata, "", m.V, a);
-            const std::string b_file = !opt.tokenizer.empty() ? opt.tokenizer : now.kind == "bytes" ? "bytes" : now.file;
-            same = same_text(a, b_file == "bytes" ? tokenizer_bytes() : tokenizer_load(b_file));
+            same = same_text(a, tokenizer_load_given(!opt.tokenizer.empty() ? opt.tokenizer
+                                                     : now.kind == "bytes"   ? "bytes"
+                                                                             : now.file));
         } catch (const std::exception&) {
         }
         if (!same)

@@ -27,10 +27,7 @@ nlohmann::json run_sample(Engine& e, const Tokenizer* tok, int V, int count, uin
     try {  // non-finite logits of finite weights, a device out of memory: said, never fatal
         const std::vector<int32_t> out = e.generate(prompt, count, s, {});
         nlohmann::json j = {{"tokens", out}};
-        if (tok) {
-            Utf8Stream u;
-            j["text"] = u.push(tokenizer_decode(*tok, out)) + u.finish();
-        }
+        if (tok) j["text"] = tokenizer_decode_utf8(*tok, out);
         return j;
     } catch (const std::exception& err) {
         return {{"error", err.what()}};

@@ -23,8 +23,6 @@ const char* run_file_name(TokenizerKind k) {
     return "";
 }
 
-Tokenizer load_given(const std::string& given) { return given == "bytes" ? tokenizer_bytes() : tokenizer_load(given); }
-
 // The tokenizer a sidecar or checkpoint names, its file resolved against `dir`; `what` names the
 // referrer in messages. Missing or changed files are errors that say how to go on.
 Tokenizer load_ref(const TokenizerRef& ref, const std::string& dir, const std::string& what) {
@@ -48,7 +46,7 @@ std::map<std::string, std::string> run_tokenizer_attach(const std::string& dir, 
                                                         Tokenizer* out) {
     Tokenizer tok;
     if (!given.empty()) {
-        tok = load_given(given);
+        tok = tokenizer_load_given(given);
     } else if (!data_tokenizer.empty()) {
         const fs::path f(data_tokenizer.file);
         tok = load_ref({data_tokenizer.kind, f.filename().string(), data_tokenizer.vocab_size, data_tokenizer.crc32},
@@ -90,7 +88,7 @@ bool tokenizer_for_checkpoint(const std::string& ckpt_path, const std::map<std::
                               const std::string& given, int model_vocab, Tokenizer& out) {
     auto it = metadata.find("tokenizer");
     if (!given.empty()) {
-        out = load_given(given);
+        out = tokenizer_load_given(given);
     } else if (it != metadata.end()) {
         TokenizerRef ref;
         try {
